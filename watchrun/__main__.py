@@ -1,0 +1,3 @@
+from watchrun.cli import main
+
+main()

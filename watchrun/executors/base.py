@@ -1,0 +1,114 @@
+"""The interface between the scheduler and whatever runs units (local processes, Ray).
+
+The scheduler owns an asyncio loop; an executor reports back by calling `sink(event)` on that
+loop. Values cross the boundary as pickled bytes: the scheduler never unpickles task outputs, it
+only hashes and stores them.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+
+class Mode(enum.Enum):
+    CALL = "call"  # run(**kwargs) once; its return value is the output
+    GENERATE = "generate"  # run(**kwargs) is a generator: each yield streams back
+    COLLECT = "collect"  # persistent: run(value, **kwargs) per push; gather(**kwargs) at the end
+    INNER_GENERATE = "inner_generate"  # persistent: run(value, **kwargs) per push may yield;
+    # finish(**kwargs) at the end may yield more
+
+
+@dataclass(frozen=True)
+class UnitKey:
+    task: str
+    iter: tuple[int, ...] = ()
+
+    def format(self) -> str:
+        return self.task + "".join(f"[{i}]" for i in self.iter)
+
+
+@dataclass
+class Job:
+    key: UnitKey
+    mode: Mode
+    root: Path
+    chain: list[tuple[Path, str]]  # (module file, package for relative imports): root ancestor
+    # first, the task itself last; executed in this order into one namespace
+    kwargs: dict[str, bytes]  # argument name -> pickled value, exactly what run() asks for;
+    # COLLECT / INNER_GENERATE: the arguments that stay the same for every push
+    log_path: Path
+    start: int | None = None  # GENERATE: resume index, passed as `start` if run() takes it
+    # COLLECT / INNER_GENERATE: arguments for gather() / finish(), by the names they ask for
+    gather_kwargs: dict[str, bytes] = field(default_factory=dict)
+    ctx: dict[str, object] = field(default_factory=dict)  # name, root, iter: for the `ctx` arg
+
+
+class EventKind(enum.Enum):
+    STARTED = "started"  # the unit began running (pid, pgid)
+    YIELDED = "yielded"  # data = pickled value (GENERATE, INNER_GENERATE)
+    PUSHED = "pushed"  # a pushed value was consumed by run() (COLLECT / INNER_GENERATE)
+    DONE = "done"  # data = pickled output (CALL, COLLECT: gather's value; generators: None)
+    FAILED = "failed"  # error = formatted traceback ("Traceback …\nValueError: …")
+    CANCELLED = "cancelled"  # signal = name of the last signal sent ("SIGINT", "SIGKILL" …)
+    DIED = "died"  # the worker process died: error = cause ("killed by SIGKILL", "exit code 3")
+
+
+@dataclass(frozen=True)
+class ExecEvent:
+    key: UnitKey
+    kind: EventKind
+    data: bytes | None = None
+    error: str | None = None
+    signal: str | None = None
+    duration: float = 0.0
+    pid: int | None = None
+
+
+Sink = Callable[[ExecEvent], None]
+
+
+class Executor(Protocol):
+    """Runs jobs. `jobs` CALL units at a time; persistent modes (GENERATE, COLLECT,
+    INNER_GENERATE) get a process of their own outside that limit, because they mostly wait on
+    their upstream and counting them could deadlock the pool (e.g. jobs = 1)."""
+
+    async def start(self) -> None: ...
+
+    def free_slots(self) -> int:
+        """How many CALL jobs could be submitted now without waiting."""
+        ...
+
+    def submit(self, job: Job) -> None:
+        """Start a job. CALL jobs must only be submitted when free_slots() > 0."""
+        ...
+
+    def push(self, key: UnitKey, kwargs: dict[str, bytes]) -> None:
+        """COLLECT / INNER_GENERATE: call run() once more with these per-iteration arguments
+        (argument name -> pickled value) merged over the job's fixed kwargs. In order; the
+        worker answers each push with PUSHED (after any YIELDED it produced)."""
+        ...
+
+    def end_input(self, key: UnitKey) -> None:
+        """COLLECT / INNER_GENERATE: no more pushes; call gather()/finish() and finish."""
+        ...
+
+    def cancel(self, key: UnitKey) -> None:
+        """SIGINT, then SIGTERM after `grace`, then SIGKILL, to the unit's process group.
+        Ends with one CANCELLED event (or DONE/FAILED if the unit finished first)."""
+        ...
+
+    def pause(self, key: UnitKey) -> bool:
+        """SIGSTOP the unit's process group. False if not possible (e.g. remote)."""
+        ...
+
+    def resume(self, key: UnitKey) -> bool: ...
+
+    def running(self) -> list[UnitKey]: ...
+
+    async def close(self) -> None:
+        """Cancel what runs, end every process group, reap every process."""
+        ...

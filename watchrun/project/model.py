@@ -1,0 +1,62 @@
+"""The user's project as data: tasks after inheritance, with where every value comes from."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+class Kind(enum.Enum):
+    TASK = "task"
+    GENERATOR = "generator"
+    COLLECTOR = "collector"
+
+
+@dataclass(frozen=True)
+class Origin:
+    """Where a value is set: the task whose header sets it, that file and line."""
+
+    task: str
+    file: Path
+    line: int
+
+    def format(self, root: Path | None = None) -> str:
+        path = self.file
+        if root is not None:
+            try:
+                path = self.file.relative_to(root)
+            except ValueError:
+                pass
+        return f"{path}:{self.line} ({self.task})"
+
+
+@dataclass(frozen=True)
+class Param:
+    value: Any
+    origin: Origin
+
+
+@dataclass
+class Task:
+    """A task after inheritance. `chain` is the task itself first, then its parent, and so on."""
+
+    name: str
+    path: Path  # absolute path of the module
+    line: int  # line of the `# /// task` opener
+    kind: Kind
+    after: dict[str, str]  # argument name -> upstream task name
+    inputs: tuple[str, ...]  # globs, relative to the root or absolute
+    outputs: tuple[str, ...]  # files or folders, relative to the root or absolute
+    abstract: bool
+    params: dict[str, Param]
+    chain: tuple[str, ...]
+    # where kind / after / inputs / outputs were taken from (key absent: the default)
+    field_origins: dict[str, Origin] = field(default_factory=dict)
+    # line of each `after` entry, to point errors at the right place
+    after_lines: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def parent(self) -> str | None:
+        return self.chain[1] if len(self.chain) > 1 else None
