@@ -6,6 +6,7 @@ exceptions, so no traceback reaches the user for a mistake in their project.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,10 +22,8 @@ class ProjectError:
             return "watchrun"
         path = self.file
         if root is not None:
-            try:
+            with contextlib.suppress(ValueError):
                 path = self.file.relative_to(root)
-            except ValueError:
-                pass
         return f"{path}:{self.line}" if self.line else str(path)
 
     def format(self, root: Path | None = None) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import enum
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,10 +26,8 @@ class Origin:
     def format(self, root: Path | None = None) -> str:
         path = self.file
         if root is not None:
-            try:
+            with contextlib.suppress(ValueError):
                 path = self.file.relative_to(root)
-            except ValueError:
-                pass
         return f"{path}:{self.line} ({self.task})"
 
 

@@ -1,13 +1,66 @@
 """blake3 of files behind a stat cache.
 
-INTERFACE FILE — implementation pending (helper C).
+A cached hash is trusted while the file's stat key (size, mtime_ns, inode, ctime_ns) is the one
+recorded with it. Two holes in that rule are closed here:
+
+- Racy files. File times come from a coarse kernel clock (one tick, up to 10 ms), so a file
+  rewritten in the same tick as it was hashed, at the same size, keeps its stat key. A hash is
+  therefore only cached when the file's last change (ctime) is at least RACY_NS older than the
+  moment hashing began; a later write then gets a newer ctime, and the key changes. A file that
+  changed just before it was hashed is hashed again next time.
+- Files that change while being read: the stat key is taken again after reading, and the hash is
+  not cached when it differs.
 """
 
 from __future__ import annotations
 
+import os
+import stat as statmod
+import threading
+import time
+from collections.abc import Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from watchrun.state.store import Store
+from blake3 import blake3
+
+if TYPE_CHECKING:
+    from watchrun.state.store import Store
+
+BIG_FILE = 4 * 1024 * 1024  # from here on: mmap, and blake3's own threads
+RACY_NS = 50_000_000  # well above the kernel's timestamp granularity (1-10 ms)
+PARALLEL_BYTES = 1024 * 1024  # less than this to hash in total: threads cost more than they save
+SKIP_DIRS = frozenset({"__pycache__"})
+
+StatKey = tuple[int, int, int, int]  # size, mtime_ns, inode, ctime_ns
+CacheEntry = tuple[int, int, int, int, str]  # the stat key and the hash
+
+
+def hash_bytes(data: bytes) -> str:
+    """blake3 hex of `data` (the name of an object in the store)."""
+    if len(data) >= BIG_FILE:
+        return blake3(data, max_threads=blake3.AUTO).hexdigest()
+    return blake3(data).hexdigest()
+
+
+def hash_file_content(path: str, size: int, *, threads: int = blake3.AUTO) -> str:
+    """blake3 hex of a file's bytes; `size` (from stat) picks the method. `threads`: blake3's
+    own threads for a big file (AUTO: one per CPU)."""
+    if size >= BIG_FILE:
+        hasher = blake3(max_threads=threads)
+        hasher.update_mmap(path)
+        return hasher.hexdigest()
+    with open(path, "rb") as f:
+        return blake3(f.read()).hexdigest()
+
+
+def _stat_key(st: os.stat_result) -> StatKey:
+    return (st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns)
+
+
+def _special_hash(st: os.stat_result) -> str:
+    # A fifo or device is not read (it could block forever); its kind stands for its content.
+    return hash_bytes(f"special file, mode {statmod.S_IFMT(st.st_mode):o}".encode())
 
 
 class FileHasher:
@@ -18,22 +71,153 @@ class FileHasher:
     hash covers the relative paths and hashes of every file below it. A missing path hashes to None.
     Safe to call from worker threads (blake3 releases the GIL); cache writes go through the store
     on the caller's thread via `flush()`.
+
+    Folders: every regular file below, following symlinks to files but not into symlinked
+    folders, skipping `__pycache__`. Errors other than "not found" (e.g. permission denied)
+    propagate as OSError.
+
+    `racy_ns`: how long before hashing a file must have last changed for its hash to be cached
+    (see the module's docstring). `files_read` counts the files actually read.
     """
 
-    def __init__(self, store: Store | None) -> None:
-        raise NotImplementedError
+    def __init__(self, store: Store | None, *, racy_ns: int = RACY_NS) -> None:
+        self._store = store
+        self._racy_ns = racy_ns
+        self._cache: dict[str, CacheEntry] = store.stat_cache_all() if store is not None else {}
+        self._new: dict[str, CacheEntry] = {}
+        self._lock = threading.Lock()
+        self.files_read = 0  # files whose content was hashed (not answered from the cache)
 
     def hash_path(self, path: Path) -> str | None:
-        raise NotImplementedError
+        key = os.path.abspath(path)
+        try:
+            st = os.stat(key)
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        if statmod.S_ISDIR(st.st_mode):
+            return self.hash_many([path])[path]
+        cached = self._cached(key, st)
+        return cached if cached is not None else self._hash_file(key, st)
 
     def hash_many(self, paths: list[Path]) -> dict[Path, str | None]:
         """Hash many paths, in parallel threads where they are big."""
-        raise NotImplementedError
+        found: dict[str, str | None] = {}  # absolute file path -> hash
+        todo: dict[str, os.stat_result] = {}
+        plan: list[tuple[Path, str | list[tuple[str, str]] | None]] = []
+        for path in paths:
+            key = os.path.abspath(path)
+            try:
+                st = os.stat(key)
+            except (FileNotFoundError, NotADirectoryError):
+                plan.append((path, None))
+                continue
+            if statmod.S_ISDIR(st.st_mode):
+                files = _list_folder(key)
+                plan.append((path, [(rel, file_key) for rel, file_key, _ in files]))
+            else:
+                files = [("", key, st)]
+                plan.append((path, key))
+            for _rel, file_key, file_st in files:
+                cached = self._cached(file_key, file_st)
+                if cached is None:
+                    todo[file_key] = file_st
+                else:
+                    found[file_key] = cached
+        found.update(self._hash_files(todo))
+        return {path: _assemble(item, found) for path, item in plan}
 
     def flush(self) -> None:
         """Write the new stat-cache entries to the store."""
-        raise NotImplementedError
+        with self._lock:
+            new, self._new = self._new, {}
+        if not new or self._store is None or not self._store.writable:
+            return
+        self._store.stat_cache_put_many((path, *entry) for path, entry in new.items())
+
+    # -- internals -----------------------------------------------------------------------------
+    def _cached(self, key: str, st: os.stat_result) -> str | None:
+        entry = self._cache.get(key)
+        if (entry is not None and entry[0] == st.st_size and entry[1] == st.st_mtime_ns
+                and entry[2] == st.st_ino and entry[3] == st.st_ctime_ns):
+            return entry[4]
+        return None
+
+    def _hash_file(self, key: str, st: os.stat_result, threads: int = blake3.AUTO
+                   ) -> str | None:
+        if not statmod.S_ISREG(st.st_mode):
+            return _special_hash(st)
+        started = time.time_ns()
+        try:
+            digest = hash_file_content(key, st.st_size, threads=threads)
+            after = os.stat(key)
+        except (FileNotFoundError, NotADirectoryError):
+            return None  # removed (or replaced by a folder) while we looked
+        before = _stat_key(st)
+        # ctime, not mtime: every write sets it to the kernel's clock, and nobody can set it back.
+        settled = st.st_ctime_ns < started - self._racy_ns
+        with self._lock:
+            self.files_read += 1
+            if settled and _stat_key(after) == before:
+                entry = (*before, digest)
+                self._cache[key] = entry
+                self._new[key] = entry
+        return digest
+
+    def _hash_files(self, todo: dict[str, os.stat_result]) -> dict[str, str | None]:
+        total = sum(st.st_size for st in todo.values())
+        if len(todo) < 2 or total < PARALLEL_BYTES:
+            return {key: self._hash_file(key, st) for key, st in todo.items()}
+        from concurrent.futures import ThreadPoolExecutor  # only needed when something changed
+
+        # Largest first, so one big file does not start last and finish alone.
+        order = sorted(todo.items(), key=lambda item: -item[1].st_size)
+        cpus = os.cpu_count() or 1
+        workers = min(len(order), cpus)
+        # Enough files to keep every CPU busy: one thread per file hashes faster (measured:
+        # 200 files of 5 MB, 165 ms against 195 ms) than files that each split across CPUs.
+        threads = 1 if len(order) >= cpus else blake3.AUTO
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="hash") as pool:
+            digests = pool.map(lambda item: self._hash_file(item[0], item[1], threads), order)
+            return {key: digest for (key, _), digest in zip(order, digests, strict=True)}
 
 
-def hash_bytes(data: bytes) -> str:
-    raise NotImplementedError
+def _list_folder(root: str) -> list[tuple[str, str, os.stat_result]]:
+    """(relative posix path, absolute path, stat) of every file below `root`."""
+    found: list[tuple[str, str, os.stat_result]] = []
+    pending = [(root, "")]
+    while pending:
+        folder, prefix = pending.pop()
+        try:
+            entries = list(os.scandir(folder))
+        except (FileNotFoundError, NotADirectoryError):
+            continue  # removed while we walked
+        for entry in entries:
+            if entry.is_dir(follow_symlinks=False):
+                if entry.name not in SKIP_DIRS:
+                    pending.append((entry.path, f"{prefix}{entry.name}/"))
+                continue
+            try:
+                st = entry.stat()  # follows a symlink to its file
+            except (FileNotFoundError, NotADirectoryError):
+                continue  # a dangling symlink, or removed
+            if not statmod.S_ISDIR(st.st_mode):
+                found.append((prefix + entry.name, entry.path, st))
+    return found
+
+
+def _assemble(item: str | list[tuple[str, str]] | None, found: dict[str, str | None]) -> str | None:
+    if item is None:
+        return None
+    if isinstance(item, str):
+        return found[item]
+    return folder_hash((rel, found[key]) for rel, key in item)
+
+
+def folder_hash(files: Iterable[tuple[str, str | None]]) -> str:
+    """blake3 over the sorted (relative posix path, file hash) pairs; a file that vanished
+    while the folder was hashed is left out."""
+    hasher = blake3()
+    for rel, digest in sorted(files, key=lambda pair: pair[0]):
+        if digest is not None:
+            hasher.update(f"{rel}\0{digest}\n".encode())
+    return hasher.hexdigest()

@@ -1,16 +1,41 @@
 """The state of a project: SQLite (WAL) plus a content-addressed object store.
 
-INTERFACE FILE — implementation pending (helper C). Keep these names and signatures.
+Layout of `state_dir`: `state.db` (see database.py for the schema and its durability),
+`objects/ab/cdef…` (objects of INLINE_LIMIT bytes and more; smaller ones live in the database,
+in the same transaction as the result that refers to them), and `lock` (see lock.py).
 """
 
 from __future__ import annotations
 
 import enum
+import os
+import sqlite3
+import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-SCHEMA_VERSION = 1
+from watchrun.state import database, pgroups
+from watchrun.state.database import SCHEMA_VERSION
+from watchrun.state.hashing import hash_bytes
+from watchrun.state.lock import LockedError, LockHolder, WriterLock, acquire, read_holder
+from watchrun.state.objects import ObjectFiles, check_digest
+
+__all__ = [
+    "INLINE_LIMIT",
+    "SCHEMA_VERSION",
+    "LockHolder",
+    "LockedError",
+    "ReadOnlyStoreError",
+    "ResultRecord",
+    "Store",
+    "StoreError",
+    "UnitState",
+    "UnitStatus",
+]
+
+INLINE_LIMIT = 64 * 1024  # objects smaller than this are rows, bigger ones files
 
 
 class UnitStatus(enum.Enum):
@@ -48,19 +73,55 @@ class UnitState:
     finished: float
 
 
-@dataclass(frozen=True)
-class LockHolder:
-    pid: int
-    command: str
-    started: float
-    host: str
+class StoreError(Exception):
+    """The state folder or database cannot be opened at all (permissions, a full or failing
+    disk): not something a rebuild fixes. `str()` is the message for the user."""
 
 
-class LockedError(Exception):
-    def __init__(self, holder: LockHolder | None, lock_path: Path) -> None:
-        self.holder = holder
-        self.lock_path = lock_path
-        super().__init__(str(holder))
+class ReadOnlyStoreError(RuntimeError):
+    """A write to a store opened read-only: a bug in the caller, not a user error."""
+
+
+def _iter_text(iter: tuple[int, ...]) -> str:
+    return ".".join(map(str, iter))
+
+
+def _iter_tuple(text: str) -> tuple[int, ...]:
+    return tuple(int(i) for i in text.split(".")) if text else ()
+
+
+_UNIT_COLUMNS = "task, iter, signature, status, manifest, output, duration, error, finished"
+
+
+_PAIRS_PER_QUERY = 250  # 500 parameters: well under SQLite's limit, and as fast as more
+
+
+def _encode_outputs(outputs: dict[str, str]) -> str:
+    # "path\0hash\0path\0hash": paths cannot hold NUL, and splitting is several times faster
+    # than json on the null-build path, which reads every result.
+    return "\0".join(f"{path}\0{digest}" for path, digest in sorted(outputs.items()))
+
+
+def _decode_outputs(text: str) -> dict[str, str]:
+    if not text:
+        return {}
+    parts = text.split("\0")
+    return dict(zip(parts[::2], parts[1::2], strict=True))
+
+
+def _result(task: str, signature: str, output: str, outputs: str, duration: float,
+            finished: float) -> ResultRecord:
+    return ResultRecord(task=task, signature=signature, output=output,
+                        outputs=_decode_outputs(outputs), duration=duration, finished=finished)
+
+
+_STATUSES = {status.value: status for status in UnitStatus}  # faster than UnitStatus(value)
+
+
+def _unit_state(row: tuple[Any, ...]) -> UnitState:
+    return UnitState(task=row[0], iter=_iter_tuple(row[1]), signature=row[2],
+                     status=_STATUSES[row[3]], manifest=row[4], output=row[5],
+                     duration=row[6], error=row[7], finished=row[8])
 
 
 class Store:
@@ -71,122 +132,383 @@ class Store:
     (`readonly=True`) never take the lock and never write.
     Writes are buffered in one transaction; `commit()` ends it (the scheduler calls it every few
     milliseconds and at the end), so thousands of results cost one fsync-free commit.
+
+    Read-only stores open the database with `mode=ro`; a missing database reads as empty and is
+    not created; a damaged one reads as empty (with a message) and is left for the next writer to
+    repair. One thread at a time may use a store.
     """
 
     messages: list[str]
 
     def __init__(self, state_dir: Path, *, readonly: bool = False) -> None:
-        raise NotImplementedError
+        self.state_dir = Path(state_dir)
+        self.db_path = self.state_dir / "state.db"
+        self.readonly = readonly
+        self.messages = []
+        self._objects = ObjectFiles(self.state_dir / "objects")
+        self._lock: WriterLock | None = None
+        self._db: sqlite3.Connection | None = None
+        if readonly:
+            self._db = self._open_readonly()
+        else:
+            try:
+                self.state_dir.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise StoreError(f"cannot create the state folder {self.state_dir}: "
+                                 f"{exc.strerror or exc}") from exc
+            self._db = self._open_writable()
+
+    # -- opening -------------------------------------------------------------------------------
+    def _open_readonly(self) -> sqlite3.Connection | None:
+        if not self.db_path.exists():
+            return None
+        try:
+            return database.connect(self.db_path, readonly=True)
+        except database.NotCreated:
+            return None
+        except database.Unusable as exc:
+            self.messages.append(
+                f"state database {self.db_path} is {exc}; showing no stored state (the next "
+                "build moves it aside and starts a new one)")
+            return None
+        except database.CannotOpen as exc:
+            raise StoreError(f"cannot open state database {self.db_path}: {exc}") from exc
+
+    def _open_writable(self) -> sqlite3.Connection | None:
+        try:
+            return database.connect(self.db_path, readonly=False)
+        except database.Unusable as exc:
+            problem = exc
+        except database.CannotOpen as exc:
+            raise StoreError(f"cannot open state database {self.db_path}: {exc}") from exc
+        # Never pull the file from under a watchrun that is using it (e.g. a newer version).
+        try:
+            probe = acquire(self.state_dir / "lock", "repairing the state database")
+        except LockedError as locked:
+            who = locked.holder.describe() if locked.holder else "another process"
+            self.messages.append(f"state database {self.db_path} is {problem}, but another "
+                                 f"watchrun is using it ({who}); left it alone")
+            return None  # acquire_lock() raises LockedError, or repairs once the lock is free
+        try:
+            return self._rebuild(problem)
+        finally:
+            probe.release()
+
+    def _rebuild(self, problem: database.Unusable) -> sqlite3.Connection:
+        """Move the unusable database aside and start a new one (the caller holds the lock)."""
+        try:
+            dest = database.move_aside(self.db_path)
+            self.messages.append(
+                f"state database {self.db_path} was {problem}; moved it to {dest} and "
+                "started a new one")
+            return database.connect(self.db_path, readonly=False)
+        except (database.Unusable, database.CannotOpen, OSError) as exc:
+            raise StoreError(f"cannot rebuild state database {self.db_path}: {exc}") from exc
+
+    def _reopen_under_lock(self) -> sqlite3.Connection:
+        """The database was left alone at opening because another writer held it; now the lock
+        is ours, open it again (it may have been repaired meanwhile) or rebuild it."""
+        try:
+            return database.connect(self.db_path, readonly=False)
+        except database.Unusable as exc:
+            return self._rebuild(exc)
+        except database.CannotOpen as exc:
+            raise StoreError(f"cannot open state database {self.db_path}: {exc}") from exc
 
     # -- the single-writer lock ----------------------------------------------------------------
     def acquire_lock(self, command: str) -> None:
         """Take the writer lock at once or raise LockedError naming the holder."""
-        raise NotImplementedError
+        if self.readonly:
+            raise ReadOnlyStoreError(f"the store at {self.state_dir} is read-only")
+        if self._lock is not None and self._lock.held:
+            return
+        lock = acquire(self.state_dir / "lock", command)
+        try:
+            if self._db is None:
+                self._db = self._reopen_under_lock()
+        except BaseException:
+            lock.release()
+            raise
+        self._lock = lock
+        # Only now is it safe: a temporary object file could belong to a running writer.
+        self._objects.clean_temps()
 
     def release_lock(self) -> None:
-        raise NotImplementedError
+        if self._lock is None:
+            return
+        self.commit()  # the next writer must see everything this one did
+        self._lock.release()
+        self._lock = None
+
+    def lock_holder(self) -> LockHolder | None:
+        """Who holds the writer lock, as written in the lock file (None: nobody, or unknown)."""
+        return read_holder(self.state_dir / "lock")
 
     def commit(self) -> None:
-        raise NotImplementedError
+        if self._db is not None and self._db.in_transaction:
+            self._db.execute("COMMIT")
 
     def close(self) -> None:
-        raise NotImplementedError
+        if self._db is not None:
+            if not self.readonly:
+                self.commit()
+            database.close_quietly(self._db)
+            self._db = None
+        self.release_lock()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def writable(self) -> bool:
+        """Whether writes are possible now (not read-only, and the database is open)."""
+        return not self.readonly and self._db is not None
+
+    # -- plumbing ------------------------------------------------------------------------------
+    def _check_writable(self) -> sqlite3.Connection:
+        if self.readonly or self._db is None:
+            raise ReadOnlyStoreError(f"the store at {self.state_dir} is read-only")
+        return self._db
+
+    def _write(self, sql: str, params: tuple[Any, ...] = ()) -> sqlite3.Cursor:
+        db = self._check_writable()
+        if not db.in_transaction:
+            db.execute("BEGIN")
+        return db.execute(sql, params)
+
+    def _row(self, sql: str, params: tuple[Any, ...] = ()) -> Any:
+        if self._db is None:
+            return None
+        return self._db.execute(sql, params).fetchone()
+
+    def _rows(self, sql: str, params: tuple[Any, ...] = ()) -> list[Any]:
+        if self._db is None:
+            return []
+        return self._db.execute(sql, params).fetchall()
 
     # -- objects -------------------------------------------------------------------------------
     def put_object(self, data: bytes, digest: str | None = None) -> str:
-        """Store bytes under their blake3 hex; durable (tmp + rename) before returning."""
-        raise NotImplementedError
+        """Store bytes under their blake3 hex; durable (tmp + rename) before returning.
+        Small objects are rows of the open transaction: they become durable with the result
+        that refers to them, in the same commit."""
+        self._check_writable()
+        if digest is None:
+            digest = hash_bytes(data)
+        else:
+            check_digest(digest)
+        if len(data) < INLINE_LIMIT:
+            self._write("INSERT OR IGNORE INTO objects (digest, data) VALUES (?, ?)",
+                        (digest, data))
+        else:
+            self._objects.write(digest, data)
+        return digest
 
     def get_object(self, digest: str) -> bytes:
-        raise NotImplementedError
+        """The object's bytes; KeyError if there is no such object."""
+        row = self._row("SELECT data FROM objects WHERE digest = ?", (digest,))
+        if row is not None:
+            return bytes(row[0])
+        data = self._objects.read(digest)
+        if data is None:
+            raise KeyError(digest)
+        return data
 
     def has_object(self, digest: str) -> bool:
-        raise NotImplementedError
+        if self._row("SELECT 1 FROM objects WHERE digest = ?", (digest,)) is not None:
+            return True
+        return self._objects.exists(digest)
+
+    def object_path(self, digest: str) -> Path | None:
+        """The file of a big object (for streaming it), None if it is inline or missing."""
+        path = self._objects.path(digest)
+        return path if path.is_file() else None
 
     # -- results and unit states ---------------------------------------------------------------
     def find_result(self, task: str, signature: str) -> ResultRecord | None:
-        raise NotImplementedError
+        row = self._row("SELECT output, outputs, duration, finished FROM results "
+                        "WHERE task = ? AND signature = ?", (task, signature))
+        if row is None:
+            return None
+        return _result(task, signature, *row)
+
+    def find_results(self, keys: Iterable[tuple[str, str]]) -> dict[tuple[str, str], ResultRecord]:
+        """`find_result` for many (task, signature) pairs in a few queries (a null build asks
+        for all of them at once: one query per pair costs five times as much). Pairs without a
+        result are absent from the answer."""
+        pairs = list(dict.fromkeys(keys))
+        found: dict[tuple[str, str], ResultRecord] = {}
+        for start in range(0, len(pairs), _PAIRS_PER_QUERY):
+            chunk = pairs[start:start + _PAIRS_PER_QUERY]
+            sql = ("WITH k(task, signature) AS (VALUES " + ",".join(["(?, ?)"] * len(chunk))
+                   + ") SELECT r.task, r.signature, r.output, r.outputs, r.duration, r.finished"
+                   " FROM k CROSS JOIN results r"  # CROSS JOIN: k outer, results by its key
+                   " ON r.task = k.task AND r.signature = k.signature")
+            for row in self._rows(sql, tuple(x for pair in chunk for x in pair)):
+                found[(row[0], row[1])] = _result(*row)
+        return found
 
     def record_result(self, record: ResultRecord) -> None:
-        raise NotImplementedError
+        self._write("INSERT OR REPLACE INTO results "
+                    "(task, signature, output, outputs, duration, finished) "
+                    "VALUES (?, ?, ?, ?, ?, ?)",
+                    (record.task, record.signature, record.output,
+                     _encode_outputs(record.outputs), record.duration,
+                     record.finished))
 
     def set_unit_state(self, state: UnitState) -> None:
-        raise NotImplementedError
+        self._write(f"INSERT OR REPLACE INTO unit_states ({_UNIT_COLUMNS}) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (state.task, _iter_text(state.iter), state.signature, state.status.value,
+                     state.manifest, state.output, state.duration, state.error, state.finished))
 
     def unit_state(self, task: str, iter: tuple[int, ...] = ()) -> UnitState | None:
-        raise NotImplementedError
+        row = self._row(f"SELECT {_UNIT_COLUMNS} FROM unit_states WHERE task = ? AND iter = ?",
+                        (task, _iter_text(iter)))
+        return None if row is None else _unit_state(row)
 
     def unit_states(self, task: str | None = None) -> Iterator[UnitState]:
-        raise NotImplementedError
+        """Unit states ordered by task, then iteration (numerically)."""
+        if task is None:
+            rows = self._rows(f"SELECT {_UNIT_COLUMNS} FROM unit_states")
+        else:
+            rows = self._rows(f"SELECT {_UNIT_COLUMNS} FROM unit_states WHERE task = ?", (task,))
+        states = [_unit_state(row) for row in rows]
+        states.sort(key=lambda s: (s.task, s.iter))
+        return iter(states)
 
     def put_manifest(self, manifest_id: str, data: bytes) -> None:
         """Manifests are deduplicated by id; storing one twice is a no-op."""
-        raise NotImplementedError
+        self._write("INSERT OR IGNORE INTO manifests (id, data) VALUES (?, ?)",
+                    (manifest_id, data))
 
     def get_manifest(self, manifest_id: str) -> bytes | None:
-        raise NotImplementedError
+        row = self._row("SELECT data FROM manifests WHERE id = ?", (manifest_id,))
+        return None if row is None else bytes(row[0])
 
     def forget(self, tasks: Iterable[str] | None = None) -> int:
-        """Drop results and unit states (of these tasks, or all). Returns how many units."""
-        raise NotImplementedError
+        """Drop results and unit states (of these tasks, or all). Returns how many units.
+        Stored generator iterations go too, so a generator that resumes (`start`) begins anew.
+        Objects and manifests stay (they are shared by hash)."""
+        tables = ("results", "iterations", "generators")
+        if tasks is None:
+            count = self._write("DELETE FROM unit_states").rowcount
+            for table in tables:
+                self._write(f"DELETE FROM {table}")
+            return int(count)
+        count = 0
+        for task in tasks:
+            count += self._write("DELETE FROM unit_states WHERE task = ?", (task,)).rowcount
+            for table in tables:
+                self._write(f"DELETE FROM {table} WHERE task = ?", (task,))
+        return count
 
     # -- generator iterations ------------------------------------------------------------------
     def record_iteration(self, task: str, signature: str, index: int, value: str) -> None:
-        raise NotImplementedError
+        self._write("INSERT OR REPLACE INTO iterations (task, signature, idx, value) "
+                    "VALUES (?, ?, ?, ?)", (task, signature, index, value))
 
     def iterations(self, task: str, signature: str) -> list[str]:
         """Stored value hashes of a generator run with this signature, by index, no gaps."""
-        raise NotImplementedError
+        rows = self._rows("SELECT idx, value FROM iterations WHERE task = ? AND signature = ? "
+                          "ORDER BY idx", (task, signature))
+        values: list[str] = []
+        for idx, value in rows:
+            if idx != len(values):
+                break  # a gap: what follows it cannot be resumed from
+            values.append(value)
+        return values
 
     def mark_generator_complete(self, task: str, signature: str, count: int) -> None:
-        raise NotImplementedError
+        self._write("INSERT OR REPLACE INTO generators (task, signature, count, finished) "
+                    "VALUES (?, ?, ?, ?)", (task, signature, count, time.time()))
 
     def generator_complete(self, task: str, signature: str) -> int | None:
         """The number of iterations if this generator signature ran to exhaustion, else None."""
-        raise NotImplementedError
+        row = self._row("SELECT count FROM generators WHERE task = ? AND signature = ?",
+                        (task, signature))
+        return None if row is None else int(row[0])
 
     # -- caches --------------------------------------------------------------------------------
     def stat_cache_get(self, path: str) -> tuple[int, int, int, int, str] | None:
         """(size, mtime_ns, inode, ctime_ns, hash) recorded for this absolute path."""
-        raise NotImplementedError
+        row = self._row("SELECT size, mtime_ns, ino, ctime_ns, hash FROM stat_cache "
+                        "WHERE path = ?", (path,))
+        return None if row is None else (row[0], row[1], row[2], row[3], row[4])
 
     def stat_cache_put(self, path: str, size: int, mtime_ns: int, ino: int, ctime_ns: int,
                        digest: str) -> None:
-        raise NotImplementedError
+        self._write("INSERT OR REPLACE INTO stat_cache (path, size, mtime_ns, ino, ctime_ns, hash)"
+                    " VALUES (?, ?, ?, ?, ?, ?)", (path, size, mtime_ns, ino, ctime_ns, digest))
+
+    def stat_cache_put_many(self, entries: Iterable[tuple[str, int, int, int, int, str]]) -> None:
+        """Many (path, size, mtime_ns, inode, ctime_ns, hash) rows at once."""
+        db = self._check_writable()
+        if not db.in_transaction:
+            db.execute("BEGIN")
+        db.executemany("INSERT OR REPLACE INTO stat_cache "
+                       "(path, size, mtime_ns, ino, ctime_ns, hash) VALUES (?, ?, ?, ?, ?, ?)",
+                       entries)
 
     def stat_cache_all(self) -> dict[str, tuple[int, int, int, int, str]]:
         """The whole stat cache in one query (a null build reads it once)."""
-        raise NotImplementedError
+        rows = self._rows("SELECT path, size, mtime_ns, ino, ctime_ns, hash FROM stat_cache")
+        return {row[0]: row[1:] for row in rows}
 
     def analysis_get(self, key: str) -> bytes | None:
-        raise NotImplementedError
+        row = self._row("SELECT data FROM analysis WHERE key = ?", (key,))
+        return None if row is None else bytes(row[0])
 
     def analysis_put(self, key: str, data: bytes) -> None:
-        raise NotImplementedError
+        self._write("INSERT OR REPLACE INTO analysis (key, data) VALUES (?, ?)", (key, data))
 
     def kv_get(self, key: str) -> bytes | None:
         """Small named blobs (e.g. the cached resolved project, third-party versions)."""
-        raise NotImplementedError
+        row = self._row("SELECT data FROM kv WHERE key = ?", (key,))
+        return None if row is None else bytes(row[0])
 
     def kv_put(self, key: str, data: bytes) -> None:
-        raise NotImplementedError
+        self._write("INSERT OR REPLACE INTO kv (key, data) VALUES (?, ?)", (key, data))
 
     # -- process groups in flight --------------------------------------------------------------
     def record_pgroup(self, pgid: int, start_time: float) -> None:
-        raise NotImplementedError
+        """Committed at once (with whatever else is pending): a kill -9 of watchrun right after
+        must leave the group findable."""
+        self._write("INSERT OR REPLACE INTO pgroups (pgid, start_time) VALUES (?, ?)",
+                    (pgid, start_time))
+        self.commit()
 
     def drop_pgroup(self, pgid: int) -> None:
-        raise NotImplementedError
+        # Buffered: a group that ended but is still recorded is harmless (see pgroups.py).
+        self._write("DELETE FROM pgroups WHERE pgid = ?", (pgid,))
+
+    def recorded_pgroups(self) -> list[tuple[int, float]]:
+        return [(int(p), float(t)) for p, t in self._rows("SELECT pgid, start_time FROM pgroups")]
 
     def reap_stale_pgroups(self) -> list[int]:
         """Kill (SIGCONT, then SIGKILL) recorded groups whose leader is still the same process
         (checked against its start time, so a reused pid is left alone); forget them all.
-        Returns the pgids that were ended."""
-        raise NotImplementedError
+        Returns the pgids that were ended. Groups whose leader is gone but whose members live
+        are ended too."""
+        self._check_writable()
+        recorded = self.recorded_pgroups()
+        if not recorded:
+            return []  # the usual case: no write, no commit
+        ended = pgroups.end_groups(recorded)
+        self._write("DELETE FROM pgroups")
+        self.commit()
+        return ended
 
     # -- runs ----------------------------------------------------------------------------------
     def begin_run(self, command: str) -> int:
-        raise NotImplementedError
+        cursor = self._write("INSERT INTO runs (command, pid, started) VALUES (?, ?, ?)",
+                             (command, os.getpid(), time.time()))
+        assert cursor.lastrowid is not None
+        return cursor.lastrowid
 
     def end_run(self, run_id: int, ok: bool) -> None:
-        raise NotImplementedError
+        self._write("UPDATE runs SET finished = ?, ok = ? WHERE id = ?",
+                    (time.time(), int(ok), run_id))
+

@@ -1,0 +1,184 @@
+"""Project settings: watchrun.toml, [tool.watchrun] in pyproject.toml, defaults, and errors that
+name the file and the line of the offending key."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from watchrun.config import Config, load_config
+
+
+def write(root: Path, name: str, text: str) -> Path:
+    path = root / name
+    path.write_text(text)
+    return path
+
+
+def messages(root: Path) -> list[str]:
+    _, errors = load_config(root)
+    return [e.format(root) for e in errors]
+
+
+def test_defaults_without_any_file(tmp_path: Path) -> None:
+    config, errors = load_config(tmp_path)
+    assert errors == []
+    assert config == Config(
+        root=tmp_path, tasks=(tmp_path / "tasks",), state_dir=tmp_path / ".watchrun",
+        jobs=os.cpu_count() or 1, grace=2.0, debounce_ms=10, ignore=(), executor_kind="local",
+        executor_address="", source=None)
+
+
+def test_every_key_of_watchrun_toml(tmp_path: Path) -> None:
+    path = write(tmp_path, "watchrun.toml", """
+tasks = ["pipelines", "more/tasks"]
+state_dir = "build/state"
+jobs = 3
+grace = 0.5
+debounce_ms = 50
+ignore = ["*.tmp", "scratch/**"]
+[executor]
+kind = "ray"
+address = "auto"
+""")
+    config, errors = load_config(tmp_path)
+    assert errors == []
+    assert config.tasks == (tmp_path / "pipelines", tmp_path / "more" / "tasks")
+    assert config.state_dir == tmp_path / "build" / "state"
+    assert (config.jobs, config.grace, config.debounce_ms) == (3, 0.5, 50)
+    assert config.ignore == ("*.tmp", "scratch/**")
+    assert (config.executor_kind, config.executor_address) == ("ray", "auto")
+    assert config.source == path
+
+
+def test_root_is_made_absolute(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    config, _ = load_config(Path("."))
+    assert config.root == tmp_path and config.root.is_absolute()
+
+
+def test_single_folder_and_absolute_state_dir(tmp_path: Path) -> None:
+    elsewhere = tmp_path / "elsewhere"
+    write(tmp_path, "watchrun.toml", f'tasks = "jobs"\nstate_dir = "{elsewhere}"\n')
+    config, errors = load_config(tmp_path)
+    assert errors == []
+    assert config.tasks == (tmp_path / "jobs",)
+    assert config.state_dir == elsewhere
+
+
+def test_pyproject_table_is_used_when_there_is_no_watchrun_toml(tmp_path: Path) -> None:
+    path = write(tmp_path, "pyproject.toml", """
+[project]
+name = "x"
+
+[tool.watchrun]
+jobs = 2
+
+[tool.watchrun.executor]
+kind = "ray"
+""")
+    config, errors = load_config(tmp_path)
+    assert errors == []
+    assert (config.jobs, config.executor_kind, config.source) == (2, "ray", path)
+
+
+def test_watchrun_toml_wins_over_pyproject(tmp_path: Path) -> None:
+    write(tmp_path, "pyproject.toml", "[tool.watchrun]\njobs = 2\n")
+    write(tmp_path, "watchrun.toml", "jobs = 5\n")
+    config, _ = load_config(tmp_path)
+    assert config.jobs == 5
+
+
+def test_pyproject_without_our_table_means_defaults(tmp_path: Path) -> None:
+    write(tmp_path, "pyproject.toml", "[project]\nname = 'x'\n")
+    config, errors = load_config(tmp_path)
+    assert errors == [] and config.source is None and config.jobs == (os.cpu_count() or 1)
+
+
+def test_broken_pyproject_of_another_tool_is_not_our_error(tmp_path: Path) -> None:
+    write(tmp_path, "pyproject.toml", "[project\nname = 'x'\n")
+    assert messages(tmp_path) == []
+
+
+def test_broken_pyproject_with_our_table_is_reported(tmp_path: Path) -> None:
+    write(tmp_path, "pyproject.toml", "[tool.watchrun]\njobs = \n")
+    assert messages(tmp_path) == ["pyproject.toml:2: error: invalid TOML: Invalid value "
+                                  "(column 8)"]
+
+
+def test_toml_syntax_error_names_its_line(tmp_path: Path) -> None:
+    write(tmp_path, "watchrun.toml", 'jobs = 2\n\ntasks = "a\n')
+    config, errors = load_config(tmp_path)
+    assert [e.line for e in errors] == [3]
+    assert errors[0].format(tmp_path).startswith("watchrun.toml:3: error: invalid TOML:")
+    assert config.jobs == (os.cpu_count() or 1)  # all defaults
+
+
+def test_every_bad_key_is_reported_with_its_line_and_the_rest_applies(tmp_path: Path) -> None:
+    write(tmp_path, "watchrun.toml", """jobs = -1
+grace = "soon"
+jbos = 3
+debounce_ms = 1.5
+ignore = "x"
+state_dir = "state"
+[executor]
+kind = "slurm"
+adress = "x"
+""")
+    config, errors = load_config(tmp_path)
+    formatted = [e.format(tmp_path) for e in errors]
+    assert formatted == [
+        "watchrun.toml:1: error: jobs: must be a whole number >= 0 (0 = number of CPUs), not -1",
+        "watchrun.toml:2: error: grace: must be a number of seconds >= 0, not 'soon'",
+        "watchrun.toml:3: error: jbos: unknown key (did you mean 'jobs'?); allowed: "
+        "debounce_ms, executor, grace, ignore, jobs, state_dir, tasks",
+        "watchrun.toml:4: error: debounce_ms: must be a whole number of milliseconds >= 0, "
+        "not 1.5",
+        "watchrun.toml:5: error: ignore: must be a list of glob patterns, not 'x'",
+        "watchrun.toml:8: error: executor.kind: must be one of 'local', 'ray', not 'slurm'",
+        "watchrun.toml:9: error: executor.adress: unknown key (did you mean 'address'?); "
+        "allowed: address, kind",
+    ]
+    # the bad keys keep their defaults, the good one applies
+    assert config.jobs == (os.cpu_count() or 1) and config.grace == 2.0
+    assert config.state_dir == tmp_path / "state" and config.executor_kind == "local"
+
+
+def test_errors_in_pyproject_point_into_the_table(tmp_path: Path) -> None:
+    write(tmp_path, "pyproject.toml", """[project]
+name = "x"
+jobs = "not ours"
+
+[tool.watchrun]
+tasks = []
+executor = {kind = "cloud"}
+""")
+    assert messages(tmp_path) == [
+        "pyproject.toml:6: error: tool.watchrun.tasks: must be a folder name or a non-empty "
+        "list of folder names, not []",
+        "pyproject.toml:7: error: tool.watchrun.executor.kind: must be one of 'local', 'ray', "
+        "not 'cloud'",
+    ]
+
+
+def test_dotted_keys_and_booleans_are_not_numbers(tmp_path: Path) -> None:
+    write(tmp_path, "watchrun.toml", 'jobs = true\nexecutor.kind = "lokal"\n')
+    assert messages(tmp_path) == [
+        "watchrun.toml:1: error: jobs: must be a whole number >= 0 (0 = number of CPUs), "
+        "not True",
+        "watchrun.toml:2: error: executor.kind: must be one of 'local', 'ray', not 'lokal'",
+    ]
+
+
+def test_executor_must_be_a_table(tmp_path: Path) -> None:
+    write(tmp_path, "watchrun.toml", '\nexecutor = "ray"\n')
+    assert messages(tmp_path) == [
+        "watchrun.toml:2: error: executor: must be a table with 'kind' and 'address'"]
+
+
+def test_jobs_zero_means_the_number_of_cpus(tmp_path: Path) -> None:
+    write(tmp_path, "watchrun.toml", "jobs = 0\ngrace = 0\n")
+    config, errors = load_config(tmp_path)
+    assert errors == [] and config.jobs == (os.cpu_count() or 1) and config.grace == 0.0

@@ -1,0 +1,259 @@
+"""Generators, collectors and the nearest clean iteration, end to end through the CLI."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import spawn_watchrun, wait_for, watchrun
+
+pytestmark = pytest.mark.usefixtures("no_leaks")
+
+PIPELINE = {
+    "watchrun.toml": "jobs = 2\ngrace = 0.3\n",
+    "data/0.txt": "9\n",
+    "data/1.txt": "0\n",
+    "data/2.txt": "2\n",
+    "data/3.txt": "1\n",
+    "tasks/source.py": '''
+        # /// task
+        # kind = "generator"
+        # inputs = ["data/*.txt"]
+        # ///
+        from pathlib import Path
+
+        def run(inputs, start):
+            with open("starts.log", "a") as f:
+                f.write(f"{start}\\n")
+            for path in inputs[start:]:
+                yield int(path.read_text())
+    ''',
+    "tasks/work.py": '''
+        # /// task
+        # after = ["source"]
+        # ///
+        import time
+
+        def run(source, ctx):
+            time.sleep(source * 0.05)  # later items finish first
+            with open("work.log", "a") as f:
+                f.write(f"{ctx.iter[0]}\\n")
+            return source * 10
+    ''',
+    "tasks/total.py": '''
+        # /// task
+        # kind = "collector"
+        # after = ["work"]
+        # ///
+        seen = []
+
+        def run(work):
+            seen.append(work)
+            with open("pushes.log", "a") as f:
+                f.write(f"{work}\\n")
+
+        def gather():
+            return {"order": list(seen), "sum": sum(seen)}
+    ''',
+    "tasks/report.py": '''
+        # /// task
+        # after = ["total"]
+        # ///
+        def run(total):
+            return f"sum={total['sum']}"
+    ''',
+}
+
+
+def lines(root: Path, name: str) -> list[str]:
+    path = root / name
+    return path.read_text().split() if path.exists() else []
+
+
+@pytest.fixture
+def built(project) -> Path:  # type: ignore[no-untyped-def]
+    root: Path = project(PIPELINE)
+    run = watchrun(root, "build", "--json")
+    assert run.code == 0, run.stdout + run.stderr
+    return root
+
+
+def test_scope_runs_each_iteration_and_pushes_in_order(project) -> None:  # type: ignore[no-untyped-def]
+    root = project(PIPELINE)
+    run = watchrun(root, "build", "--json")
+    assert run.code == 0, run.stderr
+    assert run.units("iteration") == [("source", (i,)) for i in range(4)]
+    assert sorted(run.units("unit_finished")) == sorted(
+        [("source", ()), ("total", ()), ("report", ())] + [("work", (i,)) for i in range(4)])
+    # pushes happen in iteration order although item 0 (sleeping longest) finished last
+    assert run.units("push") == [("total", (i,)) for i in range(4)]
+    assert lines(root, "pushes.log") == ["90", "0", "20", "10"]
+    assert lines(root, "work.log")[-1] == "0"
+    assert run.units("gather") == [("total", ())]
+    assert watchrun(root, "show", "report").stdout.strip() == "sum=120"
+    assert watchrun(root, "show", "work", "--iter", "2").stdout.strip() == "20"
+
+
+def test_null_rebuild_runs_nothing_and_replays_from_the_store(built: Path) -> None:
+    run = watchrun(built, "build", "--json")
+    assert run.ran() == []
+    assert len(run.units("iteration")) == 4
+    assert lines(built, "starts.log") == ["0"]
+
+
+def test_one_changed_input_reruns_one_iteration(built: Path) -> None:
+    (built / "data/2.txt").write_text("5\n")
+    run = watchrun(built, "build", "--json")
+    assert run.code == 0
+    assert sorted(run.ran()) == ["report", "source", "total", "work[2]"]
+    assert watchrun(built, "show", "report").stdout.strip() == "sum=150"
+
+
+def test_collector_change_replays_without_rerunning_upstream(built: Path) -> None:
+    path = built / "tasks/total.py"
+    path.write_text(path.read_text().replace('"sum": sum(seen)', '"sum": sum(seen) + 1'))
+    run = watchrun(built, "build", "--json")
+    assert sorted(run.ran()) == ["report", "total"]
+    assert run.units("push") == [("total", (i,)) for i in range(4)]
+    assert watchrun(built, "show", "report").stdout.strip() == "sum=121"
+    assert lines(built, "starts.log") == ["0"]
+
+
+def test_per_item_change_does_not_rerun_the_generator(built: Path) -> None:
+    path = built / "tasks/work.py"
+    path.write_text(path.read_text().replace("return source * 10", "return source * 100"))
+    run = watchrun(built, "build", "--json")
+    assert "source" not in run.ran()
+    assert sorted(run.ran()) == ["report", "total", "work[0]", "work[1]", "work[2]", "work[3]"]
+    assert watchrun(built, "show", "report").stdout.strip() == "sum=1200"
+
+
+BATCHING = {
+    "tasks/numbers.py": '''
+        # /// task
+        # kind = "generator"
+        # [params]
+        # n = 7
+        # ///
+        def run(n):
+            yield from range(n)
+    ''',
+    "tasks/batches.py": '''
+        # /// task
+        # kind = "generator"
+        # after = ["numbers"]
+        # [params]
+        # size = 3
+        # ///
+        batch = []
+
+        def run(numbers, size):
+            batch.append(numbers)
+            if len(batch) == size:
+                yield list(batch)
+                batch.clear()
+
+        def finish():
+            if batch:
+                yield list(batch)
+    ''',
+    "tasks/sums.py": '# /// task\n# after = ["batches"]\n# ///\ndef run(batches):\n'
+                     "    return sum(batches)\n",
+    "tasks/all.py": '''
+        # /// task
+        # kind = "collector"
+        # after = ["sums"]
+        # ///
+        acc = []
+
+        def run(sums):
+            acc.append(sums)
+
+        def gather():
+            return acc
+    ''',
+}
+
+
+def test_inner_generator_batches_and_finish_yields_the_last_partial_batch(project) -> None:  # type: ignore[no-untyped-def]
+    root = project(BATCHING)
+    run = watchrun(root, "build", "--json")
+    assert run.code == 0, run.stdout + run.stderr
+    batches = [k for t, k in run.units("iteration") if t == "batches"]
+    assert batches == [(2, 0), (5, 0), (7, 0)]  # (upstream iteration, j); finish -> n = 7
+    assert watchrun(root, "show", "all").stdout.strip() == "[3, 12, 6]"
+    again = watchrun(root, "build", "--json")
+    assert again.ran() == []
+
+
+RESUMABLE = {
+    "watchrun.toml": "grace = 0.3\n",
+    "tasks/steps.py": '''
+        # /// task
+        # kind = "generator"
+        # ///
+        import time
+        from pathlib import Path
+
+        def run(start):
+            with open("starts.log", "a") as f:
+                f.write(f"{start}\\n")
+            for i in range(start, 6):
+                if i == 3 and not Path("go").exists():
+                    time.sleep(300)  # the test kills watchrun here
+                yield i
+    ''',
+    "tasks/square.py": '''
+        # /// task
+        # after = ["steps"]
+        # ///
+        def run(steps):
+            with open("square.log", "a") as f:
+                f.write(f"{steps}\\n")
+            return steps * steps
+    ''',
+}
+
+
+def test_kill_9_mid_scope_then_resume_redoes_no_finished_iteration(project) -> None:  # type: ignore[no-untyped-def]
+    root = project(RESUMABLE)
+    proc = spawn_watchrun(root, "build")
+    wait_for(lambda: len(lines(root, "square.log")) == 3, what="three iterations to finish")
+    time.sleep(0.2)  # let the scheduler's batched commit land (it commits every 50 ms)
+    proc.kill()
+    proc.communicate()
+    (root / "go").write_text("")
+    run = watchrun(root, "build", "--json")
+    assert run.code == 0, run.stdout + run.stderr
+    assert lines(root, "starts.log") == ["0", "3"]  # resumed at the first incomplete one
+    assert sorted(lines(root, "square.log")) == ["0", "1", "2", "3", "4", "5"]
+    assert sorted(x for x in run.ran() if x.startswith("square")) == [
+        "square[3]", "square[4]", "square[5]"]
+
+
+RAISING = {
+    "tasks/gen.py": '''
+        # /// task
+        # kind = "generator"
+        # ///
+        def run():
+            yield 1
+            yield 2
+            raise RuntimeError("sensor lost")
+    ''',
+    "tasks/double.py": '# /// task\n# after = ["gen"]\n# ///\ndef run(gen):\n'
+                       "    return gen * 2\n",
+}
+
+
+def test_generator_that_raises_keeps_finished_iterations(project) -> None:  # type: ignore[no-untyped-def]
+    root = project(RAISING)
+    run = watchrun(root, "build", "--json")
+    assert run.code == 1
+    failed = [e for e in run.events if e["event"] == "unit_failed"]
+    assert [e["task"] for e in failed] == ["gen"]
+    assert "RuntimeError: sensor lost" in failed[0]["error"]
+    assert sorted(run.units("unit_finished")) == [("double", (0,)), ("double", (1,))]
+    assert watchrun(root, "show", "double", "--iter", "1").stdout.strip() == "4"

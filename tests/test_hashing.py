@@ -1,0 +1,218 @@
+"""File and folder hashes behind the stat cache, on real files."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from blake3 import blake3
+
+from watchrun.state.hashing import BIG_FILE, FileHasher, hash_bytes
+from watchrun.state.store import Store
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[Store]:
+    s = Store(tmp_path / ".watchrun")
+    s.acquire_lock("test")
+    yield s
+    s.close()
+
+
+def settled(store: Store | None) -> FileHasher:
+    """A hasher that caches files changed just now too (see `racy_ns`), so tests need not wait
+    for files to age; the racy case has its own test."""
+    return FileHasher(store, racy_ns=0)
+
+
+def touch(path: Path) -> None:
+    st = path.stat()
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))
+
+
+def test_hash_bytes_is_blake3_hex() -> None:
+    assert hash_bytes(b"abc") == blake3(b"abc").hexdigest()
+    big = os.urandom(BIG_FILE + 1)  # hashed with threads: the same digest
+    assert hash_bytes(big) == blake3(big).hexdigest()
+
+
+def test_a_file_hash_is_its_content_hash(tmp_path: Path) -> None:
+    small, big = tmp_path / "small", tmp_path / "big"
+    small.write_bytes(b"hello")
+    big_data = os.urandom(BIG_FILE + 12345)
+    big.write_bytes(big_data)
+    hasher = FileHasher(None)
+    assert hasher.hash_path(small) == blake3(b"hello").hexdigest()
+    assert hasher.hash_path(big) == blake3(big_data).hexdigest()
+    assert hasher.hash_path(tmp_path / "nothing") is None
+    assert hasher.hash_path(small / "below a file") is None
+
+
+def test_an_unchanged_file_is_not_read_again(tmp_path: Path, store: Store) -> None:
+    path = tmp_path / "data.csv"
+    path.write_text("a,b\n1,2\n")
+    first = settled(store)
+    digest = first.hash_path(path)
+    first.flush()
+    store.commit()
+    again = settled(store)  # a new build: the cache comes from the store
+    assert again.hash_path(path) == digest
+    assert again.files_read == 0
+
+
+def test_touching_a_file_rehashes_it_to_the_same_hash(tmp_path: Path, store: Store) -> None:
+    path = tmp_path / "data.csv"
+    path.write_text("a,b\n1,2\n")
+    hasher = settled(store)
+    digest = hasher.hash_path(path)
+    touch(path)
+    assert hasher.hash_path(path) == digest
+    assert hasher.files_read == 2
+    hasher.flush()
+    cached = store.stat_cache_get(str(path))
+    assert cached is not None and cached[1] == path.stat().st_mtime_ns and cached[4] == digest
+
+
+def test_changed_content_gets_a_new_hash(tmp_path: Path) -> None:
+    path = tmp_path / "data.csv"
+    path.write_text("a,b\n1,2\n")
+    hasher = settled(None)
+    before = hasher.hash_path(path)
+    path.write_text("a,b\n1,3\n")  # same size
+    assert hasher.hash_path(path) == blake3(b"a,b\n1,3\n").hexdigest() != before
+
+
+def test_an_editor_save_with_the_old_size_and_mtime_is_noticed(tmp_path: Path) -> None:
+    # Editors write a new file and rename it over the old one: a new inode. Even when size and
+    # mtime are the old ones, the content is hashed again.
+    path = tmp_path / "notes.txt"
+    path.write_bytes(b"version 1")
+    hasher = settled(None)
+    assert hasher.hash_path(path) == blake3(b"version 1").hexdigest()
+    old = path.stat()
+    new = tmp_path / ".notes.txt.swp"
+    new.write_bytes(b"version 2")
+    os.utime(new, ns=(old.st_atime_ns, old.st_mtime_ns))
+    os.replace(new, path)
+    assert path.stat().st_size == old.st_size and path.stat().st_mtime_ns == old.st_mtime_ns
+    assert hasher.hash_path(path) == blake3(b"version 2").hexdigest()
+
+
+def test_a_file_changed_just_before_hashing_is_read_again_next_time(tmp_path: Path) -> None:
+    # File times can be as coarse as the kernel's tick, so a rewrite of the same size right
+    # after hashing could keep the stat key. (Kernels with fine-grained timestamps hide the
+    # problem, which is why this checks the guard itself: a fresh file is not cached.)
+    path = tmp_path / "fresh"
+    path.write_bytes(b"aaaa")
+    hasher = FileHasher(None)
+    assert hasher.hash_path(path) == blake3(b"aaaa").hexdigest()
+    assert hasher.hash_path(path) == blake3(b"aaaa").hexdigest()
+    assert hasher.files_read == 2
+    with open(path, "r+b") as f:  # same inode, same size
+        f.write(b"bbbb")
+    assert hasher.hash_path(path) == blake3(b"bbbb").hexdigest()
+
+
+def test_a_file_that_became_a_folder_or_vanished(tmp_path: Path) -> None:
+    path = tmp_path / "thing"
+    path.write_bytes(b"file")
+    hasher = settled(None)
+    assert hasher.hash_path(path) is not None
+    path.unlink()
+    assert hasher.hash_path(path) is None
+    path.mkdir()
+    (path / "inside").write_bytes(b"file")
+    assert hasher.hash_path(path) not in (None, blake3(b"file").hexdigest())
+
+
+def make_tree(root: Path, files: dict[str, bytes]) -> Path:
+    for rel, data in files.items():
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_bytes(data)
+    return root
+
+
+TREE = {"a.txt": b"a", "sub/b.txt": b"b", "sub/deeper/c.bin": b"\x00c"}
+
+
+def test_a_folder_hash_covers_names_and_contents_below_it(tmp_path: Path) -> None:
+    hasher = settled(None)
+    one = make_tree(tmp_path / "one", TREE)
+    two = make_tree(tmp_path / "two", TREE)
+    digest = hasher.hash_path(one)
+    assert digest is not None and digest == hasher.hash_path(two)  # relative paths count
+    (two / "sub" / "deeper" / "c.bin").rename(two / "sub" / "deeper" / "d.bin")
+    renamed = hasher.hash_path(two)
+    assert renamed != digest
+    (two / "sub" / "deeper" / "d.bin").rename(two / "sub" / "deeper" / "c.bin")
+    assert hasher.hash_path(two) == digest
+    (two / "sub" / "b.txt").write_bytes(b"B")
+    assert hasher.hash_path(two) not in (digest, renamed)
+    (one / "new.txt").write_bytes(b"")
+    assert hasher.hash_path(one) != digest
+
+
+def test_a_folder_hash_ignores_pycache_and_empty_folders(tmp_path: Path) -> None:
+    hasher = settled(None)
+    tree = make_tree(tmp_path / "pkg", TREE)
+    digest = hasher.hash_path(tree)
+    make_tree(tree, {"__pycache__/a.cpython-311.pyc": b"junk", "sub/__pycache__/x.pyc": b"j"})
+    (tree / "empty").mkdir()
+    assert hasher.hash_path(tree) == digest
+
+
+def test_a_folder_follows_links_to_files_and_skips_dangling_ones(tmp_path: Path) -> None:
+    hasher = settled(None)
+    target = make_tree(tmp_path / "elsewhere", {"t.txt": b"target"}) / "t.txt"
+    tree = make_tree(tmp_path / "tree", {"a.txt": b"a"})
+    digest = hasher.hash_path(tree)
+    (tree / "dangling").symlink_to(tmp_path / "missing")
+    assert hasher.hash_path(tree) == digest
+    (tree / "link.txt").symlink_to(target)
+    linked = hasher.hash_path(tree)
+    assert linked != digest
+    target.write_bytes(b"target changed")
+    assert hasher.hash_path(tree) != linked
+
+
+def test_hash_many_matches_one_by_one(tmp_path: Path, store: Store) -> None:
+    files = {f"f{i}.bin": os.urandom(300_000 * (i + 1)) for i in range(6)}
+    files["big.bin"] = os.urandom(BIG_FILE * 2)
+    make_tree(tmp_path / "data", files)
+    make_tree(tmp_path / "folder", TREE)
+    paths = [tmp_path / "data" / name for name in files]
+    paths += [tmp_path / "folder", tmp_path / "missing"]
+    many = settled(store).hash_many(paths)
+    one_by_one = {path: FileHasher(None).hash_path(path) for path in paths}
+    assert many == one_by_one
+    for name, data in files.items():
+        assert many[tmp_path / "data" / name] == blake3(data).hexdigest()
+    assert many[tmp_path / "missing"] is None
+
+
+def test_cache_entries_reach_the_store_only_on_flush(tmp_path: Path, store: Store) -> None:
+    tree = make_tree(tmp_path / "data", TREE)
+    hasher = settled(store)
+    hasher.hash_many([tree])
+    assert store.stat_cache_all() == {}
+    hasher.flush()
+    assert set(store.stat_cache_all()) == {str(tree / rel) for rel in TREE}
+    hasher.flush()  # nothing new: nothing written
+
+
+def test_a_read_only_store_gives_its_cache_but_takes_nothing(tmp_path: Path) -> None:
+    path = tmp_path / "data.csv"
+    path.write_text("x")
+    with Store(tmp_path / ".watchrun") as writer:
+        hasher = settled(writer)
+        hasher.hash_path(path)
+        hasher.flush()
+    with Store(tmp_path / ".watchrun", readonly=True) as reader:
+        hasher = settled(reader)
+        assert hasher.hash_path(path) == blake3(b"x").hexdigest()
+        assert hasher.files_read == 0
+        touch(path)
+        hasher.hash_path(path)
+        hasher.flush()  # silently kept in memory only

@@ -1,0 +1,281 @@
+"""The `# /// task` header: parsing, exact file lines, every error at once, and properties."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from watchrun.project.header import parse_header
+
+PATH = Path("/proj/tasks/t.py")
+
+
+def errors_of(text: str) -> list[str]:
+    _, errors = parse_header(text, PATH)
+    return [e.format(Path("/proj")) for e in errors]
+
+
+def test_a_file_without_a_header_is_a_helper_module() -> None:
+    assert parse_header("import os\n\ndef helper():\n    pass\n", PATH) == (None, [])
+    # the opener must be a whole line of its own
+    assert parse_header("x = 1  # /// task\n# ///\n", PATH) == (None, [])
+    assert parse_header("# /// tasks\n# ///\n", PATH) == (None, [])
+
+
+def test_full_header_with_lines() -> None:
+    text = '''"""A task."""
+import os
+
+# /// task
+# kind = "generator"
+# extends = "base"
+# after = [
+#     "video.extract",
+#     'download',
+# ]
+# inputs = "data/*.csv"
+# outputs = ["out/frames"]
+# abstract = false
+#
+# [params]
+# size = 64
+# name = "x"
+# ///
+
+def run(extract, download, size):
+    yield size
+'''
+    header, errors = parse_header(text, PATH)
+    assert errors == []
+    assert header is not None
+    assert header.data == {
+        "kind": "generator", "extends": "base", "after": ["video.extract", "download"],
+        "inputs": "data/*.csv", "outputs": ["out/frames"], "abstract": False,
+        "params": {"size": 64, "name": "x"}}
+    assert (header.line, header.end_line) == (4, 18)
+    assert header.key_lines == {
+        "kind": 5, "extends": 6, "after": 7, "inputs": 11, "outputs": 12, "abstract": 13,
+        "params": 15, "params.size": 16, "params.name": 17}
+    assert header.item_lines == {"after": (8, 9)}
+
+
+def test_table_forms_and_inline_tables() -> None:
+    text = ('# /// task\n# params = {a = 1, b = "two"}\n# [after]\n# frames = "video.extract"\n'
+            "# ///\n")
+    header, errors = parse_header(text, PATH)
+    assert errors == [] and header is not None
+    assert header.data == {"params": {"a": 1, "b": "two"},
+                           "after": {"frames": "video.extract"}}
+    assert header.key_lines == {"params": 2, "params.a": 2, "params.b": 2, "after": 3,
+                                "after.frames": 4}
+    dotted, _ = parse_header("# /// task\n#\n# params.size = 3\n# ///\n", PATH)
+    assert dotted is not None and dotted.key_lines == {"params": 3, "params.size": 3}
+
+
+def test_empty_header_and_crlf_and_bom() -> None:
+    header, errors = parse_header("\ufeff# /// task\r\n# kind = 'collector'\r\n# ///\r\n", PATH)
+    assert errors == [] and header is not None
+    assert header.data == {"kind": "collector"} and header.key_lines == {"kind": 2}
+    empty, errors = parse_header("# /// task\n# ///\n", PATH)
+    assert errors == [] and empty is not None and empty.data == {} and empty.end_line == 2
+
+
+def test_text_inside_a_multiline_string_is_not_a_key() -> None:
+    text = '# /// task\n# [params]\n# note = """\n# size = 3\n# """\n# size = 4\n# ///\n'
+    header, errors = parse_header(text, PATH)
+    assert errors == [] and header is not None
+    assert header.key_lines["params.size"] == 6
+
+
+def test_invalid_toml_points_at_the_file_line() -> None:
+    text = "import x\n\n# /// task\n# kind = 'task'\n# size = \n# ///\n"
+    assert errors_of(text) == [
+        "tasks/t.py:5: error: invalid TOML in the task header: Invalid value (column 8)"]
+
+
+def test_unterminated_value_at_the_end_of_the_block() -> None:
+    text = "# /// task\n# after = [\n#   'a',\n# ///\n"
+    (message,) = errors_of(text)
+    assert message.startswith("tasks/t.py:3: error: invalid TOML in the task header")
+
+
+def test_opener_without_closer() -> None:
+    text = "# /// task\n# kind = 'task'\n\ndef run():\n    pass\n# ///\n"
+    header, errors = parse_header(text, PATH)
+    assert header is not None and header.data == {}  # still a task, and a broken one
+    assert [e.format(Path("/proj")) for e in errors] == [
+        "tasks/t.py:1: error: the '# /// task' block is not closed: end it with a '# ///' line "
+        "(every line in between must start with '#')"]
+
+
+def test_every_error_at_once_in_line_order() -> None:
+    text = """# /// task
+# kind = "generater"
+# colour = "red"
+#extends = "x"
+# after = "download"
+# inputs = [1, 2]
+# outputs = 3
+# abstract = "yes"
+# params = 5
+# ///
+"""
+    assert errors_of(text) == [
+        "tasks/t.py:2: error: kind must be one of 'task', 'generator', 'collector', not "
+        "'generater' (did you mean 'generator'?)",
+        "tasks/t.py:3: error: unknown key 'colour' in the task header; allowed: abstract, "
+        "after, extends, inputs, kind, outputs, params",
+        "tasks/t.py:4: error: a header line must be '#' or start with '# ' (a space after '#')",
+        "tasks/t.py:5: error: after must be a list of task names or a table of argument = "
+        "\"task\", not 'download'",
+        "tasks/t.py:6: error: inputs must be a glob or a list of globs (strings), not [1, 2]",
+        "tasks/t.py:7: error: outputs must be a path or a list of paths (strings), not 3",
+        "tasks/t.py:8: error: abstract must be true or false, not 'yes'",
+        "tasks/t.py:9: error: params must be a table ([params] or params = {…}), not 5",
+    ]
+
+
+def test_unknown_key_suggests_the_close_one_and_good_keys_survive() -> None:
+    header, errors = parse_header("# /// task\n# afterr = ['a']\n# kind = 'generator'\n# ///\n",
+                                  PATH)
+    assert header is not None and header.data == {"kind": "generator"}
+    assert [e.message for e in errors] == [
+        "unknown key 'afterr' in the task header (did you mean 'after'?); allowed: abstract, "
+        "after, extends, inputs, kind, outputs, params"]
+
+
+def test_after_table_needs_identifiers_and_string_values() -> None:
+    assert errors_of("# /// task\n# after = {my-frames = 'a'}\n# ///\n") == [
+        "tasks/t.py:2: error: after: argument name 'my-frames' is not a Python identifier"]
+    assert errors_of("# /// task\n# extends = ''\n# after = {a = 1}\n# ///\n") == [
+        "tasks/t.py:2: error: extends must be the name of a task (a string), not ''",
+        "tasks/t.py:3: error: after must be a list of task names or a table of argument = "
+        "\"task\", not {'a': 1}",
+    ]
+
+
+def test_a_second_header_block() -> None:
+    text = "# /// task\n# ///\n\nx = 1\n\n# /// task\n# kind = 'task'\n# ///\n"
+    header, errors = parse_header(text, PATH)
+    assert header is not None and header.end_line == 2
+    assert [e.format(Path("/proj")) for e in errors] == [
+        "tasks/t.py:6: error: a second '# /// task' block; a module has one header (the first "
+        "is at line 1)"]
+
+
+# -- properties ---------------------------------------------------------------------------------
+
+def toml_string(value: str) -> str:
+    escaped = []
+    for char in value:
+        if char in '"\\':
+            escaped.append("\\" + char)
+        elif ord(char) < 0x20 or ord(char) == 0x7F:
+            escaped.append(f"\\u{ord(char):04x}")
+        else:
+            escaped.append(char)
+    return '"' + "".join(escaped) + '"'
+
+
+def toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, str):
+        return toml_string(value)
+    return "[" + ", ".join(toml_value(v) for v in value) + "]"
+
+
+names = st.from_regex(r"[a-z_][a-z0-9_]{0,8}", fullmatch=True)
+task_names = st.lists(names, min_size=1, max_size=3).map(".".join)
+text = st.text(st.characters(exclude_categories=["Cs"]), max_size=12)
+scalars = st.one_of(
+    st.integers(-(2**63), 2**63 - 1), st.floats(allow_nan=False), st.booleans(), text)
+param_values = st.one_of(scalars, st.lists(scalars, max_size=4))
+headers = st.fixed_dictionaries({}, optional={
+    "kind": st.sampled_from(["task", "generator", "collector"]),
+    "extends": task_names,
+    "after": st.one_of(st.lists(task_names, max_size=3),
+                       st.dictionaries(names, task_names, max_size=3)),
+    "inputs": st.one_of(text, st.lists(text, max_size=3)),
+    "outputs": st.one_of(text, st.lists(text, max_size=3)),
+    "abstract": st.booleans(),
+    "params": st.dictionaries(names, param_values, max_size=5),
+})
+
+
+def render(data: dict[str, Any], order: list[str], blanks: list[int]
+           ) -> tuple[str, dict[str, int]]:
+    """The header block for `data`, and the file line where each key should be found."""
+    lines = ["# /// task"]
+    expected: dict[str, int] = {}
+
+    def emit(line: str) -> int:
+        if blanks and blanks[len(lines) % len(blanks)] == 0:
+            lines.append("#")
+        lines.append("# " + line)
+        return len(lines)
+
+    tables = [k for k in order if isinstance(data[k], dict)]
+    for key in order:
+        if key not in tables:
+            expected[key] = emit(f"{key} = {toml_value(data[key])}")
+    for key in tables:
+        expected[key] = emit(f"[{key}]")
+        for name, value in data[key].items():
+            expected[f"{key}.{name}"] = emit(f"{name} = {toml_value(value)}")
+    lines.append("# ///")
+    return "\n".join(lines) + "\n", expected
+
+
+def same(a: Any, b: Any) -> bool:
+    if isinstance(a, float) and isinstance(b, float):
+        return a == b or (math.isnan(a) and math.isnan(b))
+    return bool(a == b)
+
+
+@settings(max_examples=300, deadline=None)
+@given(headers, st.randoms(use_true_random=False), st.lists(st.integers(0, 3), max_size=6),
+       st.text(max_size=30).filter(lambda t: "# /// task" not in t))
+def test_rendered_headers_parse_back(data: dict[str, Any], rnd: Any, blanks: list[int],
+                                     before: str) -> None:
+    order = list(data)
+    rnd.shuffle(order)
+    block, expected = render(data, order, blanks)
+    prefix = "x = 1\n" + before.replace("\r", "") + "\n"  # arbitrary code before the header
+    shift = prefix.count("\n")
+    header, errors = parse_header(prefix + block, PATH)
+    assert errors == []
+    assert header is not None
+    assert header.data == data
+    assert header.line == shift + 1
+    assert header.key_lines == {k: line + shift for k, line in expected.items()}
+    if isinstance(data.get("after"), list):
+        first = expected["after"] + shift
+        assert header.item_lines["after"] == tuple(first for _ in data["after"])
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text())
+def test_random_text_never_raises(source: str) -> None:
+    header, errors = parse_header(source, PATH)
+    assert header is not None or errors == []
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.one_of(st.text(max_size=40).map(lambda t: "# " + t),
+                          st.sampled_from(["#", "# ///", "x = 1", "#bad", "# /// task",
+                                           "# [params]", "# a = [", "# ]"])),
+                max_size=12),
+       st.booleans())
+def test_random_blocks_only_ever_give_project_errors(lines: list[str], close: bool) -> None:
+    source = "\n".join(["# /// task", *lines, *(["# ///"] if close else [])])
+    header, errors = parse_header(source, PATH)
+    assert header is not None and header.line == 1
+    for error in errors:
+        assert error.file == PATH and error.line is not None and error.line >= 1

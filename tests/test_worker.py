@@ -1,0 +1,414 @@
+"""The worker process on its own, driven frame by frame over its socket as the executor does."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import pickle
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+
+from watchrun.executors import protocol as proto
+from watchrun.executors.base import Mode
+from watchrun.executors.protocol import Msg
+from watchrun.executors.worker import FileSnapshot
+
+REPO = Path(__file__).resolve().parents[1]
+WAIT = 20.0
+TERMINAL = {Msg.DONE, Msg.FAILED, Msg.CANCELLED}
+
+
+class WorkerProcess:
+    """A worker started the way LocalExecutor starts one, without the executor."""
+
+    def __init__(self, env: dict[str, str] | None = None) -> None:
+        ours, theirs = socket.socketpair()
+        life_read, self.life = os.pipe()
+        env = dict(env if env is not None else os.environ)
+        env["PYTHONPATH"] = str(REPO)
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "watchrun.executors.worker",
+                str(theirs.fileno()),
+                str(life_read),
+                str(os.getpid()),
+            ],
+            pass_fds=(theirs.fileno(), life_read),
+            start_new_session=True,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            env=env,
+        )
+        theirs.close()
+        os.close(life_read)
+        self.sock = ours
+        self.sock.settimeout(WAIT)
+        kind, fields = self.read()
+        assert (kind, fields) == (Msg.READY, (self.proc.pid,))
+
+    def send(self, kind: Msg, *fields: object) -> None:
+        self.sock.sendall(proto.encode(kind, *fields))
+
+    def _exactly(self, size: int) -> bytes:
+        data = b""
+        while len(data) < size:
+            chunk = self.sock.recv(size - len(data))
+            assert chunk, "the worker closed its channel"
+            data += chunk
+        return data
+
+    def read(self) -> tuple[Msg, tuple[object, ...]]:
+        header = self._exactly(proto.HEADER_SIZE)
+        return proto.decode(self._exactly(proto.body_size(header)))
+
+    def until_terminal(self) -> list[tuple[Msg, tuple[object, ...]]]:
+        messages = [self.read()]
+        while messages[-1][0] not in TERMINAL:
+            messages.append(self.read())
+        return messages
+
+    def run(self, spec: proto.JobSpec) -> list[tuple[Msg, tuple[object, ...]]]:
+        self.send(Msg.JOB, *spec.fields())
+        return self.until_terminal()
+
+    def interrupt(self) -> None:
+        os.killpg(self.proc.pid, signal.SIGINT)
+
+    def close(self) -> None:
+        os.close(self.life)  # as if the parent died: the worker ends its group
+        self.proc.wait(WAIT)
+        self.sock.close()
+
+
+@pytest.fixture
+def worker() -> Any:
+    process = WorkerProcess()
+    yield process
+    process.close()
+
+
+def write(path: Path, source: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(textwrap.dedent(source).lstrip("\n"))
+    return path
+
+
+def spec(
+    root: Path,
+    chain: list[str],
+    mode: str = proto.CALL,
+    kwargs: dict[str, Any] | None = None,
+    label: str | None = None,
+    package: str = "tasks",
+) -> proto.JobSpec:
+    name = chain[-1]
+    return proto.JobSpec(
+        label or name,
+        name,
+        mode,
+        str(root),
+        [(str(root / "tasks" / f"{n.replace('.', '/')}.py"), package) for n in chain],
+        {k: pickle.dumps(v) for k, v in (kwargs or {}).items()},
+        str(root / "logs" / f"{label or name}.log"),
+        None,
+        {},
+        name,
+        str(root),
+        (),
+    )
+
+
+def output(messages: list[tuple[Msg, tuple[object, ...]]]) -> Any:
+    kind, fields = messages[-1]
+    assert kind is Msg.DONE, fields
+    data = fields[0]
+    assert isinstance(data, bytes)
+    return pickle.loads(data)
+
+
+def test_mode_values_agree_with_base() -> None:
+    assert {m.value for m in Mode} == {
+        proto.CALL,
+        proto.GENERATE,
+        proto.COLLECT,
+        proto.INNER_GENERATE,
+    }
+
+
+def test_a_unit_is_started_then_done_with_its_duration(
+    tmp_path: Path, worker: WorkerProcess
+) -> None:
+    write(tmp_path / "tasks" / "t.py", "def run(a):\n    return [a, a]\n")
+    messages = worker.run(spec(tmp_path, ["t"], kwargs={"a": 7}))
+    assert [kind for kind, _ in messages] == [Msg.STARTED, Msg.DONE]
+    assert output(messages) == [7, 7]
+    duration = messages[-1][1][1]
+    assert isinstance(duration, float) and 0 < duration < WAIT
+
+
+def test_worker_start_imports_nothing_heavy(tmp_path: Path, worker: WorkerProcess) -> None:
+    write(
+        tmp_path / "tasks" / "mods.py", "import sys\ndef run():\n    return sorted(sys.modules)\n"
+    )
+    loaded = set(output(worker.run(spec(tmp_path, ["mods"]))))
+    heavy = {
+        "asyncio",
+        "typing",
+        "dataclasses",
+        "inspect",
+        "logging",
+        "pathlib",
+        "watchrun.executors.base",
+        "watchrun.project",
+        "textual",
+        "rich",
+        "typer",
+    }
+    assert loaded & heavy == set()
+
+
+def test_traceback_starts_at_the_task_not_in_the_worker(
+    tmp_path: Path, worker: WorkerProcess
+) -> None:
+    task = write(tmp_path / "tasks" / "bad.py", "def run():\n    {}['missing']\n")
+    [_, (kind, (error, _))] = worker.run(spec(tmp_path, ["bad"]))
+    assert kind is Msg.FAILED
+    assert isinstance(error, str)
+    lines = error.splitlines()
+    assert lines[0] == "Traceback (most recent call last):"
+    assert lines[1] == f'  File "{task}", line 2, in run'
+    assert lines[-1] == "KeyError: 'missing'"
+
+
+def test_missing_entry_point_fails_with_a_message(tmp_path: Path, worker: WorkerProcess) -> None:
+    task = write(tmp_path / "tasks" / "empty.py", "X = 1\n")
+    [_, (kind, (error, _))] = worker.run(spec(tmp_path, ["empty"]))
+    assert (kind, error) == (Msg.FAILED, f"task 'empty' defines no run() (in {task} or a parent)")
+
+
+def test_each_module_of_the_chain_sees_its_own_file_in_one_namespace(
+    tmp_path: Path, worker: WorkerProcess
+) -> None:
+    base = write(tmp_path / "tasks" / "base.py", "BASE_FILE = __file__\nNAME = __name__\n")
+    child = write(
+        tmp_path / "tasks" / "child.py",
+        "CHILD_FILE = __file__\ndef run():\n    return (BASE_FILE, CHILD_FILE, NAME)\n",
+    )
+    result = output(worker.run(spec(tmp_path, ["base", "child"])))
+    assert result == (str(base), str(child), "watchrun.task.child")
+
+
+def test_relative_imports_use_the_task_package(tmp_path: Path, worker: WorkerProcess) -> None:
+    write(tmp_path / "tasks" / "video" / "common.py", "SIZE = 64\n")
+    write(
+        tmp_path / "tasks" / "video" / "extract.py",
+        "from .common import SIZE\ndef run():\n    return SIZE\n",
+    )
+    job = spec(tmp_path, ["video.extract"], package="tasks.video")
+    assert output(worker.run(job)) == 64
+
+
+def test_an_interrupt_while_task_code_runs_cancels_it(
+    tmp_path: Path, worker: WorkerProcess
+) -> None:
+    write(
+        tmp_path / "tasks" / "loop.py",
+        "import time\ndef run():\n    print('looping', flush=True)\n    while True:\n"
+        "        time.sleep(0.01)\n",
+    )
+    worker.send(Msg.JOB, *spec(tmp_path, ["loop"]).fields())
+    assert worker.read()[0] is Msg.STARTED
+    log = tmp_path / "logs" / "loop.log"
+    deadline = time.monotonic() + WAIT
+    while "looping" not in (log.read_text() if log.exists() else ""):
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    worker.interrupt()
+    kind, (error, _) = worker.read()
+    assert kind is Msg.CANCELLED
+    assert isinstance(error, str) and error.rstrip().endswith("KeyboardInterrupt")
+
+
+def test_an_interrupt_that_arrives_before_the_job_is_not_lost(
+    tmp_path: Path, worker: WorkerProcess
+) -> None:
+    # The executor may cancel a unit whose frame the worker has not read yet.
+    write(tmp_path / "tasks" / "t.py", "def run():\n    return 1\n")
+    worker.interrupt()  # pending at the worker before the job's frame is sent
+    messages = worker.run(spec(tmp_path, ["t"]))
+    assert [kind for kind, _ in messages] == [Msg.STARTED, Msg.CANCELLED]
+
+
+def test_signal_handlers_set_by_a_task_do_not_outlive_its_unit(
+    tmp_path: Path, worker: WorkerProcess
+) -> None:
+    write(
+        tmp_path / "tasks" / "deaf.py",
+        "import signal\ndef run():\n    signal.signal(signal.SIGINT, signal.SIG_IGN)\n",
+    )
+    write(
+        tmp_path / "tasks" / "loop.py",
+        "import pathlib, time\ndef run():\n    pathlib.Path('in-loop').touch()\n"
+        "    while True:\n        time.sleep(0.01)\n",
+    )
+    assert worker.run(spec(tmp_path, ["deaf"]))[-1][0] is Msg.DONE
+    worker.send(Msg.JOB, *spec(tmp_path, ["loop"]).fields())
+    deadline = time.monotonic() + WAIT
+    while not (tmp_path / "in-loop").exists():
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    worker.interrupt()
+    assert worker.until_terminal()[-1][0] is Msg.CANCELLED
+
+
+def test_collect_answers_each_push_and_gathers_on_end(
+    tmp_path: Path, worker: WorkerProcess
+) -> None:
+    write(
+        tmp_path / "tasks" / "c.py",
+        "total = 0\ndef run(v):\n    global total\n    total += v\ndef gather():\n"
+        "    return total\n",
+    )
+    worker.send(Msg.JOB, *spec(tmp_path, ["c"], mode=proto.COLLECT).fields())
+    assert worker.read()[0] is Msg.STARTED
+    for value in (1, 2, 3):
+        worker.send(Msg.PUSH, {"v": pickle.dumps(value)})
+        assert worker.read() == (Msg.PUSHED, ())
+    worker.send(Msg.END)
+    assert output([worker.read()]) == 6
+
+
+def test_an_edited_task_module_is_recompiled_even_with_the_same_stat(
+    tmp_path: Path, worker: WorkerProcess
+) -> None:
+    # Same size and, forced here, the same mtime: what a coarse filesystem clock gives for two
+    # quick saves. The recent mtime makes the worker compare the bytes too.
+    task = write(tmp_path / "tasks" / "t.py", "def run():\n    return 'AAA'\n")
+    assert output(worker.run(spec(tmp_path, ["t"]))) == "AAA"
+    stat = task.stat()
+    task.write_text("def run():\n    return 'BBB'\n")
+    os.utime(task, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert output(worker.run(spec(tmp_path, ["t"]))) == "BBB"
+
+
+def test_an_edited_helper_is_reimported_despite_its_fresh_pyc(tmp_path: Path) -> None:
+    # With bytecode writing on, the first import leaves a .pyc that Python trusts as long as
+    # the source's mtime (in whole seconds) and size match: an edit in the same second that
+    # keeps the size would load the old code.
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    helper = write(tmp_path / "lib" / "helpers.py", "def value():\n    return 'old'\n")
+    write(
+        tmp_path / "tasks" / "t.py",
+        "from lib import helpers\ndef run():\n    return helpers.value()\n",
+    )
+    worker = WorkerProcess(env)
+    try:
+        assert output(worker.run(spec(tmp_path, ["t"]))) == "old"
+        assert Path(importlib.util.cache_from_source(str(helper))).exists()
+        stat = helper.stat()
+        helper.write_text("def value():\n    return 'new'\n")
+        os.utime(helper, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+        assert output(worker.run(spec(tmp_path, ["t"]))) == "new"
+    finally:
+        worker.close()
+
+
+def test_closing_the_life_pipe_ends_the_worker_and_the_unit_subprocesses(tmp_path: Path) -> None:
+    write(
+        tmp_path / "tasks" / "spawns.py",
+        """
+        import os, subprocess, time
+        def run():
+            child = subprocess.Popen(["sleep", "60"])
+            with open("child.pid", "w") as f:
+                f.write(str(child.pid))
+            os.rename("child.pid", "child.ready")
+            while True:
+                time.sleep(0.01)
+        """,
+    )
+    worker = WorkerProcess()
+    worker.send(Msg.JOB, *spec(tmp_path, ["spawns"]).fields())
+    ready = tmp_path / "child.ready"
+    deadline = time.monotonic() + WAIT
+    while not ready.exists():
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    sleeper = int(ready.read_text())
+    worker.close()
+    assert worker.proc.returncode == -signal.SIGKILL
+    deadline = time.monotonic() + 5
+    while True:
+        try:
+            if psutil.Process(sleeper).status() == psutil.STATUS_ZOMBIE:
+                break
+        except psutil.NoSuchProcess:
+            break
+        assert time.monotonic() < deadline, "the unit's subprocess survived"
+        time.sleep(0.01)
+
+
+def test_file_snapshot_compares_bytes_while_the_stat_is_not_trustworthy(tmp_path: Path) -> None:
+    path = tmp_path / "f.py"
+    path.write_text("one")
+    snapshot = FileSnapshot(str(path))
+    assert not snapshot.changed()
+    stat = path.stat()
+    path.write_text("two")
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert snapshot.changed()
+
+
+def test_file_snapshot_of_an_old_file_trusts_the_stat(tmp_path: Path) -> None:
+    path = tmp_path / "f.py"
+    path.write_text("one")
+    os.utime(path, (1_000_000_000, 1_000_000_000))
+    snapshot = FileSnapshot(str(path))
+    assert snapshot.content is None  # nothing kept: the stat alone decides
+    path.write_text("three")
+    assert snapshot.changed()
+
+
+def test_a_generator_task_that_returns_a_list_fails_and_says_why(
+    tmp_path: Path, worker: WorkerProcess
+) -> None:
+    write(tmp_path / "tasks" / "g.py", "def run():\n    return [1, 2]\n")
+    [_, (kind, (error, _))] = worker.run(spec(tmp_path, ["g"], mode=proto.GENERATE))
+    assert (kind, error) == (
+        Msg.FAILED,
+        "task 'g' must yield its values; it returned a list instead of a generator",
+    )
+
+
+def test_a_syntax_error_in_a_task_module_names_file_and_line(
+    tmp_path: Path, worker: WorkerProcess
+) -> None:
+    task = write(tmp_path / "tasks" / "s.py", "def run():\n    return (\n")
+    [_, (kind, (error, _))] = worker.run(spec(tmp_path, ["s"]))
+    assert kind is Msg.FAILED
+    assert isinstance(error, str)
+    assert f'File "{task}", line 2' in error
+    assert "SyntaxError" in error
+
+
+def test_a_log_that_cannot_be_opened_fails_the_unit_not_the_worker(
+    tmp_path: Path, worker: WorkerProcess
+) -> None:
+    write(tmp_path / "tasks" / "t.py", "def run():\n    return 1\n")
+    blocked = spec(tmp_path, ["t"])
+    blocked.log_path = str(tmp_path / "tasks" / "t.py" / "t.log")  # under a file
+    [_, (kind, (error, _))] = worker.run(blocked)
+    assert kind is Msg.FAILED
+    assert isinstance(error, str) and error.startswith(f"cannot open the log {blocked.log_path}")
+    assert output(worker.run(spec(tmp_path, ["t"]))) == 1

@@ -1,0 +1,159 @@
+"""Opening a project and running a build: the wiring the CLI (and tests) call.
+
+Kept apart from cli.py so that tests can drive a build without a subprocess, and so that the CLI
+stays a thin layer of option parsing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib
+import os
+import signal
+import sys
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from watchrun.config import Config, load_config
+from watchrun.engine.events import EventBus, Subscriber
+from watchrun.engine.scheduler import BuildOptions, BuildSummary, Scheduler
+from watchrun.executors.base import Executor, Sink
+from watchrun.project.errors import ProjectError
+from watchrun.project.loader import Project, ProjectLoader
+from watchrun.state.hashing import FileHasher
+from watchrun.state.store import LockedError, Store
+
+EXIT_OK, EXIT_FAILED, EXIT_PROJECT, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+
+class UsageError(Exception):
+    """A mistake on the command line or in the environment: exit 2 with this message."""
+
+
+@dataclass
+class Session:
+    config: Config
+    store: Store
+    hasher: FileHasher
+    project: Project
+
+
+def lock_message(err: LockedError) -> str:
+    holder = err.holder
+    if holder is None:
+        return f"another watchrun holds the lock {err.lock_path}"
+    return (f"another watchrun is writing to this project: pid {holder.pid} on {holder.host} "
+            f"({holder.command!r}), holding {err.lock_path}; wait for it or stop it")
+
+
+@contextlib.contextmanager
+def open_session(root: Path, command: str, *, write: bool) -> Iterator[Session]:
+    """Load config and project, open the store (taking the writer lock when `write`).
+    Raises ProjectErrorsFound for config errors, UsageError for a held lock."""
+    config, errors = load_config(root.resolve())
+    if errors:
+        raise ProjectErrorsFound(errors, config.root)
+    store = Store(config.state_dir, readonly=not write)
+    try:
+        if write:
+            try:
+                store.acquire_lock(command)
+            except LockedError as err:
+                raise UsageError(lock_message(err)) from None
+            store.reap_stale_pgroups()
+        for message in store.messages:
+            print(f"watchrun: {message}", file=sys.stderr)
+        hasher = FileHasher(store)
+        project = ProjectLoader(config, store, hasher).load()
+        yield Session(config, store, hasher, project)
+        if write:
+            hasher.flush()
+            store.commit()
+    finally:
+        if write:
+            store.release_lock()
+        store.close()
+
+
+class ProjectErrorsFound(Exception):
+    def __init__(self, errors: list[ProjectError], root: Path) -> None:
+        super().__init__(f"{len(errors)} project error(s)")
+        self.errors = errors
+        self.root = root
+
+
+def make_executor(kind: str, sink: Sink, jobs: int, grace: float, store: Store,
+                  address: str = "") -> Executor:
+    if kind == "ray":
+        try:
+            ray_executor = importlib.import_module("watchrun.executors.ray")
+        except ImportError as err:
+            raise UsageError(
+                f"--executor ray needs Ray: pip install 'watchrun[ray]' ({err})") from None
+        executor: Executor = ray_executor.RayExecutor(sink, jobs=jobs, grace=grace,
+                                                      address=address)
+        return executor
+
+    from watchrun.executors.local import LocalExecutor
+
+    def on_pgroup(pgid: int, start_time: float | None) -> None:
+        if start_time is None:
+            store.drop_pgroup(pgid)
+        else:
+            store.record_pgroup(pgid, start_time)
+
+    return LocalExecutor(sink, jobs=jobs, grace=grace, on_pgroup=on_pgroup)
+
+
+def effective_jobs(config: Config, override: int | None) -> int:
+    jobs = override if override is not None else config.jobs
+    return jobs if jobs > 0 else (os.cpu_count() or 1)
+
+
+async def run_build(session: Session, targets: list[str], options: BuildOptions,
+                    subscribers: list[Subscriber], jobs: int, executor_kind: str,
+                    address: str) -> BuildSummary:
+    bus = EventBus()
+    for subscriber in subscribers:
+        bus.subscribe(subscriber)
+    holder: dict[str, Scheduler] = {}
+
+    def sink(event: object) -> None:
+        holder["s"].on_exec(event)  # type: ignore[arg-type]
+
+    executor = make_executor(executor_kind, sink, jobs, session.config.grace, session.store,
+                             address)
+    scheduler = Scheduler(session.project, session.store, session.hasher, executor, bus,
+                          options)
+    holder["s"] = scheduler
+    loop = asyncio.get_running_loop()
+    stop_signals = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+    for sig in stop_signals:
+        loop.add_signal_handler(sig, scheduler.interrupt, 128 + sig)
+    try:
+        # no executor.start(): workers are spawned by the first submit, so a build with nothing
+        # to run starts no process at all
+        return await scheduler.build(targets)
+    finally:
+        await executor.close()
+        for sig in stop_signals:
+            loop.remove_signal_handler(sig)
+
+
+def exit_code(summary: BuildSummary) -> int:
+    if summary.interrupted:
+        return summary.interrupted if summary.interrupted > 1 else EXIT_INTERRUPTED
+    return EXIT_OK if summary.ok else EXIT_FAILED
+
+
+def unknown_targets(project: Project, targets: list[str]) -> list[str]:
+    return [t for t in targets if t not in project.tasks]
+
+
+def default_targets(project: Project) -> list[str]:
+    return [n for n in project.graph.order if not project.tasks[n].abstract]
+
+
+Printer = Callable[[str], None]

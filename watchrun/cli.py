@@ -1,0 +1,143 @@
+"""The command line: parse options, open the project, call the engine, pick a UI.
+
+Heavy modules (the engine, Textual, Ray) are imported inside the commands, so `--help` and
+read-only commands start fast.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+app = typer.Typer(
+    name="watchrun",
+    help="Run Python task DAGs; rerun exactly what changed.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+
+
+class State:
+    root: Path = Path(".")
+
+
+@app.callback()
+def _root(
+    directory: Annotated[
+        Path, typer.Option("-C", "--directory", help="Project root (default: .)")
+    ] = Path("."),
+) -> None:
+    State.root = directory
+
+
+class ExecutorKind(str, Enum):
+    local = "local"
+    ray = "ray"
+
+
+@app.command()
+def build(
+    tasks: Annotated[
+        Optional[list[str]], typer.Argument(help="Tasks to build (default: all)")  # noqa: UP045
+    ] = None,
+    jobs: Annotated[
+        Optional[int], typer.Option("-j", "--jobs", help="Task processes at once")  # noqa: UP045
+    ] = None,
+    force: Annotated[bool, typer.Option("--force", help="Rerun these tasks even if clean")] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Say what would run and why")] = False,
+    json_out: Annotated[bool, typer.Option("--json", help="Print events as JSON lines")] = False,
+    fail_fast: Annotated[
+        bool, typer.Option("--fail-fast", help="Stop at the first failure")
+    ] = False,
+    verbose: Annotated[bool, typer.Option("-v", "--verbose", help="Also list clean units")] = False,
+    executor: Annotated[Optional[ExecutorKind], typer.Option("--executor")] = None,  # noqa: UP045
+    address: Annotated[Optional[str], typer.Option("--address", help="Ray cluster address")] = None,  # noqa: UP045
+) -> None:
+    """Run these tasks (default: every non-abstract task) with what they need, skipping clean
+    units."""
+    from watchrun.commands.build import build_command
+
+    code = build_command(State.root, tasks or [], jobs=jobs, force=force, dry_run=dry_run,
+                         json_out=json_out, fail_fast=fail_fast, verbose=verbose,
+                         executor=executor.value if executor else None, address=address)
+    raise typer.Exit(code)
+
+
+@app.command()
+def status(
+    tasks: Annotated[Optional[list[str]], typer.Argument()] = None,  # noqa: UP045
+    json_out: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Every task: clean, dirty, failed, cancelled or never-run, with the reasons."""
+    from watchrun.commands.inspect import status_command
+
+    raise typer.Exit(status_command(State.root, tasks or [], json_out))
+
+
+class GraphFormat(str, Enum):
+    text = "text"
+    mermaid = "mermaid"
+    dot = "dot"
+
+
+@app.command()
+def graph(
+    fmt: Annotated[GraphFormat, typer.Option("--format")] = GraphFormat.text,
+) -> None:
+    """The DAG, with kinds and inheritance."""
+    from watchrun.commands.inspect import graph_command
+
+    raise typer.Exit(graph_command(State.root, fmt.value))
+
+
+@app.command()
+def show(
+    task: str,
+    iter: Annotated[Optional[list[int]], typer.Option("--iter", help="Iteration index")] = None,  # noqa: UP045
+    json_out: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """A task's stored output."""
+    from watchrun.commands.inspect import show_command
+
+    raise typer.Exit(show_command(State.root, task, tuple(iter or ()), json_out))
+
+
+@app.command()
+def clean(tasks: Annotated[Optional[list[str]], typer.Argument()] = None) -> None:  # noqa: UP045
+    """Forget stored results (all, or these tasks)."""
+    from watchrun.commands.state import clean_command
+
+    raise typer.Exit(clean_command(State.root, tasks or []))
+
+
+@app.command()
+def accept(tasks: list[str]) -> None:
+    """Declare the current state of these tasks clean without running them."""
+    from watchrun.commands.state import accept_command
+
+    raise typer.Exit(accept_command(State.root, tasks))
+
+
+@app.command()
+def dev(
+    tasks: Annotated[Optional[list[str]], typer.Argument()] = None,  # noqa: UP045
+    no_tui: Annotated[
+        bool, typer.Option("--no-tui", help="Plain lines instead of the TUI")
+    ] = False,
+    json_out: Annotated[bool, typer.Option("--json", help="Print events as JSON lines")] = False,
+    jobs: Annotated[Optional[int], typer.Option("-j", "--jobs")] = None,  # noqa: UP045
+) -> None:
+    """Build, then watch and rerun on every change (a TUI on a terminal)."""
+    from watchrun.commands.dev import dev_command
+
+    raise typer.Exit(dev_command(State.root, tasks or [], no_tui=no_tui, json_out=json_out,
+                                 jobs=jobs))
+
+
+def main(argv: list[str] | None = None) -> None:
+    app(args=argv, prog_name="watchrun")

@@ -1,0 +1,58 @@
+"""`watchrun build`."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from pathlib import Path
+
+from watchrun.app import (
+    EXIT_PROJECT,
+    default_targets,
+    effective_jobs,
+    exit_code,
+    open_session,
+    run_build,
+)
+from watchrun.commands.common import guarded, print_project_errors, unknown_task_message
+from watchrun.engine.events import Subscriber
+from watchrun.engine.scheduler import BuildOptions
+
+
+def build_command(root: Path, targets: list[str], *, jobs: int | None, force: bool,
+                  dry_run: bool, json_out: bool, fail_fast: bool, verbose: bool,
+                  executor: str | None, address: str | None) -> int:
+    def body() -> int:
+        with open_session(root, "watchrun build", write=not dry_run) as session:
+            project = session.project
+            if project.errors:
+                print_project_errors(project.errors, project.config.root, json_out)
+                return EXIT_PROJECT
+            for name in targets:
+                if name not in project.tasks:
+                    print(f"watchrun: error: {unknown_task_message(name, project.tasks)}",
+                          file=sys.stderr)
+                    return EXIT_PROJECT
+            chosen = targets or default_targets(project)
+            log_dir = session.config.state_dir / "logs"
+            subscriber: Subscriber
+            if json_out:
+                from watchrun.ui.jsonl import JsonLines
+
+                subscriber = JsonLines()
+            elif sys.stdout.isatty() and not dry_run:
+                from watchrun.ui.console import LiveConsole
+
+                subscriber = LiveConsole(len(chosen), log_dir, verbose)
+            else:
+                from watchrun.ui.console import PlainConsole
+
+                subscriber = PlainConsole(verbose=verbose, dry_run=dry_run, log_dir=log_dir)
+            options = BuildOptions(force=force, dry_run=dry_run, fail_fast=fail_fast)
+            kind = executor or session.config.executor_kind
+            summary = asyncio.run(run_build(
+                session, chosen, options, [subscriber], effective_jobs(session.config, jobs),
+                kind, address if address is not None else session.config.executor_address))
+            return exit_code(summary)
+
+    return guarded(json_out, body)

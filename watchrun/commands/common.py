@@ -1,0 +1,46 @@
+"""What every command does around its work: report project errors, map failures to exit codes."""
+
+from __future__ import annotations
+
+import difflib
+import sys
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+from watchrun.app import EXIT_PROJECT, ProjectErrorsFound, UsageError
+from watchrun.engine.events import Error
+from watchrun.project.errors import ProjectError
+
+
+def print_project_errors(errors: Iterable[ProjectError], root: Path, json_out: bool) -> None:
+    errors = sorted(errors, key=lambda e: (str(e.file), e.line or 0, e.message))
+    for error in errors:
+        if json_out:
+            rel = error.location(root).rsplit(":", 1)[0] if error.file else None
+            print(Error(message=error.message, file=rel, line=error.line).to_json())
+        else:
+            print(error.format(root), file=sys.stderr)
+    if not json_out:
+        print(f"watchrun: {len(errors)} project error(s); nothing was run", file=sys.stderr)
+
+
+def error(message: str) -> int:
+    print(f"watchrun: error: {message}", file=sys.stderr)
+    return EXIT_PROJECT
+
+
+def unknown_task_message(name: str, known: Iterable[str]) -> str:
+    close = difflib.get_close_matches(name, list(known), n=1)
+    hint = f" (did you mean '{close[0]}'?)" if close else ""
+    return f"no task named '{name}'{hint}"
+
+
+def guarded(json_out: bool, body: Callable[[], int]) -> int:
+    """Run a command body, turning expected failures into messages and exit codes."""
+    try:
+        return body()
+    except ProjectErrorsFound as err:
+        print_project_errors(err.errors, err.root, json_out)
+        return EXIT_PROJECT
+    except UsageError as err:
+        return error(str(err))

@@ -1,0 +1,261 @@
+"""The project's settings: `watchrun.toml` at the root, else `[tool.watchrun]` in pyproject.toml.
+
+Every key is optional (SPEC section 1). A mistake in the file is a ProjectError naming the file
+and the line of the key; the key then keeps its default so the rest of the settings still apply.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from watchrun.project.errors import ProjectError
+
+
+def parse_toml(text: str) -> tuple[dict[str, Any], None] | tuple[None, Exception]:
+    """(document, None), or (None, the error) for invalid TOML. tomllib (tomli before 3.11) is
+    imported here, on first use: a null build parses no TOML but the settings file. Shared with
+    the header parser, so that the choice of parser is made in one place."""
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover - exercised on 3.10 only
+        import tomli as tomllib  # type: ignore[import-not-found, unused-ignore]
+    try:
+        return tomllib.loads(text), None
+    except (tomllib.TOMLDecodeError, ValueError, RecursionError) as err:  # absurd nesting too
+        return None, err
+
+CONFIG_FILE = "watchrun.toml"
+PYPROJECT_FILE = "pyproject.toml"
+EXECUTOR_KINDS = ("local", "ray")
+
+
+@dataclass(frozen=True)
+class Config:
+    root: Path  # absolute
+    tasks: tuple[Path, ...]  # absolute task folders
+    state_dir: Path  # absolute
+    jobs: int  # resolved: never 0
+    grace: float  # seconds between SIGINT -> SIGTERM -> SIGKILL
+    debounce_ms: int
+    ignore: tuple[str, ...]  # extra glob patterns for the watcher
+    executor_kind: str  # "local" | "ray"
+    executor_address: str
+    source: Path | None  # the file the settings came from; None: all defaults
+
+
+def default_jobs() -> int:
+    return os.cpu_count() or 1
+
+
+def _under(root: Path, folder: str) -> Path:
+    return Path(os.path.normpath(root / folder))
+
+
+def _settings(root: Path, raw: dict[str, Any], source: Path | None) -> Config:
+    """A Config from already validated raw values (missing keys take their defaults)."""
+    tasks = raw.get("tasks", "tasks")
+    folders = [tasks] if isinstance(tasks, str) else list(tasks)
+    executor = raw.get("executor", {})
+    jobs = raw.get("jobs", 0)
+    return Config(
+        root=root,
+        tasks=tuple(_under(root, folder) for folder in folders),
+        state_dir=_under(root, raw.get("state_dir", ".watchrun")),
+        jobs=jobs or default_jobs(),
+        grace=float(raw.get("grace", 2.0)),
+        debounce_ms=raw.get("debounce_ms", 10),
+        ignore=tuple(raw.get("ignore", ())),
+        executor_kind=executor.get("kind", "local"),
+        executor_address=executor.get("address", ""),
+        source=source,
+    )
+
+
+def load_config(root: Path) -> tuple[Config, list[ProjectError]]:
+    """Read the settings of the project at `root`. Errors come back as values, never raised."""
+    root = Path(os.path.abspath(root))
+    toml_path = root / CONFIG_FILE
+    if toml_path.is_file():
+        return _load_file(root, toml_path, ())
+    pyproject = root / PYPROJECT_FILE
+    if pyproject.is_file():
+        return _load_file(root, pyproject, ("tool", "watchrun"))
+    return _settings(root, {}, None), []
+
+
+def _load_file(root: Path, path: Path, table: tuple[str, ...]) -> tuple[Config, list[ProjectError]]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        return _settings(root, {}, None), [ProjectError(path, None, f"cannot read: {err}")]
+    document, problem = parse_toml(text)
+    if document is None:
+        assert problem is not None
+        if table and "tool.watchrun" not in text:
+            # a broken pyproject.toml without our table is not ours to report
+            return _settings(root, {}, None), []
+        line, message = toml_error_line(problem)
+        return _settings(root, {}, path), [ProjectError(path, line, f"invalid TOML: {message}")]
+    raw: Any = document
+    for key in table:
+        raw = raw.get(key) if isinstance(raw, dict) else None
+    if raw is None:
+        return _settings(root, {}, None), []
+    checker = _Checker(path, text, table)
+    if not isinstance(raw, dict):
+        checker.error((), "must be a table")
+        return _settings(root, {}, path), checker.errors
+    return _settings(root, checker.check(raw), path), checker.errors
+
+
+_AT_LINE = re.compile(r"\s*\(at line (\d+), column (\d+)\)\s*$")
+_AT_END = re.compile(r"\s*\(at end of document\)\s*$")
+
+
+def toml_error_line(err: Exception, *, last_line: int | None = None) -> tuple[int | None, str]:
+    """(line, message without the position) of a tomllib error. tomllib only puts the position in
+    the message text ("... (at line 3, column 7)"), so it is read from there."""
+    message = str(err)
+    found = _AT_LINE.search(message)
+    if found:
+        return int(found.group(1)), f"{message[: found.start()]} (column {found.group(2)})"
+    found = _AT_END.search(message)
+    if found:
+        return last_line, f"{message[: found.start()]} (at the end)"
+    return getattr(err, "lineno", None), message
+
+
+def suggest(name: str, choices: Iterable[str]) -> str:
+    """' (did you mean 'x'?)' when a choice is close to the name, else ''."""
+    import difflib  # only when something is wrong
+
+    close = difflib.get_close_matches(name, sorted(choices), n=1)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _is_str_list(value: object) -> bool:
+    return isinstance(value, list) and all(isinstance(v, str) for v in value)
+
+
+# key -> (check, what it must be)
+_Rule = tuple[Callable[[Any], bool], str]
+_TOP_RULES: dict[str, _Rule] = {
+    "tasks": (lambda v: (isinstance(v, str) and v != "") or (_is_str_list(v) and len(v) > 0),
+              "a folder name or a non-empty list of folder names"),
+    "state_dir": (lambda v: isinstance(v, str) and v != "", "a folder name"),
+    "jobs": (lambda v: _is_int(v) and v >= 0, "a whole number >= 0 (0 = number of CPUs)"),
+    "grace": (lambda v: _is_number(v) and v >= 0, "a number of seconds >= 0"),
+    "debounce_ms": (lambda v: _is_int(v) and v >= 0, "a whole number of milliseconds >= 0"),
+    "ignore": (_is_str_list, "a list of glob patterns"),
+}
+_EXECUTOR_RULES: dict[str, _Rule] = {
+    "kind": (lambda v: v in EXECUTOR_KINDS, "one of " + ", ".join(map(repr, EXECUTOR_KINDS))),
+    "address": (lambda v: isinstance(v, str), "a string"),
+}
+
+
+class _Checker:
+    """Validates the settings table, collecting errors with the line of each offending key."""
+
+    def __init__(self, path: Path, text: str, table: tuple[str, ...]) -> None:
+        self.path = path
+        self.table = table
+        self.errors: list[ProjectError] = []
+        self.lines = key_lines(text)
+
+    def line_of(self, key: tuple[str, ...]) -> int | None:
+        # the key itself, else the nearest enclosing table that has a line
+        full = self.table + key
+        for end in range(len(full), 0, -1):
+            if full[:end] in self.lines:
+                return self.lines[full[:end]]
+        return None
+
+    def error(self, key: tuple[str, ...], message: str) -> None:
+        where = ".".join(self.table + key) if key else ".".join(self.table)
+        prefix = f"{where}: " if where else ""
+        self.errors.append(ProjectError(self.path, self.line_of(key), prefix + message))
+
+    def check(self, raw: dict[str, Any]) -> dict[str, Any]:
+        good = self._check_table(raw, (), _TOP_RULES, extra=("executor",))
+        executor = raw.get("executor")
+        if executor is not None:
+            if isinstance(executor, dict):
+                good["executor"] = self._check_table(executor, ("executor",), _EXECUTOR_RULES)
+            else:
+                self.error(("executor",), "must be a table with 'kind' and 'address'")
+        return good
+
+    def _check_table(self, raw: dict[str, Any], at: tuple[str, ...], rules: dict[str, _Rule],
+                     extra: tuple[str, ...] = ()) -> dict[str, Any]:
+        good: dict[str, Any] = {}
+        allowed = sorted((*rules, *extra))
+        for key, value in raw.items():
+            if key in extra:
+                continue
+            rule = rules.get(key)
+            if rule is None:
+                self.error((*at, key), f"unknown key{suggest(key, allowed)}; "
+                                        f"allowed: {', '.join(allowed)}")
+            elif not rule[0](value):
+                self.error((*at, key), f"must be {rule[1]}, not {value!r}")
+            else:
+                good[key] = value
+        return good
+
+
+# -- finding the line of a key ------------------------------------------------------------------
+
+_BARE = r"[A-Za-z0-9_-]+"
+_PART = rf"(?:{_BARE}|\"[^\"\n]*\"|'[^'\n]*')"
+_DOTTED = rf"{_PART}(?:\s*\.\s*{_PART})*"
+KEY_RE = re.compile(rf"\s*({_DOTTED})\s*=")
+TABLE_RE = re.compile(rf"\s*\[\[?\s*({_DOTTED})\s*\]\]?")
+_PART_RE = re.compile(_PART)
+
+
+def split_dotted(dotted: str) -> tuple[str, ...]:
+    return tuple(p.strip("\"'") for p in _PART_RE.findall(dotted))
+
+
+def key_lines(text: str, first_line: int = 1) -> dict[tuple[str, ...], int]:
+    """The line of every key and table header of a TOML text, by full dotted path.
+
+    A cheap line scanner, not a parser: it runs only on text that tomllib accepted, and skips the
+    inside of multi-line strings so that text in them is never taken for a key.
+    """
+    found: dict[tuple[str, ...], int] = {}
+    table: tuple[str, ...] = ()
+    in_string: str | None = None
+    for number, line in enumerate(text.split("\n"), start=first_line):
+        if in_string is not None:
+            if line.count(in_string) % 2 == 1:
+                in_string = None
+            continue
+        header = TABLE_RE.match(line)
+        if header:
+            table = split_dotted(header.group(1))
+            found.setdefault(table, number)
+            continue
+        key = KEY_RE.match(line)
+        if key:
+            found.setdefault(table + split_dotted(key.group(1)), number)
+        for quotes in ('"""', "'''"):
+            if line.count(quotes) % 2 == 1:
+                in_string = quotes
+                break
+    return found

@@ -1,0 +1,274 @@
+"""`watchrun dev`: build, then watch and rerun exactly what changed.
+
+One asyncio loop holds everything: the scheduler (long-lived, see `Scheduler.invalidate`), the
+executor's pipes, the watcher and, when there is one, the Textual app. A batch of changed paths
+becomes a set of *changed tasks*:
+- code, params, kind, arguments or declared files differ (a per-task fingerprint, compared before
+  and after reloading only the changed files), or the task became broken or healthy;
+- a tracked input's content differs from what the task last resolved with (a `touch` changes
+  nothing, so it cancels nothing).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fnmatch
+import json
+import os
+from pathlib import Path
+
+from blake3 import blake3
+
+from watchrun.config import load_config
+from watchrun.engine import events as ev
+from watchrun.engine.control import ErrorView, ParamView, ProjectView, TaskView
+from watchrun.engine.layout import log_path
+from watchrun.engine.scheduler import BuildOptions, Scheduler
+from watchrun.executors.base import ExecEvent, Executor, UnitKey
+from watchrun.project.errors import ProjectError
+from watchrun.project.loader import Project, ProjectLoader
+from watchrun.state.hashing import FileHasher
+from watchrun.state.store import Store
+from watchrun.watch import change_batches, watch_roots
+
+
+def fingerprint(project: Project, name: str) -> str | None:
+    """Everything about a task except its input contents that decides its signature."""
+    task = project.tasks.get(name)
+    closure = project.closures.get(name)
+    if task is None or name in project.broken:
+        return None
+    body = [
+        closure.digest if closure else "",
+        {k: p.value for k, p in sorted(task.params.items())},
+        task.kind.value,
+        sorted(task.after.items()),
+        list(task.inputs),
+        list(task.outputs),
+        task.abstract,
+        sorted(project.graph.implicit.get(name, ())),
+    ]
+    return blake3(json.dumps(body, sort_keys=True, default=repr).encode()).hexdigest()
+
+
+def _rel(root: Path, path: Path) -> str:
+    try:
+        return path.relative_to(root).as_posix()
+    except ValueError:
+        return path.as_posix()
+
+
+class DevEngine:
+    """Implements `engine.control.EngineControl` for UIs."""
+
+    def __init__(self, project: Project, loader: ProjectLoader, store: Store,
+                 hasher: FileHasher, executor: Executor, bus: ev.EventBus,
+                 targets: list[str]) -> None:
+        self.project = project
+        self.config = project.config
+        self.loader = loader
+        self.store = store
+        self.hasher = hasher
+        self.executor = executor
+        self.bus = bus
+        self.targets = targets
+        self.scheduler = Scheduler(project, store, hasher, executor, bus, BuildOptions())
+        self.fingerprints = {n: fingerprint(project, n) for n in project.tasks}
+        self.stop = asyncio.Event()
+        self.exit_code = 0
+        self._busy = asyncio.Event()
+        self._paused_tasks: set[str] = set()
+        self._errors_shown: list[ProjectError] = []
+        self.watched = 0
+
+    def on_exec(self, event: ExecEvent) -> None:
+        self.scheduler.on_exec(event)
+
+    # -- the main loop -----------------------------------------------------------------------
+    async def run(self) -> int:
+        self._publish_errors()
+        self.scheduler.start(self._targets())
+        self._busy.set()
+        tasks = [asyncio.create_task(self._watch()), asyncio.create_task(self._report_idle())]
+        try:
+            await self.stop.wait()
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            self.scheduler.interrupt()
+            await self.executor.close()
+            self.scheduler.flush()
+        return self.exit_code
+
+    def _targets(self) -> list[str]:
+        if self.targets:
+            return self.targets
+        return [n for n in self.project.graph.order if not self.project.tasks[n].abstract]
+
+    async def _report_idle(self) -> None:
+        while True:
+            await self._busy.wait()
+            self._busy.clear()
+            await self.scheduler.wait_idle()
+            if not self._busy.is_set():
+                self.scheduler.forced.clear()  # a rerun request is used up once it ran
+                self.scheduler.finish_build()
+                self.bus.publish(ev.Idle())
+
+    async def _watch(self) -> None:
+        absolute = [p for t in self.project.tasks.values() for p in t.inputs if os.path.isabs(p)]
+        roots = watch_roots(self.config, absolute)
+        self.watched = len(self.project.module_files) + sum(
+            len(t.inputs) for t in self.project.tasks.values())
+        async for paths in change_batches(self.config, roots, self.stop):
+            self.on_change(paths)
+
+    # -- changes -----------------------------------------------------------------------------
+    def on_change(self, paths: set[Path]) -> set[str]:
+        """Reload what the paths touch, cancel what they made stale, schedule it again."""
+        config_files = {self.config.root / "watchrun.toml", self.config.root / "pyproject.toml"}
+        sources = {p for p in paths if p.suffix == ".py"}
+        if paths & config_files:
+            config, errors = load_config(self.config.root)
+            if errors:
+                for error in errors:
+                    self.bus.publish(ev.Error(message=error.message, file=str(error.file),
+                                              line=error.line))
+                return set()
+            self.loader = ProjectLoader(config, self.store, self.hasher)
+            project = self.loader.load()
+        elif sources:
+            project = self.loader.reload(sources)
+        else:
+            project = self.project
+        changed, tracked = self._changed_tasks(project, paths)
+        reloaded = project is not self.project
+        if not (reloaded or tracked):
+            return set()  # e.g. an output nobody reads: not worth a line
+        reset = project.graph.downstream_closure(c for c in changed if c in project.tasks)
+        dirty = {t for t in reset | changed
+                 if t in project.tasks and not project.tasks[t].abstract}
+        rels = sorted(_rel(self.config.root, p) for p in paths)
+        self.bus.publish(ev.Change(paths=rels, dirty=sorted(dirty)))
+        self.project = project
+        if reloaded:
+            self._publish_errors()
+        if changed:
+            self.scheduler.invalidate(project, changed)
+            self._busy.set()
+        return reset
+
+    def _changed_tasks(self, project: Project, paths: set[Path]) -> tuple[set[str], bool]:
+        """(tasks whose signature may differ, whether any path is an input of some task)."""
+        changed = set()
+        tracked = False
+        if project is not self.project:
+            new = {n: fingerprint(project, n) for n in project.tasks}
+            for name in set(new) | set(self.fingerprints):
+                if new.get(name) != self.fingerprints.get(name):
+                    changed.add(name)
+            self.fingerprints = new
+        rels = {_rel(self.config.root, p) for p in paths}
+        for name, task in project.tasks.items():
+            if name in changed or not task.inputs or name in project.broken:
+                continue
+            if any(_matches(rel, pattern) for rel in rels for pattern in task.inputs):
+                tracked = True
+                before = self.scheduler.last_inputs.get(name)
+                if before is None or self.scheduler.resolver.hash_inputs(task) != before:
+                    changed.add(name)
+        return changed, tracked
+
+    def _publish_errors(self) -> None:
+        """Publish the errors that are new since the last reload (the UI's list of current
+        errors comes from `view()`)."""
+        for error in self.project.errors:
+            if error in self._errors_shown:
+                continue
+            rel = _rel(self.config.root, error.file) if error.file else None
+            self.bus.publish(ev.Error(message=error.message, file=rel, line=error.line))
+        self._errors_shown = list(self.project.errors)
+
+    # -- EngineControl -----------------------------------------------------------------------
+    def view(self) -> ProjectView:
+        project = self.project
+        graph = project.graph
+        names = list(graph.order) + sorted(n for n in project.broken if n in project.tasks)
+        tasks = []
+        for name in names:
+            task = project.tasks[name]
+            ups = tuple(sorted(graph.upstreams_of(name)))
+            downs = tuple(sorted(graph.downstreams.get(name, ())))
+            params = tuple(ParamView(k, repr(p.value), p.origin.format(project.config.root))
+                           for k, p in sorted(task.params.items()))
+            tasks.append(TaskView(name, task.kind.value, task.chain, ups, downs, params,
+                                  graph.scope.get(name, ()),
+                                  _rel(project.config.root, task.path), task.abstract))
+        errors = [ErrorView(_rel(project.config.root, e.file) if e.file else None, e.line,
+                            e.message) for e in project.errors]
+        return ProjectView(tasks, errors, self.watched)
+
+    def reasons(self, task: str) -> list[str]:
+        from watchrun.engine.resolve import Resolver
+        from watchrun.engine.status import report
+
+        if task not in self.project.tasks or task in self.project.broken:
+            return []
+        resolver = Resolver(self.project, self.store, self.hasher)
+        reports = report(self.project, resolver, [task])
+        return [r.format() for rep in reports for r in rep.reasons]
+
+    def log_path(self, task: str) -> str | None:
+        running = self.scheduler.running_units(task)
+        key = running[0].iter if running else ()
+        path = log_path(self.config, task, key)
+        return str(path) if path.exists() else None
+
+    def pause(self, task: str) -> str | None:
+        units = self.scheduler.running_units(task)
+        if not units:
+            return f"{task} is not running"
+        if not all(self.executor.pause(k) for k in units):
+            return "this executor cannot pause a running unit (remote); scheduling only"
+        self._paused_tasks.add(task)
+        return None
+
+    def resume(self, task: str) -> str | None:
+        for key in self.scheduler.running_units(task):
+            self.executor.resume(key)
+        self._paused_tasks.discard(task)
+        return None
+
+    def interrupt(self, task: str) -> None:
+        self.scheduler.interrupt_task(task)
+
+    def rerun(self, task: str) -> None:
+        if task in self.project.tasks:
+            self.scheduler.invalidate(self.project, {task}, forced={task})
+            self._busy.set()
+
+    def pause_all(self) -> None:
+        self.scheduler.set_paused(True)
+        for key in self._all_running():
+            self.executor.pause(key)
+
+    def resume_all(self) -> None:
+        for key in self._all_running():
+            self.executor.resume(key)
+        self.scheduler.set_paused(False)
+
+    def _all_running(self) -> list[UnitKey]:
+        return [k for k, r in self.scheduler.running.items() if not r.superseded]
+
+    def quit(self, code: int = 0) -> None:
+        self.exit_code = code
+        self.stop.set()
+
+
+def _matches(rel: str, pattern: str) -> bool:
+    if fnmatch.fnmatch(rel, pattern):
+        return True
+    # a folder given as an input covers what is inside it
+    return rel.startswith(pattern.rstrip("/") + "/")
+

@@ -1,0 +1,151 @@
+"""Deciding clean or dirty for one unit: signatures, stored results and the reasons.
+
+The scheduler, `status` and `--dry-run` all go through `Resolver.resolve`, so they agree.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from blake3 import blake3
+
+from watchrun.engine.reasons import Reason, ReasonKind
+from watchrun.engine.units import Manifest, explain, unit_signature
+from watchrun.project.loader import Project
+from watchrun.project.model import Task
+from watchrun.state.hashing import FileHasher
+from watchrun.state.store import ResultRecord, Store, UnitState
+
+
+@dataclass
+class Resolution:
+    task: str
+    iter: tuple[int, ...]
+    signature: str
+    manifest: Manifest
+    static: str  # manifest.identity()
+    upstream: dict[str, str]
+    inputs: dict[str, str | None]
+    result: ResultRecord | None  # the stored result for this signature, if clean
+    reasons: list[Reason]
+
+    @property
+    def clean(self) -> bool:
+        return not self.reasons
+
+    def unit_manifest(self, with_upstream: bool = True) -> tuple[str, bytes]:
+        """(id, blob) of what is stored with the unit's state to explain it next time.
+        Iteration units leave out their upstream values, so that all iterations of a task
+        share one manifest row."""
+        body = {"m": json.loads(self.manifest.to_bytes()),
+                "up": self.upstream if with_upstream else None}
+        blob = json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
+        return blake3(blob).hexdigest(), blob
+
+
+def _rel(root: Path, path: Path) -> str:
+    try:
+        return path.relative_to(root).as_posix()
+    except ValueError:
+        return path.as_posix()
+
+
+class Resolver:
+    def __init__(self, project: Project, store: Store, hasher: FileHasher) -> None:
+        self.project = project
+        self.root = project.config.root
+        self.store = store
+        self.hasher = hasher
+        self._static: dict[str, tuple[Manifest, str, dict[str, str | None]]] = {}
+        self._manifests: dict[str, tuple[Manifest, dict[str, str]] | None] = {}
+
+    # -- inputs and outputs ------------------------------------------------------------------
+    def input_paths(self, task: Task) -> list[Path]:
+        """Every file or folder the task's input globs match now, sorted, as given (relative
+        globs give paths relative to the root, absolute globs absolute paths)."""
+        found: set[str] = set()
+        for pattern in task.inputs:
+            if os.path.isabs(pattern):
+                found.update(glob.glob(pattern, recursive=True))
+            else:
+                found.update(glob.glob(pattern, root_dir=self.root, recursive=True))
+        return [Path(p) for p in sorted(found) if "__pycache__" not in p]
+
+    def hash_inputs(self, task: Task) -> dict[str, str | None]:
+        paths = self.input_paths(task)
+        absolute = [p if p.is_absolute() else self.root / p for p in paths]
+        hashes = self.hasher.hash_many(absolute)
+        return {p.as_posix(): hashes[a] for p, a in zip(paths, absolute, strict=True)}
+
+    def output_paths(self, task: Task) -> dict[str, Path]:
+        result = {}
+        for out in task.outputs:
+            path = Path(out) if os.path.isabs(out) else self.root / out
+            result[_rel(self.root, path)] = path
+        return result
+
+    def hash_outputs(self, task: Task) -> dict[str, str | None]:
+        paths = self.output_paths(task)
+        hashes = self.hasher.hash_many(list(paths.values()))
+        return {rel: hashes[p] for rel, p in paths.items()}
+
+    # -- signatures --------------------------------------------------------------------------
+    def static(self, name: str) -> tuple[Manifest, str, dict[str, str | None]]:
+        """The task-level manifest, its identity and input hashes (computed once per build:
+        the scheduler calls `forget_static` when inputs may have changed)."""
+        cached = self._static.get(name)
+        if cached is None:
+            task = self.project.tasks[name]
+            inputs = self.hash_inputs(task)
+            manifest = Manifest.build(task, self.project.closures[name], inputs, self.root)
+            cached = (manifest, manifest.identity(), inputs)
+            self._static[name] = cached
+        return cached
+
+    def forget_static(self, name: str | None = None) -> None:
+        if name is None:
+            self._static.clear()
+        else:
+            self._static.pop(name, None)
+
+    def resolve(self, name: str, upstream: dict[str, str], iter: tuple[int, ...] = (),
+                value: str | None = None, forced: bool = False) -> Resolution:
+        task = self.project.tasks[name]
+        manifest, static, inputs = self.static(name)
+        signature = unit_signature(static, upstream, value)
+        result = self.store.find_result(name, signature)
+        outputs_now = self.hash_outputs(task) if result is not None and result.outputs else {}
+        last = self.store.unit_state(name, iter)
+        last_manifest, last_upstream = self._last_manifest(last)
+        reasons = explain(manifest, upstream, last, last_manifest, last_upstream, result,
+                          outputs_now, forced)
+        return Resolution(name, iter, signature, manifest, static, upstream, inputs,
+                          None if reasons else result, reasons)
+
+    def _last_manifest(
+        self, last: UnitState | None
+    ) -> tuple[Manifest | None, dict[str, str] | None]:
+        if last is None or not last.manifest:
+            return None, None
+        if last.manifest not in self._manifests:
+            blob = self.store.get_manifest(last.manifest)
+            if blob is None:
+                self._manifests[last.manifest] = None
+            else:
+                body = json.loads(blob)
+                self._manifests[last.manifest] = (Manifest(**body["m"]), body["up"])
+        entry = self._manifests[last.manifest]
+        return (entry[0], entry[1]) if entry else (None, None)
+
+    def inputs_unchanged(self, name: str, before: dict[str, str | None]) -> bool:
+        """Race-safe completion: the tracked inputs as the unit finishes equal those it
+        started with."""
+        return self.hash_inputs(self.project.tasks[name]) == before
+
+
+def upstream_dirty(names: list[str]) -> list[Reason]:
+    return [Reason(ReasonKind.UPSTREAM_DIRTY, n) for n in names]

@@ -1,0 +1,701 @@
+"""The scheduler: plan, dispatch, early cutoff, keep-going, generator scopes, cancel.
+
+It owns one asyncio loop's worth of state and no locks: the executor reports through `on_exec`,
+called on the same loop. Every unit is `(task, key)` (see `engine.scopes` for keys). A value
+becoming known (`_set_value`) is the one thing that makes more units ready, whether it came from
+a finished unit, a skipped one, a generator's yield or a replay from the store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import pickle
+import time
+from collections import deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+from watchrun.engine import events as ev
+from watchrun.engine.layout import chain_files, log_path, module_name
+from watchrun.engine.resolve import Resolution, Resolver
+from watchrun.engine.scopes import (
+    Consumer,
+    Key,
+    contribution,
+    decode_iteration,
+    encode_iteration,
+    is_persistent,
+)
+from watchrun.executors.base import EventKind, ExecEvent, Executor, Job, Mode, UnitKey
+from watchrun.project.codemap import ArgSpec
+from watchrun.project.loader import Project
+from watchrun.project.model import Kind, Task
+from watchrun.state.hashing import FileHasher
+from watchrun.state.store import ResultRecord, Store, UnitState, UnitStatus
+
+COMMIT_EVERY = 0.05  # seconds: results are committed in batches, never later than this
+NONE_PICKLE = pickle.dumps(None)
+Thunk = Callable[[], bytes]  # an argument's pickled value, produced only if run() asks for it
+
+
+@dataclass
+class BuildOptions:
+    force: bool = False
+    dry_run: bool = False
+    fail_fast: bool = False
+
+
+@dataclass
+class BuildSummary:
+    ran: int = 0
+    skipped: int = 0
+    failed: int = 0
+    cancelled: int = 0
+    blocked: list[str] = field(default_factory=list)  # not run: an upstream failed
+    interrupted: int = 0  # the exit code of the signal that stopped the build (130: Ctrl-C)
+
+    @property
+    def ok(self) -> bool:
+        return not (self.failed or self.cancelled or self.blocked or self.interrupted)
+
+
+@dataclass
+class Running:
+    resolution: Resolution
+    started: float
+    mode: Mode
+    next_index: int = 0  # GENERATE: the index of the next yield
+    superseded: bool = False  # cancelled because a change made it stale: drop its result
+
+
+def entry_args(project: Project, task: Task, entry: str = "run") -> tuple[ArgSpec, ...] | None:
+    """The parameters of the winning `entry` function of a task (nearest in its chain)."""
+    for name in task.chain:
+        owner = project.tasks.get(name)
+        if owner is None:
+            continue
+        info = project.modules.get(module_name(project.config.root, owner.path))
+        if info is not None and entry in info.definitions:
+            definition = info.definitions[entry]
+            return definition.args if definition.kind == "function" else None
+    return None
+
+
+def wanted_names(args: tuple[ArgSpec, ...] | None, offered: Iterable[str]) -> list[str]:
+    """The offered names that a function with these parameters asks for."""
+    if args is None:
+        return []
+    if any(a.kind == "var_keyword" for a in args):
+        return list(offered)
+    asked = {a.name for a in args if a.kind in ("positional", "keyword_only")}
+    return [name for name in offered if name in asked]
+
+
+def _dumps(value: object) -> bytes:
+    return pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
+
+
+class Scheduler:
+    def __init__(self, project: Project, store: Store, hasher: FileHasher, executor: Executor,
+                 bus: ev.EventBus, options: BuildOptions) -> None:
+        self.project = project
+        self.graph = project.graph
+        self.store = store
+        self.hasher = hasher
+        self.executor = executor
+        self.bus = bus
+        self.options = options
+        self.resolver = Resolver(project, store, hasher)
+        self.summary = BuildSummary()
+        self.values: dict[tuple[str, Key], str] = {}  # (task, key) -> output / value hash
+        self.keys: dict[str, list[Key]] = {}  # generator -> its iteration keys, in order
+        self.gen_done: set[str] = set()  # generators whose keys are all known
+        self.live: set[str] = set()  # generators that really run in this build
+        self.consumers: dict[str, Consumer] = {}
+        self.seen: set[tuple[str, Key]] = set()  # units resolved (so never twice)
+        self.finished: dict[str, int] = {}  # task -> units with a value
+        self.ready: deque[Resolution] = deque()
+        self.running: dict[UnitKey, Running] = {}
+        self.needed: set[str] = set()
+        self.forced: set[str] = set()
+        self.stopping = False
+        self.paused = False  # dev: scheduling stopped by the user
+        self.targets: list[str] = []
+        self.last_inputs: dict[str, dict[str, str | None]] = {}  # dev: inputs last resolved with
+        self._done = asyncio.Event()
+        self._commit_handle: asyncio.TimerHandle | None = None
+        self._fresh: dict[str, bytes] = {}  # just-yielded values, until their units start
+
+    # -- entry point -------------------------------------------------------------------------
+    async def build(self, targets: list[str]) -> BuildSummary:
+        self.start(targets)
+        await self.wait_idle()
+        return self.finish_build()
+
+    def start(self, targets: list[str]) -> None:
+        self.targets = list(targets)
+        self.needed = self._needed(targets)
+        if self.options.force:
+            self.forced = set(targets)
+        order = [n for n in self.graph.order if n in self.needed]
+        self.summary = BuildSummary()
+        self.bus.publish(ev.BuildStarted(tasks=order))
+        self._check_tasks(order)
+
+    async def wait_idle(self) -> None:
+        self._pump()
+        await self._done.wait()
+
+    def finish_build(self) -> BuildSummary:
+        self.flush()
+        s = self.summary
+        self.bus.publish(ev.BuildFinished(ok=s.ok, ran=s.ran, skipped=s.skipped,
+                                          failed=s.failed, cancelled=s.cancelled))
+        return s
+
+    def _needed(self, targets: list[str]) -> set[str]:
+        known = [t for t in targets if t in self.project.tasks]
+        needed = self.graph.upstream_closure(known)
+        return {n for n in needed if n in self.project.tasks and not self.project.tasks[n].abstract
+                and n not in self.project.broken}
+
+    def _check_tasks(self, order: list[str]) -> None:
+        for name in order:
+            if is_persistent(self.project, name) and name not in self.consumers:
+                self._new_consumer(name)
+        for name in order:
+            if not self.graph.scope.get(name) or is_persistent(self.project, name):
+                self._check(name, ())
+            else:  # a per-iteration task: every key its scope already has
+                self._propagate(name, ())
+
+    def interrupt(self, code: int = 130) -> None:
+        """Ctrl-C (or SIGTERM, SIGHUP): stop scheduling and cancel every running unit."""
+        self.summary.interrupted = code
+        self._stop()
+
+    # -- dev mode: changes and the user's commands --------------------------------------------
+    def invalidate(self, project: Project, changed: set[str], forced: set[str] | None = None
+                   ) -> set[str]:
+        """A new project after a change. `changed`: tasks whose code, params, kind, arguments
+        or inputs may differ. Their units and everything downstream are cancelled if running,
+        dropped if queued, and resolved again (early cutoff and the store make the unchanged
+        ones skip). Other running units keep running. Returns the tasks reset."""
+        self.project = project
+        self.graph = project.graph
+        self.resolver.project = project
+        self.needed = self._needed(self.targets)
+        if forced:
+            self.forced |= forced
+        changed = {t for t in changed if t in project.tasks or t in self.consumers}
+        for name in changed:
+            self.resolver.forget_static(name)
+        reset = self.graph.downstream_closure([c for c in changed if c in project.tasks])
+        reset |= {t for t in changed if t not in project.tasks}
+        for name in reset:
+            self._reset_task(name)
+        self.summary = BuildSummary()
+        self._done.clear()
+        order = [n for n in self.graph.order if n in self.needed and n in reset]
+        if order:
+            self.bus.publish(ev.BuildStarted(tasks=order))
+        self._check_tasks(order)
+        self._pump()
+        return reset
+
+    def _reset_task(self, name: str) -> None:
+        for key, run in self.running.items():
+            if key.task == name and not run.superseded:
+                run.superseded = True
+                self.executor.cancel(key)
+        self.ready = deque(r for r in self.ready if r.task != name)
+        for entry in [e for e in self.values if e[0] == name]:
+            del self.values[entry]
+        self.seen = {e for e in self.seen if e[0] != name}
+        self.keys.pop(name, None)
+        self.gen_done.discard(name)
+        self.live.discard(name)
+        self.finished.pop(name, None)
+        self.consumers.pop(name, None)
+        self.resolver.forget_static(name)
+
+    def running_units(self, name: str) -> list[UnitKey]:
+        return [k for k, r in self.running.items() if k.task == name and not r.superseded]
+
+    def interrupt_task(self, name: str) -> None:
+        for key in self.running_units(name):
+            self.executor.cancel(key)
+        self.ready = deque(r for r in self.ready if r.task != name)
+
+    def set_paused(self, paused: bool) -> None:
+        self.paused = paused
+        if not paused:
+            self._pump()
+
+    # -- values and readiness ----------------------------------------------------------------
+    def _upstream_values(self, name: str, key: Key, in_scope: bool = True
+                         ) -> dict[str, str] | None:
+        """arg -> value hash for the unit (name, key), or None while one is unknown.
+        in_scope=False: only the whole-value (fixed) upstreams of a consumer."""
+        result = {}
+        for arg, up in self.graph.upstreams.get(name, {}).items():
+            depth = contribution(self.project, up)
+            if depth and not in_scope:
+                continue
+            value = self.values.get((up, key[:depth]))
+            if value is None:
+                return None
+            result[arg] = value
+        for up in self.graph.implicit.get(name, ()):
+            if up in self.needed and not self._complete(up):
+                return None
+        return result
+
+    def _complete(self, name: str) -> bool:
+        scope = self.graph.scope.get(name, ())
+        if not scope or is_persistent(self.project, name):
+            return self.finished.get(name, 0) > 0
+        gen = scope[-1]
+        return gen in self.gen_done and self.finished.get(name, 0) >= len(self.keys.get(gen, []))
+
+    def _set_value(self, name: str, key: Key, value: str, counts: bool = True) -> None:
+        self.values[(name, key)] = value
+        if counts:
+            self.finished[name] = self.finished.get(name, 0) + 1
+        for down in sorted(self.graph.downstreams.get(name, ())):
+            if down not in self.needed:
+                continue
+            if down in self.graph.implicit and name in self.graph.implicit[down]:
+                if self._complete(name):
+                    self._check(down, ())
+                if name not in self.graph.upstreams.get(down, {}).values():
+                    continue
+            self._propagate(down, key)
+
+    def _propagate(self, down: str, key: Key) -> None:
+        if down in self.consumers:
+            self._advance(self.consumers[down])
+            return
+        scope = self.graph.scope.get(down, ())
+        if len(key) == len(scope):
+            self._check(down, key)
+        elif len(key) < len(scope):
+            for k in self.keys.get(scope[-1], []):
+                if k[: len(key)] == key:
+                    self._check(down, k)
+
+    def _check(self, name: str, key: Key) -> None:
+        if self.stopping or (name, key) in self.seen:
+            return
+        if name in self.consumers:
+            self._advance(self.consumers[name])
+            return
+        upstream = self._upstream_values(name, key)
+        if upstream is None:
+            return
+        self.seen.add((name, key))
+        task = self.project.tasks[name]
+        resolution = self.resolver.resolve(name, upstream, key, forced=name in self.forced)
+        self.last_inputs[name] = resolution.inputs
+        if task.kind is Kind.GENERATOR:
+            self._start_generator(resolution)
+        elif resolution.clean and resolution.result is not None:
+            self._skip(name, key)
+            self._set_value(name, key, resolution.result.output)
+        elif self.options.dry_run:
+            self._would_run(resolution)
+        else:
+            self.ready.append(resolution)
+
+    def _skip(self, name: str, key: Key) -> None:
+        self.summary.skipped += 1
+        self.bus.publish(ev.UnitSkipped(task=name, iter=key))
+
+    def _would_run(self, resolution: Resolution) -> None:
+        self.summary.ran += 1
+        self.bus.publish(ev.UnitStarted(task=resolution.task, iter=resolution.iter,
+                                        reasons=[r.format() for r in resolution.reasons]))
+
+    # -- generators --------------------------------------------------------------------------
+    def _start_generator(self, resolution: Resolution) -> None:
+        name = resolution.task
+        self.keys.setdefault(name, [])
+        complete = self.store.generator_complete(name, resolution.signature)
+        if complete is not None and resolution.clean:
+            self._skip(name, ())
+            self._replay(name, resolution.signature)
+            self._generator_done(name)
+            return
+        if self.options.dry_run:
+            self._would_run(resolution)
+            return
+        self.live.add(name)
+        self.ready.appendleft(resolution)
+
+    def _replay(self, name: str, signature: str, upto: int | None = None) -> int:
+        stored = self.store.iterations(name, signature)
+        if upto is not None:
+            stored = stored[:upto]
+        for text in stored:
+            key, value = decode_iteration(text)
+            self._new_iteration(name, key, value)
+        return len(stored)
+
+    def _new_iteration(self, name: str, key: Key, value: str) -> None:
+        self.keys[name].append(key)
+        self.bus.publish(ev.Iteration(task=name, iter=key))
+        self._set_value(name, key, value, counts=False)
+
+    def _generator_done(self, name: str) -> None:
+        self.gen_done.add(name)
+        self.finished[name] = self.finished.get(name, 0) + 1
+        for down in sorted(self.graph.downstreams.get(name, ())):
+            if down in self.needed:
+                if down in self.consumers:
+                    self._advance(self.consumers[down])
+                elif down in self.graph.implicit and name in self.graph.implicit[down]:
+                    self._check(down, ())
+        self._consumers_of_scope(name)
+
+    def _consumers_of_scope(self, gen: str) -> None:
+        for consumer in self.consumers.values():
+            if consumer.generator == gen:
+                self._advance(consumer)
+
+    # -- consumers (collectors, inner generators) --------------------------------------------
+    def _new_consumer(self, name: str) -> None:
+        scope = self.graph.scope.get(name, ())
+        in_scope: dict[str, str] = {}
+        fixed: dict[str, str] = {}
+        for arg, up in self.graph.upstreams.get(name, {}).items():
+            (in_scope if contribution(self.project, up) else fixed)[arg] = up
+        self.consumers[name] = Consumer(name, scope[-1], in_scope, fixed)
+
+    def _scope_values(self, c: Consumer, key: Key) -> dict[str, str] | None:
+        values = {}
+        for arg, up in c.in_scope.items():
+            value = self.values.get((up, key[: contribution(self.project, up)]))
+            if value is None:
+                return None
+            values[arg] = value
+        return values
+
+    def _advance(self, c: Consumer) -> None:
+        if self.stopping or c.blocked or c.ended:
+            return
+        fixed = self._upstream_values(c.name, (), in_scope=False)
+        if fixed is None:
+            return
+        if not c.live and not c.deferred:
+            if c.generator in self.live and not self.options.dry_run:
+                self._start_consumer(c, fixed, None)
+            else:
+                c.deferred = True
+        keys = self.keys.get(c.generator, [])
+        while c.pushed < len(keys):
+            key = keys[c.pushed]
+            values = self._scope_values(c, key)
+            if values is None:
+                break
+            c.add_to_sequence(key, values)
+            if c.live:
+                self._push(c, values)
+            c.pushed += 1
+        if c.generator not in self.gen_done or c.pushed < len(keys):
+            return
+        if c.deferred:
+            self._decide_deferred(c, fixed)
+        elif c.live:
+            c.ended = True
+            self.executor.end_input(UnitKey(c.name))
+        self._pump()
+
+    def _decide_deferred(self, c: Consumer, fixed: dict[str, str]) -> None:
+        c.deferred = False
+        resolution = self.resolver.resolve(c.name, fixed, (), c.sequence.hexdigest(),
+                                           forced=c.name in self.forced)
+        task = self.project.tasks[c.name]
+        if task.kind is Kind.GENERATOR:
+            complete = self.store.generator_complete(c.name, resolution.signature)
+            if complete is not None and resolution.clean:
+                c.ended = True
+                self.keys.setdefault(c.name, [])
+                self._skip(c.name, ())
+                self._replay(c.name, resolution.signature)
+                self._generator_done(c.name)
+                return
+        elif resolution.clean and resolution.result is not None:
+            c.ended = True
+            self._skip(c.name, ())
+            self._set_value(c.name, (), resolution.result.output)
+            return
+        if self.options.dry_run:
+            c.ended = True
+            self._would_run(resolution)
+            return
+        # run it, pushing every stored value again (its upstream units are not rerun)
+        self._start_consumer(c, fixed, resolution)
+        for key in self.keys.get(c.generator, []):
+            values = self._scope_values(c, key)
+            assert values is not None
+            self._push(c, values)
+        c.ended = True
+        self.executor.end_input(UnitKey(c.name))
+
+    def _start_consumer(self, c: Consumer, fixed: dict[str, str],
+                        resolution: Resolution | None) -> None:
+        if resolution is None:  # live: the signature is known only at the end
+            resolution = self.resolver.resolve(c.name, fixed, (), "live", forced=True)
+        c.live = True
+        c.started = time.monotonic()
+        task = self.project.tasks[c.name]
+        if task.kind is Kind.GENERATOR:
+            self.keys.setdefault(c.name, [])
+            self.live.add(c.name)
+        mode = Mode.COLLECT if task.kind is Kind.COLLECTOR else Mode.INNER_GENERATE
+        job = self._job(resolution, mode, skip=set(c.in_scope))
+        end = "gather" if mode is Mode.COLLECT else "finish"
+        offered = self._offered(task, exclude=set(c.in_scope))
+        for arg in wanted_names(entry_args(self.project, task, end), offered):
+            job.gather_kwargs[arg] = offered[arg]()
+        self._launch(job, resolution, mode)
+
+    def _push(self, c: Consumer, values: dict[str, str]) -> None:
+        args = entry_args(self.project, self.project.tasks[c.name])
+        kwargs = {arg: self._object(h) for arg, h in values.items()
+                  if arg in wanted_names(args, [arg])}
+        self.executor.push(UnitKey(c.name), kwargs)
+
+    def _object(self, digest: str) -> bytes:
+        data = self._fresh.pop(digest, None)
+        return data if data is not None else self.store.get_object(digest)
+
+    # -- dispatch ----------------------------------------------------------------------------
+    def _offered(self, task: Task, exclude: set[str]) -> dict[str, Thunk]:
+        """Argument name -> a thunk giving its pickled value (upstreams are read lazily)."""
+        offered: dict[str, Thunk] = {}
+        for pname, param in task.params.items():
+            offered[pname] = functools.partial(_dumps, param.value)
+        offered["inputs"] = lambda: _dumps(self.resolver.input_paths(task))
+        return {k: v for k, v in offered.items() if k not in exclude}
+
+    def _job(self, resolution: Resolution, mode: Mode, skip: set[str] | None = None) -> Job:
+        task = self.project.tasks[resolution.task]
+        key = resolution.iter
+        offered = self._offered(task, skip or set())
+        for arg, up in self.graph.upstreams.get(task.name, {}).items():
+            if skip and arg in skip:
+                continue
+            digest = self.values[(up, key[: contribution(self.project, up)])]
+            offered[arg] = functools.partial(self._object, digest)
+        kwargs = {n: offered[n]() for n in wanted_names(entry_args(self.project, task), offered)}
+        root = self.project.config.root
+        return Job(
+            key=UnitKey(task.name, key),
+            mode=mode,
+            root=root,
+            chain=chain_files(self.project, task),
+            kwargs=kwargs,
+            log_path=log_path(self.project.config, task.name, key),
+            ctx={"name": task.name, "root": str(root), "iter": key},
+        )
+
+    def _pump(self) -> None:
+        waiting: deque[Resolution] = deque()
+        while self.ready and not self.stopping and not self.paused:
+            resolution = self.ready.popleft()
+            if UnitKey(resolution.task, resolution.iter) in self.running:
+                waiting.append(resolution)  # its stale predecessor is still being cancelled
+                continue
+            task = self.project.tasks[resolution.task]
+            persistent = task.kind is Kind.GENERATOR
+            if not persistent and self.executor.free_slots() <= 0:
+                self.ready.appendleft(resolution)
+                break
+            mode = Mode.GENERATE if persistent else Mode.CALL
+            job = self._job(resolution, mode)
+            if persistent:
+                job.start = self._resume_point(resolution)
+            self._launch(job, resolution, mode)
+        self.ready.extendleft(reversed(waiting))
+        if not self.running and (not self.ready or self.stopping):
+            self._done.set()
+
+    def _resume_point(self, resolution: Resolution) -> int | None:
+        """Nearest clean iteration: a generator whose run() takes `start` resumes after the
+        iterations already stored for its signature; those are replayed from the store."""
+        task = self.project.tasks[resolution.task]
+        args = entry_args(self.project, task) or ()
+        if self.options.force or not any(a.name == "start" for a in args):
+            return None
+        return self._replay(task.name, resolution.signature)
+
+    def _launch(self, job: Job, resolution: Resolution, mode: Mode) -> None:
+        job.log_path.parent.mkdir(parents=True, exist_ok=True)
+        job.log_path.write_bytes(b"")
+        self.running[job.key] = Running(resolution, time.monotonic(), mode, job.start or 0)
+        self.bus.publish(ev.UnitStarted(task=resolution.task, iter=resolution.iter,
+                                        reasons=[r.format() for r in resolution.reasons]))
+        self.executor.submit(job)
+
+    # -- results -----------------------------------------------------------------------------
+    def on_exec(self, event: ExecEvent) -> None:
+        run = self.running.get(event.key)
+        if run is None or event.kind is EventKind.STARTED:
+            return
+        if run.superseded:  # a change made it stale: say it was cancelled, keep nothing
+            if event.kind not in (EventKind.YIELDED, EventKind.PUSHED):
+                del self.running[event.key]
+                if event.kind is EventKind.CANCELLED:
+                    self.bus.publish(ev.UnitCancelled(task=event.key.task, iter=event.key.iter,
+                                                      signal=event.signal or "SIGINT"))
+                self._pump()
+            return
+        if event.kind is EventKind.YIELDED:
+            self._yielded(event.key.task, run, event.data or NONE_PICKLE)
+        elif event.kind is EventKind.PUSHED:
+            self._pushed(event.key.task)
+        else:
+            del self.running[event.key]
+            duration = event.duration or (time.monotonic() - run.started)
+            if event.kind is EventKind.DONE:
+                self._done_unit(run, event.data or NONE_PICKLE, duration)
+            elif event.kind is EventKind.CANCELLED:
+                self._cancelled(run, event, duration)
+            else:
+                self._failed(run, event.error or "failed", duration)
+        self._schedule_commit()
+        self._pump()
+
+    def _yielded(self, name: str, run: Running, data: bytes) -> None:
+        value = self.store.put_object(data)
+        if len(data) < 1 << 16:
+            self._fresh[value] = data
+        if run.mode is Mode.GENERATE:
+            key: Key = (run.next_index,)
+            run.next_index += 1
+            self.store.record_iteration(name, run.resolution.signature, key[0],
+                                        encode_iteration(key, value))
+        else:
+            c = self.consumers[name]
+            outer = self.keys.get(c.generator, [])
+            prefix = outer[c.acked] if c.acked < len(outer) and c.acked < c.pushed else (
+                len(outer),)
+            key = (*prefix, c.yielded_in_push)
+            c.yielded_in_push += 1
+        self._new_iteration(name, key, value)
+
+    def _pushed(self, name: str) -> None:
+        c = self.consumers[name]
+        keys = self.keys.get(c.generator, [])
+        if c.acked < len(keys):
+            self.bus.publish(ev.Push(task=name, iter=keys[c.acked]))
+        c.acked += 1
+        c.yielded_in_push = 0
+
+    def _done_unit(self, run: Running, data: bytes, duration: float) -> None:
+        resolution = run.resolution
+        name, key = resolution.task, resolution.iter
+        if name in self.consumers:
+            resolution = self._final_consumer_resolution(self.consumers[name], resolution)
+        task = self.project.tasks[name]
+        output = self.store.put_object(data)
+        outputs = {k: v for k, v in self.resolver.hash_outputs(task).items() if v is not None}
+        clean = self.resolver.inputs_unchanged(name, resolution.inputs)
+        self.resolver.forget_static(name)
+        if task.kind is Kind.GENERATOR:
+            self._generator_finished(name, run, resolution, clean)
+        if clean:
+            self.store.record_result(ResultRecord(name, resolution.signature, output, outputs,
+                                                  duration, time.time()))
+        self._record(resolution, UnitStatus.OK if clean else UnitStatus.STALE, output,
+                     duration, None)
+        self.summary.ran += 1
+        self.bus.publish(ev.UnitFinished(task=name, iter=key, duration=duration))
+        if task.kind is Kind.COLLECTOR:
+            self.bus.publish(ev.Gather(task=name, iter=key))
+        if task.kind is Kind.GENERATOR:
+            self._generator_done(name)
+        else:
+            self._set_value(name, key, output)
+
+    def _final_consumer_resolution(self, c: Consumer, resolution: Resolution) -> Resolution:
+        fixed = self._upstream_values(c.name, (), in_scope=False) or {}
+        return self.resolver.resolve(c.name, fixed, (), c.sequence.hexdigest())
+
+    def _generator_finished(self, name: str, run: Running, resolution: Resolution,
+                            clean: bool) -> None:
+        if not clean:
+            return
+        if run.mode is Mode.INNER_GENERATE:  # its signature is known only now
+            for index, key in enumerate(self.keys.get(name, [])):
+                self.store.record_iteration(name, resolution.signature, index,
+                                            encode_iteration(key, self.values[(name, key)]))
+        self.store.mark_generator_complete(name, resolution.signature,
+                                           len(self.keys.get(name, [])))
+
+    def _cancelled(self, run: Running, event: ExecEvent, duration: float) -> None:
+        self._record(run.resolution, UnitStatus.CANCELLED, None, duration, None)
+        consumer = self.consumers.get(event.key.task)
+        if consumer is not None and consumer.blocked:  # cancelled by us: its scope broke
+            self.summary.blocked.append(event.key.task)
+            return
+        self.summary.cancelled += 1
+        self.bus.publish(ev.UnitCancelled(task=event.key.task, iter=event.key.iter,
+                                          signal=event.signal or "SIGINT"))
+        self._block_consumers(event.key.task, f"{event.key.format()} was cancelled")
+
+    def _failed(self, run: Running, error: str, duration: float) -> None:
+        resolution = run.resolution
+        self._record(resolution, UnitStatus.FAILED, None, duration, error)
+        self.summary.failed += 1
+        self.bus.publish(ev.UnitFailed(task=resolution.task, iter=resolution.iter,
+                                       error=error))
+        unit = UnitKey(resolution.task, resolution.iter).format()
+        self._block_consumers(resolution.task, f"{unit} failed")
+        for down in sorted(self.graph.downstream_closure([resolution.task]) - {resolution.task}):
+            if down in self.needed and down not in self.summary.blocked:
+                self.summary.blocked.append(down)
+        if self.options.fail_fast:
+            self._stop()
+
+    def _block_consumers(self, name: str, why: str) -> None:
+        """A unit that will never have a value: the consumers of its scope cannot complete."""
+        for down in self.graph.downstream_closure([name]):
+            c = self.consumers.get(down)
+            if c is None or c.blocked:
+                continue
+            c.blocked = why
+            if UnitKey(down) in self.running:
+                self.executor.cancel(UnitKey(down))
+
+    def _record(self, resolution: Resolution, status: UnitStatus, output: str | None,
+                duration: float, error: str | None) -> None:
+        manifest_id, blob = resolution.unit_manifest(with_upstream=not resolution.iter)
+        self.store.put_manifest(manifest_id, blob)
+        self.store.set_unit_state(UnitState(resolution.task, resolution.iter,
+                                            resolution.signature, status, manifest_id, output,
+                                            duration, error, time.time()))
+
+    # -- stopping and committing -------------------------------------------------------------
+    def _stop(self) -> None:
+        self.stopping = True
+        self.ready.clear()
+        for key in list(self.running):
+            self.executor.cancel(key)
+        self._pump()
+
+    def _schedule_commit(self) -> None:
+        if self._commit_handle is None:
+            loop = asyncio.get_running_loop()
+            self._commit_handle = loop.call_later(COMMIT_EVERY, self.flush)
+
+    def flush(self) -> None:
+        if self._commit_handle is not None:
+            self._commit_handle.cancel()
+            self._commit_handle = None
+        if self.options.dry_run:
+            return
+        self.hasher.flush()
+        self.store.commit()

@@ -1,0 +1,583 @@
+"""Runs units in warm worker processes on this machine.
+
+A pool of `python -m watchrun.executors.worker` processes, each in a session and process group of
+its own, so a unit's group is its worker's group while it runs and the unit's subprocesses are in
+it too: signals sent to the group reach all of them.
+
+- `jobs` workers serve CALL units; a persistent unit (GENERATE, COLLECT, INNER_GENERATE) takes a
+  worker of its own outside that count, because it mostly waits on its upstream. One spare warm
+  worker is kept for the next persistent unit. A worker that finished a unit normally is reused.
+- Control goes over a socketpair (frames, see protocol.py), not stdin/stdout, which belong to
+  the task. A second descriptor, the "life pipe", is held open only by this process: when it
+  closes (even by kill -9), each worker kills its own group.
+- Cancel: SIGINT, after `grace` SIGTERM, after another `grace` SIGKILL, to the group, each step
+  logged. A cancelled (or dead) worker is killed with its whole group, reaped and replaced, so no
+  subprocess of the unit survives it.
+- Every job ends with exactly one DONE, FAILED, CANCELLED or DIED event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import socket
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import watchrun
+from watchrun.executors import protocol as proto
+from watchrun.executors.base import EventKind, ExecEvent, Job, Mode, Sink, UnitKey
+from watchrun.executors.protocol import Msg
+from watchrun.state.pgroups import process_start_time
+
+log = logging.getLogger("watchrun.executor")
+
+SPARE_WORKERS = 1  # warm workers kept beyond the free CALL slots, for the next persistent unit
+_STDERR_TAIL = 4000  # bytes of a worker's own stderr kept to explain a failed start
+_STREAM_LIMIT = 1 << 20
+_CHANNEL_LINGER = 2.0  # seconds to read what a dead worker sent before its channel is closed
+_ESCALATION = {signal.SIGINT: signal.SIGTERM, signal.SIGTERM: signal.SIGKILL}
+_TERMINAL = {Msg.DONE, Msg.FAILED, Msg.CANCELLED}
+_START_ATTEMPTS = 3  # workers in a row that die before they are ready: give up
+
+PgroupCallback = Callable[[int, "float | None"], None]
+
+
+class WorkerStartError(RuntimeError):
+    """A worker process could not start; the message carries its stderr."""
+
+
+@dataclass(eq=False)
+class _Unit:
+    job: Job
+    worker: _Worker
+    submitted: float  # time.monotonic()
+    cancel_signal: str | None = None  # the last signal sent to cancel it
+    timer: asyncio.TimerHandle | None = None  # the next escalation step
+    paused: bool = False
+    finished: bool = False
+
+
+@dataclass(eq=False)
+class _Worker:
+    ready: asyncio.Future[None]
+    proc: asyncio.subprocess.Process | None = None
+    writer: asyncio.StreamWriter | None = None
+    pending: list[bytes] = field(default_factory=list)  # frames sent before the channel is up
+    unit: _Unit | None = None
+    retiring: bool = False  # killed on purpose: its death is not news
+    life_fd: int | None = None  # our end of the life pipe
+    stderr_fd: int | None = None  # the read end of the worker's stderr, until it is read
+    stderr_tail: bytearray = field(default_factory=bytearray)
+    task: asyncio.Task[None] | None = None
+    spawned: float = 0.0
+
+    @property
+    def pid(self) -> int | None:
+        return None if self.proc is None else self.proc.pid
+
+    def send(self, frame: bytes) -> None:
+        if self.writer is None:
+            self.pending.append(frame)
+        else:
+            self.writer.write(frame)
+
+    def signal_group(self, sig: signal.Signals) -> None:
+        # Only while the worker is not reaped: until then its pid, hence its group id, cannot
+        # be reused by an unrelated process.
+        if self.proc is not None and self.proc.returncode is None:
+            _signal_group(self.proc.pid, sig)
+
+
+class LocalExecutor:
+    """The Executor of base.py on local processes. All methods run on one asyncio loop; `sink`
+    is called on it, never from inside a method call of ours (so the caller may re-enter).
+
+    `on_pgroup(pgid, start_time)` is called when a worker's process group starts (start_time:
+    the leader's start time, as watchrun.state.pgroups.process_start_time gives it) and with
+    None when it has ended, so the caller can record the groups in flight and end leftovers
+    next time (watchrun.state.pgroups.end_groups)."""
+
+    def __init__(
+        self,
+        sink: Sink,
+        jobs: int,
+        grace: float,
+        on_pgroup: PgroupCallback | None = None,
+    ) -> None:
+        if jobs < 1:
+            raise ValueError(f"jobs must be at least 1, not {jobs}")
+        self._sink = sink
+        self._jobs = jobs
+        self._grace = grace
+        self._on_pgroup = on_pgroup
+        self._env = _worker_env()
+        self._workers: set[_Worker] = set()
+        self._idle: list[_Worker] = []  # warm (or starting) workers without a unit; last = warmest
+        self._units: dict[UnitKey, _Unit] = {}
+        self._busy_calls = 0
+        self._closing = False
+        self._all_finished: asyncio.Future[None] | None = None
+        self._start_error: str | None = None  # set when workers keep failing to start
+        self._failed_starts = 0  # in a row
+        self.ready_times: list[float] = []  # seconds from spawn to READY, per worker started
+
+    # -- the Executor protocol ------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Start the pool and wait until every worker is ready. Jobs may be submitted before
+        it returns; they wait in the channel until their worker is up."""
+        self._top_up()
+        while self._start_error is None:
+            # a worker that died starting is replaced: wait for the replacements too
+            starting = [w.ready for w in self._workers if not w.ready.done()]
+            if not starting:
+                break
+            await asyncio.gather(*starting)
+        if self._start_error is not None:
+            raise WorkerStartError(self._start_error)
+
+    def free_slots(self) -> int:
+        return max(self._jobs - self._busy_calls, 0)
+
+    def submit(self, job: Job) -> None:
+        if self._closing:
+            raise RuntimeError("the executor is closed")
+        if job.key in self._units:
+            raise ValueError(f"{job.key.format()} is already running")
+        if job.mode is Mode.CALL:
+            if self._busy_calls >= self._jobs:
+                raise RuntimeError(f"no free slot for {job.key.format()}: wait for free_slots()")
+            self._busy_calls += 1
+        worker = self._idle.pop() if self._idle else self._spawn()
+        unit = _Unit(job, worker, time.monotonic())
+        worker.unit = unit
+        self._units[job.key] = unit
+        worker.send(proto.encode(Msg.JOB, *job_spec(job).fields()))
+        self._top_up()
+
+    def push(self, key: UnitKey, kwargs: dict[str, bytes]) -> None:
+        unit = self._persistent(key)
+        if unit is not None:
+            unit.worker.send(proto.encode(Msg.PUSH, kwargs))
+
+    def end_input(self, key: UnitKey) -> None:
+        unit = self._persistent(key)
+        if unit is not None:
+            unit.worker.send(proto.encode(Msg.END))
+
+    def cancel(self, key: UnitKey) -> None:
+        unit = self._units.get(key)
+        if unit is None or unit.cancel_signal is not None:
+            return
+        if not unit.worker.ready.done():
+            # the worker is still starting, the unit has not begun: nothing to interrupt
+            log.info("cancel %s: its worker was still starting; killed", key.format())
+            unit.cancel_signal = signal.SIGKILL.name
+            self._retire(unit.worker)
+            return
+        self._signal_cancel(unit, signal.SIGINT)
+
+    def pause(self, key: UnitKey) -> bool:
+        unit = self._units.get(key)
+        if unit is None or unit.worker.pid is None:
+            return False
+        if not unit.paused:
+            unit.worker.signal_group(signal.SIGSTOP)
+            unit.paused = True
+        return True
+
+    def resume(self, key: UnitKey) -> bool:
+        unit = self._units.get(key)
+        if unit is None or unit.worker.pid is None:
+            return False
+        if unit.paused:
+            unit.worker.signal_group(signal.SIGCONT)
+            unit.paused = False
+        return True
+
+    def running(self) -> list[UnitKey]:
+        return list(self._units)
+
+    async def close(self) -> None:
+        """Cancel what runs (the full SIGINT -> SIGTERM -> SIGKILL sequence, at most 2 x grace),
+        then kill every group and reap every process."""
+        self._closing = True
+        for key in list(self._units):
+            self.cancel(key)
+        if self._units:
+            self._all_finished = asyncio.get_running_loop().create_future()
+            # the escalation ends with SIGKILL after 2 x grace; the margin covers reaping
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._all_finished, 2 * self._grace + 5.0)
+        workers = list(self._workers)
+        for worker in workers:
+            self._retire(worker)
+        await asyncio.gather(*(w.task for w in workers if w.task is not None))
+
+    # -- the pool -------------------------------------------------------------------------------
+
+    def _target(self) -> int:
+        return self.free_slots() + SPARE_WORKERS
+
+    def _top_up(self) -> None:
+        if self._closing or self._start_error is not None:
+            return
+        while len(self._idle) < self._target():
+            self._idle.insert(0, self._spawn())  # at the cold end: warm ones are taken first
+
+    def _spawn(self) -> _Worker:
+        loop = asyncio.get_running_loop()
+        worker = _Worker(ready=loop.create_future())
+        self._workers.add(worker)
+        worker.task = loop.create_task(self._live(worker))
+        return worker
+
+    def _release(self, worker: _Worker) -> None:
+        """A worker whose unit ended normally: back to the pool, or ended if there are enough."""
+        if self._closing or len(self._idle) >= self._target():
+            self._retire(worker)
+        else:
+            self._idle.append(worker)
+
+    def _retire(self, worker: _Worker) -> None:
+        """Kill the worker with its whole group; _live reaps it and reports the group ended."""
+        worker.retiring = True
+        if worker in self._idle:
+            self._idle.remove(worker)
+        worker.signal_group(signal.SIGKILL)
+
+    # -- one worker's life ----------------------------------------------------------------------
+
+    async def _live(self, worker: _Worker) -> None:
+        returncode: int | None = None
+        try:
+            reader = await self._boot(worker)
+            await self._serve(worker, reader)
+        except OSError as exc:  # could not even spawn it
+            worker.stderr_tail += f"{type(exc).__name__}: {exc}".encode()
+        except Exception:  # a bug of ours: log it, and still reap and replace the worker
+            log.exception("worker %s failed", worker.pid)
+        finally:
+            returncode = await self._reap(worker)
+            self._gone(worker, returncode)
+
+    async def _boot(self, worker: _Worker) -> asyncio.StreamReader:
+        ours, theirs = socket.socketpair()
+        life_read, worker.life_fd = os.pipe()
+        # stderr through a pipe of our own, not PIPE: on Python < 3.12, Process.wait() waits
+        # for its pipes to close too, which a process the task forked can delay for ever
+        worker.stderr_fd, stderr_write = os.pipe()
+        worker.spawned = time.perf_counter()
+        try:
+            worker.proc = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "watchrun.executors.worker",
+                str(theirs.fileno()),
+                str(life_read),
+                str(os.getpid()),
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.DEVNULL,
+                stderr=stderr_write,
+                pass_fds=(theirs.fileno(), life_read),
+                start_new_session=True,
+                env=self._env,
+            )
+        except BaseException:
+            ours.close()
+            raise
+        finally:
+            theirs.close()
+            os.close(life_read)
+            os.close(stderr_write)
+        pid = worker.proc.pid
+        if self._on_pgroup is not None:
+            # no /proc (not Linux): now is close enough to tell the group from a later one
+            started = process_start_time(pid)
+            self._report_group(pid, time.time() if started is None else started)
+        if worker.retiring:  # retired while it was being spawned
+            worker.signal_group(signal.SIGKILL)
+        reader, worker.writer = await asyncio.open_connection(sock=ours, limit=_STREAM_LIMIT)
+        for frame in worker.pending:
+            worker.writer.write(frame)
+        worker.pending.clear()
+        return reader
+
+    async def _serve(self, worker: _Worker, reader: asyncio.StreamReader) -> None:
+        assert worker.proc is not None
+        drain = asyncio.ensure_future(self._keep_stderr_tail(worker))
+        watch = asyncio.ensure_future(self._watch_exit(worker))
+        try:
+            while True:
+                try:
+                    header = await reader.readexactly(proto.HEADER_SIZE)
+                    body = await reader.readexactly(proto.body_size(header))
+                except (asyncio.IncompleteReadError, ConnectionError):
+                    return
+                kind, fields = proto.decode(body)
+                self._on_message(worker, kind, fields)
+        finally:
+            watch.cancel()
+            # The channel closed: the worker is dead or broken. End its group (if it has
+            # exited already, _watch_exit did); the stderr pipe closes when the group is dead
+            # (a process that left the group could keep it open: do not wait for it long).
+            worker.signal_group(signal.SIGKILL)
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(drain, 2.0)
+
+    async def _keep_stderr_tail(self, worker: _Worker) -> None:
+        """Keep the end of what the worker itself wrote to stderr (while no unit runs, that
+        is only what explains a failed start or a crash)."""
+        assert worker.stderr_fd is not None
+        stream = asyncio.StreamReader()
+        pipe = os.fdopen(worker.stderr_fd, "rb", buffering=0)
+        worker.stderr_fd = None  # the transport owns it now
+        transport, _ = await asyncio.get_running_loop().connect_read_pipe(
+            lambda: asyncio.StreamReaderProtocol(stream), pipe
+        )
+        try:
+            tail = worker.stderr_tail
+            while chunk := await stream.read(4096):
+                tail += chunk
+                del tail[:-_STDERR_TAIL]
+        finally:
+            transport.close()
+
+    async def _watch_exit(self, worker: _Worker) -> None:
+        """The channel alone does not tell a death: a process the task forked holds a copy of
+        the worker's end. So when the worker exits, end its group (forked children too), and
+        if something outside the group still holds the channel, stop listening after a while."""
+        assert worker.proc is not None and worker.writer is not None
+        await worker.proc.wait()
+        # the leader is reaped; its group id cannot be reused while members remain
+        _signal_group(worker.proc.pid, signal.SIGKILL)
+        await asyncio.sleep(_CHANNEL_LINGER)
+        worker.writer.transport.abort()
+
+    async def _reap(self, worker: _Worker) -> int | None:
+        returncode = None
+        if worker.proc is not None:
+            worker.signal_group(signal.SIGKILL)  # its subprocesses too
+            returncode = await worker.proc.wait()
+            self._report_group(worker.proc.pid, None)
+        if worker.writer is not None:
+            worker.writer.close()
+            with contextlib.suppress(OSError):
+                await worker.writer.wait_closed()
+        for fd in (worker.life_fd, worker.stderr_fd):
+            if fd is not None:
+                os.close(fd)
+        worker.life_fd = worker.stderr_fd = None
+        return returncode
+
+    def _report_group(self, pgid: int, start_time: float | None) -> None:
+        if self._on_pgroup is None:
+            return
+        try:
+            self._on_pgroup(pgid, start_time)
+        except Exception:  # the caller's bug must not leave a process unreaped
+            log.exception("on_pgroup failed for process group %d", pgid)
+
+    def _gone(self, worker: _Worker, returncode: int | None) -> None:
+        self._workers.discard(worker)
+        if worker in self._idle:
+            self._idle.remove(worker)
+        cause = _death_cause(returncode)
+        if not worker.ready.done():
+            worker.ready.set_result(None)
+            stderr = worker.stderr_tail.decode(errors="replace").strip()
+            cause = f"the worker process failed to start ({cause}): {stderr}"
+            if not worker.retiring and not self._closing:
+                # once may be bad luck (killed from outside); again and again is a broken
+                # environment: stop spawning and say why
+                self._failed_starts += 1
+                if self._failed_starts >= _START_ATTEMPTS:
+                    self._start_error = cause
+                    log.error("%s", cause)
+        unit = worker.unit
+        worker.unit = None
+        if unit is None or unit.finished:
+            if not worker.retiring and not self._closing and self._start_error is None:
+                log.warning("idle worker %s died (%s); replacing it", worker.pid, cause)
+            self._top_up()
+            return
+        self._end_unit(unit)
+        self._top_up()
+        duration = time.monotonic() - unit.submitted
+        if unit.cancel_signal is not None:
+            self._emit(unit, EventKind.CANCELLED, signal=unit.cancel_signal, duration=duration)
+        else:
+            log.warning("%s: worker %s died (%s)", unit.job.key.format(), worker.pid, cause)
+            self._emit(unit, EventKind.DIED, error=cause, duration=duration)
+
+    # -- messages from a worker -----------------------------------------------------------------
+
+    def _on_message(self, worker: _Worker, kind: Msg, fields: tuple[object, ...]) -> None:
+        if kind is Msg.READY:
+            self.ready_times.append(time.perf_counter() - worker.spawned)
+            self._failed_starts = 0
+            worker.ready.set_result(None)
+            return
+        unit = worker.unit
+        if unit is None or unit.finished:
+            return
+        if kind in _TERMINAL:
+            self._settle(worker, unit, kind, fields)
+        elif kind is Msg.STARTED:
+            self._emit(unit, EventKind.STARTED)
+        elif kind is Msg.YIELDED:
+            self._emit(unit, EventKind.YIELDED, data=fields[0])  # type: ignore[arg-type]
+        elif kind is Msg.PUSHED:
+            self._emit(unit, EventKind.PUSHED)
+
+    def _settle(self, worker: _Worker, unit: _Unit, kind: Msg, fields: tuple[object, ...]) -> None:
+        payload, duration = fields
+        assert isinstance(duration, float)
+        worker.unit = None
+        self._end_unit(unit)
+        if unit.cancel_signal is not None:
+            # signals were sent: the worker may hold a pending one; start afresh
+            self._retire(worker)
+        else:
+            if unit.paused:  # paused just as it finished
+                worker.signal_group(signal.SIGCONT)
+            self._release(worker)
+        self._top_up()
+        if kind is Msg.DONE:
+            self._emit(unit, EventKind.DONE, data=payload, duration=duration)  # type: ignore[arg-type]
+        elif kind is Msg.CANCELLED and unit.cancel_signal is not None:
+            self._emit(unit, EventKind.CANCELLED, signal=unit.cancel_signal, duration=duration)
+        else:  # FAILED, or a KeyboardInterrupt nobody asked for: the task raised it
+            self._emit(unit, EventKind.FAILED, error=str(payload), duration=duration)
+
+    def _end_unit(self, unit: _Unit) -> None:
+        unit.finished = True
+        if unit.timer is not None:
+            unit.timer.cancel()
+            unit.timer = None
+        del self._units[unit.job.key]
+        if unit.job.mode is Mode.CALL:
+            self._busy_calls -= 1
+        if not self._units and self._all_finished is not None and not self._all_finished.done():
+            self._all_finished.set_result(None)
+
+    def _emit(
+        self,
+        unit: _Unit,
+        kind: EventKind,
+        *,
+        data: bytes | None = None,
+        error: str | None = None,
+        signal: str | None = None,
+        duration: float = 0.0,
+    ) -> None:
+        event = ExecEvent(unit.job.key, kind, data, error, signal, duration, unit.worker.pid)
+        try:
+            self._sink(event)
+        except Exception:  # the caller's bug must not take the worker's channel down with it
+            log.exception("the event sink failed on %s", event)
+
+    # -- cancel ---------------------------------------------------------------------------------
+
+    def _signal_cancel(self, unit: _Unit, sig: signal.Signals) -> None:
+        label = unit.job.key.format()
+        if sig is signal.SIGINT:
+            log.info("cancel %s: SIGINT to process group %s", label, unit.worker.pid)
+        else:
+            log.warning(
+                "cancel %s: still running %.1f s after %s; %s to process group %s",
+                label,
+                self._grace,
+                unit.cancel_signal,
+                sig.name,
+                unit.worker.pid,
+            )
+        unit.cancel_signal = sig.name
+        unit.worker.signal_group(sig)
+        if unit.paused:  # a stopped process cannot act on the signal
+            unit.worker.signal_group(signal.SIGCONT)
+            unit.paused = False
+        following = _ESCALATION.get(sig)
+        if following is not None:
+            loop = asyncio.get_running_loop()
+            unit.timer = loop.call_later(self._grace, self._escalate, unit, following)
+
+    def _escalate(self, unit: _Unit, sig: signal.Signals) -> None:
+        unit.timer = None
+        if not unit.finished:
+            self._signal_cancel(unit, sig)
+
+    def _persistent(self, key: UnitKey) -> _Unit | None:
+        unit = self._units.get(key)
+        if unit is not None and unit.job.mode not in (Mode.COLLECT, Mode.INNER_GENERATE):
+            raise ValueError(f"{key.format()} is a {unit.job.mode.value} unit: it takes no input")
+        return unit
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def job_spec(job: Job) -> proto.JobSpec:
+    """The plain-value form of a job that crosses to the worker."""
+    key = job.key
+    ctx = job.ctx
+    iteration = ctx.get("iter", key.iter)
+    assert isinstance(iteration, (tuple, list))
+    root = _absolute(job.root)
+    return proto.JobSpec(
+        key.format(),
+        key.task,
+        job.mode.value,
+        root,
+        [(_absolute(path), package) for path, package in job.chain],
+        job.kwargs,
+        _absolute(job.log_path),
+        job.start,
+        job.gather_kwargs,
+        str(ctx.get("name", key.task)),
+        _absolute(str(ctx.get("root", root))),
+        tuple(iteration),
+        job.fresh_log,
+    )
+
+
+def _absolute(path: str | os.PathLike[str]) -> str:
+    text = os.fspath(path)
+    # the worker changes directory: relative paths would mean something else there
+    return text if os.path.isabs(text) else os.path.abspath(text)
+
+
+def _worker_env() -> dict[str, str]:
+    """This environment, with the directory holding the watchrun package first on PYTHONPATH,
+    so `python -m watchrun.executors.worker` finds the same watchrun whatever the cwd."""
+    env = dict(os.environ)
+    home = os.path.dirname(os.path.dirname(os.path.abspath(watchrun.__file__)))
+    paths = [home, *(p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p)]
+    env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
+    return env
+
+
+def _death_cause(returncode: int | None) -> str:
+    if returncode is None:
+        return "could not be started"
+    if returncode < 0:
+        try:
+            return f"killed by {signal.Signals(-returncode).name}"
+        except ValueError:
+            return f"killed by signal {-returncode}"
+    return f"exit code {returncode}"
+
+
+def _signal_group(pgid: int, sig: signal.Signals) -> None:
+    try:
+        os.killpg(pgid, sig)
+    except ProcessLookupError:
+        pass
+    except PermissionError:
+        log.warning("not allowed to send %s to process group %d", sig.name, pgid)

@@ -1,0 +1,166 @@
+"""Messages between the local executor and its worker processes.
+
+A frame is a 4-byte big-endian length, then a pickle of a tuple `(kind, *fields)` where kind is
+the int value of a `Msg`. The worker imports this module, so it stays light: no asyncio, no
+dataclasses, no typing machinery at run time.
+
+Parent -> worker:  JOB(*JobSpec fields)  PUSH(kwargs)  END()
+Worker -> parent:  READY(pid)  STARTED()  YIELDED(data)  PUSHED()
+                   DONE(data, duration)  FAILED(error, duration)  CANCELLED(error, duration)
+"""
+
+from __future__ import annotations
+
+import enum
+import os
+
+try:  # the C pickler directly: `pickle` itself pulls in `re` and costs a worker ~5 ms at start
+    from _pickle import dumps as dumps
+    from _pickle import loads as loads
+except ImportError:  # pragma: no cover - only interpreters without the accelerator
+    from pickle import dumps as dumps
+    from pickle import loads as loads
+
+# Every pickle that crosses the boundary (outputs, yields, frames) uses this protocol, so the
+# same value always gives the same bytes, whichever executor produced it.
+PICKLE_PROTOCOL = 5
+
+HEADER_SIZE = 4
+_READ_CHUNK = 1 << 16
+
+# The values of base.Mode, repeated here because the worker must not import base.py (dataclasses
+# costs it ~10 ms at start). tests/test_worker.py checks they agree.
+CALL = "call"
+GENERATE = "generate"
+COLLECT = "collect"
+INNER_GENERATE = "inner_generate"
+
+
+class Msg(enum.IntEnum):
+    JOB = 1
+    PUSH = 2
+    END = 3
+    READY = 10
+    STARTED = 11
+    YIELDED = 12
+    PUSHED = 13
+    DONE = 14
+    FAILED = 15
+    CANCELLED = 16
+
+
+class JobSpec:
+    """What a worker needs to run one job: plain values only (str, bytes, ints, tuples)."""
+
+    __slots__ = (
+        "chain",
+        "ctx_iter",
+        "ctx_name",
+        "ctx_root",
+        "fresh_log",
+        "gather_kwargs",
+        "kwargs",
+        "label",
+        "log_path",
+        "mode",
+        "root",
+        "start",
+        "task",
+    )
+
+    def __init__(
+        self,
+        label: str,
+        task: str,
+        mode: str,
+        root: str,
+        chain: list[tuple[str, str]],
+        kwargs: dict[str, bytes],
+        log_path: str,
+        start: int | None,
+        gather_kwargs: dict[str, bytes],
+        ctx_name: str,
+        ctx_root: str,
+        ctx_iter: tuple[int, ...],
+        fresh_log: bool = False,
+    ) -> None:
+        self.label = label  # the unit as users see it: "task[3]"
+        self.task = task
+        self.mode = mode
+        self.root = root
+        self.chain = chain  # (module file, package): root ancestor first, the task last
+        self.kwargs = kwargs
+        self.log_path = log_path
+        self.start = start
+        self.gather_kwargs = gather_kwargs
+        self.ctx_name = ctx_name
+        self.ctx_root = ctx_root
+        self.ctx_iter = ctx_iter
+        self.fresh_log = fresh_log  # truncate the log instead of appending to it
+
+    def fields(self) -> tuple[object, ...]:
+        """The JOB frame's fields (a tuple pickles much faster than an object)."""
+        return (
+            self.label,
+            self.task,
+            self.mode,
+            self.root,
+            self.chain,
+            self.kwargs,
+            self.log_path,
+            self.start,
+            self.gather_kwargs,
+            self.ctx_name,
+            self.ctx_root,
+            self.ctx_iter,
+            self.fresh_log,
+        )
+
+
+def encode(kind: Msg, *fields: object) -> bytes:
+    body = dumps((kind.value, *fields), PICKLE_PROTOCOL)
+    return len(body).to_bytes(HEADER_SIZE, "big") + body
+
+
+def body_size(header: bytes | bytearray) -> int:
+    return int.from_bytes(header, "big")
+
+
+_BY_VALUE = {kind.value: kind for kind in Msg}  # Msg(value) costs microseconds, this does not
+
+
+def decode(body: bytes | bytearray | memoryview) -> tuple[Msg, tuple[object, ...]]:
+    message = loads(body)
+    return _BY_VALUE[message[0]], message[1:]
+
+
+class FrameReader:
+    """Blocking frame reader over a file descriptor (the worker's side of the socket)."""
+
+    def __init__(self, fd: int) -> None:
+        self._fd = fd
+        self._buffer = bytearray()
+
+    def read(self) -> tuple[Msg, tuple[object, ...]]:
+        """The next message. Raises EOFError when the other side closed the channel."""
+        buffer = self._buffer
+        while True:
+            if len(buffer) >= HEADER_SIZE:
+                end = HEADER_SIZE + body_size(buffer[:HEADER_SIZE])
+                if len(buffer) >= end:
+                    body = bytes(buffer[HEADER_SIZE:end])
+                    del buffer[:end]
+                    return decode(body)
+                want = end - len(buffer)
+            else:
+                want = HEADER_SIZE
+            chunk = os.read(self._fd, max(want, _READ_CHUNK))
+            if not chunk:
+                raise EOFError("the control channel was closed")
+            buffer += chunk
+
+
+def write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]

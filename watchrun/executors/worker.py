@@ -1,0 +1,595 @@
+"""The child side of the local executor: `python -m watchrun.executors.worker CTL LIFE PARENT`.
+
+A worker is a warm process that runs units one after another. For each job it builds the task's
+inherited namespace (every module of the chain executed into one dict, the root ancestor first),
+calls the entry point with exactly the job's arguments, sends yields back as they happen and ends
+with one DONE, FAILED or CANCELLED frame. The task's stdout and stderr (and those of the
+subprocesses it starts) go to the unit's log file.
+
+CTL is the file descriptor of the control socket (frames, see protocol.py). LIFE is the read end
+of a pipe whose write end only the parent holds: when it reads EOF the parent is gone, and the
+worker ends its whole process group, the unit's subprocesses included.
+
+Start-up time matters (a worker is spawned per slot and after every cancel), so this module
+imports only what every job needs; the rest (traceback, logging, pathlib, inspect) is imported
+when first used. No asyncio, no typing at run time.
+"""
+
+from __future__ import annotations
+
+# getsignal without the enum conversion that costs `signal.getsignal` ~3 us (no type stubs)
+import _signal  # type: ignore[import-not-found]
+import _thread
+import builtins
+import contextlib  # already loaded by `python -m` (runpy)
+import os
+import signal
+import sys
+import time
+
+from watchrun.executors import protocol as proto
+from watchrun.executors.protocol import PICKLE_PROTOCOL, Msg, dumps, loads
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import logging
+    from collections.abc import Callable, Iterator
+    from pathlib import Path
+    from types import CodeType
+    from typing import Any
+
+_PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
+# Delivered by the kernel when the parent dies; its handler kills the whole group. Not SIGKILL:
+# that would kill this process at once and its children would survive (see _die_with_parent).
+_PARENT_DEATH_SIGNAL = signal.SIGHUP
+_LOG_FLAGS = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC
+
+
+def _end_group() -> None:
+    os.killpg(os.getpgrp(), signal.SIGKILL)
+
+
+# ---------------------------------------------------------------------------------------------
+# Interrupts. The parent cancels with SIGINT to the group. While the task's code runs, SIGINT
+# must raise KeyboardInterrupt in it. While the worker writes a frame, it must not: a frame cut in
+# half would corrupt the channel. So SIGINT raises only while `allowed`; otherwise it is kept
+# pending and raised when task code is about to run again.
+# ---------------------------------------------------------------------------------------------
+
+
+class _Interrupts:
+    allowed = False
+    pending = False
+
+
+def _on_sigint(signum: int, frame: object) -> None:
+    if _Interrupts.allowed:
+        raise KeyboardInterrupt
+    _Interrupts.pending = True
+
+
+def _interruptible(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """Call fn where a cancel may interrupt it (task code, pickling, waiting for input)."""
+    _Interrupts.allowed = True
+    try:
+        if _Interrupts.pending:
+            _Interrupts.pending = False
+            raise KeyboardInterrupt
+        return fn(*args, **kwargs)
+    finally:
+        _Interrupts.allowed = False
+
+
+def _next_value(gen: Iterator[Any]) -> Any:
+    """The generator's next value; a pending cancel is thrown into it at its `yield`."""
+    _Interrupts.allowed = True
+    try:
+        if _Interrupts.pending and hasattr(gen, "throw"):
+            _Interrupts.pending = False
+            return gen.throw(KeyboardInterrupt())
+        if _Interrupts.pending:
+            _Interrupts.pending = False
+            raise KeyboardInterrupt
+        return next(gen)
+    finally:
+        _Interrupts.allowed = False
+
+
+# ---------------------------------------------------------------------------------------------
+# What a task sees.
+# ---------------------------------------------------------------------------------------------
+
+
+class Context:
+    """The `ctx` argument: the unit's task name, project root, iteration index and a logger."""
+
+    __slots__ = ("_log", "iter", "name", "root")
+
+    def __init__(self, name: str, root: Path, iteration: tuple[int, ...]) -> None:
+        self.name = name
+        self.root = root
+        self.iter = iteration
+        self._log: logging.Logger | None = None
+
+    @property
+    def log(self) -> logging.Logger:
+        """A logger writing to the unit's log (stderr)."""
+        if self._log is None:
+            self._log = _task_logger(self.name)
+        return self._log
+
+    def __repr__(self) -> str:
+        return f"Context(name={self.name!r}, root={self.root!r}, iter={self.iter!r})"
+
+
+def _task_logger(name: str) -> logging.Logger:
+    import logging
+
+    logger = logging.getLogger(f"watchrun.task.{name}")
+    if not logger.handlers:
+        handler = logging.StreamHandler()  # sys.stderr: fd 2 is the unit's log while it runs
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+        logger.propagate = False
+    return logger
+
+
+def _parameters(fn: Callable[..., Any]) -> tuple[str, ...]:
+    """The names fn accepts as keywords (what decides whether it gets `ctx` or `start`)."""
+    target = fn
+    while hasattr(target, "__wrapped__"):
+        target = target.__wrapped__
+    code = getattr(target, "__code__", None)
+    if code is not None:
+        return tuple(code.co_varnames[: code.co_argcount + code.co_kwonlyargcount])
+    import inspect
+
+    return tuple(inspect.signature(fn).parameters)
+
+
+def format_failure(exc: BaseException) -> str:
+    """The full traceback, from the task's first frame on (the worker's own frames dropped)."""
+    import traceback
+
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_frame.f_code.co_filename == __file__:
+        tb = tb.tb_next
+    return "".join(traceback.format_exception(type(exc), exc, tb))
+
+
+def _describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"
+
+
+class _Failure(Exception):
+    """A failure the worker explains itself (no task traceback to show)."""
+
+
+def _pickle(value: object, what: str) -> bytes:
+    try:
+        data: bytes = _interruptible(dumps, value, PICKLE_PROTOCOL)
+    except KeyboardInterrupt:
+        raise
+    except Exception as exc:
+        raise _Failure(f"{what} is not picklable: {_describe(exc)}") from None
+    return data
+
+
+# ---------------------------------------------------------------------------------------------
+# Project-local modules. A warm worker keeps what tasks import in sys.modules; a helper under
+# the project root that changed since must be imported afresh, or the unit runs stale code.
+# ---------------------------------------------------------------------------------------------
+
+
+# A file modified this recently may change again without its (mtime, size) changing: mtimes
+# come from a coarse clock (a few ms; whole seconds on some filesystems). Until then the file's
+# bytes are kept and compared too (git calls such entries "racily clean").
+_RACY_NS = 3_000_000_000
+
+
+class FileSnapshot:
+    """A file as last seen: its stat, and its bytes while the stat alone cannot be trusted."""
+
+    __slots__ = ("content", "mtime_ns", "path", "size")
+
+    def __init__(self, path: str, content: bytes | None = None) -> None:
+        st = os.stat(path)
+        self.path = path
+        self.mtime_ns = st.st_mtime_ns
+        self.size = st.st_size
+        racy = time.time_ns() - st.st_mtime_ns < _RACY_NS
+        self.content = (content if content is not None else _read(path)) if racy else None
+
+    def changed(self) -> bool:
+        try:
+            st = os.stat(self.path)
+        except OSError:
+            return True
+        if st.st_mtime_ns != self.mtime_ns or st.st_size != self.size:
+            return True
+        if self.content is None:
+            return False
+        if _read(self.path) != self.content:
+            return True
+        if time.time_ns() - self.mtime_ns >= _RACY_NS:
+            self.content = None  # old enough now: the stat will tell
+        return False
+
+
+def _read(path: str) -> bytes:
+    with open(path, "rb") as f:
+        return f.read()
+
+
+class LocalModules:
+    """The modules imported from under a project root, with a snapshot of their files."""
+
+    def __init__(self) -> None:
+        self.files: dict[str, FileSnapshot] = {}  # module name -> its file
+        # namespace packages (folders without __init__.py): no file to watch, but they hold
+        # their submodules as attributes, so they are forgotten with them
+        self.packages: set[str] = set()
+        # an environment inside the project (root/.venv) is not project code
+        prefixes = {sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix}
+        self._foreign = tuple(os.path.join(p, "") for p in prefixes)
+
+    def drop_stale(self) -> None:
+        """If any tracked file changed, forget every tracked module: one that did not change
+        may hold names taken from one that did (`from lib.a import f`)."""
+        changed = [snap.path for snap in self.files.values() if snap.changed()]
+        if not changed:
+            return
+        import importlib
+        import importlib.util
+
+        for name in (*self.files, *self.packages):
+            sys.modules.pop(name, None)
+        for file in changed:
+            # a .pyc is trusted by (mtime in whole seconds, size): an edit within the same second
+            # that keeps the size would load the old code
+            with contextlib.suppress(OSError, ValueError, NotImplementedError):
+                os.unlink(importlib.util.cache_from_source(file))
+        self.files.clear()
+        self.packages.clear()
+        importlib.invalidate_caches()
+
+    def record_new(self, marker: tuple[str, object] | None, root: str) -> None:
+        """Track the modules imported since `marker` (the newest entry of sys.modules then).
+        Dicts keep insertion order, so new modules are the keys after it."""
+        under = os.path.join(root, "")
+        for name in _keys_after(marker):
+            module = sys.modules.get(name)
+            file = getattr(module, "__file__", None)
+            if file is None:
+                paths = getattr(module, "__path__", None) or ()
+                if any(self._local(path, under) for path in paths):
+                    self.packages.add(name)
+            elif self._local(file, under):
+                with contextlib.suppress(OSError):
+                    self.files[name] = FileSnapshot(file)
+
+    def _local(self, path: object, under: str) -> bool:
+        return (
+            isinstance(path, str) and path.startswith(under) and not path.startswith(self._foreign)
+        )
+
+
+def _keys_after(marker: tuple[str, object] | None) -> Iterator[str]:
+    for name in reversed(sys.modules):
+        # by identity too: a module forgotten and imported again comes back as a new object
+        if marker is not None and name == marker[0] and sys.modules[name] is marker[1]:
+            return
+        yield name
+
+
+def _newest_module() -> tuple[str, object] | None:
+    """The last entry of sys.modules: what record_new counts from."""
+    name = next(reversed(sys.modules), None)
+    return None if name is None else (name, sys.modules[name])
+
+
+# ---------------------------------------------------------------------------------------------
+# The worker.
+# ---------------------------------------------------------------------------------------------
+
+
+class Worker:
+    def __init__(self, ctl_fd: int) -> None:
+        self._fd = ctl_fd
+        self._reader = proto.FrameReader(ctl_fd)
+        self._codes: dict[str, tuple[FileSnapshot, CodeType]] = {}  # compiled task modules
+        self._modules = LocalModules()
+        # where fds 1 and 2 point between units, to restore them after each one
+        self._saved_fds = (os.dup(1), os.dup(2))
+        self._streams = (sys.stdout, sys.stderr)
+
+    def serve(self) -> None:
+        self._send(Msg.READY, os.getpid())
+        while True:
+            try:
+                kind, fields = self._reader.read()
+            except EOFError:
+                return
+            if kind is Msg.JOB:
+                self.run_job(proto.JobSpec(*fields))  # type: ignore[arg-type]
+            # PUSH / END left over from a job that already ended are dropped
+
+    def _send(self, kind: Msg, *fields: object) -> None:
+        data = proto.encode(kind, *fields)
+        allowed = _Interrupts.allowed
+        _Interrupts.allowed = False
+        try:
+            proto.write_all(self._fd, data)
+        finally:
+            _Interrupts.allowed = allowed
+
+    def run_job(self, spec: proto.JobSpec) -> None:
+        started = time.perf_counter()
+        self._send(Msg.STARTED)
+        before = _newest_module()
+        kind: Msg
+        payload: object
+        try:
+            self._redirect(spec.log_path, spec.fresh_log)
+        except OSError as exc:
+            kind, payload = Msg.FAILED, f"cannot open the log {spec.log_path}: {_describe(exc)}"
+        else:
+            try:
+                kind, payload = self._execute(spec)
+            finally:
+                self._restore()
+                self._modules.record_new(before, spec.root)
+        self._send(kind, payload, time.perf_counter() - started)
+
+    def _execute(self, spec: proto.JobSpec) -> tuple[Msg, object]:
+        try:
+            self._prepare(spec.root)
+            namespace = self._namespace(spec)
+            return Msg.DONE, _MODES[spec.mode](self, spec, namespace)
+        except _Failure as failure:
+            return Msg.FAILED, str(failure)
+        except KeyboardInterrupt as exc:
+            return Msg.CANCELLED, format_failure(exc)
+        except BaseException as exc:  # SystemExit too: a task's sys.exit() fails the unit only
+            return Msg.FAILED, format_failure(exc)
+
+    # -- before and after a unit --------------------------------------------------------------
+
+    def _prepare(self, root: str) -> None:
+        if os.getcwd() != root:  # cheaper than a chdir, which resolves the path each time
+            os.chdir(root)
+        if not sys.path or sys.path[0] != root:
+            if root in sys.path:
+                sys.path.remove(root)
+            sys.path.insert(0, root)
+        self._modules.drop_stale()
+
+    def _redirect(self, log_path: str, fresh: bool) -> None:
+        _flush_std()
+        flags = _LOG_FLAGS | os.O_TRUNC if fresh else _LOG_FLAGS
+        try:
+            fd = os.open(log_path, flags, 0o644)
+        except FileNotFoundError:
+            os.makedirs(os.path.dirname(log_path), exist_ok=True)
+            fd = os.open(log_path, flags, 0o644)
+        os.dup2(fd, 1)
+        os.dup2(fd, 2)
+        os.close(fd)
+
+    def _restore(self) -> None:
+        _flush_std()
+        sys.stdout, sys.stderr = self._streams
+        os.dup2(self._saved_fds[0], 1)
+        os.dup2(self._saved_fds[1], 2)
+        # a task may have installed its own handlers; the next unit starts from ours
+        if _signal.getsignal(signal.SIGINT) is not _on_sigint:
+            signal.signal(signal.SIGINT, _on_sigint)
+        if _signal.getsignal(signal.SIGTERM) != _signal.SIG_DFL:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+    # -- the namespace --------------------------------------------------------------------------
+
+    def _namespace(self, spec: proto.JobSpec) -> dict[str, Any]:
+        namespace: dict[str, Any] = {
+            "__name__": f"watchrun.task.{spec.task}",
+            "__builtins__": builtins,
+            "__doc__": None,
+            "__spec__": None,
+            "__loader__": None,
+        }
+        for file, package in spec.chain:
+            namespace["__file__"] = file
+            namespace["__package__"] = package
+            _interruptible(exec, self._code(file), namespace)
+        return namespace
+
+    def _code(self, file: str) -> CodeType:
+        cached = self._codes.get(file)
+        if cached is not None and not cached[0].changed():
+            return cached[1]
+        source = _read(file)
+        snapshot = FileSnapshot(file, source)  # a change after the read shows as changed
+        code = compile(source, file, "exec", dont_inherit=True)
+        self._codes[file] = (snapshot, code)
+        return code
+
+    # -- the modes ------------------------------------------------------------------------------
+
+    def _arguments(
+        self, spec: proto.JobSpec, fn: Callable[..., Any], pickled: dict[str, bytes]
+    ) -> dict[str, Any]:
+        kwargs = {name: _interruptible(loads, data) for name, data in pickled.items()}
+        if "ctx" not in kwargs and "ctx" in _parameters(fn):
+            from pathlib import Path
+
+            kwargs["ctx"] = Context(spec.ctx_name, Path(spec.ctx_root), spec.ctx_iter)
+        return kwargs
+
+    def _call(self, spec: proto.JobSpec, namespace: dict[str, Any]) -> bytes:
+        run = _entry(spec, namespace, "run")
+        value = _interruptible(run, **self._arguments(spec, run, spec.kwargs))
+        return _pickle(value, f"output of task {spec.label!r}")
+
+    def _generate(self, spec: proto.JobSpec, namespace: dict[str, Any]) -> None:
+        run = _entry(spec, namespace, "run")
+        kwargs = self._arguments(spec, run, spec.kwargs)
+        start = spec.start or 0
+        if "start" in _parameters(run):
+            kwargs["start"] = start
+        self._stream(spec, _interruptible(run, **kwargs), start)
+
+    def _stream(self, spec: proto.JobSpec, gen: Any, first: int) -> int:
+        """Send each value the generator yields as YIELDED the moment it is produced (None: a
+        function without `yield` that yields nothing). Returns the next iteration index."""
+        if gen is None:
+            return first
+        if not hasattr(gen, "__next__"):  # a list would be a silent surprise: say so
+            raise _Failure(
+                f"task {spec.label!r} must yield its values; it returned "
+                f"a {type(gen).__name__} instead of a generator"
+            )
+        index = first
+        while True:
+            try:
+                value = _next_value(gen)
+            except StopIteration:
+                return index
+            what = f"value yielded by task {spec.label!r} at iteration {index}"
+            self._send(Msg.YIELDED, _pickle(value, what))
+            index += 1
+
+    def _collect(self, spec: proto.JobSpec, namespace: dict[str, Any]) -> bytes:
+        run = _entry(spec, namespace, "run")
+        for _ in self._pushes(spec, run):
+            pass
+        gather = _entry(spec, namespace, "gather")
+        value = _interruptible(gather, **self._arguments(spec, gather, spec.gather_kwargs))
+        return _pickle(value, f"output of task {spec.label!r} (gather)")
+
+    def _inner_generate(self, spec: proto.JobSpec, namespace: dict[str, Any]) -> None:
+        run = _entry(spec, namespace, "run")
+        index = 0
+        for result in self._pushes(spec, run):
+            index = self._stream(spec, result, index)
+            self._send(Msg.PUSHED)
+        finish = namespace.get("finish")
+        if callable(finish):
+            kwargs = self._arguments(spec, finish, spec.gather_kwargs)
+            self._stream(spec, _interruptible(finish, **kwargs), index)
+
+    def _pushes(self, spec: proto.JobSpec, run: Callable[..., Any]) -> Iterator[Any]:
+        """Call run() once per PUSH until END; yield what each call returned. COLLECT answers
+        PUSHED here; INNER_GENERATE after streaming the call's yields."""
+        fixed = self._arguments(spec, run, spec.kwargs)
+        while True:
+            kind, fields = _interruptible(self._reader.read)
+            if kind is Msg.END:
+                return
+            if kind is not Msg.PUSH:
+                continue
+            pushed: dict[str, bytes] = fields[0]
+            kwargs = {**fixed, **{n: _interruptible(loads, d) for n, d in pushed.items()}}
+            result = _interruptible(run, **kwargs)
+            yield result
+            if spec.mode == proto.COLLECT:
+                self._send(Msg.PUSHED)
+
+
+def _entry(spec: proto.JobSpec, namespace: dict[str, Any], name: str) -> Callable[..., Any]:
+    fn = namespace.get(name)
+    if not callable(fn):
+        where = spec.chain[-1][0] if spec.chain else "its module"
+        raise _Failure(f"task {spec.task!r} defines no {name}() (in {where} or a parent)")
+    return fn  # type: ignore[no-any-return]
+
+
+_MODES: dict[str, Callable[[Worker, proto.JobSpec, dict[str, Any]], object]] = {
+    proto.CALL: Worker._call,
+    proto.GENERATE: Worker._generate,
+    proto.COLLECT: Worker._collect,
+    proto.INNER_GENERATE: Worker._inner_generate,
+}
+
+
+def _flush_std() -> None:
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            if stream is not None:
+                stream.flush()
+        except (OSError, ValueError):  # closed or broken by the task: nothing to save
+            pass
+
+
+# ---------------------------------------------------------------------------------------------
+# Dying with the parent.
+# ---------------------------------------------------------------------------------------------
+
+
+def _watch_parent(life_fd: int) -> None:
+    """Block on the life pipe; EOF means the parent is gone: end the whole group."""
+    try:
+        while os.read(life_fd, 512):
+            pass
+    except OSError:  # a task closed our descriptor: this guard is lost, the signal remains
+        return
+    _end_group()
+
+
+class _Parent:
+    pid = 0
+
+
+def _on_parent_death(signum: int, frame: object) -> None:
+    # the kernel also sends it when the parent's *thread* that spawned us ends: check
+    if os.getppid() != _Parent.pid:
+        _end_group()
+
+
+def _die_with_parent(parent_pid: int, life_fd: int) -> None:
+    """Two guards: the life pipe (a thread, works while the GIL can be had) and the kernel's
+    parent-death signal (Linux). The signal is a catchable one whose handler kills the group:
+    with SIGKILL the worker would die at once, before its thread could end the task's
+    subprocesses (the kernel sends it right after closing the parent's descriptors)."""
+    _Parent.pid = parent_pid
+    _thread.start_new_thread(_watch_parent, (life_fd,))
+    if sys.platform.startswith("linux"):
+        signal.signal(_PARENT_DEATH_SIGNAL, _on_parent_death)
+        try:
+            import ctypes
+
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(_PR_SET_PDEATHSIG, int(_PARENT_DEATH_SIGNAL), 0, 0, 0)
+        except (OSError, AttributeError):  # no libc to ask: the life pipe alone
+            pass
+    if os.getppid() != parent_pid:  # the parent died before we could ask to be told
+        _end_group()
+
+
+def _batch_scheduling() -> None:
+    """Ask Linux to treat this process (and the task's subprocesses) as batch work: same CPU
+    share, but waking up does not preempt the running process. Without it, every frame the
+    parent sends switches the CPU to the worker at once, and the parent, which feeds all the
+    workers, waits behind one of them (on 2 cores: half the throughput)."""
+    policy = getattr(os, "SCHED_BATCH", None)
+    if policy is not None:
+        with contextlib.suppress(OSError):
+            os.sched_setscheduler(0, policy, os.sched_param(0))
+
+
+def main(argv: list[str]) -> None:
+    signal.signal(signal.SIGINT, _on_sigint)
+    ctl_fd, life_fd, parent_pid = (int(arg) for arg in argv[1:4])
+    # the task's subprocesses must not hold our channel or keep the parent's pipe open
+    os.set_inheritable(ctl_fd, False)
+    os.set_inheritable(life_fd, False)
+    _die_with_parent(parent_pid, life_fd)
+    _batch_scheduling()
+    for stream in (sys.stdout, sys.stderr):
+        # prints reach the log when they happen, in order with the subprocesses' output
+        stream.reconfigure(line_buffering=True)  # type: ignore[union-attr]
+    Worker(ctl_fd).serve()
+
+
+if __name__ == "__main__":
+    main(sys.argv)

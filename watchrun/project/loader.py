@@ -1,0 +1,486 @@
+"""Loading a project: files -> headers and code maps -> tasks -> graph -> code closures.
+
+Two caches make loading cheap:
+- what depends only on a file's text (its header, its code map) is cached by content hash, in
+  memory and in the store: after a change, only the changed files are parsed;
+- the whole resolved project is cached with the stat keys of every file it was built from: a null
+  build stats the files, compares, and unpickles it (see `ProjectCache`).
+
+A broken task never prevents loading the healthy ones: every problem becomes a ProjectError, the
+tasks concerned (and their downstream) go into `Project.broken`, the rest is usable.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from watchrun.config import Config
+from watchrun.project import codemap
+from watchrun.project.cache import LazyModules, ProjectCache, quick_unpickle
+from watchrun.project.checks import CodeChecks
+from watchrun.project.codemap import (
+    ANALYZER_VERSION,
+    ChainLink,
+    CodeClosure,
+    CodeIndex,
+    ModuleInfo,
+)
+from watchrun.project.errors import ProjectError
+from watchrun.project.graph import Graph, build_graph
+from watchrun.project.header import Header, parse_header
+from watchrun.project.model import Task
+from watchrun.project.tasks import (
+    TaskSource,
+    discover_files,
+    is_package_init,
+    module_name,
+    relative_parts,
+    resolve_tasks,
+    task_name,
+    tasks_dir_of,
+)
+from watchrun.state.hashing import FileHasher, hash_bytes
+from watchrun.state.store import Store
+
+ANALYSIS_FORMAT = 2  # bump when FileAnalysis or Header change shape: invalidates cached analyses
+
+
+@dataclass
+class Project:
+    config: Config
+    tasks: dict[str, Task]  # every resolved task, abstract ones included
+    graph: Graph
+    modules: Mapping[str, ModuleInfo]  # task modules and the project-local modules they reach
+    module_files: dict[str, Path]  # dotted module name -> absolute file
+    closures: dict[str, CodeClosure]  # non-abstract, non-broken tasks
+    errors: list[ProjectError]
+    broken: set[str]  # task names with errors, and their downstream (some may not be in `tasks`)
+    task_modules: dict[str, str] = field(default_factory=dict)  # task -> dotted module name
+
+    @property
+    def root(self) -> Path:
+        return self.config.root
+
+
+@dataclass(frozen=True)
+class FileAnalysis:
+    """Everything derived from one file's text alone: what the caches hold."""
+
+    header: Header | None
+    header_errors: tuple[tuple[int | None, str], ...]  # (line, message): the path is added back
+    module: ModuleInfo
+    problem: str | None = None  # the file could not be read or decoded
+
+
+def analyse_text(text: str, path: Path, dotted: str) -> FileAnalysis:
+    header, errors = parse_header(text, path)
+    # a package's __init__ resolves `from .x import f` inside the package itself
+    module = codemap.analyze_module(text, dotted, is_package=path.name == "__init__.py")
+    return FileAnalysis(header, tuple((e.line, e.message) for e in errors), module)
+
+
+def _decode(data: bytes) -> str | None:
+    """Source bytes to text the way Python would (BOM, coding cookie); None if it cannot."""
+    import importlib.util  # only when a file is parsed
+
+    try:
+        return importlib.util.decode_source(data)
+    except (UnicodeDecodeError, SyntaxError, LookupError):
+        return None
+
+
+class ProjectLoader:
+    """Loads a project, keeping per-file analyses so that `reload` only parses what changed."""
+
+    def __init__(self, config: Config, store: Store | None = None,
+                 hasher: FileHasher | None = None,
+                 version_of: Callable[[str], str] | None = None) -> None:
+        self.config = config
+        self.store = store
+        self.hasher = hasher
+        self._version_of = version_of
+        # the latest analysis of each module: dotted name -> (cache key, analysis)
+        self._memory: dict[str, tuple[str, FileAnalysis]] = {}
+        self.closure_memo = _ClosureMemo()
+        self.parsed = 0  # files read and analysed by this loader (a null build parses none)
+        self.cached = False  # whether the last load came whole from the project cache
+        self.project: Project | None = None
+
+    # -- public -------------------------------------------------------------------------------
+
+    def load(self) -> Project:
+        project = self._load()
+        missing = self._missing_folders()
+        if missing:  # checked on every load (cheap), so it is never stale in a cached project
+            project = replace(project, errors=missing + project.errors)
+        self.project = project
+        return project
+
+    def _missing_folders(self) -> list[ProjectError]:
+        config = self.config
+        return [ProjectError(config.source, None,
+                             f"the tasks folder {_relative(folder, config.root)!r} does not exist")
+                for folder in config.tasks if not os.path.isdir(folder)]
+
+    def reload(self, changed: Iterable[Path] = ()) -> Project:
+        """Load again after a change. Files whose content is unchanged reuse their analysis:
+        the hasher's stat cache notices what changed, so `changed` is only used to forget the
+        analyses of files that are gone."""
+        for path in changed:
+            if not os.path.exists(path):
+                self._memory.pop(module_name_of(path, self.config), None)
+        return self.load()
+
+    # -- the pipeline -------------------------------------------------------------------------
+
+    def _load(self) -> Project:
+        config = self.config
+        started_ns = time.time_ns()
+        found = discover_files(config)
+        cache = ProjectCache(self.store, config)
+        cached = cache.get(found)
+        self.cached = isinstance(cached, Project)
+        if isinstance(cached, Project):
+            return replace(cached, config=config)  # e.g. other jobs: the project is the same
+        paths = [Path(p) for p in found]
+        hashes = self._hash(paths)
+        names = {p: module_name_of(p, config) for p in paths}
+        files = {p: a for p in paths if (a := self._analysis(p, names[p], hashes)) is not None}
+        build = _Build(config, files, names, self)
+        project = build.run()
+        cache.put(project, found, [os.fspath(p) for p in build.local_paths], build.absent,
+                  started_ns)
+        return project
+
+    def _hash(self, paths: list[Path]) -> dict[Path, str | None]:
+        """Content hashes by the stat cache; None where the file has to be read to know."""
+        if self.hasher is None or not paths:
+            return {p: None for p in paths}
+        try:
+            return self.hasher.hash_many(paths)
+        except OSError:  # e.g. one unreadable file: hash the others one by one
+            return {p: self._hash_one(p) for p in paths}
+
+    def _hash_one(self, path: Path) -> str | None:
+        assert self.hasher is not None
+        try:
+            return self.hasher.hash_path(path)
+        except OSError:
+            return None  # reading it will say why
+
+    def _cache_key(self, dotted: str, digest: str) -> str:
+        # the module name is part of what analyze_module sees (relative imports resolve against it)
+        return f"{ANALYZER_VERSION}.{ANALYSIS_FORMAT}:{dotted}:{digest}"
+
+    def analysis_of(self, path: Path, dotted: str) -> FileAnalysis | None:
+        """The analysis of one more file (a local module reached by an import)."""
+        return self._analysis(path, dotted, self._hash([path]))
+
+    def _analysis(self, path: Path, dotted: str, hashes: dict[Path, str | None]
+                  ) -> FileAnalysis | None:
+        digest = hashes.get(path)
+        if digest is not None:
+            found = self._cached(dotted, self._cache_key(dotted, digest))
+            if found is not None:
+                return found
+        try:
+            data = path.read_bytes()
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+            return None  # removed since it was listed
+        except OSError as err:
+            return _unreadable(dotted, f"cannot read the file: {err.strerror or err}")
+        key = self._cache_key(dotted, digest or hash_bytes(data))
+        found = self._cached(dotted, key)
+        if found is not None:
+            return found
+        text = _decode(data)
+        if text is None:
+            analysis = _unreadable(dotted, "cannot decode the file as Python source (UTF-8)")
+        else:
+            analysis = analyse_text(text, path, dotted)
+        self.parsed += 1
+        self._memory[dotted] = (key, analysis)
+        if self.store is not None and not self.store.readonly:
+            self.store.analysis_put(key, pickle.dumps(analysis, pickle.HIGHEST_PROTOCOL))
+        return analysis
+
+    def _cached(self, dotted: str, key: str) -> FileAnalysis | None:
+        remembered = self._memory.get(dotted)
+        if remembered is not None and remembered[0] == key:
+            return remembered[1]
+        if self.store is None:
+            return None
+        blob = self.store.analysis_get(key)
+        found = _unpickle(blob) if blob is not None else None
+        if found is not None:
+            self._memory[dotted] = (key, found)
+        return found
+
+    def module_key(self, dotted: str) -> str | None:
+        """The cache key (content) of a module's latest analysis."""
+        remembered = self._memory.get(dotted)
+        return remembered[0] if remembered is not None else None
+
+    def version_of(self, module: str) -> str:
+        if self._version_of is None:
+            from watchrun.project.externals import version_of
+
+            self._version_of = version_of
+        return self._version_of(module)
+
+
+@dataclass
+class _ClosureMemo:
+    """Closures of the last load, for `reload`: task -> (chain, the content key of every module
+    the closure depends on, the closure), valid while the set of local modules is the same."""
+
+    modules: frozenset[str] = frozenset()
+    entries: dict[str, tuple[tuple[ChainLink, ...], dict[str, str | None], CodeClosure]] = \
+        field(default_factory=dict)
+
+
+def _unreadable(dotted: str, message: str) -> FileAnalysis:
+    # a module that cannot be read is as broken as one with a syntax error, for its importers
+    module = ModuleInfo(dotted, {}, "", frozenset(), False, (1, message))
+    return FileAnalysis(None, (), module, problem=message)
+
+
+def _unpickle(blob: bytes) -> FileAnalysis | None:
+    value = quick_unpickle(blob)
+    return value if isinstance(value, FileAnalysis) else None
+
+
+def module_name_of(path: Path, config: Config) -> str:
+    try:
+        return module_name(path, config.root)
+    except ValueError:  # a task folder outside the root: name it from the folder's parent
+        folder = tasks_dir_of(path, config)
+        return module_name(path, folder.parent if folder else path.parent)
+
+
+# -- one load -----------------------------------------------------------------------------------
+
+class _Build:
+    """The resolution of one load, from the analyses of the discovered files."""
+
+    def __init__(self, config: Config, files: dict[Path, FileAnalysis],
+                 names: dict[Path, str], loader: ProjectLoader) -> None:
+        self.config = config
+        self.root = config.root
+        self.files = files
+        self.names = names
+        self.loader = loader
+        self.errors: list[ProjectError] = []
+        self.seed_broken: set[str] = set()  # tasks broken before the graph is built
+        self.modules: dict[str, ModuleInfo] = {}
+        self.module_files: dict[str, Path] = {}
+        self.local_paths: list[Path] = []  # reached modules outside the discovered files
+        self.absent: set[str] = set()  # probed paths that did not exist (a later file there
+        # would change what is local)
+        self.by_name = {dotted: path for path, dotted in names.items() if path in files}
+        self.imports: dict[str, set[str]] = {}  # module -> the local modules it imports
+        self.candidates: dict[str, list[tuple[str, Path]]] = {}
+
+    def run(self) -> Project:
+        sources = self._sources()
+        tasks, errors = resolve_tasks(sources, self.root)
+        self.errors += errors
+        self.seed_broken |= set(sources) - set(tasks)
+        task_modules = {name: source.module_name for name, source in sources.items()}
+        self._reach_local_modules(task_modules)
+        for name, task in tasks.items():
+            if any(link in self.seed_broken for link in task.chain):
+                self.seed_broken.add(name)
+        graph, errors = build_graph(tasks, self.root, self.seed_broken)
+        self.errors += errors
+        checks = CodeChecks(tasks, graph, self.modules, task_modules, self.module_files)
+        self.errors += checks.run()
+        mark_broken(graph, checks.failed)
+        closures = self._closures(tasks, graph, task_modules)
+        errors_sorted = sorted(set(self.errors), key=_error_order)
+        return Project(self.config, tasks, graph, LazyModules(self.modules), self.module_files,
+                       closures, errors_sorted, set(graph.broken), task_modules)
+
+    def _sources(self) -> dict[str, TaskSource]:
+        sources: dict[str, TaskSource] = {}
+        for path, analysis in self.files.items():
+            if analysis.problem is not None:
+                self.errors.append(ProjectError(path, None, analysis.problem))
+            for line, message in analysis.header_errors:
+                self.errors.append(ProjectError(path, line, message))
+            if analysis.header is None:
+                continue
+            if is_package_init(path):
+                self.errors.append(ProjectError(
+                    path, analysis.header.line,
+                    "a package's __init__.py cannot be a task; move the header and run() into "
+                    "a module of their own"))
+                continue
+            folder = tasks_dir_of(path, self.config)
+            assert folder is not None  # discovered below a task folder
+            name = task_name(path, folder)
+            if name in sources:
+                self.errors.append(ProjectError(
+                    path, analysis.header.line,
+                    f"task {name!r} is defined twice: here and in {sources[name].path}"))
+                self.seed_broken.add(name)
+                continue
+            sources[name] = TaskSource(name, path, analysis.header, self.names[path])
+            if analysis.header_errors:
+                self.seed_broken.add(name)
+        return sources
+
+    # -- project-local modules ----------------------------------------------------------------
+
+    def _reach_local_modules(self, task_modules: dict[str, str]) -> None:
+        """Add the task modules and every project-local module they import, transitively; report
+        syntax errors in any of them, and mark the tasks that reach one as broken."""
+        todo: list[str] = []
+        for dotted in sorted(set(task_modules.values())):
+            path = self.by_name[dotted]
+            self._add_module(dotted, path, self.files[path])
+            todo.append(dotted)
+        while todo:
+            importer = todo.pop()
+            edges = self.imports.setdefault(importer, set())
+            for imported in imported_modules(self.modules[importer]):
+                for local, path in self._local_candidates(imported):
+                    edges.add(local)
+                    if local in self.modules:
+                        continue
+                    analysis = self.files.get(path) or self.loader.analysis_of(path, local)
+                    if analysis is None:
+                        continue
+                    if path not in self.files:
+                        self.local_paths.append(path)
+                    self._add_module(local, path, analysis)
+                    todo.append(local)
+        self._taint_tasks(task_modules)
+
+    def _add_module(self, dotted: str, path: Path, analysis: FileAnalysis) -> None:
+        info = self.modules[dotted] = analysis.module
+        self.module_files[dotted] = path
+        if analysis.problem is not None:
+            self.errors.append(ProjectError(path, None, analysis.problem))
+        elif info.syntax_error is not None:
+            line, message = info.syntax_error
+            self.errors.append(ProjectError(path, line, f"syntax error: {message}"))
+
+    def _local_candidates(self, dotted: str) -> list[tuple[str, Path]]:
+        """The project-local modules an import of `dotted` executes: each package along the way
+        (`a/__init__.py`, `a/b/__init__.py`) and the module itself, when they exist below the
+        root. A folder without `__init__.py` is a namespace package: no file of its own."""
+        known = self.candidates.get(dotted)
+        if known is not None:
+            return known
+        found: list[tuple[str, Path]] = []
+        parts = dotted.split(".")
+        folder = self.root
+        for depth, part in enumerate(parts, start=1):
+            name = ".".join(parts[:depth])
+            path = self.by_name.get(name) or self._probe(folder / part / "__init__.py") \
+                or self._probe(folder / f"{part}.py")
+            folder = folder / part
+            if path is None:
+                if not self._probe_dir(folder):
+                    break  # neither a module nor a package here: not project-local
+                continue
+            found.append((name, path))
+            if not is_package_init(path):
+                break  # a plain module has no submodules
+        self.candidates[dotted] = found
+        return found
+
+    def _probe(self, path: Path) -> Path | None:
+        if os.path.isfile(path):
+            return path
+        self.absent.add(os.fspath(path))
+        return None
+
+    def _probe_dir(self, path: Path) -> bool:
+        if os.path.isdir(path):
+            return True
+        self.absent.add(os.fspath(path))
+        return False
+
+    def _taint_tasks(self, task_modules: dict[str, str]) -> None:
+        """Tasks whose modules (or the local modules they import) have a syntax error."""
+        importers: dict[str, set[str]] = {}
+        for importer, imported in self.imports.items():
+            for local in imported:
+                importers.setdefault(local, set()).add(importer)
+        tainted = {m for m, info in self.modules.items() if info.syntax_error is not None}
+        todo = list(tainted)
+        while todo:
+            for importer in importers.get(todo.pop(), ()):
+                if importer not in tainted:
+                    tainted.add(importer)
+                    todo.append(importer)
+        for name, dotted in task_modules.items():
+            if dotted in tainted:
+                self.seed_broken.add(name)
+
+    # -- closures -----------------------------------------------------------------------------
+
+    def _closures(self, tasks: dict[str, Task], graph: Graph, task_modules: dict[str, str]
+                  ) -> dict[str, CodeClosure]:
+        """The code closure of every healthy task. A closure computed by an earlier load of this
+        loader is reused when the same local modules exist and none it depends on changed."""
+        wanted = [n for n in graph.order if not tasks[n].abstract]
+        files = {name: _relative(path, self.root) for name, path in self.module_files.items()}
+        index = CodeIndex(self.modules, files, self.loader.version_of)
+        memo = self.loader.closure_memo
+        if memo.modules != frozenset(self.modules):  # what is local changed: start afresh
+            memo.modules, memo.entries = frozenset(self.modules), {}
+        closures: dict[str, CodeClosure] = {}
+        for name in wanted:
+            links = tuple(ChainLink(t, task_modules[t], files[task_modules[t]])
+                          for t in reversed(tasks[name].chain))
+            known = memo.entries.get(name)
+            if known is not None and known[0] == links and all(
+                    self.loader.module_key(m) == key for m, key in known[1].items()):
+                closures[name] = known[2]
+                continue
+            closures[name] = index.task_closure(links)
+            used = {link.module_name for link in links} | index.local_modules_reached(links)
+            memo.entries[name] = (links, {m: self.loader.module_key(m) for m in used},
+                                  closures[name])
+        return closures
+
+
+def _relative(path: Path, root: Path) -> str:
+    try:
+        return "/".join(relative_parts(path, root))
+    except ValueError:
+        return path.as_posix()
+
+
+def _error_order(error: ProjectError) -> tuple[str, int, str]:
+    return (os.fspath(error.file) if error.file else "", error.line or 0, error.message)
+
+
+def imported_modules(info: ModuleInfo) -> list[str]:
+    """Dotted names of every module a module's top-level imports may execute. For `from a
+    import b`, `a.b` is listed too: `b` may be a submodule."""
+    found: list[str] = []
+    for definition in info.definitions.values():
+        if definition.kind != "import" or definition.import_module is None:
+            continue
+        found.append(definition.import_module)
+        found.extend(definition.also_imports)
+        if definition.import_attr is not None:
+            found.append(f"{definition.import_module}.{definition.import_attr}")
+    return found
+
+
+def mark_broken(graph: Graph, names: Iterable[str]) -> None:
+    """Add tasks (and their downstream) to the broken part of the graph."""
+    names = set(names)
+    if names:
+        graph.broken |= graph.downstream_closure(names)
+        graph.order = [n for n in graph.order if n not in graph.broken]

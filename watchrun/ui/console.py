@@ -1,0 +1,143 @@
+"""`build` output for people: plain lines (logs, pipes) or a live progress display on a terminal.
+
+After the build, every failure is printed whole: its traceback (or cause of death) and the tail of
+the unit's log.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TextIO
+
+from watchrun.engine import events as ev
+
+LOG_TAIL_LINES = 20
+
+
+def _unit(task: str, it: tuple[int, ...]) -> str:
+    return task + "".join(f"[{i}]" for i in it)
+
+
+@dataclass
+class Failure:
+    unit: str
+    error: str
+    log: Path | None
+
+
+@dataclass
+class PlainConsole:
+    """One readable line per event that matters."""
+
+    stream: TextIO = field(default_factory=lambda: sys.stdout)
+    verbose: bool = False
+    dry_run: bool = False
+    log_dir: Path | None = None
+    failures: list[Failure] = field(default_factory=list)
+
+    def __call__(self, event: ev.Event) -> None:
+        line = self.format(event)
+        if line:
+            self.stream.write(line + "\n")
+            self.stream.flush()
+
+    def format(self, event: ev.Event) -> str | None:
+        if isinstance(event, ev.UnitStarted):
+            why = "; ".join(event.reasons)
+            verb = "would run" if self.dry_run else "run"
+            return f"{verb:>9} {_unit(event.task, event.iter)}  ({why})"
+        if isinstance(event, ev.UnitFinished):
+            return f"{'done':>9} {_unit(event.task, event.iter)}  {event.duration:.2f}s"
+        if isinstance(event, ev.UnitSkipped):
+            return f"{'clean':>9} {_unit(event.task, event.iter)}" if self.verbose else None
+        if isinstance(event, ev.UnitFailed):
+            self.failures.append(Failure(_unit(event.task, event.iter), event.error,
+                                         self._log(event.task, event.iter)))
+            first = event.error.strip().splitlines()[-1] if event.error.strip() else "failed"
+            return f"{'FAILED':>9} {_unit(event.task, event.iter)}  {first}"
+        if isinstance(event, ev.UnitCancelled):
+            return f"{'cancelled':>9} {_unit(event.task, event.iter)}  ({event.signal})"
+        if isinstance(event, ev.Iteration):
+            return f"{'iter':>9} {_unit(event.task, event.iter)}" if self.verbose else None
+        if isinstance(event, ev.Gather):
+            return f"{'gather':>9} {event.task}"
+        if isinstance(event, ev.BuildFinished):
+            return self._summary(event)
+        if isinstance(event, ev.Change):
+            return f"{'change':>9} {', '.join(event.paths)} -> {', '.join(event.dirty) or '-'}"
+        if isinstance(event, ev.Error):
+            where = f"{event.file}:{event.line}: " if event.file else ""
+            return f"{where}error: {event.message}"
+        if isinstance(event, ev.Idle):
+            return f"{'idle':>9} watching for changes (Ctrl-C to stop)"
+        return None
+
+    def _log(self, task: str, it: tuple[int, ...]) -> Path | None:
+        if self.log_dir is None:
+            return None
+        return self.log_dir / f"{task}{''.join(f'.{i}' for i in it)}.log"
+
+    def _summary(self, event: ev.BuildFinished) -> str:
+        lines = []
+        for failure in self.failures:
+            lines.append(f"\n--- {failure.unit} failed ---")
+            lines.append(failure.error.rstrip())
+            tail = _tail(failure.log)
+            if tail:
+                lines.append(f"--- last lines of its log ({failure.log}) ---")
+                lines.append(tail)
+        self.failures.clear()
+        verb = "would run" if self.dry_run else "ran"
+        counts = (f"{verb} {event.ran}, clean {event.skipped}, failed {event.failed}, "
+                  f"cancelled {event.cancelled}")
+        status = "ok" if event.ok else "FAILED"
+        lines.append(f"watchrun: {status}: {counts}")
+        return "\n".join(lines)
+
+
+def _tail(path: Path | None) -> str:
+    if path is None or not path.exists():
+        return ""
+    lines = path.read_text(errors="replace").splitlines()[-LOG_TAIL_LINES:]
+    return "\n".join(lines)
+
+
+class LiveConsole:
+    """On a terminal: a rich live line with counts and what runs, above the plain log lines."""
+
+    def __init__(self, total: int, log_dir: Path | None, verbose: bool = False) -> None:
+        from rich.console import Console
+        from rich.live import Live
+
+        self.console = Console(highlight=False)
+        self.plain = PlainConsole(stream=sys.stdout, verbose=verbose, log_dir=log_dir)
+        self.total = total
+        self.done = 0
+        self.running: dict[str, float] = {}
+        self.live = Live(self._render(), console=self.console, refresh_per_second=10,
+                         transient=True)
+        self.live.start()
+
+    def _render(self) -> str:
+        now = time.monotonic()
+        runs = ", ".join(f"{u} {now - t:.0f}s" for u, t in list(self.running.items())[:4])
+        more = f" +{len(self.running) - 4}" if len(self.running) > 4 else ""
+        return f"[bold]{self.done}/{self.total}[/] units  running: {runs or '-'}{more}"
+
+    def __call__(self, event: ev.Event) -> None:
+        if isinstance(event, ev.UnitStarted):
+            self.running[_unit(event.task, event.iter)] = time.monotonic()
+        elif isinstance(event, (ev.UnitFinished, ev.UnitFailed, ev.UnitCancelled)):
+            self.running.pop(_unit(event.task, event.iter), None)
+            self.done += 1
+        elif isinstance(event, ev.UnitSkipped):
+            self.done += 1
+        if isinstance(event, ev.BuildFinished):
+            self.live.stop()
+        line = self.plain.format(event)
+        if line:
+            self.live.console.print(line, markup=False, highlight=False)
+        self.live.update(self._render())
