@@ -121,8 +121,15 @@ def project(tmp_path: Path) -> Callable[[dict[str, str]], Path]:
 
 @pytest.fixture
 def no_leaks() -> Iterator[None]:
-    """After the test, no watchrun worker may be alive (they must not outlive watchrun)."""
+    """After the test, no watchrun worker may be alive (they must not outlive watchrun).
+    `watchrun dev` processes a failed test left behind are stopped first."""
+    from tests.devproc import DevProcess
+
     yield
+    while DevProcess.started:
+        proc = DevProcess.started.pop()
+        if proc.proc.poll() is None or not (proc.proc.stdout and proc.proc.stdout.closed):
+            proc.stop()
     try:
         wait_for(lambda: not worker_processes(), timeout=5, what="workers to exit")
     except AssertionError:

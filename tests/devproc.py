@@ -18,8 +18,11 @@ Event = dict[str, Any]
 
 
 class DevProcess:
+    started: list[DevProcess] = []  # so a fixture can stop every one, whatever the test did
+
     def __init__(self, root: Path, *args: str) -> None:
         self.proc = spawn_watchrun(root, "dev", "--no-tui", "--json", *args)
+        DevProcess.started.append(self)
         self.events: list[Event] = []
         self._queue: queue.Queue[Event | None] = queue.Queue()
         self._reader = threading.Thread(target=self._read, daemon=True)
@@ -77,6 +80,8 @@ class DevProcess:
     def stop(self, sig: signal.Signals = signal.SIGINT, timeout: float = 20.0) -> int:
         if self.proc.poll() is None:
             self.proc.send_signal(sig)
+        elif self.proc.stdout is not None and self.proc.stdout.closed:
+            return self.proc.returncode  # already stopped
         try:
             self.proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:

@@ -220,3 +220,28 @@ def test_all_graph_errors_at_once(tmp_path: Path) -> None:
     assert [e.split(": error: ")[0] for e in errors] == ["tasks/a.py:2", "tasks/b.py:2",
                                                         "tasks/c.py:2"]
     assert graph.order == []
+
+
+# -- the indexed edge search agrees with the plain rule -------------------------------------
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from watchrun.project.graph import _OutputTree, output_feeds_input  # noqa: E402
+
+_segment = st.sampled_from(["out", "data", "a", "b.csv", "c.png", "frames"])
+_glob_segment = st.sampled_from(["out", "data", "a", "*", "*.csv", "*.png", "**", "[ab]*", "?"])
+
+
+@settings(max_examples=300, deadline=None)
+@given(outputs=st.lists(st.lists(_segment, min_size=1, max_size=4), min_size=1, max_size=6),
+       pattern=st.lists(_glob_segment, min_size=1, max_size=4))
+def test_output_tree_finds_exactly_what_the_rule_says(outputs: list[list[str]],
+                                                      pattern: list[str]) -> None:
+    tree = _OutputTree()
+    paths = ["/".join(o) for o in outputs]
+    for index, path in enumerate(paths):
+        tree.add(path, f"t{index}")
+    glob = "/".join(pattern)
+    expected = {f"t{i}" for i, path in enumerate(paths) if output_feeds_input(path, glob)}
+    assert tree.reached_by(glob) == expected

@@ -10,6 +10,7 @@ from pathlib import Path
 from watchrun.app import EXIT_PROJECT, ProjectErrorsFound, UsageError
 from watchrun.engine.events import Error
 from watchrun.project.errors import ProjectError
+from watchrun.state.store import StoreError
 
 
 def print_project_errors(errors: Iterable[ProjectError], root: Path, json_out: bool) -> None:
@@ -42,5 +43,5 @@ def guarded(json_out: bool, body: Callable[[], int]) -> int:
     except ProjectErrorsFound as err:
         print_project_errors(err.errors, err.root, json_out)
         return EXIT_PROJECT
-    except UsageError as err:
+    except (UsageError, StoreError) as err:
         return error(str(err))

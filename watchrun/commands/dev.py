@@ -77,6 +77,9 @@ async def _with_tui(engine: DevEngine, bus: EventBus) -> int:
     app = WatchrunApp(engine)
     bus.subscribe(app.inbox.put)
     engine_task = asyncio.create_task(engine.run())
-    await app.run_async()
-    engine.quit(engine.exit_code)
+    # the engine may stop on its own (SIGTERM, SIGHUP): then the app closes too
+    engine_task.add_done_callback(lambda _: app.exit())
+    result = await app.run_async()
+    # in a raw terminal Ctrl-C reaches the app as a key, not as SIGINT
+    engine.quit(130 if result == "interrupt" else None)
     return await engine_task

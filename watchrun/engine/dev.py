@@ -79,7 +79,7 @@ class DevEngine:
         self._busy = asyncio.Event()
         self._paused_tasks: set[str] = set()
         self._errors_shown: list[ProjectError] = []
-        self.watched = 0
+        self.watched = self._count_watched()
 
     def on_exec(self, event: ExecEvent) -> None:
         self.scheduler.on_exec(event)
@@ -112,6 +112,7 @@ class DevEngine:
             self._busy.clear()
             await self.scheduler.wait_idle()
             if not self._busy.is_set():
+                self.watched = self._count_watched()
                 self.scheduler.forced.clear()  # a rerun request is used up once it ran
                 self.scheduler.finish_build()
                 self.bus.publish(ev.Idle())
@@ -119,8 +120,6 @@ class DevEngine:
     async def _watch(self) -> None:
         absolute = [p for t in self.project.tasks.values() for p in t.inputs if os.path.isabs(p)]
         roots = watch_roots(self.config, absolute)
-        self.watched = len(self.project.module_files) + sum(
-            len(t.inputs) for t in self.project.tasks.values())
         async for paths in change_batches(self.config, roots, self.stop):
             self.on_change(paths)
 
@@ -179,6 +178,11 @@ class DevEngine:
                 if before is None or self.scheduler.resolver.hash_inputs(task) != before:
                     changed.add(name)
         return changed, tracked
+
+    def _count_watched(self) -> int:
+        """Files the project's tasks depend on: modules and the inputs they last matched."""
+        inputs = {p for found in self.scheduler.last_inputs.values() for p in found}
+        return len(self.project.module_files) + len(inputs)
 
     def _publish_errors(self) -> None:
         """Publish the errors that are new since the last reload (the UI's list of current
@@ -261,8 +265,11 @@ class DevEngine:
     def _all_running(self) -> list[UnitKey]:
         return [k for k, r in self.scheduler.running.items() if not r.superseded]
 
-    def quit(self, code: int = 0) -> None:
-        self.exit_code = code
+    def quit(self, code: int | None = None) -> None:
+        """Stop: cancel what runs, end every process. `code` (e.g. 130 for Ctrl-C) replaces
+        the exit code; None keeps it."""
+        if code is not None:
+            self.exit_code = code
         self.stop.set()
 
 

@@ -62,34 +62,50 @@ class Resolver:
         self.hasher = hasher
         self._static: dict[str, tuple[Manifest, str, dict[str, str | None]]] = {}
         self._manifests: dict[str, tuple[Manifest, dict[str, str]] | None] = {}
+        self._outputs: dict[str, dict[str, str]] = {}
 
     # -- inputs and outputs ------------------------------------------------------------------
     def input_paths(self, task: Task) -> list[Path]:
+        """What `run(inputs)` receives: the matched paths as `pathlib.Path`s."""
+        return [Path(p) for p in self.input_strs(task)]
+
+    def input_strs(self, task: Task) -> list[str]:
         """Every file or folder the task's input globs match now, sorted, as given (relative
         globs give paths relative to the root, absolute globs absolute paths)."""
         found: set[str] = set()
         for pattern in task.inputs:
-            if os.path.isabs(pattern):
+            if not glob.has_magic(pattern):  # the common case: a plain path, one stat
+                if os.path.exists(pattern if os.path.isabs(pattern) else
+                                  os.path.join(self.root, pattern)):
+                    found.add(pattern)
+            elif os.path.isabs(pattern):
                 found.update(glob.glob(pattern, recursive=True))
             else:
                 found.update(glob.glob(pattern, root_dir=self.root, recursive=True))
-        return [Path(p) for p in sorted(found) if "__pycache__" not in p]
+        return sorted(p for p in found if "__pycache__" not in p)
 
     def hash_inputs(self, task: Task) -> dict[str, str | None]:
-        paths = self.input_paths(task)
-        absolute = [p if p.is_absolute() else self.root / p for p in paths]
+        paths = self.input_strs(task)
+        root = str(self.root)
+        absolute = [p if os.path.isabs(p) else os.path.join(root, p) for p in paths]
         hashes = self.hasher.hash_many(absolute)
-        return {p.as_posix(): hashes[a] for p, a in zip(paths, absolute, strict=True)}
+        return {p: hashes[a] for p, a in zip(paths, absolute, strict=True)}
 
-    def output_paths(self, task: Task) -> dict[str, Path]:
-        result = {}
-        for out in task.outputs:
-            path = Path(out) if os.path.isabs(out) else self.root / out
-            result[_rel(self.root, path)] = path
-        return result
+    def output_paths(self, task: Task) -> dict[str, str]:
+        """Declared outputs: root-relative posix name -> absolute path (computed once)."""
+        cached = self._outputs.get(task.name)
+        if cached is None:
+            cached = {}
+            for out in task.outputs:
+                path = Path(out) if os.path.isabs(out) else self.root / out
+                cached[_rel(self.root, path)] = str(path)
+            self._outputs[task.name] = cached
+        return cached
 
     def hash_outputs(self, task: Task) -> dict[str, str | None]:
         paths = self.output_paths(task)
+        if not paths:
+            return {}
         hashes = self.hasher.hash_many(list(paths.values()))
         return {rel: hashes[p] for rel, p in paths.items()}
 
@@ -119,6 +135,11 @@ class Resolver:
         signature = unit_signature(static, upstream, value)
         result = self.store.find_result(name, signature)
         outputs_now = self.hash_outputs(task) if result is not None and result.outputs else {}
+        if result is not None and not forced and all(
+                outputs_now.get(path) == digest for path, digest in result.outputs.items()):
+            # clean: the common case of a null build needs no history to explain anything
+            return Resolution(name, iter, signature, manifest, static, upstream, inputs,
+                              result, [])
         last = self.store.unit_state(name, iter)
         last_manifest, last_upstream = self._last_manifest(last)
         reasons = explain(manifest, upstream, last, last_manifest, last_upstream, result,

@@ -126,6 +126,7 @@ class Scheduler:
         self._done = asyncio.Event()
         self._commit_handle: asyncio.TimerHandle | None = None
         self._fresh: dict[str, bytes] = {}  # just-yielded values, until their units start
+        self._log_dir_ready = False
 
     # -- entry point -------------------------------------------------------------------------
     async def build(self, targets: list[str]) -> BuildSummary:
@@ -532,8 +533,10 @@ class Scheduler:
         return self._replay(task.name, resolution.signature)
 
     def _launch(self, job: Job, resolution: Resolution, mode: Mode) -> None:
-        job.log_path.parent.mkdir(parents=True, exist_ok=True)
-        job.log_path.write_bytes(b"")
+        if not self._log_dir_ready:
+            job.log_path.parent.mkdir(parents=True, exist_ok=True)
+            self._log_dir_ready = True
+        job.fresh_log = True  # the worker truncates it: file creation stays off this loop
         self.running[job.key] = Running(resolution, time.monotonic(), mode, job.start or 0)
         self.bus.publish(ev.UnitStarted(task=resolution.task, iter=resolution.iter,
                                         reasons=[r.format() for r in resolution.reasons]))

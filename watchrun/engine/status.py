@@ -38,9 +38,11 @@ def report(project: Project, resolver: Resolver, names: list[str] | None = None
     dirty: set[str] = set()
     reports = []
     wanted = set(names) if names else None
+    # to explain a task its upstreams must be resolved too, reported or not
+    needed = project.graph.upstream_closure(names) if names else None
     for name in project.graph.order:
         task = project.tasks[name]
-        if task.abstract or (wanted is not None and name not in wanted):
+        if task.abstract or (needed is not None and name not in needed):
             continue
         last = store.unit_state(name)
         ups = project.graph.upstreams.get(name, {})
@@ -56,6 +58,8 @@ def report(project: Project, resolver: Resolver, names: list[str] | None = None
                 outputs[name] = resolution.result.output
         if reasons:
             dirty.add(name)
+        if wanted is not None and name not in wanted:
+            continue
         reports.append(TaskReport(name, _state(reasons, last.status if last else None),
                                   reasons, last.duration if last else None,
                                   last.error if last else None))

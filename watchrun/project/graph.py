@@ -329,24 +329,60 @@ def output_feeds_input(output: str, pattern: str) -> bool:
     return matches(out_parts, pat_parts) or may_contain(out_parts, pat_parts)
 
 
+class _OutputTree:
+    """Declared outputs as a tree of path segments, so that finding the producers an input
+    glob reaches costs the length of the glob, not the number of outputs (the same relation
+    as `output_feeds_input`, which tests check it against)."""
+
+    def __init__(self) -> None:
+        self.children: dict[str, _OutputTree] = {}
+        self.producers: list[str] = []
+
+    def add(self, output: str, producer: str) -> None:
+        node = self
+        for part in output.split("/"):
+            node = node.children.setdefault(part, _OutputTree())
+        node.producers.append(producer)
+
+    def reached_by(self, pattern: str) -> set[str]:
+        found: set[str] = set()
+        seen: set[tuple[int, int]] = set()
+        self._walk(tuple(pattern.split("/")), 0, found, seen)
+        return found
+
+    def _walk(self, parts: tuple[str, ...], i: int, found: set[str],
+              seen: set[tuple[int, int]]) -> None:
+        if (id(self), i) in seen:
+            return
+        seen.add((id(self), i))
+        # an output ending here either matches the whole glob (i == len) or is a folder
+        # inside which the rest of the glob may match
+        found.update(self.producers)
+        if i == len(parts):
+            return
+        part = parts[i]
+        if part == "**":
+            self._walk(parts, i + 1, found, seen)
+            for child in self.children.values():
+                child._walk(parts, i, found, seen)
+        elif _has_magic(part):
+            for name, child in self.children.items():
+                if fnmatchcase(name, part):
+                    child._walk(parts, i + 1, found, seen)
+        elif part in self.children:
+            self.children[part]._walk(parts, i + 1, found, seen)
+
+
 def implicit_edges(tasks: list[Task], root: Path) -> dict[str, set[str]]:
     """task -> the tasks whose declared outputs its input globs reach (no self-edges)."""
-    by_head: dict[str, list[tuple[str, str]]] = {}  # first segment -> (output, producer)
-    every: list[tuple[str, str]] = []
+    tree = _OutputTree()
     for task in tasks:
         for output in task.outputs:
-            norm = normalise(output, root)
-            by_head.setdefault(norm.split("/", 1)[0], []).append((norm, task.name))
-            every.append((norm, task.name))
+            tree.add(normalise(output, root), task.name)
     edges: dict[str, set[str]] = {task.name: set() for task in tasks}
-    if not every:
+    if not tree.children:
         return edges
     for task in tasks:
         for pattern in task.inputs:
-            norm = normalise(pattern, root)
-            head = norm.split("/", 1)[0]
-            candidates = every if _has_magic(head) else by_head.get(head, [])
-            for output, producer in candidates:
-                if producer != task.name and output_feeds_input(output, norm):
-                    edges[task.name].add(producer)
+            edges[task.name] |= tree.reached_by(normalise(pattern, root)) - {task.name}
     return edges

@@ -17,8 +17,9 @@ from __future__ import annotations
 import os
 import stat as statmod
 import threading
+from typing import TypeVar
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -63,6 +64,9 @@ def _special_hash(st: os.stat_result) -> str:
     return hash_bytes(f"special file, mode {statmod.S_IFMT(st.st_mode):o}".encode())
 
 
+P = TypeVar("P", str, Path)
+
+
 class FileHasher:
     """Content hashes of files and folders, rehashing only what the stat cache says changed.
 
@@ -99,11 +103,12 @@ class FileHasher:
         cached = self._cached(key, st)
         return cached if cached is not None else self._hash_file(key, st)
 
-    def hash_many(self, paths: list[Path]) -> dict[Path, str | None]:
-        """Hash many paths, in parallel threads where they are big."""
+    def hash_many(self, paths: Sequence[P]) -> dict[P, str | None]:
+        """Hash many paths (str or Path: plain strings are cheaper on hot paths), in parallel
+        threads where they are big."""
         found: dict[str, str | None] = {}  # absolute file path -> hash
         todo: dict[str, os.stat_result] = {}
-        plan: list[tuple[Path, str | list[tuple[str, str]] | None]] = []
+        plan: list[tuple[P, str | list[tuple[str, str]] | None]] = []
         for path in paths:
             key = os.path.abspath(path)
             try:

@@ -1,0 +1,244 @@
+"""The DAG widget: one row per task, its lanes to the left, drawn with the line API.
+
+Only visible rows are rendered, each once until its task changes: rendered rows are kept as
+strips and `refresh_tasks` drops and redraws just the rows named.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import ClassVar
+
+from rich.segment import Segment
+from rich.style import Style
+from textual.binding import Binding, BindingType
+from textual.events import Click
+from textual.geometry import Region, Size
+from textual.message import Message
+from textual.scroll_view import ScrollView
+from textual.strip import Strip
+
+from watchrun.engine.control import UnitState
+from watchrun.ui.tui.layout import GraphLayout, GraphRow, glyph
+from watchrun.ui.tui.state import Board, Progress
+
+SYMBOLS = {
+    UnitState.CLEAN: "●",
+    UnitState.DIRTY: "○",
+    UnitState.QUEUED: "◌",
+    UnitState.RUNNING: "▶",
+    UnitState.PAUSED: "‖",
+    UnitState.FAILED: "✗",
+    UnitState.CANCELLED: "⊘",
+    UnitState.BROKEN: "!",
+}
+TONES = {  # theme colours of the states in text (the rows take theirs from the .tcss)
+    UnitState.CLEAN: "success",
+    UnitState.DIRTY: "warning",
+    UnitState.QUEUED: "primary",
+    UnitState.RUNNING: "accent",
+    UnitState.PAUSED: "warning",
+    UnitState.FAILED: "error",
+    UnitState.CANCELLED: "warning",
+    UnitState.BROKEN: "error",
+}
+KIND_TAGS = {"generator": "gen", "collector": "col"}
+BAR = 8  # cells of the progress bar
+EIGHTHS = " ▏▎▍▌▋▊▉"
+WIDE = 64  # from this width on, progress shows "iter" and a bar
+
+
+def format_duration(seconds: float | None) -> str:
+    if seconds is None:
+        return ""
+    if seconds < 10:
+        return f"{seconds:.1f}s"
+    if seconds < 60:
+        return f"{seconds:.0f}s"
+    if seconds < 3600:
+        minutes, secs = divmod(int(seconds), 60)
+        return f"{minutes}m{secs:02}s"
+    hours, minutes = divmod(int(seconds) // 60, 60)
+    return f"{hours}h{minutes:02}m"
+
+
+def progress_bar(done: int, total: int, cells: int = BAR) -> str:
+    eighths = (cells * 8 * min(done, total)) // total if total else cells * 8
+    full, part = divmod(eighths, 8)
+    text = "█" * full + (EIGHTHS[part] if part else "")
+    return text.ljust(cells)
+
+
+def format_progress(progress: Progress | None, wide: bool) -> str:
+    """'iter 57/100 ████▌   ' with a total, 'iter 57' while it is unknown."""
+    if progress is None:
+        return ""
+    if progress.total is None:
+        return f"iter {progress.done}" if wide else f"{progress.done}"
+    count = f"{progress.done}/{progress.total}"
+    if not wide:
+        return count
+    return f"iter {count} {progress_bar(progress.done, progress.total)}"
+
+
+class DagView(ScrollView, can_focus=True):
+    """The tasks as rows, in the layout's order; a cursor selects one."""
+
+    COMPONENT_CLASSES: ClassVar[set[str]] = {
+        "dag--graph",
+        "dag--cursor",
+        "dag--detail",
+        *(f"dag--{state.value}" for state in UnitState),
+    }
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("pageup", "page(-1)", "Page up", show=False),
+        Binding("pagedown", "page(1)", "Page down", show=False),
+        Binding("home", "jump(0)", "First", show=False),
+        Binding("end", "jump(-1)", "Last", show=False),
+    ]
+
+    class Selected(Message):
+        """The cursor moved to another task."""
+
+        def __init__(self, name: str | None) -> None:
+            super().__init__()
+            self.name = name
+
+    def __init__(self, board: Board, *, id: str | None = None) -> None:
+        super().__init__(id=id)
+        self.board = board
+        self.graph = GraphLayout((), 0)
+        self.index: dict[str, int] = {}
+        self.cursor = 0
+        self._name_width = 0
+        self._strips: dict[int, Strip] = {}
+        self._styles: dict[str, Style] = {}
+
+    # -- content -------------------------------------------------------------------------------
+    @property
+    def selected(self) -> str | None:
+        rows = self.graph.rows
+        return rows[self.cursor].name if 0 <= self.cursor < len(rows) else None
+
+    def set_layout(self, graph: GraphLayout) -> None:
+        """New rows (the project changed): keep the selected task if it is still there."""
+        keep = self.selected
+        self.graph = graph
+        self.index = graph.index()
+        self._name_width = max((len(row.name) for row in graph.rows), default=0)
+        self.cursor = self.index.get(keep, 0) if keep is not None else 0
+        self.cursor = min(self.cursor, max(len(graph.rows) - 1, 0))
+        self._strips.clear()
+        self.virtual_size = Size(0, len(graph.rows))
+        self.refresh()
+        if self.selected != keep:
+            self.post_message(self.Selected(self.selected))
+
+    def refresh_tasks(self, names: Iterable[str]) -> None:
+        """Redraw the rows of these tasks (if they are on screen)."""
+        top, height = round(self.scroll_offset.y), self.size.height
+        for name in names:
+            y = self.index.get(name)
+            if y is None:
+                continue
+            self._strips.pop(y, None)
+            if top <= y < top + height:
+                self.refresh_line(y)
+
+    def refresh_running(self) -> None:
+        """Durations of running tasks tick: redraw their visible rows."""
+        top, height = round(self.scroll_offset.y), self.size.height
+        for row in self.graph.rows[top: top + height]:
+            if self.board.state(row.name) in (UnitState.RUNNING, UnitState.PAUSED):
+                self.refresh_tasks((row.name,))
+
+    # -- the cursor ----------------------------------------------------------------------------
+    def move(self, delta: int) -> None:
+        self.go_to(self.cursor + delta)
+
+    def go_to(self, y: int) -> None:
+        if not self.graph.rows:
+            return
+        y = max(0, min(y, len(self.graph.rows) - 1))
+        if y == self.cursor:
+            return
+        old, self.cursor = self.cursor, y
+        for line in (old, y):
+            self._strips.pop(line, None)
+            self.refresh_line(line)
+        self.scroll_to_region(Region(0, y, 1, 1), animate=False, immediate=True)
+        self.post_message(self.Selected(self.selected))
+
+    def select(self, name: str) -> None:
+        if name in self.index:
+            self.go_to(self.index[name])
+
+    def action_page(self, direction: int) -> None:
+        self.move(direction * max(1, self.size.height - 1))
+
+    def action_jump(self, where: int) -> None:
+        self.go_to(where if where >= 0 else len(self.graph.rows) - 1)
+
+    def on_click(self, event: Click) -> None:
+        self.go_to(event.y + round(self.scroll_offset.y))
+
+    # -- drawing -------------------------------------------------------------------------------
+    def on_resize(self) -> None:
+        self._strips.clear()
+
+    def notify_style_update(self) -> None:
+        super().notify_style_update()
+        self._styles.clear()
+        self._strips.clear()
+
+    def _style(self, name: str) -> Style:
+        style = self._styles.get(name)
+        if style is None:
+            style = self._styles[name] = self.get_component_rich_style(name, partial=True)
+        return style
+
+    def render_line(self, y: int) -> Strip:
+        width = self.size.width
+        index = y + round(self.scroll_offset.y)
+        if index >= len(self.graph.rows):
+            return Strip.blank(width, self.rich_style)
+        strip = self._strips.get(index)
+        if strip is None or strip.cell_length != width:
+            strip = self._strips[index] = self._render_row(self.graph.rows[index], index, width)
+        return strip
+
+    def _render_row(self, row: GraphRow, index: int, width: int) -> Strip:
+        board, name = self.board, row.name
+        state = board.state(name)
+        base = self.rich_style
+        if index == self.cursor:
+            base = base + self._style("dag--cursor")
+        state_style = base + self._style(f"dag--{state.value}")
+        graph_style = base + self._style("dag--graph")
+        detail_style = base + self._style("dag--detail")
+        wide = width >= WIDE
+        kind = KIND_TAGS.get(board.rows[name].view.kind, "")
+        progress = format_progress(board.progress(name), wide)
+        duration = format_duration(board.elapsed(name))
+        right = f" {kind:<3} {progress:<{21 if wide else 8}} {duration:>6}"
+        graph = "".join(glyph(c) if i != row.node else "" for i, c in enumerate(row.cells))
+        before, after = graph[: row.node], graph[row.node:].ljust(self.graph.width - row.node - 1)
+        room = width - len(before) - 1 - len(after) - 1 - len(right)
+        label = _fit(name, min(room, self._name_width))
+        segments = [
+            Segment(before, graph_style),
+            Segment(SYMBOLS[state], state_style),
+            Segment(after + " ", graph_style),
+            Segment(label, state_style),
+            Segment(right, detail_style),
+        ]
+        return Strip(segments).crop_extend(0, width, base)
+
+
+def _fit(text: str, room: int) -> str:
+    """The name, cut with an ellipsis if there is not room for it, padded to fill the room."""
+    if room <= 0:
+        return ""
+    if len(text) > room:
+        return text[: max(room - 1, 0)] + "…"
+    return text.ljust(room)
