@@ -1,3 +1,3 @@
-from watchrun.cli import main
+from watchrun.entry import main
 
 main()

@@ -33,9 +33,9 @@ def dev_command(root: Path, targets: list[str], *, no_tui: bool, json_out: bool,
     return guarded(json_out, body)
 
 
-async def run_dev(session: Session, targets: list[str], json_out: bool, use_tui: bool,
-                  jobs: int) -> int:
-    bus = EventBus()
+def build_dev_engine(session: Session, targets: list[str], jobs: int, bus: EventBus
+                     ) -> DevEngine:
+    """The dev engine over an open session, with its executor (also used by the TUI's tests)."""
     holder: list[DevEngine] = []
 
     def sink(event: ExecEvent) -> None:
@@ -48,6 +48,14 @@ async def run_dev(session: Session, targets: list[str], json_out: bool, use_tui:
     project = loader.load()
     engine = DevEngine(project, loader, session.store, session.hasher, executor, bus, targets)
     holder.append(engine)
+    return engine
+
+
+async def run_dev(session: Session, targets: list[str], json_out: bool, use_tui: bool,
+                  jobs: int) -> int:
+    bus = EventBus()
+    engine = build_dev_engine(session, targets, jobs, bus)
+    config = session.config
     loop = asyncio.get_running_loop()
     for sig, code in STOP_CODES.items():
         loop.add_signal_handler(sig, engine.quit, code)

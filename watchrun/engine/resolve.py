@@ -5,16 +5,24 @@ The scheduler, `status` and `--dry-run` all go through `Resolver.resolve`, so th
 
 from __future__ import annotations
 
+import functools
 import glob
 import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from blake3 import blake3
 
 from watchrun.engine.reasons import Reason, ReasonKind
-from watchrun.engine.units import Manifest, explain, unit_signature
+from watchrun.engine.units import (
+    Manifest,
+    explain,
+    static_identity,
+    task_prefix,
+    unit_signature,
+)
 from watchrun.project.loader import Project
 from watchrun.project.model import Task
 from watchrun.state.hashing import FileHasher
@@ -26,12 +34,16 @@ class Resolution:
     task: str
     iter: tuple[int, ...]
     signature: str
-    manifest: Manifest
+    make_manifest: Callable[[], Manifest]  # built only when needed: a clean unit never is
     static: str  # manifest.identity()
     upstream: dict[str, str]
     inputs: dict[str, str | None]
     result: ResultRecord | None  # the stored result for this signature, if clean
     reasons: list[Reason]
+
+    @functools.cached_property
+    def manifest(self) -> Manifest:
+        return self.make_manifest()
 
     @property
     def clean(self) -> bool:
@@ -60,9 +72,10 @@ class Resolver:
         self.root = project.config.root
         self.store = store
         self.hasher = hasher
-        self._static: dict[str, tuple[Manifest, str, dict[str, str | None]]] = {}
         self._manifests: dict[str, tuple[Manifest, dict[str, str]] | None] = {}
         self._outputs: dict[str, dict[str, str]] = {}
+        self._static: dict[str, tuple[Callable[[], Manifest], str, dict[str, str | None]]] = {}
+        self._prefixes: dict[str, str] = {}
 
     # -- inputs and outputs ------------------------------------------------------------------
     def input_paths(self, task: Task) -> list[Path]:
@@ -88,7 +101,7 @@ class Resolver:
         paths = self.input_strs(task)
         root = str(self.root)
         absolute = [p if os.path.isabs(p) else os.path.join(root, p) for p in paths]
-        hashes = self.hasher.hash_many(absolute)
+        hashes = self.hasher.hash_files(absolute)
         return {p: hashes[a] for p, a in zip(paths, absolute, strict=True)}
 
     def output_paths(self, task: Task) -> dict[str, str]:
@@ -96,9 +109,12 @@ class Resolver:
         cached = self._outputs.get(task.name)
         if cached is None:
             cached = {}
+            root = str(self.root)
             for out in task.outputs:
-                path = Path(out) if os.path.isabs(out) else self.root / out
-                cached[_rel(self.root, path)] = str(path)
+                path = os.path.normpath(out if os.path.isabs(out) else os.path.join(root, out))
+                inside = path.startswith(root + os.sep)
+                rel = os.path.relpath(path, root) if inside else path
+                cached[rel.replace(os.sep, "/")] = path
             self._outputs[task.name] = cached
         return cached
 
@@ -106,46 +122,61 @@ class Resolver:
         paths = self.output_paths(task)
         if not paths:
             return {}
-        hashes = self.hasher.hash_many(list(paths.values()))
+        hashes = self.hasher.hash_files(list(paths.values()))
         return {rel: hashes[p] for rel, p in paths.items()}
 
     # -- signatures --------------------------------------------------------------------------
-    def static(self, name: str) -> tuple[Manifest, str, dict[str, str | None]]:
-        """The task-level manifest, its identity and input hashes (computed once per build:
-        the scheduler calls `forget_static` when inputs may have changed)."""
+    def static(self, name: str) -> tuple[Callable[[], Manifest], str, dict[str, str | None]]:
+        """A factory of the task-level manifest, its identity and the input hashes (computed
+        once per build: the scheduler calls `forget_static` when inputs may have changed)."""
         cached = self._static.get(name)
         if cached is None:
             task = self.project.tasks[name]
             inputs = self.hash_inputs(task)
-            manifest = Manifest.build(task, self.project.closures[name], inputs, self.root)
-            cached = (manifest, manifest.identity(), inputs)
+            prefix = self._prefixes.get(name)
+            if prefix is None:
+                closure = self.project.closures[name]
+                params = {k: p.value for k, p in task.params.items()}
+                prefix = task_prefix(closure.digest, params, task.kind.value, sorted(task.after))
+                self._prefixes[name] = prefix
+
+            def make(task: Task = task, inputs: dict[str, str | None] = inputs) -> Manifest:
+                return Manifest.build(task, self.project.closures[task.name], inputs, self.root)
+
+            cached = (make, static_identity(prefix, inputs), inputs)
             self._static[name] = cached
         return cached
 
     def forget_static(self, name: str | None = None) -> None:
+        """Inputs (or, with a new project, code and params) may have changed."""
         if name is None:
             self._static.clear()
+            self._prefixes.clear()
         else:
             self._static.pop(name, None)
+            self._prefixes.pop(name, None)
 
     def resolve(self, name: str, upstream: dict[str, str], iter: tuple[int, ...] = (),
                 value: str | None = None, forced: bool = False) -> Resolution:
         task = self.project.tasks[name]
-        manifest, static, inputs = self.static(name)
+        make_manifest, static, inputs = self.static(name)
         signature = unit_signature(static, upstream, value)
         result = self.store.find_result(name, signature)
         outputs_now = self.hash_outputs(task) if result is not None and result.outputs else {}
         if result is not None and not forced and all(
                 outputs_now.get(path) == digest for path, digest in result.outputs.items()):
             # clean: the common case of a null build needs no history to explain anything
-            return Resolution(name, iter, signature, manifest, static, upstream, inputs,
+            return Resolution(name, iter, signature, make_manifest, static, upstream, inputs,
                               result, [])
         last = self.store.unit_state(name, iter)
         last_manifest, last_upstream = self._last_manifest(last)
+        manifest = make_manifest()
         reasons = explain(manifest, upstream, last, last_manifest, last_upstream, result,
                           outputs_now, forced)
-        return Resolution(name, iter, signature, manifest, static, upstream, inputs,
-                          None if reasons else result, reasons)
+        resolution = Resolution(name, iter, signature, make_manifest, static, upstream, inputs,
+                                None if reasons else result, reasons)
+        resolution.__dict__["manifest"] = manifest  # already built: keep it
+        return resolution
 
     def _last_manifest(
         self, last: UnitState | None
@@ -154,11 +185,14 @@ class Resolver:
             return None, None
         if last.manifest not in self._manifests:
             blob = self.store.get_manifest(last.manifest)
-            if blob is None:
-                self._manifests[last.manifest] = None
-            else:
-                body = json.loads(blob)
-                self._manifests[last.manifest] = (Manifest(**body["m"]), body["up"])
+            entry = None
+            if blob is not None:
+                try:
+                    body = json.loads(blob)
+                    entry = (Manifest(**body["m"]), body["up"])
+                except (ValueError, TypeError, KeyError):
+                    entry = None  # written by another version: nothing to compare with
+            self._manifests[last.manifest] = entry
         entry = self._manifests[last.manifest]
         return (entry[0], entry[1]) if entry else (None, None)
 

@@ -33,6 +33,7 @@ def _canonical(value: Any) -> str:
 class Manifest:
     """The static part of a task's signature, with enough detail to explain a change."""
 
+    code_digest: str  # the closure's digest: covers every part below and the externals
     code: dict[str, list[Any]]  # qualname -> [digest, file, line, owner]
     externals: dict[str, str]  # third-party module -> version
     params: dict[str, list[Any]]  # name -> [value, where it is set]
@@ -44,6 +45,7 @@ class Manifest:
     def build(cls, task: Task, closure: CodeClosure, inputs: dict[str, str | None],
               root: Path) -> Manifest:
         return cls(
+            code_digest=closure.digest,
             code={p.qualname: [p.digest, p.file, p.line, p.owner] for p in closure.parts},
             externals=dict(closure.externals),
             params={k: [p.value, p.origin.format(root)] for k, p in sorted(task.params.items())},
@@ -54,16 +56,9 @@ class Manifest:
 
     def identity(self) -> str:
         """The hash of everything that affects results (not where things are written)."""
-        body = {
-            "v": SIGNATURE_VERSION,
-            "code": {k: v[0] for k, v in self.code.items()},
-            "externals": self.externals,
-            "params": {k: v[0] for k, v in self.params.items()},
-            "kind": self.kind,
-            "args": self.args,
-            "inputs": self.inputs,
-        }
-        return blake3(_canonical(body).encode()).hexdigest()
+        prefix = task_prefix(self.code_digest, {k: v[0] for k, v in self.params.items()},
+                             self.kind, self.args)
+        return static_identity(prefix, self.inputs)
 
     def to_bytes(self) -> bytes:
         return _canonical(self.__dict__).encode()
@@ -71,6 +66,19 @@ class Manifest:
     @classmethod
     def from_bytes(cls, data: bytes) -> Manifest:
         return cls(**json.loads(data))
+
+
+def task_prefix(code_digest: str, params: dict[str, Any], kind: str, args: list[str]) -> str:
+    """The part of a task's identity that does not depend on its inputs' contents (computed
+    once per task and build)."""
+    return _canonical(["v" + SIGNATURE_VERSION, code_digest, params, kind, args])
+
+
+def static_identity(prefix: str, inputs: dict[str, str | None]) -> str:
+    h = blake3(prefix.encode())
+    for path in sorted(inputs):
+        h.update(f"\0{path}={inputs[path]}".encode())
+    return h.hexdigest()
 
 
 def unit_signature(static: str, upstream: dict[str, str], value: str | None = None) -> str:

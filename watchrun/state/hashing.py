@@ -103,6 +103,26 @@ class FileHasher:
         cached = self._cached(key, st)
         return cached if cached is not None else self._hash_file(key, st)
 
+    def hash_files(self, paths: Sequence[str]) -> dict[str, str | None]:
+        """Absolute paths: the fast path of the common case, files whose stat key is cached
+        (a null build asks this for every input and output); anything else goes through
+        `hash_many`."""
+        result: dict[str, str | None] = {}
+        cache = self._cache
+        for path in paths:
+            try:
+                st = os.stat(path)
+            except (FileNotFoundError, NotADirectoryError):
+                result[path] = None
+                continue
+            entry = cache.get(path)
+            if (entry is not None and entry[1] == st.st_mtime_ns and entry[0] == st.st_size
+                    and entry[2] == st.st_ino and entry[3] == st.st_ctime_ns):
+                result[path] = entry[4]
+            else:
+                return self.hash_many(list(paths))
+        return result
+
     def hash_many(self, paths: Sequence[P]) -> dict[P, str | None]:
         """Hash many paths (str or Path: plain strings are cheaper on hot paths), in parallel
         threads where they are big."""

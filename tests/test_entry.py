@@ -1,0 +1,85 @@
+"""The fast `build` parser of `watchrun.entry` agrees with the Typer app for every command line
+it accepts, and leaves everything else to Typer."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import watchrun.commands.build
+from tests.conftest import REPO, cli_env
+from watchrun.cli import main as typer_main
+from watchrun.entry import parse_build
+
+ACCEPTED = [
+    ["build"],
+    ["build", "a", "b.c"],
+    ["-C", "proj", "build", "-j", "3", "x"],
+    ["--directory", "proj", "build", "--jobs", "2", "--force"],
+    ["--directory=proj", "build", "--jobs=4", "--json"],
+    ["build", "--dry-run", "--fail-fast", "-v", "t"],
+    ["build", "--verbose", "--executor", "ray", "--address", "auto"],
+    ["build", "--executor=local", "--address=ray://h:1", "t1", "t2"],
+    ["build", "--", "-odd-name"],
+]
+DELEGATED = [
+    ["build", "--help"],
+    ["build", "-h"],
+    ["build", "--jobs"],
+    ["build", "-j", "many"],
+    ["build", "--executor", "slurm"],
+    ["build", "--unknown"],
+    ["status"],
+    ["-C"],
+    [],
+]
+
+
+def typer_parse(argv: list[str], monkeypatch: pytest.MonkeyPatch) -> tuple[Path, list[str],
+                                                                         dict[str, Any]]:
+    seen: dict[str, Any] = {}
+
+    def capture(root: Path, tasks: list[str], **options: Any) -> int:
+        seen.update(root=root, tasks=tasks, options=options)
+        return 0
+
+    monkeypatch.setattr(watchrun.commands.build, "build_command", capture)
+    with pytest.raises(SystemExit) as exit_info:
+        typer_main(argv)
+    assert exit_info.value.code == 0
+    return seen["root"], seen["tasks"], seen["options"]
+
+
+@pytest.mark.parametrize("argv", ACCEPTED, ids=" ".join)
+def test_fast_parser_agrees_with_typer(argv: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    fast = parse_build(argv)
+    assert fast is not None
+    assert fast == typer_parse(argv, monkeypatch)
+
+
+@pytest.mark.parametrize("argv", DELEGATED, ids=lambda a: " ".join(a) or "(none)")
+def test_anything_else_goes_to_typer(argv: list[str]) -> None:
+    assert parse_build(argv) is None
+
+
+def test_the_real_entry_point_gives_typers_messages() -> None:
+    run = subprocess.run([sys.executable, "-m", "watchrun", "build", "-j", "many"],
+                         capture_output=True, text=True, env=cli_env(), cwd=REPO, timeout=60)
+    assert run.returncode == 2 and "Invalid value for '-j'" in run.stderr
+    helped = subprocess.run([sys.executable, "-m", "watchrun", "--help"], capture_output=True,
+                            text=True, env=cli_env(), cwd=REPO, timeout=60)
+    assert helped.returncode == 0 and "build" in helped.stdout
+
+
+def test_help_does_not_import_textual_or_the_engine() -> None:
+    code = ("import sys; from watchrun.entry import main\n"
+            "try:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
+            "bad = [m for m in ('textual', 'watchrun.engine.scheduler', 'ray') "
+            "if m in sys.modules]\nprint(bad)")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env=cli_env(), cwd=REPO, timeout=60)
+    assert run.stdout.strip().splitlines()[-1] == "[]", run.stdout + run.stderr

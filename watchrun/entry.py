@@ -1,0 +1,81 @@
+"""The console script's entry: `watchrun build` without importing Typer.
+
+Typer (0.2x) builds pydantic adapters for every parameter at start-up, which costs more than a
+null build of 1,000 tasks. `build` is the command scripts and CI run over and over, so its plain
+forms are parsed here; anything else — another command, `--help`, an unknown or malformed option —
+goes to the Typer app in `cli.py`, which owns help and error messages. `tests/test_entry.py`
+checks that both parsers give the same arguments for the same command line.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+FLAGS = {"--force": "force", "--dry-run": "dry_run", "--json": "json_out",
+         "--fail-fast": "fail_fast", "-v": "verbose", "--verbose": "verbose"}
+VALUED = {"-j": "jobs", "--jobs": "jobs", "--executor": "executor", "--address": "address"}
+EXECUTORS = ("local", "ray")
+
+
+def parse_build(argv: list[str]) -> tuple[Path, list[str], dict[str, Any]] | None:
+    """(root, tasks, options) for a plain `[-C DIR] build …` command line, else None."""
+    args = list(argv)
+    root = Path(".")
+    if args and args[0] in ("-C", "--directory") and len(args) > 1:
+        root, args = Path(args[1]), args[2:]
+    elif args and args[0].startswith("--directory="):
+        root, args = Path(args[0].split("=", 1)[1]), args[1:]
+    if not args or args[0] != "build":
+        return None
+    options: dict[str, Any] = {"jobs": None, "force": False, "dry_run": False,
+                               "json_out": False, "fail_fast": False, "verbose": False,
+                               "executor": None, "address": None}
+    tasks: list[str] = []
+    rest = args[1:]
+    while rest:
+        arg = rest.pop(0)
+        if arg == "--":
+            tasks.extend(rest)
+            break
+        if not arg.startswith("-") or arg == "-":
+            tasks.append(arg)
+        elif arg in FLAGS:
+            options[FLAGS[arg]] = True
+        elif not _take_value(arg, rest, options):
+            return None
+    return root, tasks, options
+
+
+def _take_value(arg: str, rest: list[str], options: dict[str, Any]) -> bool:
+    name, eq, value = arg.partition("=")
+    if name not in VALUED or (not eq and not rest) or (eq and name == "-j"):
+        return False
+    if not eq:
+        value = rest.pop(0)
+    key = VALUED[name]
+    if key == "jobs":
+        if not value.lstrip("-").isdigit():
+            return False
+        options[key] = int(value)
+    elif key == "executor":
+        if value not in EXECUTORS:
+            return False
+        options[key] = value
+    else:
+        options[key] = value
+    return True
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = sys.argv[1:] if argv is None else argv
+    parsed = parse_build(args)
+    if parsed is not None:
+        from watchrun.commands.build import build_command
+
+        root, tasks, options = parsed
+        raise SystemExit(build_command(root, tasks, **options))
+    from watchrun.cli import main as typer_main
+
+    typer_main(args)
