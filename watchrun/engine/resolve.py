@@ -10,7 +10,7 @@ import glob
 import json
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from blake3 import blake3
@@ -173,6 +173,9 @@ class Resolver:
         manifest = make_manifest()
         reasons = explain(manifest, upstream, last, last_manifest, last_upstream, result,
                           outputs_now, forced)
+        args = self.project.graph.upstreams.get(name, {})
+        reasons = [replace(r, subject=args.get(r.subject, r.subject))
+                   if r.kind is ReasonKind.UPSTREAM_CHANGED else r for r in reasons]
         resolution = Resolution(name, iter, signature, make_manifest, static, upstream, inputs,
                                 None if reasons else result, reasons)
         resolution.__dict__["manifest"] = manifest  # already built: keep it
