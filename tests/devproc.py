@@ -10,7 +10,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from tests.conftest import spawn_watchrun
 
@@ -18,7 +18,7 @@ Event = dict[str, Any]
 
 
 class DevProcess:
-    started: list[DevProcess] = []  # so a fixture can stop every one, whatever the test did
+    started: ClassVar[list[DevProcess]] = []  # so a fixture can stop every one, whatever the test did
 
     def __init__(self, root: Path, *args: str) -> None:
         self.proc = spawn_watchrun(root, "dev", "--no-tui", "--json", *args)

@@ -227,7 +227,7 @@ def test_all_graph_errors_at_once(tmp_path: Path) -> None:
 from hypothesis import given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
-from watchrun.project.graph import _OutputTree, output_feeds_input  # noqa: E402
+from watchrun.project.graph import _OutputTree  # noqa: E402
 
 _segment = st.sampled_from(["out", "data", "a", "b.csv", "c.png", "frames"])
 _glob_segment = st.sampled_from(["out", "data", "a", "*", "*.csv", "*.png", "**", "[ab]*", "?"])

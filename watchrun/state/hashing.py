@@ -17,11 +17,10 @@ from __future__ import annotations
 import os
 import stat as statmod
 import threading
-from typing import TypeVar
 import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from blake3 import blake3
 

@@ -209,7 +209,10 @@ class Board:
         row.base = state
         if not row.running:
             row.paused = False
-            if row.scoped and not row.consumer and row.started is not None:
+            # a failed or cancelled run has no duration in its event, yet it took this long
+            # (and the previous run's duration would be wrong)
+            per_iteration = row.scoped and not row.consumer
+            if row.started is not None and (per_iteration or state is not UnitState.CLEAN):
                 row.duration = row.ended - row.started
 
     def _iteration(self, event: ev.Iteration) -> None:
