@@ -18,7 +18,8 @@ Event = dict[str, Any]
 
 
 class DevProcess:
-    started: ClassVar[list[DevProcess]] = []  # so a fixture can stop every one, whatever the test did
+    # every one started, so a fixture can stop them whatever the test did
+    started: ClassVar[list[DevProcess]] = []
 
     def __init__(self, root: Path, *args: str) -> None:
         self.proc = spawn_watchrun(root, "dev", "--no-tui", "--json", *args)
