@@ -8,7 +8,8 @@ from pathlib import Path
 
 
 def run(stats: dict, title: str) -> str:
-    lines = [f"# {title}", "", "| table | rows | mean | min | max |", "| --- | --- | --- | --- | --- |"]
+    lines = [f"# {title}", "", "| table | rows | mean | min | max |",
+             "| --- | --- | --- | --- | --- |"]
     for name, s in sorted(stats.items()):
         lines.append(f"| {name} | {s['rows']} | {s['mean']} | {s['min']} | {s['max']} |")
     text = "\n".join(lines) + "\n"
