@@ -319,3 +319,15 @@ def test_second_writer_is_refused_and_status_still_works(project) -> None:  # ty
     finally:
         proc.send_signal(signal.SIGINT)
         proc.communicate(timeout=20)
+
+
+def test_a_reverted_change_shows_the_current_output(project) -> None:  # type: ignore[no-untyped-def]
+    root = project({"n.txt": "1\n", "tasks/read.py": '# /// task\n# inputs = ["n.txt"]\n# ///\n'
+                    "def run(inputs):\n    return int(inputs[0].read_text())\n"})
+    for content, ran in (("1\n", ["read"]), ("2\n", ["read"]), ("1\n", [])):
+        (root / "n.txt").write_text(content)
+        assert watchrun(root, "build", "--json").ran() == ran
+        assert watchrun(root, "show", "read").stdout.strip() == content.strip()
+    (root / "n.txt").write_text("2\n")  # its result is stored too: nothing runs
+    assert watchrun(root, "build", "--json").ran() == []
+    assert watchrun(root, "show", "read").stdout.strip() == "2"

@@ -257,3 +257,62 @@ def test_generator_that_raises_keeps_finished_iterations(project) -> None:  # ty
     assert "RuntimeError: sensor lost" in failed[0]["error"]
     assert sorted(run.units("unit_finished")) == [("double", (0,)), ("double", (1,))]
     assert watchrun(root, "show", "double", "--iter", "1").stdout.strip() == "4"
+
+
+def test_status_follows_generator_scopes(built: Path) -> None:
+    status = watchrun(built, "status")
+    assert all(line.split()[0] == "clean" for line in status.stdout.splitlines()), status.stdout
+    (built / "data/1.txt").write_text("7\n")
+    lines = {line.split()[1]: line for line in watchrun(built, "status").stdout.splitlines()}
+    assert "input changed: data/1.txt" in lines["source"]
+    assert "upstream dirty: source" in lines["work"]
+    watchrun(built, "build")
+    path = built / "tasks/work.py"
+    path.write_text(path.read_text().replace("return source * 10", "return source * 11"))
+    lines = {line.split()[1]: line for line in watchrun(built, "status").stdout.splitlines()}
+    assert lines["source"].split()[0] == "clean"
+    assert "4 of 4 units" in lines["work"] and "code changed: run" in lines["work"]
+    assert "upstream dirty: work" in lines["total"]
+
+
+STREAMING = {
+    "tasks/first.py": "# /// task\n# ///\ndef run():\n    return 3\n",
+    "tasks/gen.py": '''
+        # /// task
+        # kind = "generator"
+        # after = ["first"]
+        # ///
+        import time
+
+        def run(first):
+            for i in range(first):
+                time.sleep(0.3)
+                yield i
+    ''',
+    "tasks/total.py": '''
+        # /// task
+        # kind = "collector"
+        # after = ["gen"]
+        # ///
+        acc = []
+
+        def run(gen):
+            acc.append(gen)
+
+        def gather():
+            return sum(acc)
+    ''',
+}
+
+
+def test_collector_streams_while_its_generator_runs(project) -> None:  # type: ignore[no-untyped-def]
+    root = project(STREAMING)
+    run = watchrun(root, "build", "--json")
+    assert run.code == 0, run.stderr
+    kinds = [(e["event"], e.get("task")) for e in run.events]
+    first_push = kinds.index(("push", "total"))
+    generator_done = kinds.index(("unit_finished", "gen"))
+    assert first_push < generator_done  # pushed live, not after the generator ended
+    started = next(e for e in run.events if e["event"] == "unit_started" and
+                   e["task"] == "total")
+    assert "forced" not in " ".join(started["reasons"])

@@ -10,7 +10,6 @@ from typing import Any
 
 from watchrun.app import EXIT_OK, EXIT_PROJECT, open_session
 from watchrun.commands.common import error, guarded, print_project_errors, unknown_task_message
-from watchrun.engine.resolve import Resolver
 from watchrun.engine.status import TaskState, report
 from watchrun.project.loader import Project
 from watchrun.project.model import Kind
@@ -34,19 +33,17 @@ def status_command(root: Path, names: list[str], json_out: bool) -> int:
             for name in names:
                 if name not in project.tasks:
                     return error(unknown_task_message(name, project.tasks))
-            resolver = Resolver(project, session.store, session.hasher)
-            reports = report(project, resolver, names or None)
+            reports = report(project, session.store, session.hasher, names or None)
             if json_out:
                 for r in reports:
                     print(json.dumps({"task": r.task, "state": r.state.value,
-                                      "reasons": [x.format() for x in r.reasons],
-                                      "duration": r.duration}))
+                                      "reasons": r.reasons, "duration": r.duration}))
                 return EXIT_OK
             width = max((len(r.task) for r in reports), default=4)
             for r in reports:
                 line = f"{STATE_MARK[r.state]:>9}  {r.task:<{width}}"
                 if r.reasons:
-                    line += "  " + "; ".join(x.format() for x in r.reasons)
+                    line += "  " + "; ".join(r.reasons)
                 print(line)
             return EXIT_PROJECT if project.errors else EXIT_OK
 

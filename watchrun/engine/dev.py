@@ -214,14 +214,12 @@ class DevEngine:
         return ProjectView(tasks, errors, self.watched)
 
     def reasons(self, task: str) -> list[str]:
-        from watchrun.engine.resolve import Resolver
         from watchrun.engine.status import report
 
         if task not in self.project.tasks or task in self.project.broken:
             return []
-        resolver = Resolver(self.project, self.store, self.hasher)
-        reports = report(self.project, resolver, [task])
-        return [r.format() for rep in reports for r in rep.reasons]
+        return [r for rep in report(self.project, self.store, self.hasher, [task])
+                for r in rep.reasons]
 
     def log_path(self, task: str) -> str | None:
         running = self.scheduler.running_units(task)

@@ -127,6 +127,7 @@ class Scheduler:
         self._commit_handle: asyncio.TimerHandle | None = None
         self._fresh: dict[str, bytes] = {}  # just-yielded values, until their units start
         self._log_dir_ready = False
+        self._last_signatures: dict[tuple[str, Key], str] | None = None
 
     # -- entry point -------------------------------------------------------------------------
     async def build(self, targets: list[str]) -> BuildSummary:
@@ -302,16 +303,31 @@ class Scheduler:
         if task.kind is Kind.GENERATOR:
             self._start_generator(resolution)
         elif resolution.clean and resolution.result is not None:
-            self._skip(name, key)
+            self._skip(name, key, resolution)
             self._set_value(name, key, resolution.result.output)
         elif self.options.dry_run:
             self._would_run(resolution)
         else:
             self.ready.append(resolution)
 
-    def _skip(self, name: str, key: Key) -> None:
+    def _skip(self, name: str, key: Key, resolution: Resolution | None = None) -> None:
         self.summary.skipped += 1
         self.bus.publish(ev.UnitSkipped(task=name, iter=key))
+        if resolution is not None and resolution.result is not None:
+            self._note_clean(resolution, resolution.result)
+
+    def _note_clean(self, resolution: Resolution, result: ResultRecord) -> None:
+        """A unit found clean under a signature other than its last one (a change was
+        reverted, or another build's result matched): record it as the latest state, so that
+        `show` and the next reasons refer to what is current."""
+        if self.options.dry_run:
+            return
+        if self._last_signatures is None:
+            self._last_signatures = self.store.last_signatures()
+        key = (resolution.task, resolution.iter)
+        if self._last_signatures.get(key) != resolution.signature:
+            self._last_signatures[key] = resolution.signature
+            self._record(resolution, UnitStatus.OK, result.output, result.duration, None)
 
     def _would_run(self, resolution: Resolution) -> None:
         self.summary.ran += 1
@@ -324,7 +340,7 @@ class Scheduler:
         self.keys.setdefault(name, [])
         complete = self.store.generator_complete(name, resolution.signature)
         if complete is not None and resolution.clean:
-            self._skip(name, ())
+            self._skip(name, (), resolution)
             self._replay(name, resolution.signature)
             self._generator_done(name)
             return
@@ -333,6 +349,7 @@ class Scheduler:
             return
         self.live.add(name)
         self.ready.appendleft(resolution)
+        self._consumers_of_scope(name)  # they can start streaming now
 
     def _replay(self, name: str, signature: str, upto: int | None = None) -> int:
         stored = self.store.iterations(name, signature)
@@ -390,9 +407,11 @@ class Scheduler:
             return
         if not c.live and not c.deferred:
             if c.generator in self.live and not self.options.dry_run:
-                self._start_consumer(c, fixed, None)
+                self._start_consumer(c, fixed, None)  # stream pushes as values arrive
+            elif c.generator in self.gen_done:
+                c.deferred = True  # replayed: decide clean or run once the scope is known
             else:
-                c.deferred = True
+                return  # the generator has not started yet
         keys = self.keys.get(c.generator, [])
         while c.pushed < len(keys):
             key = keys[c.pushed]
@@ -422,13 +441,13 @@ class Scheduler:
             if complete is not None and resolution.clean:
                 c.ended = True
                 self.keys.setdefault(c.name, [])
-                self._skip(c.name, ())
+                self._skip(c.name, (), resolution)
                 self._replay(c.name, resolution.signature)
                 self._generator_done(c.name)
                 return
         elif resolution.clean and resolution.result is not None:
             c.ended = True
-            self._skip(c.name, ())
+            self._skip(c.name, (), resolution)
             self._set_value(c.name, (), resolution.result.output)
             return
         if self.options.dry_run:
@@ -447,13 +466,11 @@ class Scheduler:
     def _start_consumer(self, c: Consumer, fixed: dict[str, str],
                         resolution: Resolution | None) -> None:
         if resolution is None:  # live: the signature is known only at the end
-            resolution = self.resolver.resolve(c.name, fixed, (), "live", forced=True)
+            resolution = self.resolver.resolve(c.name, fixed, (), "live",
+                                               forced=c.name in self.forced)
         c.live = True
         c.started = time.monotonic()
         task = self.project.tasks[c.name]
-        if task.kind is Kind.GENERATOR:
-            self.keys.setdefault(c.name, [])
-            self.live.add(c.name)
         mode = Mode.COLLECT if task.kind is Kind.COLLECTOR else Mode.INNER_GENERATE
         job = self._job(resolution, mode, skip=set(c.in_scope))
         end = "gather" if mode is Mode.COLLECT else "finish"
@@ -461,6 +478,10 @@ class Scheduler:
         for arg in wanted_names(entry_args(self.project, task, end), offered):
             job.gather_kwargs[arg] = offered[arg]()
         self._launch(job, resolution, mode)
+        if task.kind is Kind.GENERATOR:  # an inner generator: its own consumers may stream
+            self.keys.setdefault(c.name, [])
+            self.live.add(c.name)
+            self._consumers_of_scope(c.name)
 
     def _push(self, c: Consumer, values: dict[str, str]) -> None:
         args = entry_args(self.project, self.project.tasks[c.name])

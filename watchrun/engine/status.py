@@ -1,14 +1,22 @@
-"""`status` and `--dry-run`: every task's state and its reasons, without running anything."""
+"""`status`: every task's state and its reasons, without running anything.
+
+It runs the scheduler itself in dry-run mode — generators replayed from the store, every unit
+resolved exactly as a build would — and folds the units' outcomes into one line per task. So
+`status`, `build --dry-run` and the TUI's "why dirty" can never disagree with what a build does.
+"""
 
 from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
 
+from watchrun.engine import events as ev
 from watchrun.engine.reasons import Reason, ReasonKind
-from watchrun.engine.resolve import Resolver
+from watchrun.engine.scheduler import BuildOptions, Scheduler
+from watchrun.executors.base import Job, UnitKey
 from watchrun.project.loader import Project
-from watchrun.state.store import UnitStatus
+from watchrun.state.hashing import FileHasher
+from watchrun.state.store import Store, UnitState, UnitStatus
 
 
 class TaskState(enum.Enum):
@@ -24,58 +32,87 @@ class TaskState(enum.Enum):
 class TaskReport:
     task: str
     state: TaskState
-    reasons: list[Reason] = field(default_factory=list)
+    reasons: list[str] = field(default_factory=list)
     duration: float | None = None
     error: str | None = None
 
 
-def report(project: Project, resolver: Resolver, names: list[str] | None = None
-           ) -> list[TaskReport]:
-    """Walk the graph in order; a task whose upstreams are all clean is resolved exactly as the
-    scheduler would; one with a dirty upstream is dirty because of it."""
-    store = resolver.store
-    outputs: dict[str, str] = {}
-    dirty: set[str] = set()
-    reports = []
+class _NoExecutor:
+    """A dry run never starts a unit: any call here is a bug."""
+
+    def free_slots(self) -> int:
+        return 0
+
+    def submit(self, job: Job) -> None:
+        raise AssertionError(f"a dry run tried to start {job.key.format()}")
+
+    def cancel(self, key: UnitKey) -> None:
+        raise AssertionError(f"a dry run tried to cancel {key.format()}")
+
+
+@dataclass
+class _Units:
+    would_run: int = 0
+    clean: int = 0
+    reasons: list[str] = field(default_factory=list)
+
+
+def report(project: Project, store: Store, hasher: FileHasher,
+           names: list[str] | None = None) -> list[TaskReport]:
+    units: dict[str, _Units] = {}
+
+    def fold(event: ev.Event) -> None:
+        if isinstance(event, ev.UnitStarted):
+            entry = units.setdefault(event.task, _Units())
+            entry.would_run += 1
+            entry.reasons.extend(r for r in event.reasons if r not in entry.reasons)
+        elif isinstance(event, ev.UnitSkipped):
+            units.setdefault(event.task, _Units()).clean += 1
+
+    bus = ev.EventBus()
+    bus.subscribe(fold)
+    scheduler = Scheduler(project, store, hasher, _NoExecutor(),  # type: ignore[arg-type]
+                          bus, BuildOptions(dry_run=True))
+    order = [n for n in project.graph.order if not project.tasks[n].abstract]
+    scheduler.start(names or order)
     wanted = set(names) if names else None
-    # to explain a task its upstreams must be resolved too, reported or not
-    needed = project.graph.upstream_closure(names) if names else None
-    for name in project.graph.order:
-        task = project.tasks[name]
-        if task.abstract or (needed is not None and name not in needed):
-            continue
-        last = store.unit_state(name)
-        ups = project.graph.upstreams.get(name, {})
-        implicit = project.graph.implicit.get(name, set())
-        dirty_ups = sorted(u for u in {*ups.values(), *implicit} if u in dirty or
-                           (u not in outputs and u in project.tasks))
-        if dirty_ups:
-            reasons = [Reason(ReasonKind.UPSTREAM_DIRTY, u) for u in dirty_ups]
-        else:
-            resolution = resolver.resolve(name, {a: outputs[u] for a, u in ups.items()})
-            reasons = resolution.reasons
-            if resolution.result is not None:
-                outputs[name] = resolution.result.output
-        if reasons:
-            dirty.add(name)
-        if wanted is not None and name not in wanted:
-            continue
-        reports.append(TaskReport(name, _state(reasons, last.status if last else None),
-                                  reasons, last.duration if last else None,
-                                  last.error if last else None))
+    reports = [_task_report(project, store, name, units.get(name), units)
+               for name in order
+               if name in scheduler.needed and (wanted is None or name in wanted)]
     for name in sorted(project.broken):
         if wanted is None or name in wanted:
             reports.append(TaskReport(name, TaskState.BROKEN))
     return reports
 
 
-def _state(reasons: list[Reason], last: UnitStatus | None) -> TaskState:
-    if not reasons:
-        return TaskState.CLEAN
-    if last is None:
+def _task_report(project: Project, store: Store, name: str, mine: _Units | None,
+                 units: dict[str, _Units]) -> TaskReport:
+    states = list(store.unit_states(name))
+    last = max(states, key=lambda s: s.finished) if states else None
+    duration = last.duration if last else None
+    error = last.error if last else None
+    if mine is not None and mine.would_run == 0:
+        return TaskReport(name, TaskState.CLEAN, [], duration, error)
+    if mine is not None:
+        reasons = list(mine.reasons)
+        if mine.would_run > 1 or mine.clean:
+            total = mine.would_run + mine.clean
+            reasons.insert(0, f"{mine.would_run} of {total} units")
+    else:  # never reached: something upstream must run first
+        graph = project.graph
+        ups = sorted(u for u in graph.upstreams_of(name)
+                     if u not in units or units[u].would_run)
+        reasons = [Reason(ReasonKind.UPSTREAM_DIRTY, u).format() for u in ups] or [
+            Reason(ReasonKind.UPSTREAM_DIRTY).format()]
+    return TaskReport(name, _state(states), reasons, duration, error)
+
+
+def _state(states: list[UnitState]) -> TaskState:
+    if not states:
         return TaskState.NEVER_RUN
-    if last is UnitStatus.FAILED:
+    statuses = {s.status for s in states}
+    if UnitStatus.FAILED in statuses:
         return TaskState.FAILED
-    if last is UnitStatus.CANCELLED:
+    if UnitStatus.CANCELLED in statuses:
         return TaskState.CANCELLED
     return TaskState.DIRTY

@@ -369,6 +369,12 @@ class Store:
                         (task, _iter_text(iter)))
         return None if row is None else _unit_state(row)
 
+    def last_signatures(self) -> dict[tuple[str, tuple[int, ...]], str]:
+        """(task, iter) -> the signature of the latest thing that happened there, in one
+        query: a null build compares these with the current signatures."""
+        rows = self._rows("SELECT task, iter, signature FROM unit_states")
+        return {(row[0], _iter_tuple(row[1])): row[2] for row in rows}
+
     def unit_states(self, task: str | None = None) -> Iterator[UnitState]:
         """Unit states ordered by task, then iteration (numerically)."""
         if task is None:
