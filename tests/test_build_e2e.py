@@ -331,3 +331,44 @@ def test_a_reverted_change_shows_the_current_output(project) -> None:  # type: i
     (root / "n.txt").write_text("2\n")  # its result is stored too: nothing runs
     assert watchrun(root, "build", "--json").ran() == []
     assert watchrun(root, "show", "read").stdout.strip() == "2"
+
+
+RACY = {
+    "data/in.txt": "first\n",
+    "tasks/slow.py": '''
+        # /// task
+        # inputs = ["data/in.txt"]
+        # ///
+        import time
+        from pathlib import Path
+
+        def run(inputs):
+            text = inputs[0].read_text()
+            Path("read.flag").write_text("")
+            while not Path("go.flag").exists():
+                time.sleep(0.01)
+            return text.strip()
+    ''',
+}
+
+
+def test_an_input_changed_while_the_unit_ran_is_not_recorded_clean(project) -> None:  # type: ignore[no-untyped-def]
+    root = project(RACY)
+    proc = spawn_watchrun(root, "build", "--json")
+    try:
+        wait_for(lambda: (root / "read.flag").exists(), what="the task to read its input")
+        (root / "data/in.txt").write_text("second\n")  # changed after it was read
+        (root / "go.flag").write_text("")
+        proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 0
+    status = watchrun(root, "status").stdout
+    assert "input changed while it ran" in status, status
+    (root / "read.flag").unlink()
+    again = watchrun(root, "build", "--json")
+    assert again.ran() == ["slow"]
+    assert watchrun(root, "show", "slow").stdout.strip() == "second"
+    assert watchrun(root, "build", "--json").ran() == []

@@ -244,3 +244,20 @@ def test_edit_storm_converges_to_the_last_content(project) -> None:  # type: ign
     assert watchrun(root, "show", "square").stdout.strip() == "3600"
     status = watchrun(root, "status").stdout
     assert all(line.split()[0] == "clean" for line in status.splitlines()), status
+
+
+def test_editors_that_save_by_rename_are_seen(dev: tuple[Path, DevProcess]) -> None:
+    root, proc = dev
+    target = root / "lib/fmt.py"
+    temp = root / "lib/.fmt.py.swp"  # vim writes a new file, then renames it over the old one
+    temp.write_text(target.read_text().replace("f'<{s}>'", "f'({s})'"))
+    temp.replace(target)
+    assert started(proc.idle()) == ["pretty"]
+    with open(target, "r+") as f:  # others truncate and write in place
+        text = f.read().replace("f'({s})'", "f'{{{s}}}'")
+        f.seek(0)
+        f.truncate()
+        f.write(text)
+    assert started(proc.idle()) == ["pretty"]
+    proc.stop()
+    assert watchrun(root, "show", "pretty").stdout.strip() == "{one}"

@@ -316,3 +316,11 @@ def test_collector_streams_while_its_generator_runs(project) -> None:  # type: i
     started = next(e for e in run.events if e["event"] == "unit_started" and
                    e["task"] == "total")
     assert "forced" not in " ".join(started["reasons"])
+
+
+def test_one_job_runs_generator_per_item_and_collector_without_deadlock(project) -> None:  # type: ignore[no-untyped-def]
+    root = project({**PIPELINE, "watchrun.toml": "jobs = 1\n"})
+    run = watchrun(root, "build", "--json", timeout=60)
+    assert run.code == 0, run.stderr
+    assert run.units("push") == [("total", (i,)) for i in range(4)]
+    assert watchrun(root, "show", "report").stdout.strip() == "sum=120"

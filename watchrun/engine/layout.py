@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from watchrun.config import Config
@@ -30,4 +31,5 @@ def chain_files(project: Project, task: Task) -> list[tuple[Path, str]]:
 
 def log_path(config: Config, task: str, iter: tuple[int, ...] = ()) -> Path:
     suffix = "".join(f".{i}" for i in iter)
-    return config.state_dir / "logs" / f"{task}{suffix}.log"
+    # one string join: this runs for every unit of a 100,000-iteration scope
+    return Path(f"{config.state_dir}{os.sep}logs{os.sep}{task}{suffix}.log")

@@ -76,6 +76,7 @@ class Resolver:
         self._outputs: dict[str, dict[str, str]] = {}
         self._static: dict[str, tuple[Callable[[], Manifest], str, dict[str, str | None]]] = {}
         self._prefixes: dict[str, str] = {}
+        self._states: dict[str, dict[tuple[int, ...], UnitState]] = {}
 
     # -- inputs and outputs ------------------------------------------------------------------
     def input_paths(self, task: Task) -> list[Path]:
@@ -140,8 +141,13 @@ class Resolver:
                 prefix = task_prefix(closure.digest, params, task.kind.value, sorted(task.after))
                 self._prefixes[name] = prefix
 
+            built: list[Manifest] = []
+
             def make(task: Task = task, inputs: dict[str, str | None] = inputs) -> Manifest:
-                return Manifest.build(task, self.project.closures[task.name], inputs, self.root)
+                if not built:  # once per task and inputs, however many units ask
+                    built.append(Manifest.build(task, self.project.closures[task.name], inputs,
+                                                self.root))
+                return built[0]
 
             cached = (make, static_identity(prefix, inputs), inputs)
             self._static[name] = cached
@@ -168,7 +174,7 @@ class Resolver:
             # clean: the common case of a null build needs no history to explain anything
             return Resolution(name, iter, signature, make_manifest, static, upstream, inputs,
                               result, [])
-        last = self.store.unit_state(name, iter)
+        last = self.last_state(name, iter)
         last_manifest, last_upstream = self._last_manifest(last)
         manifest = make_manifest()
         reasons = explain(manifest, upstream, last, last_manifest, last_upstream, result,
@@ -180,6 +186,21 @@ class Resolver:
                                 None if reasons else result, reasons)
         resolution.__dict__["manifest"] = manifest  # already built: keep it
         return resolution
+
+    def last_state(self, name: str, iter: tuple[int, ...]) -> UnitState | None:
+        """The latest recorded state of a unit. A task's states are read in one query the
+        first time one is asked for (a scope of 10,000 iterations is one query, not 10,000);
+        the scheduler keeps them current with `note_state`."""
+        states = self._states.get(name)
+        if states is None:
+            states = {s.iter: s for s in self.store.unit_states(name)}
+            self._states[name] = states
+        return states.get(iter)
+
+    def note_state(self, state: UnitState) -> None:
+        states = self._states.get(state.task)
+        if states is not None:
+            states[state.iter] = state
 
     def _last_manifest(
         self, last: UnitState | None

@@ -15,6 +15,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from watchrun.engine import events as ev
 from watchrun.engine.layout import chain_files, log_path, module_name
@@ -128,6 +129,11 @@ class Scheduler:
         self._fresh: dict[str, bytes] = {}  # just-yielded values, until their units start
         self._log_dir_ready = False
         self._last_signatures: dict[tuple[str, Key], str] | None = None
+        self._manifest_ids: dict[str, str] = {}  # static identity -> stored manifest id
+        self._sorted_downs: dict[str, list[str]] = {}  # per project: reset by invalidate
+        self._depths: dict[str, int] = {}
+        self._task_info: dict[str, tuple[tuple[ArgSpec, ...] | None, list[tuple[Path, str]],
+                                         Path]] = {}
 
     # -- entry point -------------------------------------------------------------------------
     async def build(self, targets: list[str]) -> BuildSummary:
@@ -187,6 +193,9 @@ class Scheduler:
         self.project = project
         self.graph = project.graph
         self.resolver.project = project
+        self._task_info.clear()
+        self._sorted_downs.clear()
+        self._depths.clear()
         self.needed = self._needed(self.targets)
         if forced:
             self.forced |= forced
@@ -242,7 +251,7 @@ class Scheduler:
         in_scope=False: only the whole-value (fixed) upstreams of a consumer."""
         result = {}
         for arg, up in self.graph.upstreams.get(name, {}).items():
-            depth = contribution(self.project, up)
+            depth = self._depth(up)
             if depth and not in_scope:
                 continue
             value = self.values.get((up, key[:depth]))
@@ -261,11 +270,24 @@ class Scheduler:
         gen = scope[-1]
         return gen in self.gen_done and self.finished.get(name, 0) >= len(self.keys.get(gen, []))
 
+    def _downstreams(self, name: str) -> list[str]:
+        downs = self._sorted_downs.get(name)
+        if downs is None:
+            downs = sorted(self.graph.downstreams.get(name, ()))
+            self._sorted_downs[name] = downs
+        return downs
+
+    def _depth(self, upstream: str) -> int:
+        depth = self._depths.get(upstream)
+        if depth is None:
+            depth = self._depths[upstream] = contribution(self.project, upstream)
+        return depth
+
     def _set_value(self, name: str, key: Key, value: str, counts: bool = True) -> None:
         self.values[(name, key)] = value
         if counts:
             self.finished[name] = self.finished.get(name, 0) + 1
-        for down in sorted(self.graph.downstreams.get(name, ())):
+        for down in self._downstreams(name):
             if down not in self.needed:
                 continue
             if down in self.graph.implicit and name in self.graph.implicit[down]:
@@ -393,7 +415,7 @@ class Scheduler:
     def _scope_values(self, c: Consumer, key: Key) -> dict[str, str] | None:
         values = {}
         for arg, up in c.in_scope.items():
-            value = self.values.get((up, key[: contribution(self.project, up)]))
+            value = self.values.get((up, key[: self._depth(up)]))
             if value is None:
                 return None
             values[arg] = value
@@ -484,7 +506,7 @@ class Scheduler:
             self._consumers_of_scope(c.name)
 
     def _push(self, c: Consumer, values: dict[str, str]) -> None:
-        args = entry_args(self.project, self.project.tasks[c.name])
+        args = self._info(self.project.tasks[c.name])[0]
         kwargs = {arg: self._object(h) for arg, h in values.items()
                   if arg in wanted_names(args, [arg])}
         self.executor.push(UnitKey(c.name), kwargs)
@@ -509,19 +531,30 @@ class Scheduler:
         for arg, up in self.graph.upstreams.get(task.name, {}).items():
             if skip and arg in skip:
                 continue
-            digest = self.values[(up, key[: contribution(self.project, up)])]
+            digest = self.values[(up, key[: self._depth(up)])]
             offered[arg] = functools.partial(self._object, digest)
-        kwargs = {n: offered[n]() for n in wanted_names(entry_args(self.project, task), offered)}
-        root = self.project.config.root
+        args, chain, root = self._info(task)
+        kwargs = {n: offered[n]() for n in wanted_names(args, offered)}
         return Job(
             key=UnitKey(task.name, key),
             mode=mode,
             root=root,
-            chain=chain_files(self.project, task),
+            chain=chain,
             kwargs=kwargs,
             log_path=log_path(self.project.config, task.name, key),
             ctx={"name": task.name, "root": str(root), "iter": key},
         )
+
+    def _info(self, task: Task) -> tuple[tuple[ArgSpec, ...] | None, list[tuple[Path, str]],
+                                         Path]:
+        """What every job of a task shares: run()'s parameters, the chain of module files,
+        the root (computed once per task; a new project in dev mode resets it)."""
+        info = self._task_info.get(task.name)
+        if info is None:
+            info = (entry_args(self.project, task), chain_files(self.project, task),
+                    self.project.config.root)
+            self._task_info[task.name] = info
+        return info
 
     def _pump(self) -> None:
         waiting: deque[Resolution] = deque()
@@ -625,9 +658,12 @@ class Scheduler:
             resolution = self._final_consumer_resolution(self.consumers[name], resolution)
         task = self.project.tasks[name]
         output = self.store.put_object(data)
+        if len(data) < 1 << 16:  # its downstream units and pushes will want it soon
+            self._fresh[output] = data
         outputs = {k: v for k, v in self.resolver.hash_outputs(task).items() if v is not None}
-        clean = self.resolver.inputs_unchanged(name, resolution.inputs)
-        self.resolver.forget_static(name)
+        clean = not task.inputs or self.resolver.inputs_unchanged(name, resolution.inputs)
+        if not clean:
+            self.resolver.forget_static(name)
         if task.kind is Kind.GENERATOR:
             self._generator_finished(name, run, resolution, clean)
         if clean:
@@ -696,11 +732,19 @@ class Scheduler:
 
     def _record(self, resolution: Resolution, status: UnitStatus, output: str | None,
                 duration: float, error: str | None) -> None:
-        manifest_id, blob = resolution.unit_manifest(with_upstream=not resolution.iter)
-        self.store.put_manifest(manifest_id, blob)
-        self.store.set_unit_state(UnitState(resolution.task, resolution.iter,
-                                            resolution.signature, status, manifest_id, output,
-                                            duration, error, time.time()))
+        if resolution.iter:  # every iteration of a task shares one manifest: store it once
+            manifest_id = self._manifest_ids.get(resolution.static)
+            if manifest_id is None:
+                manifest_id, blob = resolution.unit_manifest(with_upstream=False)
+                self.store.put_manifest(manifest_id, blob)
+                self._manifest_ids[resolution.static] = manifest_id
+        else:
+            manifest_id, blob = resolution.unit_manifest()
+            self.store.put_manifest(manifest_id, blob)
+        state = UnitState(resolution.task, resolution.iter, resolution.signature, status,
+                          manifest_id, output, duration, error, time.time())
+        self.store.set_unit_state(state)
+        self.resolver.note_state(state)
 
     # -- stopping and committing -------------------------------------------------------------
     def _stop(self) -> None:

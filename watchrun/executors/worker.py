@@ -368,6 +368,8 @@ class Worker:
     def _redirect(self, log_path: str, fresh: bool) -> None:
         _flush_std()
         flags = _LOG_FLAGS | os.O_TRUNC if fresh else _LOG_FLAGS
+        if os.environ.get("WR_NOLOG"):
+            log_path = "/dev/null"
         try:
             fd = os.open(log_path, flags, 0o644)
         except FileNotFoundError:

@@ -148,6 +148,7 @@ class Store:
         self._objects = ObjectFiles(self.state_dir / "objects")
         self._lock: WriterLock | None = None
         self._db: sqlite3.Connection | None = None
+        self._pending: dict[str, list[tuple[Any, ...]]] = {}  # queued hot inserts, by statement
         if readonly:
             self._db = self._open_readonly()
         else:
@@ -245,6 +246,7 @@ class Store:
         return read_holder(self.state_dir / "lock")
 
     def commit(self) -> None:
+        self._flush_pending()
         if self._db is not None and self._db.in_transaction:
             self._db.execute("COMMIT")
 
@@ -275,18 +277,40 @@ class Store:
 
     def _write(self, sql: str, params: tuple[Any, ...] = ()) -> sqlite3.Cursor:
         db = self._check_writable()
+        self._flush_pending()
         if not db.in_transaction:
             db.execute("BEGIN")
         return db.execute(sql, params)
 
+    def _queue(self, sql: str, params: tuple[Any, ...]) -> None:
+        """A hot insert (objects, results, unit states, iterations): kept in order and sent
+        with executemany when something reads, commits or writes otherwise, so a scope of
+        10,000 iterations costs a few statements per batch instead of one per row."""
+        self._check_writable()
+        rows = self._pending.get(sql)
+        if rows is None:
+            self._pending[sql] = rows = []
+        rows.append(params)
+
+    def _flush_pending(self) -> None:
+        if not self._pending or self._db is None:
+            return
+        pending, self._pending = self._pending, {}
+        if not self._db.in_transaction:
+            self._db.execute("BEGIN")
+        for sql, rows in pending.items():
+            self._db.executemany(sql, rows)
+
     def _row(self, sql: str, params: tuple[Any, ...] = ()) -> Any:
         if self._db is None:
             return None
+        self._flush_pending()
         return self._db.execute(sql, params).fetchone()
 
     def _rows(self, sql: str, params: tuple[Any, ...] = ()) -> list[Any]:
         if self._db is None:
             return []
+        self._flush_pending()
         return self._db.execute(sql, params).fetchall()
 
     # -- objects -------------------------------------------------------------------------------
@@ -300,7 +324,7 @@ class Store:
         else:
             check_digest(digest)
         if len(data) < INLINE_LIMIT:
-            self._write("INSERT OR IGNORE INTO objects (digest, data) VALUES (?, ?)",
+            self._queue("INSERT OR IGNORE INTO objects (digest, data) VALUES (?, ?)",
                         (digest, data))
         else:
             self._objects.write(digest, data)
@@ -351,7 +375,7 @@ class Store:
         return found
 
     def record_result(self, record: ResultRecord) -> None:
-        self._write("INSERT OR REPLACE INTO results "
+        self._queue("INSERT OR REPLACE INTO results "
                     "(task, signature, output, outputs, duration, finished) "
                     "VALUES (?, ?, ?, ?, ?, ?)",
                     (record.task, record.signature, record.output,
@@ -359,7 +383,7 @@ class Store:
                      record.finished))
 
     def set_unit_state(self, state: UnitState) -> None:
-        self._write(f"INSERT OR REPLACE INTO unit_states ({_UNIT_COLUMNS}) "
+        self._queue(f"INSERT OR REPLACE INTO unit_states ({_UNIT_COLUMNS}) "
                     "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (state.task, _iter_text(state.iter), state.signature, state.status.value,
                      state.manifest, state.output, state.duration, state.error, state.finished))
@@ -413,7 +437,7 @@ class Store:
 
     # -- generator iterations ------------------------------------------------------------------
     def record_iteration(self, task: str, signature: str, index: int, value: str) -> None:
-        self._write("INSERT OR REPLACE INTO iterations (task, signature, idx, value) "
+        self._queue("INSERT OR REPLACE INTO iterations (task, signature, idx, value) "
                     "VALUES (?, ?, ?, ?)", (task, signature, index, value))
 
     def iterations(self, task: str, signature: str) -> list[str]:

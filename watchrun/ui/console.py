@@ -37,6 +37,7 @@ class PlainConsole:
     dry_run: bool = False
     log_dir: Path | None = None
     failures: list[Failure] = field(default_factory=list)
+    iterations_done: int = 0
 
     def __call__(self, event: ev.Event) -> None:
         line = self.format(event)
@@ -44,7 +45,18 @@ class PlainConsole:
             self.stream.write(line + "\n")
             self.stream.flush()
 
+    def _quiet_iteration(self, event: ev.Event) -> bool:
+        """A scope of 10,000 iterations would print 20,000 lines: iteration units are counted
+        in the summary and listed with -v; their failures always print."""
+        if self.verbose or not isinstance(event, (ev.UnitStarted, ev.UnitFinished)):
+            return False
+        if event.iter and isinstance(event, ev.UnitFinished):
+            self.iterations_done += 1
+        return bool(event.iter)
+
     def format(self, event: ev.Event) -> str | None:
+        if self._quiet_iteration(event):
+            return None
         if isinstance(event, ev.UnitStarted):
             why = "; ".join(event.reasons)
             verb = "would run" if self.dry_run else "run"
@@ -93,6 +105,9 @@ class PlainConsole:
         verb = "would run" if self.dry_run else "ran"
         counts = (f"{verb} {event.ran}, clean {event.skipped}, failed {event.failed}, "
                   f"cancelled {event.cancelled}")
+        if self.iterations_done and not self.verbose:
+            counts += f" ({self.iterations_done} of them iteration units; -v lists them)"
+            self.iterations_done = 0
         status = "ok" if event.ok else "FAILED"
         lines.append(f"watchrun: {status}: {counts}")
         return "\n".join(lines)
