@@ -57,35 +57,23 @@ class PlainConsole:
     def format(self, event: ev.Event) -> str | None:
         if self._quiet_iteration(event):
             return None
-        if isinstance(event, ev.UnitStarted):
-            why = "; ".join(event.reasons)
-            verb = "would run" if self.dry_run else "run"
-            return f"{verb:>9} {_unit(event.task, event.iter)}  ({why})"
-        if isinstance(event, ev.UnitFinished):
-            return f"{'done':>9} {_unit(event.task, event.iter)}  {event.duration:.2f}s"
-        if isinstance(event, ev.UnitSkipped):
-            return f"{'clean':>9} {_unit(event.task, event.iter)}" if self.verbose else None
         if isinstance(event, ev.UnitFailed):
-            self.failures.append(Failure(_unit(event.task, event.iter), event.error,
-                                         self._log(event.task, event.iter)))
-            first = event.error.strip().splitlines()[-1] if event.error.strip() else "failed"
-            return f"{'FAILED':>9} {_unit(event.task, event.iter)}  {first}"
-        if isinstance(event, ev.UnitCancelled):
-            return f"{'cancelled':>9} {_unit(event.task, event.iter)}  ({event.signal})"
-        if isinstance(event, ev.Iteration):
-            return f"{'iter':>9} {_unit(event.task, event.iter)}" if self.verbose else None
-        if isinstance(event, ev.Gather):
-            return f"{'gather':>9} {event.task}"
+            return self._failed(event)
         if isinstance(event, ev.BuildFinished):
             return self._summary(event)
-        if isinstance(event, ev.Change):
-            return f"{'change':>9} {', '.join(event.paths)} -> {', '.join(event.dirty) or '-'}"
-        if isinstance(event, ev.Error):
-            where = f"{event.file}:{event.line}: " if event.file else ""
-            return f"{where}error: {event.message}"
-        if isinstance(event, ev.Idle):
-            return f"{'idle':>9} watching for changes (Ctrl-C to stop)"
-        return None
+        if isinstance(event, ev.UnitStarted):
+            verb = "would run" if self.dry_run else "run"
+            return f"{verb:>9} {_unit(event.task, event.iter)}  ({'; '.join(event.reasons)})"
+        if self.verbose and isinstance(event, (ev.UnitSkipped, ev.Iteration)):
+            word = "clean" if isinstance(event, ev.UnitSkipped) else "iter"
+            return f"{word:>9} {_unit(event.task, event.iter)}"
+        return _plain_line(event)
+
+    def _failed(self, event: ev.UnitFailed) -> str:
+        self.failures.append(Failure(_unit(event.task, event.iter), event.error,
+                                     self._log(event.task, event.iter)))
+        first = event.error.strip().splitlines()[-1] if event.error.strip() else "failed"
+        return f"{'FAILED':>9} {_unit(event.task, event.iter)}  {first}"
 
     def _log(self, task: str, it: tuple[int, ...]) -> Path | None:
         if self.log_dir is None:
@@ -111,6 +99,24 @@ class PlainConsole:
         status = "ok" if event.ok else "FAILED"
         lines.append(f"watchrun: {status}: {counts}")
         return "\n".join(lines)
+
+
+def _plain_line(event: ev.Event) -> str | None:
+    """The events whose line depends on nothing but the event."""
+    if isinstance(event, ev.UnitFinished):
+        return f"{'done':>9} {_unit(event.task, event.iter)}  {event.duration:.2f}s"
+    if isinstance(event, ev.UnitCancelled):
+        return f"{'cancelled':>9} {_unit(event.task, event.iter)}  ({event.signal})"
+    if isinstance(event, ev.Gather):
+        return f"{'gather':>9} {event.task}"
+    if isinstance(event, ev.Change):
+        return f"{'change':>9} {', '.join(event.paths)} -> {', '.join(event.dirty) or '-'}"
+    if isinstance(event, ev.Error):
+        where = f"{event.file}:{event.line}: " if event.file else ""
+        return f"{where}error: {event.message}"
+    if isinstance(event, ev.Idle):
+        return f"{'idle':>9} watching for changes (Ctrl-C to stop)"
+    return None
 
 
 def _tail(path: Path | None) -> str:
