@@ -26,6 +26,7 @@ from watchrun.engine.layout import log_path
 from watchrun.engine.scheduler import BuildOptions, Scheduler
 from watchrun.executors.base import ExecEvent, Executor, UnitKey
 from watchrun.project.errors import ProjectError
+from watchrun.project.incremental import ReverseIndex, reload_code
 from watchrun.project.loader import Project, ProjectLoader
 from watchrun.state.hashing import FileHasher
 from watchrun.state.store import Store
@@ -79,6 +80,8 @@ class DevEngine:
         self._busy = asyncio.Event()
         self._paused_tasks: set[str] = set()
         self._errors_shown: list[ProjectError] = []
+        self._index: ReverseIndex | None = None
+        self._recomputed: set[str] | None = None  # tasks the last incremental reload touched
         self.watched = self._count_watched()
 
     def on_exec(self, event: ExecEvent) -> None:
@@ -88,6 +91,8 @@ class DevEngine:
     async def run(self) -> int:
         self._publish_errors()
         self.scheduler.start(self._targets())
+        self.loader.warm()  # so that the first save already takes the incremental path
+        self._index = ReverseIndex(self.project)
         self._busy.set()
         tasks = [asyncio.create_task(self._watch()), asyncio.create_task(self._report_idle())]
         try:
@@ -138,7 +143,7 @@ class DevEngine:
             self.loader = ProjectLoader(config, self.store, self.hasher)
             project = self.loader.load()
         elif sources:
-            project = self.loader.reload(sources)
+            project = self._reload(sources)
         else:
             project = self.project
         changed, tracked = self._changed_tasks(project, paths)
@@ -158,16 +163,36 @@ class DevEngine:
             self._busy.set()
         return reset
 
+    def _reload(self, sources: set[Path]) -> Project:
+        """Code-only edits take the incremental path (only the closures that reach the saved
+        files are recomputed); anything structural reloads the project."""
+        if self._index is None or self._index.project is not self.project:
+            self._index = ReverseIndex(self.project)
+        fast = reload_code(self.loader, self.project, self._index, sources)
+        if fast is not None:
+            project, self._recomputed = fast
+            self._index.project = project
+            return project
+        self._recomputed = None
+        return self.loader.reload(sources)
+
     def _changed_tasks(self, project: Project, paths: set[Path]) -> tuple[set[str], bool]:
         """(tasks whose signature may differ, whether any path is an input of some task)."""
         changed = set()
         tracked = False
         if project is not self.project:
-            new = {n: fingerprint(project, n) for n in project.tasks}
-            for name in set(new) | set(self.fingerprints):
+            # after an incremental reload only the recomputed closures can differ
+            names = project.tasks if self._recomputed is None else self._recomputed
+            new = {n: fingerprint(project, n) for n in names}
+            for name in set(new) | (set(self.fingerprints) if self._recomputed is None
+                                    else set()):
                 if new.get(name) != self.fingerprints.get(name):
                     changed.add(name)
-            self.fingerprints = new
+            if self._recomputed is None:
+                self.fingerprints = new
+            else:
+                self.fingerprints.update(new)
+            self._recomputed = None
         rels = {_rel(self.config.root, p) for p in paths}
         for name, task in project.tasks.items():
             if name in changed or not task.inputs or name in project.broken:

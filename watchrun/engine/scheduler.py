@@ -190,13 +190,15 @@ class Scheduler:
         or inputs may differ. Their units and everything downstream are cancelled if running,
         dropped if queued, and resolved again (early cutoff and the store make the unchanged
         ones skip). Other running units keep running. Returns the tasks reset."""
+        same_graph = project.graph is self.graph
         self.project = project
         self.graph = project.graph
         self.resolver.project = project
         self._task_info.clear()
-        self._sorted_downs.clear()
-        self._depths.clear()
-        self.needed = self._needed(self.targets)
+        if not same_graph:  # a code-only change keeps the tasks and the edges
+            self._sorted_downs.clear()
+            self._depths.clear()
+            self.needed = self._needed(self.targets)
         if forced:
             self.forced |= forced
         changed = {t for t in changed if t in project.tasks or t in self.consumers}
@@ -204,8 +206,7 @@ class Scheduler:
             self.resolver.forget_static(name)
         reset = self.graph.downstream_closure([c for c in changed if c in project.tasks])
         reset |= {t for t in changed if t not in project.tasks}
-        for name in reset:
-            self._reset_task(name)
+        self._reset_tasks(reset)
         self.summary = BuildSummary()
         self._done.clear()
         order = [n for n in self.graph.order if n in self.needed and n in reset]
@@ -215,21 +216,25 @@ class Scheduler:
         self._pump()
         return reset
 
-    def _reset_task(self, name: str) -> None:
+    def _reset_tasks(self, names: set[str]) -> None:
+        """Forget everything about these tasks' units (one pass over the unit tables, however
+        many tasks), cancelling those that run."""
+        if not names:
+            return
         for key, run in self.running.items():
-            if key.task == name and not run.superseded:
+            if key.task in names and not run.superseded:
                 run.superseded = True
                 self.executor.cancel(key)
-        self.ready = deque(r for r in self.ready if r.task != name)
-        for entry in [e for e in self.values if e[0] == name]:
-            del self.values[entry]
-        self.seen = {e for e in self.seen if e[0] != name}
-        self.keys.pop(name, None)
-        self.gen_done.discard(name)
-        self.live.discard(name)
-        self.finished.pop(name, None)
-        self.consumers.pop(name, None)
-        self.resolver.forget_static(name)
+        self.ready = deque(r for r in self.ready if r.task not in names)
+        self.values = {k: v for k, v in self.values.items() if k[0] not in names}
+        self.seen = {e for e in self.seen if e[0] not in names}
+        for name in names:
+            self.keys.pop(name, None)
+            self.gen_done.discard(name)
+            self.live.discard(name)
+            self.finished.pop(name, None)
+            self.consumers.pop(name, None)
+            self.resolver.forget_static(name)
 
     def running_units(self, name: str) -> list[UnitKey]:
         return [k for k, r in self.running.items() if k.task == name and not r.superseded]

@@ -44,9 +44,17 @@ class LazyModules(Mapping[str, ModuleInfo]):
     unpickling a thousand of them up front would cost more than the rest of the load."""
 
     def __init__(self, modules: Mapping[str, ModuleInfo] | None = None,
-                 pickled: dict[str, bytes] | None = None) -> None:
-        self._modules: dict[str, ModuleInfo] = dict(modules or {})
-        self._pickled: dict[str, bytes] = dict(pickled or {})
+                 pickled: dict[str, bytes] | None = None, *,
+                 replace_with: Mapping[str, ModuleInfo] | None = None) -> None:
+        if isinstance(modules, LazyModules):  # a copy that shares the unread pickles
+            self._modules: dict[str, ModuleInfo] = dict(modules._modules)
+            self._pickled: dict[str, bytes] = dict(modules._pickled)
+        else:
+            self._modules = dict(modules or {})
+            self._pickled = dict(pickled or {})
+        for name, info in (replace_with or {}).items():
+            self._modules[name] = info
+            self._pickled.pop(name, None)
 
     def __getitem__(self, name: str) -> ModuleInfo:
         found = self._modules.get(name)

@@ -221,6 +221,23 @@ class ProjectLoader:
             self._memory[dotted] = (key, found)
         return found
 
+    def warm(self) -> None:
+        """Read every module's analysis (from the store's cache: nothing is parsed) so that the
+        first edit in `dev` can take the incremental path even after a cached load."""
+        if self.project is None:
+            return
+        files = self.project.module_files
+        hashes = self._hash(list(files.values()))
+        for dotted, path in files.items():
+            if dotted not in self._memory:
+                self._analysis(path, dotted, hashes)
+
+    def memory_of(self, dotted: str) -> FileAnalysis | None:
+        """The analysis this loader last used for a module, if it read one (not after a load
+        that came whole from the project cache: then the file's old text is unknown here)."""
+        remembered = self._memory.get(dotted)
+        return remembered[1] if remembered is not None else None
+
     def module_key(self, dotted: str) -> str | None:
         """The cache key (content) of a module's latest analysis."""
         remembered = self._memory.get(dotted)
