@@ -4,7 +4,9 @@
                                                       [--new-logs]
 
 Prints the spawn-to-ready time of the workers and, per run, units per second from the first
-submit to the last DONE (a warm pool: start() has returned), then the median. A minimal
+submit to the last DONE (a warm pool: start() has returned) and the CPU time per unit of this
+process (the executor's share of the scheduler's loop, plus the minimal sink) and of the workers
+(their whole life, start-up included), then the medians. A minimal
 scheduler keeps every slot busy: it submits the next unit from the sink, as the engine does.
 
 Each unit writes to its own log file. By default the files exist already (a warm-up run
@@ -17,6 +19,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import pickle
+import resource
 import statistics
 import tempfile
 import time
@@ -28,7 +31,14 @@ from watchrun.executors.local import LocalExecutor
 TASK = "def run(x):\n    return x + 1\n"
 
 
-async def one_run(root: Path, units: int, jobs: int, logs: Path) -> tuple[float, list[float]]:
+def cpu_seconds(who: int) -> float:
+    usage = resource.getrusage(who)
+    return usage.ru_utime + usage.ru_stime
+
+
+async def one_run(
+    root: Path, units: int, jobs: int, logs: Path
+) -> tuple[float, float, list[float]]:
     chain = [(root / "tasks" / "trivial.py", "tasks")]
     pending = iter(range(units))
     finished = 0
@@ -58,13 +68,15 @@ async def one_run(root: Path, units: int, jobs: int, logs: Path) -> tuple[float,
     executor = LocalExecutor(sink, jobs, 1.0)
     await executor.start()
     started = time.perf_counter()
+    cpu = cpu_seconds(resource.RUSAGE_SELF)
     for _ in range(jobs):
         submit_next()
     await all_done
     elapsed = time.perf_counter() - started
+    cpu = cpu_seconds(resource.RUSAGE_SELF) - cpu
     ready = list(executor.ready_times)
     await executor.close()
-    return units / elapsed, ready
+    return units / elapsed, cpu / units, ready
 
 
 def main() -> None:
@@ -80,17 +92,25 @@ def main() -> None:
         (root / "tasks" / "trivial.py").write_text(TASK)
         if not args.new_logs:
             asyncio.run(one_run(root, args.units, args.jobs, root / "logs"))
-        rates = []
+        rates, ours, theirs = [], [], []
         for run in range(args.runs):
             logs = root / (f"logs{run}" if args.new_logs else "logs")
-            rate, ready = asyncio.run(one_run(root, args.units, args.jobs, logs))
+            children = cpu_seconds(resource.RUSAGE_CHILDREN)
+            rate, cpu, ready = asyncio.run(one_run(root, args.units, args.jobs, logs))
+            workers = (cpu_seconds(resource.RUSAGE_CHILDREN) - children) / args.units
             rates.append(rate)
+            ours.append(cpu)
+            theirs.append(workers)
             spawn = ", ".join(f"{t * 1000:.0f}" for t in ready)
-            print(f"{rate:8.0f} units/s   (workers ready after {spawn} ms)")
+            print(
+                f"{rate:8.0f} units/s   cpu per unit: here {cpu * 1e6:.0f} us, "
+                f"workers {workers * 1e6:.0f} us   (workers ready after {spawn} ms)"
+            )
     kind = "new" if args.new_logs else "existing"
     print(
-        f"median: {statistics.median(rates):.0f} units/s "
-        f"({args.units} units, jobs={args.jobs}, {kind} log files)"
+        f"median: {statistics.median(rates):.0f} units/s, cpu per unit: here "
+        f"{statistics.median(ours) * 1e6:.0f} us, workers {statistics.median(theirs) * 1e6:.0f} us"
+        f" ({args.units} units, jobs={args.jobs}, {kind} log files)"
     )
 
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import signal
@@ -39,7 +40,6 @@ log = logging.getLogger("watchrun.executor")
 
 SPARE_WORKERS = 1  # warm workers kept beyond the free CALL slots, for the next persistent unit
 _STDERR_TAIL = 4000  # bytes of a worker's own stderr kept to explain a failed start
-_STREAM_LIMIT = 1 << 20
 _CHANNEL_LINGER = 2.0  # seconds to read what a dead worker sent before its channel is closed
 _ESCALATION = {signal.SIGINT: signal.SIGTERM, signal.SIGTERM: signal.SIGKILL}
 _TERMINAL = {Msg.DONE, Msg.FAILED, Msg.CANCELLED}
@@ -67,7 +67,7 @@ class _Unit:
 class _Worker:
     ready: asyncio.Future[None]
     proc: asyncio.subprocess.Process | None = None
-    writer: asyncio.StreamWriter | None = None
+    channel: _Channel | None = None  # set once the worker's process is spawned
     pending: list[bytes] = field(default_factory=list)  # frames sent before the channel is up
     unit: _Unit | None = None
     retiring: bool = False  # killed on purpose: its death is not news
@@ -82,16 +82,66 @@ class _Worker:
         return None if self.proc is None else self.proc.pid
 
     def send(self, frame: bytes) -> None:
-        if self.writer is None:
+        if self.channel is None:
             self.pending.append(frame)
         else:
-            self.writer.write(frame)
+            self.channel.transport.write(frame)
 
     def signal_group(self, sig: signal.Signals) -> None:
         # Only while the worker is not reaped: until then its pid, hence its group id, cannot
         # be reused by an unrelated process.
         if self.proc is not None and self.proc.returncode is None:
             _signal_group(self.proc.pid, sig)
+
+
+class _Channel(asyncio.Protocol):
+    """Our end of a worker's control socket. Frames are decoded as they arrive and handed over
+    at once: with a StreamReader, each frame would cost a task wake-up and a turn of the loop."""
+
+    def __init__(self, deliver: Callable[[Msg, tuple[object, ...]], None]) -> None:
+        self._deliver = deliver
+        self._buffer = bytearray()  # the start of a frame not complete yet
+        self._wanted = 0  # the buffer's size when something can be decoded from it
+        self.transport: asyncio.Transport
+        self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.closed.done():
+            self.closed.set_result(None)
+
+    def data_received(self, data: bytes) -> None:
+        buffer = self._buffer
+        if buffer:
+            buffer += data
+            if len(buffer) < self._wanted:
+                return  # a large frame arriving in pieces: no copy until it is complete
+            data = bytes(buffer)
+            buffer.clear()
+        view = memoryview(data)
+        size = len(data)
+        start = 0
+        header = proto.HEADER_SIZE
+        try:
+            while size - start >= header:
+                end = start + header + int.from_bytes(view[start : start + header], "big")
+                if end > size:
+                    break
+                kind, fields = proto.decode(view[start + header : end])
+                start = end
+                self._deliver(kind, fields)
+        except Exception:  # a bug of ours: log it; the worker is then ended and replaced
+            log.exception("a message from a worker could not be handled")
+            self.transport.abort()
+            return
+        if start < size:
+            buffer += view[start:]
+            self._wanted = header
+            if len(buffer) >= header:
+                self._wanted += int.from_bytes(buffer[:header], "big")
 
 
 class LocalExecutor:
@@ -257,8 +307,8 @@ class LocalExecutor:
     async def _live(self, worker: _Worker) -> None:
         returncode: int | None = None
         try:
-            reader = await self._boot(worker)
-            await self._serve(worker, reader)
+            channel = await self._boot(worker)
+            await self._serve(worker, channel)
         except OSError as exc:  # could not even spawn it
             worker.stderr_tail += f"{type(exc).__name__}: {exc}".encode()
         except Exception:  # a bug of ours: log it, and still reap and replace the worker
@@ -267,7 +317,7 @@ class LocalExecutor:
             returncode = await self._reap(worker)
             self._gone(worker, returncode)
 
-    async def _boot(self, worker: _Worker) -> asyncio.StreamReader:
+    async def _boot(self, worker: _Worker) -> _Channel:
         ours, theirs = socket.socketpair()
         life_read, worker.life_fd = os.pipe()
         # stderr through a pipe of our own, not PIPE: on Python < 3.12, Process.wait() waits
@@ -303,25 +353,24 @@ class LocalExecutor:
             self._report_group(pid, time.time() if started is None else started)
         if worker.retiring:  # retired while it was being spawned
             worker.signal_group(signal.SIGKILL)
-        reader, worker.writer = await asyncio.open_connection(sock=ours, limit=_STREAM_LIMIT)
+        channel = _Channel(functools.partial(self._on_message, worker))
+        try:
+            await asyncio.get_running_loop().create_connection(lambda: channel, sock=ours)
+        except BaseException:
+            ours.close()
+            raise
+        worker.channel = channel
         for frame in worker.pending:
-            worker.writer.write(frame)
+            channel.transport.write(frame)
         worker.pending.clear()
-        return reader
+        return channel
 
-    async def _serve(self, worker: _Worker, reader: asyncio.StreamReader) -> None:
+    async def _serve(self, worker: _Worker, channel: _Channel) -> None:
         assert worker.proc is not None
         drain = asyncio.ensure_future(self._keep_stderr_tail(worker))
         watch = asyncio.ensure_future(self._watch_exit(worker))
         try:
-            while True:
-                try:
-                    header = await reader.readexactly(proto.HEADER_SIZE)
-                    body = await reader.readexactly(proto.body_size(header))
-                except (asyncio.IncompleteReadError, ConnectionError):
-                    return
-                kind, fields = proto.decode(body)
-                self._on_message(worker, kind, fields)
+            await channel.closed
         finally:
             watch.cancel()
             # The channel closed: the worker is dead or broken. End its group (if it has
@@ -353,12 +402,12 @@ class LocalExecutor:
         """The channel alone does not tell a death: a process the task forked holds a copy of
         the worker's end. So when the worker exits, end its group (forked children too), and
         if something outside the group still holds the channel, stop listening after a while."""
-        assert worker.proc is not None and worker.writer is not None
+        assert worker.proc is not None and worker.channel is not None
         await worker.proc.wait()
         # the leader is reaped; its group id cannot be reused while members remain
         _signal_group(worker.proc.pid, signal.SIGKILL)
         await asyncio.sleep(_CHANNEL_LINGER)
-        worker.writer.transport.abort()
+        worker.channel.transport.abort()
 
     async def _reap(self, worker: _Worker) -> int | None:
         returncode = None
@@ -366,10 +415,9 @@ class LocalExecutor:
             worker.signal_group(signal.SIGKILL)  # its subprocesses too
             returncode = await worker.proc.wait()
             self._report_group(worker.proc.pid, None)
-        if worker.writer is not None:
-            worker.writer.close()
-            with contextlib.suppress(OSError):
-                await worker.writer.wait_closed()
+        if worker.channel is not None:
+            worker.channel.transport.close()
+            await worker.channel.closed
         for fd in (worker.life_fd, worker.stderr_fd):
             if fd is not None:
                 os.close(fd)

@@ -64,6 +64,7 @@ class JobSpec:
         "log_path",
         "mode",
         "root",
+        "sources",
         "start",
         "task",
     )
@@ -83,6 +84,7 @@ class JobSpec:
         ctx_root: str,
         ctx_iter: tuple[int, ...],
         fresh_log: bool = False,
+        sources: dict[str, bytes] | None = None,
     ) -> None:
         self.label = label  # the unit as users see it: "task[3]"
         self.task = task
@@ -97,6 +99,9 @@ class JobSpec:
         self.ctx_root = ctx_root
         self.ctx_iter = ctx_iter
         self.fresh_log = fresh_log  # truncate the log instead of appending to it
+        # chain file -> its source, shipped with the job (Ray: the node runs the code the
+        # driver read); None: the worker reads the files
+        self.sources = sources
 
     def fields(self) -> tuple[object, ...]:
         """The JOB frame's fields (a tuple pickles much faster than an object)."""
@@ -114,6 +119,7 @@ class JobSpec:
             self.ctx_root,
             self.ctx_iter,
             self.fresh_log,
+            self.sources,
         )
 
 

@@ -22,6 +22,7 @@ import _signal  # type: ignore[import-not-found]
 import _thread
 import builtins
 import contextlib  # already loaded by `python -m` (runpy)
+import errno
 import os
 import signal
 import sys
@@ -42,7 +43,11 @@ _PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
 # Delivered by the kernel when the parent dies; its handler kills the whole group. Not SIGKILL:
 # that would kill this process at once and its children would survive (see _die_with_parent).
 _PARENT_DEATH_SIGNAL = signal.SIGHUP
-_LOG_FLAGS = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC
+_LOG_FLAGS = os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC
+_O_TMPFILE = getattr(os, "O_TMPFILE", 0)  # Linux
+# A unit whose log has no name yet gets one after it has run this long (seconds), so that its
+# output can be followed live.
+LIVE_AFTER = 0.05
 
 
 def _end_group() -> None:
@@ -290,6 +295,158 @@ def _newest_module() -> tuple[str, object] | None:
 
 
 # ---------------------------------------------------------------------------------------------
+# The unit's log. Creating a file costs 0.05-1 ms of kernel time (the inode allocation; on a
+# filesystem where many files were deleted lately, more), several times a trivial unit's whole
+# cost, and most units of a large generator scope print nothing. So a missing log is not created
+# up front: the output goes to an unnamed file (O_TMPFILE) in the log's directory, which gets
+# the log's name (linkat) when it holds something at the end of the unit, or, so that it can be
+# followed live, once the unit has run for LIVE_AFTER seconds. An unnamed file a unit left
+# empty serves the next one. An existing log is truncated (or appended to) and used as it is.
+# ---------------------------------------------------------------------------------------------
+
+
+class _Unnamed:
+    """An unnamed file the output of a unit goes to, until it is given the log's name."""
+
+    __slots__ = ("directory", "fd", "named", "path", "since")
+
+    def __init__(self, fd: int, directory: str) -> None:
+        self.fd = fd
+        self.directory = directory
+        self.path = ""  # the log it stands for: the running unit's, or the last one's
+        self.since = 0.0  # time.monotonic() when that unit started
+        self.named = False
+
+
+# errno values for "this filesystem (or kernel) has no unnamed files"
+_NO_UNNAMED_FILES = {errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL}
+
+
+class UnitLog:
+    """Points fds 1 and 2 at a unit's log while it runs (see above)."""
+
+    def __init__(self, stderr: int) -> None:
+        self._stderr = stderr  # the worker's own, for what it has to say about logs
+        self._spare: _Unnamed | None = None  # unnamed and empty: for the next unit
+        self._current: _Unnamed | None = None  # the running unit writes to it
+        self._lock = _thread.allocate_lock()  # the unit's end against the naming thread
+        self._unnamed_files = _O_TMPFILE != 0  # False once the system said it has none
+        self._proc_fds: int | None = None  # /proc/self/fd: to link an open file by its fd
+        self._naming = False  # the naming thread runs
+
+    def open(self, path: str, fresh: bool) -> None:
+        """Point fds 1 and 2 at the log (fresh: empty). OSError: it cannot be written."""
+        flags = _LOG_FLAGS | os.O_TRUNC if fresh else _LOG_FLAGS
+        try:
+            fd = os.open(path, flags)
+        except FileNotFoundError:
+            unnamed = self._unnamed(os.path.dirname(path)) if self._unnamed_files else None
+            if unnamed is None:
+                fd = _create(path, flags)
+            else:
+                _point_std_at(unnamed.fd)
+                unnamed.path = path
+                unnamed.since = time.monotonic()
+                self._current = unnamed
+                if not self._naming:
+                    self._naming = True
+                    _thread.start_new_thread(self._name_running, ())
+                return
+        _point_std_at(fd)
+        os.close(fd)
+
+    def close(self) -> None:
+        """After the unit, fds 1 and 2 restored: its unnamed log gets its name if the unit
+        wrote to it; an empty one is kept for the next unit."""
+        unnamed = self._current
+        if unnamed is None:
+            return
+        with self._lock:
+            self._current = None
+            try:
+                if unnamed.named:
+                    os.close(unnamed.fd)
+                elif os.fstat(unnamed.fd).st_size > 0:
+                    self._name(unnamed)
+                else:
+                    self._spare = unnamed
+            except OSError:  # the task closed our descriptor: start afresh next time
+                pass
+
+    def _unnamed(self, directory: str) -> _Unnamed | None:
+        spare = self._spare
+        self._spare = None
+        if spare is not None:
+            if spare.directory == directory and os.fstat(spare.fd).st_size == 0:
+                return spare
+            if os.fstat(spare.fd).st_size > 0:
+                # a subprocess of the last unit wrote after the unit ended: its output
+                self._name(spare)
+            else:
+                os.close(spare.fd)
+        try:
+            if self._proc_fds is None:
+                self._proc_fds = os.open("/proc/self/fd", os.O_RDONLY | os.O_DIRECTORY)
+            flags = _O_TMPFILE | os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC
+            try:
+                fd = os.open(directory, flags, 0o644)
+            except FileNotFoundError:
+                os.makedirs(directory, exist_ok=True)
+                fd = os.open(directory, flags, 0o644)
+        except OSError as exc:
+            if self._proc_fds is not None and exc.errno not in _NO_UNNAMED_FILES:
+                raise  # e.g. the directory is a file, or not writable: the unit fails
+            self._unnamed_files = False  # create logs as they are needed from now on
+            return None
+        return _Unnamed(fd, directory)
+
+    def _name(self, unnamed: _Unnamed) -> None:
+        """Give the unnamed file its log's name. From then on it is the log: not reused."""
+        unnamed.named = True
+        source = str(unnamed.fd)
+        try:
+            try:
+                os.link(source, unnamed.path, src_dir_fd=self._proc_fds)
+            except FileExistsError:  # a log appeared meanwhile: replace it
+                temporary = f"{unnamed.path}.{os.getpid()}.tmp"
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(temporary)
+                os.link(source, temporary, src_dir_fd=self._proc_fds)
+                os.replace(temporary, unnamed.path)
+        except OSError as exc:  # the output is lost, not the unit
+            with contextlib.suppress(OSError):
+                os.write(self._stderr, f"watchrun worker: {unnamed.path}: {exc}\n".encode())
+        if unnamed is not self._current:
+            os.close(unnamed.fd)
+
+    def _name_running(self) -> None:
+        """The naming thread: a unit that has run LIVE_AFTER seconds gets its log's name."""
+        while True:
+            time.sleep(LIVE_AFTER / 2)
+            with self._lock:
+                unnamed = self._current
+                if (
+                    unnamed is not None
+                    and not unnamed.named
+                    and time.monotonic() - unnamed.since >= LIVE_AFTER
+                ):
+                    self._name(unnamed)
+
+
+def _create(path: str, flags: int) -> int:
+    try:
+        return os.open(path, flags | os.O_CREAT, 0o644)
+    except FileNotFoundError:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        return os.open(path, flags | os.O_CREAT, 0o644)
+
+
+def _point_std_at(fd: int) -> None:
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+
+
+# ---------------------------------------------------------------------------------------------
 # The worker.
 # ---------------------------------------------------------------------------------------------
 
@@ -303,6 +460,7 @@ class Worker:
         # where fds 1 and 2 point between units, to restore them after each one
         self._saved_fds = (os.dup(1), os.dup(2))
         self._streams = (sys.stdout, sys.stderr)
+        self._log = UnitLog(self._saved_fds[1])
 
     def serve(self) -> None:
         self._send(Msg.READY, os.getpid())
@@ -367,23 +525,14 @@ class Worker:
 
     def _redirect(self, log_path: str, fresh: bool) -> None:
         _flush_std()
-        flags = _LOG_FLAGS | os.O_TRUNC if fresh else _LOG_FLAGS
-        if os.environ.get("WR_NOLOG"):
-            log_path = "/dev/null"
-        try:
-            fd = os.open(log_path, flags, 0o644)
-        except FileNotFoundError:
-            os.makedirs(os.path.dirname(log_path), exist_ok=True)
-            fd = os.open(log_path, flags, 0o644)
-        os.dup2(fd, 1)
-        os.dup2(fd, 2)
-        os.close(fd)
+        self._log.open(log_path, fresh)
 
     def _restore(self) -> None:
         _flush_std()
         sys.stdout, sys.stderr = self._streams
         os.dup2(self._saved_fds[0], 1)
         os.dup2(self._saved_fds[1], 2)
+        self._log.close()
         # a task may have installed its own handlers; the next unit starts from ours
         if _signal.getsignal(signal.SIGINT) is not _on_sigint:
             signal.signal(signal.SIGINT, _on_sigint)
@@ -403,10 +552,17 @@ class Worker:
         for file, package in spec.chain:
             namespace["__file__"] = file
             namespace["__package__"] = package
-            _interruptible(exec, self._code(file), namespace)
+            _interruptible(exec, self._code(file, spec.sources), namespace)
         return namespace
 
-    def _code(self, file: str) -> CodeType:
+    def _code(self, file: str, shipped: dict[str, bytes] | None = None) -> CodeType:
+        source = shipped.get(file) if shipped else None
+        if source is not None:  # sent with the job (Ray): the file here may differ or not exist
+            known = _SHIPPED_CODE.get(file)
+            if known is None or known[0] != source:
+                known = (source, compile(source, file, "exec", dont_inherit=True))
+                _SHIPPED_CODE[file] = known
+            return known[1]
         cached = self._codes.get(file)
         if cached is not None and not cached[0].changed():
             return cached[1]
@@ -498,6 +654,10 @@ class Worker:
                 self._send(Msg.PUSHED)
 
 
+# file -> (source, code) of the task modules last shipped with a job (JobSpec.sources)
+_SHIPPED_CODE: dict[str, tuple[bytes, CodeType]] = {}
+
+
 def _entry(spec: proto.JobSpec, namespace: dict[str, Any], name: str) -> Callable[..., Any]:
     fn = namespace.get(name)
     if not callable(fn):
@@ -580,6 +740,9 @@ def _batch_scheduling() -> None:
 
 
 def main(argv: list[str]) -> None:
+    # signals blocked in the parent stay blocked across exec (a Ray worker blocks SIGINT): the
+    # cancel sequence must reach this process and the task's subprocesses
+    signal.pthread_sigmask(signal.SIG_SETMASK, ())
     signal.signal(signal.SIGINT, _on_sigint)
     ctl_fd, life_fd, parent_pid = (int(arg) for arg in argv[1:4])
     # the task's subprocesses must not hold our channel or keep the parent's pipe open
