@@ -350,7 +350,7 @@ class UnitLog:
                 self._current = unnamed
                 if not self._naming:
                     self._naming = True
-                    _thread.start_new_thread(self._name_running, ())
+                    _start_thread(self._name_running)
                 return
         _point_std_at(fd)
         os.close(fd)
@@ -683,6 +683,31 @@ def _flush_std() -> None:
             pass
 
 
+def _start_thread(fn: Callable[..., object], *args: object) -> None:
+    """Start a helper thread that receives no signals. A signal sent to the process goes to any
+    thread that does not block it, and Python runs the handler in the main thread only when that
+    thread runs Python code again: a SIGINT that a helper thread took would not interrupt the
+    main thread waiting in a read (a collector waiting for input)."""
+    asynchronous = signal.valid_signals() - _FAULTS
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, asynchronous)  # inherited by the thread
+    try:
+        _thread.start_new_thread(fn, args)
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+
+
+# signals the kernel sends to the thread that caused them: never to be blocked
+_FAULTS = {
+    signal.SIGSEGV,
+    signal.SIGBUS,
+    signal.SIGFPE,
+    signal.SIGILL,
+    signal.SIGTRAP,
+    signal.SIGSYS,
+    signal.SIGABRT,
+}
+
+
 # ---------------------------------------------------------------------------------------------
 # Dying with the parent.
 # ---------------------------------------------------------------------------------------------
@@ -714,7 +739,7 @@ def _die_with_parent(parent_pid: int, life_fd: int) -> None:
     with SIGKILL the worker would die at once, before its thread could end the task's
     subprocesses (the kernel sends it right after closing the parent's descriptors)."""
     _Parent.pid = parent_pid
-    _thread.start_new_thread(_watch_parent, (life_fd,))
+    _start_thread(_watch_parent, life_fd)
     if sys.platform.startswith("linux"):
         signal.signal(_PARENT_DEATH_SIGNAL, _on_parent_death)
         try:
@@ -740,9 +765,6 @@ def _batch_scheduling() -> None:
 
 
 def main(argv: list[str]) -> None:
-    # signals blocked in the parent stay blocked across exec (a Ray worker blocks SIGINT): the
-    # cancel sequence must reach this process and the task's subprocesses
-    signal.pthread_sigmask(signal.SIG_SETMASK, ())
     signal.signal(signal.SIGINT, _on_sigint)
     ctl_fd, life_fd, parent_pid = (int(arg) for arg in argv[1:4])
     # the task's subprocesses must not hold our channel or keep the parent's pipe open

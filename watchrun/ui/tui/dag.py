@@ -194,7 +194,14 @@ class DagView(ScrollView, can_focus=True):
     def _style(self, name: str) -> Style:
         style = self._styles.get(name)
         if style is None:
-            style = self._styles[name] = self.get_component_rich_style(name, partial=True)
+            style = self.get_component_rich_style(name, partial=True)
+            background = self.get_component_styles(name).background
+            if 0 < background.a < 1:
+                # a partial rich style drops the alpha ("$accent 50%" would be full accent, and
+                # a selected running task orange on orange): blend it over our background
+                blended = self.background_colors[1] + background
+                style += Style(bgcolor=blended.rich_color)
+            self._styles[name] = style
         return style
 
     def render_line(self, y: int) -> Strip:
