@@ -617,6 +617,33 @@ def test_generator_yields_arrive_while_it_still_runs(tmp_path: Path) -> None:
     drive(tmp_path, scenario)
 
 
+def test_large_and_small_values_arrive_whole_and_in_order(tmp_path: Path) -> None:
+    # frames larger than the executor's read buffer, between small ones, from two processes
+    write_task(
+        tmp_path,
+        "mixed",
+        """
+        def run(sizes):
+            for i, size in enumerate(sizes):
+                yield bytes([i % 251]) * size
+        """,
+    )
+    write_task(tmp_path, "big", "def run(size):\n    return b'z' * size\n")
+    sizes = [3, 5_000_000, 7, 200_000, 1, 70_000, 65_532, 9_000_000, 2]
+
+    async def scenario(h: Harness) -> None:
+        gen = make_job(tmp_path, "mixed", Mode.GENERATE, kwargs={"sizes": sizes})
+        big = make_job(tmp_path, "big", kwargs={"size": 3_000_000})
+        h.submit(gen)
+        h.submit(big)
+        assert await h.result(big.key) == b"z" * 3_000_000
+        assert await h.result(gen.key) is None
+        values = [pickle.loads(e.data or b"") for e in h.of(gen.key, EventKind.YIELDED)]
+        assert values == [bytes([i % 251]) * size for i, size in enumerate(sizes)]
+
+    drive(tmp_path, scenario)
+
+
 def test_generator_gets_start_when_it_asks_for_it(tmp_path: Path) -> None:
     write_task(tmp_path, "resumable", "def run(start):\n    yield from range(start, 5)\n")
     write_task(tmp_path, "plain", "def run():\n    yield from range(3)\n")

@@ -52,6 +52,8 @@ def lock_message(err: LockedError) -> str:
 def open_session(root: Path, command: str, *, write: bool) -> Iterator[Session]:
     """Load config and project, open the store (taking the writer lock when `write`).
     Raises ProjectErrorsFound for config errors, UsageError for a held lock."""
+    if not root.is_dir():
+        raise UsageError(f"the project folder {root} does not exist (see -C)")
     config, errors = load_config(root.resolve())
     if errors:
         raise ProjectErrorsFound(errors, config.root)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import sys
 from pathlib import Path
@@ -84,6 +85,8 @@ async def _with_tui(engine: DevEngine, bus: EventBus) -> int:
 
     app = WatchrunApp(engine)
     bus.subscribe(app.inbox.put)
+    # replaces run_dev's handler (which run_dev removes on the way out)
+    asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, _hung_up, engine)
     engine_task = asyncio.create_task(engine.run())
     # the engine may stop on its own (SIGTERM, SIGHUP): then the app closes too
     engine_task.add_done_callback(lambda _: app.exit())
@@ -91,3 +94,15 @@ async def _with_tui(engine: DevEngine, bus: EventBus) -> int:
     # in a raw terminal Ctrl-C reaches the app as a key, not as SIGINT
     engine.quit(130 if result == "interrupt" else None)
     return await engine_task
+
+
+def _hung_up(engine: DevEngine) -> None:
+    """SIGHUP. If the terminal is gone, the TUI's writes fail: the first failure ends Textual's
+    output thread, and its shutdown then blocks for ever on the full output queue, holding the
+    project's lock. So its output goes nowhere from now on."""
+    if not os.isatty(sys.stdout.fileno()):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        for fd in (sys.stdout.fileno(), sys.stderr.fileno()):
+            os.dup2(devnull, fd)
+        os.close(devnull)
+    engine.quit(STOP_CODES[signal.SIGHUP])

@@ -40,6 +40,7 @@ log = logging.getLogger("watchrun.executor")
 
 SPARE_WORKERS = 1  # warm workers kept beyond the free CALL slots, for the next persistent unit
 _STDERR_TAIL = 4000  # bytes of a worker's own stderr kept to explain a failed start
+_READ_BUFFER = 1 << 16  # bytes read from a worker's socket at once (grows for larger frames)
 _CHANNEL_LINGER = 2.0  # seconds to read what a dead worker sent before its channel is closed
 _ESCALATION = {signal.SIGINT: signal.SIGTERM, signal.SIGTERM: signal.SIGKILL}
 _TERMINAL = {Msg.DONE, Msg.FAILED, Msg.CANCELLED}
@@ -94,14 +95,16 @@ class _Worker:
             _signal_group(self.proc.pid, sig)
 
 
-class _Channel(asyncio.Protocol):
+class _Channel(asyncio.BufferedProtocol):
     """Our end of a worker's control socket. Frames are decoded as they arrive and handed over
-    at once: with a StreamReader, each frame would cost a task wake-up and a turn of the loop."""
+    at once: with a StreamReader, each frame would cost a task wake-up and a turn of the loop.
+    The socket is read into a buffer of ours: a plain Protocol gets a new 256 KiB bytes object
+    per read, an allocation that costs more than the read itself."""
 
     def __init__(self, deliver: Callable[[Msg, tuple[object, ...]], None]) -> None:
         self._deliver = deliver
-        self._buffer = bytearray()  # the start of a frame not complete yet
-        self._wanted = 0  # the buffer's size when something can be decoded from it
+        self._buffer = memoryview(bytearray(_READ_BUFFER))
+        self._filled = 0  # bytes of the buffer read and not decoded yet
         self.transport: asyncio.Transport
         self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
@@ -113,35 +116,36 @@ class _Channel(asyncio.Protocol):
         if not self.closed.done():
             self.closed.set_result(None)
 
-    def data_received(self, data: bytes) -> None:
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return self._buffer[self._filled :]
+
+    def buffer_updated(self, nbytes: int) -> None:
         buffer = self._buffer
-        if buffer:
-            buffer += data
-            if len(buffer) < self._wanted:
-                return  # a large frame arriving in pieces: no copy until it is complete
-            data = bytes(buffer)
-            buffer.clear()
-        view = memoryview(data)
-        size = len(data)
-        start = 0
+        filled = self._filled + nbytes
         header = proto.HEADER_SIZE
+        start = 0
+        end = 0
         try:
-            while size - start >= header:
-                end = start + header + int.from_bytes(view[start : start + header], "big")
-                if end > size:
+            while filled - start >= header:
+                end = start + header + int.from_bytes(buffer[start : start + header], "big")
+                if end > filled:
                     break
-                kind, fields = proto.decode(view[start + header : end])
+                kind, fields = proto.decode(buffer[start + header : end])
                 start = end
                 self._deliver(kind, fields)
         except Exception:  # a bug of ours: log it; the worker is then ended and replaced
             log.exception("a message from a worker could not be handled")
             self.transport.abort()
             return
-        if start < size:
-            buffer += view[start:]
-            self._wanted = header
-            if len(buffer) >= header:
-                self._wanted += int.from_bytes(buffer[:header], "big")
+        rest = filled - start
+        self._filled = rest
+        if end - start > len(buffer):  # a frame larger than the buffer: make room for it
+            self._buffer = memoryview(bytearray(max(end - start, 2 * len(buffer))))
+            self._buffer[:rest] = buffer[start:filled]
+        elif rest == 0 and len(buffer) > _READ_BUFFER:  # that large frame is decoded
+            self._buffer = memoryview(bytearray(_READ_BUFFER))
+        elif rest and start:
+            buffer[:rest] = buffer[start:filled]
 
 
 class LocalExecutor:

@@ -245,11 +245,14 @@ class WatchrunApp(App[str]):
         name = self.dag.selected
         key = (name, self.board.rows[name].starts if name is not None else -1)
         if key != self._tail_key:
-            self._tail_key = key
             path = self._call(self.control.log_path, name) if name is not None else None
-            if self._tail.path is None or Path(path or "") != self._tail.path:
-                self._tail = LogTail(Path(path) if path else None)
+            found = Path(path) if path else None
+            if found != self._tail.path or self._tail_key[0] != name:
+                self._tail = LogTail(found)
                 self.detail.follow(self._tail)
+            # no log yet (the worker of a unit that just started creates it): ask again at
+            # the next poll rather than wait for the next start
+            self._tail_key = key if found is not None else (name, -2)
         restart, text = self._tail.read()
         if restart or text:
             self.detail.append(restart, text)
