@@ -83,3 +83,11 @@ def test_bad_config_names_the_file_and_line(project) -> None:  # type: ignore[no
     root = project({"watchrun.toml": 'jobs = 2\ngrace = "soon"\n', "tasks/a.py": OK})
     run = watchrun(root, "build")
     assert run.code == 2 and "watchrun.toml:2:" in run.stderr
+
+
+def test_a_missing_project_folder_is_named_and_not_created(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    missing = tmp_path / "nowhere"
+    for command in ("build", "status"):
+        run = watchrun(missing, command)
+        assert run.code == 2 and f"the project folder {missing} does not exist" in run.stderr
+    assert not missing.exists()
