@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import sys
+import threading
 from pathlib import Path
 
 from watchrun.app import Session, effective_jobs, make_executor, open_session
@@ -16,6 +18,11 @@ from watchrun.executors.base import ExecEvent
 from watchrun.project.loader import ProjectLoader
 
 STOP_CODES = {signal.SIGINT: 130, signal.SIGTERM: 143, signal.SIGHUP: 129}
+TUI_OUTPUT = 2  # the descriptor Textual draws on (sys.__stderr__)
+TERMINAL_POLL = 0.5  # seconds between two checks that the TUI's terminal is still there
+HANGUP_WAIT = 10.0  # seconds, beyond the cancel sequence, before a hung-up TUI ends itself
+LOOP_ALIVE = 1.0  # seconds a hung-up TUI's event loop has to show it still runs
+APP_CLOSE = 1.0  # seconds the app of a hung-up TUI has to close once the engine stopped
 
 
 def dev_command(root: Path, targets: list[str], *, no_tui: bool, json_out: bool,
@@ -85,24 +92,49 @@ async def _with_tui(engine: DevEngine, bus: EventBus) -> int:
 
     app = WatchrunApp(engine)
     bus.subscribe(app.inbox.put)
-    # replaces run_dev's handler (which run_dev removes on the way out)
-    asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, _hung_up, engine)
-    engine_task = asyncio.create_task(engine.run())
-    # the engine may stop on its own (SIGTERM, SIGHUP): then the app closes too
-    engine_task.add_done_callback(lambda _: app.exit())
-    result = await app.run_async()
-    # in a raw terminal Ctrl-C reaches the app as a key, not as SIGINT
-    engine.quit(130 if result == "interrupt" else None)
-    return await engine_task
+    stopped = threading.Event()  # the engine has stopped: processes ended, state saved
+    closed = threading.Event()  # the app has closed
+    if os.isatty(TUI_OUTPUT):
+        threading.Thread(target=_watch_terminal, name="watchrun-terminal", daemon=True,
+                         args=(asyncio.get_running_loop(), engine, stopped, closed)).start()
+    try:
+        engine_task = asyncio.create_task(engine.run())
+        engine_task.add_done_callback(lambda _: stopped.set())
+        # the engine may stop on its own (SIGTERM, SIGHUP): then the app closes too
+        engine_task.add_done_callback(lambda _: app.exit())
+        result = await app.run_async()
+        # in a raw terminal Ctrl-C reaches the app as a key, not as SIGINT
+        engine.quit(130 if result == "interrupt" else None)
+        return await engine_task
+    finally:
+        closed.set()
 
 
-def _hung_up(engine: DevEngine) -> None:
-    """SIGHUP. If the terminal is gone, the TUI's writes fail: the first failure ends Textual's
-    output thread, and its shutdown then blocks for ever on the full output queue, holding the
-    project's lock. So its output goes nowhere from now on."""
-    if not os.isatty(sys.stdout.fileno()):
+def _watch_terminal(loop: asyncio.AbstractEventLoop, engine: DevEngine,
+                    stopped: threading.Event, closed: threading.Event) -> None:
+    """A thread that notices the terminal hang up (its window closed, the SSH link lost).
+
+    Textual writes the screen from a thread of its own; a write to a hung-up terminal fails and
+    ends that thread, and a later write blocks the event loop for ever, with the project locked
+    and the tasks running. The SIGHUP that comes with the hang-up cannot help: its handler runs
+    on that loop. So from here the output goes to /dev/null and the engine is asked to stop;
+    once it has (or if the loop is stuck), an app that does not close ends the process. Its
+    workers then end their process groups (they watch their parent); the store survives an
+    abrupt end at any moment."""
+    code = STOP_CODES[signal.SIGHUP]
+    while not closed.wait(TERMINAL_POLL):
+        if os.isatty(TUI_OUTPUT):
+            continue
         devnull = os.open(os.devnull, os.O_WRONLY)
-        for fd in (sys.stdout.fileno(), sys.stderr.fileno()):
+        for fd in (1, 2):
             os.dup2(devnull, fd)
         os.close(devnull)
-    engine.quit(STOP_CODES[signal.SIGHUP])
+        responsive = threading.Event()
+        with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+            loop.call_soon_threadsafe(engine.quit, code)
+            loop.call_soon_threadsafe(responsive.set)
+        if responsive.wait(LOOP_ALIVE):  # else it is stuck: nothing will stop the engine
+            stopped.wait(2 * engine.config.grace + HANGUP_WAIT)
+        if not closed.wait(APP_CLOSE):
+            os._exit(code)
+        return
