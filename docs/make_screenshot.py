@@ -8,7 +8,7 @@ the first build, selects a task that inherits from a template, edits one of its 
 would, and saves the app's SVG screenshot while its units rerun (the header shows the change;
 the detail pane the inheritance, the params with where they are set, and why it runs). The SVG
 becomes a PNG with the first converter found: the `cairosvg` package (pip install cairosvg),
-`rsvg-convert` (Debian: librsvg2-bin) or a headless Chromium. None of them is a dependency of watchrun.
+`rsvg-convert` (Debian: librsvg2-bin) or a headless Chromium; none is a dependency of watchrun.
 """
 
 from __future__ import annotations
