@@ -372,3 +372,20 @@ def test_an_input_changed_while_the_unit_ran_is_not_recorded_clean(project) -> N
     assert again.ran() == ["slow"]
     assert watchrun(root, "show", "slow").stdout.strip() == "second"
     assert watchrun(root, "build", "--json").ran() == []
+
+
+def test_a_chain_deeper_than_the_recursion_limit_builds_and_skips(project) -> None:  # type: ignore[no-untyped-def]
+    depth = 1200  # Python's default recursion limit is 1000
+    files = {"watchrun.toml": "jobs = 2\n"}
+    for i in range(depth):
+        after = f'# after = ["s{i - 1}"]\n' if i else ""
+        arg = f"s{i - 1}" if i else ""
+        files[f"tasks/s{i}.py"] = (f"# /// task\n{after}# ///\ndef run({arg}):\n"
+                                   f"    return {arg + ' + 1' if i else '0'}\n")
+    root = project(files)
+    first = watchrun(root, "build", timeout=120)
+    assert first.code == 0, first.stderr[-2000:]
+    again = watchrun(root, "build", "--json", timeout=120)
+    assert again.code == 0, again.stderr[-2000:]
+    assert again.ran() == [] and len(again.units("unit_skipped")) == depth
+    assert watchrun(root, "show", f"s{depth - 1}").stdout.strip() == str(depth - 1)

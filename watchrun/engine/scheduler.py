@@ -125,6 +125,8 @@ class Scheduler:
         self.targets: list[str] = []
         self.last_inputs: dict[str, dict[str, str | None]] = {}  # dev: inputs last resolved with
         self._done = asyncio.Event()
+        self._checks: deque[tuple[str, Key]] = deque()
+        self._draining = False
         self._commit_handle: asyncio.TimerHandle | None = None
         self._fresh: dict[str, bytes] = {}  # just-yielded values, until their units start
         self._log_dir_ready = False
@@ -315,6 +317,20 @@ class Scheduler:
                     self._check(down, k)
 
     def _check(self, name: str, key: Key) -> None:
+        """Queue a unit to be resolved. A clean unit sets its value, which checks its
+        downstream, and so on: done as a loop over a queue, not as recursion, so a chain of
+        10,000 clean tasks does not exhaust Python's stack."""
+        self._checks.append((name, key))
+        if self._draining:
+            return
+        self._draining = True
+        try:
+            while self._checks:
+                self._check_now(*self._checks.popleft())
+        finally:
+            self._draining = False
+
+    def _check_now(self, name: str, key: Key) -> None:
         if self.stopping or (name, key) in self.seen:
             return
         if name in self.consumers:
