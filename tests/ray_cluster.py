@@ -1,0 +1,255 @@
+"""A Ray cluster on this machine for the tests: loopback only, 2 CPUs, no dashboard, its own
+ports, token and temp dir, and a way to stop exactly it (`ray stop` would stop every Ray on the
+machine, other test sessions' included)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from tests.conftest import REPO, SESSION_TAG
+
+
+def ray_cli() -> Path | None:
+    """The `ray` command of this interpreter's environment, if Ray is installed there."""
+    path = Path(sys.executable).with_name("ray")
+    return path if path.exists() else None
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+class RayCluster:
+    def __init__(self, base: Path) -> None:
+        self.base = base
+        self.port = _free_port()
+        self.token_path = base / "token"
+        self.temp_dir = base / "ray"
+        self._pgid: int | None = None
+        self.started_in = 0.0  # seconds
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def env(self) -> dict[str, str]:
+        """What a driver needs to join this cluster (the cluster itself runs with it too)."""
+        return {
+            # Ray turns 127.0.0.1 into the machine's routable address unless this is off
+            "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
+            "RAY_AUTH_MODE": "token",
+            "RAY_AUTH_TOKEN_PATH": str(self.token_path),
+        }
+
+    def start(self) -> None:
+        cli = ray_cli()
+        assert cli is not None, "Ray is not installed"
+        self.base.mkdir(parents=True, exist_ok=True)
+        self.token_path.write_text(secrets.token_hex(32))
+        env = {**os.environ, **self.env()}
+        # the watchrun workers Ray starts carry the session tag: the leak check sees them
+        env["WATCHRUN_TEST_SESSION"] = SESSION_TAG
+        env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
+        command = [
+            str(cli), "start", "--head",
+            f"--port={self.port}",
+            "--node-ip-address=127.0.0.1",
+            "--num-cpus=2",
+            "--include-dashboard=false",
+            "--disable-usage-stats",
+            f"--temp-dir={self.temp_dir}",
+            # the fixed default ports, so that clusters of other sessions do not collide
+            f"--ray-client-server-port={_free_port()}",
+            f"--dashboard-port={_free_port()}",
+            f"--dashboard-agent-listen-port={_free_port()}",
+        ]
+        started = time.perf_counter()
+        # a session of its own: every daemon it leaves behind is in this process group
+        proc = subprocess.run(command, env=env, capture_output=True, text=True,
+                              start_new_session=True, timeout=120, stdin=subprocess.DEVNULL)
+        self._pgid = _group_of(self.temp_dir)
+        self.started_in = time.perf_counter() - started
+        if proc.returncode != 0 or self._pgid is None:
+            self.stop()
+            raise RuntimeError(f"ray start failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
+
+    def processes(self) -> list[psutil.Process]:
+        """Every process of this cluster: its daemons (in its process group), the Ray workers
+        they started (in groups of their own) and the watchrun workers those started."""
+        if self._pgid is None:
+            return []
+        found: dict[int, psutil.Process] = {}
+        for proc in psutil.process_iter():
+            try:
+                if os.getpgid(proc.pid) != self._pgid:
+                    continue
+                found[proc.pid] = proc
+                for child in proc.children(recursive=True):
+                    found[child.pid] = child
+            except (psutil.NoSuchProcess, ProcessLookupError, psutil.AccessDenied):
+                continue
+        return [p for p in found.values() if _alive(p)]
+
+    def stop(self) -> list[int]:
+        """End the cluster: SIGTERM, then SIGKILL what is left. Returns the pids that had to
+        be killed."""
+        procs = self.processes()
+        for proc in procs:
+            _send(proc, signal.SIGTERM)
+        alive = _wait_gone(procs, 3.0)  # some Ray daemons take long to act on SIGTERM
+        for proc in alive:
+            _send(proc, signal.SIGKILL)
+        _wait_gone(alive, 10.0)
+        return [p.pid for p in alive]
+
+
+def _wait_gone(procs: list[psutil.Process], timeout: float) -> list[psutil.Process]:
+    """Wait until these processes are dead (zombies count: they are not ours to reap)."""
+    deadline = time.monotonic() + timeout
+    alive = procs
+    while alive and time.monotonic() < deadline:
+        time.sleep(0.05)
+        alive = [p for p in alive if _alive(p)]
+    return alive
+
+
+def _group_of(temp_dir: Path) -> int | None:
+    """`ray start` exits once its daemons run; they keep its process group, whose id is the
+    pid it had. Find it through the GCS server, which carries our temp dir in its command."""
+    for candidate in psutil.process_iter(["cmdline"]):
+        cmdline = candidate.info["cmdline"] or []
+        if any(str(temp_dir) in part for part in cmdline) and "gcs_server" in " ".join(cmdline):
+            try:
+                return os.getpgid(candidate.pid)
+            except ProcessLookupError:
+                return None
+    return None
+
+
+def _alive(proc: psutil.Process) -> bool:
+    try:
+        return proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def _send(proc: psutil.Process, sig: signal.Signals) -> None:
+    with contextlib.suppress(psutil.NoSuchProcess, psutil.AccessDenied):
+        proc.send_signal(sig)
+
+
+# ---------------------------------------------------------------------------------------------
+# `python -m tests.ray_cluster pause ROOT ADDRESS`: the Ray executor driven directly (pause and
+# resume have no command line), in a process of its own so that the test process does not
+# import Ray. Prints what it saw as one JSON object.
+# ---------------------------------------------------------------------------------------------
+
+TICKER = """
+import time
+from pathlib import Path
+
+def run():
+    i = 0
+    while True:
+        Path("ticks").write_text(str(i))
+        i += 1
+        time.sleep(0.01)
+        if i % 5 == 0:
+            yield i
+"""
+
+WAITER = """
+import time
+from pathlib import Path
+
+def run():
+    Path("waiter.started").write_text("")
+    while not Path("go").exists():
+        time.sleep(0.01)
+    return "went"
+"""
+
+
+def _ticks(root: Path) -> int:
+    text = (root / "ticks").read_text() if (root / "ticks").exists() else ""
+    return int(text) if text.isdigit() else -1
+
+
+async def _until(condition: Any, what: str, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.01)
+
+
+async def pause_scenario(root: Path, address: str) -> dict[str, Any]:
+    from watchrun.executors.base import EventKind, ExecEvent, Job, Mode, UnitKey
+    from watchrun.executors.ray import RayExecutor
+
+    for name, source in (("ticker", TICKER), ("waiter", WAITER)):
+        (root / "tasks").mkdir(parents=True, exist_ok=True)
+        (root / "tasks" / f"{name}.py").write_text(source)
+    events: list[ExecEvent] = []
+    executor = RayExecutor(events.append, jobs=1, grace=0.3, address=address)
+
+    def job(name: str, mode: Mode) -> Job:
+        return Job(UnitKey(name), mode, root, [(root / "tasks" / f"{name}.py", "tasks")], {},
+                   root / ".watchrun" / "logs" / f"{name}.log", fresh_log=True)
+
+    def ended(name: str) -> ExecEvent | None:
+        terminal = {EventKind.DONE, EventKind.FAILED, EventKind.CANCELLED, EventKind.DIED}
+        return next((e for e in events if e.key.task == name and e.kind in terminal), None)
+
+    seen: dict[str, Any] = {}
+    executor.submit(job("ticker", Mode.GENERATE))
+    executor.submit(job("waiter", Mode.CALL))
+    try:
+        await _until(lambda: _ticks(root) > 10 and (root / "waiter.started").exists(),
+                     "both units")
+    except AssertionError as exc:  # say what Ray was doing
+        import ray
+
+        raise AssertionError(f"{exc}: ticks {_ticks(root)}, events {events}, Ray's free "
+                             f"resources {ray.available_resources()}") from None
+    seen["call_pause"] = executor.pause(UnitKey("waiter"))
+    seen["generator_pause"] = executor.pause(UnitKey("ticker"))
+    # nothing to wait for: a stopped unit does nothing. Give SIGSTOP time to arrive, then look
+    # twice, a while apart
+    await asyncio.sleep(1.0)
+    before = _ticks(root)
+    await asyncio.sleep(0.5)
+    seen["ticked_while_paused"] = _ticks(root) != before
+    seen["resume"] = executor.resume(UnitKey("ticker"))
+    await _until(lambda: _ticks(root) > before + 5, "the ticker to tick again")
+    executor.cancel(UnitKey("ticker"))
+    await _until(lambda: ended("ticker") is not None, "the ticker to end")
+    (root / "go").write_text("")
+    await _until(lambda: ended("waiter") is not None, "the waiter to end")
+    await executor.close()
+    for name in ("ticker", "waiter"):
+        event = ended(name)
+        assert event is not None
+        seen[name] = [event.kind.name, event.signal]
+    seen["yields"] = len([e for e in events if e.kind is EventKind.YIELDED])
+    return seen
+
+
+if __name__ == "__main__":
+    print(json.dumps(asyncio.run(pause_scenario(Path(sys.argv[2]), sys.argv[3]))))

@@ -1,0 +1,522 @@
+"""Runs units on a Ray cluster, with the local executor's semantics (`--executor ray`).
+
+How units map to Ray:
+- A CALL unit is a Ray task (`ray_node.run_call`, 1 CPU), at most `jobs` at a time.
+- A persistent unit (GENERATE, COLLECT, INNER_GENERATE) is a Ray actor of its own (0 CPU, like
+  the local executor's persistent workers outside the `jobs` count) whose `run` method is a
+  streaming generator: yields and push acknowledgements reach the scheduler as they happen.
+  Pushes, the end of input, cancel, pause and resume are calls to its other methods, served
+  while `run` streams. Generators are actors too, not streaming tasks: Ray closes a cancelled
+  streaming task at its next yield and reports nothing more, so the outcome of the cancel
+  sequence (which signal ended it) could not reach the driver.
+- On the node, either runs the unit in a watchrun worker process of its own group, exactly as
+  the local executor does (see ray_node.py); the task's code (its chain of modules) is shipped
+  with the job, inputs, outputs and project-local modules are read from the project root, which
+  every node must see at the same path (a shared filesystem; see docs/ray.md).
+- Results come back to the driver as pickled bytes; the scheduler stores them in the driver's
+  store, as with the local executor. Logs are written by the node where the driver reads them
+  when the node sees the driver's log folder, else shipped back with the result.
+
+Cancel: SIGINT to the unit's group on its node, SIGTERM after `grace`, SIGKILL after another
+`grace`, each sent by the node (a CALL task learns of the cancel through `ray.cancel`, an actor
+through its `cancel` method). If the node does not answer within 2 x grace + FORCE_AFTER, its
+Ray worker is killed (`ray.cancel(force=True)`, `ray.kill`), and the unit's group dies with it
+(see ray_guard.py). Pause: SIGSTOP / SIGCONT for persistent units; a running CALL task
+cannot be reached, so pause() returns False for it (the dev UI says so).
+
+Ray is connected on the first submit, in a thread (ray.init takes seconds), so a build with
+nothing to run never starts it. Address "" starts a Ray instance on this machine, listening on
+loopback only; anything else is given to ray.init (a GCS "HOST:PORT", "auto", "ray://…"). The
+watchrun package is shipped to a remote cluster as a runtime_env py_module; a cluster on this
+machine imports it from where the driver does. Ray Client ("ray://") cannot stream: through it,
+persistent units fail with a message saying so.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib.util
+import logging
+import os
+import re
+import secrets
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+if importlib.util.find_spec("ray") is None:
+    # `ray` itself is imported when the executor connects (see _init_ray): an environment
+    # variable it reads at import time depends on the address
+    raise ImportError("No module named 'ray'", name="ray")
+
+import watchrun
+from watchrun.executors import ray_node
+from watchrun.executors.base import EventKind, ExecEvent, Job, Mode, Sink, UnitKey
+from watchrun.executors.local import job_spec
+
+log = logging.getLogger("watchrun.executor")
+
+FORCE_AFTER = 5.0  # seconds past the cancel sequence (2 x grace) before the Ray worker is killed
+TOKEN_NAME = ".ray-token"  # in the log folder: tells a node whether it sees that folder
+_LOOPBACK = ("127.", "localhost", "::1", "[::1]")
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+class RayConnectError(RuntimeError):
+    """Ray could not be started or joined; the message says why and with which address."""
+
+
+# ---------------------------------------------------------------------------------------------
+# The connection.
+# ---------------------------------------------------------------------------------------------
+
+
+def _loopback(address: str) -> bool:
+    host = address.removeprefix("ray://").rsplit(":", 1)[0]
+    return host.startswith(_LOOPBACK)
+
+
+def _init_ray(address: str) -> Any:
+    """Import and initialise Ray (blocking: seconds). Returns the ray module."""
+    local = address == "" or _loopback(address)
+    if local:
+        # Ray replaces a loopback address by this machine's routable address, and binds a
+        # cluster it starts to all interfaces, unless this is off (read at `import ray`)
+        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    import ray
+
+    options: dict[str, Any] = {"log_to_driver": False, "logging_level": logging.ERROR}
+    package = os.path.dirname(os.path.abspath(watchrun.__file__))
+    client = address.startswith("ray://")  # Ray Client: no job_config
+    job_config = _local_job_config(ray, os.path.dirname(package)) if local and not client else None
+    if job_config is not None:
+        # the cluster runs on this machine: its workers import watchrun from where we do
+        options["job_config"] = job_config
+    else:
+        # the cluster need not have watchrun installed: its package travels with the job (a
+        # runtime_env costs each run fresh Ray workers, about a second)
+        options["runtime_env"] = {"py_modules": [package]}
+    if address:
+        ray.init(address=address, **options)
+    else:
+        ray.init(address="local", include_dashboard=False, _node_ip_address="127.0.0.1", **options)
+    return ray
+
+
+def _local_job_config(ray: Any, home: str) -> Any:
+    """A job config that puts `home` on the Ray workers' sys.path, if this Ray has the (private)
+    option; None otherwise."""
+    try:
+        return ray.job_config.JobConfig(_py_driver_sys_path=[home])
+    except (TypeError, AttributeError):
+        return None
+
+
+class _Cluster:
+    """A connected Ray: the module, and the node functions wrapped as remote ones."""
+
+    def __init__(self, ray: Any, client: bool) -> None:
+        self.ray = ray
+        self.client = client  # Ray Client (ray://): no streaming, no concurrency groups
+        self.error: type[BaseException] = ray.exceptions.RayError
+        self.cancelled: type[BaseException] = ray.exceptions.TaskCancelledError
+        self.call = ray.remote(num_cpus=1, max_retries=0)(ray_node.run_call)
+        self.scope = ray.remote(
+            num_cpus=0,
+            max_restarts=0,
+            max_task_retries=0,
+            concurrency_groups={"inbox": 1},
+        )(ray_node.ScopeActor)
+
+    def shutdown(self) -> None:
+        self.ray.shutdown()
+
+
+class _Sources:
+    """The chain files' sources, shipped with each job; read again only when they change."""
+
+    def __init__(self) -> None:
+        self._known: dict[str, tuple[tuple[int, int, int], bytes]] = {}
+
+    def read(self, files: list[str]) -> dict[str, bytes]:
+        sources = {}
+        for file in files:
+            try:
+                st = os.stat(file)
+                stamp = (st.st_mtime_ns, st.st_size, st.st_ino)
+                known = self._known.get(file)
+                if known is None or known[0] != stamp:
+                    known = (stamp, Path(file).read_bytes())
+                    self._known[file] = known
+            except OSError:
+                continue  # the worker reads it itself, and says what is wrong
+            sources[file] = known[1]
+        return sources
+
+
+# ---------------------------------------------------------------------------------------------
+# The executor.
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(eq=False)
+class _Unit:
+    job: Job
+    submitted: float  # time.monotonic()
+    ref: Any = None  # CALL: the Ray task's ObjectRef
+    actor: Any = None  # persistent: its actor
+    inbox: list[tuple[str, tuple[object, ...]]] = field(default_factory=list)  # calls made
+    # before the actor existed (Ray still connecting)
+    seq: int = 0  # pushes and end_input, numbered: the node applies them in this order
+    cancelling: bool = False
+    forced: bool = False  # the cancel got no answer: its Ray worker was killed
+    paused: bool = False
+    timer: asyncio.TimerHandle | None = None
+    driver: asyncio.Task[None] | None = None
+    finished: bool = False
+
+
+class RayExecutor:
+    """The Executor of base.py on Ray. All methods run on one asyncio loop; `sink` is called on
+    it, never from inside a method call of ours."""
+
+    def __init__(self, sink: Sink, jobs: int, grace: float, address: str = "") -> None:
+        if jobs < 1:
+            raise ValueError(f"jobs must be at least 1, not {jobs}")
+        self._sink = sink
+        self._jobs = jobs
+        self._grace = grace
+        self._address = address.strip()
+        self._units: dict[UnitKey, _Unit] = {}
+        self._busy_calls = 0
+        self._closing = False
+        self._connection: asyncio.Task[_Cluster] | None = None
+        self._cluster: _Cluster | None = None
+        self._sources = _Sources()
+        self._token = secrets.token_hex(16)
+        self._token_path: Path | None = None
+        self._all_finished: asyncio.Future[None] | None = None
+
+    # -- the Executor protocol ------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Connect now rather than on the first submit. Raises RayConnectError."""
+        await asyncio.shield(self._connected())
+
+    def free_slots(self) -> int:
+        return max(self._jobs - self._busy_calls, 0)
+
+    def submit(self, job: Job) -> None:
+        if self._closing:
+            raise RuntimeError("the executor is closed")
+        if job.key in self._units:
+            raise ValueError(f"{job.key.format()} is already running")
+        if job.mode is Mode.CALL:
+            if self._busy_calls >= self._jobs:
+                raise RuntimeError(f"no free slot for {job.key.format()}: wait for free_slots()")
+            self._busy_calls += 1
+        if self._token_path is None:
+            self._write_token(job.log_path.parent)
+        unit = _Unit(job, time.monotonic())
+        self._units[job.key] = unit
+        unit.driver = asyncio.get_running_loop().create_task(self._drive(unit))
+
+    def push(self, key: UnitKey, kwargs: dict[str, bytes]) -> None:
+        unit = self._persistent(key)
+        if unit is not None:
+            self._call(unit, "push", unit.seq, kwargs)
+            unit.seq += 1
+
+    def end_input(self, key: UnitKey) -> None:
+        unit = self._persistent(key)
+        if unit is not None:
+            self._call(unit, "end_input", unit.seq)
+            unit.seq += 1
+
+    def cancel(self, key: UnitKey) -> None:
+        unit = self._units.get(key)
+        if unit is None or unit.cancelling:
+            return
+        unit.cancelling = True
+        loop = asyncio.get_running_loop()
+        if unit.ref is None and unit.actor is None:
+            # not on the cluster yet (Ray is connecting): nothing runs, nothing to signal
+            log.info("cancel %s: it had not started", key.format())
+            loop.call_soon(self._finish, unit, EventKind.CANCELLED, None, None, "SIGINT")
+            return
+        log.info("cancel %s: SIGINT to its process group on its Ray node", key.format())
+        if unit.ref is not None:
+            assert self._cluster is not None
+            self._cluster.ray.cancel(unit.ref)
+        else:
+            self._call(unit, "cancel")
+        unit.timer = loop.call_later(2 * self._grace + FORCE_AFTER, self._force, unit)
+
+    def pause(self, key: UnitKey) -> bool:
+        """SIGSTOP on its node for a persistent unit; False for a CALL task, which nothing
+        can reach while it runs."""
+        unit = self._units.get(key)
+        if unit is None or unit.job.mode is Mode.CALL or unit.cancelling:
+            return False
+        if not unit.paused:
+            self._call(unit, "pause")
+            unit.paused = True
+        return True
+
+    def resume(self, key: UnitKey) -> bool:
+        unit = self._units.get(key)
+        if unit is None or unit.job.mode is Mode.CALL or unit.cancelling:
+            return False
+        if unit.paused:
+            self._call(unit, "resume")
+            unit.paused = False
+        return True
+
+    def running(self) -> list[UnitKey]:
+        return list(self._units)
+
+    async def close(self) -> None:
+        """Cancel what runs (at most 2 x grace, then the Ray workers are killed), disconnect,
+        and stop the Ray instance if this executor started it."""
+        self._closing = True
+        for key in list(self._units):
+            self.cancel(key)
+        if self._units:
+            self._all_finished = asyncio.get_running_loop().create_future()
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._all_finished, 2 * self._grace + 2 * FORCE_AFTER + 1)
+        for unit in list(self._units.values()):
+            self._abandon(unit)
+        if self._connection is not None:
+            try:
+                cluster = await self._connection
+            except RayConnectError:
+                cluster = None
+            if cluster is not None:
+                await asyncio.get_running_loop().run_in_executor(None, cluster.shutdown)
+        if self._token_path is not None:
+            with contextlib.suppress(OSError):
+                self._token_path.unlink()
+
+    # -- connecting -----------------------------------------------------------------------------
+
+    def _connected(self) -> asyncio.Task[_Cluster]:
+        if self._connection is None:
+            self._connection = asyncio.get_running_loop().create_task(self._connect())
+        return self._connection
+
+    async def _connect(self) -> _Cluster:
+        where = f"at {self._address}" if self._address else "on this machine"
+        started = time.perf_counter()
+        try:
+            ray = await asyncio.get_running_loop().run_in_executor(None, _init_ray, self._address)
+            cluster = _Cluster(ray, self._address.startswith("ray://"))
+        except Exception as exc:
+            raise RayConnectError(f"could not start or join Ray {where}: {_describe(exc)}") from exc
+        log.info("connected to Ray %s in %.1f s", where, time.perf_counter() - started)
+        self._cluster = cluster
+        return cluster
+
+    def _write_token(self, log_dir: Path) -> None:
+        """Nodes that find this token where the driver wrote it write logs there directly."""
+        path = log_dir / TOKEN_NAME
+        try:
+            log_dir.mkdir(parents=True, exist_ok=True)
+            path.write_text(self._token, encoding="utf-8")
+        except OSError as exc:
+            log.warning("cannot write %s (%s): logs come back with the results", path, exc)
+        self._token_path = path
+
+    # -- one unit's life ------------------------------------------------------------------------
+
+    async def _drive(self, unit: _Unit) -> None:
+        try:
+            cluster = await asyncio.shield(self._connected())
+        except RayConnectError as exc:
+            self._finish(unit, EventKind.DIED, error=str(exc))
+            return
+        if unit.cancelling:  # cancelled while connecting: cancel() has ended it
+            return
+        try:
+            if unit.job.mode is Mode.CALL:
+                await self._run_call(cluster, unit)
+            else:
+                await self._run_persistent(cluster, unit)
+        except cluster.cancelled:  # by ray.cancel: a task still waiting to start, or forced
+            self._lost(unit, None, cancelled=True)
+        except cluster.error as exc:
+            self._lost(unit, exc)
+        except Exception as exc:  # a bug of ours: the unit must still end, and say why
+            log.exception("running %s on Ray failed", unit.job.key.format())
+            self._finish(unit, EventKind.DIED, error=f"the Ray executor failed: {exc!r}")
+        finally:
+            if unit.actor is not None:
+                with contextlib.suppress(Exception):
+                    cluster.ray.kill(unit.actor)
+
+    def _node_job(self, job: Job) -> ray_node.NodeJob:
+        spec = job_spec(job)
+        spec.sources = self._sources.read([file for file, _ in spec.chain])
+        token_path = "" if self._token_path is None else str(self._token_path)
+        return ray_node.NodeJob(spec.fields(), self._grace, token_path, self._token)
+
+    async def _run_call(self, cluster: _Cluster, unit: _Unit) -> None:
+        unit.ref = cluster.call.remote(self._node_job(unit.job))
+        self._end(unit, await unit.ref)
+
+    async def _run_persistent(self, cluster: _Cluster, unit: _Unit) -> None:
+        if cluster.client:
+            kind = "generator" if unit.job.mode is not Mode.COLLECT else "collector"
+            self._finish(
+                unit,
+                EventKind.FAILED,
+                error=(
+                    f"{unit.job.key.task} is a {kind}: through Ray Client ({self._address}) its "
+                    "values cannot stream back. Run watchrun on a node of the cluster and give "
+                    "the cluster's address (HOST:PORT, or auto) instead"
+                ),
+            )
+            return
+        unit.actor = cluster.scope.remote()
+        stream = unit.actor.run.remote(self._node_job(unit.job))
+        for method, args in unit.inbox:
+            self._call(unit, method, *args)
+        unit.inbox.clear()
+        async for ref in stream:
+            item = await ref
+            if unit.finished:
+                return
+            kind = item[0]
+            if kind == "yielded":
+                self._emit(unit, EventKind.YIELDED, data=item[1])
+            elif kind == "pushed":
+                self._emit(unit, EventKind.PUSHED)
+            elif kind == "started":
+                self._emit(unit, EventKind.STARTED)
+            elif kind == "end":
+                self._end(unit, item)
+                return
+        self._lost(unit, None)  # the stream ended without an outcome
+
+    def _call(self, unit: _Unit, method: str, *args: object) -> None:
+        """Call a method of the unit's actor in its inbox group (or keep it for later)."""
+        if unit.actor is None:
+            unit.inbox.append((method, args))
+            return
+        getattr(unit.actor, method).options(concurrency_group="inbox").remote(*args)
+
+    def _end(self, unit: _Unit, item: tuple[Any, ...]) -> None:
+        _, outcome, payload, duration, log_bytes, _host = item
+        if log_bytes is not None:
+            self._write_log(unit.job, log_bytes)
+        if outcome == "done":
+            self._finish(unit, EventKind.DONE, data=payload, duration=duration)
+        elif outcome == "cancelled":
+            self._finish(unit, EventKind.CANCELLED, signal=payload, duration=duration)
+        elif outcome == "died":
+            self._finish(unit, EventKind.DIED, error=payload, duration=duration)
+        else:
+            self._finish(unit, EventKind.FAILED, error=str(payload), duration=duration)
+
+    def _lost(self, unit: _Unit, exc: BaseException | None, cancelled: bool = False) -> None:
+        """The Ray task or actor ended without an outcome: cancelled by Ray, killed, lost."""
+        if unit.finished:
+            return
+        if unit.cancelling or cancelled:
+            self._finish(unit, EventKind.CANCELLED, signal="SIGKILL" if unit.forced else "SIGINT")
+            return
+        why = "its stream ended early" if exc is None else _describe(exc)
+        self._finish(unit, EventKind.DIED, error=f"the Ray worker running it was lost: {why}")
+
+    def _write_log(self, job: Job, data: bytes) -> None:
+        try:
+            job.log_path.parent.mkdir(parents=True, exist_ok=True)
+            with open(job.log_path, "wb" if job.fresh_log else "ab") as f:
+                f.write(data)
+        except OSError as exc:
+            log.warning("cannot write the log %s: %s", job.log_path, exc)
+
+    # -- the end of a unit ----------------------------------------------------------------------
+
+    def _force(self, unit: _Unit) -> None:
+        unit.timer = None
+        if unit.finished or self._cluster is None:
+            return
+        log.warning(
+            "cancel %s: no answer %.1f s after SIGINT; killing its Ray worker",
+            unit.job.key.format(),
+            2 * self._grace + FORCE_AFTER,
+        )
+        unit.forced = True
+        with contextlib.suppress(Exception):
+            if unit.ref is not None:
+                self._cluster.ray.cancel(unit.ref, force=True)
+            if unit.actor is not None:
+                self._cluster.ray.kill(unit.actor)
+        loop = asyncio.get_running_loop()
+        unit.timer = loop.call_later(FORCE_AFTER, self._abandon, unit)
+
+    def _abandon(self, unit: _Unit) -> None:
+        """Ray does not answer at all: end the unit here."""
+        unit.timer = None
+        if unit.finished:
+            return
+        log.warning("%s: Ray gave no answer; given up", unit.job.key.format())
+        self._finish(unit, EventKind.CANCELLED, signal="SIGKILL")
+        if unit.driver is not None:
+            unit.driver.cancel()
+
+    def _finish(
+        self,
+        unit: _Unit,
+        kind: EventKind,
+        data: bytes | None = None,
+        error: str | None = None,
+        signal: str | None = None,
+        duration: float | None = None,
+    ) -> None:
+        if unit.finished:
+            return
+        unit.finished = True
+        if unit.timer is not None:
+            unit.timer.cancel()
+            unit.timer = None
+        del self._units[unit.job.key]
+        if unit.job.mode is Mode.CALL:
+            self._busy_calls -= 1
+        if not self._units and self._all_finished is not None and not self._all_finished.done():
+            self._all_finished.set_result(None)
+        if duration is None:
+            duration = time.monotonic() - unit.submitted
+        self._emit(unit, kind, data=data, error=error, signal=signal, duration=duration)
+
+    def _emit(
+        self,
+        unit: _Unit,
+        kind: EventKind,
+        *,
+        data: bytes | None = None,
+        error: str | None = None,
+        signal: str | None = None,
+        duration: float = 0.0,
+    ) -> None:
+        event = ExecEvent(unit.job.key, kind, data, error, signal, duration, None)
+        try:
+            self._sink(event)
+        except Exception:  # the caller's bug must not stop the unit's driver
+            log.exception("the event sink failed on %s", event)
+
+    def _persistent(self, key: UnitKey) -> _Unit | None:
+        unit = self._units.get(key)
+        if unit is not None and unit.job.mode not in (Mode.COLLECT, Mode.INNER_GENERATE):
+            raise ValueError(f"{key.format()} is a {unit.job.mode.value} unit: it takes no input")
+        return unit
+
+
+def _describe(exc: BaseException) -> str:
+    """A Ray error in one line: its type and the first line of its message, no colours."""
+    lines = [line.strip() for line in _ANSI.sub("", str(exc)).splitlines() if line.strip()]
+    first = next((line for line in lines if not line.startswith("ray::")), "")
+    return f"{type(exc).__name__}: {first}" if first else type(exc).__name__

@@ -1,0 +1,450 @@
+"""The node side of the Ray executor: what runs inside a Ray worker process.
+
+Ray runs a unit the way the local executor does, one level down: the Ray task (or actor) starts
+a watchrun worker (`python -m watchrun.executors.worker`, the same code as locally) in a session
+and process group of its own, relays its frames back to the driver as plain tuples, and signals
+its group when the driver cancels, pauses or resumes the unit. So the unit's subprocesses get the
+same signals on every node. Between the Ray worker and the watchrun worker sits a guard process
+(ray_guard.py): a Ray worker that exits or dies (job ended, force-cancelled, killed) takes the
+guard with it, and the watchrun worker, seeing its parent gone, ends its whole group.
+
+This module imports neither ray nor anything heavy: the driver wraps its functions with
+`ray.remote`, and a Ray worker imports it when it runs one.
+
+Items a relay produces (tuples of plain values, the first element names it):
+
+    ("started", host, pid)      the watchrun worker received the job
+    ("yielded", data)           a pickled value (GENERATE, INNER_GENERATE)
+    ("pushed",)                 run() consumed a push (COLLECT, INNER_GENERATE)
+    ("end", outcome, payload, duration, log, host)
+        outcome "done" (payload: pickled output), "failed" (payload: the traceback),
+        "cancelled" (payload: the last signal sent), "died" (payload: the cause);
+        log: the unit's log as bytes when the node could not write it where the driver
+        reads it (its state directory is not shared), else None.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import queue
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+from watchrun.executors import protocol as proto
+from watchrun.executors.protocol import Msg
+
+TICK = 0.05  # seconds between checks of a cancel that arrived as a flag (see run_call)
+LOG_LIMIT = 1 << 20  # bytes of a log shipped back to the driver: its tail
+_REAP_WAIT = 5.0  # seconds to wait for a killed worker to be reaped
+_ESCALATION = {signal.SIGINT: signal.SIGTERM, signal.SIGTERM: signal.SIGKILL}
+_TERMINAL = {Msg.DONE, Msg.FAILED, Msg.CANCELLED}
+_ROOT, _LOG_PATH, _FRESH_LOG = 3, 6, 12  # indexes of JobSpec.fields()
+Item = tuple[Any, ...]
+
+
+class NodeJob:
+    """What the driver sends with each unit: the worker's JOB fields (chain sources included),
+    the cancel grace, and the token that tells whether this node sees the driver's log folder."""
+
+    __slots__ = ("fields", "grace", "token", "token_path")
+
+    def __init__(
+        self, fields: tuple[object, ...], grace: float, token_path: str, token: str
+    ) -> None:
+        self.fields = fields
+        self.grace = grace
+        self.token_path = token_path
+        self.token = token
+
+
+# ---------------------------------------------------------------------------------------------
+# The watchrun worker process, started from a Ray worker.
+# ---------------------------------------------------------------------------------------------
+
+
+class ChildWorker:
+    """A watchrun worker (`python -m watchrun.executors.worker`) in a session of its own,
+    started through a guard process (see ray_guard.py). A reader thread turns its frames into
+    `inputs` items ("frame", kind, fields), then ("eof",); a writer thread sends what `send`
+    queues, so the relay never blocks on the channel (a worker busy in a unit does not read its
+    pushes, and must not wait for us while it writes its yields)."""
+
+    def __init__(self) -> None:
+        self.inputs: queue.Queue[Item] = queue.Queue()
+        self.pid: int | None = None  # the watchrun worker's, from its READY frame
+        self.stderr_tail = ""  # after end(): the end of what the worker wrote to stderr
+        self._outbox: queue.Queue[bytes | None] = queue.Queue()
+        ours, theirs = socket.socketpair()
+        self._stderr = tempfile.TemporaryFile()  # noqa: SIM115 - lives as long as the worker
+        try:
+            self.guard = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "watchrun.executors.ray_guard",
+                    str(theirs.fileno()),
+                    str(os.getpid()),
+                ],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=self._stderr,
+                pass_fds=(theirs.fileno(),),
+                env=_worker_env(),
+            )
+        except BaseException:
+            ours.close()
+            self._stderr.close()
+            raise
+        finally:
+            theirs.close()
+        self._sock = ours
+        threading.Thread(target=self._read, daemon=True).start()
+        threading.Thread(target=self._write, daemon=True).start()
+
+    def alive(self) -> bool:
+        return self.guard.poll() is None
+
+    def send(self, kind: Msg, *fields: object) -> None:
+        self._outbox.put(proto.encode(kind, *fields))
+
+    def signal_group(self, sig: signal.Signals) -> None:
+        """Signal the unit's process group. Before the worker said READY its group is not
+        known: then only SIGKILL does something, to the guard (the worker ends its group)."""
+        if self.guard.returncode is not None:
+            return  # the guard is reaped: the worker is gone, its pid may be reused
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            if self.pid is not None:
+                os.killpg(self.pid, sig)
+            elif sig is signal.SIGKILL:
+                self.guard.kill()
+
+    def end(self) -> int | None:
+        """Kill the whole group, reap the guard (which exits as the worker did), close the
+        channel. Returns the worker's exit status (as the guard mirrors it)."""
+        if self._stderr.closed:  # ended already
+            return self.guard.returncode
+        self.signal_group(signal.SIGKILL)
+        try:
+            returncode = self.guard.wait(_REAP_WAIT)
+        except subprocess.TimeoutExpired:  # pragma: no cover - the worker is unkillable
+            self.guard.kill()
+            returncode = self.guard.wait()
+        if self.pid is not None:  # members the worker forked may remain in its group
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self.pid, signal.SIGKILL)
+        self._outbox.put(None)
+        with contextlib.suppress(OSError):
+            self._sock.shutdown(socket.SHUT_RDWR)
+        self._sock.close()
+        self.stderr_tail = _tail(self._stderr, 2000).decode(errors="replace").strip()
+        self._stderr.close()
+        return returncode
+
+    def _read(self) -> None:
+        reader = proto.FrameReader(self._sock.fileno())
+        try:
+            while True:
+                kind, fields = reader.read()
+                if kind is Msg.READY:
+                    self.pid = int(fields[0])  # type: ignore[call-overload]
+                    continue
+                self.inputs.put(("frame", kind, fields))
+        except (EOFError, OSError, ValueError):
+            pass
+        finally:
+            self.inputs.put(("eof",))
+
+    def _write(self) -> None:
+        while (frame := self._outbox.get()) is not None:
+            try:
+                proto.write_all(self._sock.fileno(), frame)
+            except (OSError, ValueError):  # the worker is gone: the reader reports it
+                return
+
+
+def _worker_env() -> dict[str, str]:
+    """This Ray worker's environment, with the folder that holds the watchrun package imported
+    here (installed, or shipped by Ray as a py_module) first on PYTHONPATH."""
+    import watchrun
+
+    env = dict(os.environ)
+    home = os.path.dirname(os.path.dirname(os.path.abspath(watchrun.__file__)))
+    paths = [home, *(p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p)]
+    env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
+    return env
+
+
+# ---------------------------------------------------------------------------------------------
+# One job, relayed.
+# ---------------------------------------------------------------------------------------------
+
+
+class Relay:
+    """Runs one NodeJob on a ChildWorker and produces its items. Commands reach it as `inputs`
+    items (("cancel",), ("pause",), ("resume",), ("push", seq, kwargs), ("end_input", seq))
+    or, for a task cancelled by Ray (see run_call), as the `interrupted` flag, read every
+    TICK."""
+
+    def __init__(self, job: NodeJob, worker: ChildWorker) -> None:
+        self.job = job
+        self.worker = worker
+        self.interrupted = False
+        self.reusable = False  # after events(): the worker may run another unit
+        self._host = socket.gethostname()
+        self._cancel_signal: signal.Signals | None = None
+        self._next_step = 0.0  # time.monotonic() of the next escalation step
+        self._paused = False
+        self._next_seq = 0
+        self._early: dict[int, Item] = {}  # pushes that arrived before their turn
+        self._log_copy: str | None = None  # the node-local log, when the driver's is not here
+
+    def events(self) -> Iterator[Item]:
+        started = time.monotonic()
+        problem = self._prepare()
+        if problem is not None:
+            yield self._end("failed", problem, started)
+            return
+        self.worker.send(Msg.JOB, *self.job.fields)
+        yield ("started", self._host, self.worker.guard.pid)
+        while True:
+            item = self._next_input()
+            if item is None:  # a tick: only the flag and the clock to look at
+                continue
+            if item[0] == "frame":
+                kind, fields = item[1], item[2]
+                if kind is Msg.YIELDED:
+                    yield ("yielded", fields[0])
+                elif kind is Msg.PUSHED:
+                    yield ("pushed",)
+                elif kind in _TERMINAL:
+                    yield self._end(*self._settle(kind, fields), started)
+                    return
+            elif item[0] == "eof":
+                yield self._end(*self._died(), started)
+                return
+            else:
+                self._command(item)
+
+    # -- setting up ------------------------------------------------------------------------------
+
+    def _prepare(self) -> str | None:
+        root = str(self.job.fields[_ROOT])
+        if not os.path.isdir(root):
+            return (
+                f"the project root {root} does not exist on Ray node {self._host}: every "
+                "node must see the project at the same path (a shared filesystem, see "
+                "docs/ray.md)"
+            )
+        if not _sees_driver_logs(self.job.token_path, self.job.token):
+            # the state folder is not shared: log to this node, ship the log back at the end
+            fd, self._log_copy = tempfile.mkstemp(prefix="watchrun-", suffix=".log")
+            os.close(fd)
+            fields = list(self.job.fields)
+            fields[_LOG_PATH], fields[_FRESH_LOG] = self._log_copy, True
+            self.job = NodeJob(tuple(fields), self.job.grace, "", "")
+        return None
+
+    def _next_input(self) -> Item | None:
+        if self.interrupted and self._cancel_signal is None:
+            self._cancel(signal.SIGINT)
+        timeout = TICK
+        if self._cancel_signal is not None:
+            left = self._next_step - time.monotonic()
+            following = _ESCALATION.get(self._cancel_signal)
+            if following is not None and left <= 0:
+                self._cancel(following)
+                left = self.job.grace
+            timeout = min(timeout, max(left, 0.001))
+        try:
+            return self.worker.inputs.get(timeout=timeout)
+        except queue.Empty:
+            return None
+
+    # -- commands --------------------------------------------------------------------------------
+
+    def _command(self, item: Item) -> None:
+        name = item[0]
+        if name == "cancel":
+            if self._cancel_signal is None:
+                self._cancel(signal.SIGINT)
+        elif name == "pause" and not self._paused and self._cancel_signal is None:
+            self.worker.signal_group(signal.SIGSTOP)
+            self._paused = True
+        elif name == "resume" and self._paused:
+            self.worker.signal_group(signal.SIGCONT)
+            self._paused = False
+        elif name in ("push", "end_input"):
+            self._early[item[1]] = item
+            while self._next_seq in self._early:  # in the driver's order, whatever Ray's
+                ready = self._early.pop(self._next_seq)
+                self._next_seq += 1
+                if ready[0] == "push":
+                    self.worker.send(Msg.PUSH, ready[2])
+                else:
+                    self.worker.send(Msg.END)
+
+    def _cancel(self, sig: signal.Signals) -> None:
+        self._cancel_signal = sig
+        self._next_step = time.monotonic() + self.job.grace
+        self.worker.signal_group(sig)
+        if self._paused:  # a stopped process cannot act on the signal
+            self.worker.signal_group(signal.SIGCONT)
+            self._paused = False
+
+    # -- the end ---------------------------------------------------------------------------------
+
+    def _settle(self, kind: Msg, fields: tuple[object, ...]) -> tuple[str, object]:
+        payload = fields[0]
+        if self._cancel_signal is None and not self._paused:
+            self.reusable = True
+        else:  # signals were sent: the worker may hold a pending one; it is not reused
+            self.worker.end()
+        if kind is Msg.DONE:
+            return "done", payload
+        if kind is Msg.CANCELLED and self._cancel_signal is not None:
+            return "cancelled", self._cancel_signal.name
+        return "failed", payload  # FAILED, or a KeyboardInterrupt the task raised itself
+
+    def _died(self) -> tuple[str, object]:
+        returncode = self.worker.end()
+        if self._cancel_signal is not None:
+            return "cancelled", self._cancel_signal.name
+        cause = death_cause(returncode)
+        stderr = self.worker.stderr_tail
+        if stderr and "Traceback" in stderr:  # it could not even start
+            cause = f"{cause}: {stderr}"
+        return "died", f"the worker process died ({cause}) on Ray node {self._host}"
+
+    def _end(self, outcome: str, payload: object, started: float) -> Item:
+        log = None
+        if self._log_copy is not None:
+            log = _read_tail(self._log_copy, LOG_LIMIT)
+            with contextlib.suppress(OSError):
+                os.unlink(self._log_copy)
+        return ("end", outcome, payload, time.monotonic() - started, log, self._host)
+
+
+def _sees_driver_logs(token_path: str, token: str) -> bool:
+    """Whether the driver's log folder is this node's too: it holds the driver's token."""
+    if not token_path:
+        return False
+    try:
+        with open(token_path, encoding="utf-8") as f:
+            return f.read() == token
+    except OSError:
+        return False
+
+
+def _read_tail(path: str, limit: int) -> bytes:
+    try:
+        with open(path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            data = _tail(f, limit)
+    except OSError:
+        return b""
+    if size > limit:
+        data = f"[watchrun: the first {size - limit} bytes of this log were cut]\n".encode() + data
+    return data
+
+
+def _tail(f: Any, limit: int) -> bytes:
+    try:
+        f.seek(0, os.SEEK_END)
+        f.seek(max(f.tell() - limit, 0))
+        data: bytes = f.read()
+    except (OSError, ValueError):
+        return b""
+    return data
+
+
+def death_cause(returncode: int | None) -> str:
+    if returncode is None:
+        return "could not be reaped"
+    if returncode < 0:
+        try:
+            return f"killed by {signal.Signals(-returncode).name}"
+        except ValueError:
+            return f"killed by signal {-returncode}"
+    return f"exit code {returncode}"
+
+
+# ---------------------------------------------------------------------------------------------
+# What the driver submits.
+# ---------------------------------------------------------------------------------------------
+
+
+class _Warm:
+    """The watchrun worker this Ray worker process keeps between CALL units (Ray runs the
+    tasks of one driver in the same worker processes one after another)."""
+
+    worker: ChildWorker | None = None
+
+
+def run_call(job: NodeJob) -> Item:
+    """A CALL unit, as a Ray task; returns its ("end", …) item.
+
+    `ray.cancel(ref)` reaches a running task as a simulated SIGINT in this, the main thread
+    (Ray calls `_thread.interrupt_main`): while the unit runs, a handler of ours turns it into
+    the relay's `interrupted` flag, and the relay sends SIGINT, SIGTERM and SIGKILL to the
+    unit's group in turn, then returns how it ended."""
+    relay: Relay | None = None
+
+    def on_interrupt(signum: int, frame: object) -> None:
+        if relay is not None:
+            relay.interrupted = True
+
+    previous = signal.signal(signal.SIGINT, on_interrupt)
+    try:
+        worker, _Warm.worker = _Warm.worker, None
+        if worker is not None and not worker.alive():  # it died while idle
+            worker.end()
+            worker = None
+        if worker is None:
+            worker = ChildWorker()
+        relay = Relay(job, worker)
+        last: Item = ()
+        for item in relay.events():
+            last = item
+        if relay.reusable:
+            _Warm.worker = worker
+        return last
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+class ScopeActor:
+    """A persistent unit (GENERATE, COLLECT, INNER_GENERATE) as a Ray actor: `run` streams the
+    unit's items; the other methods, in a concurrency group of their own so they are served
+    while `run` streams, hand pushes and commands to it. One actor per unit, killed after."""
+
+    def __init__(self) -> None:
+        self._worker = ChildWorker()  # starting now overlaps with the driver's first calls
+
+    def run(self, job: NodeJob) -> Iterator[Item]:
+        try:
+            yield from Relay(job, self._worker).events()
+        finally:
+            self._worker.end()
+
+    def push(self, seq: int, kwargs: dict[str, bytes]) -> None:
+        self._worker.inputs.put(("push", seq, kwargs))
+
+    def end_input(self, seq: int) -> None:
+        self._worker.inputs.put(("end_input", seq))
+
+    def cancel(self) -> None:
+        self._worker.inputs.put(("cancel",))
+
+    def pause(self) -> None:
+        self._worker.inputs.put(("pause",))
+
+    def resume(self) -> None:
+        self._worker.inputs.put(("resume",))
