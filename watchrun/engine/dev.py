@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import fnmatch
+import glob
 import json
 import os
 from pathlib import Path
@@ -81,6 +82,7 @@ class DevEngine:
         self._paused_tasks: set[str] = set()
         self._errors_shown: list[ProjectError] = []
         self._index: ReverseIndex | None = None
+        self._inputs: InputsIndex | None = None
         self._recomputed: set[str] | None = None  # tasks the last incremental reload touched
         self.watched = self._count_watched()
 
@@ -194,15 +196,20 @@ class DevEngine:
                 self.fingerprints.update(new)
             self._recomputed = None
         rels = {_rel(self.config.root, p) for p in paths}
-        for name, task in project.tasks.items():
-            if name in changed or not task.inputs or name in project.broken:
+        for name in sorted(self._inputs_index(project).readers(rels)):
+            task = project.tasks[name]
+            if name in changed or name in project.broken:
                 continue
-            if any(_matches(rel, pattern) for rel in rels for pattern in task.inputs):
-                tracked = True
-                before = self.scheduler.last_inputs.get(name)
-                if before is None or self.scheduler.resolver.hash_inputs(task) != before:
-                    changed.add(name)
+            tracked = True
+            before = self.scheduler.last_inputs.get(name)
+            if before is None or self.scheduler.resolver.hash_inputs(task) != before:
+                changed.add(name)
         return changed, tracked
+
+    def _inputs_index(self, project: Project) -> InputsIndex:
+        if self._inputs is None or self._inputs.project is not project:
+            self._inputs = InputsIndex(project)
+        return self._inputs
 
     def _count_watched(self) -> int:
         """Files the project's tasks depend on: modules and the inputs they last matched."""
@@ -294,6 +301,33 @@ class DevEngine:
         if code is not None:
             self.exit_code = code
         self.stop.set()
+
+
+class InputsIndex:
+    """Which tasks read a changed path. Plain input paths are looked up in a dict (a build
+    writes thousands of outputs, each an event, and each may be some task's input); only real
+    globs are matched one by one."""
+
+    def __init__(self, project: Project) -> None:
+        self.project = project
+        self.literal: dict[str, set[str]] = {}
+        self.globs: list[tuple[str, str]] = []
+        for name, task in project.tasks.items():
+            for pattern in task.inputs:
+                if glob.has_magic(pattern):
+                    self.globs.append((pattern, name))
+                else:
+                    self.literal.setdefault(pattern.rstrip("/"), set()).add(name)
+
+    def readers(self, rels: set[str]) -> set[str]:
+        found: set[str] = set()
+        for rel in rels:
+            path = rel
+            while path:  # the path itself, or a folder given as an input that holds it
+                found |= self.literal.get(path, set())
+                path = path.rpartition("/")[0]
+            found.update(name for pattern, name in self.globs if _matches(rel, pattern))
+        return found
 
 
 def _matches(rel: str, pattern: str) -> bool:
