@@ -154,8 +154,15 @@ class Scheduler:
         self._check_tasks(order)
 
     async def wait_idle(self) -> None:
+        """Until nothing runs or waits. `_done` may be set for a moment in the middle of
+        handling an event (something finished, and what it unblocks is not launched yet);
+        a set Event wakes its waiter even if cleared again, so the state is checked here."""
         self._pump()
-        await self._done.wait()
+        while True:
+            await self._done.wait()
+            if not self.running and (not self.ready or self.stopping) and not self._checks:
+                return
+            self._done.clear()
 
     def finish_build(self) -> BuildSummary:
         self.flush()
@@ -329,6 +336,7 @@ class Scheduler:
                 self._check_now(*self._checks.popleft())
         finally:
             self._draining = False
+        self._pump()
 
     def _check_now(self, name: str, key: Key) -> None:
         if self.stopping or (name, key) in self.seen:
@@ -595,7 +603,9 @@ class Scheduler:
                 job.start = self._resume_point(resolution)
             self._launch(job, resolution, mode)
         self.ready.extendleft(reversed(waiting))
-        if not self.running and (not self.ready or self.stopping):
+        # idle only once every queued check has been resolved: a consumer decided late in a
+        # drain may still launch
+        if not self.running and (not self.ready or self.stopping) and not self._draining:
             self._done.set()
 
     def _resume_point(self, resolution: Resolution) -> int | None:
@@ -613,6 +623,7 @@ class Scheduler:
             self._log_dir_ready = True
         job.fresh_log = True  # the worker truncates it: file creation stays off this loop
         self.running[job.key] = Running(resolution, time.monotonic(), mode, job.start or 0)
+        self._done.clear()
         self.bus.publish(ev.UnitStarted(task=resolution.task, iter=resolution.iter,
                                         reasons=[r.format() for r in resolution.reasons]))
         self.executor.submit(job)
