@@ -125,13 +125,21 @@ Scenario = Callable[[Harness], Awaitable[None]]
 
 
 def drive(
-    root: Path, scenario: Scenario, jobs: int = 2, grace: float = GRACE, start: bool = True
+    root: Path,
+    scenario: Scenario,
+    jobs: int = 2,
+    grace: float = GRACE,
+    start: bool = True,
+    pipeline_below: float = 0.0,
 ) -> Harness:
-    """Run the scenario on a started executor, close it, and check that it left nothing."""
+    """Run the scenario on a started executor, close it, and check that it left nothing.
+    Pipelining is off unless asked for: which unit would be queued depends on timing."""
 
     async def main() -> Harness:
         harness = Harness(root)
-        harness.executor = LocalExecutor(harness.sink, jobs, grace, on_pgroup=harness.on_pgroup)
+        harness.executor = LocalExecutor(
+            harness.sink, jobs, grace, on_pgroup=harness.on_pgroup, pipeline_below=pipeline_below
+        )
         try:
             if start:
                 await harness.executor.start()
@@ -629,14 +637,14 @@ def test_large_and_small_values_arrive_whole_and_in_order(tmp_path: Path) -> Non
         """,
     )
     write_task(tmp_path, "big", "def run(size):\n    return b'z' * size\n")
-    sizes = [3, 5_000_000, 7, 200_000, 1, 70_000, 65_532, 9_000_000, 2]
+    sizes = [3, 1_500_000, 7, 200_000, 1, 70_000, 65_532, 2_500_000, 2]
 
     async def scenario(h: Harness) -> None:
         gen = make_job(tmp_path, "mixed", Mode.GENERATE, kwargs={"sizes": sizes})
-        big = make_job(tmp_path, "big", kwargs={"size": 3_000_000})
+        big = make_job(tmp_path, "big", kwargs={"size": 1_000_000})
         h.submit(gen)
         h.submit(big)
-        assert await h.result(big.key) == b"z" * 3_000_000
+        assert await h.result(big.key) == b"z" * 1_000_000
         assert await h.result(gen.key) is None
         values = [pickle.loads(e.data or b"") for e in h.of(gen.key, EventKind.YIELDED)]
         assert values == [bytes([i % 251]) * size for i, size in enumerate(sizes)]
@@ -881,6 +889,169 @@ def test_a_key_cannot_run_twice_at_once(tmp_path: Path) -> None:
         await h.event(job.key)
 
     drive(tmp_path, scenario)
+
+
+# -- pipelining -------------------------------------------------------------------------------
+
+STEP = """
+import os, pathlib, time
+def run(i, hold=None, nap=0.0, die=False):
+    pathlib.Path(f"ran-{i}").write_text(str(os.getpid()))
+    time.sleep(nap)
+    while hold and not pathlib.Path(hold).exists():
+        time.sleep(0.01)
+    if die:
+        os._exit(3)
+    return i
+"""
+
+
+async def learn_short(h: Harness, root: Path, units: int = 3) -> None:
+    """Run a few quick units of `step`, so that the executor knows the task is short."""
+    for i in range(units):
+        job = make_job(root, "step", kwargs={"i": 100 + i}, iteration=(100 + i,))
+        h.submit(job)
+        assert await h.result(job.key) == 100 + i
+
+
+def test_a_short_unit_gets_the_next_job_queued_behind_it(tmp_path: Path) -> None:
+    write_task(tmp_path, "step", STEP)
+
+    async def scenario(h: Harness) -> None:
+        await learn_short(h, tmp_path)
+        first = make_job(tmp_path, "step", kwargs={"i": 0, "hold": "go"}, iteration=(0,))
+        h.submit(first)
+        assert h.executor.free_slots() == 1  # jobs=1, busy: a place in its queue
+        second = make_job(tmp_path, "step", kwargs={"i": 1}, iteration=(1,))
+        h.submit(second)
+        assert h.executor.free_slots() == 0
+        with pytest.raises(RuntimeError, match="no free slot"):
+            h.executor.submit(make_job(tmp_path, "step", kwargs={"i": 2}, iteration=(2,)))
+        await h.event(first.key, {EventKind.STARTED})
+        await asyncio.sleep(0.2)
+        assert not (tmp_path / "ran-1").exists()  # it waits for the first one
+        assert not h.of(second.key, EventKind.STARTED)
+        (tmp_path / "go").touch()
+        assert await h.result(second.key) == 1
+        assert await h.result(first.key) == 0
+        kinds = [(e.key, e.kind) for e in h.events if e.key in (first.key, second.key)]
+        assert kinds == [
+            (first.key, EventKind.STARTED),
+            (first.key, EventKind.DONE),
+            (second.key, EventKind.STARTED),
+            (second.key, EventKind.DONE),
+        ]
+        assert read_pid(tmp_path / "ran-0") == read_pid(tmp_path / "ran-1")
+
+    drive(tmp_path, scenario, jobs=1, pipeline_below=1.0)
+
+
+def test_nothing_is_queued_behind_a_task_not_known_to_be_short(tmp_path: Path) -> None:
+    write_task(tmp_path, "step", STEP)
+
+    async def scenario(h: Harness) -> None:
+        first = make_job(tmp_path, "step", kwargs={"i": 0, "nap": 0.1}, iteration=(0,))
+        h.submit(first)
+        assert h.executor.free_slots() == 0  # never ran: its length is unknown
+        await h.result(first.key)
+        slow = make_job(tmp_path, "step", kwargs={"i": 1, "hold": "later"}, iteration=(1,))
+        h.submit(slow)
+        assert h.executor.free_slots() == 0  # it took longer than pipeline_below
+        (tmp_path / "later").touch()
+        await h.result(slow.key)
+
+    drive(tmp_path, scenario, jobs=1, pipeline_below=0.05)
+
+
+def test_a_queued_unit_cancelled_before_it_starts_is_interrupted_when_it_does(
+    tmp_path: Path,
+) -> None:
+    write_task(tmp_path, "step", STEP)
+
+    async def scenario(h: Harness) -> None:
+        await learn_short(h, tmp_path)
+        first = make_job(tmp_path, "step", kwargs={"i": 0, "hold": "go"}, iteration=(0,))
+        second = make_job(tmp_path, "step", kwargs={"i": 1, "hold": "never"}, iteration=(1,))
+        h.submit(first)
+        h.submit(second)
+        await h.event(first.key, {EventKind.STARTED})
+        h.executor.cancel(second.key)
+        assert set(h.executor.running()) == {first.key, second.key}
+        (tmp_path / "go").touch()
+        assert await h.result(first.key) == 0  # the one running is not disturbed
+        event = await h.event(second.key)
+        assert (event.kind, event.signal) == (EventKind.CANCELLED, "SIGINT")
+        third = make_job(tmp_path, "step", kwargs={"i": 3}, iteration=(3,))
+        h.submit(third)
+        assert await h.result(third.key) == 3
+
+    drive(tmp_path, scenario, jobs=1, pipeline_below=1.0)
+
+
+def test_a_queued_unit_moves_on_when_the_unit_before_it_is_cancelled(tmp_path: Path) -> None:
+    write_task(tmp_path, "step", STEP)
+
+    async def scenario(h: Harness) -> None:
+        await learn_short(h, tmp_path)
+        first = make_job(tmp_path, "step", kwargs={"i": 0, "hold": "never"}, iteration=(0,))
+        second = make_job(tmp_path, "step", kwargs={"i": 1}, iteration=(1,))
+        h.submit(first)
+        h.submit(second)
+        await h.event(first.key, {EventKind.STARTED})
+        h.executor.cancel(first.key)
+        assert (await h.event(first.key)).kind is EventKind.CANCELLED
+        assert await h.result(second.key) == 1  # on a fresh worker
+        pids = {e.pid for e in h.events if e.kind is EventKind.STARTED}
+        assert read_pid(tmp_path / "ran-1") != h.of(first.key, EventKind.STARTED)[0].pid
+        assert read_pid(tmp_path / "ran-1") in pids
+
+    drive(tmp_path, scenario, jobs=1, pipeline_below=1.0)
+
+
+def test_a_queued_unit_moves_on_when_its_worker_dies(tmp_path: Path) -> None:
+    write_task(tmp_path, "step", STEP)
+
+    async def scenario(h: Harness) -> None:
+        await learn_short(h, tmp_path)
+        first = make_job(
+            tmp_path, "step", kwargs={"i": 0, "hold": "go", "die": True}, iteration=(0,)
+        )
+        second = make_job(tmp_path, "step", kwargs={"i": 1}, iteration=(1,))
+        h.submit(first)
+        h.submit(second)
+        await h.event(first.key, {EventKind.STARTED})
+        (tmp_path / "go").touch()
+        event = await h.event(first.key)
+        assert (event.kind, event.error) == (EventKind.DIED, "exit code 3")
+        assert await h.result(second.key) == 1
+        assert read_pid(tmp_path / "ran-1") != read_pid(tmp_path / "ran-0")
+
+    drive(tmp_path, scenario, jobs=1, pipeline_below=1.0)
+
+
+def test_a_queued_unit_paused_before_it_starts_is_stopped_when_it_does(tmp_path: Path) -> None:
+    write_task(tmp_path, "step", STEP)
+
+    async def scenario(h: Harness) -> None:
+        await learn_short(h, tmp_path)
+        first = make_job(tmp_path, "step", kwargs={"i": 0, "hold": "go"}, iteration=(0,))
+        second = make_job(tmp_path, "step", kwargs={"i": 1, "hold": "go2"}, iteration=(1,))
+        h.submit(first)
+        h.submit(second)
+        await h.event(first.key, {EventKind.STARTED})
+        worker = psutil.Process(h.of(first.key, EventKind.STARTED)[0].pid)
+        assert h.executor.pause(second.key)
+        assert worker.status() != psutil.STATUS_STOPPED  # the first one goes on
+        (tmp_path / "go").touch()
+        assert await h.result(first.key) == 0
+        await h.until(lambda: worker.status() == psutil.STATUS_STOPPED, "SIGSTOP")
+        (tmp_path / "go2").touch()
+        await asyncio.sleep(0.2)
+        assert not h.of(second.key, EventKind.DONE)
+        assert h.executor.resume(second.key)
+        assert await h.result(second.key) == 1
+
+    drive(tmp_path, scenario, jobs=1, pipeline_below=1.0)
 
 
 # -- nothing outlives watchrun ----------------------------------------------------------------

@@ -289,6 +289,82 @@ def test_collect_answers_each_push_and_gathers_on_end(
     assert output([worker.read()]) == 6
 
 
+def test_pushes_that_arrive_together_are_each_answered_in_order(
+    tmp_path: Path, worker: WorkerProcess
+) -> None:
+    write(
+        tmp_path / "tasks" / "c.py",
+        "seen = []\ndef run(v):\n    seen.append(v)\ndef gather():\n    return seen\n",
+    )
+    frames = [proto.encode(Msg.JOB, *spec(tmp_path, ["c"], mode=proto.COLLECT).fields())]
+    frames += [proto.encode(Msg.PUSH, {"v": pickle.dumps(i)}) for i in range(200)]
+    frames.append(proto.encode(Msg.END))
+    worker.sock.sendall(b"".join(frames))  # the worker reads them all at once
+    messages = worker.until_terminal()
+    assert [kind for kind, _ in messages] == [Msg.STARTED, *[Msg.PUSHED] * 200, Msg.DONE]
+    assert output(messages) == list(range(200))
+
+
+def test_a_unit_that_prints_nothing_leaves_no_log_file(
+    tmp_path: Path, worker: WorkerProcess
+) -> None:
+    write(tmp_path / "tasks" / "quiet.py", "def run():\n    return 1\n")
+    write(
+        tmp_path / "tasks" / "loud.py",
+        "import subprocess, sys\ndef run(word):\n    print(word)\n"
+        "    subprocess.run([sys.executable, '-c', f'print({word!r} * 2)'])\n",
+    )
+    logs = tmp_path / "logs"
+    assert output(worker.run(spec(tmp_path, ["quiet"]))) == 1
+    assert not (logs / "quiet.log").exists()
+    worker.run(spec(tmp_path, ["loud"], kwargs={"word": "hi"}, label="loud1"))
+    worker.run(spec(tmp_path, ["quiet"], label="quiet2"))
+    worker.run(spec(tmp_path, ["loud"], kwargs={"word": "ho"}, label="loud2"))
+    assert sorted(p.name for p in logs.iterdir()) == ["loud1.log", "loud2.log"]
+    assert (logs / "loud1.log").read_text() == "hi\nhihi\n"
+    assert (logs / "loud2.log").read_text() == "ho\nhoho\n"
+
+
+def test_an_existing_log_is_emptied_when_its_unit_runs_again(
+    tmp_path: Path, worker: WorkerProcess
+) -> None:
+    write(tmp_path / "tasks" / "t.py", "def run():\n    return 1\n")
+    log = tmp_path / "logs" / "t.log"
+    log.parent.mkdir()
+    log.write_text("output of the last run\n")
+    job = spec(tmp_path, ["t"])
+    job.fresh_log = True
+    assert output(worker.run(job)) == 1
+    assert log.read_text() == ""
+
+
+@pytest.mark.parametrize("idle_first", [False, True])
+def test_a_long_unit_has_its_log_while_it_runs(
+    tmp_path: Path, worker: WorkerProcess, idle_first: bool
+) -> None:
+    write(
+        tmp_path / "tasks" / "slow.py",
+        "import pathlib, time\ndef run():\n    while not pathlib.Path('go').exists():\n"
+        "        time.sleep(0.01)\n    print('done')\n",
+    )
+    if idle_first:
+        # a quiet unit, then more than a second without units: what names logs has gone to
+        # sleep, and must wake for the next unit
+        write(tmp_path / "tasks" / "quiet.py", "def run():\n    return 1\n")
+        assert output(worker.run(spec(tmp_path, ["quiet"]))) == 1
+        time.sleep(1.5)
+    worker.send(Msg.JOB, *spec(tmp_path, ["slow"]).fields())
+    log = tmp_path / "logs" / "slow.log"
+    deadline = time.monotonic() + WAIT
+    while not log.exists():  # named once it has run a while, output or not
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    assert log.read_text() == ""
+    (tmp_path / "go").touch()
+    assert worker.until_terminal()[-1][0] is Msg.DONE
+    assert log.read_text() == "done\n"
+
+
 def test_an_edited_task_module_is_recompiled_even_with_the_same_stat(
     tmp_path: Path, worker: WorkerProcess
 ) -> None:

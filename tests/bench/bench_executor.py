@@ -1,17 +1,21 @@
-"""Throughput of LocalExecutor: 1,000 trivial CALL units with jobs=2.
+"""Throughput and latency of LocalExecutor with trivial CALL units.
 
     PYTHONPATH=. python tests/bench/bench_executor.py [--units N] [--jobs J] [--runs R]
-                                                      [--new-logs]
+                                                      [--chain] [--print] [--no-pipeline]
+
+A minimal scheduler submits units from the sink, as the engine does: by default it keeps
+submitting while free_slots() says so (throughput; with pipelining, a short unit may have the
+next one queued behind it); with --chain it submits the next unit only when the previous one is
+done (latency: each step of a chain of dependent tasks waits for the one before).
 
 Prints the spawn-to-ready time of the workers and, per run, units per second from the first
 submit to the last DONE (a warm pool: start() has returned) and the CPU time per unit of this
 process (the executor's share of the scheduler's loop, plus the minimal sink) and of the workers
-(their whole life, start-up included), then the medians. A minimal
-scheduler keeps every slot busy: it submits the next unit from the sink, as the engine does.
+(their whole life, start-up included), then the medians.
 
-Each unit writes to its own log file. By default the files exist already (a warm-up run
-creates them), so the number is the executor's own cost; with --new-logs every run creates
-them, which on some disks costs more than everything else (0.1-1 ms per file).
+A unit that prints nothing leaves no log file (the worker creates one only for output); with
+--print each unit prints a line, so each run creates a log file per unit, which on some disks
+costs more than everything else (0.05-1 ms per file).
 """
 
 from __future__ import annotations
@@ -26,9 +30,10 @@ import time
 from pathlib import Path
 
 from watchrun.executors.base import EventKind, ExecEvent, Job, Mode, UnitKey
-from watchrun.executors.local import LocalExecutor
+from watchrun.executors.local import PIPELINE_BELOW, LocalExecutor
 
-TASK = "def run(x):\n    return x + 1\n"
+QUIET = "def run(x):\n    return x + 1\n"
+NOISY = "def run(x):\n    print(x)\n    return x + 1\n"
 
 
 def cpu_seconds(who: int) -> float:
@@ -37,10 +42,10 @@ def cpu_seconds(who: int) -> float:
 
 
 async def one_run(
-    root: Path, units: int, jobs: int, logs: Path
+    root: Path, args: argparse.Namespace, logs: Path
 ) -> tuple[float, float, list[float]]:
     chain = [(root / "tasks" / "trivial.py", "tasks")]
-    pending = iter(range(units))
+    pending = iter(range(args.units))
     finished = 0
     all_done = asyncio.get_running_loop().create_future()
     executor: LocalExecutor
@@ -49,9 +54,15 @@ async def one_run(
         i = next(pending, None)
         if i is not None:
             key = UnitKey("trivial", (i,))
-            executor.submit(
-                Job(key, Mode.CALL, root, chain, {"x": pickle.dumps(i)}, logs / f"{i}.log")
-            )
+            log = logs / f"{i}.log"
+            executor.submit(Job(key, Mode.CALL, root, chain, {"x": pickle.dumps(i)}, log))
+
+    def fill() -> None:
+        if args.chain:
+            submit_next()
+            return
+        while executor.free_slots() > 0 and finished + len(executor.running()) < args.units:
+            submit_next()
 
     def sink(event: ExecEvent) -> None:
         nonlocal finished
@@ -60,23 +71,23 @@ async def one_run(
         if event.kind is not EventKind.DONE:
             raise RuntimeError(f"unexpected {event}")
         finished += 1
-        if finished == units:
+        if finished == args.units:
             all_done.set_result(None)
         else:
-            submit_next()
+            fill()
 
-    executor = LocalExecutor(sink, jobs, 1.0)
+    below = 0.0 if args.no_pipeline else PIPELINE_BELOW
+    executor = LocalExecutor(sink, args.jobs, 1.0, pipeline_below=below)
     await executor.start()
     started = time.perf_counter()
     cpu = cpu_seconds(resource.RUSAGE_SELF)
-    for _ in range(jobs):
-        submit_next()
+    fill()
     await all_done
     elapsed = time.perf_counter() - started
     cpu = cpu_seconds(resource.RUSAGE_SELF) - cpu
     ready = list(executor.ready_times)
     await executor.close()
-    return units / elapsed, cpu / units, ready
+    return args.units / elapsed, cpu / args.units, ready
 
 
 def main() -> None:
@@ -84,33 +95,34 @@ def main() -> None:
     parser.add_argument("--units", type=int, default=1000)
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--new-logs", action="store_true", help="create the log files per run")
+    parser.add_argument("--chain", action="store_true", help="one unit at a time")
+    parser.add_argument("--print", action="store_true", help="each unit prints (a log file)")
+    parser.add_argument("--no-pipeline", action="store_true")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         (root / "tasks").mkdir()
-        (root / "tasks" / "trivial.py").write_text(TASK)
-        if not args.new_logs:
-            asyncio.run(one_run(root, args.units, args.jobs, root / "logs"))
+        (root / "tasks" / "trivial.py").write_text(NOISY if args.print else QUIET)
         rates, ours, theirs = [], [], []
         for run in range(args.runs):
-            logs = root / (f"logs{run}" if args.new_logs else "logs")
             children = cpu_seconds(resource.RUSAGE_CHILDREN)
-            rate, cpu, ready = asyncio.run(one_run(root, args.units, args.jobs, logs))
+            rate, cpu, ready = asyncio.run(one_run(root, args, root / f"logs{run}"))
             workers = (cpu_seconds(resource.RUSAGE_CHILDREN) - children) / args.units
             rates.append(rate)
             ours.append(cpu)
             theirs.append(workers)
             spawn = ", ".join(f"{t * 1000:.0f}" for t in ready)
             print(
-                f"{rate:8.0f} units/s   cpu per unit: here {cpu * 1e6:.0f} us, "
-                f"workers {workers * 1e6:.0f} us   (workers ready after {spawn} ms)"
+                f"{rate:8.0f} units/s ({1e6 / rate:.0f} us/unit)   cpu per unit: here "
+                f"{cpu * 1e6:.0f} us, workers {workers * 1e6:.0f} us   "
+                f"(workers ready after {spawn} ms)"
             )
-    kind = "new" if args.new_logs else "existing"
+    mode = "chain, one at a time" if args.chain else "as many as free_slots()"
     print(
         f"median: {statistics.median(rates):.0f} units/s, cpu per unit: here "
         f"{statistics.median(ours) * 1e6:.0f} us, workers {statistics.median(theirs) * 1e6:.0f} us"
-        f" ({args.units} units, jobs={args.jobs}, {kind} log files)"
+        f" ({args.units} units, jobs={args.jobs}, {mode}"
+        f"{', pipelining off' if args.no_pipeline else ''}{', printing' if args.print else ''})"
     )
 
 

@@ -13,6 +13,11 @@ it too: signals sent to the group reach all of them.
 - Cancel: SIGINT, after `grace` SIGTERM, after another `grace` SIGKILL, to the group, each step
   logged. A cancelled (or dead) worker is killed with its whole group, reaped and replaced, so no
   subprocess of the unit survives it.
+- Pipelining: a worker whose CALL unit is short (its task's recent units took less than
+  PIPELINE_BELOW, and this one has not yet) may get a second CALL job queued behind it, so that
+  it goes on without waiting for the round trip through the scheduler: free_slots() counts those
+  queue places once every worker is busy. A queued unit is cancelled or paused when it starts;
+  if its worker is retired or dies first, it moves to another worker (it has not started).
 - Every job ends with exactly one DONE, FAILED, CANCELLED or DIED event.
 """
 
@@ -29,6 +34,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import watchrun
 from watchrun.executors import protocol as proto
@@ -45,6 +51,9 @@ _CHANNEL_LINGER = 2.0  # seconds to read what a dead worker sent before its chan
 _ESCALATION = {signal.SIGINT: signal.SIGTERM, signal.SIGTERM: signal.SIGKILL}
 _TERMINAL = {Msg.DONE, Msg.FAILED, Msg.CANCELLED}
 _START_ATTEMPTS = 3  # workers in a row that die before they are ready: give up
+# A CALL job may be queued behind a running one whose task's recent units took less than this
+# (seconds), while that one has not run that long yet: the wait it adds is at most about this.
+PIPELINE_BELOW = 0.005
 
 PgroupCallback = Callable[[int, "float | None"], None]
 
@@ -62,6 +71,8 @@ class _Unit:
     timer: asyncio.TimerHandle | None = None  # the next escalation step
     paused: bool = False
     finished: bool = False
+    queued: bool = False  # waits behind its worker's current unit (pipelining)
+    cancel_wanted: bool = False  # cancelled while queued: signalled when it starts
 
 
 @dataclass(eq=False)
@@ -70,7 +81,9 @@ class _Worker:
     proc: asyncio.subprocess.Process | None = None
     channel: _Channel | None = None  # set once the worker's process is spawned
     pending: list[bytes] = field(default_factory=list)  # frames sent before the channel is up
-    unit: _Unit | None = None
+    outbox: list[bytes] = field(default_factory=list)  # frames to send at the end of the turn
+    unit: _Unit | None = None  # the unit it runs (or will run first)
+    queued: _Unit | None = None  # a CALL unit sent to it to run next
     retiring: bool = False  # killed on purpose: its death is not news
     life_fd: int | None = None  # our end of the life pipe
     stderr_fd: int | None = None  # the read end of the worker's stderr, until it is read
@@ -83,6 +96,10 @@ class _Worker:
         return None if self.proc is None else self.proc.pid
 
     def send(self, frame: bytes) -> None:
+        if self.outbox:  # in order
+            self.outbox.append(frame)
+            frame = b"".join(self.outbox)
+            self.outbox.clear()
         if self.channel is None:
             self.pending.append(frame)
         else:
@@ -155,7 +172,9 @@ class LocalExecutor:
     `on_pgroup(pgid, start_time)` is called when a worker's process group starts (start_time:
     the leader's start time, as watchrun.state.pgroups.process_start_time gives it) and with
     None when it has ended, so the caller can record the groups in flight and end leftovers
-    next time (watchrun.state.pgroups.end_groups)."""
+    next time (watchrun.state.pgroups.end_groups).
+
+    `pipeline_below`: see Pipelining above; 0 turns it off."""
 
     def __init__(
         self,
@@ -163,6 +182,7 @@ class LocalExecutor:
         jobs: int,
         grace: float,
         on_pgroup: PgroupCallback | None = None,
+        pipeline_below: float = PIPELINE_BELOW,
     ) -> None:
         if jobs < 1:
             raise ValueError(f"jobs must be at least 1, not {jobs}")
@@ -174,7 +194,11 @@ class LocalExecutor:
         self._workers: set[_Worker] = set()
         self._idle: list[_Worker] = []  # warm (or starting) workers without a unit; last = warmest
         self._units: dict[UnitKey, _Unit] = {}
-        self._busy_calls = 0
+        self._busy_calls = 0  # CALL units submitted and not ended, queued ones included
+        self._queued_calls = 0
+        self._pipeline_below = pipeline_below  # 0: no pipelining
+        self._typical: dict[str, float] = {}  # task -> recent duration of its CALL units
+        self._outboxes: list[_Worker] = []  # workers with frames to send at the end of the turn
         self._closing = False
         self._all_finished: asyncio.Future[None] | None = None
         self._start_error: str | None = None  # set when workers keep failing to start
@@ -197,37 +221,62 @@ class LocalExecutor:
             raise WorkerStartError(self._start_error)
 
     def free_slots(self) -> int:
-        return max(self._jobs - self._busy_calls, 0)
+        free = self._jobs - self._busy_calls + self._queued_calls
+        if free > 0 or self._pipeline_below <= 0 or self._queued_calls >= self._jobs:
+            return max(free, 0)  # places in queues count once every worker is busy
+        now = time.monotonic()
+        return sum(
+            1
+            for w in self._workers
+            if w.queued is None and w.unit is not None and self._can_queue_behind(w, now)
+        )
 
     def submit(self, job: Job) -> None:
         if self._closing:
             raise RuntimeError("the executor is closed")
         if job.key in self._units:
             raise ValueError(f"{job.key.format()} is already running")
+        host = None
         if job.mode is Mode.CALL:
-            if self._busy_calls >= self._jobs:
-                raise RuntimeError(f"no free slot for {job.key.format()}: wait for free_slots()")
+            if self._busy_calls - self._queued_calls >= self._jobs:
+                host = self._host()
+                if host is None:
+                    raise RuntimeError(
+                        f"no free slot for {job.key.format()}: wait for free_slots()"
+                    )
             self._busy_calls += 1
-        worker = self._idle.pop() if self._idle else self._spawn()
-        unit = _Unit(job, worker, time.monotonic())
-        worker.unit = unit
+        if host is not None:
+            unit = _Unit(job, host, time.monotonic(), queued=True)
+            host.queued = unit
+            self._queued_calls += 1
+        else:
+            worker = self._idle.pop() if self._idle else self._spawn()
+            unit = _Unit(job, worker, time.monotonic())
+            worker.unit = unit
         self._units[job.key] = unit
-        worker.send(proto.encode(Msg.JOB, *job_spec(job).fields()))
+        frame = proto.encode(Msg.JOB, *job_spec(job).fields())
+        if host is not None:  # it waits anyway: no need to wake the worker now
+            self._send_soon(host, frame)
+        else:
+            unit.worker.send(frame)
         self._top_up()
 
     def push(self, key: UnitKey, kwargs: dict[str, bytes]) -> None:
         unit = self._persistent(key)
         if unit is not None:
-            unit.worker.send(proto.encode(Msg.PUSH, kwargs))
+            self._send_soon(unit.worker, proto.encode(Msg.PUSH, kwargs))
 
     def end_input(self, key: UnitKey) -> None:
         unit = self._persistent(key)
         if unit is not None:
-            unit.worker.send(proto.encode(Msg.END))
+            self._send_soon(unit.worker, proto.encode(Msg.END))
 
     def cancel(self, key: UnitKey) -> None:
         unit = self._units.get(key)
-        if unit is None or unit.cancel_signal is not None:
+        if unit is None or unit.cancel_signal is not None or unit.cancel_wanted:
+            return
+        if unit.queued:  # not started: a signal now would reach the unit before it
+            unit.cancel_wanted = True
             return
         if not unit.worker.ready.done():
             # the worker is still starting, the unit has not begun: nothing to interrupt
@@ -242,7 +291,8 @@ class LocalExecutor:
         if unit is None or unit.worker.pid is None:
             return False
         if not unit.paused:
-            unit.worker.signal_group(signal.SIGSTOP)
+            if not unit.queued:  # a queued unit is stopped when it starts
+                unit.worker.signal_group(signal.SIGSTOP)
             unit.paused = True
         return True
 
@@ -251,7 +301,8 @@ class LocalExecutor:
         if unit is None or unit.worker.pid is None:
             return False
         if unit.paused:
-            unit.worker.signal_group(signal.SIGCONT)
+            if not unit.queued:
+                unit.worker.signal_group(signal.SIGCONT)
             unit.paused = False
         return True
 
@@ -274,10 +325,28 @@ class LocalExecutor:
             self._retire(worker)
         await asyncio.gather(*(w.task for w in workers if w.task is not None))
 
+    # -- frames that can wait for the end of this turn of the loop ------------------------------
+
+    def _send_soon(self, worker: _Worker, frame: bytes) -> None:
+        """Send at the end of this turn of the loop, with the other frames for that worker
+        by then: one write (and one wake-up of the worker) for the pushes that the events of
+        one turn produce, instead of one each."""
+        if not worker.outbox:
+            if not self._outboxes:
+                asyncio.get_running_loop().call_soon(self._flush)
+            self._outboxes.append(worker)
+        worker.outbox.append(frame)
+
+    def _flush(self) -> None:
+        for worker in self._outboxes:
+            if worker.outbox:
+                worker.send(b"")
+        self._outboxes.clear()
+
     # -- the pool -------------------------------------------------------------------------------
 
     def _target(self) -> int:
-        return self.free_slots() + SPARE_WORKERS
+        return max(self._jobs - self._busy_calls + self._queued_calls, 0) + SPARE_WORKERS
 
     def _top_up(self) -> None:
         if self._closing or self._start_error is not None:
@@ -452,6 +521,7 @@ class LocalExecutor:
                 if self._failed_starts >= _START_ATTEMPTS:
                     self._start_error = cause
                     log.error("%s", cause)
+        self._move_queued(worker)
         unit = worker.unit
         worker.unit = None
         if unit is None or unit.finished:
@@ -493,13 +563,21 @@ class LocalExecutor:
         assert isinstance(duration, float)
         worker.unit = None
         self._end_unit(unit)
+        if kind is Msg.DONE and unit.job.mode is Mode.CALL:
+            typical = self._typical.get(unit.job.key.task, duration)
+            self._typical[unit.job.key.task] = (typical + duration) / 2
         if unit.cancel_signal is not None:
-            # signals were sent: the worker may hold a pending one; start afresh
+            # signals were sent: the worker may hold a pending one (or may even have taken the
+            # queued unit's start for it); start afresh, and the queued unit elsewhere
+            self._move_queued(worker)
             self._retire(worker)
         else:
             if unit.paused:  # paused just as it finished
                 worker.signal_group(signal.SIGCONT)
-            self._release(worker)
+            if worker.queued is not None:
+                self._promote(worker)
+            else:
+                self._release(worker)
         self._top_up()
         if kind is Msg.DONE:
             self._emit(unit, EventKind.DONE, data=payload, duration=duration)  # type: ignore[arg-type]
@@ -516,6 +594,9 @@ class LocalExecutor:
         del self._units[unit.job.key]
         if unit.job.mode is Mode.CALL:
             self._busy_calls -= 1
+        if unit.queued:
+            self._queued_calls -= 1
+            unit.queued = False
         if not self._units and self._all_finished is not None and not self._all_finished.done():
             self._all_finished.set_result(None)
 
@@ -534,6 +615,75 @@ class LocalExecutor:
             self._sink(event)
         except Exception:  # the caller's bug must not take the worker's channel down with it
             log.exception("the event sink failed on %s", event)
+
+    # -- pipelining -----------------------------------------------------------------------------
+
+    def _can_queue_behind(self, worker: _Worker, now: float, patient: bool = False) -> bool:
+        unit = worker.unit
+        if (
+            worker.queued is not None
+            or unit is None
+            or unit.job.mode is not Mode.CALL
+            or worker.retiring
+            or unit.paused
+            or unit.cancel_signal is not None
+            or unit.cancel_wanted
+            or not worker.ready.done()
+        ):
+            return False
+        typical = self._typical.get(unit.job.key.task)
+        below = self._pipeline_below
+        if typical is None or typical >= below:
+            return False
+        return patient or now - unit.submitted < typical + below
+
+    def _host(self) -> _Worker | None:
+        """The worker to queue a CALL job behind: the one most likely to be free first."""
+        if self._pipeline_below <= 0:
+            return None
+        now = time.monotonic()
+        hosts = [w for w in self._workers if self._can_queue_behind(w, now)]
+        if not hosts:  # free_slots() said yes a moment ago: keep its word
+            hosts = [w for w in self._workers if self._can_queue_behind(w, now, patient=True)]
+        return min(hosts, key=_started) if hosts else None
+
+    def _promote(self, worker: _Worker) -> None:
+        """The worker's unit ended normally: it goes on with the queued one."""
+        unit = worker.queued
+        assert unit is not None
+        worker.queued = None
+        worker.unit = unit
+        unit.queued = False
+        self._queued_calls -= 1
+        unit.submitted = time.monotonic()
+        if unit.cancel_wanted:
+            self._signal_cancel(unit, signal.SIGINT)
+        elif unit.paused:
+            worker.signal_group(signal.SIGSTOP)
+
+    def _move_queued(self, worker: _Worker) -> None:
+        """The worker is retired or dead: its queued unit (not started) goes to another one,
+        or, if it was cancelled meanwhile or we are closing, ends cancelled."""
+        unit = worker.queued
+        if unit is None:
+            return
+        worker.queued = None
+        if unit.cancel_wanted or self._closing:
+            self._end_unit(unit)
+            asyncio.get_running_loop().call_soon(
+                functools.partial(self._emit, unit, EventKind.CANCELLED, signal="SIGINT")
+            )
+            return
+        unit.queued = False
+        self._queued_calls -= 1
+        target = self._idle.pop() if self._idle else self._spawn()
+        target.unit = unit
+        unit.worker = target
+        unit.submitted = time.monotonic()
+        target.send(proto.encode(Msg.JOB, *job_spec(unit.job).fields()))
+        if unit.paused:  # as pause() does, only if the worker has a process yet
+            unit.paused = target.pid is not None
+            target.signal_group(signal.SIGSTOP)
 
     # -- cancel ---------------------------------------------------------------------------------
 
@@ -583,11 +733,11 @@ def job_spec(job: Job) -> proto.JobSpec:
     assert isinstance(iteration, (tuple, list))
     root = _absolute(job.root)
     return proto.JobSpec(
-        key.format(),
+        _label(key),
         key.task,
         job.mode.value,
         root,
-        [(_absolute(path), package) for path, package in job.chain],
+        _absolute_chain(job.chain),
         job.kwargs,
         _absolute(job.log_path),
         job.start,
@@ -597,6 +747,35 @@ def job_spec(job: Job) -> proto.JobSpec:
         tuple(iteration),
         job.fresh_log,
     )
+
+
+def _label(key: UnitKey) -> str:
+    """key.format(), the common cases without its generator (a few microseconds a unit)."""
+    if not key.iter:
+        return key.task
+    if len(key.iter) == 1:
+        return f"{key.task}[{key.iter[0]}]"
+    return key.format()
+
+
+# chain list (by identity) -> its absolute form: the scheduler passes the same list for every
+# unit of a task, so a scope of 10,000 iterations converts it once
+_CHAINS: dict[int, tuple[list[tuple[Path, str]], list[tuple[str, str]]]] = {}
+
+
+def _absolute_chain(chain: list[tuple[Path, str]]) -> list[tuple[str, str]]:
+    known = _CHAINS.get(id(chain))
+    if known is not None and known[0] is chain:
+        return known[1]
+    absolute = [(_absolute(path), package) for path, package in chain]
+    if len(_CHAINS) >= 4096:  # each reload of a project brings new lists: forget the old
+        _CHAINS.clear()
+    _CHAINS[id(chain)] = (chain, absolute)  # the list is kept: its id cannot be reused
+    return absolute
+
+
+def _started(worker: _Worker) -> float:
+    return worker.unit.submitted if worker.unit is not None else 0.0
 
 
 def _absolute(path: str | os.PathLike[str]) -> str:

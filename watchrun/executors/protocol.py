@@ -147,6 +147,13 @@ class FrameReader:
         self._fd = fd
         self._buffer = bytearray()
 
+    def has_message(self) -> bool:
+        """A whole message is already read: read() will not wait."""
+        buffer = self._buffer
+        return len(buffer) >= HEADER_SIZE and len(buffer) >= HEADER_SIZE + body_size(
+            buffer[:HEADER_SIZE]
+        )
+
     def read(self) -> tuple[Msg, tuple[object, ...]]:
         """The next message. Raises EOFError when the other side closed the channel."""
         buffer = self._buffer

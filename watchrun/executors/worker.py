@@ -44,6 +44,8 @@ _PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
 # that would kill this process at once and its children would survive (see _die_with_parent).
 _PARENT_DEATH_SIGNAL = signal.SIGHUP
 _LOG_FLAGS = os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC
+_PUSHED = proto.encode(Msg.PUSHED)
+ACK_DELAY = 0.005  # seconds a PUSHED answer may wait to go with the next ones
 _O_TMPFILE = getattr(os, "O_TMPFILE", 0)  # Linux
 # A unit whose log has no name yet gets one after it has run this long (seconds), so that its
 # output can be followed live.
@@ -333,6 +335,9 @@ class UnitLog:
         self._unnamed_files = _O_TMPFILE != 0  # False once the system said it has none
         self._proc_fds: int | None = None  # /proc/self/fd: to link an open file by its fd
         self._naming = False  # the naming thread runs
+        self._parked = False  # it waits on _unpark: no unit for a while (an idle worker)
+        self._unpark = _thread.allocate_lock()
+        self._unpark.acquire()
 
     def open(self, path: str, fresh: bool) -> None:
         """Point fds 1 and 2 at the log (fresh: empty). OSError: it cannot be written."""
@@ -347,13 +352,22 @@ class UnitLog:
                 _point_std_at(unnamed.fd)
                 unnamed.path = path
                 unnamed.since = time.monotonic()
-                self._current = unnamed
-                if not self._naming:
-                    self._naming = True
-                    _start_thread(self._name_running)
+                self._watch(unnamed)
                 return
         _point_std_at(fd)
         os.close(fd)
+
+    def _watch(self, unnamed: _Unnamed) -> None:
+        """Have the naming thread watch the running unit's unnamed log."""
+        with self._lock:
+            self._current = unnamed
+            parked = self._parked
+            self._parked = False
+        if parked:
+            self._unpark.release()
+        elif not self._naming:
+            self._naming = True
+            _start_thread(self._name_running)
 
     def close(self) -> None:
         """After the unit, fds 1 and 2 restored: its unnamed log gets its name if the unit
@@ -377,10 +391,10 @@ class UnitLog:
         spare = self._spare
         self._spare = None
         if spare is not None:
-            if spare.directory == directory and os.fstat(spare.fd).st_size == 0:
+            written = os.fstat(spare.fd).st_size > 0
+            if spare.directory == directory and not written:
                 return spare
-            if os.fstat(spare.fd).st_size > 0:
-                # a subprocess of the last unit wrote after the unit ended: its output
+            if written:  # a subprocess of the last unit wrote after the unit ended: its output
                 self._name(spare)
             else:
                 os.close(spare.fd)
@@ -420,17 +434,24 @@ class UnitLog:
             os.close(unnamed.fd)
 
     def _name_running(self) -> None:
-        """The naming thread: a unit that has run LIVE_AFTER seconds gets its log's name."""
+        """The naming thread: a unit that has run LIVE_AFTER seconds gets its log's name.
+        After a second without units it parks until the next one (idle workers sleep)."""
+        idle = 0
         while True:
             time.sleep(LIVE_AFTER / 2)
             with self._lock:
                 unnamed = self._current
-                if (
-                    unnamed is not None
-                    and not unnamed.named
-                    and time.monotonic() - unnamed.since >= LIVE_AFTER
-                ):
-                    self._name(unnamed)
+                if unnamed is None:
+                    idle += 1
+                    self._parked = idle * LIVE_AFTER / 2 >= 1.0
+                else:
+                    idle = 0
+                    if not unnamed.named and time.monotonic() - unnamed.since >= LIVE_AFTER:
+                        self._name(unnamed)
+                parked = self._parked
+            if parked:
+                self._unpark.acquire()  # released by _watch
+                idle = 0
 
 
 def _create(path: str, flags: int) -> int:
@@ -461,6 +482,9 @@ class Worker:
         self._saved_fds = (os.dup(1), os.dup(2))
         self._streams = (sys.stdout, sys.stderr)
         self._log = UnitLog(self._saved_fds[1])
+        self._acks = 0  # PUSHED answers not sent yet
+        self._acks_since = 0.0  # time.monotonic() of the first of them
+        self._push_started = 0.0  # time.monotonic() when the push being run arrived
 
     def serve(self) -> None:
         self._send(Msg.READY, os.getpid())
@@ -475,6 +499,12 @@ class Worker:
 
     def _send(self, kind: Msg, *fields: object) -> None:
         data = proto.encode(kind, *fields)
+        if self._acks:  # in order
+            data = self._acks * _PUSHED + data
+            self._acks = 0
+        self._write(data)
+
+    def _write(self, data: bytes) -> None:
         allowed = _Interrupts.allowed
         _Interrupts.allowed = False
         try:
@@ -630,7 +660,7 @@ class Worker:
         index = 0
         for result in self._pushes(spec, run):
             index = self._stream(spec, result, index)
-            self._send(Msg.PUSHED)
+            self._ack()
         finish = namespace.get("finish")
         if callable(finish):
             kwargs = self._arguments(spec, finish, spec.gather_kwargs)
@@ -647,11 +677,29 @@ class Worker:
             if kind is not Msg.PUSH:
                 continue
             pushed: dict[str, bytes] = fields[0]
+            self._push_started = time.monotonic()
             kwargs = {**fixed, **{n: _interruptible(loads, d) for n, d in pushed.items()}}
             result = _interruptible(run, **kwargs)
             yield result
             if spec.mode == proto.COLLECT:
-                self._send(Msg.PUSHED)
+                self._ack()
+
+    def _ack(self) -> None:
+        """Answer a push with PUSHED. While more pushes are already here and take little
+        time, the answers wait (about ACK_DELAY at most) and go together, in one write: one
+        wake-up of the executor instead of one per push."""
+        now = time.monotonic()
+        if not self._acks:
+            self._acks_since = now
+        self._acks += 1
+        if (
+            not self._reader.has_message()
+            or now - self._acks_since >= ACK_DELAY
+            or now - self._push_started >= ACK_DELAY  # slow pushes: the next one would be too
+        ):
+            acks = self._acks
+            self._acks = 0
+            self._write(acks * _PUSHED)
 
 
 # file -> (source, code) of the task modules last shipped with a job (JobSpec.sources)
