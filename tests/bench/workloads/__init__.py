@@ -1,0 +1,1 @@
+"""One module per workload family; each writes an equivalent project for every tool."""
