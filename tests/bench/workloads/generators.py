@@ -37,6 +37,7 @@ from pathlib import Path
 
 from measure import run_measured
 from peers import Tool
+
 from workloads.common import (
     Figure,
     Project,
