@@ -37,7 +37,6 @@ from pathlib import Path
 
 from measure import run_measured
 from peers import Tool
-
 from workloads.common import (
     Figure,
     Project,
