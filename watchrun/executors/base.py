@@ -8,6 +8,7 @@ only hashes and stores them.
 from __future__ import annotations
 
 import enum
+import signal
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -121,3 +122,15 @@ class Executor(Protocol):
     async def close(self) -> None:
         """Cancel what runs, end every process group, reap every process."""
         ...
+
+
+def death_cause(returncode: int | None, unknown: str = "could not be started") -> str:
+    """Why a process ended, for the user: "exit code 3", "killed by SIGKILL"."""
+    if returncode is None:
+        return unknown
+    if returncode < 0:
+        try:
+            return f"killed by {signal.Signals(-returncode).name}"
+        except ValueError:
+            return f"killed by signal {-returncode}"
+    return f"exit code {returncode}"

@@ -38,7 +38,15 @@ from pathlib import Path
 
 import watchrun
 from watchrun.executors import protocol as proto
-from watchrun.executors.base import EventKind, ExecEvent, Job, Mode, Sink, UnitKey
+from watchrun.executors.base import (
+    EventKind,
+    ExecEvent,
+    Job,
+    Mode,
+    Sink,
+    UnitKey,
+    death_cause,
+)
 from watchrun.executors.protocol import Msg
 from watchrun.state.pgroups import process_start_time
 
@@ -509,7 +517,7 @@ class LocalExecutor:
         self._workers.discard(worker)
         if worker in self._idle:
             self._idle.remove(worker)
-        cause = _death_cause(returncode)
+        cause = death_cause(returncode)
         if not worker.ready.done():
             worker.ready.set_result(None)
             stderr = worker.stderr_tail.decode(errors="replace").strip()
@@ -794,15 +802,6 @@ def _worker_env() -> dict[str, str]:
     return env
 
 
-def _death_cause(returncode: int | None) -> str:
-    if returncode is None:
-        return "could not be started"
-    if returncode < 0:
-        try:
-            return f"killed by {signal.Signals(-returncode).name}"
-        except ValueError:
-            return f"killed by signal {-returncode}"
-    return f"exit code {returncode}"
 
 
 def _signal_group(pgid: int, sig: signal.Signals) -> None:

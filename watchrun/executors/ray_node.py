@@ -39,6 +39,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from watchrun.executors import protocol as proto
+from watchrun.executors.base import death_cause as base_death_cause
 from watchrun.executors.protocol import Msg
 
 TICK = 0.05  # seconds between checks of a cancel that arrived as a flag (see run_call)
@@ -366,14 +367,7 @@ def _tail(f: Any, limit: int) -> bytes:
 
 
 def death_cause(returncode: int | None) -> str:
-    if returncode is None:
-        return "could not be reaped"
-    if returncode < 0:
-        try:
-            return f"killed by {signal.Signals(-returncode).name}"
-        except ValueError:
-            return f"killed by signal {-returncode}"
-    return f"exit code {returncode}"
+    return base_death_cause(returncode, unknown="could not be reaped")
 
 
 # ---------------------------------------------------------------------------------------------
