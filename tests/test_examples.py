@@ -170,8 +170,11 @@ def test_generators_second_build_runs_nothing(generators: tuple[Path, Run]) -> N
     again = build(root)
     assert again.ran() == []
     assert again.units("push") == [] and again.units("gather") == []
-    # the iterations are replayed from the store, not produced by running the generator
-    assert again.units("iteration") == first.units("iteration")
+    # the iterations are replayed from the store, not produced by running the generator:
+    # each generator's keys in the same order (how two generators interleave is timing)
+    for task in ("requests", "windows"):
+        assert [u for u in again.units("iteration") if u[0] == task] == \
+            [u for u in first.units("iteration") if u[0] == task]
     assert again.events[-1]["skipped"] == first.events[-1]["ran"]
 
 
