@@ -19,6 +19,7 @@ ACCEPTED = [
     ["build"],
     ["build", "a", "b.c"],
     ["-C", "proj", "build", "-j", "3", "x"],
+    ["build", "-j2", "x"],
     ["--directory", "proj", "build", "--jobs", "2", "--force"],
     ["--directory=proj", "build", "--jobs=4", "--json"],
     ["build", "--dry-run", "--fail-fast", "-v", "t"],

@@ -17,9 +17,18 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from watchrun.config import Config, load_config
-from watchrun.engine.events import EventBus, Subscriber
+from watchrun.engine.events import Event, EventBus, Subscriber
 from watchrun.engine.scheduler import BuildOptions, BuildSummary, Scheduler
 from watchrun.executors.base import Executor, Sink
+from watchrun.nullproof import (
+    DEFAULT_STATE_DIR,
+    Proof,
+    StatKey,
+    config_stats,
+    make_proof,
+    write_proof,
+)
+from watchrun.project.cache import ProjectFiles
 from watchrun.project.errors import ProjectError
 from watchrun.project.loader import Project, ProjectLoader
 from watchrun.state.hashing import FileHasher
@@ -38,6 +47,9 @@ class Session:
     store: Store
     hasher: FileHasher
     project: Project
+    config_stats: dict[str, StatKey | None]  # the settings files as they were read
+    proven: ProjectFiles | None  # the files the project is known to be built from
+    proof: Proof | None = None  # a null-build proof to leave once the results are committed
 
 
 def lock_message(err: LockedError) -> str:
@@ -54,6 +66,7 @@ def open_session(root: Path, command: str, *, write: bool) -> Iterator[Session]:
     Raises ProjectErrorsFound for config errors, UsageError for a held lock."""
     if not root.is_dir():
         raise UsageError(f"the project folder {root} does not exist (see -C)")
+    config_seen = config_stats(os.fspath(root.resolve()))  # before reading: a later edit shows
     config, errors = load_config(root.resolve())
     if errors:
         raise ProjectErrorsFound(errors, config.root)
@@ -68,11 +81,15 @@ def open_session(root: Path, command: str, *, write: bool) -> Iterator[Session]:
         for message in store.messages:
             print(f"watchrun: {message}", file=sys.stderr)
         hasher = FileHasher(store)
-        project = ProjectLoader(config, store, hasher).load()
-        yield Session(config, store, hasher, project)
+        loader = ProjectLoader(config, store, hasher)
+        project = loader.load()
+        session = Session(config, store, hasher, project, config_seen, loader.proven)
+        yield session
         if write:
             hasher.flush()
             store.commit()
+            if session.proof is not None:  # only now: it speaks of committed results
+                write_proof(os.fspath(config.state_dir), session.proof)
     finally:
         if write:
             store.release_lock()
@@ -116,10 +133,15 @@ def effective_jobs(config: Config, override: int | None) -> int:
 
 async def run_build(session: Session, targets: list[str], options: BuildOptions,
                     subscribers: list[Subscriber], jobs: int, executor_kind: str,
-                    address: str) -> BuildSummary:
+                    address: str, proof_for: list[str] | None = None) -> BuildSummary:
+    """`proof_for`: the targets as given on the command line, to leave a null-build proof
+    for them if the build succeeds (see `nullproof`)."""
     bus = EventBus()
     for subscriber in subscribers:
         bus.subscribe(subscriber)
+    published: list[Event] = []  # for the proof: what a null build prints with --json
+    if proof_for is not None:
+        bus.subscribe(published.append)
     holder: dict[str, Scheduler] = {}
 
     def sink(event: object) -> None:
@@ -137,11 +159,37 @@ async def run_build(session: Session, targets: list[str], options: BuildOptions,
     try:
         # no executor.start(): workers are spawned by the first submit, so a build with nothing
         # to run starts no process at all
-        return await scheduler.build(targets)
+        summary = await scheduler.build(targets)
+        if proof_for is not None and executor_kind == "local":
+            leave_proof(session, scheduler, proof_for,
+                        None if scheduler.summary.ran else published)
+        return summary
     finally:
         await executor.close()
         for sig in stop_signals:
             loop.remove_signal_handler(sig)
+
+
+def leave_proof(session: Session, scheduler: Scheduler, targets: list[str],
+                events: list[Event] | None) -> None:
+    """Prepare the null-build proof of a build that succeeded: everything it looked at is now
+    clean, unless something changed while it looked (then the next build decides)."""
+    summary, config, resolver = scheduler.summary, session.config, scheduler.resolver
+    root = os.fspath(config.root)
+    state_dir = os.fspath(config.state_dir)
+    if (not summary.ok or scheduler.options.dry_run or resolver.unsteady
+            or session.proven is None or config.executor_kind != "local"
+            or state_dir != os.path.join(root, DEFAULT_STATE_DIR)):
+        return
+    hasher = session.hasher
+    proven = session.proven
+    session.proof = make_proof(
+        root=root, targets=targets, state_dir=state_dir, configs=session.config_stats,
+        folders=[os.fspath(f) for f in config.tasks], discovered=proven.discovered,
+        project=proven.stats, absent=proven.absent, expansions=resolver.expansions.values(),
+        observed=resolver.observed, entry_of=hasher.cached_entry,
+        entries_below=hasher.cached_below, units=summary.ran + summary.skipped,
+        events=None if events is None else [e.json_around_time() for e in events])
 
 
 def exit_code(summary: BuildSummary) -> int:

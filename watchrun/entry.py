@@ -10,8 +10,10 @@ checks that both parsers give the same arguments for the same command line.
 from __future__ import annotations
 
 import sys
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 FLAGS = {"--force": "force", "--dry-run": "dry_run", "--json": "json_out",
          "--fail-fast": "fail_fast", "-v": "verbose", "--verbose": "verbose"}
@@ -21,12 +23,24 @@ EXECUTORS = ("local", "ray")
 
 def parse_build(argv: list[str]) -> tuple[Path, list[str], dict[str, Any]] | None:
     """(root, tasks, options) for a plain `[-C DIR] build …` command line, else None."""
+    parsed = split_build(argv)
+    if parsed is None:
+        return None
+    from pathlib import Path
+
+    root, tasks, options = parsed
+    return Path(root), tasks, options
+
+
+def split_build(argv: list[str]) -> tuple[str, list[str], dict[str, Any]] | None:
+    """`parse_build` with the root as given: what the null-build check needs, before pathlib
+    is even imported."""
     args = list(argv)
-    root = Path(".")
+    root = "."
     if args and args[0] in ("-C", "--directory") and len(args) > 1:
-        root, args = Path(args[1]), args[2:]
+        root, args = args[1], args[2:]
     elif args and args[0].startswith("--directory="):
-        root, args = Path(args[0].split("=", 1)[1]), args[1:]
+        root, args = args[0].split("=", 1)[1], args[1:]
     if not args or args[0] != "build":
         return None
     options: dict[str, Any] = {"jobs": None, "force": False, "dry_run": False,
@@ -48,7 +62,17 @@ def parse_build(argv: list[str]) -> tuple[Path, list[str], dict[str, Any]] | Non
     return root, tasks, options
 
 
+def _may_prove_clean(options: dict[str, Any]) -> bool:
+    """Whether the null-build proof could print all this command asks for: the summary or
+    the events, nothing forced, the local executor (`-j` and `--fail-fast` change nothing when
+    nothing runs)."""
+    return not (options["force"] or options["dry_run"] or options["verbose"]) \
+        and options["executor"] in (None, "local")
+
+
 def _take_value(arg: str, rest: list[str], options: dict[str, Any]) -> bool:
+    if arg.startswith("-j") and arg[2:].isdigit():  # `-j2`, as Click reads it
+        arg = f"--jobs={arg[2:]}"
     name, eq, value = arg.partition("=")
     if name not in VALUED or (not eq and not rest) or (eq and name == "-j"):
         return False
@@ -70,12 +94,20 @@ def _take_value(arg: str, rest: list[str], options: dict[str, Any]) -> bool:
 
 def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv
-    parsed = parse_build(args)
+    parsed = split_build(args)
     if parsed is not None:
+        root, tasks, options = parsed
+        if _may_prove_clean(options):
+            from watchrun.nullproof import try_null_build
+
+            code = try_null_build(root, tasks, options["json_out"])
+            if code is not None:
+                raise SystemExit(code)
+        from pathlib import Path
+
         from watchrun.commands.build import build_command
 
-        root, tasks, options = parsed
-        raise SystemExit(build_command(root, tasks, **options))
+        raise SystemExit(build_command(Path(root), tasks, **options))
     from watchrun.cli import main as typer_main
 
     typer_main(args)

@@ -52,7 +52,8 @@ def build_command(root: Path, targets: list[str], *, jobs: int | None, force: bo
             kind = executor or session.config.executor_kind
             summary = asyncio.run(run_build(
                 session, chosen, options, [subscriber], effective_jobs(session.config, jobs),
-                kind, address if address is not None else session.config.executor_address))
+                kind, address if address is not None else session.config.executor_address,
+                proof_for=None if dry_run else targets))
             return exit_code(summary)
 
     return guarded(json_out, body)

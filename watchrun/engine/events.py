@@ -22,10 +22,22 @@ class Event:
         return {k: v for k, v in self.__dict__.items() if k != "time"}
 
     def to_json(self) -> str:
-        body: dict[str, Any] = {"event": self.name, "time": self.time}
+        return self._json(self.time)
+
+    def json_around_time(self) -> tuple[str, str]:
+        """The line of `to_json` in two halves, to print again later with another time
+        between them (the null-build proof replays a build's events this way)."""
+        head, _, tail = self._json(0).partition(TIME_MARK)
+        return head + '"time": ', tail
+
+    def _json(self, when: float) -> str:
+        body: dict[str, Any] = {"event": self.name, "time": when}
         for key, value in self.fields().items():
             body[key] = list(value) if isinstance(value, tuple) else value
         return json.dumps(body, default=str)
+
+
+TIME_MARK = '"time": 0'  # "event" comes first, and no event name contains this
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,6 @@ The scheduler, `status` and `--dry-run` all go through `Resolver.resolve`, so th
 from __future__ import annotations
 
 import functools
-import glob
 import json
 import os
 from collections.abc import Callable
@@ -23,6 +22,7 @@ from watchrun.engine.units import (
     task_prefix,
     unit_signature,
 )
+from watchrun.project.inputs import expand_inputs
 from watchrun.project.loader import Project
 from watchrun.project.model import Task
 from watchrun.state.hashing import FileHasher
@@ -77,6 +77,12 @@ class Resolver:
         self._static: dict[str, tuple[Callable[[], Manifest], str, dict[str, str | None]]] = {}
         self._prefixes: dict[str, str] = {}
         self._states: dict[str, dict[tuple[int, ...], UnitState]] = {}
+        # What this build's signatures were made of, for the null-build proof (nullproof.py):
+        # absolute path -> the hash used, and task -> (its input patterns, what they matched).
+        self.observed: dict[str, str | None] = {}
+        self.expansions: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {}
+        self.unsteady = False  # a path hashed to two values (or a glob matched two sets)
+        self._input_paths: set[str] = set()  # observed as some task's input
 
     # -- inputs and outputs ------------------------------------------------------------------
     def input_paths(self, task: Task) -> list[Path]:
@@ -86,23 +92,18 @@ class Resolver:
     def input_strs(self, task: Task) -> list[str]:
         """Every file or folder the task's input globs match now, sorted, as given (relative
         globs give paths relative to the root, absolute globs absolute paths)."""
-        found: set[str] = set()
-        for pattern in task.inputs:
-            if not glob.has_magic(pattern):  # the common case: a plain path, one stat
-                if os.path.exists(pattern if os.path.isabs(pattern) else
-                                  os.path.join(self.root, pattern)):
-                    found.add(pattern)
-            elif os.path.isabs(pattern):
-                found.update(glob.glob(pattern, recursive=True))
-            else:
-                found.update(glob.glob(pattern, root_dir=self.root, recursive=True))
-        return sorted(p for p in found if "__pycache__" not in p)
+        return expand_inputs(task.inputs, str(self.root))
 
     def hash_inputs(self, task: Task) -> dict[str, str | None]:
         paths = self.input_strs(task)
+        expansion = (tuple(task.inputs), tuple(paths))
+        if self.expansions.setdefault(task.name, expansion) != expansion:
+            self.unsteady = True
         root = str(self.root)
         absolute = [p if os.path.isabs(p) else os.path.join(root, p) for p in paths]
         hashes = self.hasher.hash_files(absolute)
+        self._observe(hashes)
+        self._input_paths.update(absolute)
         return {p: hashes[a] for p, a in zip(paths, absolute, strict=True)}
 
     def output_paths(self, task: Task) -> dict[str, str]:
@@ -119,12 +120,23 @@ class Resolver:
             self._outputs[task.name] = cached
         return cached
 
-    def hash_outputs(self, task: Task) -> dict[str, str | None]:
+    def hash_outputs(self, task: Task, produced: bool = False) -> dict[str, str | None]:
+        """`produced`: the task has just written them, so they may differ from what was
+        seen before it ran (but not from what another task took as its input)."""
         paths = self.output_paths(task)
         if not paths:
             return {}
         hashes = self.hasher.hash_files(list(paths.values()))
+        self._observe(hashes, produced)
         return {rel: hashes[p] for rel, p in paths.items()}
+
+    def _observe(self, hashes: dict[str, str | None], produced: bool = False) -> None:
+        observed = self.observed
+        for path, digest in hashes.items():
+            if path in observed and observed[path] != digest and (
+                    not produced or path in self._input_paths):
+                self.unsteady = True  # it changed while the build looked at it
+            observed[path] = digest
 
     # -- signatures --------------------------------------------------------------------------
     def static(self, name: str) -> tuple[Callable[[], Manifest], str, dict[str, str | None]]:

@@ -692,7 +692,8 @@ class Scheduler:
         output = self.store.put_object(data)
         if len(data) < 1 << 16:  # its downstream units and pushes will want it soon
             self._fresh[output] = data
-        outputs = {k: v for k, v in self.resolver.hash_outputs(task).items() if v is not None}
+        outputs = {k: v for k, v in self.resolver.hash_outputs(task, produced=True).items()
+                   if v is not None}
         clean = not task.inputs or self.resolver.inputs_unchanged(name, resolution.inputs)
         if not clean:
             self.resolver.forget_static(name)

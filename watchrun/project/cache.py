@@ -13,6 +13,7 @@ from pathlib import PosixPath, WindowsPath
 from typing import Any
 
 from watchrun.config import Config
+from watchrun.nullproof import StatKey, site_mtimes
 from watchrun.project.codemap import ANALYZER_VERSION, ModuleInfo
 from watchrun.state.hashing import RACY_NS, hash_bytes
 from watchrun.state.store import Store
@@ -82,6 +83,15 @@ class LazyModules(Mapping[str, ModuleInfo]):
 
 
 @dataclass
+class ProjectFiles:
+    """What a loaded project is known to be built from (for the null-build proof)."""
+
+    discovered: list[str]  # the task folders' files, as listed
+    stats: dict[str, StatKey]  # their stat keys and those of the local modules reached
+    absent: list[str]  # paths where an import looked for a local module and found none
+
+
+@dataclass
 class _CacheKey:
     """What a cached project was built from, checked before the project itself is unpickled."""
 
@@ -109,22 +119,27 @@ class ProjectCache:
     def __init__(self, store: Store | None, config: Config) -> None:
         self.store = store
         self.config = config
+        # after a hit or a put: the files and stat keys the project is known to be built from
+        self.proven: ProjectFiles | None = None
 
-    def _fingerprint(self, files: Iterable[str]) -> tuple[str, int] | None:
-        """(fingerprint, newest change in ns) of these files, or None if one is gone."""
+    def _fingerprint(self, files: Iterable[str]) -> tuple[str, int, dict[str, StatKey]] | None:
+        """(fingerprint, newest change in ns, stat keys) of these files, or None if one is
+        gone."""
         config = self.config  # only what shapes the project: not jobs, grace, the executor …
         parts = [repr((PROJECT_CACHE_VERSION, ANALYZER_VERSION, sys.version, config.root,
                        config.tasks, config.state_dir))]
         newest = 0
+        stats: dict[str, StatKey] = {}
         for path in files:
             try:
                 st = os.stat(path)
             except OSError:
                 return None
+            stats[path] = (st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns)
             parts.append(f"{path}\0{st.st_size}\0{st.st_mtime_ns}\0{st.st_ino}\0{st.st_ctime_ns}")
             newest = max(newest, st.st_mtime_ns, st.st_ctime_ns)
-        parts.extend(f"{d}\0{m}" for d, m in _site_mtimes())
-        return hash_bytes("\n".join(parts).encode()), newest
+        parts.extend(f"{d}\0{m}" for d, m in site_mtimes())
+        return hash_bytes("\n".join(parts).encode()), newest, stats
 
     def get(self, files: list[str]) -> object | None:
         """The cached project (the caller checks its type), or None when anything changed."""
@@ -140,7 +155,10 @@ class ProjectCache:
         found = self._fingerprint([*files, *key.local_files])
         if found is None or found[0] != key.fingerprint:
             return None
-        return quick_unpickle(halves[1])
+        project = quick_unpickle(halves[1])
+        if project is not None:
+            self.proven = ProjectFiles(list(files), found[2], sorted(key.absent))
+        return project
 
     def put(self, project: object, files: list[str], local_files: list[str], absent: set[str],
             started_ns: int) -> None:
@@ -150,6 +168,7 @@ class ProjectCache:
         if found is None or found[1] >= started_ns - RACY_NS:
             return  # something changed too recently to trust its stat key: next time
         key = _CacheKey(found[0], local_files, absent)
+        self.proven = ProjectFiles(list(files), found[2], sorted(absent))
         halves = (pickle.dumps(key, pickle.HIGHEST_PROTOCOL), _dumps_with_str_paths(project))
         self.store.kv_put(PROJECT_CACHE_KEY, pickle.dumps(halves, pickle.HIGHEST_PROTOCOL))
 
@@ -168,14 +187,3 @@ def _dumps_with_str_paths(value: object) -> bytes:
     buffer = io.BytesIO()
     _StrPathPickler(buffer, pickle.HIGHEST_PROTOCOL).dump(value)
     return buffer.getvalue()
-
-
-def _site_mtimes() -> list[tuple[str, int]]:
-    found = []
-    for entry in sys.path:
-        if "-packages" in entry:
-            try:
-                found.append((entry, os.stat(entry).st_mtime_ns))
-            except OSError:
-                continue
-    return found

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from watchrun.config import Config
 from watchrun.project import codemap
-from watchrun.project.cache import LazyModules, ProjectCache, quick_unpickle
+from watchrun.project.cache import LazyModules, ProjectCache, ProjectFiles, quick_unpickle
 from watchrun.project.checks import CodeChecks
 from watchrun.project.codemap import (
     ANALYZER_VERSION,
@@ -109,6 +109,7 @@ class ProjectLoader:
         self.closure_memo = _ClosureMemo()
         self.parsed = 0  # files read and analysed by this loader (a null build parses none)
         self.cached = False  # whether the last load came whole from the project cache
+        self.proven: ProjectFiles | None = None  # what the last load is known to be built from
         self.project: Project | None = None
 
     # -- public -------------------------------------------------------------------------------
@@ -145,6 +146,7 @@ class ProjectLoader:
         cache = ProjectCache(self.store, config)
         cached = cache.get(found)
         self.cached = isinstance(cached, Project)
+        self.proven = cache.proven
         if isinstance(cached, Project):
             return replace(cached, config=config)  # e.g. other jobs: the project is the same
         paths = [Path(p) for p in found]
@@ -155,6 +157,7 @@ class ProjectLoader:
         project = build.run()
         cache.put(project, found, [os.fspath(p) for p in build.local_paths], build.absent,
                   started_ns)
+        self.proven = cache.proven
         return project
 
     def _hash(self, paths: list[Path]) -> dict[Path, str | None]:

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from watchrun.config import Config, suggest
+from watchrun.project.discovery import discover_in
 from watchrun.project.errors import ProjectError
 from watchrun.project.header import Header
 from watchrun.project.model import Kind, Origin, Param, Task
@@ -30,27 +31,7 @@ def discover(config: Config) -> list[Path]:
 
 def discover_files(config: Config) -> list[str]:
     """`discover` as sorted absolute path strings (the hot path of a null build: no Path work)."""
-    skip = os.fspath(config.state_dir)
-    found: set[str] = set()
-    pending = [os.fspath(folder) for folder in config.tasks]
-    while pending:
-        folder = pending.pop()
-        try:
-            entries = os.scandir(folder)
-        except (FileNotFoundError, NotADirectoryError):
-            continue
-        with entries:
-            for entry in entries:
-                name = entry.name
-                if name.startswith("."):
-                    continue
-                if name.endswith(".py"):
-                    if entry.is_file():
-                        found.add(entry.path)
-                elif name != "__pycache__" and entry.is_dir(follow_symlinks=False) \
-                        and entry.path != skip:
-                    pending.append(entry.path)
-    return sorted(found)
+    return discover_in((os.fspath(folder) for folder in config.tasks), os.fspath(config.state_dir))
 
 
 def tasks_dir_of(path: Path, config: Config) -> Path | None:

@@ -83,10 +83,13 @@ class FileHasher:
     (see the module's docstring). `files_read` counts the files actually read.
     """
 
-    def __init__(self, store: Store | None, *, racy_ns: int = RACY_NS) -> None:
+    def __init__(self, store: Store | None, *, racy_ns: int = RACY_NS,
+                 cache: dict[str, CacheEntry] | None = None) -> None:
         self._store = store
         self._racy_ns = racy_ns
-        self._cache: dict[str, CacheEntry] = store.stat_cache_all() if store is not None else {}
+        if cache is None:
+            cache = store.stat_cache_all() if store is not None else {}
+        self._cache: dict[str, CacheEntry] = cache
         self._new: dict[str, CacheEntry] = {}
         self._lock = threading.Lock()
         self.files_read = 0  # files whose content was hashed (not answered from the cache)
@@ -152,11 +155,25 @@ class FileHasher:
 
     def flush(self) -> None:
         """Write the new stat-cache entries to the store."""
-        with self._lock:
-            new, self._new = self._new, {}
+        new = self.take_new()
         if not new or self._store is None or not self._store.writable:
             return
         self._store.stat_cache_put_many((path, *entry) for path, entry in new.items())
+
+    def take_new(self) -> dict[str, CacheEntry]:
+        """The cache entries made since the last call (hashes with a settled stat key)."""
+        with self._lock:
+            new, self._new = self._new, {}
+        return new
+
+    def cached_entry(self, path: str) -> CacheEntry | None:
+        """The stat key and hash cached for an absolute file path."""
+        return self._cache.get(path)
+
+    def cached_below(self, folder: str) -> dict[str, CacheEntry]:
+        """The cache entries of the files below an absolute folder path."""
+        prefix = folder.rstrip(os.sep) + os.sep
+        return {path: entry for path, entry in self._cache.items() if path.startswith(prefix)}
 
     # -- internals -----------------------------------------------------------------------------
     def _cached(self, key: str, st: os.stat_result) -> str | None:

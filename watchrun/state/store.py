@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from watchrun.nullproof import discard_proof
 from watchrun.state import database, pgroups
 from watchrun.state.database import SCHEMA_VERSION
 from watchrun.state.hashing import hash_bytes
@@ -231,6 +232,8 @@ class Store:
             lock.release()
             raise
         self._lock = lock
+        # Whatever this writer does may make the last build's null-build proof false.
+        discard_proof(os.fspath(self.state_dir))
         # Only now is it safe: a temporary object file could belong to a running writer.
         self._objects.clean_temps()
 

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TextIO
 
 from watchrun.engine import events as ev
+from watchrun.ui.summary import summary_line
 
 LOG_TAIL_LINES = 20
 
@@ -90,14 +91,12 @@ class PlainConsole:
                 lines.append(f"--- last lines of its log ({failure.log}) ---")
                 lines.append(tail)
         self.failures.clear()
-        verb = "would run" if self.dry_run else "ran"
-        counts = (f"{verb} {event.ran}, clean {event.skipped}, failed {event.failed}, "
-                  f"cancelled {event.cancelled}")
+        note = ""
         if self.iterations_done and not self.verbose:
-            counts += f" ({self.iterations_done} of them iteration units; -v lists them)"
+            note = f" ({self.iterations_done} of them iteration units; -v lists them)"
             self.iterations_done = 0
-        status = "ok" if event.ok else "FAILED"
-        lines.append(f"watchrun: {status}: {counts}")
+        lines.append(summary_line(event.ok, "would run" if self.dry_run else "ran", event.ran,
+                                  event.skipped, event.failed, event.cancelled, note))
         return "\n".join(lines)
 
 
