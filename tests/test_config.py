@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from watchrun.config import Config, load_config
+from watchrun.config import Config, key_lines, load_config
 
 
 def write(root: Path, name: str, text: str) -> Path:
@@ -182,3 +182,10 @@ def test_jobs_zero_means_the_number_of_cpus(tmp_path: Path) -> None:
     write(tmp_path, "watchrun.toml", "jobs = 0\ngrace = 0\n")
     config, errors = load_config(tmp_path)
     assert errors == [] and config.jobs == (os.cpu_count() or 1) and config.grace == 0.0
+
+
+def test_key_lines_are_not_hidden_by_quotes_inside_one_line_strings() -> None:
+    # a one-line string holding ''' or """ opens no multi-line string (found by Hypothesis)
+    text = 'a = "\'\'\'"\nb = \'"""\'\n[params]\nc = """x\n[not_a_table]\n"""\nd = 1 # """\ne = 2\n'
+    assert key_lines(text) == {("a",): 1, ("b",): 2, ("params",): 3, ("params", "c"): 4,
+                               ("params", "d"): 7, ("params", "e"): 8}

@@ -243,8 +243,7 @@ def key_lines(text: str, first_line: int = 1) -> dict[tuple[str, ...], int]:
     in_string: str | None = None
     for number, line in enumerate(text.split("\n"), start=first_line):
         if in_string is not None:
-            if line.count(in_string) % 2 == 1:
-                in_string = None
+            in_string = _open_string_after(line, in_string)
             continue
         header = TABLE_RE.match(line)
         if header:
@@ -254,8 +253,44 @@ def key_lines(text: str, first_line: int = 1) -> dict[tuple[str, ...], int]:
         key = KEY_RE.match(line)
         if key:
             found.setdefault(table + split_dotted(key.group(1)), number)
-        for quotes in ('"""', "'''"):
-            if line.count(quotes) % 2 == 1:
-                in_string = quotes
-                break
+        in_string = _open_string_after(line, None)
     return found
+
+
+def _open_string_after(line: str, quote: str | None) -> str | None:
+    """The multi-line string delimiter (\"\"\" or ''') still open at the end of a TOML
+    line, given the one open at its start. Strings on one line, escapes and comments are
+    skipped: `x = "'''"` opens nothing."""
+    i, end = 0, len(line)
+    while i < end:
+        if quote is not None:  # inside a multi-line string: find where it closes
+            close = _closing(line, i, quote)
+            if close < 0:
+                return quote
+            i, quote = close + 3, None
+            continue
+        char = line[i]
+        if char == "#":
+            return None
+        if line.startswith('"""', i) or line.startswith("'''", i):
+            quote, i = line[i:i + 3], i + 3
+        elif char in "\"'":  # a one-line string: to its closing quote
+            i += 1
+            while i < end and line[i] != char:
+                i += 2 if char == '"' and line[i] == "\\" else 1
+            i += 1
+        else:
+            i += 1
+    return quote
+
+
+def _closing(line: str, at: int, quote: str) -> int:
+    """Where `quote` closes a multi-line string in `line`, from `at` (-1: not on this line)."""
+    while True:
+        found = line.find(quote, at)
+        if found < 0 or quote == "'''":
+            return found
+        backslashes = len(line[:found]) - len(line[:found].rstrip("\\"))
+        if backslashes % 2 == 0:  # not escaped
+            return found
+        at = found + 1
