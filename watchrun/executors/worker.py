@@ -813,6 +813,9 @@ def _batch_scheduling() -> None:
 
 
 def main(argv: list[str]) -> None:
+    # A signal mask survives exec: spawned by a thread that blocks SIGINT (a UI's thread, a
+    # test runner's), we would never see the cancel. Start from an empty mask.
+    signal.pthread_sigmask(signal.SIG_SETMASK, ())
     signal.signal(signal.SIGINT, _on_sigint)
     ctl_fd, life_fd, parent_pid = (int(arg) for arg in argv[1:4])
     # the task's subprocesses must not hold our channel or keep the parent's pipe open
