@@ -133,6 +133,7 @@ class DevEngine:
     # -- changes -----------------------------------------------------------------------------
     def on_change(self, paths: set[Path]) -> set[str]:
         """Reload what the paths touch, cancel what they made stale, schedule it again."""
+        self.hasher.forget_recent(paths)  # a save in the tick of an earlier hash: hash again
         config_files = {self.config.root / "watchrun.toml", self.config.root / "pyproject.toml"}
         sources = {p for p in paths if p.suffix == ".py"}
         if paths & config_files:

@@ -91,6 +91,11 @@ class FileHasher:
             cache = store.stat_cache_all() if store is not None else {}
         self._cache: dict[str, CacheEntry] = cache
         self._new: dict[str, CacheEntry] = {}
+        # Hashes of files that changed too recently to cache: kept for this process only, so
+        # that a build hashes a task's new output once, not again as the next task's input.
+        # Their stat key could survive a rewrite in the same clock tick, which this process
+        # then misses; they never reach the store, so the next build hashes them again.
+        self._recent: dict[str, CacheEntry] = {}
         self._lock = threading.Lock()
         self.files_read = 0  # files whose content was hashed (not answered from the cache)
 
@@ -117,7 +122,7 @@ class FileHasher:
             except (FileNotFoundError, NotADirectoryError):
                 result[path] = None
                 continue
-            entry = cache.get(path)
+            entry = cache.get(path) or self._recent.get(path)
             if (entry is not None and entry[1] == st.st_mtime_ns and entry[0] == st.st_size
                     and entry[2] == st.st_ino and entry[3] == st.st_ctime_ns):
                 result[path] = entry[4]
@@ -176,8 +181,16 @@ class FileHasher:
         return {path: entry for path, entry in self._cache.items() if path.startswith(prefix)}
 
     # -- internals -----------------------------------------------------------------------------
+    def forget_recent(self, paths: Iterable[Path | str] = ()) -> None:
+        """Drop the process-only hashes of these paths (all: none given), e.g. when a watcher
+        reports them changed."""
+        if not paths:
+            self._recent.clear()
+        for path in paths:
+            self._recent.pop(os.path.abspath(path), None)
+
     def _cached(self, key: str, st: os.stat_result) -> str | None:
-        entry = self._cache.get(key)
+        entry = self._cache.get(key) or self._recent.get(key)
         if (entry is not None and entry[0] == st.st_size and entry[1] == st.st_mtime_ns
                 and entry[2] == st.st_ino and entry[3] == st.st_ctime_ns):
             return entry[4]
@@ -198,10 +211,13 @@ class FileHasher:
         settled = st.st_ctime_ns < started - self._racy_ns
         with self._lock:
             self.files_read += 1
-            if settled and _stat_key(after) == before:
+            if _stat_key(after) == before:
                 entry = (*before, digest)
-                self._cache[key] = entry
-                self._new[key] = entry
+                if settled:
+                    self._cache[key] = entry
+                    self._new[key] = entry
+                else:
+                    self._recent[key] = entry
         return digest
 
     def _hash_files(self, todo: dict[str, os.stat_result]) -> dict[str, str | None]:
