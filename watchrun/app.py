@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from watchrun.config import Config, load_config
-from watchrun.engine.events import Event, EventBus, Subscriber
+from watchrun.engine.events import EventBus, Subscriber
 from watchrun.engine.scheduler import BuildOptions, BuildSummary, Scheduler
 from watchrun.executors.base import Executor, Sink
 from watchrun.nullproof import (
@@ -133,15 +133,14 @@ def effective_jobs(config: Config, override: int | None) -> int:
 
 async def run_build(session: Session, targets: list[str], options: BuildOptions,
                     subscribers: list[Subscriber], jobs: int, executor_kind: str,
-                    address: str, proof_for: list[str] | None = None) -> BuildSummary:
+                    address: str, proof_for: list[str] | None = None,
+                    proof_lines: list[tuple[str, str]] | None = None) -> BuildSummary:
     """`proof_for`: the targets as given on the command line, to leave a null-build proof
-    for them if the build succeeds (see `nullproof`)."""
+    for them if the build succeeds (see `nullproof`); `proof_lines`: the `--json` lines
+    printed meanwhile, which the proof of a null build can replay."""
     bus = EventBus()
     for subscriber in subscribers:
         bus.subscribe(subscriber)
-    published: list[Event] = []  # for the proof: what a null build prints with --json
-    if proof_for is not None:
-        bus.subscribe(published.append)
     holder: dict[str, Scheduler] = {}
 
     def sink(event: object) -> None:
@@ -162,7 +161,7 @@ async def run_build(session: Session, targets: list[str], options: BuildOptions,
         summary = await scheduler.build(targets)
         if proof_for is not None and executor_kind == "local":
             leave_proof(session, scheduler, proof_for,
-                        None if scheduler.summary.ran else published)
+                        None if scheduler.summary.ran else proof_lines)
         return summary
     finally:
         await executor.close()
@@ -171,7 +170,7 @@ async def run_build(session: Session, targets: list[str], options: BuildOptions,
 
 
 def leave_proof(session: Session, scheduler: Scheduler, targets: list[str],
-                events: list[Event] | None) -> None:
+                lines: list[tuple[str, str]] | None) -> None:
     """Prepare the null-build proof of a build that succeeded: everything it looked at is now
     clean, unless something changed while it looked (then the next build decides)."""
     summary, config, resolver = scheduler.summary, session.config, scheduler.resolver
@@ -189,7 +188,7 @@ def leave_proof(session: Session, scheduler: Scheduler, targets: list[str],
         project=proven.stats, absent=proven.absent, expansions=resolver.expansions.values(),
         observed=resolver.observed, entry_of=hasher.cached_entry,
         entries_below=hasher.cached_below, units=summary.ran + summary.skipped,
-        events=None if events is None else [e.json_around_time() for e in events])
+        events=lines)
 
 
 def exit_code(summary: BuildSummary) -> int:

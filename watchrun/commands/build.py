@@ -36,10 +36,12 @@ def build_command(root: Path, targets: list[str], *, jobs: int | None, force: bo
             chosen = targets or default_targets(project)
             log_dir = session.config.state_dir / "logs"
             subscriber: Subscriber
+            lines: list[tuple[str, str]] | None = None  # for a proof to replay with --json
             if json_out:
                 from watchrun.ui.jsonl import JsonLines
 
-                subscriber = JsonLines()
+                lines = []
+                subscriber = JsonLines(keep=lines)
             elif sys.stdout.isatty() and not dry_run:
                 from watchrun.ui.console import LiveConsole
 
@@ -53,7 +55,7 @@ def build_command(root: Path, targets: list[str], *, jobs: int | None, force: bo
             summary = asyncio.run(run_build(
                 session, chosen, options, [subscriber], effective_jobs(session.config, jobs),
                 kind, address if address is not None else session.config.executor_address,
-                proof_for=None if dry_run else targets))
+                proof_for=None if dry_run else targets, proof_lines=lines))
             return exit_code(summary)
 
     return guarded(json_out, body)

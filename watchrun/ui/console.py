@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TextIO
 
 from watchrun.engine import events as ev
+from watchrun.ui.flushing import LoopFlush
 from watchrun.ui.summary import summary_line
 
 LOG_TAIL_LINES = 20
@@ -40,11 +41,14 @@ class PlainConsole:
     failures: list[Failure] = field(default_factory=list)
     iterations_done: int = 0
 
+    def __post_init__(self) -> None:
+        self._flush = LoopFlush(self.stream)
+
     def __call__(self, event: ev.Event) -> None:
         line = self.format(event)
         if line:
             self.stream.write(line + "\n")
-            self.stream.flush()
+            self._flush.written(now=isinstance(event, ev.URGENT))
 
     def _quiet_iteration(self, event: ev.Event) -> bool:
         """A scope of 10,000 iterations would print 20,000 lines: iteration units are counted

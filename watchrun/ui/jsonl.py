@@ -5,13 +5,24 @@ from __future__ import annotations
 import sys
 from typing import TextIO
 
-from watchrun.engine.events import Event
+from watchrun.engine.events import URGENT, Event
+from watchrun.ui.flushing import LoopFlush
 
 
 class JsonLines:
-    def __init__(self, stream: TextIO | None = None) -> None:
+    """`keep`: a list to which each line is added in two halves, before and after its time
+    (what the null-build proof replays)."""
+
+    def __init__(self, stream: TextIO | None = None,
+                 keep: list[tuple[str, str]] | None = None) -> None:
         self.stream = stream or sys.stdout
+        self._flush = LoopFlush(self.stream)
+        self._keep = keep
 
     def __call__(self, event: Event) -> None:
-        self.stream.write(event.to_json() + "\n")
-        self.stream.flush()
+        line = event.to_json()
+        self.stream.write(line + "\n")
+        if self._keep is not None:
+            head = f'{{"event": "{event.name}", "time": '
+            self._keep.append((head, line[len(head) + len(repr(event.time)):]))
+        self._flush.written(now=isinstance(event, URGENT))
