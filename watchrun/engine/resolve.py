@@ -17,6 +17,7 @@ from blake3 import blake3
 from watchrun.engine.reasons import Reason, ReasonKind
 from watchrun.engine.units import (
     Manifest,
+    canonical_json,
     explain,
     static_identity,
     task_prefix,
@@ -53,9 +54,10 @@ class Resolution:
         """(id, blob) of what is stored with the unit's state to explain it next time.
         Iteration units leave out their upstream values, so that all iterations of a task
         share one manifest row."""
-        body = {"m": json.loads(self.manifest.to_bytes()),
-                "up": self.upstream if with_upstream else None}
-        blob = json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
+        # the canonical JSON of {"m": manifest, "up": upstream}, without decoding the
+        # manifest's own canonical JSON to encode it again
+        upstream = canonical_json(self.upstream if with_upstream else None)
+        blob = b'{"m":' + self.manifest.to_bytes() + b',"up":' + upstream.encode() + b"}"
         return blake3(blob).hexdigest(), blob
 
 
@@ -77,6 +79,8 @@ class Resolver:
         self._static: dict[str, tuple[Callable[[], Manifest], str, dict[str, str | None]]] = {}
         self._prefixes: dict[str, str] = {}
         self._states: dict[str, dict[tuple[int, ...], UnitState]] = {}
+        # task -> (results by signature, every signature with a result): see _scope_result
+        self._scope_results: dict[str, tuple[dict[str, ResultRecord], set[str]]] = {}
         # What this build's signatures were made of, for the null-build proof (nullproof.py):
         # absolute path -> the hash used, and task -> (its input patterns, what they matched).
         self.observed: dict[str, str | None] = {}
@@ -179,7 +183,8 @@ class Resolver:
         task = self.project.tasks[name]
         make_manifest, static, inputs = self.static(name)
         signature = unit_signature(static, upstream, value)
-        result = self.store.find_result(name, signature)
+        result = self._scope_result(name, signature) if iter else \
+            self.store.find_result(name, signature)
         outputs_now = self.hash_outputs(task) if result is not None and result.outputs else {}
         if result is not None and not forced and all(
                 outputs_now.get(path) == digest for path, digest in result.outputs.items()):
@@ -199,15 +204,43 @@ class Resolver:
         resolution.__dict__["manifest"] = manifest  # already built: keep it
         return resolution
 
+    def _scope_result(self, name: str, signature: str) -> ResultRecord | None:
+        """The result of an iteration unit. At a task's first iteration, the results under
+        the last signatures of all its iterations are read in a few queries, and the set of
+        every signature it has a result for: a build of 10,000 iterations would otherwise ask
+        10,000 times (and a first build would ask for results that are not there)."""
+        known = self._scope_results.get(name)
+        if known is None:
+            last = {state.signature for state in self._task_states(name).values()}
+            records = {sig: record for (_, sig), record in
+                       self.store.find_results((name, sig) for sig in last).items()}
+            known = (records, self.store.result_signatures(name))
+            self._scope_results[name] = known
+        records, signatures = known
+        found = records.get(signature)
+        if found is not None or signature not in signatures:
+            return found
+        return self.store.find_result(name, signature)
+
+    def note_result(self, record: ResultRecord) -> None:
+        """A result just recorded (it may replace one read before, under the same signature)."""
+        known = self._scope_results.get(record.task)
+        if known is not None:
+            known[0][record.signature] = record
+            known[1].add(record.signature)
+
     def last_state(self, name: str, iter: tuple[int, ...]) -> UnitState | None:
         """The latest recorded state of a unit. A task's states are read in one query the
         first time one is asked for (a scope of 10,000 iterations is one query, not 10,000);
         the scheduler keeps them current with `note_state`."""
+        return self._task_states(name).get(iter)
+
+    def _task_states(self, name: str) -> dict[tuple[int, ...], UnitState]:
         states = self._states.get(name)
         if states is None:
             states = {s.iter: s for s in self.store.unit_states(name)}
             self._states[name] = states
-        return states.get(iter)
+        return states
 
     def note_state(self, state: UnitState) -> None:
         states = self._states.get(state.task)

@@ -37,6 +37,8 @@ from watchrun.state.store import ResultRecord, Store, UnitState, UnitStatus
 
 COMMIT_EVERY = 0.05  # seconds: results are committed in batches, never later than this
 NONE_PICKLE = pickle.dumps(None)
+FRESH_ONE = 1 << 16  # values this big are read back from the store when wanted
+FRESH_BYTES = 32 << 20  # the recent values kept in memory, in all
 Thunk = Callable[[], bytes]  # an argument's pickled value, produced only if run() asks for it
 
 
@@ -128,7 +130,10 @@ class Scheduler:
         self._checks: deque[tuple[str, Key]] = deque()
         self._draining = False
         self._commit_handle: asyncio.TimerHandle | None = None
-        self._fresh: dict[str, bytes] = {}  # just-yielded values, until their units start
+        # recent small values by digest (oldest first), so that the units and pushes that
+        # want them soon do not read them back from the store; at most FRESH_BYTES in all
+        self._fresh: dict[str, bytes] = {}
+        self._fresh_bytes = 0
         self._log_dir_ready = False
         self._last_signatures: dict[tuple[str, Key], str] | None = None
         self._manifest_ids: dict[str, str] = {}  # static identity -> stored manifest id
@@ -541,8 +546,17 @@ class Scheduler:
         self.executor.push(UnitKey(c.name), kwargs)
 
     def _object(self, digest: str) -> bytes:
-        data = self._fresh.pop(digest, None)
+        data = self._fresh.get(digest)
         return data if data is not None else self.store.get_object(digest)
+
+    def _remember(self, digest: str, data: bytes) -> None:
+        if len(data) >= FRESH_ONE or digest in self._fresh:
+            return
+        self._fresh[digest] = data
+        self._fresh_bytes += len(data)
+        while self._fresh_bytes > FRESH_BYTES:
+            oldest = next(iter(self._fresh))
+            self._fresh_bytes -= len(self._fresh.pop(oldest))
 
     # -- dispatch ----------------------------------------------------------------------------
     def _offered(self, task: Task, exclude: set[str]) -> dict[str, Thunk]:
@@ -659,8 +673,7 @@ class Scheduler:
 
     def _yielded(self, name: str, run: Running, data: bytes) -> None:
         value = self.store.put_object(data)
-        if len(data) < 1 << 16:
-            self._fresh[value] = data
+        self._remember(value, data)
         if run.mode is Mode.GENERATE:
             key: Key = (run.next_index,)
             run.next_index += 1
@@ -690,8 +703,7 @@ class Scheduler:
             resolution = self._final_consumer_resolution(self.consumers[name], resolution)
         task = self.project.tasks[name]
         output = self.store.put_object(data)
-        if len(data) < 1 << 16:  # its downstream units and pushes will want it soon
-            self._fresh[output] = data
+        self._remember(output, data)  # its downstream units and pushes will want it soon
         outputs = {k: v for k, v in self.resolver.hash_outputs(task, produced=True).items()
                    if v is not None}
         clean = not task.inputs or self.resolver.inputs_unchanged(name, resolution.inputs)
@@ -700,8 +712,10 @@ class Scheduler:
         if task.kind is Kind.GENERATOR:
             self._generator_finished(name, run, resolution, clean)
         if clean:
-            self.store.record_result(ResultRecord(name, resolution.signature, output, outputs,
-                                                  duration, time.time()))
+            record = ResultRecord(name, resolution.signature, output, outputs, duration,
+                                  time.time())
+            self.store.record_result(record)
+            self.resolver.note_result(record)
         self._record(resolution, UnitStatus.OK if clean else UnitStatus.STALE, output,
                      duration, None)
         self.summary.ran += 1

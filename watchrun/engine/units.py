@@ -25,7 +25,7 @@ from watchrun.state.store import ResultRecord, UnitState, UnitStatus
 SIGNATURE_VERSION = "1"
 
 
-def _canonical(value: Any) -> str:
+def canonical_json(value: Any) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), default=repr)
 
 
@@ -61,7 +61,7 @@ class Manifest:
         return static_identity(prefix, self.inputs)
 
     def to_bytes(self) -> bytes:
-        return _canonical(self.__dict__).encode()
+        return canonical_json(self.__dict__).encode()
 
     @classmethod
     def from_bytes(cls, data: bytes) -> Manifest:
@@ -71,7 +71,7 @@ class Manifest:
 def task_prefix(code_digest: str, params: dict[str, Any], kind: str, args: list[str]) -> str:
     """The part of a task's identity that does not depend on its inputs' contents (computed
     once per task and build)."""
-    return _canonical(["v" + SIGNATURE_VERSION, code_digest, params, kind, args])
+    return canonical_json(["v" + SIGNATURE_VERSION, code_digest, params, kind, args])
 
 
 def static_identity(prefix: str, inputs: dict[str, str | None]) -> str:
@@ -178,8 +178,8 @@ def _param_reasons(old: Manifest, new: Manifest) -> list[Reason]:
         before, after = old.params.get(name), new.params.get(name)
         if before is not None and after is not None and before[0] == after[0]:
             continue
-        old_v = _canonical(before[0]) if before else "(unset)"
-        new_v = _canonical(after[0]) if after else "(unset)"
+        old_v = canonical_json(before[0]) if before else "(unset)"
+        new_v = canonical_json(after[0]) if after else "(unset)"
         where = (after or before or ["", ""])[1]
         reasons.append(Reason(ReasonKind.PARAM_CHANGED, name, f"{old_v} -> {new_v}", where))
     return reasons

@@ -361,6 +361,11 @@ class Store:
             return None
         return _result(task, signature, *row)
 
+    def result_signatures(self, task: str) -> set[str]:
+        """Every signature a task has a result for."""
+        return {row[0] for row in self._rows("SELECT signature FROM results WHERE task = ?",
+                                             (task,))}
+
     def find_results(self, keys: Iterable[tuple[str, str]]) -> dict[tuple[str, str], ResultRecord]:
         """`find_result` for many (task, signature) pairs in a few queries (a null build asks
         for all of them at once: one query per pair costs five times as much). Pairs without a
