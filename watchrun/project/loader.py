@@ -31,6 +31,7 @@ from watchrun.project.codemap import (
     ModuleInfo,
 )
 from watchrun.project.errors import ProjectError
+from watchrun.project.forkmap import MIN_PER_PROCESS, fork_map
 from watchrun.project.graph import Graph, build_graph
 from watchrun.project.header import Header, parse_header
 from watchrun.project.model import Task
@@ -152,6 +153,7 @@ class ProjectLoader:
         paths = [Path(p) for p in found]
         hashes = self._hash(paths)
         names = {p: module_name_of(p, config) for p in paths}
+        self._analyse_ahead(paths, names, hashes)
         files = {p: a for p in paths if (a := self._analysis(p, names[p], hashes)) is not None}
         build = _Build(config, files, names, self)
         project = build.run()
@@ -206,11 +208,38 @@ class ProjectLoader:
             analysis = _unreadable(dotted, "cannot decode the file as Python source (UTF-8)")
         else:
             analysis = analyse_text(text, path, dotted)
+        self._remember(dotted, key, analysis)
+        return analysis
+
+    def _remember(self, dotted: str, key: str, analysis: FileAnalysis) -> None:
         self.parsed += 1
         self._memory[dotted] = (key, analysis)
         if self.store is not None and not self.store.readonly:
             self.store.analysis_put(key, pickle.dumps(analysis, pickle.HIGHEST_PROTOCOL))
-        return analysis
+
+    def _analyse_ahead(self, paths: list[Path], names: dict[Path, str],
+                       hashes: dict[Path, str | None]) -> None:
+        """Parse the files that have no cached analysis on every CPU (`fork_map`), so that
+        `_analysis` finds them in memory. Files it cannot read or decode are left to
+        `_analysis`, which says why."""
+        todo: list[tuple[str, str, Path, str]] = []  # (cache key, text, path, dotted name)
+        for path in paths:
+            dotted, digest = names[path], hashes.get(path)
+            if digest is not None and self._cached(dotted, self._cache_key(dotted, digest)):
+                continue
+            try:
+                data = path.read_bytes()
+            except OSError:
+                continue
+            key = self._cache_key(dotted, digest or hash_bytes(data))
+            text = None if self._cached(dotted, key) else _decode(data)
+            if text is not None:
+                todo.append((key, text, path, dotted))
+        if len(todo) < 2 * MIN_PER_PROCESS:
+            return  # _analysis parses them one by one
+        analyses = fork_map(_analyse_item, [(text, path, dotted) for _, text, path, dotted in todo])
+        for (key, _, _, dotted), analysis in zip(todo, analyses, strict=True):
+            self._remember(dotted, key, analysis)
 
     def _cached(self, dotted: str, key: str) -> FileAnalysis | None:
         remembered = self._memory.get(dotted)
@@ -262,6 +291,10 @@ class _ClosureMemo:
     modules: frozenset[str] = frozenset()
     entries: dict[str, tuple[tuple[ChainLink, ...], dict[str, str | None], CodeClosure]] = \
         field(default_factory=dict)
+
+
+def _analyse_item(item: tuple[str, Path, str]) -> FileAnalysis:
+    return analyse_text(*item)
 
 
 def _unreadable(dotted: str, message: str) -> FileAnalysis:
