@@ -223,10 +223,12 @@ class Resolver:
         return self.store.find_result(name, signature)
 
     def note_result(self, record: ResultRecord) -> None:
-        """A result just recorded (it may replace one read before, under the same signature)."""
+        """A result just recorded (it may replace one read before, under the same signature).
+        Only its signature is kept: a scope of 100,000 new results would otherwise all stay in
+        memory, for lookups that hardly ever come (the store answers those)."""
         known = self._scope_results.get(record.task)
         if known is not None:
-            known[0][record.signature] = record
+            known[0].pop(record.signature, None)
             known[1].add(record.signature)
 
     def last_state(self, name: str, iter: tuple[int, ...]) -> UnitState | None:

@@ -39,6 +39,7 @@ COMMIT_EVERY = 0.05  # seconds: results are committed in batches, never later th
 NONE_PICKLE = pickle.dumps(None)
 FRESH_ONE = 1 << 16  # values this big are read back from the store when wanted
 FRESH_BYTES = 32 << 20  # the recent values kept in memory, in all
+FRESH_COUNT = 4096  # and how many: enough for the units and pushes in flight
 Thunk = Callable[[], bytes]  # an argument's pickled value, produced only if run() asks for it
 
 
@@ -131,7 +132,7 @@ class Scheduler:
         self._draining = False
         self._commit_handle: asyncio.TimerHandle | None = None
         # recent small values by digest (oldest first), so that the units and pushes that
-        # want them soon do not read them back from the store; at most FRESH_BYTES in all
+        # want them soon do not read them back from the store (see FRESH_BYTES, FRESH_COUNT)
         self._fresh: dict[str, bytes] = {}
         self._fresh_bytes = 0
         self._log_dir_ready = False
@@ -554,7 +555,7 @@ class Scheduler:
             return
         self._fresh[digest] = data
         self._fresh_bytes += len(data)
-        while self._fresh_bytes > FRESH_BYTES:
+        while self._fresh_bytes > FRESH_BYTES or len(self._fresh) > FRESH_COUNT:
             oldest = next(iter(self._fresh))
             self._fresh_bytes -= len(self._fresh.pop(oldest))
 

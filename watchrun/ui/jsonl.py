@@ -5,13 +5,13 @@ from __future__ import annotations
 import sys
 from typing import TextIO
 
-from watchrun.engine.events import URGENT, Event
+from watchrun.engine.events import URGENT, Event, UnitStarted
 from watchrun.ui.flushing import LoopFlush
 
 
 class JsonLines:
     """`keep`: a list to which each line is added in two halves, before and after its time
-    (what the null-build proof replays)."""
+    (what the null-build proof replays), until a unit starts."""
 
     def __init__(self, stream: TextIO | None = None,
                  keep: list[tuple[str, str]] | None = None) -> None:
@@ -23,6 +23,10 @@ class JsonLines:
         line = event.to_json()
         self.stream.write(line + "\n")
         if self._keep is not None:
-            head = f'{{"event": "{event.name}", "time": '
-            self._keep.append((head, line[len(head) + len(repr(event.time)):]))
+            if isinstance(event, UnitStarted):  # not a null build: there will be no replay
+                self._keep.clear()
+                self._keep = None
+            else:
+                head = f'{{"event": "{event.name}", "time": '
+                self._keep.append((head, line[len(head) + len(repr(event.time)):]))
         self._flush.written(now=isinstance(event, URGENT))
