@@ -31,6 +31,10 @@ TARGETS = [
 ]
 
 
+# The hand-written section on where watchrun is behind and why, kept apart so that a new run
+# of the suite does not overwrite it (update it when the figures change).
+ANALYSIS = Path(__file__).with_name("analysis.md")
+
 def machine() -> dict[str, str]:
     cpu = "unknown"
     try:
@@ -228,6 +232,8 @@ def render(data: dict[str, Any], json_rel: str, chart_rel: str | None) -> str:
         elif kind == "external":
             out += [f"### {res['workload']}: {res['name']}", "", "```",
                     res.get("output", "").strip()[-4000:], "```", ""]
+    if ANALYSIS.exists():  # written by people after a run: why the figures are what they are
+        out += [ANALYSIS.read_text().strip(), ""]
     out += ["## Raw results", "", f"Every run, with its exit code and counts: `{json_rel}`.", ""]
     return "\n".join(out)
 
