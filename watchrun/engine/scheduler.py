@@ -39,7 +39,7 @@ COMMIT_EVERY = 0.05  # seconds: results are committed in batches, never later th
 NONE_PICKLE = pickle.dumps(None)
 FRESH_ONE = 1 << 16  # values this big are read back from the store when wanted
 FRESH_BYTES = 32 << 20  # the recent values kept in memory, in all
-FRESH_COUNT = 4096  # and how many: enough for the units and pushes in flight
+FRESH_COUNT = 1 << 16  # and how many: a generator runs thousands of values ahead of its items
 Thunk = Callable[[], bytes]  # an argument's pickled value, produced only if run() asks for it
 
 
