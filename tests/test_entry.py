@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 import watchrun.commands.build
-from tests.conftest import REPO, cli_env
+from tests.conftest import REPO, cli_env, write_project
 from watchrun.cli import main as typer_main
 from watchrun.entry import parse_build
 
@@ -84,3 +84,24 @@ def test_help_does_not_import_textual_or_the_engine() -> None:
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          env=cli_env(), cwd=REPO, timeout=60)
     assert run.stdout.strip().splitlines()[-1] == "[]", run.stdout + run.stderr
+
+
+@pytest.mark.parametrize("proved", [False, True], ids=["normal build", "null-build proof"])
+def test_a_reader_that_leaves_ends_the_build_quietly(tmp_path: Path, proved: bool) -> None:
+    """`watchrun build --json | head -1`: exit 141 as a shell expects, no traceback, and the
+    project still builds afterwards."""
+    write_project(tmp_path, {"tasks/a.py": "# /// task\n# ///\ndef run():\n    return 1\n"})
+    argv = [sys.executable, "-m", "watchrun", "-C", str(tmp_path), "build", "--json"]
+    if proved:  # a null build with --json leaves a proof that replays its lines
+        for _ in range(2):
+            subprocess.run(argv, capture_output=True, env=cli_env(), timeout=60, check=True)
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            env=cli_env(), stdin=subprocess.DEVNULL)
+    assert proc.stdout is not None and proc.stderr is not None
+    proc.stdout.close()  # the reader is gone before the first line
+    stderr = proc.stderr.read().decode()
+    proc.stderr.close()
+    assert proc.wait(timeout=60) == 141
+    assert "Traceback" not in stderr and "BrokenPipe" not in stderr, stderr
+    again = subprocess.run(argv, capture_output=True, text=True, env=cli_env(), timeout=60)
+    assert again.returncode == 0 and '"build_finished"' in again.stdout

@@ -19,6 +19,7 @@ FLAGS = {"--force": "force", "--dry-run": "dry_run", "--json": "json_out",
          "--fail-fast": "fail_fast", "-v": "verbose", "--verbose": "verbose"}
 VALUED = {"-j": "jobs", "--jobs": "jobs", "--executor": "executor", "--address": "address"}
 EXECUTORS = ("local", "ray")
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, what a shell reports for a writer killed by it
 
 
 def parse_build(argv: list[str]) -> tuple[Path, list[str], dict[str, Any]] | None:
@@ -93,7 +94,16 @@ def _take_value(arg: str, rest: list[str], options: dict[str, Any]) -> bool:
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = sys.argv[1:] if argv is None else argv
+    try:
+        _main(sys.argv[1:] if argv is None else argv)
+    except BrokenPipeError:  # `watchrun build --json | head`: the reader left, quietly
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no error at exit
+        raise SystemExit(EXIT_BROKEN_PIPE) from None
+
+
+def _main(args: list[str]) -> None:
     parsed = split_build(args)
     if parsed is not None:
         root, tasks, options = parsed
