@@ -9,7 +9,7 @@ import functools
 import json
 import os
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from blake3 import blake3
@@ -61,6 +61,15 @@ class Resolution:
         return blake3(blob).hexdigest(), blob
 
 
+@dataclass
+class _ScopeResults:
+    """What the store holds for a task's iterations, read in bulk (see `_scope_result`)."""
+
+    records: dict[str, ResultRecord]  # by signature: those under the last signatures
+    signatures: set[str] | None = None  # every signature with a result; read at the first miss
+    recorded: set[str] = field(default_factory=set)  # results this build recorded
+
+
 def _rel(root: Path, path: Path) -> str:
     try:
         return path.relative_to(root).as_posix()
@@ -79,8 +88,7 @@ class Resolver:
         self._static: dict[str, tuple[Callable[[], Manifest], str, dict[str, str | None]]] = {}
         self._prefixes: dict[str, str] = {}
         self._states: dict[str, dict[tuple[int, ...], UnitState]] = {}
-        # task -> (results by signature, every signature with a result): see _scope_result
-        self._scope_results: dict[str, tuple[dict[str, ResultRecord], set[str]]] = {}
+        self._scope_results: dict[str, _ScopeResults] = {}  # by task: see _scope_result
         # What this build's signatures were made of, for the null-build proof (nullproof.py):
         # absolute path -> the hash used, and task -> (its input patterns, what they matched).
         self.observed: dict[str, str | None] = {}
@@ -206,20 +214,23 @@ class Resolver:
 
     def _scope_result(self, name: str, signature: str) -> ResultRecord | None:
         """The result of an iteration unit. At a task's first iteration, the results under
-        the last signatures of all its iterations are read in a few queries, and the set of
-        every signature it has a result for: a build of 10,000 iterations would otherwise ask
-        10,000 times (and a first build would ask for results that are not there)."""
+        the last signatures of all its iterations are read in a few queries (a null build of
+        10,000 iterations would otherwise ask 10,000 times); at its first miss, the set of every
+        signature it has a result for (a first build would otherwise ask for each result that
+        is not there)."""
         known = self._scope_results.get(name)
         if known is None:
             last = {state.signature for state in self._task_states(name).values()}
-            records = {sig: record for (_, sig), record in
-                       self.store.find_results((name, sig) for sig in last).items()}
-            known = (records, self.store.result_signatures(name))
-            self._scope_results[name] = known
-        records, signatures = known
-        found = records.get(signature)
-        if found is not None or signature not in signatures:
-            return found
+            known = self._scope_results[name] = _ScopeResults({
+                sig: record for (_, sig), record in
+                self.store.find_results((name, sig) for sig in last).items()})
+        found = known.records.get(signature)
+        if found is not None:
+            return found  # a null build finds every iteration here
+        if known.signatures is None:  # the first miss: which signatures have a result at all
+            known.signatures = self.store.result_signatures(name) | known.recorded
+        if signature not in known.signatures:
+            return None
         return self.store.find_result(name, signature)
 
     def note_result(self, record: ResultRecord) -> None:
@@ -228,8 +239,10 @@ class Resolver:
         memory, for lookups that hardly ever come (the store answers those)."""
         known = self._scope_results.get(record.task)
         if known is not None:
-            known[0].pop(record.signature, None)
-            known[1].add(record.signature)
+            known.records.pop(record.signature, None)
+            known.recorded.add(record.signature)
+            if known.signatures is not None:
+                known.signatures.add(record.signature)
 
     def last_state(self, name: str, iter: tuple[int, ...]) -> UnitState | None:
         """The latest recorded state of a unit. A task's states are read in one query the
