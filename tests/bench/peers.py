@@ -51,14 +51,13 @@ class Tool:
 def watchrun_python() -> tuple[Path, dict[str, str]]:
     """The interpreter that runs watchrun, and extra environment for it.
 
-    Prefer the bench's own editable install; fall back to the development venv with the repo on
-    PYTHONPATH (what the developers use before `--setup` has run).
+    Prefer the bench's own editable install; fall back to the interpreter running the harness
+    with the repo on PYTHONPATH (what the developers use before `--setup` has run).
     """
     installed = venv_bin("watchrun", "python")
     if installed.exists():
         return installed, {}
-    dev = Path("/tmp/venv/bin/python")
-    return (dev if dev.exists() else Path(sys.executable)), {"PYTHONPATH": str(REPO)}
+    return Path(sys.executable), {"PYTHONPATH": str(REPO)}
 
 
 def _which(program: str) -> Path:
