@@ -20,18 +20,12 @@ from watchrun.config import Config, load_config
 from watchrun.engine.events import EventBus, Subscriber
 from watchrun.engine.scheduler import BuildOptions, BuildSummary, Scheduler
 from watchrun.executors.base import Executor, Sink
-from watchrun.nullproof import (
-    DEFAULT_STATE_DIR,
-    Proof,
-    StatKey,
-    config_stats,
-    make_proof,
-    write_proof,
-)
+from watchrun.nullproof import DEFAULT_STATE_DIR, Proof, config_stats, make_proof, write_proof
 from watchrun.project.cache import ProjectFiles
 from watchrun.project.errors import ProjectError
 from watchrun.project.loader import Project, ProjectLoader
 from watchrun.state.hashing import FileHasher
+from watchrun.state.statkeys import StatKey
 from watchrun.state.store import LockedError, Store
 
 EXIT_OK, EXIT_FAILED, EXIT_PROJECT, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -66,8 +60,9 @@ def open_session(root: Path, command: str, *, write: bool) -> Iterator[Session]:
     Raises ProjectErrorsFound for config errors, UsageError for a held lock."""
     if not root.is_dir():
         raise UsageError(f"the project folder {root} does not exist (see -C)")
-    config_seen = config_stats(os.fspath(root.resolve()))  # before reading: a later edit shows
-    config, errors = load_config(root.resolve())
+    resolved = root.resolve()
+    config_seen = config_stats(os.fspath(resolved))  # before reading: a later edit shows
+    config, errors = load_config(resolved)
     if errors:
         raise ProjectErrorsFound(errors, config.root)
     store = Store(config.state_dir, readonly=not write)

@@ -38,6 +38,7 @@ import sys
 from collections.abc import Callable, Iterable, Mapping  # loaded already (by re, functools)
 
 import watchrun
+from watchrun.state.statkeys import CacheEntry, StatKey, stat_key
 
 PROOF_FILE = "clean.proof"
 PROOF_FORMAT = 1
@@ -45,17 +46,7 @@ DEFAULT_STATE_DIR = ".watchrun"  # the only state folder the console script know
 CONFIG_FILES = ("watchrun.toml", "pyproject.toml")  # what load_config may read
 DATABASE_FILE = "state.db"
 
-StatKey = tuple[int, int, int, int]  # size, mtime_ns, inode, ctime_ns
-CacheEntry = tuple[int, int, int, int, str]  # a stat key and the hash known under it
 Proof = dict[str, object]
-
-
-def stat_key(path: str) -> StatKey | None:
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None
-    return (st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns)
 
 
 def site_mtimes() -> list[tuple[str, int]]:

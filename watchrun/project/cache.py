@@ -13,9 +13,10 @@ from pathlib import PosixPath, WindowsPath
 from typing import Any
 
 from watchrun.config import Config
-from watchrun.nullproof import StatKey, site_mtimes
+from watchrun.nullproof import site_mtimes
 from watchrun.project.codemap import ANALYZER_VERSION, ModuleInfo
 from watchrun.state.hashing import RACY_NS, hash_bytes
+from watchrun.state.statkeys import StatKey, key_of
 from watchrun.state.store import Store
 
 PROJECT_CACHE_KEY = "project"
@@ -135,8 +136,8 @@ class ProjectCache:
                 st = os.stat(path)
             except OSError:
                 return None
-            stats[path] = (st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns)
-            parts.append(f"{path}\0{st.st_size}\0{st.st_mtime_ns}\0{st.st_ino}\0{st.st_ctime_ns}")
+            key = stats[path] = key_of(st)
+            parts.append(f"{path}\0{key[0]}\0{key[1]}\0{key[2]}\0{key[3]}")
             newest = max(newest, st.st_mtime_ns, st.st_ctime_ns)
         parts.extend(f"{d}\0{m}" for d, m in site_mtimes())
         return hash_bytes("\n".join(parts).encode()), newest, stats

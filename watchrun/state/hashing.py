@@ -24,6 +24,8 @@ from typing import TYPE_CHECKING, TypeVar
 
 from blake3 import blake3
 
+from watchrun.state.statkeys import CacheEntry, key_of
+
 if TYPE_CHECKING:
     from watchrun.state.store import Store
 
@@ -32,8 +34,6 @@ RACY_NS = 50_000_000  # well above the kernel's timestamp granularity (1-10 ms)
 PARALLEL_BYTES = 1024 * 1024  # less than this to hash in total: threads cost more than they save
 SKIP_DIRS = frozenset({"__pycache__"})
 
-StatKey = tuple[int, int, int, int]  # size, mtime_ns, inode, ctime_ns
-CacheEntry = tuple[int, int, int, int, str]  # the stat key and the hash
 
 
 def hash_bytes(data: bytes) -> str:
@@ -52,10 +52,6 @@ def hash_file_content(path: str, size: int, *, threads: int = blake3.AUTO) -> st
         return hasher.hexdigest()
     with open(path, "rb") as f:
         return blake3(f.read()).hexdigest()
-
-
-def _stat_key(st: os.stat_result) -> StatKey:
-    return (st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns)
 
 
 def _special_hash(st: os.stat_result) -> str:
@@ -206,12 +202,12 @@ class FileHasher:
             after = os.stat(key)
         except (FileNotFoundError, NotADirectoryError):
             return None  # removed (or replaced by a folder) while we looked
-        before = _stat_key(st)
+        before = key_of(st)
         # ctime, not mtime: every write sets it to the kernel's clock, and nobody can set it back.
         settled = st.st_ctime_ns < started - self._racy_ns
         with self._lock:
             self.files_read += 1
-            if _stat_key(after) == before:
+            if key_of(after) == before:
                 entry = (*before, digest)
                 if settled:
                     self._cache[key] = entry
