@@ -188,7 +188,22 @@ class ProjectLoader:
 
     def _analysis(self, path: Path, dotted: str, hashes: dict[Path, str | None]
                   ) -> FileAnalysis | None:
-        digest = hashes.get(path)
+        found = self._cached_or_source(path, dotted, hashes.get(path))
+        if not isinstance(found, tuple):
+            return found
+        key, data = found
+        text = _decode(data)
+        if text is None:
+            analysis = _unreadable(dotted, "cannot decode the file as Python source (UTF-8)")
+        else:
+            analysis = analyse_text(text, path, dotted)
+        self._remember(dotted, key, analysis)
+        return analysis
+
+    def _cached_or_source(self, path: Path, dotted: str, digest: str | None
+                          ) -> FileAnalysis | tuple[str, bytes] | None:
+        """A file's analysis from the caches, or (its cache key, its bytes) when it has to be
+        parsed; None when it is gone, an unreadable file's analysis when it cannot be read."""
         if digest is not None:
             found = self._cached(dotted, self._cache_key(dotted, digest))
             if found is not None:
@@ -200,16 +215,7 @@ class ProjectLoader:
         except OSError as err:
             return _unreadable(dotted, f"cannot read the file: {err.strerror or err}")
         key = self._cache_key(dotted, digest or hash_bytes(data))
-        found = self._cached(dotted, key)
-        if found is not None:
-            return found
-        text = _decode(data)
-        if text is None:
-            analysis = _unreadable(dotted, "cannot decode the file as Python source (UTF-8)")
-        else:
-            analysis = analyse_text(text, path, dotted)
-        self._remember(dotted, key, analysis)
-        return analysis
+        return self._cached(dotted, key) or (key, data)
 
     def _remember(self, dotted: str, key: str, analysis: FileAnalysis) -> None:
         self.parsed += 1
@@ -224,17 +230,9 @@ class ProjectLoader:
         `_analysis`, which says why."""
         todo: list[tuple[str, str, Path, str]] = []  # (cache key, text, path, dotted name)
         for path in paths:
-            dotted, digest = names[path], hashes.get(path)
-            if digest is not None and self._cached(dotted, self._cache_key(dotted, digest)):
-                continue
-            try:
-                data = path.read_bytes()
-            except OSError:
-                continue
-            key = self._cache_key(dotted, digest or hash_bytes(data))
-            text = None if self._cached(dotted, key) else _decode(data)
-            if text is not None:
-                todo.append((key, text, path, dotted))
+            found = self._cached_or_source(path, names[path], hashes.get(path))
+            if isinstance(found, tuple) and (text := _decode(found[1])) is not None:
+                todo.append((found[0], text, path, names[path]))
         if len(todo) < 2 * MIN_PER_PROCESS:
             return  # _analysis parses them one by one
         analyses = fork_map(_analyse_item, [(text, path, dotted) for _, text, path, dotted in todo])
