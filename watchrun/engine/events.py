@@ -29,7 +29,7 @@ class Event:
     def _json(self, when: float) -> str:
         """json.dumps({"event": …, "time": …, **fields}, default=str), written out for the
         common field types: a scope of 10,000 iterations prints some 40,000 lines."""
-        parts = [f'{{"event": "{self.name}", "time": {_json_value(when)}']
+        parts = [json_head(self.name), _json_value(when)]
         for key, value in self.__dict__.items():
             if key != "time":  # field names are identifiers: nothing to escape
                 parts.append(f', "{key}": {_json_value(value)}')
@@ -48,9 +48,14 @@ class _UnitEvent(Event):
         if type(when) is not float or when - when != 0 or type(self.task) is not str \
                 or not all(type(i) is int for i in self.iter):
             return super()._json(when)
-        return (f'{{"event": "{self.name}", "time": {float.__repr__(when)}, '
+        return (f'{json_head(self.name)}{float.__repr__(when)}, '
                 f'"task": {_json_string(self.task)}, '
                 f'"iter": [{", ".join(map(int.__repr__, self.iter))}]}}')
+
+
+def json_head(name: str) -> str:
+    """How every `--json` line begins, up to its time (which is written next)."""
+    return f'{{"event": "{name}", "time": '
 
 
 _encode = json.JSONEncoder(default=str).encode  # json.dumps(…, default=str), made once

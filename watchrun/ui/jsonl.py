@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from typing import TextIO
 
-from watchrun.engine.events import URGENT, Event, UnitStarted
+from watchrun.engine.events import URGENT, Event, UnitStarted, json_head
 from watchrun.ui.flushing import LoopFlush
 
 
@@ -27,6 +27,6 @@ class JsonLines:
                 self._keep.clear()
                 self._keep = None
             else:
-                head = f'{{"event": "{event.name}", "time": '
+                head = json_head(event.name)
                 self._keep.append((head, line[len(head) + len(repr(event.time)):]))
         self._flush.written(now=isinstance(event, URGENT))
