@@ -89,6 +89,8 @@ class Resolver:
         self._prefixes: dict[str, str] = {}
         self._states: dict[str, dict[tuple[int, ...], UnitState]] = {}
         self._scope_results: dict[str, _ScopeResults] = {}  # by task: see _scope_result
+        self._signatures: dict[tuple[str, tuple[int, ...]], str] | None = None  # last_signature
+        self._signatures_by_task: dict[str, set[str]] | None = None
         # What this build's signatures were made of, for the null-build proof (nullproof.py):
         # absolute path -> the hash used, and task -> (its input patterns, what they matched).
         self.observed: dict[str, str | None] = {}
@@ -220,7 +222,7 @@ class Resolver:
         is not there)."""
         known = self._scope_results.get(name)
         if known is None:
-            last = {state.signature for state in self._task_states(name).values()}
+            last = self._last_by_task().get(name, set())
             known = self._scope_results[name] = _ScopeResults({
                 sig: record for (_, sig), record in
                 self.store.find_results((name, sig) for sig in last).items()})
@@ -261,6 +263,27 @@ class Resolver:
         states = self._states.get(state.task)
         if states is not None:
             states[state.iter] = state
+        if self._signatures is not None:
+            self._signatures[(state.task, state.iter)] = state.signature
+
+    def last_signature(self, name: str, iter: tuple[int, ...]) -> str | None:
+        """The signature of a unit's latest state. Every unit's is read in one query the first
+        time one is asked for (a null build asks for each), and kept current by `note_state`."""
+        return self._all_signatures().get((name, iter))
+
+    def _all_signatures(self) -> dict[tuple[str, tuple[int, ...]], str]:
+        if self._signatures is None:
+            self._signatures = self.store.last_signatures()
+        return self._signatures
+
+    def _last_by_task(self) -> dict[str, set[str]]:
+        """The last signatures of each task's units (for reading a scope's results in bulk)."""
+        if self._signatures_by_task is None:
+            by_task: dict[str, set[str]] = {}
+            for (task, _), signature in self._all_signatures().items():
+                by_task.setdefault(task, set()).add(signature)
+            self._signatures_by_task = by_task
+        return self._signatures_by_task
 
     def _last_manifest(
         self, last: UnitState | None

@@ -136,7 +136,6 @@ class Scheduler:
         self._fresh: dict[str, bytes] = {}
         self._fresh_bytes = 0
         self._log_dir_ready = False
-        self._last_signatures: dict[tuple[str, Key], str] | None = None
         self._manifest_ids: dict[str, str] = {}  # static identity -> stored manifest id
         self._sorted_downs: dict[str, list[str]] = {}  # per project: reset by invalidate
         self._depths: dict[str, int] = {}
@@ -379,11 +378,8 @@ class Scheduler:
         `show` and the next reasons refer to what is current."""
         if self.options.dry_run:
             return
-        if self._last_signatures is None:
-            self._last_signatures = self.store.last_signatures()
-        key = (resolution.task, resolution.iter)
-        if self._last_signatures.get(key) != resolution.signature:
-            self._last_signatures[key] = resolution.signature
+        if self.resolver.last_signature(resolution.task, resolution.iter) != \
+                resolution.signature:
             self._record(resolution, UnitStatus.OK, result.output, result.duration, None)
 
     def _would_run(self, resolution: Resolution) -> None:
