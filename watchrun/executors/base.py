@@ -8,6 +8,7 @@ only hashes and stores them.
 from __future__ import annotations
 
 import enum
+import logging
 import signal
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -79,6 +80,15 @@ class ExecEvent:
 
 
 Sink = Callable[[ExecEvent], None]
+
+
+def hand_to_sink(sink: Sink, event: ExecEvent) -> None:
+    """Hand an event to the sink. A failure there is the caller's bug: it is logged, and must
+    not stop what delivers the events (a worker's channel, a Ray unit's driver)."""
+    try:
+        sink(event)
+    except Exception:
+        logging.getLogger("watchrun.executor").exception("the event sink failed on %s", event)
 
 
 class Executor(Protocol):

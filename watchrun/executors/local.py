@@ -46,6 +46,7 @@ from watchrun.executors.base import (
     Sink,
     UnitKey,
     death_cause,
+    hand_to_sink,
 )
 from watchrun.executors.protocol import Msg
 from watchrun.state.pgroups import process_start_time
@@ -619,10 +620,7 @@ class LocalExecutor:
         duration: float = 0.0,
     ) -> None:
         event = ExecEvent(unit.job.key, kind, data, error, signal, duration, unit.worker.pid)
-        try:
-            self._sink(event)
-        except Exception:  # the caller's bug must not take the worker's channel down with it
-            log.exception("the event sink failed on %s", event)
+        hand_to_sink(self._sink, event)
 
     # -- pipelining -----------------------------------------------------------------------------
 

@@ -53,7 +53,7 @@ if importlib.util.find_spec("ray") is None:
 
 import watchrun
 from watchrun.executors import ray_node
-from watchrun.executors.base import EventKind, ExecEvent, Job, Mode, Sink, UnitKey
+from watchrun.executors.base import EventKind, ExecEvent, Job, Mode, Sink, UnitKey, hand_to_sink
 from watchrun.executors.local import job_spec
 
 log = logging.getLogger("watchrun.executor")
@@ -502,11 +502,7 @@ class RayExecutor:
         signal: str | None = None,
         duration: float = 0.0,
     ) -> None:
-        event = ExecEvent(unit.job.key, kind, data, error, signal, duration, None)
-        try:
-            self._sink(event)
-        except Exception:  # the caller's bug must not stop the unit's driver
-            log.exception("the event sink failed on %s", event)
+        hand_to_sink(self._sink, ExecEvent(unit.job.key, kind, data, error, signal, duration, None))
 
     def _persistent(self, key: UnitKey) -> _Unit | None:
         unit = self._units.get(key)
