@@ -116,8 +116,24 @@ def _main(args: list[str]) -> None:
         from pathlib import Path
 
         from watchrun.commands.build import build_command
+        from watchrun.state.database import ExitSoon
 
-        raise SystemExit(build_command(Path(root), tasks, **options))
+        ExitSoon.enabled = True
+        _end(build_command(Path(root), tasks, **options))
     from watchrun.cli import main as typer_main
 
     typer_main(args)
+
+
+def _end(code: int) -> None:
+    """End the process at once: the build is committed, its workers reaped and its output
+    written; what the interpreter would do on its way out (free every object of a project of
+    thousands of tasks, one by one) takes longer than a small build. Not after a Ray build:
+    Ray ends the processes it started from its exit handlers."""
+    if "ray" in sys.modules:
+        raise SystemExit(code)
+    import os
+
+    sys.stdout.flush()  # a BrokenPipeError here is main()'s to handle
+    sys.stderr.flush()
+    os._exit(code)
