@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import gc
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 from watchrun.app import (
@@ -24,6 +27,8 @@ def build_command(root: Path, targets: list[str], *, jobs: int | None, force: bo
                   executor: str | None, address: str | None) -> int:
     def body() -> int:
         with open_session(root, "watchrun build", write=not dry_run) as session:
+            gc.freeze()  # see collector_paused
+            gc.enable()
             project = session.project
             if project.errors:
                 print_project_errors(project.errors, project.config.root, json_out)
@@ -58,4 +63,23 @@ def build_command(root: Path, targets: list[str], *, jobs: int | None, force: bo
                 proof_for=None if dry_run else targets, proof_lines=lines))
             return exit_code(summary)
 
-    return guarded(json_out, body)
+    with collector_paused():
+        return guarded(json_out, body)
+
+
+@contextlib.contextmanager
+def collector_paused() -> Iterator[None]:
+    """The cyclic collector off while the project loads; once it is loaded, what the load made
+    is frozen (left out of every later collection) and the collector runs again for the build.
+    Loading a project of thousands of tasks allocates hundreds of thousands of objects that live
+    until the build ends, and each collection would walk them again (40-80 ms of a 1,000-task
+    build). Only for one-shot commands: `dev` replaces its project on every save."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+        else:
+            gc.disable()
