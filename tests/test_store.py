@@ -136,13 +136,19 @@ def test_latest_unit_state_replaces_the_previous(store: Store) -> None:
     assert [u.status for u in store.unit_states("a")] == [UnitStatus.OK]
 
 
-def test_find_results_answers_many_pairs_at_once(store: Store) -> None:
-    for i in range(600):  # more than one query's worth
-        store.record_result(result(f"t{i}", f"out{i}", signature=f"s{i % 7}"))
-    wanted = [(f"t{i}", f"s{i % 7}") for i in range(0, 600, 2)] + [("t1", "nope"), ("x", "s0")]
-    found = store.find_results(wanted)
-    assert set(found) == {(f"t{i}", f"s{i % 7}") for i in range(0, 600, 2)}
-    assert found[("t4", "s4")] == result("t4", "out4", signature="s4")
+def test_last_results_are_those_under_each_units_latest_signature(store: Store) -> None:
+    store.record_result(result("a", "old", signature="s1"))
+    store.record_result(result("a", "new", signature="s2", **{"out/a.txt": "h"}))
+    store.record_result(result("gen", "v", signature="same"))
+    store.record_result(result("lonely", "x"))  # a result no unit state points at
+    store.set_unit_state(state("a"))
+    store.set_unit_state(UnitState("a", (), "s2", UnitStatus.OK, "m", "new", 0.1, None, 1.0))
+    for i in range(3):  # iterations that share one signature: one result, once
+        store.set_unit_state(UnitState("gen", (i,), "same", UnitStatus.OK, "m", "v", 0.1, None,
+                                       1.0))
+    assert sorted(store.last_results(), key=lambda r: r.task) == [
+        result("a", "new", signature="s2", **{"out/a.txt": "h"}),
+        result("gen", "v", signature="same")]
 
 
 def test_manifests_are_stored_once(store: Store) -> None:

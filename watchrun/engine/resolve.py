@@ -23,7 +23,7 @@ from watchrun.engine.units import (
     task_prefix,
     unit_signature,
 )
-from watchrun.project.inputs import expand_inputs
+from watchrun.project.inputs import expand_inputs, has_magic
 from watchrun.project.loader import Project
 from watchrun.project.model import Task
 from watchrun.state.hashing import FileHasher
@@ -62,19 +62,20 @@ class Resolution:
 
 
 @dataclass
-class _ScopeResults:
-    """What the store holds for a task's iterations, read in bulk (see `_scope_result`)."""
+class _KnownResults:
+    """What the store holds for a task's units, read in bulk (see `_stored_result`)."""
 
     records: dict[str, ResultRecord]  # by signature: those under the last signatures
     signatures: set[str] | None = None  # every signature with a result; read at the first miss
     recorded: set[str] = field(default_factory=set)  # results this build recorded
 
 
-def _rel(root: Path, path: Path) -> str:
-    try:
-        return path.relative_to(root).as_posix()
-    except ValueError:
-        return path.as_posix()
+def _is_simple_relative(path: str) -> bool:
+    """A relative posix path that normalising leaves as it is ("out/a.txt", not "./a",
+    "a/../b", "a//b" or "a/")."""
+    return (os.sep == "/" and not path.startswith("/") and not path.endswith("/")
+            and "//" not in path and path != "." and path != ".."
+            and not any(part in (".", "..") for part in path.split("/")))
 
 
 class Resolver:
@@ -84,13 +85,14 @@ class Resolver:
         self.store = store
         self.hasher = hasher
         self._manifests: dict[str, tuple[Manifest, dict[str, str]] | None] = {}
-        self._outputs: dict[str, dict[str, str]] = {}
+        # by task name, with the tuple (of the task object) they were computed from
+        self._outputs: dict[str, tuple[tuple[str, ...], dict[str, str]]] = {}
+        self._plain: dict[str, tuple[tuple[str, ...], tuple[list[str], list[str]] | None]] = {}
         self._static: dict[str, tuple[Callable[[], Manifest], str, dict[str, str | None]]] = {}
         self._prefixes: dict[str, str] = {}
         self._states: dict[str, dict[tuple[int, ...], UnitState]] = {}
-        self._scope_results: dict[str, _ScopeResults] = {}  # by task: see _scope_result
+        self._results: dict[str, _KnownResults] | None = None  # by task: see _stored_result
         self._signatures: dict[tuple[str, tuple[int, ...]], str] | None = None  # last_signature
-        self._signatures_by_task: dict[str, set[str]] | None = None
         # What this build's signatures were made of, for the null-build proof (nullproof.py):
         # absolute path -> the hash used, and task -> (its input patterns, what they matched).
         self.observed: dict[str, str | None] = {}
@@ -109,30 +111,67 @@ class Resolver:
         return expand_inputs(task.inputs, str(self.root))
 
     def hash_inputs(self, task: Task) -> dict[str, str | None]:
-        paths = self.input_strs(task)
-        expansion = (tuple(task.inputs), tuple(paths))
+        paths, absolute, hashes = self._input_hashes(task)
+        expansion = (task.inputs, tuple(paths))
         if self.expansions.setdefault(task.name, expansion) != expansion:
             self.unsteady = True
-        root = str(self.root)
-        absolute = [p if os.path.isabs(p) else os.path.join(root, p) for p in paths]
-        hashes = self.hasher.hash_files(absolute)
         self._observe(hashes)
         self._input_paths.update(absolute)
         return {p: hashes[a] for p, a in zip(paths, absolute, strict=True)}
 
-    def output_paths(self, task: Task) -> dict[str, str]:
-        """Declared outputs: root-relative posix name -> absolute path (computed once)."""
-        cached = self._outputs.get(task.name)
-        if cached is None:
-            cached = {}
+    def _input_hashes(self, task: Task) -> tuple[list[str], list[str], dict[str, str | None]]:
+        """(matched paths as given, their absolute paths, hash by absolute path). Plain paths
+        (the common case) are hashed straight away: a path whose hash is None does not exist,
+        which is what expanding them would have found with a stat of its own."""
+        plain = self._plain_inputs(task)
+        if plain is not None:
+            given, absolute = plain
+            try:
+                hashes = self.hasher.hash_files(absolute)
+            except OSError:  # e.g. not allowed to look: expanding says it is not there
+                pass
+            else:
+                kept = [i for i, a in enumerate(absolute) if hashes[a] is not None]
+                if len(kept) == len(absolute):
+                    return given, absolute, hashes
+                return [given[i] for i in kept], [absolute[i] for i in kept], hashes
+        paths = self.input_strs(task)
+        root = str(self.root)
+        absolute = [p if os.path.isabs(p) else os.path.join(root, p) for p in paths]
+        return paths, absolute, self.hasher.hash_files(absolute)
+
+    def _plain_inputs(self, task: Task) -> tuple[list[str], list[str]] | None:
+        """A task's inputs as expand_inputs would give them if they all exist, with their
+        absolute paths; None if a pattern is a glob (computed once per task and project)."""
+        known = self._plain.get(task.name)
+        if known is not None and known[0] is task.inputs:
+            return known[1]
+        plain: tuple[list[str], list[str]] | None = None
+        if not any(has_magic(p) for p in task.inputs):
+            given = sorted({p for p in task.inputs if "__pycache__" not in p})
             root = str(self.root)
-            for out in task.outputs:
-                path = os.path.normpath(out if os.path.isabs(out) else os.path.join(root, out))
-                inside = path.startswith(root + os.sep)
-                rel = os.path.relpath(path, root) if inside else path
-                cached[rel.replace(os.sep, "/")] = path
-            self._outputs[task.name] = cached
-        return cached
+            plain = (given, [p if os.path.isabs(p) else os.path.join(root, p) for p in given])
+        self._plain[task.name] = (task.inputs, plain)
+        return plain
+
+    def output_paths(self, task: Task) -> dict[str, str]:
+        """Declared outputs: root-relative posix name -> absolute path (computed once per task
+        and project)."""
+        known = self._outputs.get(task.name)
+        if known is not None and known[0] is task.outputs:
+            return known[1]
+        paths: dict[str, str] = {}
+        root = str(self.root)
+        for out in task.outputs:
+            if _is_simple_relative(out):  # the common case: no normalising needed
+                paths[out] = os.path.join(root, out)
+                continue
+            path = os.path.normpath(out if os.path.isabs(out) else os.path.join(root, out))
+            inside = path.startswith(root + os.sep)
+            rel = os.path.relpath(path, root) if inside else path
+            paths[rel.replace(os.sep, "/")] = path
+        self._outputs[task.name] = (task.outputs, paths)
+        return paths
 
     def hash_outputs(self, task: Task, produced: bool = False) -> dict[str, str | None]:
         """`produced`: the task has just written them, so they may differ from what was
@@ -193,8 +232,7 @@ class Resolver:
         task = self.project.tasks[name]
         make_manifest, static, inputs = self.static(name)
         signature = unit_signature(static, upstream, value)
-        result = self._scope_result(name, signature) if iter else \
-            self.store.find_result(name, signature)
+        result = self._stored_result(name, signature, in_scope=bool(iter))
         outputs_now = self.hash_outputs(task) if result is not None and result.outputs else {}
         if result is not None and not forced and all(
                 outputs_now.get(path) == digest for path, digest in result.outputs.items()):
@@ -214,32 +252,44 @@ class Resolver:
         resolution.__dict__["manifest"] = manifest  # already built: keep it
         return resolution
 
-    def _scope_result(self, name: str, signature: str) -> ResultRecord | None:
-        """The result of an iteration unit. At a task's first iteration, the results under
-        the last signatures of all its iterations are read in a few queries (a null build of
-        10,000 iterations would otherwise ask 10,000 times); at its first miss, the set of every
-        signature it has a result for (a first build would otherwise ask for each result that
+    def _stored_result(self, name: str, signature: str, in_scope: bool) -> ResultRecord | None:
+        """The stored result for a unit's signature. At the first unit resolved, the results
+        under the latest signature of every unit are read in one query: a null build finds each
+        there (one query per unit costs ten times as much). A miss asks the store; for an
+        iteration unit, at its task's first miss, for the set of every signature the task has a
+        result for (a first build of 10,000 iterations would otherwise ask for each result that
         is not there)."""
-        known = self._scope_results.get(name)
-        if known is None:
-            last = self._last_by_task().get(name, set())
-            known = self._scope_results[name] = _ScopeResults({
-                sig: record for (_, sig), record in
-                self.store.find_results((name, sig) for sig in last).items()})
+        known = self._known_results(name)
         found = known.records.get(signature)
         if found is not None:
-            return found  # a null build finds every iteration here
+            return found
+        if not in_scope:
+            return self.store.find_result(name, signature)
         if known.signatures is None:  # the first miss: which signatures have a result at all
             known.signatures = self.store.result_signatures(name) | known.recorded
         if signature not in known.signatures:
             return None
         return self.store.find_result(name, signature)
 
+    def _known_results(self, name: str) -> _KnownResults:
+        by_task = self._results
+        if by_task is None:
+            by_task = self._results = {}
+            for record in self.store.last_results():
+                known = by_task.get(record.task)
+                if known is None:
+                    known = by_task[record.task] = _KnownResults({})
+                known.records[record.signature] = record
+        known = by_task.get(name)
+        if known is None:
+            known = by_task[name] = _KnownResults({})
+        return known
+
     def note_result(self, record: ResultRecord) -> None:
         """A result just recorded (it may replace one read before, under the same signature).
         Only its signature is kept: a scope of 100,000 new results would otherwise all stay in
         memory, for lookups that hardly ever come (the store answers those)."""
-        known = self._scope_results.get(record.task)
+        known = self._results.get(record.task) if self._results is not None else None
         if known is not None:
             known.records.pop(record.signature, None)
             known.recorded.add(record.signature)
@@ -275,15 +325,6 @@ class Resolver:
         if self._signatures is None:
             self._signatures = self.store.last_signatures()
         return self._signatures
-
-    def _last_by_task(self) -> dict[str, set[str]]:
-        """The last signatures of each task's units (for reading a scope's results in bulk)."""
-        if self._signatures_by_task is None:
-            by_task: dict[str, set[str]] = {}
-            for (task, _), signature in self._all_signatures().items():
-                by_task.setdefault(task, set()).add(signature)
-            self._signatures_by_task = by_task
-        return self._signatures_by_task
 
     def _last_manifest(
         self, last: UnitState | None

@@ -94,7 +94,6 @@ def _iter_tuple(text: str) -> tuple[int, ...]:
 _UNIT_COLUMNS = "task, iter, signature, status, manifest, output, duration, error, finished"
 
 
-_PAIRS_PER_QUERY = 250  # 500 parameters: well under SQLite's limit, and as fast as more
 
 
 def _encode_outputs(outputs: dict[str, str]) -> str:
@@ -257,7 +256,7 @@ class Store:
         if self._db is not None:
             if not self.readonly:
                 self.commit()
-            database.close_quietly(self._db)
+            database.release(self._db)
             self._db = None
         self.release_lock()
 
@@ -366,21 +365,13 @@ class Store:
         return {row[0] for row in self._rows("SELECT signature FROM results WHERE task = ?",
                                              (task,))}
 
-    def find_results(self, keys: Iterable[tuple[str, str]]) -> dict[tuple[str, str], ResultRecord]:
-        """`find_result` for many (task, signature) pairs in a few queries (a null build asks
-        for all of them at once: one query per pair costs five times as much). Pairs without a
-        result are absent from the answer."""
-        pairs = list(dict.fromkeys(keys))
-        found: dict[tuple[str, str], ResultRecord] = {}
-        for start in range(0, len(pairs), _PAIRS_PER_QUERY):
-            chunk = pairs[start:start + _PAIRS_PER_QUERY]
-            sql = ("WITH k(task, signature) AS (VALUES " + ",".join(["(?, ?)"] * len(chunk))
-                   + ") SELECT r.task, r.signature, r.output, r.outputs, r.duration, r.finished"
-                   " FROM k CROSS JOIN results r"  # CROSS JOIN: k outer, results by its key
-                   " ON r.task = k.task AND r.signature = k.signature")
-            for row in self._rows(sql, tuple(x for pair in chunk for x in pair)):
-                found[(row[0], row[1])] = _result(*row)
-        return found
+    def last_results(self) -> Iterator[ResultRecord]:
+        """The result stored under each unit's latest signature, in one query: what a null
+        build finds, for every unit at once (asking unit by unit costs ten times as much)."""
+        rows = self._rows("SELECT DISTINCT r.task, r.signature, r.output, r.outputs, r.duration,"
+                          " r.finished FROM unit_states u JOIN results r"
+                          " ON r.task = u.task AND r.signature = u.signature")
+        return (_result(*row) for row in rows)
 
     def record_result(self, record: ResultRecord) -> None:
         self._queue("INSERT OR REPLACE INTO results "
