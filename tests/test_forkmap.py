@@ -12,8 +12,11 @@ import pytest
 from tests.conftest import write_project
 from watchrun.config import load_config
 from watchrun.project import forkmap, loader
+from watchrun.project.cache import PROJECT_CACHE_KEY
 from watchrun.project.forkmap import fork_map
 from watchrun.project.loader import ProjectLoader
+from watchrun.state.hashing import FileHasher
+from watchrun.state.store import Store
 
 
 def square_and_pid(n: int) -> tuple[int, int]:
@@ -83,3 +86,17 @@ def test_a_big_project_loads_the_same_with_and_without_helpers(
     assert with_helpers.graph.order == alone.graph.order
     assert {n: c.digest for n, c in with_helpers.closures.items()} == \
         {n: c.digest for n, c in alone.closures.items()}
+
+
+def test_what_the_helpers_parsed_is_stored_for_the_next_load(tmp_path: Path) -> None:
+    config, _ = load_config(big_project(tmp_path, 240))
+    store = Store(config.state_dir)
+    try:
+        first = ProjectLoader(config, store, FileHasher(store))
+        project = first.load()
+        store.kv_put(PROJECT_CACHE_KEY, b"")  # only the per-file analyses can help now
+        again = ProjectLoader(config, store, FileHasher(store))
+        assert again.load().closures == project.closures
+        assert first.parsed == 242 and again.parsed == 0 and not again.cached
+    finally:
+        store.close()

@@ -634,6 +634,22 @@ def test_a_file_that_is_not_python_text_is_reported_not_raised(
     assert project.broken == {"user"} and project.graph.order == ["fine"]
 
 
+@pytest.mark.parametrize("data", [
+    b"x = 1\n", "s = '\u00e9\u4e2d'\n".encode(), b"\xef\xbb\xbfx = 1\n", b"x = 1\r\ny = 2\r",
+    b"# -*- coding: latin-1 -*-\nx = '\xe9'\n",
+    b"#!/bin/sh\n# vim: set fileencoding=cp1252 :\n\x80",
+    b"x = '\xe9'\n", b"\xff\xfe\x00", b"# coding: nonsense\n", b"", b"\n\n# coding: latin-1\n\xe9",
+])
+def test_source_bytes_decode_as_python_reads_them(data: bytes) -> None:
+    import importlib.util
+
+    try:
+        expected: str | None = importlib.util.decode_source(data)
+    except (UnicodeDecodeError, SyntaxError, LookupError):
+        expected = None
+    assert loader._decode(data) == expected
+
+
 def test_reload_recomputes_only_the_closures_a_change_can_reach(
         tmp_path: Path, opened: list[Opened]) -> None:
     write(tmp_path, {
