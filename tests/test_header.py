@@ -5,11 +5,14 @@ from __future__ import annotations
 import math
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from watchrun.config import key_lines, parse_toml
 from watchrun.project.header import parse_header
+from watchrun.project.simpletoml import parse_simple
 
 PATH = Path("/proj/tasks/t.py")
 
@@ -279,3 +282,101 @@ def test_random_blocks_only_ever_give_project_errors(lines: list[str], close: bo
     assert header is not None and header.line == 1
     for error in errors:
         assert error.file == PATH and error.line is not None and error.line >= 1
+
+
+# -- the simple reader: a fast path that must agree with tomllib ----------------------------
+
+def test_common_headers_take_the_simple_reader() -> None:
+    lines = ['kind = "generator"', "after = ['a.b', \"c\",]  # upstreams", "", "# a comment",
+             "abstract = false", "[params]", "size = 64", "  offset\t= -3", "name = 'x # y'"]
+    found = parse_simple(lines, first_line=5)
+    assert found == ({"kind": "generator", "after": ["a.b", "c"], "abstract": False,
+                      "params": {"size": 64, "offset": -3, "name": "x # y"}},
+                     {("kind",): 5, ("after",): 6, ("abstract",): 9, ("params",): 10,
+                      ("params", "size"): 11, ("params", "offset"): 12,
+                      ("params", "name"): 13})
+
+
+def test_anything_else_is_left_to_tomllib() -> None:
+    for line in ['a = "tab\\there"', "a = 1.5", "a = 1_000", "a = 007", "a.b = 1", '"a" = 1',
+                 "a = {b = 1}", "a = [1, 2]", "a = [", "[a.b]", "[[a]]", "a = 2024-01-01",
+                 "a = '''x'''", 'a = "x" "y"', "a = \"x\x01\"", "a = True", "a =", "a = 1\r"]:
+        assert parse_simple([line]) is None, line
+    assert parse_simple(["a = 1", "a = 2"]) is None  # invalid: tomllib says why
+    assert parse_simple(["[t]", "[t]"]) is None
+    assert parse_simple(["t = 1", "[t]"]) is None
+
+
+def test_a_header_the_simple_reader_declines_still_parses() -> None:
+    header, errors = parse_header('# /// task\n# inputs = "a\\u0041\\tb"\n# ///\n', PATH)
+    assert errors == [] and header is not None and header.data == {"inputs": "aA\tb"}
+
+
+def _fragments() -> st.SearchStrategy[str]:
+    """TOML lines near the simple reader's edge: mostly what it reads, some of what it must
+    decline (valid or not)."""
+    chars = st.text(alphabet="ab #,]['\"\\\t\x01\x7fé=.{}", max_size=6)
+    keys = st.sampled_from(["a", "kind", "params", "x-1", "_", "1", '"q"', "a.b", "a b", ""])
+    words = st.sampled_from(["true", "false", "True", "0", "00", "-0", "+7", "12", "1_0", "1.5",
+                             "1e3", "inf", "0x1f", "2024-01-01", "-", ""])
+    strings = st.one_of(chars.map(lambda t: f'"{t}"'), chars.map(lambda t: f"'{t}'"), chars)
+    values = st.one_of(strings, words, _arrays(st.one_of(strings, words)),
+                       st.sampled_from(["{b = 1}", "'''x'''", '"""x"""']))
+    spaces = st.sampled_from(["", " ", "\t", "  "])
+    tails = st.sampled_from(["", " ", "# c", "  # c ]", " x", "\t#é", "#\x01"])
+    equals = st.sampled_from([" = ", "=", " =", "\t=\t"])
+    edge = st.one_of(
+        st.builds(lambda w, k, e, v, t: f"{w}{k}{e}{v}{t}", spaces, keys, equals, values, tails),
+        st.builds(lambda w, k, t: f"{w}[{k}]{t}", spaces,
+                  st.sampled_from(["params", " after ", "a.b", "[a]", "x", ""]), tails),
+        st.sampled_from(["", "#", "# note", "  ", "#\x01", "]", "x"]))
+    return st.one_of(_simple_lines(), _simple_lines(), _simple_lines(), edge)
+
+
+def _simple_lines() -> st.SearchStrategy[str]:
+    """Lines the reader takes: they must come out as tomllib has them, key lines included."""
+    spaces = st.sampled_from(["", " ", "\t", "  "])
+    equals = st.sampled_from([" = ", "=", " =", "\t=\t"])
+    controls = "".join(map(chr, range(32))) + "\x7f"  # not allowed in a TOML string
+    text = st.text(st.characters(exclude_categories=["Cs"], exclude_characters=controls),
+                   max_size=8)
+    plain = st.one_of(text.filter(lambda t: '"' not in t and "\\" not in t).map(
+        lambda t: f'"{t}"'), text.filter(lambda t: "'" not in t).map(lambda t: f"'{t}'"))
+    simple_values = st.one_of(plain, _arrays(plain), st.sampled_from(["true", "false"]),
+                              st.integers(-(2**70), 2**70).map(str))
+    return st.one_of(
+        st.builds(lambda w, k, e, v, t: f"{w}{k}{e}{v}{t}", spaces,
+                  st.from_regex(r"[A-Za-z0-9_-]{1,6}", fullmatch=True), equals, simple_values,
+                  st.sampled_from(["", " ", " # c", "\t#é ]"])),
+        st.sampled_from(["[params]", " [ after ] ", "[x]  # t", "", "# note"]))
+
+
+def _arrays(items: st.SearchStrategy[str]) -> st.SearchStrategy[str]:
+    return st.builds(lambda values, sep, end: "[" + sep.join(values) + end + "]",
+                     st.lists(items, max_size=3), st.sampled_from([", ", ",", " , "]),
+                     st.sampled_from(["", ",", " "]))
+
+
+@settings(max_examples=600, deadline=None)
+@given(st.one_of(st.lists(_simple_lines(), max_size=6), st.lists(_fragments(), max_size=6)),
+       st.integers(1, 40))
+def test_the_simple_reader_agrees_with_tomllib(lines: list[str], first: int) -> None:
+    found = parse_simple(lines, first_line=first)
+    if found is None:
+        return
+    source = "\n".join(lines) + "\n"
+    document, _ = parse_toml(source)
+    # repr, not ==: True == 1 in Python, and the order of the keys counts too
+    assert document is not None and repr(found[0]) == repr(document)
+    assert found[1] == key_lines(source, first_line=first)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(st.one_of(_fragments().map(lambda t: "# " + t), st.sampled_from(["#", "#x"])),
+                max_size=8))
+def test_a_header_parses_the_same_without_the_simple_reader(lines: list[str]) -> None:
+    source = "\n".join(["x = 1", "# /// task", *lines, "# ///", "y = 2"]) + "\n"
+    fast = parse_header(source, PATH)
+    with mock.patch("watchrun.project.header.parse_simple", return_value=None):
+        slow = parse_header(source, PATH)
+    assert repr(fast) == repr(slow)

@@ -21,6 +21,7 @@ from typing import Any
 from watchrun.config import key_lines as toml_key_lines
 from watchrun.config import parse_toml, suggest, toml_error_line
 from watchrun.project.errors import ProjectError
+from watchrun.project.simpletoml import parse_simple
 
 OPENER = "# /// task"
 CLOSER = "# ///"
@@ -127,15 +128,20 @@ def _read_block(text: str, start: int, opener_line: int, path: Path) -> _Block:
 def _parse_toml(content: list[str], opener_line: int, closer_line: int, path: Path,
                 errors: list[ProjectError]
                 ) -> tuple[dict[str, Any], dict[str, int], dict[str, tuple[int, ...]]]:
-    source = "\n".join(content) + "\n"
-    raw, err = parse_toml(source)
-    if raw is None:
-        assert err is not None
-        line, message = toml_error_line(err, last_line=max(1, len(content)))
-        file_line = opener_line + line if line is not None else opener_line
-        errors.append(ProjectError(path, file_line, f"invalid TOML in the task header: {message}"))
-        return {}, {}, {}
-    found = toml_key_lines(source, first_line=opener_line + 1)
+    simple = parse_simple(content, first_line=opener_line + 1)  # the common tiny header
+    if simple is not None:
+        raw, found = simple
+    else:
+        source = "\n".join(content) + "\n"
+        parsed, err = parse_toml(source)
+        if parsed is None:
+            assert err is not None
+            line, message = toml_error_line(err, last_line=max(1, len(content)))
+            file_line = opener_line + line if line is not None else opener_line
+            errors.append(ProjectError(path, file_line,
+                                       f"invalid TOML in the task header: {message}"))
+            return {}, {}, {}
+        raw, found = parsed, toml_key_lines(source, first_line=opener_line + 1)
     lines: dict[str, int] = {}
     for key_path, line in found.items():  # in file order: the first line of a key wins
         lines.setdefault(key_path[0], line)
