@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import io
 import json
 import typing
@@ -30,9 +29,8 @@ FIELD_VALUES: dict[object, st.SearchStrategy[Any]] = {
 @st.composite
 def events(draw: st.DrawFn) -> ev.Event:
     cls = draw(st.sampled_from(EVENT_CLASSES))
-    hints = typing.get_type_hints(cls)
-    values = {f.name: draw(FIELD_VALUES[hints[f.name]]) for f in dataclasses.fields(cls)
-              if f.name != "time"}
+    hints = typing.get_type_hints(cls.__init__)
+    values = {name: draw(FIELD_VALUES[hints[name]]) for name in cls.field_names}
     return cls(**values, time=draw(times))
 
 

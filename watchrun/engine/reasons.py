@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+from typing import NamedTuple
 
 
 class ReasonKind(enum.Enum):
@@ -29,8 +29,10 @@ class ReasonKind(enum.Enum):
     EXTERNAL_CHANGED = "package version changed"
 
 
-@dataclass(frozen=True)
-class Reason:
+class Reason(NamedTuple):
+    """One reason, as data (a tuple: a dirty unit makes a few, and a dataclass costs every
+    command milliseconds to define)."""
+
     kind: ReasonKind
     subject: str = ""  # what changed: a definition, a param, a path, an upstream task
     detail: str = ""  # old -> new, or the ancestor it comes from

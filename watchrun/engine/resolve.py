@@ -9,7 +9,7 @@ import functools
 import json
 import os
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from blake3 import blake3
@@ -90,7 +90,8 @@ class Resolver:
         self._plain: dict[str, tuple[tuple[str, ...], tuple[list[str], list[str]] | None]] = {}
         self._static: dict[str, tuple[Callable[[], Manifest], str, dict[str, str | None]]] = {}
         self._prefixes: dict[str, str] = {}
-        self._states: dict[str, dict[tuple[int, ...], UnitState]] = {}
+        self._states: dict[str, dict[tuple[int, ...], UnitState]] = {}  # iterations, by task
+        self._top_states: dict[str, UnitState] | None = None  # units outside any scope
         self._results: dict[str, _KnownResults] | None = None  # by task: see _stored_result
         self._signatures: dict[tuple[str, tuple[int, ...]], str] | None = None  # last_signature
         # What this build's signatures were made of, for the null-build proof (nullproof.py):
@@ -245,7 +246,7 @@ class Resolver:
         reasons = explain(manifest, upstream, last, last_manifest, last_upstream, result,
                           outputs_now, forced)
         args = self.project.graph.upstreams.get(name, {})
-        reasons = [replace(r, subject=args.get(r.subject, r.subject))
+        reasons = [r._replace(subject=args.get(r.subject, r.subject))
                    if r.kind is ReasonKind.UPSTREAM_CHANGED else r for r in reasons]
         resolution = Resolution(name, iter, signature, make_manifest, static, upstream, inputs,
                                 None if reasons else result, reasons)
@@ -297,19 +298,23 @@ class Resolver:
                 known.signatures.add(record.signature)
 
     def last_state(self, name: str, iter: tuple[int, ...]) -> UnitState | None:
-        """The latest recorded state of a unit. A task's states are read in one query the
-        first time one is asked for (a scope of 10,000 iterations is one query, not 10,000);
-        the scheduler keeps them current with `note_state`."""
-        return self._task_states(name).get(iter)
-
-    def _task_states(self, name: str) -> dict[tuple[int, ...], UnitState]:
+        """The latest recorded state of a unit. The states of every unit outside a scope are
+        read in one query the first time one is asked for, a scope's states in one query per
+        task (10,000 iterations are one query, not 10,000); `note_state` keeps them current."""
+        if not iter:
+            top = self._top_states
+            if top is None:
+                top = self._top_states = {s.task: s for s in self.store.top_level_states()}
+            return top.get(name)
         states = self._states.get(name)
         if states is None:
             states = {s.iter: s for s in self.store.unit_states(name)}
             self._states[name] = states
-        return states
+        return states.get(iter)
 
     def note_state(self, state: UnitState) -> None:
+        if not state.iter and self._top_states is not None:
+            self._top_states[state.task] = state
         states = self._states.get(state.task)
         if states is not None:
             states[state.iter] = state

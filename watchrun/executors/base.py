@@ -11,9 +11,8 @@ import enum
 import logging
 import signal
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from watchrun.executors.protocol import PICKLE_PROTOCOL as PICKLE_PROTOCOL  # re-exported
 
@@ -29,8 +28,10 @@ class Mode(enum.Enum):
     # finish(**kwargs) at the end may yield more
 
 
-@dataclass(frozen=True)
-class UnitKey:
+class UnitKey(NamedTuple):
+    """A unit of work: a task, or a task at one iteration (a tuple: hashing and comparing it,
+    which the scheduler and the executors do for every unit, run in C)."""
+
     task: str
     iter: tuple[int, ...] = ()
 
@@ -38,24 +39,47 @@ class UnitKey:
         return self.task + "".join(f"[{i}]" for i in self.iter)
 
 
-@dataclass
 class Job:
-    key: UnitKey
-    mode: Mode
-    root: Path
-    chain: list[tuple[Path, str]]  # (module file, package for relative imports): root ancestor
-    # first, the task itself last; executed in this order into one namespace
-    kwargs: dict[str, bytes]  # argument name -> pickled value, exactly what run() asks for;
-    # COLLECT / INNER_GENERATE: the arguments that stay the same for every push
-    log_path: Path
-    start: int | None = None  # GENERATE: resume index, passed as `start` if run() takes it
-    # COLLECT / INNER_GENERATE: arguments for gather() / finish(), by the names they ask for
-    gather_kwargs: dict[str, bytes] = field(default_factory=dict)
-    ctx: dict[str, object] = field(default_factory=dict)  # name, root, iter: for the `ctx` arg
-    # True: the log starts empty (created or truncated by the worker) instead of being appended
-    # to. Cheaper than creating it before submit: file creation costs 0.1-1 ms on some disks,
-    # and the workers do it in parallel, off the scheduler's loop.
-    fresh_log: bool = False
+    """One unit for an executor to run. A plain class with slots (not a dataclass: making
+    dataclasses costs every `watchrun build` milliseconds at start)."""
+
+    __slots__ = ("chain", "ctx", "fresh_log", "gather_kwargs", "key", "kwargs", "log_path",
+                 "mode", "root", "start")
+
+    def __init__(
+        self,
+        key: UnitKey,
+        mode: Mode,
+        root: Path,
+        # (module file, package for relative imports): root ancestor first, the task itself
+        # last; executed in this order into one namespace
+        chain: list[tuple[Path, str]],
+        # argument name -> pickled value, exactly what run() asks for; COLLECT /
+        # INNER_GENERATE: the arguments that stay the same for every push
+        kwargs: dict[str, bytes],
+        log_path: Path,
+        start: int | None = None,  # GENERATE: resume index, passed as `start` if run() takes it
+        # COLLECT / INNER_GENERATE: arguments for gather() / finish(), by the names they ask for
+        gather_kwargs: dict[str, bytes] | None = None,
+        ctx: dict[str, object] | None = None,  # name, root, iter: for the `ctx` argument
+        # True: the log starts empty (created or truncated by the worker) instead of being
+        # appended to. Cheaper than creating it before submit: file creation costs 0.1-1 ms on
+        # some disks, and the workers do it in parallel, off the scheduler's loop.
+        fresh_log: bool = False,
+    ) -> None:
+        self.key = key
+        self.mode = mode
+        self.root = root
+        self.chain = chain
+        self.kwargs = kwargs
+        self.log_path = log_path
+        self.start = start
+        self.gather_kwargs: dict[str, bytes] = {} if gather_kwargs is None else gather_kwargs
+        self.ctx: dict[str, object] = {} if ctx is None else ctx
+        self.fresh_log = fresh_log
+
+    def __repr__(self) -> str:
+        return f"Job({self.key.format()}, {self.mode.value})"
 
 
 class EventKind(enum.Enum):
@@ -68,15 +92,24 @@ class EventKind(enum.Enum):
     DIED = "died"  # the worker process died: error = cause ("killed by SIGKILL", "exit code 3")
 
 
-@dataclass(frozen=True)
 class ExecEvent:
-    key: UnitKey
-    kind: EventKind
-    data: bytes | None = None
-    error: str | None = None
-    signal: str | None = None
-    duration: float = 0.0
-    pid: int | None = None
+    """What an executor reports about a unit (see EventKind for what each field means)."""
+
+    __slots__ = ("data", "duration", "error", "key", "kind", "pid", "signal")
+
+    def __init__(self, key: UnitKey, kind: EventKind, data: bytes | None = None,
+                 error: str | None = None, signal: str | None = None, duration: float = 0.0,
+                 pid: int | None = None) -> None:
+        self.key = key
+        self.kind = kind
+        self.data = data
+        self.error = error
+        self.signal = signal
+        self.duration = duration
+        self.pid = pid
+
+    def __repr__(self) -> str:
+        return f"ExecEvent({self.key.format()}, {self.kind.value}, pid={self.pid})"
 
 
 Sink = Callable[[ExecEvent], None]
