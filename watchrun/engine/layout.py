@@ -10,23 +10,15 @@ from watchrun.project.loader import Project
 from watchrun.project.model import Task
 
 
-def module_name(root: Path, path: Path) -> str:
-    rel = path.relative_to(root).with_suffix("")
-    return ".".join(rel.parts)
-
-
 def package_of(module: str) -> str:
     return module.rpartition(".")[0]
 
 
 def chain_files(project: Project, task: Task) -> list[tuple[Path, str]]:
     """(file, package) of every module in the task's chain, root ancestor first."""
-    root = project.config.root
-    files = []
-    for name in reversed(task.chain):
-        path = project.tasks[name].path
-        files.append((path, package_of(module_name(root, path))))
-    return files
+    modules = project.task_modules
+    return [(project.tasks[name].path, package_of(modules[name]))
+            for name in reversed(task.chain)]
 
 
 def log_path(config: Config, task: str, iter: tuple[int, ...] = ()) -> Path:

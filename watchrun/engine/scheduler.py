@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from watchrun.engine import events as ev
-from watchrun.engine.layout import chain_files, log_path, module_name
+from watchrun.engine.layout import chain_files, log_path
 from watchrun.engine.resolve import Resolution, Resolver
 from watchrun.engine.scopes import (
     Consumer,
@@ -76,10 +76,8 @@ class Running:
 def entry_args(project: Project, task: Task, entry: str = "run") -> tuple[ArgSpec, ...] | None:
     """The parameters of the winning `entry` function of a task (nearest in its chain)."""
     for name in task.chain:
-        owner = project.tasks.get(name)
-        if owner is None:
-            continue
-        info = project.modules.get(module_name(project.config.root, owner.path))
+        module = project.task_modules.get(name)
+        info = project.modules.get(module) if module is not None else None
         if info is not None and entry in info.definitions:
             definition = info.definitions[entry]
             return definition.args if definition.kind == "function" else None

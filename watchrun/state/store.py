@@ -12,9 +12,8 @@ import os
 import sqlite3
 import time
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from watchrun.nullproof import discard_proof
 from watchrun.state import database, pgroups
@@ -47,9 +46,9 @@ class UnitStatus(enum.Enum):
     ACCEPTED = "accepted"  # declared clean by `watchrun accept`
 
 
-@dataclass(frozen=True)
-class ResultRecord:
-    """A successful result, found by (task, signature)."""
+class ResultRecord(NamedTuple):
+    """A successful result, found by (task, signature). Tuples, like UnitState: a scope reads
+    them by the ten thousand, and a frozen dataclass costs three times as much to make."""
 
     task: str
     signature: str
@@ -59,8 +58,7 @@ class ResultRecord:
     finished: float  # unix time
 
 
-@dataclass(frozen=True)
-class UnitState:
+class UnitState(NamedTuple):
     """The latest thing that happened at one position (task, iter): what `status` reports."""
 
     task: str
@@ -111,17 +109,14 @@ def _decode_outputs(text: str) -> dict[str, str]:
 
 def _result(task: str, signature: str, output: str, outputs: str, duration: float,
             finished: float) -> ResultRecord:
-    return ResultRecord(task=task, signature=signature, output=output,
-                        outputs=_decode_outputs(outputs), duration=duration, finished=finished)
+    return ResultRecord(task, signature, output, _decode_outputs(outputs), duration, finished)
 
 
 _STATUSES = {status.value: status for status in UnitStatus}  # faster than UnitStatus(value)
 
 
 def _unit_state(row: tuple[Any, ...]) -> UnitState:
-    return UnitState(task=row[0], iter=_iter_tuple(row[1]), signature=row[2],
-                     status=_STATUSES[row[3]], manifest=row[4], output=row[5],
-                     duration=row[6], error=row[7], finished=row[8])
+    return UnitState(row[0], _iter_tuple(row[1]), row[2], _STATUSES[row[3]], *row[4:])
 
 
 class Store:
@@ -408,9 +403,14 @@ class Store:
         states.sort(key=lambda s: (s.task, s.iter))
         return iter(states)
 
+    def top_level_states(self) -> list[UnitState]:
+        """The states of every unit outside a scope, in one query."""
+        return [_unit_state(row) for row in self._rows(
+            f"SELECT {_UNIT_COLUMNS} FROM unit_states WHERE iter = ''")]
+
     def put_manifest(self, manifest_id: str, data: bytes) -> None:
         """Manifests are deduplicated by id; storing one twice is a no-op."""
-        self._write("INSERT OR IGNORE INTO manifests (id, data) VALUES (?, ?)",
+        self._queue("INSERT OR IGNORE INTO manifests (id, data) VALUES (?, ?)",
                     (manifest_id, data))
 
     def get_manifest(self, manifest_id: str) -> bytes | None:
@@ -491,7 +491,7 @@ class Store:
         return None if row is None else bytes(row[0])
 
     def analysis_put(self, key: str, data: bytes) -> None:
-        self._write("INSERT OR REPLACE INTO analysis (key, data) VALUES (?, ?)", (key, data))
+        self._queue("INSERT OR REPLACE INTO analysis (key, data) VALUES (?, ?)", (key, data))
 
     def kv_get(self, key: str) -> bytes | None:
         """Small named blobs (e.g. the cached resolved project, third-party versions)."""
