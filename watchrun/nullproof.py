@@ -199,47 +199,78 @@ def _settings_hold(proof: Proof, root: str, state_dir: str, targets: list[str]) 
 
 
 def _files_hold(proof: Proof, state_dir: str) -> bool:
+    """In the order that finds the common changes first, so that a build that has work to do
+    loses little here: the inputs and outputs (an edited data file, a deleted output; what
+    only changed its stat key is hashed again), the project's files (an edited task), then
+    new files."""
     from watchrun.project.discovery import discover_in
-    from watchrun.project.inputs import expand_inputs
 
+    touched = _touched(proof)
+    if touched is None:
+        return False
+    fresh = _rehashed(proof, touched)
+    if fresh is None:
+        return False
     project: dict[str, StatKey] = proof["project"]  # type: ignore[assignment]
     absent: list[str] = proof["absent"]  # type: ignore[assignment]
     folders: list[str] = proof["folders"]  # type: ignore[assignment]
-    expansions: list[tuple[tuple[str, ...], tuple[str, ...]]] = proof["inputs"]  # type: ignore[assignment]
-    root = os.path.dirname(state_dir)
-    return (discover_in(folders, state_dir) == proof["discovered"]
-            and all(stat_key(path) == key for path, key in project.items())
-            and not any(os.path.lexists(path) for path in absent)
-            and all(tuple(expand_inputs(patterns, root)) == matched
-                    for patterns, matched in expansions)
-            and _contents_hold(proof, state_dir))
+    holds = (all(stat_key(path) == key for path, key in project.items())
+             and not any(os.path.lexists(path) for path in absent)
+             and discover_in(folders, state_dir) == proof["discovered"]
+             and _expansions_hold(proof, os.path.dirname(state_dir)))
+    if holds and fresh:  # the new stat keys of touched files: the next check is a stat again
+        entries: dict[str, CacheEntry] = proof["entries"]  # type: ignore[assignment]
+        entries.update(fresh)
+        write_proof(state_dir, proof)
+    return holds
 
 
-def _contents_hold(proof: Proof, state_dir: str) -> bool:
-    """Every input and output has the content the build saw: by its stat key, else by hashing
-    it again (then the new stat keys are kept, so the next check is a stat again)."""
+def _touched(proof: Proof) -> list[str] | None:
+    """The inputs and outputs whose stat key changed (their content is checked last, by
+    hashing); None when one that was missing exists now."""
     observed: dict[str, str | None] = proof["observed"]  # type: ignore[assignment]
     entries: dict[str, CacheEntry] = proof["entries"]  # type: ignore[assignment]
-    todo: list[str] = []
+    touched: list[str] = []
     for path, digest in observed.items():
         entry = entries.get(path)
         if entry is not None:
-            if stat_key(path) == entry[:4]:
-                continue
-        elif digest is None and not os.path.exists(path):
-            continue
-        todo.append(path)
-    if not todo:
-        return True
-    from watchrun.state.hashing import FileHasher  # blake3: only when something was touched
+            if stat_key(path) != entry[:4]:
+                touched.append(path)
+        elif digest is None:
+            if os.path.exists(path):
+                return None
+        else:
+            touched.append(path)  # its hash was not settled: it is hashed again
+    return touched
 
-    hasher = FileHasher(None, cache=entries)
-    found = hasher.hash_many(todo)
-    if any(found[path] != observed[path] for path in todo):
-        return False
-    fresh = hasher.take_new()
-    if fresh:
-        entries.update(fresh)
-        write_proof(state_dir, proof)
+
+def _expansions_hold(proof: Proof, root: str) -> bool:
+    """Each task's input patterns match what they matched. Plain paths (no glob) need no look
+    of their own: each is among the observed paths, whose existence was just checked."""
+    from watchrun.project.inputs import expand_inputs, has_magic
+
+    observed: dict[str, str | None] = proof["observed"]  # type: ignore[assignment]
+    expansions: list[tuple[tuple[str, ...], tuple[str, ...]]] = proof["inputs"]  # type: ignore[assignment]
+    for patterns, matched in expansions:
+        if not any(has_magic(p) for p in patterns) and all(
+                os.path.join(root, p) in observed for p in patterns):
+            continue
+        if tuple(expand_inputs(patterns, root)) != matched:
+            return False
     return True
 
+
+def _rehashed(proof: Proof, touched: list[str]) -> dict[str, CacheEntry] | None:
+    """The new cache entries of the touched files if they still have the content the build
+    saw (after `touch`); None if one changed."""
+    if not touched:
+        return {}
+    from watchrun.state.hashing import FileHasher  # blake3: only when something was touched
+
+    observed: dict[str, str | None] = proof["observed"]  # type: ignore[assignment]
+    entries: dict[str, CacheEntry] = proof["entries"]  # type: ignore[assignment]
+    hasher = FileHasher(None, cache=entries)
+    found = hasher.hash_many(touched)
+    if any(found[path] != observed[path] for path in touched):
+        return None
+    return hasher.take_new()
