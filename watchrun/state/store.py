@@ -119,6 +119,13 @@ def _unit_state(row: tuple[Any, ...]) -> UnitState:
     return UnitState(row[0], _iter_tuple(row[1]), row[2], _STATUSES[row[3]], *row[4:])
 
 
+# CROSS JOIN keeps unit_states outer, each result found by its key: left to choose, SQLite
+# scans the results and searches a task's states for each (10,000 iterations: 10^8 steps).
+LAST_RESULTS = ("SELECT DISTINCT r.task, r.signature, r.output, r.outputs, r.duration, r.finished"
+                " FROM unit_states u CROSS JOIN results r"
+                " ON r.task = u.task AND r.signature = u.signature")
+
+
 class Store:
     """Opens (creating if needed) `state_dir/state.db` and `state_dir/objects/`.
 
@@ -363,12 +370,7 @@ class Store:
     def last_results(self) -> Iterator[ResultRecord]:
         """The result stored under each unit's latest signature, in one query: what a null
         build finds, for every unit at once (asking unit by unit costs ten times as much)."""
-        # CROSS JOIN keeps unit_states outer, each result found by its key: left to choose,
-        # SQLite scans the results and searches a task's states for each (10,000 iterations:
-        # 10^8 steps)
-        rows = self._rows("SELECT DISTINCT r.task, r.signature, r.output, r.outputs, r.duration,"
-                          " r.finished FROM unit_states u CROSS JOIN results r"
-                          " ON r.task = u.task AND r.signature = u.signature")
+        rows = self._rows(LAST_RESULTS)
         return (_result(*row) for row in rows)
 
     def record_result(self, record: ResultRecord) -> None:
