@@ -485,7 +485,8 @@ def test_cancel_escalates_until_the_unit_ends_and_leaves_no_process(
         job = make_job(tmp_path, "sleeper")
         h.submit(job)
         await h.until(ready.exists, "the task to start its subprocess")
-        worker = h.of(job.key, EventKind.STARTED)[0].pid
+        # STARTED may come a little after the unit's first effects (see worker.START_NOTICE)
+        worker = (await h.event(job.key, {EventKind.STARTED})).pid
         assert worker is not None
         h.executor.cancel(job.key)
         h.executor.cancel(job.key)  # a second cancel changes nothing
@@ -566,7 +567,9 @@ def test_pause_stops_the_unit_and_resume_lets_it_finish(tmp_path: Path) -> None:
         job = make_job(tmp_path, "waits")
         h.submit(job)
         await h.until((tmp_path / "running").exists, "the task to run")
-        worker = psutil.Process(h.of(job.key, EventKind.STARTED)[0].pid)
+        started = await h.event(job.key, {EventKind.STARTED})  # may come a little later
+        assert started.pid is not None
+        worker = psutil.Process(started.pid)
         assert h.executor.pause(job.key)
         await h.until(lambda: worker.status() == psutil.STATUS_STOPPED, "the worker to stop")
         (tmp_path / "go").touch()

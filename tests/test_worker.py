@@ -157,6 +157,39 @@ def test_a_unit_is_started_then_done_with_its_duration(
     assert isinstance(duration, float) and 0 < duration < WAIT
 
 
+def test_a_short_unit_sends_started_and_done_in_one_write(
+    tmp_path: Path, worker: WorkerProcess
+) -> None:
+    # one write: one wake-up of the executor per unit, not two
+    write(
+        tmp_path / "tasks" / "t.py",
+        "import time\ndef run():\n    time.sleep(0.002)\n    return 5\n",
+    )
+    worker.send(Msg.JOB, *spec(tmp_path, ["t"]).fields())
+    data = worker.sock.recv(1 << 16)
+    frames = []
+    while data:
+        end = proto.HEADER_SIZE + proto.body_size(data[: proto.HEADER_SIZE])
+        frames.append(proto.decode(data[proto.HEADER_SIZE : end]))
+        data = data[end:]
+    assert [kind for kind, _ in frames] == [Msg.STARTED, Msg.DONE]
+    assert output(frames) == 5
+
+
+def test_a_unit_that_runs_a_while_sends_started_while_it_runs(
+    tmp_path: Path, worker: WorkerProcess
+) -> None:
+    write(
+        tmp_path / "tasks" / "waits.py",
+        "import os, time\ndef run():\n    while not os.path.exists('go'):\n"
+        "        time.sleep(0.01)\n    return 'went'\n",
+    )
+    worker.send(Msg.JOB, *spec(tmp_path, ["waits"]).fields())
+    assert worker.read() == (Msg.STARTED, ())  # while it waits: nothing else was sent
+    (tmp_path / "go").touch()
+    assert output([worker.read()]) == "went"
+
+
 def test_worker_start_imports_nothing_heavy(tmp_path: Path, worker: WorkerProcess) -> None:
     write(
         tmp_path / "tasks" / "mods.py", "import sys\ndef run():\n    return sorted(sys.modules)\n"

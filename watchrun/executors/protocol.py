@@ -7,6 +7,9 @@ dataclasses, no typing machinery at run time.
 Parent -> worker:  JOB(*JobSpec fields)  PUSH(kwargs)  END()
 Worker -> parent:  READY(pid)  STARTED()  YIELDED(data)  PUSHED()
                    DONE(data, duration)  FAILED(error, duration)  CANCELLED(error, duration)
+
+A unit's STARTED is written together with its first other frame (for a short unit, its DONE),
+or alone once the unit has run a while without sending anything (worker.START_NOTICE).
 """
 
 from __future__ import annotations

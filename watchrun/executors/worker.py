@@ -47,9 +47,15 @@ _LOG_FLAGS = os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC
 _PUSHED = proto.encode(Msg.PUSHED)
 ACK_DELAY = 0.005  # seconds a PUSHED answer may wait to go with the next ones
 _O_TMPFILE = getattr(os, "O_TMPFILE", 0)  # Linux
+_READ_CHUNK = 1 << 16
 # A unit whose log has no name yet gets one after it has run this long (seconds), so that its
 # output can be followed live.
 LIVE_AFTER = 0.05
+# A unit's STARTED goes with its first frame; one that has run this long (seconds) without
+# sending anything sends it alone.
+START_NOTICE = 0.02
+TICK = 0.025  # seconds between two looks of the helper thread at the running unit
+_STARTED = proto.encode(Msg.STARTED)
 
 
 def _end_group() -> None:
@@ -200,8 +206,12 @@ class FileSnapshot:
 
     __slots__ = ("content", "mtime_ns", "path", "size")
 
-    def __init__(self, path: str, content: bytes | None = None) -> None:
-        st = os.stat(path)
+    def __init__(
+        self, path: str, content: bytes | None = None, st: os.stat_result | None = None
+    ) -> None:
+        """`content` and `st`: what was read and the stat taken before (see _read_file)."""
+        if st is None:
+            st = os.stat(path)
         self.path = path
         self.mtime_ns = st.st_mtime_ns
         self.size = st.st_size
@@ -225,8 +235,25 @@ class FileSnapshot:
 
 
 def _read(path: str) -> bytes:
-    with open(path, "rb") as f:
-        return f.read()
+    return _read_file(path)[0]
+
+
+def _read_file(path: str) -> tuple[bytes, os.stat_result]:
+    """A file's bytes, and its stat taken before they were read: a change made meanwhile then
+    shows as a change the next time (the other order could hide it). Plain os calls: open()
+    costs 3 times as much (a buffered reader, ioctl and lseek calls)."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        st = os.fstat(fd)
+        data = os.read(fd, st.st_size + 1)
+        if len(data) != st.st_size:  # it changed meanwhile (or a short read): up to its end
+            chunks = [data]
+            while chunk := os.read(fd, _READ_CHUNK):
+                chunks.append(chunk)
+            data = b"".join(chunks)
+    finally:
+        os.close(fd)
+    return data, st
 
 
 class LocalModules:
@@ -316,7 +343,7 @@ class _Unnamed:
         self.fd = fd
         self.directory = directory
         self.path = ""  # the log it stands for: the running unit's, or the last one's
-        self.since = 0.0  # time.monotonic() when that unit started
+        self.since = 0.0  # time.perf_counter() when that unit started
         self.named = False
 
 
@@ -331,16 +358,13 @@ class UnitLog:
         self._stderr = stderr  # the worker's own, for what it has to say about logs
         self._spare: _Unnamed | None = None  # unnamed and empty: for the next unit
         self._current: _Unnamed | None = None  # the running unit writes to it
-        self._lock = _thread.allocate_lock()  # the unit's end against the naming thread
+        self._lock = _thread.allocate_lock()  # the unit's end against tick() in the helper
         self._unnamed_files = _O_TMPFILE != 0  # False once the system said it has none
         self._proc_fds: int | None = None  # /proc/self/fd: to link an open file by its fd
-        self._naming = False  # the naming thread runs
-        self._parked = False  # it waits on _unpark: no unit for a while (an idle worker)
-        self._unpark = _thread.allocate_lock()
-        self._unpark.acquire()
 
-    def open(self, path: str, fresh: bool) -> None:
-        """Point fds 1 and 2 at the log (fresh: empty). OSError: it cannot be written."""
+    def open(self, path: str, fresh: bool, now: float) -> None:
+        """Point fds 1 and 2 at the log (fresh: empty); `now`: time.perf_counter() at the
+        unit's start. OSError: it cannot be written."""
         flags = _LOG_FLAGS | os.O_TRUNC if fresh else _LOG_FLAGS
         try:
             fd = os.open(path, flags)
@@ -351,23 +375,21 @@ class UnitLog:
             else:
                 _point_std_at(unnamed.fd)
                 unnamed.path = path
-                unnamed.since = time.monotonic()
-                self._watch(unnamed)
+                unnamed.since = now
+                self._current = unnamed  # from now on tick() may name it
                 return
         _point_std_at(fd)
         os.close(fd)
 
-    def _watch(self, unnamed: _Unnamed) -> None:
-        """Have the naming thread watch the running unit's unnamed log."""
+    def tick(self, now: float) -> None:
+        """From the helper thread: a unit that has run LIVE_AFTER seconds gets its log's name,
+        output or not, so that it can be followed live."""
+        if self._current is None:
+            return
         with self._lock:
-            self._current = unnamed
-            parked = self._parked
-            self._parked = False
-        if parked:
-            self._unpark.release()
-        elif not self._naming:
-            self._naming = True
-            _start_thread(self._name_running)
+            unnamed = self._current
+            if unnamed is not None and not unnamed.named and now - unnamed.since >= LIVE_AFTER:
+                self._name(unnamed)
 
     def close(self) -> None:
         """After the unit, fds 1 and 2 restored: its unnamed log gets its name if the unit
@@ -433,26 +455,6 @@ class UnitLog:
         if unnamed is not self._current:
             os.close(unnamed.fd)
 
-    def _name_running(self) -> None:
-        """The naming thread: a unit that has run LIVE_AFTER seconds gets its log's name.
-        After a second without units it parks until the next one (idle workers sleep)."""
-        idle = 0
-        while True:
-            time.sleep(LIVE_AFTER / 2)
-            with self._lock:
-                unnamed = self._current
-                if unnamed is None:
-                    idle += 1
-                    self._parked = idle * LIVE_AFTER / 2 >= 1.0
-                else:
-                    idle = 0
-                    if not unnamed.named and time.monotonic() - unnamed.since >= LIVE_AFTER:
-                        self._name(unnamed)
-                parked = self._parked
-            if parked:
-                self._unpark.acquire()  # released by _watch
-                idle = 0
-
 
 def _create(path: str, flags: int) -> int:
     try:
@@ -465,6 +467,57 @@ def _create(path: str, flags: int) -> int:
 def _point_std_at(fd: int) -> None:
     os.dup2(fd, 1)
     os.dup2(fd, 2)
+
+
+# ---------------------------------------------------------------------------------------------
+# What is done while a unit runs, by a helper thread: name its log once it has run LIVE_AFTER,
+# send its STARTED once it has run START_NOTICE without sending anything.
+# ---------------------------------------------------------------------------------------------
+
+
+class _Ticker:
+    """A helper thread that calls `tick(now)` every TICK seconds while units run. After a
+    second without units it parks until the next one, so an idle worker sleeps."""
+
+    def __init__(self, tick: Callable[[float], None]) -> None:
+        self._tick = tick
+        self._busy = False  # a unit runs
+        self._started = False  # the thread runs (it is started by the first unit)
+        self._parked = False  # it waits on _unpark
+        self._lock = _thread.allocate_lock()  # parking against the next unit's start
+        self._unpark = _thread.allocate_lock()
+        self._unpark.acquire()
+
+    def unit_started(self) -> None:
+        with self._lock:
+            self._busy = True
+            parked = self._parked
+            self._parked = False
+        if parked:
+            self._unpark.release()
+        elif not self._started:
+            self._started = True
+            _start_thread(self._run)
+
+    def unit_ended(self) -> None:
+        self._busy = False
+
+    def _run(self) -> None:
+        idle = 0
+        while True:
+            time.sleep(TICK)
+            if self._busy:
+                idle = 0
+                self._tick(time.perf_counter())
+                continue
+            idle += 1
+            if idle * TICK < 1.0:
+                continue
+            with self._lock:
+                parked = self._parked = not self._busy
+            if parked:
+                self._unpark.acquire()  # released by unit_started
+            idle = 0
 
 
 # ---------------------------------------------------------------------------------------------
@@ -482,6 +535,11 @@ class Worker:
         self._saved_fds = (os.dup(1), os.dup(2))
         self._streams = (sys.stdout, sys.stderr)
         self._log = UnitLog(self._saved_fds[1])
+        # Frames are written by this thread, and a unit's lone STARTED by the ticker's.
+        self._write_lock = _thread.allocate_lock()
+        self._unannounced = False  # the running unit's STARTED is not sent yet
+        self._since = 0.0  # time.perf_counter() when the running unit started
+        self._ticker = _Ticker(self._tick)
         self._acks = 0  # PUSHED answers not sent yet
         self._acks_since = 0.0  # time.monotonic() of the first of them
         self._push_started = 0.0  # time.monotonic() when the push being run arrived
@@ -508,18 +566,38 @@ class Worker:
         allowed = _Interrupts.allowed
         _Interrupts.allowed = False
         try:
-            proto.write_all(self._fd, data)
+            self._put(data)
         finally:
             _Interrupts.allowed = allowed
 
+    def _put(self, data: bytes) -> None:
+        """Write frames, after the running unit's STARTED if it is not sent yet."""
+        with self._write_lock:
+            if self._unannounced:
+                self._unannounced = False
+                data = _STARTED + data
+            if data:
+                proto.write_all(self._fd, data)
+
+    def _tick(self, now: float) -> None:
+        """The ticker's work while a unit runs (in its thread: no _Interrupts here)."""
+        self._log.tick(now)
+        if self._unannounced and now - self._since >= START_NOTICE:
+            self._put(b"")
+
     def run_job(self, spec: proto.JobSpec) -> None:
         started = time.perf_counter()
-        self._send(Msg.STARTED)
+        # STARTED goes with the unit's first frame (DONE, for most units: one write and one
+        # wake-up of the executor instead of two), or alone from the ticker if the unit runs
+        # for a while without sending anything
+        self._since = started
+        self._unannounced = True
+        self._ticker.unit_started()
         before = _newest_module()
         kind: Msg
         payload: object
         try:
-            self._redirect(spec.log_path, spec.fresh_log)
+            self._redirect(spec.log_path, spec.fresh_log, started)
         except OSError as exc:
             kind, payload = Msg.FAILED, f"cannot open the log {spec.log_path}: {_describe(exc)}"
         else:
@@ -528,6 +606,7 @@ class Worker:
             finally:
                 self._restore()
                 self._modules.record_new(before, spec.root)
+        self._ticker.unit_ended()
         self._send(kind, payload, time.perf_counter() - started)
 
     def _execute(self, spec: proto.JobSpec) -> tuple[Msg, object]:
@@ -553,9 +632,9 @@ class Worker:
             sys.path.insert(0, root)
         self._modules.drop_stale()
 
-    def _redirect(self, log_path: str, fresh: bool) -> None:
+    def _redirect(self, log_path: str, fresh: bool, now: float) -> None:
         _flush_std()
-        self._log.open(log_path, fresh)
+        self._log.open(log_path, fresh, now)
 
     def _restore(self) -> None:
         _flush_std()
@@ -596,8 +675,8 @@ class Worker:
         cached = self._codes.get(file)
         if cached is not None and not cached[0].changed():
             return cached[1]
-        source = _read(file)
-        snapshot = FileSnapshot(file, source)  # a change after the read shows as changed
+        source, st = _read_file(file)
+        snapshot = FileSnapshot(file, source, st)
         code = compile(source, file, "exec", dont_inherit=True)
         self._codes[file] = (snapshot, code)
         return code
