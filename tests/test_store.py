@@ -152,6 +152,13 @@ def test_last_results_are_those_under_each_units_latest_signature(store: Store) 
         result("gen", "v", signature="same")]
 
 
+def test_result_signatures_of_every_task_but_some(store: Store) -> None:
+    for task, signature in (("a", "s1"), ("a", "s2"), ("b", "s1"), ("scoped", "s9")):
+        store.record_result(result(task, "out", signature=signature))
+    assert store.result_signatures_except({"scoped"}) == {"a": {"s1", "s2"}, "b": {"s1"}}
+    assert store.result_signatures_except(set())["scoped"] == {"s9"}
+
+
 def test_last_results_find_each_result_by_its_key(state_dir: Path) -> None:
     """A null build of a 10,000-iteration scope took 23 s when SQLite scanned the results and
     searched the states of their task for each one."""

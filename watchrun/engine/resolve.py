@@ -15,6 +15,7 @@ from pathlib import Path
 from blake3 import blake3
 
 from watchrun.engine.reasons import Reason, ReasonKind
+from watchrun.engine.scopes import is_persistent
 from watchrun.engine.units import (
     Manifest,
     canonical_json,
@@ -264,13 +265,28 @@ class Resolver:
         found = known.records.get(signature)
         if found is not None:
             return found
-        if not in_scope:
-            return self.store.find_result(name, signature)
         if known.signatures is None:  # the first miss: which signatures have a result at all
-            known.signatures = self.store.result_signatures(name) | known.recorded
+            if in_scope:
+                known.signatures = self.store.result_signatures(name) | known.recorded
+            else:
+                self._read_signatures_outside_scopes()
+                assert known.signatures is not None
         if signature not in known.signatures:
             return None
         return self.store.find_result(name, signature)
+
+    def _read_signatures_outside_scopes(self) -> None:
+        """At the first miss of a unit outside any scope, the signatures with a result of
+        every task but those with iteration units, in one query: a first build of 1,000 tasks
+        would otherwise ask the store 1,000 times for results that are not there."""
+        graph = self.project.graph
+        iterated = {name for name, scope in graph.scope.items()
+                    if scope and not is_persistent(self.project, name)}
+        found = self.store.result_signatures_except(iterated)
+        for name in self.project.tasks:
+            known = self._known_results(name)
+            if name not in iterated and known.signatures is None:
+                known.signatures = found.get(name, set()) | known.recorded
 
     def _known_results(self, name: str) -> _KnownResults:
         by_task = self._results

@@ -11,7 +11,7 @@ import enum
 import os
 import sqlite3
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -118,6 +118,8 @@ _STATUSES = {status.value: status for status in UnitStatus}  # faster than UnitS
 def _unit_state(row: tuple[Any, ...]) -> UnitState:
     return UnitState(row[0], _iter_tuple(row[1]), row[2], _STATUSES[row[3]], *row[4:])
 
+
+_MAX_LEFT_OUT = 500  # names in one NOT IN list (SQLite allows 32,766 parameters)
 
 # CROSS JOIN keeps unit_states outer, each result found by its key: left to choose, SQLite
 # scans the results and searches a task's states for each (10,000 iterations: 10^8 steps).
@@ -366,6 +368,19 @@ class Store:
         """Every signature a task has a result for."""
         return {row[0] for row in self._rows("SELECT signature FROM results WHERE task = ?",
                                              (task,))}
+
+    def result_signatures_except(self, tasks: Collection[str]) -> dict[str, set[str]]:
+        """Every signature each task has a result for, in one query, but for `tasks` (whose
+        sets could be large: the tasks of a scope, asked for one by one when they are
+        needed). With very many such tasks, nothing is left out."""
+        sql = "SELECT task, signature FROM results"
+        left_out = tuple(tasks) if len(tasks) <= _MAX_LEFT_OUT else ()
+        if left_out:
+            sql += f" WHERE task NOT IN ({','.join('?' * len(left_out))})"
+        found: dict[str, set[str]] = {}
+        for task, signature in self._rows(sql, left_out):
+            found.setdefault(task, set()).add(signature)
+        return found
 
     def last_results(self) -> Iterator[ResultRecord]:
         """The result stored under each unit's latest signature, in one query: what a null
