@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import difflib
 import sys
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -31,6 +30,8 @@ def error(message: str) -> int:
 
 
 def unknown_task_message(name: str, known: Iterable[str]) -> str:
+    import difflib  # only on this error path: it costs every build a millisecond to import
+
     close = difflib.get_close_matches(name, list(known), n=1)
     hint = f" (did you mean '{close[0]}'?)" if close else ""
     return f"no task named '{name}'{hint}"
