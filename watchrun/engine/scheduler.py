@@ -704,23 +704,29 @@ class Scheduler:
         clean = not task.inputs or self.resolver.inputs_unchanged(name, resolution.inputs)
         if not clean:
             self.resolver.forget_static(name)
-        if task.kind is Kind.GENERATOR:
-            self._generator_finished(name, run, resolution, clean)
-        if clean:
-            record = ResultRecord(name, resolution.signature, output, outputs, duration,
-                                  time.time())
-            self.store.record_result(record)
-            self.resolver.note_result(record)
-        self._record(resolution, UnitStatus.OK if clean else UnitStatus.STALE, output,
-                     duration, None)
         self.summary.ran += 1
         self.bus.publish(ev.UnitFinished(task=name, iter=key, duration=duration))
         if task.kind is Kind.COLLECTOR:
             self.bus.publish(ev.Gather(task=name, iter=key))
         if task.kind is Kind.GENERATOR:
+            self._generator_finished(name, run, resolution, clean)
+            self._record_done(resolution, clean, output, outputs, duration)
             self._generator_done(name)
         else:
+            # the units waiting for this value start first: what is written down below is
+            # for later builds, and a chain of short tasks waits for each step's start
             self._set_value(name, key, output)
+            self._record_done(resolution, clean, output, outputs, duration)
+
+    def _record_done(self, resolution: Resolution, clean: bool, output: str,
+                     outputs: dict[str, str], duration: float) -> None:
+        if clean:
+            record = ResultRecord(resolution.task, resolution.signature, output, outputs,
+                                  duration, time.time())
+            self.store.record_result(record)
+            self.resolver.note_result(record)
+        self._record(resolution, UnitStatus.OK if clean else UnitStatus.STALE, output,
+                     duration, None)
 
     def _final_consumer_resolution(self, c: Consumer, resolution: Resolution) -> Resolution:
         fixed = self._upstream_values(c.name, (), in_scope=False) or {}
