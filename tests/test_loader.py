@@ -544,6 +544,19 @@ def test_an_unchanged_project_comes_whole_from_the_cache(
 
 
 @pytest.mark.usefixtures("settled")
+def test_the_project_cache_takes_the_stored_pickle_of_every_module(
+        tmp_path: Path, opened: list[Opened], monkeypatch: pytest.MonkeyPatch) -> None:
+    write(tmp_path, many_tasks(5))
+    project, _ = reopen(opened, tmp_path)
+
+    def pickled_again(self: codemap.ModuleInfo, protocol: int) -> object:
+        raise AssertionError(f"{self.module_name} pickled again")
+
+    monkeypatch.setattr(codemap.ModuleInfo, "__reduce_ex__", pickled_again)
+    assert cache._dumps_with_str_paths(project)
+
+
+@pytest.mark.usefixtures("settled")
 def test_what_invalidates_the_cached_project(tmp_path: Path, opened: list[Opened]) -> None:
     write(tmp_path, many_tasks(5))
     reopen(opened, tmp_path)

@@ -48,7 +48,7 @@ from watchrun.project.tasks import (
 from watchrun.state.hashing import FileHasher, hash_bytes
 from watchrun.state.store import Store
 
-ANALYSIS_FORMAT = 2  # bump when FileAnalysis or Header change shape: invalidates cached analyses
+ANALYSIS_FORMAT = 3  # bump when FileAnalysis or Header change shape: invalidates cached analyses
 
 
 @dataclass
@@ -76,6 +76,9 @@ class FileAnalysis:
     header_errors: tuple[tuple[int | None, str], ...]  # (line, message): the path is added back
     module: ModuleInfo
     problem: str | None = None  # the file could not be read or decoded
+    # the pickle of `module` once one is made: the store's copy of the analysis holds it, and the
+    # project cache takes it as it is instead of pickling every module again
+    module_blob: bytes | None = field(default=None, repr=False, compare=False)
 
 
 def analyse_text(text: str, path: Path, dotted: str) -> FileAnalysis:
@@ -210,8 +213,7 @@ class ProjectLoader:
         key, data = found
         text = _decode(data)
         analysis = analyse_text(text, path, dotted) if text is not None else _undecodable(dotted)
-        self._remember(dotted, key, analysis)
-        return analysis
+        return self._remember(dotted, key, analysis)
 
     def _cached_or_source(self, path: Path, dotted: str, digest: str | None
                           ) -> FileAnalysis | tuple[str, bytes] | None:
@@ -231,14 +233,16 @@ class ProjectLoader:
         return self._cached(dotted, key) or (key, data)
 
     def _remember(self, dotted: str, key: str, analysis: FileAnalysis,
-                  blob: bytes | None = None) -> None:
-        """Keep a new analysis in memory and in the store (`blob`: its pickle, if made)."""
+                  blob: bytes | None = None) -> FileAnalysis:
+        """Keep a new analysis in memory and in the store (`blob`: its pickle, if made); the
+        analysis kept (with its module's pickle, once stored)."""
         self.parsed += 1
-        self._memory[dotted] = (key, analysis)
         if self.store is not None and not self.store.readonly:
             if blob is None:
-                blob = pickle.dumps(analysis, pickle.HIGHEST_PROTOCOL)
+                analysis, blob = _pickled(analysis)
             self.store.analysis_put(key, blob)
+        self._memory[dotted] = (key, analysis)
+        return analysis
 
     def _analyse_all(self, paths: list[Path], names: dict[Path, str],
                      hashes: dict[Path, str | None]) -> dict[Path, FileAnalysis]:
@@ -257,8 +261,7 @@ class ProjectLoader:
             key, data = cached
             text = _decode(data)
             if text is None:
-                found[path] = _undecodable(dotted)
-                self._remember(dotted, key, found[path])
+                found[path] = self._remember(dotted, key, _undecodable(dotted))
             else:
                 todo.append((path, key, text))
         items = [(text, path, names[path]) for path, _, text in todo]
@@ -266,8 +269,7 @@ class ProjectLoader:
         parsed = fork_map(_analyse_item, items) if len(items) >= 2 * MIN_PER_PROCESS \
             else [_analyse_item(item) for item in items]
         for (path, key, _), result in zip(todo, parsed, strict=True):
-            found[path] = result.analysis
-            self._remember(names[path], key, result.analysis, result.blob)
+            found[path] = self._remember(names[path], key, result.analysis, result.blob)
         return {path: found[path] for path in paths if path in found}
 
     def _cached(self, dotted: str, key: str) -> FileAnalysis | None:
@@ -277,7 +279,7 @@ class ProjectLoader:
         if self.store is None:
             return None
         blob = self.store.analysis_get(key)
-        found = _unpickle(blob) if blob is not None else None
+        found = _from_blob(blob) if blob is not None else None
         if found is not None:
             self._memory[dotted] = (key, found)
         return found
@@ -333,12 +335,12 @@ class _Parsed:
         self.blob = blob
 
     def __reduce__(self) -> tuple[Callable[[bytes], _Parsed], tuple[bytes]]:
-        return _parsed_from_blob, (pickle.dumps(self.analysis, pickle.HIGHEST_PROTOCOL),)
+        return _parsed_from_blob, (_pickled(self.analysis)[1],)
 
 
 def _parsed_from_blob(blob: bytes) -> _Parsed:
-    analysis = pickle.loads(blob)
-    assert isinstance(analysis, FileAnalysis)
+    analysis = _from_blob(blob)
+    assert analysis is not None
     return _Parsed(analysis, blob)
 
 
@@ -356,9 +358,27 @@ def _unreadable(dotted: str, message: str) -> FileAnalysis:
     return FileAnalysis(None, (), module, problem=message)
 
 
-def _unpickle(blob: bytes) -> FileAnalysis | None:
+def _pickled(analysis: FileAnalysis) -> tuple[FileAnalysis, bytes]:
+    """The analysis with its module's pickle, and the analysis as the store keeps it: a tuple
+    that holds the module's pickle as bytes (see `FileAnalysis.module_blob`)."""
+    module_blob = analysis.module_blob
+    if module_blob is None:
+        module_blob = pickle.dumps(analysis.module, pickle.HIGHEST_PROTOCOL)
+        analysis = replace(analysis, module_blob=module_blob)
+    stored = (analysis.header, analysis.header_errors, module_blob, analysis.problem)
+    return analysis, pickle.dumps(stored, pickle.HIGHEST_PROTOCOL)
+
+
+def _from_blob(blob: bytes) -> FileAnalysis | None:
+    """An analysis from the store; None when the blob cannot be used."""
     value = quick_unpickle(blob)
-    return value if isinstance(value, FileAnalysis) else None
+    if not isinstance(value, tuple) or len(value) != 4 or not isinstance(value[2], bytes):
+        return None
+    header, header_errors, module_blob, problem = value
+    module = quick_unpickle(module_blob)
+    if not isinstance(module, ModuleInfo):
+        return None
+    return FileAnalysis(header, header_errors, module, problem, module_blob)
 
 
 def module_name_of(path: Path, config: Config) -> str:
@@ -384,6 +404,7 @@ class _Build:
         self.errors: list[ProjectError] = []
         self.seed_broken: set[str] = set()  # tasks broken before the graph is built
         self.modules: dict[str, ModuleInfo] = {}
+        self.module_blobs: dict[str, bytes] = {}  # their pickles, where the analysis has one
         self.module_files: dict[str, Path] = {}
         self.local_paths: list[Path] = []  # reached modules outside the discovered files
         self.absent: set[str] = set()  # probed paths that did not exist (a later file there
@@ -409,7 +430,8 @@ class _Build:
         mark_broken(graph, checks.failed)
         closures = self._closures(tasks, graph, task_modules)
         errors_sorted = sorted(set(self.errors), key=_error_order)
-        return Project(self.config, tasks, graph, LazyModules(self.modules), self.module_files,
+        modules = LazyModules(self.modules, self.module_blobs)
+        return Project(self.config, tasks, graph, modules, self.module_files,
                        closures, errors_sorted, set(graph.broken), task_modules)
 
     def _sources(self) -> dict[str, TaskSource]:
@@ -471,6 +493,8 @@ class _Build:
     def _add_module(self, dotted: str, path: Path, analysis: FileAnalysis) -> None:
         info = self.modules[dotted] = analysis.module
         self.module_files[dotted] = path
+        if analysis.module_blob is not None:
+            self.module_blobs[dotted] = analysis.module_blob
         if analysis.problem is not None:
             self.errors.append(ProjectError(path, None, analysis.problem))
         elif info.syntax_error is not None:
