@@ -14,6 +14,8 @@ recorded with it. Two holes in that rule are closed here:
 
 from __future__ import annotations
 
+import errno
+import mmap
 import os
 import stat as statmod
 import threading
@@ -29,11 +31,17 @@ from watchrun.state.statkeys import CacheEntry, key_of
 if TYPE_CHECKING:
     from watchrun.state.store import Store
 
-BIG_FILE = 4 * 1024 * 1024  # from here on: mmap, and blake3's own threads
+BIG_FILE = 4 * 1024 * 1024  # from here on, a file hashed alone is split across blake3's threads
+# Files are read in pieces of this size into one reusable buffer per thread: the buffer and
+# blake3's pass over it stay in a core's L2 cache (often 1-2 MiB), so each byte comes from memory
+# once, in the kernel's copy. Measured on 1 GB of 5 MB files from the page cache, one thread:
+# from 512 KiB to 4 MiB the size hardly matters (0.31-0.32 s CPU), 128 KiB costs more calls.
+CHUNK = 1024 * 1024
 RACY_NS = 50_000_000  # well above the kernel's timestamp granularity (1-10 ms)
 PARALLEL_BYTES = 1024 * 1024  # less than this to hash in total: threads cost more than they save
 SKIP_DIRS = frozenset({"__pycache__"})
 
+_buffers = threading.local()  # each thread's read buffer (see `_read_buffer`)
 
 
 def hash_bytes(data: bytes) -> str:
@@ -45,13 +53,49 @@ def hash_bytes(data: bytes) -> str:
 
 def hash_file_content(path: str, size: int, *, threads: int = blake3.AUTO) -> str:
     """blake3 hex of a file's bytes; `size` (from stat) picks the method. `threads`: blake3's
-    own threads for a big file (AUTO: one per CPU)."""
-    if size >= BIG_FILE:
+    own threads for a big file (AUTO: one per CPU), over a memory map; with threads=1, or for
+    a smaller file, the file is read in CHUNK pieces on this thread. Something other than a
+    regular file found at `path` by then (a fifo or device) is not read."""
+    if size >= BIG_FILE and threads != 1:
         hasher = blake3(max_threads=threads)
         hasher.update_mmap(path)
         return hasher.hexdigest()
-    with open(path, "rb") as f:
-        return blake3(f.read()).hexdigest()
+    return _read_and_hash(path)
+
+
+def _read_and_hash(path: str) -> str:
+    # Read, not mmap: a map costs more CPU than the copy it saves (a page table entry for every
+    # 4 KiB page, then blake3 reading memory through them). Measured on 1 GB of 5 MB files, two
+    # threads, a file each: 0.42 s CPU mapped, 0.34 read.
+    # O_NONBLOCK: if a fifo took the file's place since its stat, opening it must not wait for
+    # a writer (for a regular file the flag changes nothing).
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        st = os.fstat(fd)
+        if statmod.S_ISDIR(st.st_mode):  # what reading it would have said (open() does not)
+            raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), path)
+        if not statmod.S_ISREG(st.st_mode):
+            return _special_hash(st)
+        hasher = blake3()
+        view = _read_buffer()
+        while size := os.readv(fd, [view]):
+            hasher.update(view[:size])  # blake3 lets go of the GIL for all but tiny pieces
+        return hasher.hexdigest()
+    finally:
+        os.close(fd)
+
+
+def _read_buffer() -> memoryview:
+    """This thread's CHUNK-sized read buffer, made at its first use: a new one per file would
+    cost more than reading a small file (allocating and zeroing 1 MiB).
+
+    An anonymous map, not a bytearray: it starts on a page boundary. The kernel's copy into a
+    destination 16 bytes past a cache line (where malloc puts a bytearray's bytes) takes twice
+    as long: measured 0.22 s per GB against 0.11 page-aligned."""
+    view: memoryview | None = getattr(_buffers, "view", None)
+    if view is None:
+        view = _buffers.view = memoryview(mmap.mmap(-1, CHUNK))
+    return view
 
 
 def _special_hash(st: os.stat_result) -> str:
@@ -66,8 +110,9 @@ class FileHasher:
     """Content hashes of files and folders, rehashing only what the stat cache says changed.
 
     The stat key is (size, mtime_ns, inode, ctime_ns). Touching a file (mtime only) rehashes it
-    but the hash stays the same. Big files are hashed with mmap and blake3's threads. A folder's
-    hash covers the relative paths and hashes of every file below it. A missing path hashes to None.
+    but the hash stays the same. Many files are hashed one per thread; a big file alone is split
+    across blake3's threads. A folder's hash covers the relative paths and hashes of every file
+    below it. A missing path hashes to None.
     Safe to call from worker threads (blake3 releases the GIL); cache writes go through the store
     on the caller's thread via `flush()`.
 
