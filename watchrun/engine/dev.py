@@ -258,7 +258,7 @@ class DevEngine:
         running = self.scheduler.running_units(task)
         key = running[0].iter if running else ()
         path = log_path(self.config, task, key)
-        return str(path) if path.exists() else None
+        return path if os.path.exists(path) else None
 
     def pause(self, task: str) -> str | None:
         units = self.scheduler.running_units(task)

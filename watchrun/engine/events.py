@@ -75,12 +75,18 @@ class _UnitEvent(Event):
 
     def _json(self, when: float) -> str:
         # anything unusual (a time that is not a finite float, …) takes the general way
-        if type(when) is not float or when - when != 0 or type(self.task) is not str \
-                or not all(type(i) is int for i in self.iter):
+        if not _plain_unit(self.task, self.iter, when):
             return super()._json(when)
         return (f'{json_head(self.name)}{float.__repr__(when)}, '
                 f'"task": {_json_string(self.task)}, '
                 f'"iter": [{", ".join(map(int.__repr__, self.iter))}]}}')
+
+
+def _plain_unit(task: object, iter: object, when: object) -> bool:
+    """A unit event's common fields of the types its written-out line is made for: a task
+    name, a tuple of ints, a finite float time (anything else takes the general way)."""
+    return (type(when) is float and when - when == 0 and type(task) is str
+            and type(iter) is tuple and all(type(i) is int for i in iter))
 
 
 def json_head(name: str) -> str:
@@ -128,6 +134,16 @@ class UnitStarted(Event):
         self.reasons = reasons
         self.time = _now() if time is None else time
 
+    def _json(self, when: float) -> str:
+        reasons = self.reasons
+        if not (_plain_unit(self.task, self.iter, when) and type(reasons) is list
+                and all(type(r) is str for r in reasons)):
+            return super()._json(when)
+        return (f'{json_head(self.name)}{float.__repr__(when)}, '
+                f'"task": {_json_string(self.task)}, '
+                f'"iter": [{", ".join(map(int.__repr__, self.iter))}], '
+                f'"reasons": [{", ".join(map(_json_string, reasons))}]}}')
+
 
 class UnitSkipped(_UnitEvent):
     __slots__ = ()
@@ -145,6 +161,17 @@ class UnitFinished(Event):
         self.iter = iter
         self.duration = duration
         self.time = _now() if time is None else time
+
+    def _json(self, when: float) -> str:
+        # one line per unit that ran: written out like _UnitEvent's
+        duration = self.duration
+        if not (_plain_unit(self.task, self.iter, when) and type(duration) is float
+                and duration - duration == 0):
+            return super()._json(when)
+        return (f'{json_head(self.name)}{float.__repr__(when)}, '
+                f'"task": {_json_string(self.task)}, '
+                f'"iter": [{", ".join(map(int.__repr__, self.iter))}], '
+                f'"duration": {float.__repr__(duration)}}}')
 
 
 class UnitFailed(Event):

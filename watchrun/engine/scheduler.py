@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import os
 import pickle
 import time
 from collections import deque
@@ -628,7 +629,7 @@ class Scheduler:
 
     def _launch(self, job: Job, resolution: Resolution, mode: Mode) -> None:
         if not self._log_dir_ready:
-            job.log_path.parent.mkdir(parents=True, exist_ok=True)
+            os.makedirs(os.path.dirname(job.log_path), exist_ok=True)
             self._log_dir_ready = True
         job.fresh_log = True  # the worker truncates it: file creation stays off this loop
         self.running[job.key] = Running(resolution, time.monotonic(), mode, job.start or 0)

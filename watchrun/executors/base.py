@@ -57,7 +57,7 @@ class Job:
         # argument name -> pickled value, exactly what run() asks for; COLLECT /
         # INNER_GENERATE: the arguments that stay the same for every push
         kwargs: dict[str, bytes],
-        log_path: Path,
+        log_path: str,
         start: int | None = None,  # GENERATE: resume index, passed as `start` if run() takes it
         # COLLECT / INNER_GENERATE: arguments for gather() / finish(), by the names they ask for
         gather_kwargs: dict[str, bytes] | None = None,

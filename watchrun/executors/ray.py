@@ -218,7 +218,7 @@ class RayExecutor:
                 raise RuntimeError(f"no free slot for {job.key.format()}: wait for free_slots()")
             self._busy_calls += 1
         if self._token_path is None:
-            self._write_token(job.log_path.parent)
+            self._write_token(Path(job.log_path).parent)
         unit = _Unit(job, time.monotonic())
         self._units[job.key] = unit
         unit.driver = asyncio.get_running_loop().create_task(self._drive(unit))
@@ -432,7 +432,7 @@ class RayExecutor:
 
     def _write_log(self, job: Job, data: bytes) -> None:
         try:
-            job.log_path.parent.mkdir(parents=True, exist_ok=True)
+            os.makedirs(os.path.dirname(job.log_path), exist_ok=True)
             with open(job.log_path, "wb" if job.fresh_log else "ab") as f:
                 f.write(data)
         except OSError as exc:
