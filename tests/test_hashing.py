@@ -5,6 +5,8 @@ from __future__ import annotations
 import ctypes
 import mmap
 import os
+import subprocess
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -16,6 +18,7 @@ from watchrun.state.hashing import (
     BIG_FILE,
     CHUNK,
     FileHasher,
+    _map_in_threads,
     _read_buffer,
     hash_bytes,
     hash_file_content,
@@ -312,3 +315,32 @@ def test_a_read_only_store_gives_its_cache_but_takes_nothing(tmp_path: Path) -> 
         touch(path)
         hasher.hash_path(path)
         hasher.flush()  # silently kept in memory only
+
+
+def test_work_in_threads_keeps_the_order_and_raises_the_first_error() -> None:
+    assert _map_in_threads(lambda n: n * n, list(range(50)), 3) == [n * n for n in range(50)]
+    assert _map_in_threads(lambda n: n, [7], 4) == [7]
+    started: list[int] = []
+
+    def fail_at_five(n: int) -> int:
+        started.append(n)
+        if n == 5:
+            raise PermissionError(13, "denied", f"f{n}")
+        return n
+
+    with pytest.raises(PermissionError):
+        _map_in_threads(fail_at_five, list(range(1000)), 2)
+    assert len(started) < 1000  # nothing new is started after the error
+
+
+def test_hashing_many_files_needs_no_heavy_imports(tmp_path: Path) -> None:
+    # a touched null build imports this module and hashes in threads: concurrent.futures (with
+    # logging) and pathlib would cost it 25 ms
+    for i in range(3):
+        (tmp_path / f"f{i}").write_bytes(os.urandom(BIG_FILE // 2))
+    script = ("import sys; from watchrun.state.hashing import FileHasher; "
+              f"FileHasher(None).hash_many([{str(tmp_path)!r} + '/f' + str(i) for i in range(3)]); "
+              "print(sorted({'pathlib', 'concurrent.futures', 'logging'} & set(sys.modules)))")
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         check=True, cwd=Path(__file__).parents[1])
+    assert out.stdout.strip() == "[]"
