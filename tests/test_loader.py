@@ -663,6 +663,18 @@ def test_source_bytes_decode_as_python_reads_them(data: bytes) -> None:
     assert loader._decode(data) == expected
 
 
+def test_files_are_read_whole(tmp_path: Path) -> None:
+    for size in (0, 10, 65536, 200_001):
+        path = tmp_path / f"f{size}.py"
+        data = bytes(i % 251 for i in range(size))
+        path.write_bytes(data)
+        assert loader._read(path) == data
+    with pytest.raises(IsADirectoryError):
+        loader._read(tmp_path)
+    with pytest.raises(FileNotFoundError):
+        loader._read(tmp_path / "missing.py")
+
+
 def test_reload_recomputes_only_the_closures_a_change_can_reach(
         tmp_path: Path, opened: list[Opened]) -> None:
     write(tmp_path, {
