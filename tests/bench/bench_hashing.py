@@ -10,6 +10,10 @@ threads spread over the cores):
   and again with the same hasher;
 - recheck after touch: every file's mtime changed, content the same: all are read again.
 
+and the floor under the recheck: the same files only read (into the same per-thread buffer,
+in as many threads) and only hashed (the same number of bytes, from a buffer in the CPU's
+cache). Reading plus hashing is what any content check has to pay.
+
 Targets (2 cores): first hash <= 1.0 s, no-op recheck a few ms. The files live in a temporary
 folder under /tmp and are deleted at the end.
 """
@@ -28,7 +32,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from watchrun.state.hashing import FileHasher
+from blake3 import blake3
+
+from watchrun.state.hashing import CHUNK, FileHasher, _map_in_threads, _read_buffer
 from watchrun.state.store import Store
 
 
@@ -69,6 +75,26 @@ def touch_all(paths: list[Path]) -> None:
         os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 1000))
 
 
+def read_only(path: Path) -> None:
+    """What reading a file costs the hasher, without the hashing."""
+    view = _read_buffer()
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        while os.readv(fd, [view]):
+            pass
+    finally:
+        os.close(fd)
+
+
+def hash_only(size: int) -> None:
+    """What hashing `size` bytes costs, without reading them: one CHUNK from the cache."""
+    view = _read_buffer()
+    hasher = blake3()
+    for _ in range(size // CHUNK):
+        hasher.update(view)
+    hasher.update(view[:size % CHUNK])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--files", type=int, default=200)
@@ -96,12 +122,20 @@ def main() -> None:
                                  before=lambda: touch_all(paths))
         store.close()
 
+        workers = min(len(paths), os.cpu_count() or 1)
+        read = median_seconds(lambda: _map_in_threads(read_only, paths, workers), rounds)
+        sizes = [path.stat().st_size for path in paths]
+        hashed = median_seconds(lambda: _map_in_threads(hash_only, sizes, workers), rounds)
+
         print(f"{args.files} files, {args.total_mb} MB, {os.cpu_count()} CPUs, "
               f"median of {rounds}:")
         print(line("first hash (no cache)", first))
         print(line("no-op recheck, hasher from store", null_build, 2))
         print(line("no-op recheck, same hasher", same_hasher, 2))
         print(line("recheck after touching every file", touched))
+        print(f"  floor, in {workers} threads:")
+        print(line("  read only", read))
+        print(line("  hash only", hashed))
     finally:
         shutil.rmtree(folder)
 
