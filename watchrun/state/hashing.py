@@ -271,8 +271,8 @@ class FileHasher:
         # Largest first, so one big file does not start last and finish alone.
         order = sorted(todo.items(), key=lambda item: -item[1].st_size)
         cpus = os.cpu_count() or 1
-        # Enough files to keep every CPU busy: one thread per file hashes faster (measured:
-        # 200 files of 5 MB, 165 ms against 195 ms) than files that each split across CPUs.
+        # Enough files to keep every CPU busy: one thread per file costs less (measured on 200
+        # files of 5 MB, 2 threads: 0.32 s CPU against 0.38) than each file split by blake3.
         threads = 1 if len(order) >= cpus else blake3.AUTO
         digests = _map_in_threads(lambda item: self._hash_file(item[0], item[1], threads),
                                   order, min(len(order), cpus))
