@@ -41,15 +41,18 @@ class Resolution:
     upstream: dict[str, str]
     inputs: dict[str, str | None]
     result: ResultRecord | None  # the stored result for this signature, if clean
-    reasons: list[Reason]
+    clean: bool
+    # why a dirty unit must run, worked out when first asked for: a unit's job can be on its
+    # way before its history is read to explain it (see Scheduler._launch)
+    explain_dirty: Callable[[], list[Reason]] | None = None
 
     @functools.cached_property
     def manifest(self) -> Manifest:
         return self.make_manifest()
 
-    @property
-    def clean(self) -> bool:
-        return not self.reasons
+    @functools.cached_property
+    def reasons(self) -> list[Reason]:
+        return [] if self.explain_dirty is None else self.explain_dirty()
 
     def unit_manifest(self, with_upstream: bool = True) -> tuple[str, bytes]:
         """(id, blob) of what is stored with the unit's state to explain it next time.
@@ -240,19 +243,21 @@ class Resolver:
                 outputs_now.get(path) == digest for path, digest in result.outputs.items()):
             # clean: the common case of a null build needs no history to explain anything
             return Resolution(name, iter, signature, make_manifest, static, upstream, inputs,
-                              result, [])
-        last = self.last_state(name, iter)
-        last_manifest, last_upstream = self._last_manifest(last)
-        manifest = make_manifest()
-        reasons = explain(manifest, upstream, last, last_manifest, last_upstream, result,
-                          outputs_now, forced)
-        args = self.project.graph.upstreams.get(name, {})
-        reasons = [r._replace(subject=args.get(r.subject, r.subject))
-                   if r.kind is ReasonKind.UPSTREAM_CHANGED else r for r in reasons]
-        resolution = Resolution(name, iter, signature, make_manifest, static, upstream, inputs,
-                                None if reasons else result, reasons)
-        resolution.__dict__["manifest"] = manifest  # already built: keep it
-        return resolution
+                              result, True)
+        # dirty: no result for this signature, an output changed, or forced (explain finds
+        # at least one of these, so it never says clean here)
+        last = self.last_state(name, iter)  # read now: the unit's next state replaces it
+
+        def explain_dirty() -> list[Reason]:
+            last_manifest, last_upstream = self._last_manifest(last)
+            reasons = explain(make_manifest(), upstream, last, last_manifest, last_upstream,
+                              result, outputs_now, forced)
+            args = self.project.graph.upstreams.get(name, {})
+            return [r._replace(subject=args.get(r.subject, r.subject))
+                    if r.kind is ReasonKind.UPSTREAM_CHANGED else r for r in reasons]
+
+        return Resolution(name, iter, signature, make_manifest, static, upstream, inputs, None,
+                          False, explain_dirty)
 
     def _stored_result(self, name: str, signature: str, in_scope: bool) -> ResultRecord | None:
         """The stored result for a unit's signature. At the first unit resolved, the results

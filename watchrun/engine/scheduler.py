@@ -634,9 +634,11 @@ class Scheduler:
         job.fresh_log = True  # the worker truncates it: file creation stays off this loop
         self.running[job.key] = Running(resolution, time.monotonic(), mode, job.start or 0)
         self._done.clear()
+        self.executor.submit(job)
+        # said once the job is on its way: the reasons read the unit's history, and nothing
+        # the executor reports about the unit can come before this turn of the loop ends
         self.bus.publish(ev.UnitStarted(task=resolution.task, iter=resolution.iter,
                                         reasons=[r.format() for r in resolution.reasons]))
-        self.executor.submit(job)
 
     # -- results -----------------------------------------------------------------------------
     def on_exec(self, event: ExecEvent) -> None:
@@ -700,27 +702,32 @@ class Scheduler:
         task = self.project.tasks[name]
         output = self.store.put_object(data)
         self._remember(output, data)  # its downstream units and pushes will want it soon
+        # before any downstream unit looks at them: they are this unit's products
         outputs = {k: v for k, v in self.resolver.hash_outputs(task, produced=True).items()
                    if v is not None}
-        clean = not task.inputs or self.resolver.inputs_unchanged(name, resolution.inputs)
-        if not clean:
-            self.resolver.forget_static(name)
         self.summary.ran += 1
         self.bus.publish(ev.UnitFinished(task=name, iter=key, duration=duration))
         if task.kind is Kind.COLLECTOR:
             self.bus.publish(ev.Gather(task=name, iter=key))
         if task.kind is Kind.GENERATOR:
+            clean = self._record_done(resolution, output, outputs, duration)
             self._generator_finished(name, run, resolution, clean)
-            self._record_done(resolution, clean, output, outputs, duration)
             self._generator_done(name)
         else:
-            # the units waiting for this value start first: what is written down below is
-            # for later builds, and a chain of short tasks waits for each step's start
+            # the units waiting for this value start first: what is checked and written down
+            # below is for later builds, and a chain of short tasks waits for each step's start
             self._set_value(name, key, output)
-            self._record_done(resolution, clean, output, outputs, duration)
+            self._record_done(resolution, output, outputs, duration)
 
-    def _record_done(self, resolution: Resolution, clean: bool, output: str,
-                     outputs: dict[str, str], duration: float) -> None:
+    def _record_done(self, resolution: Resolution, output: str, outputs: dict[str, str],
+                     duration: float) -> bool:
+        """Record a unit that ran; whether it is clean: its tracked inputs are the ones it
+        started with (race-safe completion)."""
+        name = resolution.task
+        task = self.project.tasks[name]
+        clean = not task.inputs or self.resolver.inputs_unchanged(name, resolution.inputs)
+        if not clean:
+            self.resolver.forget_static(name)
         if clean:
             record = ResultRecord(resolution.task, resolution.signature, output, outputs,
                                   duration, time.time())
@@ -728,6 +735,7 @@ class Scheduler:
             self.resolver.note_result(record)
         self._record(resolution, UnitStatus.OK if clean else UnitStatus.STALE, output,
                      duration, None)
+        return clean
 
     def _final_consumer_resolution(self, c: Consumer, resolution: Resolution) -> Resolution:
         fixed = self._upstream_values(c.name, (), in_scope=False) or {}
