@@ -356,6 +356,29 @@ def test_a_dead_worker_fails_its_unit_with_the_cause_and_is_replaced(
     drive(tmp_path, scenario, jobs=1)
 
 
+def test_a_death_is_seen_without_pidfds_too(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # where os.pidfd_open is missing or refused, a thread waits for the worker's exit
+    def no_pidfd(pid: int) -> int:
+        raise OSError(38, "Function not implemented")
+
+    monkeypatch.setattr(os, "pidfd_open", no_pidfd)
+    write_task(tmp_path, "die", "import os\ndef run():\n    os._exit(5)\n")
+    write_task(tmp_path, "ok", "def run():\n    return 'replaced'\n")
+
+    async def scenario(h: Harness) -> None:
+        die = make_job(tmp_path, "die")
+        h.submit(die)
+        event = await h.event(die.key)
+        assert (event.kind, event.error) == (EventKind.DIED, "exit code 5")
+        ok = make_job(tmp_path, "ok")
+        h.submit(ok)
+        assert await h.result(ok.key) == "replaced"
+
+    drive(tmp_path, scenario, jobs=1)
+
+
 def test_a_death_is_seen_even_when_a_forked_child_holds_the_channel(tmp_path: Path) -> None:
     # A forked child inherits every descriptor, the worker's end of the channel included: the
     # channel does not close when the worker dies, its exit must be noticed all the same.
@@ -878,6 +901,45 @@ def test_two_jobs_run_at_the_same_time(tmp_path: Path) -> None:
         assert h.executor.free_slots() == 2
 
     drive(tmp_path, scenario, jobs=2)
+
+
+def worker_children() -> list[psutil.Process]:
+    return [
+        p
+        for p in psutil.Process().children()
+        if any("watchrun.executors.worker" in part for part in p.cmdline())
+    ]
+
+
+def test_a_submitted_unit_runs_while_the_caller_keeps_the_loop_busy(tmp_path: Path) -> None:
+    # The caller of submit() often goes on with its own work before the loop's next turn
+    # (at the start of a build, for tens of milliseconds): the worker is spawned and sent its
+    # job at once, not on that turn.
+    write_task(tmp_path, "mark", "import pathlib\ndef run():\n    pathlib.Path('ran').touch()\n")
+
+    async def scenario(h: Harness) -> None:
+        job = make_job(tmp_path, "mark")
+        h.submit(job)
+        deadline = time.monotonic() + WAIT
+        while not (tmp_path / "ran").exists():  # blocking: no turn of the loop meanwhile
+            assert time.monotonic() < deadline, "the unit did not run before the loop's turn"
+            time.sleep(0.01)
+        assert (await h.event(job.key)).kind is EventKind.DONE
+
+    drive(tmp_path, scenario, jobs=1, start=False)
+
+
+def test_the_spare_worker_starts_once_the_first_one_is_ready(tmp_path: Path) -> None:
+    write_task(tmp_path, "ok", "def run():\n    return 1\n")
+
+    async def scenario(h: Harness) -> None:
+        job = make_job(tmp_path, "ok")
+        h.submit(job)
+        assert len(worker_children()) == 1  # the unit's worker only: it starts alone
+        assert await h.result(job.key) == 1
+        await h.until(lambda: len(worker_children()) == 2, "the spare worker")
+
+    drive(tmp_path, scenario, jobs=1, start=False)
 
 
 def test_a_key_cannot_run_twice_at_once(tmp_path: Path) -> None:

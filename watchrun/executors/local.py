@@ -7,6 +7,9 @@ it too: signals sent to the group reach all of them.
 - `jobs` workers serve CALL units; a persistent unit (GENERATE, COLLECT, INNER_GENERATE) takes a
   worker of its own outside that count, because it mostly waits on its upstream. One spare warm
   worker is kept for the next persistent unit. A worker that finished a unit normally is reused.
+- A worker a unit needs is spawned within submit() and its job written to it then: the unit
+  starts even if the caller keeps the loop busy for a while. Idle workers (the free slots, the
+  spare) are spawned once no other worker is starting, not beside the ones units wait for.
 - Control goes over a socketpair (frames, see protocol.py), not stdin/stdout, which belong to
   the task. A second descriptor, the "life pipe", is held open only by this process: when it
   closes (even by kill -9), each worker kills its own group.
@@ -23,6 +26,7 @@ it too: signals sent to the group reach all of them.
 
 from __future__ import annotations
 
+import _thread
 import asyncio
 import contextlib
 import functools
@@ -30,10 +34,10 @@ import logging
 import os
 import signal
 import socket
+import subprocess
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import watchrun
@@ -71,34 +75,113 @@ class WorkerStartError(RuntimeError):
     """A worker process could not start; the message carries its stderr."""
 
 
-@dataclass(eq=False)
 class _Unit:
-    job: Job
-    worker: _Worker
-    submitted: float  # time.monotonic()
-    cancel_signal: str | None = None  # the last signal sent to cancel it
-    timer: asyncio.TimerHandle | None = None  # the next escalation step
-    paused: bool = False
-    finished: bool = False
-    queued: bool = False  # waits behind its worker's current unit (pipelining)
-    cancel_wanted: bool = False  # cancelled while queued: signalled when it starts
+    """A submitted job, from submit() to its last event. (Slotted classes here, not
+    dataclasses: making a dataclass costs milliseconds at every start of watchrun.)"""
+
+    __slots__ = (
+        "cancel_signal",
+        "cancel_wanted",
+        "finished",
+        "job",
+        "paused",
+        "queued",
+        "submitted",
+        "timer",
+        "worker",
+    )
+
+    def __init__(self, job: Job, worker: _Worker, submitted: float, queued: bool = False) -> None:
+        self.job = job
+        self.worker = worker
+        self.submitted = submitted  # time.monotonic()
+        self.cancel_signal: str | None = None  # the last signal sent to cancel it
+        self.timer: asyncio.TimerHandle | None = None  # the next escalation step
+        self.paused = False
+        self.finished = False
+        self.queued = queued  # waits behind its worker's current unit (pipelining)
+        self.cancel_wanted = False  # cancelled while queued: signalled when it starts
 
 
-@dataclass(eq=False)
+class _Process:
+    """A worker process, spawned at once with subprocess.Popen, and reaped through a pidfd
+    watched by the loop (Linux) or else by a thread blocked in waitpid. (asyncio would spawn
+    it on a later turn of the loop, after whatever the caller of submit() does first: at the
+    start of a build, tens of milliseconds during which the first unit waits for nothing.)"""
+
+    def __init__(self, popen: subprocess.Popen[bytes]) -> None:
+        self.pid = popen.pid
+        self.returncode: int | None = None  # set once reaped: until then the pid is ours
+        self._popen = popen
+        self._loop = asyncio.get_running_loop()
+        self._exited: asyncio.Future[int] = self._loop.create_future()
+        try:
+            self._pidfd = os.pidfd_open(self.pid)
+        except (AttributeError, OSError):  # not Linux (>= 5.3)
+            self._pidfd = -1
+            _thread.start_new_thread(self._wait_in_thread, ())
+        else:
+            self._loop.add_reader(self._pidfd, self._on_exit)
+
+    async def wait(self) -> int:
+        # shielded: several coroutines wait, and one of them being cancelled stops no other
+        return await asyncio.shield(self._exited)
+
+    def _on_exit(self) -> None:
+        """The pidfd is readable: the process has exited, waitpid does not block."""
+        self._loop.remove_reader(self._pidfd)
+        os.close(self._pidfd)
+        _, status = os.waitpid(self.pid, 0)
+        self._reaped(status)
+
+    def _wait_in_thread(self) -> None:
+        _, status = os.waitpid(self.pid, 0)
+        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits
+            self._loop.call_soon_threadsafe(self._reaped, status)
+
+    def _reaped(self, status: int) -> None:
+        # Popen's own returncode too: it would otherwise try to reap the pid again later
+        self.returncode = self._popen.returncode = os.waitstatus_to_exitcode(status)
+        self._exited.set_result(self.returncode)
+
+
 class _Worker:
-    ready: asyncio.Future[None]
-    proc: asyncio.subprocess.Process | None = None
-    channel: _Channel | None = None  # set once the worker's process is spawned
-    pending: list[bytes] = field(default_factory=list)  # frames sent before the channel is up
-    outbox: list[bytes] = field(default_factory=list)  # frames to send at the end of the turn
-    unit: _Unit | None = None  # the unit it runs (or will run first)
-    queued: _Unit | None = None  # a CALL unit sent to it to run next
-    retiring: bool = False  # killed on purpose: its death is not news
-    life_fd: int | None = None  # our end of the life pipe
-    stderr_fd: int | None = None  # the read end of the worker's stderr, until it is read
-    stderr_tail: bytearray = field(default_factory=bytearray)
-    task: asyncio.Task[None] | None = None
-    spawned: float = 0.0
+    """One worker process, from its spawn to its reaping."""
+
+    __slots__ = (
+        "channel",
+        "life_fd",
+        "outbox",
+        "pending",
+        "proc",
+        "queued",
+        "ready",
+        "reported",
+        "retiring",
+        "sock",
+        "spawned",
+        "stderr_fd",
+        "stderr_tail",
+        "task",
+        "unit",
+    )
+
+    def __init__(self, ready: asyncio.Future[None]) -> None:
+        self.ready = ready
+        self.proc: _Process | None = None
+        self.sock: socket.socket | None = None  # our end of the control socket
+        self.channel: _Channel | None = None  # the socket on the loop, once connected
+        self.pending: list[bytes] = []  # frames sent before the channel is up
+        self.outbox: list[bytes] = []  # frames to send at the end of the turn
+        self.unit: _Unit | None = None  # the unit it runs (or will run first)
+        self.queued: _Unit | None = None  # a CALL unit sent to it to run next
+        self.retiring = False  # killed on purpose: its death is not news
+        self.reported = False  # its group was reported to on_pgroup
+        self.life_fd: int | None = None  # our end of the life pipe
+        self.stderr_fd: int | None = None  # the read end of the worker's stderr, until read
+        self.stderr_tail = bytearray()
+        self.task: asyncio.Task[None] | None = None
+        self.spawned = 0.0
 
     @property
     def pid(self) -> int | None:
@@ -109,10 +192,20 @@ class _Worker:
             self.outbox.append(frame)
             frame = b"".join(self.outbox)
             self.outbox.clear()
-        if self.channel is None:
+        if self.channel is not None:
+            self.channel.transport.write(frame)
+        elif self.pending or self.sock is None:
             self.pending.append(frame)
         else:
-            self.channel.transport.write(frame)
+            # The channel is made on the loop's next turn, which may come long after (at the
+            # start of a build, the scheduler's first steps take tens of milliseconds): the
+            # socket takes the frame now, so that the worker can start on it once it is up.
+            try:
+                sent = self.sock.send(frame)
+            except BlockingIOError:
+                sent = 0
+            if sent < len(frame):
+                self.pending.append(frame[sent:])
 
     def signal_group(self, sig: signal.Signals) -> None:
         # Only while the worker is not reaped: until then its pid, hence its group id, cannot
@@ -212,6 +305,7 @@ class LocalExecutor:
         self._all_finished: asyncio.Future[None] | None = None
         self._start_error: str | None = None  # set when workers keep failing to start
         self._failed_starts = 0  # in a row
+        self._starting = 0  # workers spawned and not ready (nor dead) yet
         self.ready_times: list[float] = []  # seconds from spawn to READY, per worker started
 
     # -- the Executor protocol ------------------------------------------------------------------
@@ -263,7 +357,7 @@ class LocalExecutor:
             unit = _Unit(job, worker, time.monotonic())
             worker.unit = unit
         self._units[job.key] = unit
-        frame = proto.encode(Msg.JOB, *job_spec(job).fields())
+        frame = _job_frame(job)
         if host is not None:  # it waits anyway: no need to wake the worker now
             self._send_soon(host, frame)
         else:
@@ -301,7 +395,7 @@ class LocalExecutor:
             return False
         if not unit.paused:
             if not unit.queued:  # a queued unit is stopped when it starts
-                unit.worker.signal_group(signal.SIGSTOP)
+                self._stop(unit.worker)
             unit.paused = True
         return True
 
@@ -358,7 +452,10 @@ class LocalExecutor:
         return max(self._jobs - self._busy_calls + self._queued_calls, 0) + SPARE_WORKERS
 
     def _top_up(self) -> None:
-        if self._closing or self._start_error is not None:
+        """Keep _target() idle workers. While a worker is starting, the idle ones wait for it
+        to be ready: the worker a submitted unit waits for starts sooner without others
+        starting beside it (each takes a core for tens of milliseconds)."""
+        if self._closing or self._start_error is not None or self._starting:
             return
         while len(self._idle) < self._target():
             self._idle.insert(0, self._spawn())  # at the cold end: warm ones are taken first
@@ -367,6 +464,11 @@ class LocalExecutor:
         loop = asyncio.get_running_loop()
         worker = _Worker(ready=loop.create_future())
         self._workers.add(worker)
+        self._starting += 1
+        try:
+            self._start_process(worker)
+        except OSError as exc:  # could not even spawn it: _live reports it
+            worker.stderr_tail += f"{type(exc).__name__}: {exc}".encode()
         worker.task = loop.create_task(self._live(worker))
         return worker
 
@@ -388,34 +490,38 @@ class LocalExecutor:
 
     async def _live(self, worker: _Worker) -> None:
         returncode: int | None = None
+        self._report_start(worker)
         try:
-            channel = await self._boot(worker)
-            await self._serve(worker, channel)
-        except OSError as exc:  # could not even spawn it
-            worker.stderr_tail += f"{type(exc).__name__}: {exc}".encode()
+            if worker.sock is not None:
+                channel = await self._connect(worker, worker.sock)
+                await self._serve(worker, channel)
         except Exception:  # a bug of ours: log it, and still reap and replace the worker
             log.exception("worker %s failed", worker.pid)
         finally:
             returncode = await self._reap(worker)
             self._gone(worker, returncode)
 
-    async def _boot(self, worker: _Worker) -> _Channel:
+    def _start_process(self, worker: _Worker) -> None:
+        """Spawn the worker's process, with its control socket (worker.sock)."""
         ours, theirs = socket.socketpair()
+        ours.setblocking(False)
         life_read, worker.life_fd = os.pipe()
         # stderr through a pipe of our own, not PIPE: on Python < 3.12, Process.wait() waits
         # for its pipes to close too, which a process the task forked can delay for ever
         worker.stderr_fd, stderr_write = os.pipe()
         worker.spawned = time.perf_counter()
         try:
-            worker.proc = await asyncio.create_subprocess_exec(
-                sys.executable,
-                "-m",
-                "watchrun.executors.worker",
-                str(theirs.fileno()),
-                str(life_read),
-                str(os.getpid()),
-                stdin=asyncio.subprocess.DEVNULL,
-                stdout=asyncio.subprocess.DEVNULL,
+            popen = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "watchrun.executors.worker",
+                    str(theirs.fileno()),
+                    str(life_read),
+                    str(os.getpid()),
+                ],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
                 stderr=stderr_write,
                 pass_fds=(theirs.fileno(), life_read),
                 start_new_session=True,
@@ -428,13 +534,28 @@ class LocalExecutor:
             theirs.close()
             os.close(life_read)
             os.close(stderr_write)
+        worker.sock = ours
+        worker.proc = _Process(popen)
+
+    def _stop(self, worker: _Worker) -> None:
+        """SIGSTOP the worker's group. A stopped worker cannot end its group if watchrun dies:
+        the group is recorded first, for the next run to end it."""
+        self._report_start(worker)
+        worker.signal_group(signal.SIGSTOP)
+
+    def _report_start(self, worker: _Worker) -> None:
+        """Report the worker's group (once). Not right after the spawn: /proc/PID/stat is read
+        only after the exec that follows, which it would wait for (up to milliseconds)."""
+        if worker.reported or worker.proc is None or self._on_pgroup is None:
+            return
+        worker.reported = True
         pid = worker.proc.pid
-        if self._on_pgroup is not None:
-            # no /proc (not Linux): now is close enough to tell the group from a later one
-            started = process_start_time(pid)
-            self._report_group(pid, time.time() if started is None else started)
-        if worker.retiring:  # retired while it was being spawned
-            worker.signal_group(signal.SIGKILL)
+        started = process_start_time(pid)
+        # no /proc (not Linux): now is close enough to tell the group from a later one
+        self._report_group(pid, time.time() if started is None else started)
+
+    async def _connect(self, worker: _Worker, ours: socket.socket) -> _Channel:
+        """Our end of the control socket on the loop; the frames sent meanwhile go out."""
         channel = _Channel(functools.partial(self._on_message, worker))
         try:
             await asyncio.get_running_loop().create_connection(lambda: channel, sock=ours)
@@ -521,6 +642,7 @@ class LocalExecutor:
         cause = death_cause(returncode)
         if not worker.ready.done():
             worker.ready.set_result(None)
+            self._starting -= 1
             stderr = worker.stderr_tail.decode(errors="replace").strip()
             cause = f"the worker process failed to start ({cause}): {stderr}"
             if not worker.retiring and not self._closing:
@@ -554,6 +676,8 @@ class LocalExecutor:
             self.ready_times.append(time.perf_counter() - worker.spawned)
             self._failed_starts = 0
             worker.ready.set_result(None)
+            self._starting -= 1
+            self._top_up()
             return
         unit = worker.unit
         if unit is None or unit.finished:
@@ -665,7 +789,7 @@ class LocalExecutor:
         if unit.cancel_wanted:
             self._signal_cancel(unit, signal.SIGINT)
         elif unit.paused:
-            worker.signal_group(signal.SIGSTOP)
+            self._stop(worker)
 
     def _move_queued(self, worker: _Worker) -> None:
         """The worker is retired or dead: its queued unit (not started) goes to another one,
@@ -686,10 +810,10 @@ class LocalExecutor:
         target.unit = unit
         unit.worker = target
         unit.submitted = time.monotonic()
-        target.send(proto.encode(Msg.JOB, *job_spec(unit.job).fields()))
+        target.send(_job_frame(unit.job))
         if unit.paused:  # as pause() does, only if the worker has a process yet
             unit.paused = target.pid is not None
-            target.signal_group(signal.SIGSTOP)
+            self._stop(target)
 
     # -- cancel ---------------------------------------------------------------------------------
 
@@ -731,17 +855,45 @@ class LocalExecutor:
 # ---------------------------------------------------------------------------------------------
 
 
+# the fields of a JobSpec, as the JOB frame carries them (`sources` left to its default)
+JobFields = tuple[
+    str,
+    str,
+    str,
+    str,
+    list[tuple[str, str]],
+    dict[str, bytes],
+    str,
+    int | None,
+    dict[str, bytes],
+    str,
+    str,
+    tuple[int, ...],
+    bool,
+]
+
+
 def job_spec(job: Job) -> proto.JobSpec:
     """The plain-value form of a job that crosses to the worker."""
+    return proto.JobSpec(*_job_fields(job))
+
+
+def _job_frame(job: Job) -> bytes:
+    """The JOB frame of a job: job_spec(job)'s fields, without making the JobSpec."""
+    return proto.encode(Msg.JOB, *_job_fields(job))
+
+
+def _job_fields(job: Job) -> JobFields:
     key = job.key
     ctx = job.ctx
     iteration = ctx.get("iter", key.iter)
     assert isinstance(iteration, (tuple, list))
     root = _absolute(job.root)
-    return proto.JobSpec(
+    ctx_root = ctx.get("root", root)
+    return (
         _label(key),
         key.task,
-        job.mode.value,
+        _MODE_VALUES[job.mode],
         root,
         _absolute_chain(job.chain),
         job.kwargs,
@@ -749,10 +901,13 @@ def job_spec(job: Job) -> proto.JobSpec:
         job.start,
         job.gather_kwargs,
         str(ctx.get("name", key.task)),
-        _absolute(str(ctx.get("root", root))),
+        root if ctx_root == root else _absolute(str(ctx_root)),
         tuple(iteration),
         job.fresh_log,
     )
+
+
+_MODE_VALUES = {mode: mode.value for mode in Mode}  # mode.value costs an enum property call
 
 
 def _label(key: UnitKey) -> str:
@@ -785,9 +940,10 @@ def _started(worker: _Worker) -> float:
 
 
 def _absolute(path: str | os.PathLike[str]) -> str:
-    text = os.fspath(path)
-    # the worker changes directory: relative paths would mean something else there
-    return text if os.path.isabs(text) else os.path.abspath(text)
+    text = path if isinstance(path, str) else os.fspath(path)
+    # the worker changes directory: relative paths would mean something else there. (A leading
+    # slash is what os.path.isabs looks for on POSIX, the only system this executor runs on.)
+    return text if text[:1] == "/" else os.path.abspath(text)
 
 
 def _worker_env() -> dict[str, str]:
