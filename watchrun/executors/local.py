@@ -1,8 +1,8 @@
 """Runs units in warm worker processes on this machine.
 
-A pool of `python -m watchrun.executors.worker` processes, each in a session and process group of
-its own, so a unit's group is its worker's group while it runs and the unit's subprocesses are in
-it too: signals sent to the group reach all of them.
+A pool of watchrun.executors.worker processes, each in a session and process group of its own,
+so a unit's group is its worker's group while it runs and the unit's subprocesses are in it too:
+signals sent to the group reach all of them.
 
 - `jobs` workers serve CALL units; a persistent unit (GENERATE, COLLECT, INNER_GENERATE) takes a
   worker of its own outside that count, because it mostly waits on its upstream. One spare warm
@@ -64,6 +64,8 @@ _CHANNEL_LINGER = 2.0  # seconds to read what a dead worker sent before its chan
 _ESCALATION = {signal.SIGINT: signal.SIGTERM, signal.SIGTERM: signal.SIGKILL}
 _TERMINAL = {Msg.DONE, Msg.FAILED, Msg.CANCELLED}
 _START_ATTEMPTS = 3  # workers in a row that die before they are ready: give up
+# `-c`, not `-m watchrun.executors.worker`: the module runner's imports cost a worker ~1 ms
+_WORKER_MAIN = "from watchrun.executors.worker import main; main()"
 # A CALL job may be queued behind a running one whose task's recent units took less than this
 # (seconds), while that one has not run that long yet: the wait it adds is at most about this.
 PIPELINE_BELOW = 0.005
@@ -514,8 +516,8 @@ class LocalExecutor:
             popen = subprocess.Popen(
                 [
                     sys.executable,
-                    "-m",
-                    "watchrun.executors.worker",
+                    "-c",
+                    _WORKER_MAIN,
                     str(theirs.fileno()),
                     str(life_read),
                     str(os.getpid()),

@@ -1,4 +1,6 @@
-"""The child side of the local executor: `python -m watchrun.executors.worker CTL LIFE PARENT`.
+"""The child side of the local executor: `python -m watchrun.executors.worker CTL LIFE PARENT`
+(local.py starts it as `python -c "from watchrun.executors.worker import main; main()" ...`,
+which skips the module runner's imports: runpy, importlib.util and what they import).
 
 A worker is a warm process that runs units one after another. For each job it builds the task's
 inherited namespace (every module of the chain executed into one dict, the root ancestor first),
@@ -17,14 +19,14 @@ when first used. No asyncio, no typing at run time.
 
 from __future__ import annotations
 
-# getsignal without the enum conversion that costs `signal.getsignal` ~3 us (no type stubs)
+# The C module under `signal` (no type stubs): `signal` itself makes enums of every signal and
+# handler at import, ~2 ms of a worker's start, and its getsignal() converts to them (~3 us).
 import _signal  # type: ignore[import-not-found]
 import _thread
 import builtins
 import contextlib  # already loaded by `python -m` (runpy)
 import errno
 import os
-import signal
 import sys
 import time
 
@@ -42,7 +44,7 @@ if TYPE_CHECKING:
 _PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
 # Delivered by the kernel when the parent dies; its handler kills the whole group. Not SIGKILL:
 # that would kill this process at once and its children would survive (see _die_with_parent).
-_PARENT_DEATH_SIGNAL = signal.SIGHUP
+_PARENT_DEATH_SIGNAL = _signal.SIGHUP
 _LOG_FLAGS = os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC
 _PUSHED = proto.encode(Msg.PUSHED)
 ACK_DELAY = 0.005  # seconds a PUSHED answer may wait to go with the next ones
@@ -59,7 +61,7 @@ _STARTED = proto.encode(Msg.STARTED)
 
 
 def _end_group() -> None:
-    os.killpg(os.getpgrp(), signal.SIGKILL)
+    os.killpg(os.getpgrp(), _signal.SIGKILL)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -643,10 +645,10 @@ class Worker:
         os.dup2(self._saved_fds[1], 2)
         self._log.close()
         # a task may have installed its own handlers; the next unit starts from ours
-        if _signal.getsignal(signal.SIGINT) is not _on_sigint:
-            signal.signal(signal.SIGINT, _on_sigint)
-        if _signal.getsignal(signal.SIGTERM) != _signal.SIG_DFL:
-            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        if _signal.getsignal(_signal.SIGINT) is not _on_sigint:
+            _signal.signal(_signal.SIGINT, _on_sigint)
+        if _signal.getsignal(_signal.SIGTERM) != _signal.SIG_DFL:
+            _signal.signal(_signal.SIGTERM, _signal.SIG_DFL)
 
     # -- the namespace --------------------------------------------------------------------------
 
@@ -815,23 +817,23 @@ def _start_thread(fn: Callable[..., object], *args: object) -> None:
     thread that does not block it, and Python runs the handler in the main thread only when that
     thread runs Python code again: a SIGINT that a helper thread took would not interrupt the
     main thread waiting in a read (a collector waiting for input)."""
-    asynchronous = signal.valid_signals() - _FAULTS
-    mask = signal.pthread_sigmask(signal.SIG_BLOCK, asynchronous)  # inherited by the thread
+    asynchronous = _signal.valid_signals() - _FAULTS
+    mask = _signal.pthread_sigmask(_signal.SIG_BLOCK, asynchronous)  # inherited by the thread
     try:
         _thread.start_new_thread(fn, args)
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+        _signal.pthread_sigmask(_signal.SIG_SETMASK, mask)
 
 
 # signals the kernel sends to the thread that caused them: never to be blocked
 _FAULTS = {
-    signal.SIGSEGV,
-    signal.SIGBUS,
-    signal.SIGFPE,
-    signal.SIGILL,
-    signal.SIGTRAP,
-    signal.SIGSYS,
-    signal.SIGABRT,
+    _signal.SIGSEGV,
+    _signal.SIGBUS,
+    _signal.SIGFPE,
+    _signal.SIGILL,
+    _signal.SIGTRAP,
+    _signal.SIGSYS,
+    _signal.SIGABRT,
 }
 
 
@@ -868,7 +870,7 @@ def _die_with_parent(parent_pid: int, life_fd: int) -> None:
     _Parent.pid = parent_pid
     _start_thread(_watch_parent, life_fd)
     if sys.platform.startswith("linux"):
-        signal.signal(_PARENT_DEATH_SIGNAL, _on_parent_death)
+        _signal.signal(_PARENT_DEATH_SIGNAL, _on_parent_death)
         try:
             import ctypes
 
@@ -891,11 +893,13 @@ def _batch_scheduling() -> None:
             os.sched_setscheduler(0, policy, os.sched_param(0))
 
 
-def main(argv: list[str]) -> None:
+def main(argv: list[str] | None = None) -> None:
+    if argv is None:  # `python -c "...; main()"`: argv[0] is "-c"
+        argv = sys.argv
     # A signal mask survives exec: spawned by a thread that blocks SIGINT (a UI's thread, a
     # test runner's), we would never see the cancel. Start from an empty mask.
-    signal.pthread_sigmask(signal.SIG_SETMASK, ())
-    signal.signal(signal.SIGINT, _on_sigint)
+    _signal.pthread_sigmask(_signal.SIG_SETMASK, ())
+    _signal.signal(_signal.SIGINT, _on_sigint)
     ctl_fd, life_fd, parent_pid = (int(arg) for arg in argv[1:4])
     # the task's subprocesses must not hold our channel or keep the parent's pipe open
     os.set_inheritable(ctl_fd, False)
