@@ -214,6 +214,23 @@ def test_a_fresh_files_hash_is_reused_in_the_same_process_until_forgotten(tmp_pa
     assert hasher.files_read == 2
 
 
+def test_a_rewritten_outputs_fresh_hash_is_not_hidden_by_its_stored_one(tmp_path: Path
+                                                                       ) -> None:
+    # the common rebuild: last build's output is in the stat cache; the task writes it anew
+    # and the new hash serves the rest of the build (as the next task's input, and the re-check)
+    path = tmp_path / "output"
+    path.write_bytes(b"old")
+    stored = FileHasher(None, racy_ns=0)
+    stored.hash_path(path)
+    hasher = FileHasher(None, cache=stored.take_new())  # the next build, with that cache
+    path.write_bytes(b"new content")
+    new = blake3(b"new content").hexdigest()
+    assert hasher.hash_files([str(path)]) == {str(path): new}
+    assert hasher.hash_files([str(path)]) == {str(path): new}
+    assert hasher.hash_path(path) == new
+    assert hasher.files_read == 1
+
+
 def test_a_file_that_became_a_folder_or_vanished(tmp_path: Path) -> None:
     path = tmp_path / "thing"
     path.write_bytes(b"file")

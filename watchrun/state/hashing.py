@@ -159,19 +159,25 @@ class FileHasher:
         (a null build asks this for every input and output); anything else goes through
         `hash_many`."""
         result: dict[str, str | None] = {}
-        cache = self._cache
+        cache, recent = self._cache, self._recent
+        todo: dict[str, os.stat_result] = {}
         for path in paths:
             try:
                 st = os.stat(path)
             except (FileNotFoundError, NotADirectoryError):
                 result[path] = None
                 continue
-            entry = cache.get(path) or self._recent.get(path)
+            # this process's entry first: the stored one may be of the file's older content
+            entry = recent.get(path) or cache.get(path)
             if (entry is not None and entry[1] == st.st_mtime_ns and entry[0] == st.st_size
                     and entry[2] == st.st_ino and entry[3] == st.st_ctime_ns):
                 result[path] = entry[4]
-            else:
+            elif statmod.S_ISREG(st.st_mode):  # e.g. a task's new output: hashed with this stat
+                todo[path] = st
+            else:  # a folder, a fifo, a device
                 return self.hash_many(list(paths))
+        if todo:
+            result.update(self._hash_files(todo))
         return result
 
     def hash_many(self, paths: Sequence[P]) -> dict[P, str | None]:
@@ -234,7 +240,7 @@ class FileHasher:
             self._recent.pop(os.path.abspath(path), None)
 
     def _cached(self, key: str, st: os.stat_result) -> str | None:
-        entry = self._cache.get(key) or self._recent.get(key)
+        entry = self._recent.get(key) or self._cache.get(key)  # see hash_files
         if (entry is not None and entry[0] == st.st_size and entry[1] == st.st_mtime_ns
                 and entry[2] == st.st_ino and entry[3] == st.st_ctime_ns):
             return entry[4]
