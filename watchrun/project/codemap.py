@@ -276,9 +276,25 @@ class _Scan:
         append = self.tokens.append
         hooks = _HOOKS
         reversed_fields = _REVERSED_FIELDS
+        name_node, constant, load = ast.Name, ast.Constant, ast.Load
         while stack:
             node = pop()
             cls = node.__class__
+            # the commonest items inline, first: list items that are strings (the "]" closing
+            # every list, too), names and constants
+            if cls is str:
+                append(node)
+                continue
+            if cls is name_node:
+                append("N")
+                append(node.id)
+                if node.ctx.__class__ is load:
+                    (self.call if self.body else self.deftime).add(node.id)
+                continue
+            if cls is constant:
+                append("K")
+                append(repr(node.value))
+                continue
             hook = hooks.get(cls)
             if hook is not None and hook(self, node, stack):
                 continue
@@ -294,15 +310,13 @@ class _Scan:
                     stack += value[::-1]
                 elif vcls is str:
                     append(value)
-                elif value is None:
-                    append("None")
                 elif isinstance(value, ast.AST):
                     if value._fields:
                         append("@")
                         push(value)
                     else:  # operators: leaves
                         append(vcls.__name__)
-                else:
+                else:  # None, numbers (`level`, `is_async`)
                     append(repr(value))
         return self
 
@@ -351,8 +365,8 @@ class _Scan:
 
     # hooks: return True when the node is fully handled
 
-    def _scalar(self, node: Any, stack: list[Any]) -> bool:  # list items: strings, None
-        self.tokens.append(node if node.__class__ is str else repr(node))
+    def _none(self, node: None, stack: list[Any]) -> bool:  # a list item (kw_defaults)
+        self.tokens.append("None")
         return True
 
     def _state(self, node: _Context, stack: list[Any]) -> bool:
@@ -378,12 +392,6 @@ class _Scan:
         self._push_fields(node, before, stack)
         return True
 
-    def _name(self, node: ast.Name, stack: list[Any]) -> bool:
-        self.tokens += ("N", node.id)
-        if node.ctx.__class__ is ast.Load:
-            self._ref(node.id)
-        return True
-
     def _attribute(self, node: ast.Attribute, stack: list[Any]) -> bool:
         parts = _dotted(node)
         if parts is None:
@@ -403,10 +411,6 @@ class _Scan:
 
     def _expression(self, node: ast.Expr, stack: list[Any]) -> bool:
         return node.value.__class__ is ast.Constant  # docstrings and the like: nothing
-
-    def _constant(self, node: ast.Constant, stack: list[Any]) -> bool:
-        self.tokens += ("K", repr(node.value))
-        return True
 
     def _call(self, node: ast.Call, stack: list[Any]) -> bool:
         func = node.func
@@ -473,10 +477,9 @@ _AROUND_BODY: dict[type, tuple[tuple[str, ...], tuple[str, ...]]] = {
     cls: _around_body(cls) for cls in _SCOPES
 }
 
+# what `_Scan.scan` does not do itself (it handles strings, names and constants inline)
 _HOOKS: dict[type, Callable[[_Scan, Any, list[Any]], bool]] = {
-    ast.Name: _Scan._name,
     ast.Attribute: _Scan._attribute,
-    ast.Constant: _Scan._constant,
     ast.Expr: _Scan._expression,
     ast.Call: _Scan._call,
     ast.Global: _Scan._global,
@@ -485,8 +488,7 @@ _HOOKS: dict[type, Callable[[_Scan, Any, list[Any]], bool]] = {
     ast.YieldFrom: _Scan._yield,
     ast.Import: _Scan._import,
     ast.ImportFrom: _Scan._import_from,
-    str: _Scan._scalar,
-    type(None): _Scan._scalar,
+    type(None): _Scan._none,
     _Context: _Scan._state,
     **{cls: _Scan._scope for cls in _SCOPES},
 }
@@ -830,6 +832,7 @@ class CodeIndex:
         self._closure_memo: dict[_Node, frozenset[_Node]] = {}
         self._path_memo: dict[tuple[str, tuple[str, ...]], frozenset[_Node]] = {}
         self._resolve_memo: dict[tuple[str, str], frozenset[_Node]] = {}
+        self._import_memo: dict[ImportRef, frozenset[_Node]] = {}
         self._chain_parts: dict[tuple[str, str], _PartEntry | None] = {}
         self._local_parts: dict[_Node, _PartEntry | None] = {}
         self._results: dict[tuple[ChainLink, ...], tuple[CodeClosure, frozenset[str]]] = {}
@@ -842,8 +845,12 @@ class CodeIndex:
         """Dotted names of the project-local modules the task's closure enters (for watching)."""
         return self._result(chain)[1]
 
+    def task_result(self, chain: Sequence[ChainLink]) -> tuple[CodeClosure, frozenset[str]]:
+        """`task_closure` and `local_modules_reached` at once."""
+        return self._result(chain)
+
     def _result(self, chain: Sequence[ChainLink]) -> tuple[CodeClosure, frozenset[str]]:
-        key = tuple(chain)
+        key = chain if type(chain) is tuple else tuple(chain)
         result = self._results.get(key)
         if result is None:
             result = self._results[key] = _TaskWalk(self, key).result()
@@ -1018,6 +1025,12 @@ class CodeIndex:
 
     def run_import(self, ref: ImportRef) -> frozenset[_Node]:
         """Executing an import enters the module (and its packages), or uses a third party."""
+        found = self._import_memo.get(ref)
+        if found is None:
+            found = self._import_memo[ref] = self._run_import(ref)
+        return found
+
+    def _run_import(self, ref: ImportRef) -> frozenset[_Node]:
         _name, _module, attr, executed = ref
         found = self.attr_path(executed, ())
         # the whole-module node is for module objects used as values, not for imports
@@ -1107,15 +1120,17 @@ class _TaskWalk:
         self.parts: dict[tuple[str, int], Definition] = {}
         self.entries: set[_Node] = set()
         self.seen: set[_WalkState] = set()
-        self.deftime_done: set[tuple[int, str]] = set()
         self.todo: list[tuple[int, Definition, int, bool]] = []
         self.all_included = False
         # `from lib.x import *` in a chain module: (its level, lib.x)
-        self.stars = [(i, s) for i, info in enumerate(self.infos) for s in _stars(info)]
+        self.stars = [(i, s) for i, info in enumerate(self.infos) if info.toplevel_imports
+                      for s in _stars(info)]
 
     def result(self) -> tuple[CodeClosure, frozenset[str]]:
-        for level in range(len(self.infos)):
-            self._toplevel(level)
+        for level, info in enumerate(self.infos):
+            if info.toplevel_deftime_refs or info.toplevel_call_refs or info.toplevel_imports \
+                    or info.dynamic:
+                self._toplevel(level)
         for entry in ENTRY_POINTS:
             self._include(entry, self.last, False)
         self._drain()
@@ -1204,34 +1219,37 @@ class _TaskWalk:
 
     def _assemble(self) -> tuple[CodeClosure, frozenset[str]]:
         index = self.index
-        nodes: set[_Node] = set()
-        for entry in self.entries:
-            nodes |= index.closure(entry)
+        closures = [index.closure(entry) for entry in self.entries]
+        nodes = closures[0] if len(closures) == 1 else frozenset().union(*closures)
         links = self.links
         entries = [index.chain_part(links[owner], d) for (_, owner), d in self.parts.items()]
         for link, info in zip(links, self.infos, strict=True):
             module_entry = index.module_part(link, info)
             if module_entry is not None:
                 entries.append(module_entry)
-        externals = set()
-        reached = set()
+        externals: list[tuple[str, str]] = []  # one per ("", top) node: no duplicates
+        reached: set[str] = set()
         for node in nodes:
             module, name = node
             if not module:
-                externals.add((name, index.version(name)))
+                externals.append((name, index.version(name)))
                 continue
             reached.add(module)
             local_entry = index.local_part(node)
             if local_entry is not None:
                 entries.append(local_entry)
         entries.sort()  # by (qualname, owner): unique within a closure
-        ext = tuple(sorted(externals))
-        lines = [f"watchrun codemap {ANALYZER_VERSION}"]
-        lines += [line for _, line, _ in entries]
-        lines += [f"external\x1f{top}\x1f{version}" for top, version in ext]
-        parts = tuple(part for _, _, part in entries)
-        closure = CodeClosure(parts, ext, _digest("\x1e".join(lines)))
-        return closure, frozenset(m for m in reached if index.info(m) is not None)
+        externals.sort()
+        lines = [_CLOSURE_HEADER, *[entry[1] for entry in entries],
+                 *[f"external\x1f{top}\x1f{version}" for top, version in externals]]
+        parts = tuple([entry[2] for entry in entries])
+        closure = CodeClosure(parts, tuple(externals), _digest("\x1e".join(lines)))
+        if not reached:
+            return closure, frozenset()
+        return closure, frozenset([m for m in reached if index.info(m) is not None])
+
+
+_CLOSURE_HEADER = f"watchrun codemap {ANALYZER_VERSION}"  # the first line of a closure's digest
 
 
 def _tail(rest: str) -> tuple[str, ...]:

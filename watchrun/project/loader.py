@@ -594,19 +594,27 @@ class _Build:
         if memo.modules != frozenset(self.modules):  # what is local changed: start afresh
             memo.modules, memo.entries = frozenset(self.modules), {}
         closures: dict[str, CodeClosure] = {}
+        link_of: dict[str, ChainLink] = {}  # one link per task: a chain shares its ancestors'
+        module_key = self.loader.module_key
         for name in wanted:
-            links = tuple(ChainLink(t, task_modules[t], files[task_modules[t]])
-                          for t in reversed(tasks[name].chain))
+            links = tuple([link_of.get(t) or _link(t, task_modules[t], files, link_of)
+                           for t in reversed(tasks[name].chain)])
             known = memo.entries.get(name)
             if known is not None and known[0] == links and all(
-                    self.loader.module_key(m) == key for m, key in known[1].items()):
+                    module_key(m) == key for m, key in known[1].items()):
                 closures[name] = known[2]
                 continue
-            closures[name] = index.task_closure(links)
-            used = {link.module_name for link in links} | index.local_modules_reached(links)
-            memo.entries[name] = (links, {m: self.loader.module_key(m) for m in used},
-                                  closures[name])
+            closure, reached = index.task_result(links)
+            closures[name] = closure
+            used = {link.module_name for link in links}.union(reached)
+            memo.entries[name] = (links, {m: module_key(m) for m in used}, closure)
         return closures
+
+
+def _link(task: str, module: str, files: dict[str, str], link_of: dict[str, ChainLink]
+          ) -> ChainLink:
+    link = link_of[task] = ChainLink(task, module, files[module])
+    return link
 
 
 def _relative(path: Path, root: Path) -> str:
