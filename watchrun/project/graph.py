@@ -74,6 +74,11 @@ class _Builder:
         self.nodes = sorted(n for n, t in tasks.items() if not t.abstract)
         self.errors: list[ProjectError] = []
         self.errored: set[str] = {n for n in broken if n in tasks}
+        # every node's upstreams through either kind of edge, once the edges are known
+        self.ups: dict[str, set[str]] = {}
+
+    def upstreams_of(self, name: str) -> set[str]:
+        return self.ups[name]
 
     def fail(self, task: str, file: Path, line: int, message: str) -> None:
         self.errored.add(task)
@@ -88,11 +93,15 @@ class _Builder:
                 self._explicit(task)
         graph.implicit = implicit_edges([graph.tasks[n] for n in self.nodes], self.root)
         for name in self.nodes:
-            graph.implicit[name] -= set(graph.upstreams[name].values())
-            for up in graph.upstreams_of(name):
+            explicit = set(graph.upstreams[name].values())
+            implicit = graph.implicit[name]
+            implicit -= explicit
+            ups = self.ups[name] = explicit | implicit
+            for up in ups:
                 graph.downstreams.setdefault(up, set()).add(name)
-        self._find_cycles()
         order = self._topological()
+        if len(order) < len(self.nodes):  # only a cycle (or what waits on one) is left out
+            self._find_cycles()
         graph.broken = graph.downstream_closure(self.errored)
         self._scopes(order)
         graph.broken = graph.downstream_closure(self.errored) | self.known_broken
@@ -104,6 +113,8 @@ class _Builder:
     def _explicit(self, task: Task) -> dict[str, str]:
         """The valid `after` edges of a task; a missing or abstract upstream is an error."""
         edges: dict[str, str] = {}
+        if not task.after:
+            return edges
         origin = task.field_origins.get("after")
         file = origin.file if origin else task.path
         for arg, upstream in task.after.items():
@@ -126,16 +137,16 @@ class _Builder:
     # -- cycles ---------------------------------------------------------------------------------
 
     def _find_cycles(self) -> None:
-        for component in strongly_connected(self.nodes, self.graph.upstreams_of):
+        for component in strongly_connected(self.nodes, self.upstreams_of):
             if len(component) == 1:
                 only = next(iter(component))
-                if only not in self.graph.upstreams_of(only):
+                if only not in self.ups[only]:
                     continue
             self._report_cycle(component)
 
     def _report_cycle(self, component: set[str]) -> None:
         start = min(component)
-        path = _path_back(start, component, self.graph.upstreams_of)
+        path = _path_back(start, component, self.upstreams_of)
         hops = list(itertools.pairwise(path))
         implicit = [f"{a} -> {b}: {a}'s inputs match {b}'s outputs" for a, b in hops
                     if b not in self.graph.upstreams[a].values()]
@@ -156,7 +167,8 @@ class _Builder:
 
     def _topological(self) -> list[str]:
         """Kahn's algorithm, ties broken by name; tasks in or behind a cycle are left out."""
-        waiting = {n: len(self.graph.upstreams_of(n)) for n in self.nodes}
+        ups = self.ups
+        waiting = {n: len(ups[n]) for n in self.nodes}
         ready = [n for n, count in waiting.items() if count == 0]
         heapq.heapify(ready)
         order: list[str] = []
@@ -334,6 +346,8 @@ class _OutputTree:
     glob reaches costs the length of the glob, not the number of outputs (the same relation
     as `output_feeds_input`, which tests check it against)."""
 
+    __slots__ = ("children", "producers")
+
     def __init__(self) -> None:
         self.children: dict[str, _OutputTree] = {}
         self.producers: list[str] = []
@@ -341,14 +355,32 @@ class _OutputTree:
     def add(self, output: str, producer: str) -> None:
         node = self
         for part in output.split("/"):
-            node = node.children.setdefault(part, _OutputTree())
+            child = node.children.get(part)
+            if child is None:
+                child = node.children[part] = _OutputTree()
+            node = child
         node.producers.append(producer)
 
     def reached_by(self, pattern: str) -> set[str]:
         found: set[str] = set()
+        parts = pattern.split("/")
+        if not any(map(_has_magic, parts)):  # a plain path (`**` has magic too): no search
+            self._descend(parts, found)
+            return found
         seen: set[tuple[int, int]] = set()
-        self._walk(tuple(pattern.split("/")), 0, found, seen)
+        self._walk(tuple(parts), 0, found, seen)
         return found
+
+    def _descend(self, parts: list[str], found: set[str]) -> None:
+        """`_walk` for a pattern without wildcards: one path down the tree."""
+        node = self
+        for part in parts:
+            found.update(node.producers)
+            child = node.children.get(part)
+            if child is None:
+                return
+            node = child
+        found.update(node.producers)
 
     def _walk(self, parts: tuple[str, ...], i: int, found: set[str],
               seen: set[tuple[int, int]]) -> None:

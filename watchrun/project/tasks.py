@@ -115,11 +115,19 @@ def resolve_tasks(sources: dict[str, TaskSource], root: Path
     tasks: dict[str, Task] = {}
     for name in sorted(chains):
         chain = chains[name]
-        setter = next((t for t in chain if "after" in sources[t].header.data), None)
-        if setter is not None and setter not in afters:
+        if not _after_is_valid(chain, sources, afters):
             continue  # its `after` is invalid: reported at the task that sets it
         tasks[name] = _merge(chain, sources, afters)
     return tasks, errors
+
+
+def _after_is_valid(chain: tuple[str, ...], sources: dict[str, TaskSource],
+                    afters: dict[str, Any]) -> bool:
+    """Whether the nearest task of the chain that sets `after` (if any) sets a valid one."""
+    for task in chain:
+        if "after" in sources[task].header.data:
+            return task in afters
+    return True
 
 
 def _chains(sources: dict[str, TaskSource]) -> tuple[dict[str, tuple[str, ...]],
@@ -204,18 +212,19 @@ def _as_tuple(value: Any) -> tuple[str, ...]:
 def _merge(chain: tuple[str, ...], sources: dict[str, TaskSource],
            afters: dict[str, tuple[dict[str, str], dict[str, int]]]) -> Task:
     own = sources[chain[0]]
+    linked = [sources[name] for name in chain]
     params: dict[str, Param] = {}
-    for name in reversed(chain):  # root ancestor first, so that nearer definitions replace
-        source = sources[name]
+    for source in reversed(linked):  # root ancestor first, so that nearer definitions replace
         for key, value in source.header.data.get("params", {}).items():
             params[key] = Param(value, source.origin(f"params.{key}"))
     values: dict[str, Any] = {}
     field_origins: dict[str, Origin] = {}
     for field_name in INHERITED_FIELDS:
-        setter = next((sources[t] for t in chain if field_name in sources[t].header.data), None)
-        if setter is not None:
-            values[field_name] = setter.header.data[field_name]
-            field_origins[field_name] = setter.origin(field_name)
+        for setter in linked:  # the nearest task that sets it
+            if field_name in setter.header.data:
+                values[field_name] = setter.header.data[field_name]
+                field_origins[field_name] = setter.origin(field_name)
+                break
     after: dict[str, str] = {}
     after_lines: dict[str, int] = {}
     if "after" in field_origins:
