@@ -181,13 +181,15 @@ class _Failure(Exception):
     """A failure the worker explains itself (no task traceback to show)."""
 
 
-def _pickle(value: object, what: str) -> bytes:
+def _pickle(value: object, what: str, *args: object) -> bytes:
+    """The value pickled; `what` (a format string, filled from `args` only for the message of
+    a failure, not for every value) names it."""
     try:
         data: bytes = _interruptible(dumps, value, PICKLE_PROTOCOL)
     except KeyboardInterrupt:
         raise
     except Exception as exc:
-        raise _Failure(f"{what} is not picklable: {_describe(exc)}") from None
+        raise _Failure(f"{what.format(*args)} is not picklable: {_describe(exc)}") from None
     return data
 
 
@@ -269,6 +271,7 @@ class LocalModules:
         # an environment inside the project (root/.venv) is not project code
         prefixes = {sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix}
         self._foreign = tuple(os.path.join(p, "") for p in prefixes)
+        self._root = ("", "")  # the last root, and the prefix of the paths under it
 
     def drop_stale(self) -> None:
         """If any tracked file changed, forget every tracked module: one that did not change
@@ -293,7 +296,9 @@ class LocalModules:
     def record_new(self, marker: tuple[str, object] | None, root: str) -> None:
         """Track the modules imported since `marker` (the newest entry of sys.modules then).
         Dicts keep insertion order, so new modules are the keys after it."""
-        under = os.path.join(root, "")
+        if self._root[0] != root:
+            self._root = (root, os.path.join(root, ""))
+        under = self._root[1]
         for name in _keys_after(marker):
             module = sys.modules.get(name)
             file = getattr(module, "__file__", None)
@@ -371,7 +376,7 @@ class UnitLog:
         try:
             fd = os.open(path, flags)
         except FileNotFoundError:
-            unnamed = self._unnamed(os.path.dirname(path)) if self._unnamed_files else None
+            unnamed = self._unnamed(path) if self._unnamed_files else None
             if unnamed is None:
                 fd = _create(path, flags)
             else:
@@ -411,17 +416,21 @@ class UnitLog:
             except OSError:  # the task closed our descriptor: start afresh next time
                 pass
 
-    def _unnamed(self, directory: str) -> _Unnamed | None:
+    def _unnamed(self, path: str) -> _Unnamed | None:
+        """An unnamed file in the directory of the log `path`: the spare, or a new one."""
         spare = self._spare
         self._spare = None
         if spare is not None:
             written = os.fstat(spare.fd).st_size > 0
-            if spare.directory == directory and not written:
+            # in the same directory (os.path.dirname's answer, without its cost per unit)
+            here = path.startswith(spare.directory) and path.rfind("/") == len(spare.directory)
+            if here and not written:
                 return spare
             if written:  # a subprocess of the last unit wrote after the unit ended: its output
                 self._name(spare)
             else:
                 os.close(spare.fd)
+        directory = os.path.dirname(path)
         try:
             if self._proc_fds is None:
                 self._proc_fds = os.open("/proc/self/fd", os.O_RDONLY | os.O_DIRECTORY)
@@ -698,7 +707,7 @@ class Worker:
     def _call(self, spec: proto.JobSpec, namespace: dict[str, Any]) -> bytes:
         run = _entry(spec, namespace, "run")
         value = _interruptible(run, **self._arguments(spec, run, spec.kwargs))
-        return _pickle(value, f"output of task {spec.label!r}")
+        return _pickle(value, "output of task {!r}", spec.label)
 
     def _generate(self, spec: proto.JobSpec, namespace: dict[str, Any]) -> None:
         run = _entry(spec, namespace, "run")
@@ -724,8 +733,8 @@ class Worker:
                 value = _next_value(gen)
             except StopIteration:
                 return index
-            what = f"value yielded by task {spec.label!r} at iteration {index}"
-            self._send(Msg.YIELDED, _pickle(value, what))
+            what = "value yielded by task {!r} at iteration {}"
+            self._send(Msg.YIELDED, _pickle(value, what, spec.label, index))
             index += 1
 
     def _collect(self, spec: proto.JobSpec, namespace: dict[str, Any]) -> bytes:
@@ -734,7 +743,7 @@ class Worker:
             pass
         gather = _entry(spec, namespace, "gather")
         value = _interruptible(gather, **self._arguments(spec, gather, spec.gather_kwargs))
-        return _pickle(value, f"output of task {spec.label!r} (gather)")
+        return _pickle(value, "output of task {!r} (gather)", spec.label)
 
     def _inner_generate(self, spec: proto.JobSpec, namespace: dict[str, Any]) -> None:
         run = _entry(spec, namespace, "run")
