@@ -63,6 +63,7 @@ _READ_BUFFER = 1 << 16  # bytes read from a worker's socket at once (grows for l
 _CHANNEL_LINGER = 2.0  # seconds to read what a dead worker sent before its channel is closed
 _ESCALATION = {signal.SIGINT: signal.SIGTERM, signal.SIGTERM: signal.SIGKILL}
 _TERMINAL = {Msg.DONE, Msg.FAILED, Msg.CANCELLED}
+_YIELDED, _STARTED, _PUSHED = Msg.YIELDED, Msg.STARTED, Msg.PUSHED  # read for every frame
 _START_ATTEMPTS = 3  # workers in a row that die before they are ready: give up
 # `-c`, not `-m watchrun.executors.worker`: the module runner's imports cost a worker ~1 ms
 _WORKER_MAIN = "from watchrun.executors.worker import main; main()"
@@ -155,6 +156,7 @@ class _Worker:
         "life_fd",
         "outbox",
         "pending",
+        "pid",
         "proc",
         "queued",
         "ready",
@@ -171,6 +173,7 @@ class _Worker:
     def __init__(self, ready: asyncio.Future[None]) -> None:
         self.ready = ready
         self.proc: _Process | None = None
+        self.pid: int | None = None  # the process's, once spawned (read with every event)
         self.sock: socket.socket | None = None  # our end of the control socket
         self.channel: _Channel | None = None  # the socket on the loop, once connected
         self.pending: list[bytes] = []  # frames sent before the channel is up
@@ -184,10 +187,6 @@ class _Worker:
         self.stderr_tail = bytearray()
         self.task: asyncio.Task[None] | None = None
         self.spawned = 0.0
-
-    @property
-    def pid(self) -> int | None:
-        return None if self.proc is None else self.proc.pid
 
     def send(self, frame: bytes) -> None:
         if self.outbox:  # in order
@@ -330,11 +329,7 @@ class LocalExecutor:
         if free > 0 or self._pipeline_below <= 0 or self._queued_calls >= self._jobs:
             return max(free, 0)  # places in queues count once every worker is busy
         now = time.monotonic()
-        return sum(
-            1
-            for w in self._workers
-            if w.queued is None and w.unit is not None and self._can_queue_behind(w, now)
-        )
+        return sum(1 for w in self._workers if self._can_queue_behind(w, now))
 
     def submit(self, job: Job) -> None:
         if self._closing:
@@ -538,6 +533,7 @@ class LocalExecutor:
             os.close(stderr_write)
         worker.sock = ours
         worker.proc = _Process(popen)
+        worker.pid = popen.pid
 
     def _stop(self, worker: _Worker) -> None:
         """SIGSTOP the worker's group. A stopped worker cannot end its group if watchrun dies:
@@ -675,23 +671,27 @@ class LocalExecutor:
 
     def _on_message(self, worker: _Worker, kind: Msg, fields: tuple[object, ...]) -> None:
         if kind is Msg.READY:
-            self.ready_times.append(time.perf_counter() - worker.spawned)
-            self._failed_starts = 0
-            worker.ready.set_result(None)
-            self._starting -= 1
-            self._top_up()
+            self._ready(worker)
             return
         unit = worker.unit
         if unit is None or unit.finished:
             return
-        if kind in _TERMINAL:
-            self._settle(worker, unit, kind, fields)
-        elif kind is Msg.STARTED:
+        # the most frequent first: a generator's yields, a unit's start, its end
+        if kind is _YIELDED:
+            self._emit(unit, EventKind.YIELDED, fields[0])  # type: ignore[arg-type]
+        elif kind is _STARTED:
             self._emit(unit, EventKind.STARTED)
-        elif kind is Msg.YIELDED:
-            self._emit(unit, EventKind.YIELDED, data=fields[0])  # type: ignore[arg-type]
-        elif kind is Msg.PUSHED:
+        elif kind in _TERMINAL:
+            self._settle(worker, unit, kind, fields)
+        elif kind is _PUSHED:
             self._emit(unit, EventKind.PUSHED)
+
+    def _ready(self, worker: _Worker) -> None:
+        self.ready_times.append(time.perf_counter() - worker.spawned)
+        self._failed_starts = 0
+        worker.ready.set_result(None)
+        self._starting -= 1
+        self._top_up()
 
     def _settle(self, worker: _Worker, unit: _Unit, kind: Msg, fields: tuple[object, ...]) -> None:
         payload, duration = fields
@@ -739,8 +739,8 @@ class LocalExecutor:
         self,
         unit: _Unit,
         kind: EventKind,
-        *,
         data: bytes | None = None,
+        *,
         error: str | None = None,
         signal: str | None = None,
         duration: float = 0.0,
@@ -774,10 +774,19 @@ class LocalExecutor:
         if self._pipeline_below <= 0:
             return None
         now = time.monotonic()
-        hosts = [w for w in self._workers if self._can_queue_behind(w, now)]
-        if not hosts:  # free_slots() said yes a moment ago: keep its word
-            hosts = [w for w in self._workers if self._can_queue_behind(w, now, patient=True)]
-        return min(hosts, key=_started) if hosts else None
+        host = self._first_free(now, patient=False)
+        # free_slots() said yes a moment ago: keep its word
+        return host if host is not None else self._first_free(now, patient=True)
+
+    def _first_free(self, now: float, patient: bool) -> _Worker | None:
+        """Of the workers a job may be queued behind, the one most likely to be free first."""
+        best = None
+        for worker in self._workers:
+            if self._can_queue_behind(worker, now, patient) and (
+                best is None or _started(worker) < _started(best)
+            ):
+                best = worker
+        return best
 
     def _promote(self, worker: _Worker) -> None:
         """The worker's unit ended normally: it goes on with the queued one."""
@@ -890,7 +899,7 @@ def _job_fields(job: Job) -> JobFields:
     ctx = job.ctx
     iteration = ctx.get("iter", key.iter)
     assert isinstance(iteration, (tuple, list))
-    root = _absolute(job.root)
+    root = _root_text(job.root)
     ctx_root = ctx.get("root", root)
     return (
         _label(key),
@@ -910,6 +919,21 @@ def _job_fields(job: Job) -> JobFields:
 
 
 _MODE_VALUES = {mode: mode.value for mode in Mode}  # mode.value costs an enum property call
+
+
+class _LastRoot:
+    """The root of the last job (kept, so its id is not reused) and its absolute form: every
+    job of a project has the same root object, a Path whose conversion costs two calls."""
+
+    path: object = None
+    text = ""
+
+
+def _root_text(root: Path) -> str:
+    if root is not _LastRoot.path:
+        _LastRoot.text = _absolute(root)
+        _LastRoot.path = root
+    return _LastRoot.text
 
 
 def _label(key: UnitKey) -> str:
