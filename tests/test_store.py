@@ -20,7 +20,7 @@ from tests.conftest import cli_env
 from watchrun.state.pgroups import process_start_time
 from watchrun.state.store import (
     INLINE_LIMIT,
-    LAST_RESULTS,
+    LAST_UNITS,
     SCHEMA_VERSION,
     LockedError,
     ReadOnlyStoreError,
@@ -137,7 +137,7 @@ def test_latest_unit_state_replaces_the_previous(store: Store) -> None:
     assert [u.status for u in store.unit_states("a")] == [UnitStatus.OK]
 
 
-def test_last_results_are_those_under_each_units_latest_signature(store: Store) -> None:
+def test_last_units_give_latest_signatures_and_the_results_under_them(store: Store) -> None:
     store.record_result(result("a", "old", signature="s1"))
     store.record_result(result("a", "new", signature="s2", **{"out/a.txt": "h"}))
     store.record_result(result("gen", "v", signature="same"))
@@ -147,7 +147,11 @@ def test_last_results_are_those_under_each_units_latest_signature(store: Store) 
     for i in range(3):  # iterations that share one signature: one result, once
         store.set_unit_state(UnitState("gen", (i,), "same", UnitStatus.OK, "m", "v", 0.1, None,
                                        1.0))
-    assert sorted(store.last_results(), key=lambda r: r.task) == [
+    store.set_unit_state(state("failed", status=UnitStatus.FAILED))  # no result: a signature
+    signatures, results = store.last_units()
+    assert signatures == {("a", ()): "s2", ("gen", (0,)): "same", ("gen", (1,)): "same",
+                          ("gen", (2,)): "same", ("failed", ()): "sig"}
+    assert sorted(results, key=lambda r: r.task) == [
         result("a", "new", signature="s2", **{"out/a.txt": "h"}),
         result("gen", "v", signature="same")]
 
@@ -159,12 +163,12 @@ def test_result_signatures_of_every_task_but_some(store: Store) -> None:
     assert store.result_signatures_except(set())["scoped"] == {"s9"}
 
 
-def test_last_results_find_each_result_by_its_key(state_dir: Path) -> None:
+def test_last_units_find_each_result_by_its_key(state_dir: Path) -> None:
     """A null build of a 10,000-iteration scope took 23 s when SQLite scanned the results and
     searched the states of their task for each one."""
     Store(state_dir).close()
     db = sqlite3.connect(state_dir / "state.db")
-    plan = " / ".join(row[3] for row in db.execute(f"EXPLAIN QUERY PLAN {LAST_RESULTS}"))
+    plan = " / ".join(row[3] for row in db.execute(f"EXPLAIN QUERY PLAN {LAST_UNITS}"))
     db.close()
     assert "SCAN u" in plan and "SEARCH r USING PRIMARY KEY (task=? AND signature=?)" in plan
 

@@ -296,12 +296,9 @@ class Resolver:
     def _known_results(self, name: str) -> _KnownResults:
         by_task = self._results
         if by_task is None:
-            by_task = self._results = {}
-            for record in self.store.last_results():
-                known = by_task.get(record.task)
-                if known is None:
-                    known = by_task[record.task] = _KnownResults({})
-                known.records[record.signature] = record
+            self._read_last_units()
+            by_task = self._results
+            assert by_task is not None
         known = by_task.get(name)
         if known is None:
             known = by_task[name] = _KnownResults({})
@@ -349,8 +346,23 @@ class Resolver:
 
     def _all_signatures(self) -> dict[tuple[str, tuple[int, ...]], str]:
         if self._signatures is None:
-            self._signatures = self.store.last_signatures()
+            self._read_last_units()
+            assert self._signatures is not None
         return self._signatures
+
+    def _read_last_units(self) -> None:
+        """Every unit's latest signature and the results under them, in one query."""
+        signatures, results = self.store.last_units()
+        if self._signatures is None:
+            self._signatures = signatures
+        if self._results is None:
+            by_task: dict[str, _KnownResults] = {}
+            for record in results:
+                known = by_task.get(record.task)
+                if known is None:
+                    known = by_task[record.task] = _KnownResults({})
+                known.records[record.signature] = record
+            self._results = by_task
 
     def _last_manifest(
         self, last: UnitState | None
