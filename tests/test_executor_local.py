@@ -455,6 +455,34 @@ def test_a_worker_that_cannot_start_is_reported_with_its_stderr(
     )
 
 
+def test_a_spawn_that_fails_fails_the_unit_and_leaves_no_descriptor_open(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def no_spawn(*args: object, **kwargs: object) -> None:
+        raise OSError(24, "Too many open files")
+
+    write_task(tmp_path, "ok", "def run():\n    return 1\n")
+    events: list[ExecEvent] = []
+    open_before = len(os.listdir("/proc/self/fd"))
+
+    async def main() -> None:
+        executor = LocalExecutor(events.append, 1, GRACE)
+        monkeypatch.setattr(subprocess, "Popen", no_spawn)
+        try:
+            executor.submit(make_job(tmp_path, "ok"))
+            while not events:
+                await asyncio.sleep(0.01)
+        finally:
+            monkeypatch.undo()
+            await executor.close()
+
+    asyncio.run(main())
+    [event] = events
+    assert event.kind is EventKind.DIED
+    assert event.error is not None and "OSError: [Errno 24] Too many open files" in event.error
+    assert len(os.listdir("/proc/self/fd")) == open_before
+
+
 def test_sys_exit_in_a_task_fails_the_unit_not_the_worker(tmp_path: Path) -> None:
     write_task(tmp_path, "quits", "import sys\ndef run():\n    sys.exit(4)\n")
 

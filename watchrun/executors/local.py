@@ -499,28 +499,26 @@ class LocalExecutor:
             self._gone(worker, returncode)
 
     def _start_process(self, worker: _Worker) -> None:
-        """Spawn the worker's process, with its control socket (worker.sock)."""
+        """Spawn the worker's process, with its control socket (worker.sock). Our ends of its
+        pipes are on the worker (closed by _reap), the child's are closed here, whatever fails
+        (too many open files, say)."""
         ours, theirs = socket.socketpair()
-        ours.setblocking(False)
-        life_read, worker.life_fd = os.pipe()
-        # stderr through a pipe of our own, not PIPE: on Python < 3.12, Process.wait() waits
-        # for its pipes to close too, which a process the task forked can delay for ever
-        worker.stderr_fd, stderr_write = os.pipe()
-        worker.spawned = time.perf_counter()
+        theirs_fds = [theirs.detach()]
         try:
+            ours.setblocking(False)
+            life_read, worker.life_fd = os.pipe()
+            theirs_fds.append(life_read)
+            # stderr through a pipe of our own, not PIPE: on Python < 3.12, Process.wait() waits
+            # for its pipes to close too, which a process the task forked can delay for ever
+            worker.stderr_fd, stderr_write = os.pipe()
+            theirs_fds.append(stderr_write)
+            worker.spawned = time.perf_counter()
             popen = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-c",
-                    _WORKER_MAIN,
-                    str(theirs.fileno()),
-                    str(life_read),
-                    str(os.getpid()),
-                ],
+                [sys.executable, "-c", _WORKER_MAIN, *map(str, theirs_fds[:2]), str(os.getpid())],
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,
                 stderr=stderr_write,
-                pass_fds=(theirs.fileno(), life_read),
+                pass_fds=theirs_fds[:2],
                 start_new_session=True,
                 env=self._env,
             )
@@ -528,9 +526,8 @@ class LocalExecutor:
             ours.close()
             raise
         finally:
-            theirs.close()
-            os.close(life_read)
-            os.close(stderr_write)
+            for fd in theirs_fds:
+                os.close(fd)
         worker.sock = ours
         worker.proc = _Process(popen)
         worker.pid = popen.pid
