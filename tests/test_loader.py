@@ -4,6 +4,7 @@ nothing."""
 
 from __future__ import annotations
 
+import pickle
 import textwrap
 from collections.abc import Iterator
 from pathlib import Path
@@ -553,7 +554,18 @@ def test_the_project_cache_takes_the_stored_pickle_of_every_module(
         raise AssertionError(f"{self.module_name} pickled again")
 
     monkeypatch.setattr(codemap.ModuleInfo, "__reduce_ex__", pickled_again)
-    assert cache._dumps_with_str_paths(project)
+    assert cache.dumps_project(project)
+
+
+def test_paths_in_a_cached_project_come_back_the_same() -> None:
+    paths = [Path("/proj/tasks/a.py"), Path("relative/b.py"), Path("/"), Path("."),
+             Path("/proj/tasks/a.py").parent, Path("/x") / "y.z", Path("//double/slash")]
+    back = pickle.loads(cache.dumps_project(paths))
+    assert back == paths and [str(p) for p in back] == [str(p) for p in paths]
+    assert [type(p) for p in back] == [type(p) for p in paths]
+    assert [p.parts for p in back] == [p.parts for p in paths]
+    assert {hash(p) for p in back} == {hash(p) for p in paths}
+    assert back[0].parent / "c.py" == Path("/proj/tasks/c.py") and back[0].name == "a.py"
 
 
 @pytest.mark.usefixtures("settled")

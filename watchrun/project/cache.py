@@ -10,7 +10,7 @@ import pickle
 import sys
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from pathlib import PosixPath, WindowsPath
+from pathlib import PosixPath, PurePath, WindowsPath
 from typing import Any
 
 from watchrun.config import Config
@@ -171,24 +171,40 @@ class ProjectCache:
             return  # something changed too recently to trust its stat key: next time
         key = _CacheKey(found[0], local_files, absent)
         self.proven = ProjectFiles(list(files), found[2], sorted(absent))
-        halves = (pickle.dumps(key, pickle.HIGHEST_PROTOCOL), _dumps_with_str_paths(project))
+        halves = (pickle.dumps(key, pickle.HIGHEST_PROTOCOL), dumps_project(project))
         self.store.kv_put(PROJECT_CACHE_KEY, pickle.dumps(halves, pickle.HIGHEST_PROTOCOL))
 
 
-def _path_as_str(path: PosixPath | WindowsPath) -> tuple[type, tuple[str]]:
+def _path_as_str(path: PurePath) -> tuple[Any, tuple[Any, ...]]:
     return type(path), (str(path),)
 
 
-# Paths as one string each: rebuilding a Path from its string is cheaper than from its parts
-# (pathlib's default), and a project holds a thousand of them. A dispatch table, not
-# `reducer_override`: the pickler looks it up by type, in C, so only paths call back into Python.
-_STR_PATHS: dict[type, Any] = {**copyreg.dispatch_table, PosixPath: _path_as_str,
-                               WindowsPath: _path_as_str}
+def _path_as_parts(path: Any) -> tuple[Any, tuple[Any, ...]]:
+    return _parsed_path, (type(path), path._drv, path._root, path._parts)
 
 
-def _dumps_with_str_paths(value: object) -> bytes:
+def _parsed_path(cls: Any, drv: str, root: str, parts: list[str]) -> PurePath:
+    path: PurePath = cls._from_parsed_parts(drv, root, parts)
+    return path
+
+
+# How a project's thousand paths are pickled. Before Python 3.12, building a Path parses its
+# string (most of the cost of unpickling a cached project), but pathlib itself builds the paths
+# it derives from already parsed parts: they are pickled as such. From 3.12 on, a Path parses
+# lazily: its string is all it needs. (A cached project is only read by the Python that wrote
+# it: the version is part of its fingerprint.)
+_PARSED_PARTS = sys.version_info < (3, 12) and hasattr(PurePath, "_from_parsed_parts")
+_path_reducer = _path_as_parts if _PARSED_PARTS else _path_as_str
+# A dispatch table, not `reducer_override`: the pickler looks it up by type, in C, so only
+# paths call back into Python.
+_PATHS: dict[type, Any] = {**copyreg.dispatch_table, PosixPath: _path_reducer,
+                           WindowsPath: _path_reducer}
+
+
+def dumps_project(value: object) -> bytes:
+    """Pickle a project (anything holding many paths)."""
     buffer = io.BytesIO()
     pickler = pickle.Pickler(buffer, pickle.HIGHEST_PROTOCOL)
-    pickler.dispatch_table = _STR_PATHS
+    pickler.dispatch_table = _PATHS
     pickler.dump(value)
     return buffer.getvalue()
