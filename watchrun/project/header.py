@@ -27,6 +27,7 @@ OPENER = "# /// task"
 CLOSER = "# ///"
 KINDS = ("task", "generator", "collector")
 ALLOWED_KEYS = ("abstract", "after", "extends", "inputs", "kind", "outputs", "params")
+_ALLOWED = frozenset(ALLOWED_KEYS)
 # keys whose sub-keys get their own line in Header.key_lines ("params.size", "after.frames")
 _TABLE_KEYS = ("params", "after")
 
@@ -83,15 +84,21 @@ def parse_header(text: str, path: Path) -> tuple[Header | None, list[ProjectErro
             f"a second '{OPENER}' block; a module has one header (the first is at line "
             f"{opener_line})"))
     header = Header(data, opener_line, block.closer_line, lines, items)
-    return header, sorted(errors, key=lambda e: e.line or 0)
+    return header, sorted(errors, key=_line_of) if errors else errors
 
 
-@dataclass
+def _line_of(error: ProjectError) -> int:
+    return error.line or 0
+
+
 class _Block:
-    content: list[str] = field(default_factory=list)  # TOML lines, one per file line
-    closer_line: int | None = None
-    end_offset: int = 0  # just after the closer
-    errors: list[ProjectError] = field(default_factory=list)
+    __slots__ = ("closer_line", "content", "end_offset", "errors")
+
+    def __init__(self) -> None:
+        self.content: list[str] = []  # TOML lines, one per file line
+        self.closer_line: int | None = None
+        self.end_offset = 0  # just after the closer
+        self.errors: list[ProjectError] = []
 
 
 def _read_block(text: str, start: int, opener_line: int, path: Path) -> _Block:
@@ -245,7 +252,7 @@ def _validate(raw: dict[str, Any], lines: dict[str, int], opener_line: int, path
     data: dict[str, Any] = {}
     for key, value in raw.items():
         line = lines.get(key, opener_line)
-        if key not in ALLOWED_KEYS:
+        if key not in _ALLOWED:
             errors.append(ProjectError(
                 path, line, f"unknown key {key!r} in the task header{suggest(key, ALLOWED_KEYS)}; "
                             f"allowed: {', '.join(ALLOWED_KEYS)}"))

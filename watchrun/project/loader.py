@@ -390,7 +390,8 @@ def _pickled(analysis: FileAnalysis) -> tuple[FileAnalysis, bytes]:
     module_blob = analysis.module_blob
     if module_blob is None:
         module_blob = pickle.dumps(analysis.module, pickle.HIGHEST_PROTOCOL)
-        analysis = replace(analysis, module_blob=module_blob)
+        analysis = FileAnalysis(analysis.header, analysis.header_errors, analysis.module,
+                                analysis.problem, module_blob)  # not replace(): 10x its cost
     stored = (analysis.header, analysis.header_errors, module_blob, analysis.problem)
     return analysis, pickle.dumps(stored, pickle.HIGHEST_PROTOCOL)
 

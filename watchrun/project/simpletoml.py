@@ -27,10 +27,12 @@ _LITERAL = r"'[^'\x00-\x08\x0a-\x1f\x7f]*'"
 _STRING = rf"(?:{_BASIC}|{_LITERAL})"
 _END = rf"{_WS}(?:#[^\x00-\x08\x0a-\x1f\x7f]*)?"  # trailing blanks and a comment
 _KEY = r"[A-Za-z0-9_-]+"
-# a value: a string, something in brackets (checked below), or a word (true, false, 12 ...)
-_VALUE = rf"{_STRING}|\[[^\]]*\]|[^ \t#\"'\[][^ \t#]*"
+# a value, in one group of four: a string, an array of one string (the commonest array),
+# something else in brackets (checked later), or a word (true, false, 12 ...)
+_VALUE = (rf"({_STRING})|\[{_WS}({_STRING}){_WS},?{_WS}\]|(\[[^\]]*\])"
+          rf"|([^ \t#\"'\[][^ \t#]*)")
 
-_ASSIGN = re.compile(rf"{_WS}({_KEY}){_WS}={_WS}({_VALUE}){_END}")
+_ASSIGN = re.compile(rf"{_WS}({_KEY}){_WS}={_WS}(?:{_VALUE}){_END}")
 _TABLE = re.compile(rf"{_WS}\[{_WS}({_KEY}){_WS}\]{_END}")
 _BLANK = re.compile(_END)
 _INTEGER = re.compile(r"[+-]?(?:0|[1-9][0-9]*)")
@@ -52,8 +54,13 @@ def parse_simple(lines: list[str], first_line: int = 1) -> ParsedToml | None:
     for number, line in enumerate(lines, start=first_line):
         assign = _ASSIGN.fullmatch(line)
         if assign is not None:
-            key = assign.group(1)
-            value = _value(assign.group(2))
+            key, string, single, array, word = assign.groups()
+            if string is not None:  # the pattern took it whole: a string without escapes
+                value: Any = string[1:-1]
+            elif single is not None:
+                value = [single[1:-1]]
+            else:
+                value = _array(array) if array is not None else _word(word)
             if value is _UNSURE or key in table:
                 return None
             table[key] = value
@@ -73,14 +80,13 @@ def parse_simple(lines: list[str], first_line: int = 1) -> ParsedToml | None:
     return document, found
 
 
-def _value(text: str) -> Any:
-    first = text[0]
-    if first in "\"'":  # the pattern took it whole: a string without escapes
-        return text[1:-1]
-    if first == "[":
-        if _ARRAY.fullmatch(text) is None:
-            return _UNSURE
-        return [item[1:-1] for item in _ARRAY_ITEM.findall(text)]
+def _array(text: str) -> Any:
+    if _ARRAY.fullmatch(text) is None:
+        return _UNSURE
+    return [item[1:-1] for item in _ARRAY_ITEM.findall(text)]
+
+
+def _word(text: str) -> Any:
     if text == "true":
         return True
     if text == "false":
