@@ -13,7 +13,6 @@ import os
 import signal
 import sys
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 from watchrun.config import Config, load_config
@@ -35,15 +34,19 @@ class UsageError(Exception):
     """A mistake on the command line or in the environment: exit 2 with this message."""
 
 
-@dataclass
 class Session:
-    config: Config
-    store: Store
-    hasher: FileHasher
-    project: Project
-    config_stats: dict[str, StatKey | None]  # the settings files as they were read
-    proven: ProjectFiles | None  # the files the project is known to be built from
-    proof: Proof | None = None  # a null-build proof to leave once the results are committed
+    """An open project (a plain class: making a dataclass costs every command milliseconds at
+    start)."""
+
+    def __init__(self, config: Config, store: Store, hasher: FileHasher, project: Project,
+                 config_stats: dict[str, StatKey | None], proven: ProjectFiles | None) -> None:
+        self.config = config
+        self.store = store
+        self.hasher = hasher
+        self.project = project
+        self.config_stats = config_stats  # the settings files as they were read
+        self.proven = proven  # the files the project is known to be built from
+        self.proof: Proof | None = None  # a null-build proof to leave once results are committed
 
 
 def lock_message(err: LockedError) -> str:

@@ -9,7 +9,6 @@ import functools
 import json
 import os
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from blake3 import blake3
@@ -31,20 +30,31 @@ from watchrun.state.hashing import FileHasher
 from watchrun.state.store import ResultRecord, Store, UnitState
 
 
-@dataclass
 class Resolution:
-    task: str
-    iter: tuple[int, ...]
-    signature: str
-    make_manifest: Callable[[], Manifest]  # built only when needed: a clean unit never is
-    static: str  # manifest.identity()
-    upstream: dict[str, str]
-    inputs: dict[str, str | None]
-    result: ResultRecord | None  # the stored result for this signature, if clean
-    clean: bool
-    # why a dirty unit must run, worked out when first asked for: a unit's job can be on its
-    # way before its history is read to explain it (see Scheduler._launch)
-    explain_dirty: Callable[[], list[Reason]] | None = None
+    """A unit's signature, and whether it is clean (then the result found) or why not.
+
+    A plain class, as the other classes of the engine: making a dataclass costs every command
+    milliseconds at start."""
+
+    def __init__(self, task: str, iter: tuple[int, ...], signature: str,
+                 make_manifest: Callable[[], Manifest], static: str, upstream: dict[str, str],
+                 inputs: dict[str, str | None], result: ResultRecord | None, clean: bool,
+                 explain_dirty: Callable[[], list[Reason]] | None = None) -> None:
+        self.task = task
+        self.iter = iter
+        self.signature = signature
+        self.make_manifest = make_manifest  # built only when needed: a clean unit never is
+        self.static = static  # manifest.identity()
+        self.upstream = upstream
+        self.inputs = inputs
+        self.result = result  # the stored result for this signature, if clean
+        self.clean = clean
+        # why a dirty unit must run, worked out when first asked for: a unit's job can be on
+        # its way before its history is read to explain it (see Scheduler._launch)
+        self.explain_dirty = explain_dirty
+
+    def __repr__(self) -> str:
+        return f"Resolution({self.task!r}, {self.iter!r}, clean={self.clean})"
 
     @functools.cached_property
     def manifest(self) -> Manifest:
@@ -65,13 +75,15 @@ class Resolution:
         return blake3(blob).hexdigest(), blob
 
 
-@dataclass
 class _KnownResults:
     """What the store holds for a task's units, read in bulk (see `_stored_result`)."""
 
-    records: dict[str, ResultRecord]  # by signature: those under the last signatures
-    signatures: set[str] | None = None  # every signature with a result; read at the first miss
-    recorded: set[str] = field(default_factory=set)  # results this build recorded
+    __slots__ = ("recorded", "records", "signatures")
+
+    def __init__(self, records: dict[str, ResultRecord]) -> None:
+        self.records = records  # by signature: those under the last signatures
+        self.signatures: set[str] | None = None  # every signature with a result (first miss)
+        self.recorded: set[str] = set()  # results this build recorded
 
 
 def _is_simple_relative(path: str) -> bool:

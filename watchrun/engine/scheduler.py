@@ -15,8 +15,8 @@ import pickle
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 from watchrun.engine import events as ev
 from watchrun.engine.layout import chain_files, log_path
@@ -44,34 +44,49 @@ FRESH_COUNT = 1 << 16  # and how many: a generator runs thousands of values ahea
 Thunk = Callable[[], bytes]  # an argument's pickled value, produced only if run() asks for it
 
 
-@dataclass
-class BuildOptions:
+# The classes of this module are written out rather than made with dataclasses: making a
+# dataclass costs every command milliseconds at start (it compiles the source of each method).
+
+
+class BuildOptions(NamedTuple):
     force: bool = False
     dry_run: bool = False
     fail_fast: bool = False
 
 
-@dataclass
 class BuildSummary:
-    ran: int = 0
-    skipped: int = 0
-    failed: int = 0
-    cancelled: int = 0
-    blocked: list[str] = field(default_factory=list)  # not run: an upstream failed
-    interrupted: int = 0  # the exit code of the signal that stopped the build (130: Ctrl-C)
+    __slots__ = ("blocked", "cancelled", "failed", "interrupted", "ran", "skipped")
+
+    def __init__(self) -> None:
+        self.ran = 0
+        self.skipped = 0
+        self.failed = 0
+        self.cancelled = 0
+        self.blocked: list[str] = []  # not run: an upstream failed
+        self.interrupted = 0  # the exit code of the signal that stopped the build (130: Ctrl-C)
 
     @property
     def ok(self) -> bool:
         return not (self.failed or self.cancelled or self.blocked or self.interrupted)
 
+    def __repr__(self) -> str:
+        return (f"BuildSummary(ran={self.ran}, skipped={self.skipped}, failed={self.failed}, "
+                f"cancelled={self.cancelled}, blocked={self.blocked}, "
+                f"interrupted={self.interrupted})")
 
-@dataclass
+
 class Running:
-    resolution: Resolution
-    started: float
-    mode: Mode
-    next_index: int = 0  # GENERATE: the index of the next yield
-    superseded: bool = False  # cancelled because a change made it stale: drop its result
+    """A unit submitted to the executor and not ended yet."""
+
+    __slots__ = ("mode", "next_index", "resolution", "started", "superseded")
+
+    def __init__(self, resolution: Resolution, started: float, mode: Mode,
+                 next_index: int = 0) -> None:
+        self.resolution = resolution
+        self.started = started
+        self.mode = mode
+        self.next_index = next_index  # GENERATE: the index of the next yield
+        self.superseded = False  # cancelled because a change made it stale: drop its result
 
 
 def entry_args(project: Project, task: Task, entry: str = "run") -> tuple[ArgSpec, ...] | None:

@@ -12,8 +12,6 @@ get `i = n`, the number of upstream iterations.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 from blake3 import blake3
 
 from watchrun.project.loader import Project
@@ -51,23 +49,28 @@ def decode_iteration(text: str) -> tuple[Key, str]:
     return tuple(int(x) for x in key_text.split(".")) if key_text else (), value
 
 
-@dataclass
 class Consumer:
-    """A collector or inner generator taking the pushes of one scope."""
+    """A collector or inner generator taking the pushes of one scope (a plain class: making a
+    dataclass costs every command milliseconds at start)."""
 
-    name: str
-    generator: str  # the innermost generator of its scope: whose keys it is pushed
-    in_scope: dict[str, str]  # arg -> upstream, indexed by the scope's keys
-    fixed: dict[str, str]  # arg -> upstream, whole values
-    live: bool = False  # its job is running (pushes go straight to it)
-    deferred: bool = False  # waiting for the whole scope to decide clean or run
-    pushed: int = 0  # how many keys were sent
-    acked: int = 0  # how many pushes the worker confirmed
-    yielded_in_push: int = 0  # inner generators: values yielded during the current push
-    ended: bool = False
-    sequence: blake3 = field(default_factory=blake3)  # hash over the pushed values, in order
-    blocked: str | None = None  # why it cannot complete (an upstream unit failed)
-    started: float = 0.0
+    __slots__ = ("acked", "blocked", "deferred", "ended", "fixed", "generator", "in_scope",
+                 "live", "name", "pushed", "sequence", "started", "yielded_in_push")
+
+    def __init__(self, name: str, generator: str, in_scope: dict[str, str],
+                 fixed: dict[str, str]) -> None:
+        self.name = name
+        self.generator = generator  # the innermost generator of its scope: whose keys it is pushed
+        self.in_scope = in_scope  # arg -> upstream, indexed by the scope's keys
+        self.fixed = fixed  # arg -> upstream, whole values
+        self.live = False  # its job is running (pushes go straight to it)
+        self.deferred = False  # waiting for the whole scope to decide clean or run
+        self.pushed = 0  # how many keys were sent
+        self.acked = 0  # how many pushes the worker confirmed
+        self.yielded_in_push = 0  # inner generators: values yielded during the current push
+        self.ended = False
+        self.sequence = blake3()  # hash over the pushed values, in order
+        self.blocked: str | None = None  # why it cannot complete (an upstream unit failed)
+        self.started = 0.0
 
     def add_to_sequence(self, key: Key, values: dict[str, str]) -> None:
         self.sequence.update(".".join(map(str, key)).encode())

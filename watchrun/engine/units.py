@@ -11,9 +11,8 @@ changed: that is `explain`.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from blake3 import blake3
 
@@ -29,9 +28,9 @@ def canonical_json(value: Any) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), default=repr)
 
 
-@dataclass(frozen=True)
-class Manifest:
-    """The static part of a task's signature, with enough detail to explain a change."""
+class Manifest(NamedTuple):
+    """The static part of a task's signature, with enough detail to explain a change (a tuple:
+    a frozen dataclass costs every command milliseconds to define)."""
 
     code_digest: str  # the closure's digest: covers every part below and the externals
     code: dict[str, list[Any]]  # qualname -> [digest, file, line, owner]
@@ -61,7 +60,7 @@ class Manifest:
         return static_identity(prefix, self.inputs)
 
     def to_bytes(self) -> bytes:
-        return canonical_json(self.__dict__).encode()
+        return canonical_json(self._asdict()).encode()
 
     @classmethod
     def from_bytes(cls, data: bytes) -> Manifest:

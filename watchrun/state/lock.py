@@ -16,12 +16,11 @@ import json
 import os
 import time
 import weakref
-from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 
-@dataclass(frozen=True)
-class LockHolder:
+class LockHolder(NamedTuple):
     pid: int
     command: str
     started: float
@@ -100,7 +99,7 @@ def acquire(path: Path, command: str) -> WriterLock:
         raise
     holder = LockHolder(pid=os.getpid(), command=command, started=time.time(),
                         host=os.uname().nodename)
-    data = json.dumps(asdict(holder)).encode()
+    data = json.dumps(holder._asdict()).encode()
     os.ftruncate(fd, 0)
     os.pwrite(fd, data, 0)
     return WriterLock(path, fd)

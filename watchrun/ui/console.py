@@ -8,9 +8,8 @@ from __future__ import annotations
 
 import sys
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TextIO
+from typing import NamedTuple, TextIO
 
 from watchrun.engine import events as ev
 from watchrun.ui.flushing import LoopFlush
@@ -23,25 +22,23 @@ def _unit(task: str, it: tuple[int, ...]) -> str:
     return task + "".join(f"[{i}]" for i in it)
 
 
-@dataclass
-class Failure:
+class Failure(NamedTuple):
     unit: str
     error: str
     log: Path | None
 
 
-@dataclass
 class PlainConsole:
     """One readable line per event that matters."""
 
-    stream: TextIO = field(default_factory=lambda: sys.stdout)
-    verbose: bool = False
-    dry_run: bool = False
-    log_dir: Path | None = None
-    failures: list[Failure] = field(default_factory=list)
-    iterations_done: int = 0
-
-    def __post_init__(self) -> None:
+    def __init__(self, stream: TextIO | None = None, verbose: bool = False,
+                 dry_run: bool = False, log_dir: Path | None = None) -> None:
+        self.stream = sys.stdout if stream is None else stream
+        self.verbose = verbose
+        self.dry_run = dry_run
+        self.log_dir = log_dir
+        self.failures: list[Failure] = []
+        self.iterations_done = 0
         self._flush = LoopFlush(self.stream)
 
     def __call__(self, event: ev.Event) -> None:
