@@ -3,23 +3,32 @@ exactly which closures change."""
 
 from __future__ import annotations
 
+import dataclasses
 import pickle
 import sys
 import textwrap
 from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
 
 import pytest
 
+from watchrun.project import frozen
 from watchrun.project.codemap import (
     MODULE_PART,
     ArgSpec,
     ChainLink,
     CodeClosure,
     CodeIndex,
+    CodePart,
+    Definition,
     ModuleInfo,
     analyze_module,
 )
 from watchrun.project.externals import PYTHON_VERSION, version_of
+from watchrun.project.header import Header
+from watchrun.project.loader import FileAnalysis
+from watchrun.project.model import Origin
 
 PYTHON = f"python {sys.version_info.major}.{sys.version_info.minor}.{sys.version_info.micro}"
 
@@ -696,3 +705,32 @@ def test_syntax_errors_in_a_chain_module_still_give_a_closure() -> None:
     closure = project.closure("tasks.t")
     assert [(p.qualname, p.line) for p in closure.parts] == [(MODULE_PART, 1)]
     assert project.edit("tasks.t", "\ndef run(:\n").digest("tasks.t") != closure.digest
+
+
+def test_frozen_builds_what_the_class_would() -> None:
+    cases: list[tuple[type[Any], dict[str, Any]]] = [
+        (Definition, {"name": "f", "kind": "function", "line": 3, "digest": "d",
+                      "refs": frozenset({"x"}), "dynamic": False, "is_generator": True}),
+        (Definition, {"name": "P", "kind": "import", "line": 1, "digest": "e",
+                      "refs": frozenset(), "dynamic": False, "import_module": "pathlib",
+                      "import_attr": "Path"}),
+        (CodePart, {"qualname": "run", "file": "tasks/a.py", "line": 8, "owner": "a",
+                    "digest": "f"}),
+        (CodeClosure, {"parts": (), "externals": (("json", "python 3"),), "digest": "g"}),
+        (ChainLink, {"task": "a", "module_name": "tasks.a", "file": "tasks/a.py"}),
+        (Origin, {"task": "a", "file": Path("/p/tasks/a.py"), "line": 2}),
+        (Header, {"data": {"kind": "task"}, "line": 1, "end_line": 3, "key_lines": {"kind": 2},
+                  "item_lines": {}}),
+        (FileAnalysis, {"header": None, "header_errors": ((2, "bad"),),
+                        "module": analyze_module("x = 1\n", "lib.x")}),
+    ]
+    for cls, fields in cases:
+        made = frozen.build(cls, **fields)
+        assert made == cls(**fields) and repr(made) == repr(cls(**fields))
+        if cls not in (Header, FileAnalysis):  # those hold dicts: no hash either way
+            assert hash(made) == hash(cls(**fields))
+        assert pickle.loads(pickle.dumps(made)) == made
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            made.digest = "changed"
+    info = analyze_module("import os\n\ndef run():\n    return os.sep\n", "tasks.a")
+    assert pickle.loads(pickle.dumps(info)) == info

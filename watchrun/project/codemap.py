@@ -47,6 +47,8 @@ from typing import Any
 
 from blake3 import blake3
 
+from watchrun.project.frozen import build as _frozen
+
 ANALYZER_VERSION = 1  # bump when ModuleInfo or hashing changes: invalidates the analysis cache
 ENTRY_POINTS = ("run", "gather", "finish")
 
@@ -281,15 +283,14 @@ class _Scan:
             node = pop()
             cls = node.__class__
             # the commonest items inline, first: list items that are strings (the "]" closing
-            # every list, too), names and constants
+            # every list, too), names read (a name bound goes to its hook) and constants
             if cls is str:
                 append(node)
                 continue
-            if cls is name_node:
+            if cls is name_node and node.ctx.__class__ is load:
                 append("N")
                 append(node.id)
-                if node.ctx.__class__ is load:
-                    (self.call if self.body else self.deftime).add(node.id)
+                (self.call if self.body else self.deftime).add(node.id)
                 continue
             if cls is constant:
                 append("K")
@@ -367,6 +368,10 @@ class _Scan:
 
     def _none(self, node: None, stack: list[Any]) -> bool:  # a list item (kw_defaults)
         self.tokens.append("None")
+        return True
+
+    def _bound_name(self, node: ast.Name, stack: list[Any]) -> bool:  # stored or deleted
+        self.tokens += ("N", node.id)
         return True
 
     def _state(self, node: _Context, stack: list[Any]) -> bool:
@@ -477,8 +482,9 @@ _AROUND_BODY: dict[type, tuple[tuple[str, ...], tuple[str, ...]]] = {
     cls: _around_body(cls) for cls in _SCOPES
 }
 
-# what `_Scan.scan` does not do itself (it handles strings, names and constants inline)
+# what `_Scan.scan` does not do itself (it handles strings, names read and constants inline)
 _HOOKS: dict[type, Callable[[_Scan, Any, list[Any]], bool]] = {
+    ast.Name: _Scan._bound_name,
     ast.Attribute: _Scan._attribute,
     ast.Expr: _Scan._expression,
     ast.Call: _Scan._call,
@@ -591,7 +597,8 @@ def _merge(old: Definition, new: Definition) -> Definition:
     also = new.also_imports
     if old.kind == new.kind == "import" and old.import_module == new.import_module:
         also = tuple(dict.fromkeys(old.also_imports + new.also_imports))
-    return Definition(
+    return _frozen(
+        Definition,
         name=new.name,
         kind=new.kind,
         line=old.line,
@@ -629,7 +636,8 @@ class _ModuleBuilder:
             if not _is_bare_constant(stmt):  # the module docstring is not a statement
                 self._statement(stmt)
         refs = self.toplevel_deftime | self.toplevel_call
-        return ModuleInfo(
+        return _frozen(
+            ModuleInfo,
             module_name=self.module_name,
             definitions=self.definitions,
             toplevel_digest=self.toplevel.hexdigest() if self.toplevel_count else "",
@@ -666,7 +674,8 @@ class _ModuleBuilder:
         self, name: str, kind: str, stmt: ast.stmt, scan: _Scan, **extra: Any
     ) -> Definition:
         deftime, call, refs = scan.references()
-        return Definition(
+        return _frozen(
+            Definition,
             name=name,
             kind=kind,
             line=stmt.lineno,
@@ -697,7 +706,8 @@ class _ModuleBuilder:
 
     def _import_definition(self, name: str, stmt: ast.stmt, key: str, **target: Any) -> None:
         self._bind(
-            Definition(
+            _frozen(
+                Definition,
                 name=name,
                 kind="import",
                 line=stmt.lineno,
@@ -1043,9 +1053,8 @@ class CodeIndex:
         key = (link.task, definition.name)
         entry = self._chain_parts.get(key)
         if entry is None:
-            part = CodePart(
-                definition.name, link.file, definition.line, link.task, definition.digest
-            )
+            part = _frozen(CodePart, qualname=definition.name, file=link.file,
+                           line=definition.line, owner=link.task, digest=definition.digest)
             entry = self._chain_parts[key] = _entry(part)
         return entry
 
@@ -1243,7 +1252,8 @@ class _TaskWalk:
         lines = [_CLOSURE_HEADER, *[entry[1] for entry in entries],
                  *[f"external\x1f{top}\x1f{version}" for top, version in externals]]
         parts = tuple([entry[2] for entry in entries])
-        closure = CodeClosure(parts, tuple(externals), _digest("\x1e".join(lines)))
+        closure = _frozen(CodeClosure, parts=parts, externals=tuple(externals),
+                          digest=_digest("\x1e".join(lines)))
         if not reached:
             return closure, frozenset()
         return closure, frozenset([m for m in reached if index.info(m) is not None])

@@ -21,6 +21,7 @@ from typing import Any
 from watchrun.config import key_lines as toml_key_lines
 from watchrun.config import parse_toml, suggest, toml_error_line
 from watchrun.project.errors import ProjectError
+from watchrun.project.frozen import build
 from watchrun.project.simpletoml import parse_simple
 
 OPENER = "# /// task"
@@ -83,7 +84,8 @@ def parse_header(text: str, path: Path) -> tuple[Header | None, list[ProjectErro
             path, text.count("\n", 0, second) + 1,
             f"a second '{OPENER}' block; a module has one header (the first is at line "
             f"{opener_line})"))
-    header = Header(data, opener_line, block.closer_line, lines, items)
+    header = build(Header, data=data, line=opener_line, end_line=block.closer_line,
+                   key_lines=lines, item_lines=items)
     return header, sorted(errors, key=_line_of) if errors else errors
 
 

@@ -33,6 +33,7 @@ from watchrun.project.codemap import (
 )
 from watchrun.project.errors import ProjectError
 from watchrun.project.forkmap import MIN_PER_PROCESS, fork_map
+from watchrun.project.frozen import build
 from watchrun.project.graph import Graph, build_graph
 from watchrun.project.header import Header, parse_header
 from watchrun.project.model import Task
@@ -86,7 +87,8 @@ def analyse_text(text: str, path: Path, dotted: str) -> FileAnalysis:
     header, errors = parse_header(text, path)
     # a package's __init__ resolves `from .x import f` inside the package itself
     module = codemap.analyze_module(text, dotted, is_package=path.name == "__init__.py")
-    return FileAnalysis(header, tuple((e.line, e.message) for e in errors), module)
+    return build(FileAnalysis, header=header, module=module,
+                 header_errors=tuple([(e.line, e.message) for e in errors]))
 
 
 _READ_FLAGS = os.O_RDONLY | getattr(os, "O_BINARY", 0) | getattr(os, "O_CLOEXEC", 0)
@@ -390,8 +392,9 @@ def _pickled(analysis: FileAnalysis) -> tuple[FileAnalysis, bytes]:
     module_blob = analysis.module_blob
     if module_blob is None:
         module_blob = pickle.dumps(analysis.module, pickle.HIGHEST_PROTOCOL)
-        analysis = FileAnalysis(analysis.header, analysis.header_errors, analysis.module,
-                                analysis.problem, module_blob)  # not replace(): 10x its cost
+        analysis = build(FileAnalysis, header=analysis.header, module=analysis.module,
+                         header_errors=analysis.header_errors, problem=analysis.problem,
+                         module_blob=module_blob)  # not replace(): 10x its cost
     stored = (analysis.header, analysis.header_errors, module_blob, analysis.problem)
     return analysis, pickle.dumps(stored, pickle.HIGHEST_PROTOCOL)
 
@@ -405,7 +408,8 @@ def _from_blob(blob: bytes) -> FileAnalysis | None:
     module = quick_unpickle(module_blob)
     if not isinstance(module, ModuleInfo):
         return None
-    return FileAnalysis(header, header_errors, module, problem, module_blob)
+    return build(FileAnalysis, header=header, header_errors=header_errors, module=module,
+                 problem=problem, module_blob=module_blob)
 
 
 def module_name_of(path: Path, config: Config) -> str:
@@ -614,7 +618,7 @@ class _Build:
 
 def _link(task: str, module: str, files: dict[str, str], link_of: dict[str, ChainLink]
           ) -> ChainLink:
-    link = link_of[task] = ChainLink(task, module, files[module])
+    link = link_of[task] = build(ChainLink, task=task, module_name=module, file=files[module])
     return link
 
 

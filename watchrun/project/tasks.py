@@ -15,6 +15,7 @@ from typing import Any
 from watchrun.config import Config, suggest
 from watchrun.project.discovery import discover_in
 from watchrun.project.errors import ProjectError
+from watchrun.project.frozen import build
 from watchrun.project.header import Header
 from watchrun.project.model import Kind, Origin, Param, Task
 
@@ -96,7 +97,7 @@ class TaskSource:
     module_name: str
 
     def origin(self, key: str) -> Origin:
-        return Origin(self.name, self.path, self.header.line_of(key))
+        return build(Origin, task=self.name, file=self.path, line=self.header.line_of(key))
 
 
 def resolve_tasks(sources: dict[str, TaskSource], root: Path
