@@ -1,16 +1,19 @@
 """How long ProjectLoader.load() takes for a generated project of N tasks.
 
-    python tests/bench/bench_loader.py [N]
+    python tests/bench/bench_loader.py [N] [--chains]
 
-Prints, for a fresh project: the cold load (empty store: every file read and parsed), the warm
-load as a new process does it (open store, stat cache, load: the whole-project cache hits), the
-warm load when only the per-file analysis cache can help (the project cache is invalidated), and
-a one-file change. Each warm figure is the best of a few runs.
+Prints, for a fresh project: the first load (empty store: every file read and parsed), alone
+(CPU) and with the forked helpers of `fork_map` (wall, and CPU of this process), the warm load
+as a new process does it (open store, stat cache, load: the whole-project cache hits), the warm
+load when only the per-file analysis cache can help (the project cache is invalidated), and a
+one-file change. Each figure is the best of a few runs. `--chains`: the project of benchmarks
+W1-W3 (10 chains of one-step tasks, see workloads/chains.py) instead of the mixed one.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -21,8 +24,10 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "tests/bench"))  # for workloads.chains
 
 from watchrun.config import load_config  # noqa: E402
+from watchrun.project import forkmap  # noqa: E402
 from watchrun.project.cache import PROJECT_CACHE_KEY  # noqa: E402
 from watchrun.project.loader import Project, ProjectLoader  # noqa: E402
 from watchrun.state.hashing import FileHasher  # noqa: E402
@@ -137,6 +142,32 @@ def best(runs: int, action: Callable[[], float]) -> float:
     return min(action() for _ in range(runs))
 
 
+def first_load(root: Path, helpers: bool) -> tuple[float, float, int]:
+    """(CPU, wall, files parsed) of a load from an empty store, with or without fork_map's
+    helpers (whose CPU is not counted: only this process's)."""
+    config, _ = load_config(root)
+    shutil.rmtree(config.state_dir, ignore_errors=True)
+    saved = forkmap.MIN_PER_PROCESS
+    forkmap.MIN_PER_PROCESS = saved if helpers else 10**9
+    try:
+        started = time.perf_counter()
+        _, cpu, parsed = load_once(root)
+        return cpu, time.perf_counter() - started, parsed
+    finally:
+        forkmap.MIN_PER_PROCESS = saved
+
+
+def generate_chains(root: Path, count: int) -> None:
+    from workloads.chains import CHAINS, project_files, source_text, src
+
+    for rel, text in project_files("watchrun", count // CHAINS).items():
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_text(text)
+    (root / "src").mkdir()
+    for chain in range(CHAINS):
+        (root / src(chain)).write_text(source_text(chain))
+
+
 def invalidate_project_cache(root: Path) -> None:
     config, _ = load_config(root)
     store = Store(config.state_dir)
@@ -146,15 +177,29 @@ def invalidate_project_cache(root: Path) -> None:
 
 
 def main() -> None:
-    count = int(sys.argv[1]) if len(sys.argv) > 1 else 1000
+    numbers = [arg for arg in sys.argv[1:] if arg.isdigit()]
+    count = int(numbers[0]) if numbers else 1000
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        generate(root, count)
+        if "--chains" in sys.argv:
+            generate_chains(root, count)
+            changed = root / "tasks/c5/s3.py"
+            edits = [("x\")", "y\")"), ("y\")", "z\")")]
+        else:
+            generate(root, count)
+            changed = root / "tasks/g005/t003.py"
+            edits = [("scale = 3", "scale = 33"), ("scale = 33", "scale = 34")]
         time.sleep(0.1)  # let the files age past the hasher's racy window
-        project, cold, parsed = load_once(root)
+        alone = [first_load(root, helpers=False) for _ in range(3)]
+        forked = [first_load(root, helpers=True) for _ in range(3)]
+        project, _, parsed = load_once(root)
         assert not project.errors, project.errors[:3]
         print(f"{len(project.tasks)} tasks, {len(project.modules)} modules")
-        print(f"cold load (parse everything):      {cold * 1000:7.1f} ms  ({parsed} files parsed)")
+        cpu = min(run[0] for run in alone)
+        print(f"first load, no helpers:            {cpu * 1000:7.1f} ms CPU  "
+              f"({cpu / alone[0][2] * 1e6:.0f} us per file, {alone[0][2]} files parsed)")
+        print(f"first load, forked helpers:        {min(run[1] for run in forked) * 1000:7.1f} ms "
+              f"wall, {min(run[0] for run in forked) * 1000:.1f} ms CPU here")
         warm = best(5, lambda: load_once(root)[1])
         print(f"warm load (project cache):         {warm * 1000:7.1f} ms")
 
@@ -163,15 +208,14 @@ def main() -> None:
             return load_once(root)[1]
 
         print(f"warm load (per-file caches only):  {best(5, per_file) * 1000:7.1f} ms")
-        changed = root / "tasks/g005/t003.py"
-        changed.write_text(changed.read_text().replace("scale = 3", "scale = 33"))
+        changed.write_text(changed.read_text().replace(*edits[0]))
         _, one, parsed = load_once(root)
         print(f"one task changed:                  {one * 1000:7.1f} ms  ({parsed} parsed)")
         config, _ = load_config(root)
         store = Store(config.state_dir)
         dev = ProjectLoader(config, store, FileHasher(store))
         dev.load()
-        changed.write_text(changed.read_text().replace("scale = 33", "scale = 34"))
+        changed.write_text(changed.read_text().replace(*edits[1]))
         started = time.process_time()
         dev.reload({changed})
         print(f"dev-mode reload after one change: {(time.process_time() - started) * 1000:7.1f} ms")
