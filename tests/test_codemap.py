@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import pickle
+import subprocess
 import sys
 import textwrap
 from collections.abc import Mapping
@@ -734,3 +735,14 @@ def test_frozen_builds_what_the_class_would() -> None:
             made.digest = "changed"
     info = analyze_module("import os\n\ndef run():\n    return os.sep\n", "tasks.a")
     assert pickle.loads(pickle.dumps(info)) == info
+
+
+def test_standard_library_versions_need_no_package_metadata() -> None:
+    # importlib.metadata is a 15-20 ms import: a project that only uses the standard library
+    # (a first load computes every closure) should not pay for it
+    script = ("import sys; from watchrun.project.externals import version_of, PYTHON_VERSION; "
+              "assert version_of('json') == PYTHON_VERSION; "
+              "print('importlib.metadata' in sys.modules)")
+    found = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                           check=True)
+    assert found.stdout.strip() == "False"

@@ -3,7 +3,8 @@
 A task that imports `numpy` depends on the installed numpy, not on its source: an upgrade reruns
 it, nothing else about numpy does. Standard-library modules depend on the Python version.
 
-Cheap by design, because it runs on every start: a standard-library name costs a set lookup; a
+Cheap by design, because it runs on every start: a standard-library name costs a set lookup
+(importlib.metadata, a 15-20 ms import, is only imported for the first other name); a
 third-party name first tries the distribution of the same name (the common case: numpy, rich,
 blake3), and only a name that does not match its distribution (yaml -> PyYAML) pays for the map of
 every installed distribution, built once per process.
@@ -14,7 +15,10 @@ from __future__ import annotations
 import functools
 import sys
 from collections.abc import Mapping, Sequence
-from importlib import metadata
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from importlib import metadata
 
 PYTHON_VERSION = "python {}.{}.{}".format(*sys.version_info[:3])
 _STDLIB = frozenset(sys.stdlib_module_names) | frozenset(sys.builtin_module_names)
@@ -27,6 +31,8 @@ def version_of(top_module: str) -> str:
     when nothing installed provides the module."""
     if top_module in _STDLIB:
         return PYTHON_VERSION
+    from importlib import metadata  # only now: see the module's docstring
+
     same_name = _same_name_distribution(top_module)
     if same_name is not None:
         return same_name
@@ -40,6 +46,8 @@ def _describe(dist: metadata.Distribution) -> str:
 
 
 def _same_name_distribution(top_module: str) -> str | None:
+    from importlib import metadata
+
     try:
         dist = metadata.distribution(top_module)
     except (metadata.PackageNotFoundError, ValueError):
@@ -60,4 +68,6 @@ def _provides(dist: metadata.Distribution, top_module: str) -> bool:
 
 @functools.lru_cache(maxsize=1)
 def _providers() -> Mapping[str, Sequence[str]]:
+    from importlib import metadata
+
     return metadata.packages_distributions()
