@@ -557,6 +557,42 @@ def test_the_project_cache_takes_the_stored_pickle_of_every_module(
     assert cache.dumps_project(project)
 
 
+@pytest.mark.usefixtures("settled")
+def test_the_project_knows_each_tasks_entry_points_after_a_cached_load(
+        tmp_path: Path, opened: list[Opened], monkeypatch: pytest.MonkeyPatch) -> None:
+    write(tmp_path, {
+        "tasks/base.py": """
+            # /// task
+            # abstract = true
+            # kind = "collector"
+            # ///
+            def run(value, scale):
+                pass
+
+            def gather(scale=1):
+                return scale
+            """,
+        "tasks/child.py": """
+            # /// task
+            # extends = "base"
+            # ///
+            def run(value, *, offset):
+                pass
+
+            finish = None
+            """,
+    })
+    cold, _ = reopen(opened, tmp_path)
+    monkeypatch.setattr(cache.LazyModules, "__getitem__", None)  # modules are not read back
+    warm, second = reopen(opened, tmp_path)
+    assert second.cached and warm.entries == cold.entries
+    entries = warm.entries["child"]
+    assert [a.name for a in entries["run"] or ()] == ["value", "offset"]  # the child's
+    assert [a.name for a in entries["gather"] or ()] == ["scale"]  # the parent's
+    assert entries["finish"] is None  # bound, but not a function
+    assert set(warm.entries["base"]) == {"run", "gather"}
+
+
 def test_paths_in_a_cached_project_come_back_the_same() -> None:
     paths = [Path("/proj/tasks/a.py"), Path("relative/b.py"), Path("/"), Path("."),
              Path("/proj/tasks/a.py").parent, Path("/x") / "y.z", Path("//double/slash")]

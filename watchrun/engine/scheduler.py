@@ -90,14 +90,9 @@ class Running:
 
 
 def entry_args(project: Project, task: Task, entry: str = "run") -> tuple[ArgSpec, ...] | None:
-    """The parameters of the winning `entry` function of a task (nearest in its chain)."""
-    for name in task.chain:
-        module = project.task_modules.get(name)
-        info = project.modules.get(module) if module is not None else None
-        if info is not None and entry in info.definitions:
-            definition = info.definitions[entry]
-            return definition.args if definition.kind == "function" else None
-    return None
+    """The parameters of the winning `entry` function of a task (nearest in its chain), as the
+    loader found them (see Project.entries)."""
+    return project.entries.get(task.name, {}).get(entry)
 
 
 def wanted_names(args: tuple[ArgSpec, ...] | None, offered: Iterable[str]) -> list[str]:

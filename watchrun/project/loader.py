@@ -26,6 +26,8 @@ from watchrun.project.cache import LazyModules, ProjectCache, ProjectFiles, quic
 from watchrun.project.checks import CodeChecks
 from watchrun.project.codemap import (
     ANALYZER_VERSION,
+    ENTRY_POINTS,
+    ArgSpec,
     ChainLink,
     CodeClosure,
     CodeIndex,
@@ -64,6 +66,10 @@ class Project:
     errors: list[ProjectError]
     broken: set[str]  # task names with errors, and their downstream (some may not be in `tasks`)
     task_modules: dict[str, str] = field(default_factory=dict)  # task -> dotted module name
+    # task -> entry point -> the parameters of its winning definition (None: not a function),
+    # for the entry points its chain defines: what each job asks for, known without reading
+    # the modules back from the project cache (a dev reload that changes them is a full one)
+    entries: dict[str, dict[str, tuple[ArgSpec, ...] | None]] = field(default_factory=dict)
 
     @property
     def root(self) -> Path:
@@ -462,8 +468,10 @@ class _Build:
         closures = self._closures(tasks, graph, task_modules)
         errors_sorted = sorted(set(self.errors), key=_error_order)
         modules = LazyModules(self.modules, self.module_blobs)
+        entries = {name: entry_points(task, task_modules, self.modules)
+                   for name, task in tasks.items()}
         return Project(self.config, tasks, graph, modules, self.module_files,
-                       closures, errors_sorted, set(graph.broken), task_modules)
+                       closures, errors_sorted, set(graph.broken), task_modules, entries)
 
     def _sources(self) -> dict[str, TaskSource]:
         sources: dict[str, TaskSource] = {}
@@ -631,6 +639,22 @@ def _relative(path: Path, root: Path) -> str:
 
 def _error_order(error: ProjectError) -> tuple[str, int, str]:
     return (os.fspath(error.file) if error.file else "", error.line or 0, error.message)
+
+
+def entry_points(task: Task, task_modules: Mapping[str, str],
+                 modules: Mapping[str, ModuleInfo]) -> dict[str, tuple[ArgSpec, ...] | None]:
+    """The parameters of each entry point the task's chain defines, the nearest definition
+    winning (None: that name is bound to something other than a function)."""
+    found: dict[str, tuple[ArgSpec, ...] | None] = {}
+    for name in task.chain:
+        info = modules.get(task_modules.get(name, ""))
+        if info is None:
+            continue
+        for entry in ENTRY_POINTS:
+            definition = info.definitions.get(entry)
+            if definition is not None and entry not in found:
+                found[entry] = definition.args if definition.kind == "function" else None
+    return found
 
 
 def imported_modules(info: ModuleInfo) -> list[str]:
