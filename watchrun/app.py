@@ -184,7 +184,7 @@ def leave_proof(session: Session, scheduler: Scheduler, targets: list[str],
         root=root, targets=targets, state_dir=state_dir, configs=session.config_stats,
         folders=[os.fspath(f) for f in config.tasks], discovered=proven.discovered,
         project=proven.stats, absent=proven.absent, expansions=resolver.expansions.values(),
-        observed=resolver.observed, entry_of=hasher.cached_entry,
+        observed=resolver.observed, entry_of=hasher.cached_entry, is_file=hasher.knows_file,
         entries_below=hasher.cached_below, units=summary.ran + summary.skipped,
         events=lines)
 

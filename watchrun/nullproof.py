@@ -35,13 +35,18 @@ import fcntl
 import marshal
 import os
 import sys
+from array import array
 from collections.abc import Callable, Iterable, Mapping  # loaded already (by re, functools)
 
 import watchrun
 from watchrun.state.statkeys import CacheEntry, StatKey, stat_key
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from watchrun.state.hashing import FileHasher
+
 PROOF_FILE = "clean.proof"
-PROOF_FORMAT = 1
+PROOF_FORMAT = 2
 DEFAULT_STATE_DIR = ".watchrun"  # the only state folder the console script knows before config
 CONFIG_FILES = ("watchrun.toml", "pyproject.toml")  # what load_config may read
 DATABASE_FILE = "state.db"
@@ -90,6 +95,36 @@ def _database_identity(state_dir: str) -> tuple[int, int] | None:
     return (st.st_dev, st.st_ino)
 
 
+# -- the file's form ------------------------------------------------------------------------------
+#
+# Thousands of paths, hashes and stat keys are packed into a few big objects (paths joined by
+# NUL, stat keys in one array of int64): reading the proof then costs a fraction of a
+# millisecond instead of the ~10 ms of unmarshalling tens of thousands of small ones.
+
+_NO_KEY = (-1, -1, -1, -1)  # the stat key of a path whose hash was not settled (or a folder)
+
+
+def _join(texts: Iterable[str]) -> str:
+    return "\0".join(texts)
+
+
+def _split(text: str) -> list[str]:
+    return text.split("\0") if text else []
+
+
+def _keys(keys: Iterable[StatKey]) -> bytes:
+    packed = array("q")
+    for key in keys:
+        packed.extend(key)
+    return packed.tobytes()
+
+
+def _unpack_keys(data: bytes) -> array[int]:
+    keys = array("q")
+    keys.frombytes(data)
+    return keys
+
+
 # -- writing ------------------------------------------------------------------------------------
 
 def make_proof(*, root: str, targets: Iterable[str], state_dir: str,
@@ -97,28 +132,46 @@ def make_proof(*, root: str, targets: Iterable[str], state_dir: str,
                discovered: Iterable[str], project: Mapping[str, StatKey], absent: Iterable[str],
                expansions: Iterable[tuple[tuple[str, ...], tuple[str, ...]]],
                observed: Mapping[str, str | None],
-               entry_of: Callable[[str], CacheEntry | None],
+               entry_of: Callable[[str], CacheEntry | None], is_file: Callable[[str], bool],
                entries_below: Callable[[str], Mapping[str, CacheEntry]], units: int,
                events: list[tuple[str, str]] | None) -> Proof:
     """The proof of a build that succeeded; `units`: how many a null build finds clean;
     `events`: the `--json` lines of a build that ran nothing, without their times (a build
     that ran something printed other events than a null build would: `--json` then takes
-    the normal build)."""
-    entries: dict[str, CacheEntry] = {}
-    for path, digest in observed.items():
-        entry = entry_of(path)
+    the normal build). `is_file(path)`: the hasher knows the path as a file."""
+    paths = list(observed)
+    keys: list[StatKey] = []
+    below: dict[str, CacheEntry] = {}  # the files below a folder input: their own entries
+    for path in paths:
+        digest, entry = observed[path], entry_of(path)
         if entry is not None and entry[4] == digest:
-            entries[path] = entry
-        elif digest is not None and os.path.isdir(path):  # a folder input: its files' entries
-            entries.update(entries_below(path))
-        # else: a missing file, or one whose hash is not settled: checked by hashing it
+            keys.append(entry[:4])
+            continue
+        keys.append(_NO_KEY)  # a missing file, or one whose hash is not settled: hashed again
+        if digest is not None and not is_file(path) and os.path.isdir(path):
+            below.update(entries_below(path))
     return {
         "id": identity(root, targets), "db": _database_identity(state_dir),
         "configs": dict(configs), "folders": list(folders), "state_dir": state_dir,
-        "discovered": list(discovered), "project": dict(project), "absent": list(absent),
-        "site": site_mtimes(), "inputs": list(expansions), "observed": dict(observed),
-        "entries": entries, "units": units, "events": events,
+        "discovered": _join(discovered), "project": _join(project),
+        "project_keys": _keys(project.values()), "absent": list(absent),
+        "site": site_mtimes(), "inputs": _unimplied(expansions, observed, root),
+        "observed": _join(paths), "hashes": _join(observed[p] or "" for p in paths),
+        "keys": _keys(keys), "below": below, "units": units,
+        "events": None if events is None else "\n".join(f"{h}\0{t}" for h, t in events),
     }
+
+
+def _unimplied(expansions: Iterable[tuple[tuple[str, ...], tuple[str, ...]]],
+               observed: Mapping[str, str | None], root: str
+               ) -> list[tuple[tuple[str, ...], tuple[str, ...]]]:
+    """The input expansions the observed files do not already settle: a task's plain input
+    paths (no glob) are each among the observed paths, whose existence the check looks at."""
+    from watchrun.project.inputs import has_magic
+
+    return [(patterns, matched) for patterns, matched in expansions
+            if any(has_magic(p) for p in patterns)
+            or not all(os.path.join(root, p) in observed for p in patterns)]
 
 
 def write_proof(state_dir: str, proof: Proof) -> None:
@@ -165,11 +218,13 @@ def try_null_build(root_arg: str, targets: list[str], json_out: bool = False) ->
     return 0
 
 
-def _print_events(events: list[tuple[str, str]]) -> None:
+def _print_events(events: str) -> None:
+    """Each line of the null build that wrote the proof, with the time of now."""
     import time
 
     write = sys.stdout.write
-    for head, tail in events:
+    for line in events.split("\n") if events else ():
+        head, _, tail = line.partition("\0")
         write(f"{head}{time.time()!r}{tail}\n")
 
 
@@ -185,7 +240,7 @@ def _read(state_dir: str) -> Proof | None:
 def _holds(proof: Proof, root: str, state_dir: str, targets: list[str]) -> bool:
     try:
         return _settings_hold(proof, root, state_dir, targets) and _files_hold(proof, state_dir)
-    except (KeyError, TypeError, ValueError, AttributeError):
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError):
         return False  # another shape: written by another version
 
 
@@ -205,72 +260,110 @@ def _files_hold(proof: Proof, state_dir: str) -> bool:
     new files."""
     from watchrun.project.discovery import discover_in
 
-    touched = _touched(proof)
-    if touched is None:
+    contents = _Contents(proof)
+    if not contents.hold():
         return False
-    fresh = _rehashed(proof, touched)
-    if fresh is None:
-        return False
-    project: dict[str, StatKey] = proof["project"]  # type: ignore[assignment]
     absent: list[str] = proof["absent"]  # type: ignore[assignment]
     folders: list[str] = proof["folders"]  # type: ignore[assignment]
-    holds = (all(stat_key(path) == key for path, key in project.items())
+    holds = (_same_keys(_split(proof["project"]),  # type: ignore[arg-type]
+                        _unpack_keys(proof["project_keys"]))  # type: ignore[arg-type]
              and not any(os.path.lexists(path) for path in absent)
-             and discover_in(folders, state_dir) == proof["discovered"]
+             and _join(discover_in(folders, state_dir)) == proof["discovered"]
              and _expansions_hold(proof, os.path.dirname(state_dir)))
-    if holds and fresh:  # the new stat keys of touched files: the next check is a stat again
-        entries: dict[str, CacheEntry] = proof["entries"]  # type: ignore[assignment]
-        entries.update(fresh)
+    if holds and contents.update():  # touched files: their new stat keys, for next time
         write_proof(state_dir, proof)
     return holds
 
 
-def _touched(proof: Proof) -> list[str] | None:
-    """The inputs and outputs whose stat key changed (their content is checked last, by
-    hashing); None when one that was missing exists now."""
-    observed: dict[str, str | None] = proof["observed"]  # type: ignore[assignment]
-    entries: dict[str, CacheEntry] = proof["entries"]  # type: ignore[assignment]
-    touched: list[str] = []
-    for path, digest in observed.items():
-        entry = entries.get(path)
-        if entry is not None:
-            if stat_key(path) != entry[:4]:
-                touched.append(path)
-        elif digest is None:
-            if os.path.exists(path):
-                return None
-        else:
-            touched.append(path)  # its hash was not settled: it is hashed again
-    return touched
-
-
-def _expansions_hold(proof: Proof, root: str) -> bool:
-    """Each task's input patterns match what they matched. Plain paths (no glob) need no look
-    of their own: each is among the observed paths, whose existence was just checked."""
-    from watchrun.project.inputs import expand_inputs, has_magic
-
-    observed: dict[str, str | None] = proof["observed"]  # type: ignore[assignment]
-    expansions: list[tuple[tuple[str, ...], tuple[str, ...]]] = proof["inputs"]  # type: ignore[assignment]
-    for patterns, matched in expansions:
-        if not any(has_magic(p) for p in patterns) and all(
-                os.path.join(root, p) in observed for p in patterns):
-            continue
-        if tuple(expand_inputs(patterns, root)) != matched:
+def _same_keys(paths: list[str], keys: array[int]) -> bool:
+    if len(keys) != 4 * len(paths):
+        return False
+    for i, path in enumerate(paths):
+        try:
+            st = os.stat(path)
+        except OSError:
+            return False
+        j = 4 * i
+        if (keys[j] != st.st_size or keys[j + 1] != st.st_mtime_ns or keys[j + 2] != st.st_ino
+                or keys[j + 3] != st.st_ctime_ns):
             return False
     return True
 
 
-def _rehashed(proof: Proof, touched: list[str]) -> dict[str, CacheEntry] | None:
-    """The new cache entries of the touched files if they still have the content the build
-    saw (after `touch`); None if one changed."""
-    if not touched:
-        return {}
-    from watchrun.state.hashing import FileHasher  # blake3: only when something was touched
+class _Contents:
+    """Every observed input and output has the content the build saw: by its stat key, else by
+    hashing it again (after `touch`). Small files are hashed as they are found, so that an
+    edited file ends the check at once; big ones together at the end, in parallel."""
 
-    observed: dict[str, str | None] = proof["observed"]  # type: ignore[assignment]
-    entries: dict[str, CacheEntry] = proof["entries"]  # type: ignore[assignment]
-    hasher = FileHasher(None, cache=entries)
-    found = hasher.hash_many(touched)
-    if any(found[path] != observed[path] for path in touched):
-        return None
-    return hasher.take_new()
+    EAGER_BYTES = 1 << 20
+
+    def __init__(self, proof: Proof) -> None:
+        self.proof = proof
+        self.paths = _split(proof["observed"])  # type: ignore[arg-type]
+        self.hashes = _split(proof["hashes"])  # type: ignore[arg-type]
+        self.keys = _unpack_keys(proof["keys"])  # type: ignore[arg-type]
+        self.big: list[str] = []
+        self._hasher: FileHasher | None = None
+
+    def hold(self) -> bool:
+        paths, hashes, keys = self.paths, self.hashes, self.keys
+        if not (len(paths) == len(hashes) and len(keys) == 4 * len(paths)):
+            return False
+        for i, path in enumerate(paths):
+            try:
+                st = os.stat(path)
+            except OSError:
+                if not hashes[i]:
+                    continue  # missing then, missing now
+                return False
+            if not hashes[i]:
+                return False  # missing then, there now
+            j = 4 * i
+            if (keys[j] == st.st_size and keys[j + 1] == st.st_mtime_ns
+                    and keys[j + 2] == st.st_ino and keys[j + 3] == st.st_ctime_ns):
+                continue
+            # a changed stat key, or a hash that was not settled: hash it again
+            if st.st_size >= self.EAGER_BYTES:
+                self.big.append(path)
+            elif self.hasher.hash_files([path])[path] != hashes[i]:
+                return False
+        if self.big:
+            found = self.hasher.hash_many(self.big)
+            wanted = dict(zip(paths, hashes, strict=True))
+            return all(found[path] == wanted[path] for path in self.big)
+        return True
+
+    @property
+    def hasher(self) -> FileHasher:
+        if self._hasher is None:
+            from watchrun.state.hashing import FileHasher  # blake3: only if something changed
+
+            below: dict[str, CacheEntry] = self.proof["below"]  # type: ignore[assignment]
+            self._hasher = FileHasher(None, cache=below)  # a folder's files, unless changed
+        return self._hasher
+
+    def update(self) -> bool:
+        """Put the settled stat keys of the files hashed again into the proof; whether any."""
+        fresh = self._hasher.take_new() if self._hasher is not None else {}
+        if not fresh:
+            return False
+        below: dict[str, CacheEntry] = self.proof["below"]  # type: ignore[assignment]
+        index = {path: i for i, path in enumerate(self.paths)}
+        for path, entry in fresh.items():
+            i = index.get(path)
+            if i is None:
+                below[path] = entry
+            elif entry[4] == self.hashes[i]:
+                self.keys[4 * i:4 * i + 4] = array("q", entry[:4])
+        self.proof["keys"] = self.keys.tobytes()
+        return True
+
+
+def _expansions_hold(proof: Proof, root: str) -> bool:
+    """Each task's input patterns match what they matched (but those that the observed files
+    settle: see `_unimplied`)."""
+    from watchrun.project.inputs import expand_inputs
+
+    expansions: list[tuple[tuple[str, ...], tuple[str, ...]]] = proof["inputs"]  # type: ignore[assignment]
+    return all(tuple(expand_inputs(patterns, root)) == matched
+               for patterns, matched in expansions)

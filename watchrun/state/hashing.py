@@ -225,6 +225,10 @@ class FileHasher:
         """The stat key and hash cached for an absolute file path."""
         return self._cache.get(path)
 
+    def knows_file(self, path: str) -> bool:
+        """Whether an absolute path was hashed (or cached) as a file."""
+        return path in self._recent or path in self._cache
+
     def cached_below(self, folder: str) -> dict[str, CacheEntry]:
         """The cache entries of the files below an absolute folder path."""
         prefix = folder.rstrip(os.sep) + os.sep
