@@ -205,6 +205,8 @@ class _Worker:
                 sent = self.sock.send(frame)
             except BlockingIOError:
                 sent = 0
+            except OSError:  # it died at once (EPIPE, ECONNRESET): its death fails the unit
+                return
             if sent < len(frame):
                 self.pending.append(frame[sent:])
 
