@@ -52,7 +52,7 @@ from watchrun.project.tasks import (
 from watchrun.state.hashing import FileHasher, hash_bytes
 from watchrun.state.store import Store
 
-ANALYSIS_FORMAT = 3  # bump when FileAnalysis or Header change shape: invalidates cached analyses
+ANALYSIS_FORMAT = 4  # bump when FileAnalysis or Header change shape: invalidates cached analyses
 
 
 @dataclass

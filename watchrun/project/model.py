@@ -6,7 +6,7 @@ import contextlib
 import enum
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 
 class Kind(enum.Enum):
@@ -31,8 +31,7 @@ class Origin:
         return f"{path}:{self.line} ({self.task})"
 
 
-@dataclass(frozen=True)
-class Param:
+class Param(NamedTuple):
     value: Any
     origin: Origin
 
