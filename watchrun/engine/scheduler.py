@@ -37,6 +37,9 @@ from watchrun.state.hashing import FileHasher
 from watchrun.state.store import ResultRecord, Store, UnitState, UnitStatus
 
 COMMIT_EVERY = 0.05  # seconds: results are committed in batches, never later than this
+# seconds of resolving units found at the start of a build (or after a change) between two
+# looks at the executor, while something runs: see _drain
+CHECK_SLICE = 0.0005
 NONE_PICKLE = pickle.dumps(None)
 FRESH_ONE = 1 << 16  # values this big are read back from the store when wanted
 FRESH_BYTES = 32 << 20  # the recent values kept in memory, in all
@@ -137,8 +140,13 @@ class Scheduler:
         self.targets: list[str] = []
         self.last_inputs: dict[str, dict[str, str | None]] = {}  # dev: inputs last resolved with
         self._done = asyncio.Event()
+        # units to resolve (see _drain): those a result made checkable, first; then those the
+        # start of the build (or a change) did; the queue of the unit being resolved, if any
+        self._urgent: deque[tuple[str, Key]] = deque()
         self._checks: deque[tuple[str, Key]] = deque()
-        self._draining = False
+        self._current: deque[tuple[str, Key]] | None = None
+        self._background = False  # _check_tasks is queueing
+        self._resume: asyncio.Handle | None = None  # the rest of _checks, on a later turn
         self._commit_handle: asyncio.TimerHandle | None = None
         # recent small values by digest (oldest first), so that the units and pushes that
         # want them soon do not read them back from the store (see FRESH_BYTES, FRESH_COUNT)
@@ -174,7 +182,7 @@ class Scheduler:
         self._pump()
         while True:
             await self._done.wait()
-            if not self.running and (not self.ready or self.stopping) and not self._checks:
+            if not self.running and (not self.ready or self.stopping) and not self._pending():
                 return
             self._done.clear()
 
@@ -195,11 +203,17 @@ class Scheduler:
         for name in order:
             if is_persistent(self.project, name) and name not in self.consumers:
                 self._new_consumer(name)
-        for name in order:
-            if not self.graph.scope.get(name) or is_persistent(self.project, name):
-                self._check(name, ())
-            else:  # a per-iteration task: every key its scope already has
-                self._propagate(name, ())
+        self._background = True  # queued, and resolved below in slices
+        try:
+            for name in order:
+                if not self.graph.scope.get(name) or is_persistent(self.project, name):
+                    self._check(name, ())
+                else:  # a per-iteration task: every key its scope already has
+                    self._propagate(name, ())
+        finally:
+            self._background = False
+        if self._resume is None:
+            self._drain()
 
     def interrupt(self, code: int = 130) -> None:
         """Ctrl-C (or SIGTERM, SIGHUP): stop scheduling and cancel every running unit."""
@@ -249,6 +263,7 @@ class Scheduler:
                 run.superseded = True
                 self.executor.cancel(key)
         self.ready = deque(r for r in self.ready if r.task not in names)
+        self._checks = deque(c for c in self._checks if c[0] not in names)
         self.values = {k: v for k, v in self.values.items() if k[0] not in names}
         self.seen = {e for e in self.seen if e[0] not in names}
         for name in names:
@@ -341,16 +356,46 @@ class Scheduler:
         """Queue a unit to be resolved. A clean unit sets its value, which checks its
         downstream, and so on: done as a loop over a queue, not as recursion, so a chain of
         10,000 clean tasks does not exhaust Python's stack."""
-        self._checks.append((name, key))
-        if self._draining:
+        if self._current is not None:  # found while resolving a unit: in that unit's queue
+            self._current.append((name, key))
             return
-        self._draining = True
+        if self._background:
+            self._checks.append((name, key))  # _check_tasks drains them all
+            return
+        self._urgent.append((name, key))
+        self._drain()
+
+    def _drain(self) -> None:
+        """Resolve the queued units. The ones a result made checkable go first. The others
+        (thousands of clean units at the start of a build, say) are resolved in slices while
+        something runs, with a look at the executor in between: a unit that finishes meanwhile
+        has its downstream started at once, so a dirty chain runs beside the skipping of the
+        clean ones rather than after it."""
+        if self._resume is not None:  # a result came first: this drain goes on with the rest
+            self._resume.cancel()
+            self._resume = None
+        deadline = time.perf_counter() + CHECK_SLICE
         try:
-            while self._checks:
-                self._check_now(*self._checks.popleft())
+            while True:
+                if self._urgent:
+                    queue = self._urgent
+                elif self._checks and (self.stopping or not self.running
+                                       or time.perf_counter() < deadline):
+                    if self.ready:  # what the results made ready starts before the slice goes on
+                        self._pump()
+                    queue = self._checks
+                else:
+                    break
+                self._current = queue
+                self._check_now(*queue.popleft())
         finally:
-            self._draining = False
+            self._current = None
+        if self._checks:  # paused for the executor: only with a unit running, so in a loop
+            self._resume = asyncio.get_running_loop().call_soon(self._drain)
         self._pump()
+
+    def _pending(self) -> bool:
+        return bool(self._urgent or self._checks or self._current is not None)
 
     def _check_now(self, name: str, key: Key) -> None:
         if self.stopping or (name, key) in self.seen:
@@ -625,7 +670,7 @@ class Scheduler:
         self.ready.extendleft(reversed(waiting))
         # idle only once every queued check has been resolved: a consumer decided late in a
         # drain may still launch
-        if not self.running and (not self.ready or self.stopping) and not self._draining:
+        if not self.running and (not self.ready or self.stopping) and not self._pending():
             self._done.set()
 
     def _resume_point(self, resolution: Resolution) -> int | None:
