@@ -23,6 +23,7 @@ from watchrun.nullproof import DEFAULT_STATE_DIR, Proof, config_stats, make_proo
 from watchrun.project.cache import ProjectFiles
 from watchrun.project.errors import ProjectError
 from watchrun.project.loader import Project, ProjectLoader
+from watchrun.project.model import Kind
 from watchrun.state.hashing import FileHasher
 from watchrun.state.statkeys import StatKey
 from watchrun.state.store import LockedError, Store
@@ -102,7 +103,9 @@ class ProjectErrorsFound(Exception):
 
 
 def make_executor(kind: str, sink: Sink, jobs: int, grace: float, store: Store,
-                  address: str = "") -> Executor:
+                  address: str = "", spare: int = 1) -> Executor:
+    """`spare`: warm local workers kept beyond the free slots, for the next persistent unit
+    (or the replacement of a cancelled one)."""
     if kind == "ray":
         try:
             ray_executor = importlib.import_module("watchrun.executors.ray")
@@ -121,7 +124,7 @@ def make_executor(kind: str, sink: Sink, jobs: int, grace: float, store: Store,
         else:
             store.record_pgroup(pgid, start_time)
 
-    return LocalExecutor(sink, jobs=jobs, grace=grace, on_pgroup=on_pgroup)
+    return LocalExecutor(sink, jobs=jobs, grace=grace, on_pgroup=on_pgroup, spare=spare)
 
 
 def effective_jobs(config: Config, override: int | None) -> int:
@@ -144,8 +147,10 @@ async def run_build(session: Session, targets: list[str], options: BuildOptions,
     def sink(event: object) -> None:
         holder["s"].on_exec(event)  # type: ignore[arg-type]
 
+    # a build cancels nothing of its own: a spare worker is for generators and collectors
+    persistent = any(task.kind is not Kind.TASK for task in session.project.tasks.values())
     executor = make_executor(executor_kind, sink, jobs, session.config.grace, session.store,
-                             address)
+                             address, spare=1 if persistent else 0)
     scheduler = Scheduler(session.project, session.store, session.hasher, executor, bus,
                           options)
     holder["s"] = scheduler

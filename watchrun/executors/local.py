@@ -279,7 +279,9 @@ class LocalExecutor:
     None when it has ended, so the caller can record the groups in flight and end leftovers
     next time (watchrun.state.pgroups.end_groups).
 
-    `pipeline_below`: see Pipelining above; 0 turns it off."""
+    `pipeline_below`: see Pipelining above; 0 turns it off. `spare`: the warm workers kept
+    beyond the free CALL slots (0 for a build with no persistent unit: on a machine of two
+    cores a spare starting beside the busy workers slows them down)."""
 
     def __init__(
         self,
@@ -288,6 +290,7 @@ class LocalExecutor:
         grace: float,
         on_pgroup: PgroupCallback | None = None,
         pipeline_below: float = PIPELINE_BELOW,
+        spare: int = SPARE_WORKERS,
     ) -> None:
         if jobs < 1:
             raise ValueError(f"jobs must be at least 1, not {jobs}")
@@ -302,6 +305,7 @@ class LocalExecutor:
         self._busy_calls = 0  # CALL units submitted and not ended, queued ones included
         self._queued_calls = 0
         self._pipeline_below = pipeline_below  # 0: no pipelining
+        self._spare = spare
         self._typical: dict[str, float] = {}  # task -> recent duration of its CALL units
         self._outboxes: list[_Worker] = []  # workers with frames to send at the end of the turn
         self._closing = False
@@ -448,7 +452,7 @@ class LocalExecutor:
     # -- the pool -------------------------------------------------------------------------------
 
     def _target(self) -> int:
-        return max(self._jobs - self._busy_calls + self._queued_calls, 0) + SPARE_WORKERS
+        return max(self._jobs - self._busy_calls + self._queued_calls, 0) + self._spare
 
     def _top_up(self) -> None:
         """Keep _target() idle workers. While a worker is starting, the idle ones wait for it

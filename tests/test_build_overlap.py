@@ -1,0 +1,104 @@
+"""How a build shares the machine: the dirty units run while the clean ones are still being
+skipped, and a build of plain tasks starts no worker it does not use. Through the real CLI, with
+real workers."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import spawn_watchrun, wait_for, watchrun, worker_processes
+
+pytestmark = [pytest.mark.timeout(120), pytest.mark.usefixtures("no_leaks")]
+
+CLEAN = 2000  # clean tasks skipped after the dirty chain started: tens of milliseconds of work
+CHAIN = 30
+
+
+def _overlap_project() -> dict[str, str]:
+    # `a.s<i>` sort before every `z<i>`: the dirty chain is the first thing the build starts
+    files = {"src.txt": "0\n"}
+    for i in range(CHAIN):
+        source = "src.txt" if i == 0 else f"out/s{i - 1}.txt"
+        files[f"tasks/a/s{i:02d}.py"] = f'''
+            # /// task
+            # inputs = ["{source}"]
+            # outputs = ["out/s{i}.txt"]
+            # ///
+            from pathlib import Path
+
+            def run():
+                Path("out/s{i}.txt").write_text(Path("{source}").read_text() + "x")
+        '''
+    for i in range(CLEAN):
+        files[f"tasks/z/t{i:04d}.py"] = f"# /// task\n# ///\ndef run():\n    return {i}\n"
+    return files
+
+
+def test_a_dirty_chain_runs_while_the_clean_units_are_skipped(
+        project: Callable[[dict[str, str]], Path]) -> None:
+    root = project(_overlap_project())
+    (root / "out").mkdir()
+    first = watchrun(root, "build", "-j1")
+    assert first.code == 0, first.stderr
+    (root / "src.txt").write_text("1\n")
+
+    run = watchrun(root, "build", "-j1", "--json")
+
+    assert run.code == 0, run.stderr
+    events = [json.loads(line)["event"] for line in run.stdout.splitlines()]
+    assert events.count("unit_skipped") == CLEAN
+    assert events.count("unit_finished") == CHAIN
+    last_skip = len(events) - 1 - events[::-1].index("unit_skipped")
+    finished_meanwhile = events[:last_skip].count("unit_finished")
+    # before, every clean unit was skipped before the first result was even read
+    assert finished_meanwhile >= 1, "the chain waited for all the skips"
+    assert (root / f"out/s{CHAIN - 1}.txt").read_text() == "1\n" + "x" * CHAIN
+
+
+HOLD = '''
+    # /// task
+    # ///
+    from pathlib import Path
+    import time
+
+    def run():
+        Path("started").touch()
+        while not Path("go").exists():
+            time.sleep(0.02)
+'''
+
+
+@pytest.mark.parametrize(("kinds", "workers"), [("plain", 1), ("with a generator", 2)])
+def test_a_build_starts_a_spare_worker_only_for_generators_and_collectors(
+        project: Callable[[dict[str, str]], Path], kinds: str, workers: int) -> None:
+    files = {"tasks/hold.py": HOLD}
+    if kinds == "with a generator":
+        files["tasks/gen.py"] = '''
+            # /// task
+            # kind = "generator"
+            # after = ["hold"]
+            # ///
+            def run(hold):
+                yield 1
+        '''
+    root = project(files)
+    proc = spawn_watchrun(root, "build", "-j1")
+    try:
+        wait_for(lambda: (root / "started").exists(), what="the task to start")
+        if workers > 1:
+            wait_for(lambda: len(worker_processes()) == workers, what="the spare worker")
+        else:
+            time.sleep(0.5)  # a spare, if any, starts once the first worker is ready
+        assert len(worker_processes()) == workers
+        (root / "go").touch()
+        err = proc.communicate(timeout=30)[1]
+        assert proc.returncode == 0, err
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.communicate()
