@@ -102,3 +102,27 @@ def test_a_build_starts_a_spare_worker_only_for_generators_and_collectors(
         if proc.poll() is None:
             proc.kill()
         proc.communicate()
+
+
+ONE_TASK = {"tasks/one.py": "# /// task\n# ///\ndef run():\n    return 1\n"}
+
+
+@pytest.mark.parametrize("case", ["nothing to run", "project error", "dry run", "ran"])
+def test_workers_started_before_the_engine_are_gone_when_build_exits(
+        project: Callable[[dict[str, str]], Path], case: str) -> None:
+    # `build` starts its first workers before importing the engine; whatever the build then
+    # does with them, none is left the moment it exits (no waiting for them to notice)
+    root = project(ONE_TASK)
+    args = ["build", "-j2"]
+    expected = 0
+    if case == "nothing to run":
+        assert watchrun(root, "build").code == 0
+        args.append("-v")  # the full check, not the null-build proof, which starts nothing
+    elif case == "project error":
+        (root / "tasks/broken.py").write_text("# /// task\n# after = 3\n# ///\n")
+        expected = 2
+    elif case == "dry run":
+        args.append("--dry-run")
+    run = watchrun(root, *args)
+    assert run.code == expected, run.stderr
+    assert worker_processes() == []

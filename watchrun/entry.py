@@ -116,16 +116,35 @@ def _main(args: list[str]) -> None:
             code = try_null_build(root, tasks, options["json_out"])
             if code is not None:
                 raise SystemExit(code)
-        from pathlib import Path
+        from watchrun.executors import spawn
 
-        from watchrun.commands.build import build_command
-        from watchrun.state.database import ExitSoon
+        if not options["dry_run"] and options["executor"] in (None, "local"):
+            spawn.spawn_early(_early_workers(options["jobs"]))
+        try:
+            from pathlib import Path
 
-        ExitSoon.enabled = True
-        _end(build_command(Path(root), tasks, **options))
+            from watchrun.commands.build import build_command
+            from watchrun.state.database import ExitSoon
+
+            ExitSoon.enabled = True
+            code = build_command(Path(root), tasks, **options)
+        finally:
+            spawn.end_early()
+        _end(code)
     from watchrun.cli import main as typer_main
 
     typer_main(args)
+
+
+def _early_workers(jobs: int | None) -> int:
+    """How many workers to start before the engine is imported: those `-j` asks for (the
+    configured number is not known yet), at most one per core, else one."""
+    import os
+
+    cores = os.cpu_count() or 1
+    if jobs is None:
+        return 1
+    return cores if jobs <= 0 else min(jobs, cores)
 
 
 def _end(code: int) -> None:

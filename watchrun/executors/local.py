@@ -35,12 +35,10 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 
-import watchrun
 from watchrun.executors import protocol as proto
 from watchrun.executors.base import (
     EventKind,
@@ -53,6 +51,7 @@ from watchrun.executors.base import (
     hand_to_sink,
 )
 from watchrun.executors.protocol import Msg
+from watchrun.executors.spawn import spawn, take_early, worker_env
 from watchrun.state.pgroups import process_start_time
 
 log = logging.getLogger("watchrun.executor")
@@ -65,8 +64,6 @@ _ESCALATION = {signal.SIGINT: signal.SIGTERM, signal.SIGTERM: signal.SIGKILL}
 _TERMINAL = {Msg.DONE, Msg.FAILED, Msg.CANCELLED}
 _YIELDED, _STARTED, _PUSHED = Msg.YIELDED, Msg.STARTED, Msg.PUSHED  # read for every frame
 _START_ATTEMPTS = 3  # workers in a row that die before they are ready: give up
-# `-c`, not `-m watchrun.executors.worker`: the module runner's imports cost a worker ~1 ms
-_WORKER_MAIN = "from watchrun.executors.worker import main; main()"
 # A CALL job may be queued behind a running one whose task's recent units took less than this
 # (seconds), while that one has not run that long yet: the wait it adds is at most about this.
 PIPELINE_BELOW = 0.005
@@ -298,7 +295,7 @@ class LocalExecutor:
         self._jobs = jobs
         self._grace = grace
         self._on_pgroup = on_pgroup
-        self._env = _worker_env()
+        self._env = worker_env()
         self._workers: set[_Worker] = set()
         self._idle: list[_Worker] = []  # warm (or starting) workers without a unit; last = warmest
         self._units: dict[UnitKey, _Unit] = {}
@@ -505,38 +502,16 @@ class LocalExecutor:
             self._gone(worker, returncode)
 
     def _start_process(self, worker: _Worker) -> None:
-        """Spawn the worker's process, with its control socket (worker.sock). Our ends of its
-        pipes are on the worker (closed by _reap), the child's are closed here, whatever fails
-        (too many open files, say)."""
-        ours, theirs = socket.socketpair()
-        theirs_fds = [theirs.detach()]
-        try:
-            ours.setblocking(False)
-            life_read, worker.life_fd = os.pipe()
-            theirs_fds.append(life_read)
-            # stderr through a pipe of our own, not PIPE: on Python < 3.12, Process.wait() waits
-            # for its pipes to close too, which a process the task forked can delay for ever
-            worker.stderr_fd, stderr_write = os.pipe()
-            theirs_fds.append(stderr_write)
-            worker.spawned = time.perf_counter()
-            popen = subprocess.Popen(
-                [sys.executable, "-c", _WORKER_MAIN, *map(str, theirs_fds[:2]), str(os.getpid())],
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
-                stderr=stderr_write,
-                pass_fds=theirs_fds[:2],
-                start_new_session=True,
-                env=self._env,
-            )
-        except BaseException:
-            ours.close()
-            raise
-        finally:
-            for fd in theirs_fds:
-                os.close(fd)
-        worker.sock = ours
-        worker.proc = _Process(popen)
-        worker.pid = popen.pid
+        """Spawn the worker's process, with its control socket (worker.sock), or adopt one
+        that `watchrun build` started early (see spawn.py). Our ends of its pipes are on the
+        worker (closed by _reap)."""
+        started = take_early(self._env) or spawn(self._env)
+        worker.spawned = started.spawned
+        worker.life_fd = started.life_fd
+        worker.stderr_fd = started.stderr_fd
+        worker.sock = started.sock
+        worker.proc = _Process(started.popen)
+        worker.pid = started.popen.pid
 
     def _stop(self, worker: _Worker) -> None:
         """SIGSTOP the worker's group. A stopped worker cannot end its group if watchrun dies:
@@ -973,18 +948,6 @@ def _absolute(path: str | os.PathLike[str]) -> str:
     # the worker changes directory: relative paths would mean something else there. (A leading
     # slash is what os.path.isabs looks for on POSIX, the only system this executor runs on.)
     return text if text[:1] == "/" else os.path.abspath(text)
-
-
-def _worker_env() -> dict[str, str]:
-    """This environment, with the directory holding the watchrun package first on PYTHONPATH,
-    so `python -m watchrun.executors.worker` finds the same watchrun whatever the cwd."""
-    env = dict(os.environ)
-    home = os.path.dirname(os.path.dirname(os.path.abspath(watchrun.__file__)))
-    paths = [home, *(p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p)]
-    env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
-    return env
-
-
 
 
 def _signal_group(pgid: int, sig: signal.Signals) -> None:
