@@ -263,7 +263,9 @@ class ProjectLoader:
             return None  # removed since it was listed
         except OSError as err:
             return _unreadable(dotted, f"cannot read the file: {err.strerror or err}")
-        key = self._cache_key(dotted, digest or hash_bytes(data))
+        if digest is not None:  # looked up above
+            return self._cache_key(dotted, digest), data
+        key = self._cache_key(dotted, hash_bytes(data))
         return self._cached(dotted, key) or (key, data)
 
     def _remember(self, dotted: str, key: str, analysis: FileAnalysis,
