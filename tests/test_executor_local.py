@@ -1056,6 +1056,28 @@ def test_nothing_is_queued_behind_a_task_not_known_to_be_short(tmp_path: Path) -
     drive(tmp_path, scenario, jobs=1, pipeline_below=0.05)
 
 
+@pytest.mark.parametrize(("jobs", "queued"), [(1, True), (2, False)])
+def test_a_task_that_never_ran_is_short_enough_to_queue_behind_with_one_job(
+        tmp_path: Path, jobs: int, queued: bool) -> None:
+    # a first build: every task is new, and the others were short. With one slot the next job
+    # waits for this worker anyway; with two, another worker may well be free first.
+    write_task(tmp_path, "step", STEP)
+    write_task(tmp_path, "other", STEP)
+
+    async def scenario(h: Harness) -> None:
+        await learn_short(h, tmp_path)
+        busy = [make_job(tmp_path, "other", kwargs={"i": n, "hold": "go"}, iteration=(n,))
+                for n in range(jobs)]
+        for job in busy:
+            h.submit(job)
+        assert h.executor.free_slots() == (1 if queued else 0)
+        (tmp_path / "go").touch()
+        for n, job in enumerate(busy):
+            assert await h.result(job.key) == n
+
+    drive(tmp_path, scenario, jobs=jobs, pipeline_below=1.0)
+
+
 def test_a_queued_unit_cancelled_before_it_starts_is_interrupted_when_it_does(
     tmp_path: Path,
 ) -> None:

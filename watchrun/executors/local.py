@@ -19,8 +19,10 @@ signals sent to the group reach all of them.
 - Pipelining: a worker whose CALL unit is short (its task's recent units took less than
   PIPELINE_BELOW, and this one has not yet) may get a second CALL job queued behind it, so that
   it goes on without waiting for the round trip through the scheduler: free_slots() counts those
-  queue places once every worker is busy. A queued unit is cancelled or paused when it starts;
-  if its worker is retired or dies first, it moves to another worker (it has not started).
+  queue places once every worker is busy. With `jobs` = 1, a task that has not run yet counts as
+  short when the recent units of the other tasks were (the job waits for that one slot anyway).
+  A queued unit is cancelled or paused when it starts; if its worker is retired or dies first,
+  it moves to another worker (it has not started).
 - Every job ends with exactly one DONE, FAILED, CANCELLED or DIED event.
 """
 
@@ -304,6 +306,7 @@ class LocalExecutor:
         self._pipeline_below = pipeline_below  # 0: no pipelining
         self._spare = spare
         self._typical: dict[str, float] = {}  # task -> recent duration of its CALL units
+        self._typical_any: float | None = None  # recent duration of any CALL unit
         self._outboxes: list[_Worker] = []  # workers with frames to send at the end of the turn
         self._closing = False
         self._all_finished: asyncio.Future[None] | None = None
@@ -679,6 +682,8 @@ class LocalExecutor:
         if kind is Msg.DONE and unit.job.mode is Mode.CALL:
             typical = self._typical.get(unit.job.key.task, duration)
             self._typical[unit.job.key.task] = (typical + duration) / 2
+            recent = duration if self._typical_any is None else self._typical_any
+            self._typical_any = (recent + duration) / 2
         if unit.cancel_signal is not None:
             # signals were sent: the worker may hold a pending one (or may even have taken the
             # queued unit's start for it); start afresh, and the queued unit elsewhere
@@ -742,6 +747,11 @@ class LocalExecutor:
         ):
             return False
         typical = self._typical.get(unit.job.key.task)
+        if typical is None and self._jobs == 1:
+            # a task not run yet (every task, in a first build) while the others were short:
+            # with one slot the job would wait for this worker anyway, and queued it starts
+            # without the round trip through the scheduler
+            typical = self._typical_any
         below = self._pipeline_below
         if typical is None or typical >= below:
             return False
