@@ -651,6 +651,14 @@ class Scheduler:
         return info
 
     def _pump(self) -> None:
+        if self.ready and not self.stopping and not self.paused:
+            self._launch_ready()
+        # idle only once every queued check has been resolved: a consumer decided late in a
+        # drain may still launch
+        if not self.running and (not self.ready or self.stopping) and not self._pending():
+            self._done.set()
+
+    def _launch_ready(self) -> None:
         waiting: deque[Resolution] = deque()
         while self.ready and not self.stopping and not self.paused:
             resolution = self.ready.popleft()
@@ -668,10 +676,6 @@ class Scheduler:
                 job.start = self._resume_point(resolution)
             self._launch(job, resolution, mode)
         self.ready.extendleft(reversed(waiting))
-        # idle only once every queued check has been resolved: a consumer decided late in a
-        # drain may still launch
-        if not self.running and (not self.ready or self.stopping) and not self._pending():
-            self._done.set()
 
     def _resume_point(self, resolution: Resolution) -> int | None:
         """Nearest clean iteration: a generator whose run() takes `start` resumes after the
@@ -716,6 +720,10 @@ class Scheduler:
             del self.running[event.key]
             duration = event.duration or (time.monotonic() - run.started)
             if event.kind is EventKind.DONE:
+                if self.ready and run.mode is Mode.CALL:
+                    # the slot it freed takes the next ready unit before this result is looked
+                    # at (its downstream is not ready yet): the worker does not wait meanwhile
+                    self._pump()
                 self._done_unit(run, event.data or NONE_PICKLE, duration)
             elif event.kind is EventKind.CANCELLED:
                 self._cancelled(run, event, duration)
