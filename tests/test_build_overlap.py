@@ -5,13 +5,15 @@ real workers."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import spawn_watchrun, wait_for, watchrun, worker_processes
+from tests.conftest import cli_env, spawn_watchrun, wait_for, watchrun, worker_processes
 
 pytestmark = [pytest.mark.timeout(120), pytest.mark.usefixtures("no_leaks")]
 
@@ -123,6 +125,40 @@ def test_workers_started_before_the_engine_are_gone_when_build_exits(
         expected = 2
     elif case == "dry run":
         args.append("--dry-run")
-    run = watchrun(root, *args)
-    assert run.code == expected, run.stderr
+    adopted = _orphans_of(root, args, expected)
+    assert adopted == [], "workers outlived build (to end on their own)"
     assert worker_processes() == []
+
+
+# Runs `watchrun ARGS` as a child of a subreaper (Linux), so that any process it leaves behind
+# is adopted by this script instead of init: those are counted, alive or already exited.
+SUBREAPER = """
+import ctypes, json, os, subprocess, sys, time
+import psutil
+ctypes.CDLL(None, use_errno=True).prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER
+code = subprocess.call([sys.executable, "-m", "watchrun", "-C", *sys.argv[1:]],
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+time.sleep(0.5)  # an orphan that ends itself, on its life pipe, is adopted meanwhile
+adopted = [c.pid for c in psutil.Process().children()]
+for pid in adopted:  # reap them, the living ones once killed
+    try:
+        os.kill(pid, 9)
+    except ProcessLookupError:
+        pass
+while True:
+    try:
+        os.waitpid(-1, 0)
+    except ChildProcessError:
+        break
+print(json.dumps({"code": code, "adopted": adopted}))
+"""
+
+
+def _orphans_of(root: Path, args: list[str], expected: int) -> list[int]:
+    proc = subprocess.run([sys.executable, "-c", SUBREAPER, str(root), *args],
+                          capture_output=True, text=True, timeout=60, env=cli_env())
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    assert result["code"] == expected
+    adopted: list[int] = result["adopted"]
+    return adopted
