@@ -41,6 +41,7 @@ from typing import Any
 from watchrun.executors import protocol as proto
 from watchrun.executors.base import death_cause as base_death_cause
 from watchrun.executors.protocol import Msg
+from watchrun.executors.spawn import worker_env
 
 TICK = 0.05  # seconds between checks of a cancel that arrived as a flag (see run_call)
 LOG_LIMIT = 1 << 20  # bytes of a log shipped back to the driver: its tail
@@ -98,7 +99,7 @@ class ChildWorker:
                 stdout=subprocess.DEVNULL,
                 stderr=self._stderr,
                 pass_fds=(theirs.fileno(),),
-                env=_worker_env(),
+                env=worker_env(),  # the watchrun imported here: installed, or a py_module
             )
         except BaseException:
             ours.close()
@@ -169,18 +170,6 @@ class ChildWorker:
                 proto.write_all(self._sock.fileno(), frame)
             except (OSError, ValueError):  # the worker is gone: the reader reports it
                 return
-
-
-def _worker_env() -> dict[str, str]:
-    """This Ray worker's environment, with the folder that holds the watchrun package imported
-    here (installed, or shipped by Ray as a py_module) first on PYTHONPATH."""
-    import watchrun
-
-    env = dict(os.environ)
-    home = os.path.dirname(os.path.dirname(os.path.abspath(watchrun.__file__)))
-    paths = [home, *(p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p)]
-    env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
-    return env
 
 
 # ---------------------------------------------------------------------------------------------
