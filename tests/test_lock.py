@@ -46,7 +46,8 @@ def spawn_holder(children: list[subprocess.Popen[str]], state_dir: Path, body: s
         store = Store(Path({str(state_dir)!r}))
         store.acquire_lock("build demo")
     """) + textwrap.dedent(body) + textwrap.dedent("""
-        print("locked", flush=True)
+        sys.stdout.flush()
+        os.write(1, b"locked\\n")  # one write: a body's forked child may print beside it
         sys.stdin.read()
     """)
     proc = subprocess.Popen([sys.executable, "-c", code], text=True, stdin=subprocess.PIPE,
