@@ -39,7 +39,7 @@ from watchrun.state.store import ResultRecord, Store, UnitState, UnitStatus
 COMMIT_EVERY = 0.05  # seconds: results are committed in batches, never later than this
 # seconds of resolving units found at the start of a build (or after a change) between two
 # looks at the executor, while something runs: see _drain
-CHECK_SLICE = 0.0005
+CHECK_SLICE = 0.0001
 NONE_PICKLE = pickle.dumps(None)
 FRESH_ONE = 1 << 16  # values this big are read back from the store when wanted
 FRESH_BYTES = 32 << 20  # the recent values kept in memory, in all
