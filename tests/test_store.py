@@ -82,8 +82,9 @@ def wait_gone(pid: int, timeout: float = 10.0) -> bool:
 
 
 def result(task: str, output: str, signature: str = "sig", **outputs: str) -> ResultRecord:
+    """A result whose output names no object in the store (it is read back as not stored)."""
     return ResultRecord(task=task, signature=signature, output=output, outputs=dict(outputs),
-                        duration=1.5, finished=1000.0)
+                        duration=1.5, finished=1000.0, stored=False)
 
 
 def state(task: str, iter: tuple[int, ...] = (), status: UnitStatus = UnitStatus.OK

@@ -171,6 +171,31 @@ def _create(db: sqlite3.Connection) -> None:
         raise
 
 
+def is_empty(db: sqlite3.Connection) -> bool:
+    """Whether no table holds a row (a new database, or one whose first commit never came)."""
+    return all(db.execute(f"SELECT 1 FROM {table} LIMIT 1").fetchone() is None
+               for table in TABLES)
+
+
+# SQLite's primary result codes for what a later retry may get past (more space, a remount)
+_FULL, _IOERR, _READONLY, _CANTOPEN = 13, 10, 8, 14
+
+
+def write_failure(exc: sqlite3.OperationalError) -> str | None:
+    """What a failed write means for the user, when it is the disk's doing (None: another
+    error, e.g. a bug)."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    primary = code & 0xFF if isinstance(code, int) else None
+    text = str(exc)
+    if primary == _FULL or "disk is full" in text:
+        return "no space left on device"
+    if primary == _READONLY or "readonly database" in text:
+        return "the state folder became read-only"
+    if primary in (_IOERR, _CANTOPEN) or "disk I/O error" in text:
+        return f"the disk failed to write ({text})"
+    return None
+
+
 def close_quietly(db: sqlite3.Connection) -> None:
     with contextlib.suppress(sqlite3.Error):
         db.close()

@@ -9,11 +9,32 @@ directory listing, cheap enough to do on every start.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
+import stat as statmod
 from pathlib import Path
+
+from watchrun.state.hashing import hash_file_content
 
 TEMP_PREFIX = ".tmp-"
 _HEX = frozenset("0123456789abcdef")
+
+
+class ObjectWriteError(OSError):
+    """An object could not be written (a full disk, a read-only or failing one). `str()` is
+    the message for the user: the output that did not fit fails its unit."""
+
+    def __str__(self) -> str:
+        return str(self.strerror)
+
+
+def describe_write_error(exc: OSError) -> str:
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return "no space left on device writing its output"
+    if exc.errno == errno.EROFS:
+        return "the state folder is on a read-only file system: cannot write its output"
+    return f"cannot write its output: {exc.strerror or exc}"
 
 
 def check_digest(digest: str) -> None:
@@ -34,23 +55,53 @@ class ObjectFiles:
         return self.path(digest).is_file()
 
     def read(self, digest: str) -> bytes | None:
+        """The object's bytes; None when there is no such file. Never through a symlink."""
         try:
-            return self.path(digest).read_bytes()
+            fd = os.open(self.path(digest), os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
         except (FileNotFoundError, NotADirectoryError):
             return None
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                return None  # a planted symlink is not an object
+            raise
+        with os.fdopen(fd, "rb") as f:
+            return f.read()
+
+    def intact(self, digest: str) -> bool:
+        """Whether the file holds the bytes its name says (hashing it: for big objects)."""
+        path = self.path(digest)
+        try:
+            st = os.lstat(path)
+            if not statmod.S_ISREG(st.st_mode):
+                return False
+            return hash_file_content(os.fspath(path), st.st_size) == digest
+        except OSError:
+            return False
+
+    def discard(self, digest: str) -> None:
+        """Remove a damaged object (the next writer of that output replaces it)."""
+        _unlink_quietly(self.path(digest))
 
     def write(self, digest: str, data: bytes) -> None:
         """Store `data` under `digest`, durably (it survives a power cut once this returns).
         Writing a name that exists is a no-op: same name, same bytes."""
+        try:
+            self._write(digest, data)
+        except ObjectWriteError:
+            raise
+        except OSError as exc:
+            raise ObjectWriteError(exc.errno, describe_write_error(exc)) from exc
+
+    def _write(self, digest: str, data: bytes) -> None:
         target = self.path(digest)
-        if target.is_file():
+        if _is_plain_file(target):
             return
         folder = target.parent
-        new_folder = not folder.is_dir()
-        if new_folder:
-            folder.mkdir(parents=True, exist_ok=True)
+        made_root = _real_dir(self.root)
+        new_folder = _real_dir(folder) or made_root
         tmp = self.root / f"{TEMP_PREFIX}{os.getpid()}-{os.urandom(6).hex()}"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                     0o644)
         try:
             with os.fdopen(fd, "wb") as f:
                 f.write(data)
@@ -80,7 +131,30 @@ class ObjectFiles:
 
 
 def _unlink_quietly(path: Path) -> None:
-    path.unlink(missing_ok=True)
+    with contextlib.suppress(IsADirectoryError):
+        path.unlink(missing_ok=True)
+
+
+def _is_plain_file(path: Path) -> bool:
+    try:
+        return statmod.S_ISREG(os.lstat(path).st_mode)
+    except OSError:
+        return False
+
+
+def _real_dir(folder: Path) -> bool:
+    """Make `folder` a real directory (a planted symlink in its place is removed: a write must
+    not follow it out of the state folder). Whether it had to be made."""
+    try:
+        st = os.lstat(folder)
+    except FileNotFoundError:
+        folder.mkdir(parents=True, exist_ok=True)
+        return True
+    if statmod.S_ISDIR(st.st_mode):
+        return False
+    os.unlink(folder)  # a symlink or a file where a folder belongs
+    folder.mkdir()
+    return True
 
 
 def _fsync_dir(folder: Path) -> None:

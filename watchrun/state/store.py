@@ -7,28 +7,35 @@ in the same transaction as the result that refers to them), and `lock` (see lock
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import os
 import sqlite3
+import stat as statmod
 import time
 from collections.abc import Collection, Iterable, Iterator
 from pathlib import Path
 from typing import Any, NamedTuple
 
 from watchrun.nullproof import discard_proof
-from watchrun.state import database, pgroups
+from watchrun.state import database, owner, pgroups
 from watchrun.state.database import SCHEMA_VERSION
 from watchrun.state.hashing import hash_bytes
 from watchrun.state.lock import LockedError, LockHolder, WriterLock, acquire, read_holder
-from watchrun.state.objects import ObjectFiles, check_digest
+from watchrun.state.objects import ObjectFiles, ObjectWriteError, check_digest
+from watchrun.state.statkeys import key_of
 
 __all__ = [
     "INLINE_LIMIT",
     "SCHEMA_VERSION",
     "LockHolder",
     "LockedError",
+    "ObjectDamaged",
+    "ObjectMissing",
+    "ObjectWriteError",
     "ReadOnlyStoreError",
     "ResultRecord",
+    "StateFull",
     "Store",
     "StoreError",
     "UnitState",
@@ -56,6 +63,9 @@ class ResultRecord(NamedTuple):
     outputs: dict[str, str]  # declared output path (relative posix) -> content hash after the run
     duration: float
     finished: float  # unix time
+    # False when the object named by `output` is missing or damaged (found by `last_units` and
+    # `find_result`): the unit is not clean, its producer must run again
+    stored: bool = True
 
 
 class UnitState(NamedTuple):
@@ -81,12 +91,48 @@ class ReadOnlyStoreError(RuntimeError):
     """A write to a store opened read-only: a bug in the caller, not a user error."""
 
 
+class StateFull(StoreError):
+    """The database could not take the last writes (a full disk, a read-only or failing one).
+    Nothing committed before is lost, and the writes are kept in memory: the next `commit()`
+    tries them again. `str()` is the message for the user."""
+
+    def __init__(self, cause: str, kept: int) -> None:
+        super().__init__(f"cannot save results in the state database: {cause}")
+        self.cause = cause
+        self.kept = kept  # statements waiting to be committed
+
+
+class ObjectMissing(StoreError, KeyError):
+    """A stored output's object is gone (deleted by hand, or never written)."""
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+class ObjectDamaged(ObjectMissing):
+    """An object whose bytes do not hash to its name: refused (and removed by a writer)."""
+
+
 def _iter_text(iter: tuple[int, ...]) -> str:
     return ".".join(map(str, iter))
 
 
 def _iter_tuple(text: str) -> tuple[int, ...]:
     return tuple(int(i) for i in text.split(".")) if text else ()
+
+
+def safe_text(text: str) -> str:
+    """Text SQLite (and any terminal) can take: lone surrogates (a file name that is not
+    UTF-8, through os.listdir) become backslash escapes."""
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def _safe_row(row: tuple[Any, ...]) -> tuple[Any, ...]:
+    return tuple(safe_text(v) if isinstance(v, str) else v for v in row)
 
 
 _UNIT_COLUMNS = "task, iter, signature, status, manifest, output, duration, error, finished"
@@ -108,8 +154,9 @@ def _decode_outputs(text: str) -> dict[str, str]:
 
 
 def _result(task: str, signature: str, output: str, outputs: str, duration: float,
-            finished: float) -> ResultRecord:
-    return ResultRecord(task, signature, output, _decode_outputs(outputs), duration, finished)
+            finished: float, stored: bool) -> ResultRecord:
+    return ResultRecord(task, signature, output, _decode_outputs(outputs), duration, finished,
+                        stored)
 
 
 _STATUSES = {status.value: status for status in UnitStatus}  # faster than UnitStatus(value)
@@ -124,9 +171,12 @@ _MAX_LEFT_OUT = 500  # names in one NOT IN list (SQLite allows 32,766 parameters
 # A LEFT JOIN keeps unit_states outer, each result found by its key (left to choose, an inner
 # join scanned the results and searched a task's states for each: 10,000 iterations took
 # 10^8 steps, 23 s).
-LAST_UNITS = ("SELECT u.task, u.iter, u.signature, r.output, r.outputs, r.duration, r.finished"
+# `o.digest IS NOT NULL`: the output is an object of the database; else it must be a file.
+LAST_UNITS = ("SELECT u.task, u.iter, u.signature, r.output, r.outputs, r.duration, r.finished,"
+              " o.digest IS NOT NULL"
               " FROM unit_states u LEFT JOIN results r"
-              " ON r.task = u.task AND r.signature = u.signature")
+              " ON r.task = u.task AND r.signature = u.signature"
+              " LEFT JOIN objects o ON o.digest = r.output")
 
 
 class Store:
@@ -154,6 +204,13 @@ class Store:
         self._lock: WriterLock | None = None
         self._db: sqlite3.Connection | None = None
         self._pending: dict[str, list[tuple[Any, ...]]] = {}  # queued hot inserts, by statement
+        # statements run in the open transaction, in order: what a failed commit keeps
+        self._journal: list[tuple[str, list[tuple[Any, ...]]]] = []
+        # after a write failed (a full disk): the uncommitted statements, in order, tried again
+        # by the next commit; nothing is run meanwhile
+        self._backlog: list[tuple[str, list[tuple[Any, ...]]]] | None = None
+        self._stall_cause = ""
+        self._intact: dict[str, bool] = {}  # objects found whole (or not) by this store
         # whether the analysis table holds nothing: a first load asks for every module's
         # analysis, and a query each is a tenth of what parsing them costs (None: not asked)
         self._no_analyses: bool | None = None
@@ -165,14 +222,26 @@ class Store:
             except OSError as exc:
                 raise StoreError(f"cannot create the state folder {self.state_dir}: "
                                  f"{exc.strerror or exc}") from exc
+            self._check_folder_writable()
             self._db = self._open_writable()
 
     # -- opening -------------------------------------------------------------------------------
+    def _check_folder_writable(self) -> None:
+        if os.access(self.state_dir, os.W_OK):
+            return
+        try:
+            read_only_fs = bool(os.statvfs(self.state_dir).f_flag & os.ST_RDONLY)
+        except OSError:
+            read_only_fs = False
+        why = "is on a read-only file system" if read_only_fs else "is not writable by this user"
+        raise StoreError(f"the state folder {self.state_dir} {why}; a build must write there "
+                         "(make it writable, or set state_dir in watchrun.toml)")
+
     def _open_readonly(self) -> sqlite3.Connection | None:
         if not self.db_path.exists():
             return None
         try:
-            return database.connect(self.db_path, readonly=True)
+            db = database.connect(self.db_path, readonly=True)
         except database.NotCreated:
             return None
         except database.Unusable as exc:
@@ -182,17 +251,38 @@ class Store:
             return None
         except database.CannotOpen as exc:
             raise StoreError(f"cannot open state database {self.db_path}: {exc}") from exc
+        foreign = self._foreign(db)
+        if foreign is not None:
+            database.close_quietly(db)
+            self.messages.append(
+                f"state database {self.db_path} {foreign}; showing no stored state and reading "
+                "nothing from it (the next build moves it aside and starts a new one)")
+            return None
+        return db
+
+    def _foreign(self, db: sqlite3.Connection) -> str | None:
+        """Why the database must not be trusted (None: it may). An empty one is harmless: a
+        writer adopts it (a new database is empty until its stamp is written)."""
+        try:
+            if owner.stamped(self.state_dir, self.db_path):
+                return None
+        except owner.KeyUnavailable as exc:
+            return f"cannot be authenticated ({exc})"
+        if database.is_empty(db):
+            return None
+        return ("was not written by watchrun for this user (it may have come with the project: "
+                "a tarball, a repository, another account)")
 
     def _open_writable(self) -> sqlite3.Connection | None:
         try:
-            return database.connect(self.db_path, readonly=False)
+            return self._connect_trusted()
         except database.Unusable as exc:
             problem = exc
         except database.CannotOpen as exc:
             raise StoreError(f"cannot open state database {self.db_path}: {exc}") from exc
         # Never pull the file from under a watchrun that is using it (e.g. a newer version).
         try:
-            probe = acquire(self.state_dir / "lock", "repairing the state database")
+            probe = self._take_lock("repairing the state database")
         except LockedError as locked:
             who = locked.holder.describe() if locked.holder else "another process"
             self.messages.append(f"state database {self.db_path} is {problem}, but another "
@@ -203,14 +293,47 @@ class Store:
         finally:
             probe.release()
 
+    def _connect_trusted(self) -> sqlite3.Connection:
+        """A writable connection to a database this user may trust (stamped, or adopted while
+        empty). Unusable when it is damaged, foreign or a symlink."""
+        self._unplant_symlinks()
+        if os.path.islink(self.db_path):
+            raise database.Unusable("a symbolic link", "watchrun never writes through one")
+        db = database.connect(self.db_path, readonly=False)
+        try:
+            foreign = self._foreign(db)
+            if foreign is not None:
+                raise database.Unusable("not watchrun's for this user", foreign)
+            if not owner.stamped(self.state_dir, self.db_path):
+                owner.stamp(self.state_dir, self.db_path)
+        except owner.KeyUnavailable as exc:
+            database.close_quietly(db)
+            raise StoreError(str(exc)) from exc
+        except OSError as exc:
+            database.close_quietly(db)
+            raise database.CannotOpen(f"cannot write its owner stamp: {exc}") from exc
+        except BaseException:
+            database.close_quietly(db)
+            raise
+        return db
+
+    def _unplant_symlinks(self) -> None:
+        """SQLite would write through a symlink planted as the WAL or shared-memory file: a
+        real one is never a symlink, so such a link is removed."""
+        for suffix in ("-wal", "-shm"):
+            extra = self.db_path.with_name(self.db_path.name + suffix)
+            if os.path.islink(extra):
+                os.unlink(extra)
+
     def _rebuild(self, problem: database.Unusable) -> sqlite3.Connection:
         """Move the unusable database aside and start a new one (the caller holds the lock)."""
         try:
             dest = database.move_aside(self.db_path)
+            owner.remove_stamp(self.state_dir)
             self.messages.append(
                 f"state database {self.db_path} was {problem}; moved it to {dest} and "
                 "started a new one")
-            return database.connect(self.db_path, readonly=False)
+            return self._connect_trusted()
         except (database.Unusable, database.CannotOpen, OSError) as exc:
             raise StoreError(f"cannot rebuild state database {self.db_path}: {exc}") from exc
 
@@ -218,11 +341,18 @@ class Store:
         """The database was left alone at opening because another writer held it; now the lock
         is ours, open it again (it may have been repaired meanwhile) or rebuild it."""
         try:
-            return database.connect(self.db_path, readonly=False)
+            return self._connect_trusted()
         except database.Unusable as exc:
             return self._rebuild(exc)
         except database.CannotOpen as exc:
             raise StoreError(f"cannot open state database {self.db_path}: {exc}") from exc
+
+    def _take_lock(self, command: str) -> WriterLock:
+        try:
+            return acquire(self.state_dir / "lock", command)
+        except OSError as exc:
+            raise StoreError(f"cannot take the lock {self.state_dir / 'lock'}: "
+                             f"{exc.strerror or exc}") from exc
 
     # -- the single-writer lock ----------------------------------------------------------------
     def acquire_lock(self, command: str) -> None:
@@ -231,10 +361,11 @@ class Store:
             raise ReadOnlyStoreError(f"the store at {self.state_dir} is read-only")
         if self._lock is not None and self._lock.held:
             return
-        lock = acquire(self.state_dir / "lock", command)
+        lock = self._take_lock(command)
         try:
             if self._db is None:
                 self._db = self._reopen_under_lock()
+            self._unplant_folder("logs")
         except BaseException:
             lock.release()
             raise
@@ -244,29 +375,114 @@ class Store:
         # Only now is it safe: a temporary object file could belong to a running writer.
         self._objects.clean_temps()
 
+    def _unplant_folder(self, name: str) -> None:
+        """Writes under the state folder never follow a symlink out of it: a symlink (or a
+        file) where one of its folders belongs is removed (it is made when first needed)."""
+        path = self.state_dir / name
+        try:
+            st = os.lstat(path)
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            raise StoreError(f"cannot look at {path}: {exc.strerror or exc}") from exc
+        if not statmod.S_ISDIR(st.st_mode):
+            try:
+                os.unlink(path)
+            except OSError as exc:
+                raise StoreError(f"{path} is not a folder and cannot be removed: "
+                                 f"{exc.strerror or exc}") from exc
+            self.messages.append(f"{path} was not a folder (a symbolic link?); removed it")
+
     def release_lock(self) -> None:
         if self._lock is None:
             return
-        self.commit()  # the next writer must see everything this one did
-        self._lock.release()
-        self._lock = None
+        try:
+            self.commit()  # the next writer must see everything this one did
+        finally:
+            self._lock.release()
+            self._lock = None
 
     def lock_holder(self) -> LockHolder | None:
         """Who holds the writer lock, as written in the lock file (None: nobody, or unknown)."""
         return read_holder(self.state_dir / "lock")
 
     def commit(self) -> None:
+        """End the open transaction. StateFull when the database cannot take it (a full disk):
+        nothing committed before is lost and these writes are kept for the next commit."""
+        if self._db is None:
+            return
+        if self._backlog is not None:
+            self._retry_backlog()
+            return
         self._flush_pending()
-        if self._db is not None and self._db.in_transaction:
+        if self._backlog is None and self._db.in_transaction:
+            try:
+                self._db.execute("COMMIT")
+            except sqlite3.OperationalError as exc:
+                self._stall(exc)
+            else:
+                self._journal = []
+        if self._backlog is not None:
+            raise StateFull(self._stall_cause, len(self._backlog))
+
+    @property
+    def unsaved(self) -> int:
+        """Statements waiting for a commit that failed (0: none)."""
+        return 0 if self._backlog is None else len(self._backlog) + len(self._pending)
+
+    def _stall(self, exc: sqlite3.OperationalError) -> None:
+        """A write failed for want of space (or a failing disk): roll back to the last commit
+        and keep every uncommitted statement, in order, for the next commit."""
+        cause = database.write_failure(exc)
+        if cause is None:
+            raise exc
+        assert self._db is not None
+        if self._db.in_transaction:
+            with contextlib.suppress(sqlite3.Error):
+                self._db.execute("ROLLBACK")
+        self._backlog = self._journal
+        self._journal = []
+        self._stall_cause = cause
+
+    def _retry_backlog(self) -> None:
+        assert self._db is not None and self._backlog is not None
+        self._park_pending()
+        backlog, self._backlog = self._backlog, None
+        self._journal = []
+        try:
+            if not self._db.in_transaction:
+                self._db.execute("BEGIN")
+            for sql, rows in backlog:
+                self._run(sql, rows)
             self._db.execute("COMMIT")
+        except sqlite3.OperationalError as exc:
+            self._journal = backlog
+            self._stall(exc)
+            raise StateFull(self._stall_cause, len(backlog)) from None
+        self._journal = []
+
+    def _park_pending(self) -> None:
+        assert self._backlog is not None
+        pending, self._pending = self._pending, {}
+        self._backlog.extend(pending.items())
 
     def close(self) -> None:
-        if self._db is not None:
-            if not self.readonly:
-                self.commit()
-            database.release(self._db)
-            self._db = None
-        self.release_lock()
+        try:
+            if self._db is not None:
+                try:
+                    if not self.readonly:
+                        self.commit()
+                finally:
+                    database.release(self._db)
+                    self._db = None
+        finally:
+            self.release_lock_quietly()
+
+    def release_lock_quietly(self) -> None:
+        """Release the lock without committing again (after close, or a failed commit)."""
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
 
     def __enter__(self) -> Store:
         return self
@@ -285,12 +501,35 @@ class Store:
             raise ReadOnlyStoreError(f"the store at {self.state_dir} is read-only")
         return self._db
 
-    def _write(self, sql: str, params: tuple[Any, ...] = ()) -> sqlite3.Cursor:
+    def _write(self, sql: str, params: tuple[Any, ...] = ()) -> int:
+        """Run one statement in the open transaction; how many rows it changed (0 while the
+        store waits for space: the statement is kept for the next commit)."""
         db = self._check_writable()
         self._flush_pending()
-        if not db.in_transaction:
-            db.execute("BEGIN")
-        return db.execute(sql, params)
+        if self._backlog is not None:
+            self._backlog.append((sql, [params]))
+            return 0
+        try:
+            if not db.in_transaction:
+                db.execute("BEGIN")
+            changed = self._run(sql, [params])
+        except sqlite3.OperationalError as exc:
+            self._journal.append((sql, [params]))
+            self._stall(exc)
+            return 0
+        self._journal.append((sql, [params]))
+        return changed
+
+    def _run(self, sql: str, rows: list[tuple[Any, ...]]) -> int:
+        """executemany, with text SQLite cannot take (lone surrogates) made safe rather than
+        losing the batch. Returns how many rows changed."""
+        assert self._db is not None
+        try:
+            return self._db.executemany(sql, rows).rowcount
+        except UnicodeEncodeError:
+            safe = [_safe_row(row) for row in rows]
+            rows[:] = safe  # the journal keeps the safe form
+            return self._db.executemany(sql, safe).rowcount
 
     def _queue(self, sql: str, params: tuple[Any, ...]) -> None:
         """A hot insert (objects, results, unit states, iterations): kept in order and sent
@@ -305,11 +544,20 @@ class Store:
     def _flush_pending(self) -> None:
         if not self._pending or self._db is None:
             return
+        if self._backlog is not None:
+            self._park_pending()
+            return
         pending, self._pending = self._pending, {}
-        if not self._db.in_transaction:
-            self._db.execute("BEGIN")
-        for sql, rows in pending.items():
-            self._db.executemany(sql, rows)
+        try:
+            if not self._db.in_transaction:
+                self._db.execute("BEGIN")
+            for sql, rows in pending.items():
+                self._journal.append((sql, rows))
+                self._run(sql, rows)
+        except sqlite3.OperationalError as exc:
+            done = {id(rows) for _, rows in self._journal}
+            self._journal.extend(item for item in pending.items() if id(item[1]) not in done)
+            self._stall(exc)  # a read goes on with what is committed; commit() says it
 
     def _row(self, sql: str, params: tuple[Any, ...] = ()) -> Any:
         if self._db is None:
@@ -327,7 +575,9 @@ class Store:
     def put_object(self, data: bytes, digest: str | None = None) -> str:
         """Store bytes under their blake3 hex; durable (tmp + rename) before returning.
         Small objects are rows of the open transaction: they become durable with the result
-        that refers to them, in the same commit."""
+        that refers to them, in the same commit. ObjectWriteError (its message names the
+        cause, e.g. "no space left on device writing its output") when a big one cannot be
+        written: nothing refers to it then."""
         self._check_writable()
         if digest is None:
             digest = hash_bytes(data)
@@ -338,17 +588,88 @@ class Store:
                         (digest, data))
         else:
             self._objects.write(digest, data)
+            self._note_intact(digest)
         return digest
 
+    def _note_intact(self, digest: str) -> None:
+        """Remember the stat key under which a big object is known whole: `last_units` then
+        checks it with a stat instead of reading it."""
+        self._intact[digest] = True
+        try:
+            key = key_of(os.lstat(self._objects.path(digest)))
+        except OSError:
+            return
+        if self.writable:
+            self._queue("INSERT OR REPLACE INTO stat_cache (path, size, mtime_ns, ino, ctime_ns,"
+                        " hash) VALUES (?, ?, ?, ?, ?, ?)",
+                        (os.fspath(self._objects.path(digest)), *key, digest))
+
     def get_object(self, digest: str) -> bytes:
-        """The object's bytes; KeyError if there is no such object."""
+        """The object's bytes, checked against its name. ObjectMissing (a KeyError) if there
+        is no such object, ObjectDamaged if its bytes changed (a writer removes it)."""
         row = self._row("SELECT data FROM objects WHERE digest = ?", (digest,))
         if row is not None:
-            return bytes(row[0])
+            inline = bytes(row[0])
+            if hash_bytes(inline) != digest:
+                if self.writable:
+                    self._write("DELETE FROM objects WHERE digest = ?", (digest,))
+                raise ObjectDamaged(f"stored object {digest} is damaged (its bytes changed)")
+            return inline
         data = self._objects.read(digest)
         if data is None:
-            raise KeyError(digest)
+            unsaved = self._unsaved_object(digest)
+            if unsaved is not None:
+                return unsaved
+            raise ObjectMissing(f"stored object {digest} is missing "
+                                f"({self._objects.path(digest)})")
+        if hash_bytes(data) != digest:
+            self._refuse(digest)
+            raise ObjectDamaged(f"stored object {self._objects.path(digest)} is damaged "
+                                "(its bytes do not match its name)")
         return data
+
+    def _unsaved_object(self, digest: str) -> bytes | None:
+        """A small object still waiting for a commit (queued, or kept after a full disk)."""
+        sql = "INSERT OR IGNORE INTO objects (digest, data) VALUES (?, ?)"
+        batches = [*(self._backlog or ()), *self._journal, (sql, self._pending.get(sql, []))]
+        for statement, rows in batches:
+            if statement == sql:
+                for row in rows:
+                    if row[0] == digest:
+                        return bytes(row[1])
+        return None
+
+    def _refuse(self, digest: str) -> None:
+        self._intact[digest] = False
+        if self.writable:
+            self._objects.discard(digest)
+
+    def object_intact(self, digest: str) -> bool:
+        """Whether the object exists with the bytes its name says. Inline objects are checked by
+        the caller's query; a file by its stat key against the one it was last known whole
+        under, else by hashing it. A damaged file is removed by a writer."""
+        known = self._intact.get(digest)
+        if known is not None:
+            return known
+        try:
+            path = self._objects.path(digest)
+        except ValueError:
+            return False  # not an object's name: no object can be found under it
+        try:
+            st = os.lstat(path)
+        except OSError:
+            self._intact[digest] = False
+            return False
+        entry = self.stat_cache_get(os.fspath(path))
+        if entry is not None and entry[:4] == key_of(st) and entry[4] == digest \
+                and statmod.S_ISREG(st.st_mode):
+            self._intact[digest] = True
+            return True
+        if self._objects.intact(digest):
+            self._note_intact(digest)
+            return True
+        self._refuse(digest)
+        return False
 
     def has_object(self, digest: str) -> bool:
         if self._row("SELECT 1 FROM objects WHERE digest = ?", (digest,)) is not None:
@@ -358,15 +679,19 @@ class Store:
     def object_path(self, digest: str) -> Path | None:
         """The file of a big object (for streaming it), None if it is inline or missing."""
         path = self._objects.path(digest)
-        return path if path.is_file() else None
+        return path if path.is_file() and not path.is_symlink() else None
 
     # -- results and unit states ---------------------------------------------------------------
     def find_result(self, task: str, signature: str) -> ResultRecord | None:
-        row = self._row("SELECT output, outputs, duration, finished FROM results "
-                        "WHERE task = ? AND signature = ?", (task, signature))
+        row = self._row("SELECT r.output, r.outputs, r.duration, r.finished,"
+                        " o.digest IS NOT NULL FROM results r"
+                        " LEFT JOIN objects o ON o.digest = r.output"
+                        " WHERE r.task = ? AND r.signature = ?", (task, signature))
         if row is None:
             return None
-        return _result(task, signature, *row)
+        output, outputs, duration, finished, inline = row
+        return _result(task, signature, output, outputs, duration, finished,
+                       bool(inline) or self.object_intact(output))
 
     def result_signatures(self, task: str) -> set[str]:
         """Every signature a task has a result for."""
@@ -395,7 +720,10 @@ class Store:
         for task, iter_text, signature, *result in self._rows(LAST_UNITS):
             signatures[(task, _iter_tuple(iter_text))] = signature
             if result[0] is not None and (task, signature) not in results:
-                results[(task, signature)] = _result(task, signature, *result)
+                output, outputs, duration, finished, inline = result
+                stored = bool(inline) or self.object_intact(output)
+                results[(task, signature)] = _result(task, signature, output, outputs, duration,
+                                                     finished, stored)
         return signatures, list(results.values())
 
     def record_result(self, record: ResultRecord) -> None:
@@ -407,10 +735,11 @@ class Store:
                      record.finished))
 
     def set_unit_state(self, state: UnitState) -> None:
+        error = None if state.error is None else safe_text(state.error)
         self._queue(f"INSERT OR REPLACE INTO unit_states ({_UNIT_COLUMNS}) "
                     "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (state.task, _iter_text(state.iter), state.signature, state.status.value,
-                     state.manifest, state.output, state.duration, state.error, state.finished))
+                     state.manifest, state.output, state.duration, error, state.finished))
 
     def unit_state(self, task: str, iter: tuple[int, ...] = ()) -> UnitState | None:
         row = self._row(f"SELECT {_UNIT_COLUMNS} FROM unit_states WHERE task = ? AND iter = ?",
@@ -447,13 +776,13 @@ class Store:
         Objects and manifests stay (they are shared by hash)."""
         tables = ("results", "iterations", "generators")
         if tasks is None:
-            count = self._write("DELETE FROM unit_states").rowcount
+            count = self._write("DELETE FROM unit_states")
             for table in tables:
                 self._write(f"DELETE FROM {table}")
-            return int(count)
+            return count
         count = 0
         for task in tasks:
-            count += self._write("DELETE FROM unit_states WHERE task = ?", (task,)).rowcount
+            count += self._write("DELETE FROM unit_states WHERE task = ?", (task,))
             for table in tables:
                 self._write(f"DELETE FROM {table} WHERE task = ?", (task,))
         return count
@@ -475,7 +804,7 @@ class Store:
         return values
 
     def mark_generator_complete(self, task: str, signature: str, count: int) -> None:
-        self._write("INSERT OR REPLACE INTO generators (task, signature, count, finished) "
+        self._queue("INSERT OR REPLACE INTO generators (task, signature, count, finished) "
                     "VALUES (?, ?, ?, ?)", (task, signature, count, time.time()))
 
     def generator_complete(self, task: str, signature: str) -> int | None:
@@ -493,17 +822,18 @@ class Store:
 
     def stat_cache_put(self, path: str, size: int, mtime_ns: int, ino: int, ctime_ns: int,
                        digest: str) -> None:
-        self._write("INSERT OR REPLACE INTO stat_cache (path, size, mtime_ns, ino, ctime_ns, hash)"
+        self._queue("INSERT OR REPLACE INTO stat_cache (path, size, mtime_ns, ino, ctime_ns, hash)"
                     " VALUES (?, ?, ?, ?, ?, ?)", (path, size, mtime_ns, ino, ctime_ns, digest))
 
     def stat_cache_put_many(self, entries: Iterable[tuple[str, int, int, int, int, str]]) -> None:
         """Many (path, size, mtime_ns, inode, ctime_ns, hash) rows at once."""
-        db = self._check_writable()
-        if not db.in_transaction:
-            db.execute("BEGIN")
-        db.executemany("INSERT OR REPLACE INTO stat_cache "
-                       "(path, size, mtime_ns, ino, ctime_ns, hash) VALUES (?, ?, ?, ?, ?, ?)",
-                       entries)
+        self._check_writable()
+        sql = ("INSERT OR REPLACE INTO stat_cache "
+               "(path, size, mtime_ns, ino, ctime_ns, hash) VALUES (?, ?, ?, ?, ?, ?)")
+        rows = self._pending.get(sql)
+        if rows is None:
+            self._pending[sql] = rows = []
+        rows.extend(entries)
 
     def stat_cache_all(self) -> dict[str, tuple[int, int, int, int, str]]:
         """The whole stat cache in one query (a null build reads it once)."""
@@ -536,11 +866,13 @@ class Store:
         must leave the group findable."""
         self._write("INSERT OR REPLACE INTO pgroups (pgid, start_time) VALUES (?, ?)",
                     (pgid, start_time))
-        self.commit()
+        with contextlib.suppress(StateFull):  # kept: the scheduler's own commit says it
+            self.commit()
+
 
     def drop_pgroup(self, pgid: int) -> None:
         # Buffered: a group that ended but is still recorded is harmless (see pgroups.py).
-        self._write("DELETE FROM pgroups WHERE pgid = ?", (pgid,))
+        self._queue("DELETE FROM pgroups WHERE pgid = ?", (pgid,))
 
     def recorded_pgroups(self) -> list[tuple[int, float]]:
         return [(int(p), float(t)) for p, t in self._rows("SELECT pgid, start_time FROM pgroups")]
@@ -561,10 +893,10 @@ class Store:
 
     # -- runs ----------------------------------------------------------------------------------
     def begin_run(self, command: str) -> int:
-        cursor = self._write("INSERT INTO runs (command, pid, started) VALUES (?, ?, ?)",
-                             (command, os.getpid(), time.time()))
-        assert cursor.lastrowid is not None
-        return cursor.lastrowid
+        self._write("INSERT INTO runs (command, pid, started) VALUES (?, ?, ?)",
+                    (command, os.getpid(), time.time()))
+        row = self._row("SELECT max(id) FROM runs")
+        return int(row[0]) if row is not None and row[0] is not None else 0
 
     def end_run(self, run_id: int, ok: bool) -> None:
         self._write("UPDATE runs SET finished = ?, ok = ? WHERE id = ?",
