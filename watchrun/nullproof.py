@@ -46,7 +46,7 @@ if TYPE_CHECKING:
     from watchrun.state.hashing import FileHasher
 
 PROOF_FILE = "clean.proof"
-PROOF_FORMAT = 2
+PROOF_FORMAT = 3
 DEFAULT_STATE_DIR = ".watchrun"  # the only state folder the console script knows before config
 CONFIG_FILES = ("watchrun.toml", "pyproject.toml")  # what load_config may read
 DATABASE_FILE = "state.db"
@@ -87,12 +87,33 @@ def discard_proof(state_dir: str) -> None:
         os.unlink(proof_path(state_dir))
 
 
-def _database_identity(state_dir: str) -> tuple[int, int] | None:
+def _database_identity(state_dir: str) -> tuple[object, ...] | None:
+    """The database as the last writer left it: the stat keys of its file and WAL (a file
+    truncated, replaced or written in place has another), and its header (SQLite's magic,
+    page size and counters: a file overwritten in place is not a database of that shape).
+    The WAL and the file do not change after the proof is written: the writer's connection is
+    left open until the process ends (`database.ExitSoon`)."""
+    path = os.path.join(state_dir, DATABASE_FILE)
     try:
-        st = os.stat(os.path.join(state_dir, DATABASE_FILE))
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
     except OSError:
         return None
-    return (st.st_dev, st.st_ino)
+    try:
+        header = os.pread(fd, 100, 0)
+        st = os.fstat(fd)
+    finally:
+        os.close(fd)
+    if not header.startswith(b"SQLite format 3\0"):
+        return None
+    return ((st.st_dev, st.st_ino), stat_key(path), _lstat_key(path + "-wal"), header)
+
+
+def _lstat_key(path: str) -> StatKey | None:
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return None
+    return (st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns)
 
 
 # -- the file's form ------------------------------------------------------------------------------
@@ -151,7 +172,7 @@ def make_proof(*, root: str, targets: Iterable[str], state_dir: str,
         if digest is not None and not is_file(path) and os.path.isdir(path):
             below.update(entries_below(path))
     return {
-        "id": identity(root, targets), "db": _database_identity(state_dir),
+        "id": identity(root, targets), "db": None,  # see write_proof
         "configs": dict(configs), "folders": list(folders), "state_dir": state_dir,
         "discovered": _join(discovered), "project": _join(project),
         "project_keys": _keys(project.values()), "absent": list(absent),
@@ -175,12 +196,17 @@ def _unimplied(expansions: Iterable[tuple[tuple[str, ...], tuple[str, ...]]],
 
 
 def write_proof(state_dir: str, proof: Proof) -> None:
-    """Atomically: a reader holds the lock, but a crash must not leave half a proof."""
-    path = proof_path(state_dir)
-    temp = f"{path}.{os.getpid()}.tmp"
-    with open(temp, "wb") as f:
-        marshal.dump(proof, f)
-    os.replace(temp, path)
+    """Atomically (a crash must not leave half a proof), never through a symlink; a proof
+    that cannot be written (a full disk) is only a null build that will not be quick."""
+    from pathlib import Path
+
+    from watchrun.state.owner import write_file_atomically
+
+    proof["db"] = _database_identity(state_dir)  # now: the results it speaks of are committed
+    if proof["db"] is None:
+        return  # no database the proof could speak for
+    with contextlib.suppress(OSError):
+        write_file_atomically(Path(proof_path(state_dir)), marshal.dumps(proof))
 
 
 # -- checking -----------------------------------------------------------------------------------
@@ -192,7 +218,7 @@ def try_null_build(root_arg: str, targets: list[str], json_out: bool = False) ->
     root = os.path.realpath(root_arg)  # what load_config makes of `-C` (symlinks resolved)
     state_dir = os.path.join(root, DEFAULT_STATE_DIR)
     try:
-        fd = os.open(os.path.join(state_dir, "lock"), os.O_RDWR | os.O_CLOEXEC)
+        fd = os.open(os.path.join(state_dir, "lock"), os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC)
     except OSError:
         return None
     try:
@@ -230,7 +256,8 @@ def _print_events(events: str) -> None:
 
 def _read(state_dir: str) -> Proof | None:
     try:
-        with open(proof_path(state_dir), "rb") as f:
+        fd = os.open(proof_path(state_dir), os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        with os.fdopen(fd, "rb") as f:
             proof = marshal.load(f)
     except (OSError, EOFError, ValueError, TypeError):
         return None  # absent, or written by another Python

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+import sqlite3
 import sys
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -9,7 +11,7 @@ from pathlib import Path
 from watchrun.app import EXIT_PROJECT, ProjectErrorsFound, UsageError
 from watchrun.engine.events import Error
 from watchrun.project.errors import ProjectError
-from watchrun.state.store import StoreError
+from watchrun.state.store import StateFull, StoreError
 
 
 def print_project_errors(errors: Iterable[ProjectError], root: Path, json_out: bool) -> None:
@@ -37,12 +39,38 @@ def unknown_task_message(name: str, known: Iterable[str]) -> str:
     return f"no task named '{name}'{hint}"
 
 
+# What the disk may answer to any write: the state's problem (exit 2), never a traceback.
+DISK_ERRORS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO, errno.EACCES,
+                         errno.EPERM})
+
+
+def safe_streams() -> None:
+    """Text that is not UTF-8 (file names from os.listdir hold lone surrogates) is printed
+    with backslash escapes instead of raising UnicodeEncodeError halfway through a line."""
+    for stream in (sys.stdout, sys.stderr):
+        reconfigure = getattr(stream, "reconfigure", None)
+        if reconfigure is not None:
+            reconfigure(errors="backslashreplace")
+
+
 def guarded(json_out: bool, body: Callable[[], int]) -> int:
     """Run a command body, turning expected failures into messages and exit codes."""
+    safe_streams()
     try:
         return body()
     except ProjectErrorsFound as err:
         print_project_errors(err.errors, err.root, json_out)
         return EXIT_PROJECT
+    except StateFull as err:
+        return error(f"{err}; the results of this run that were not saved run again next "
+                     "time (free some space)")
     except (UsageError, StoreError) as err:
         return error(str(err))
+    except sqlite3.DatabaseError as err:
+        return error(f"the state database is damaged ({err}); the next build moves it aside "
+                     "and starts a new one")
+    except OSError as err:
+        if err.errno not in DISK_ERRORS:
+            raise
+        where = f" ({err.filename})" if err.filename else ""
+        return error(f"{err.strerror or err}{where}")

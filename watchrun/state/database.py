@@ -171,6 +171,16 @@ def _create(db: sqlite3.Connection) -> None:
         raise
 
 
+def integrity_problems(db: sqlite3.Connection) -> str:
+    """What SQLite's quick_check finds wrong ("" when nothing). Reads the whole file."""
+    try:
+        rows = db.execute("PRAGMA quick_check(5)").fetchall()
+    except sqlite3.DatabaseError as exc:
+        return str(exc)
+    found = [str(row[0]) for row in rows if row[0] != "ok"]
+    return "; ".join(found)
+
+
 def is_empty(db: sqlite3.Connection) -> bool:
     """Whether no table holds a row (a new database, or one whose first commit never came)."""
     return all(db.execute(f"SELECT 1 FROM {table} LIMIT 1").fetchone() is None

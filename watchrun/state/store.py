@@ -35,6 +35,7 @@ __all__ = [
     "ObjectWriteError",
     "ReadOnlyStoreError",
     "ResultRecord",
+    "StateDamaged",
     "StateFull",
     "Store",
     "StoreError",
@@ -43,6 +44,7 @@ __all__ = [
 ]
 
 INLINE_LIMIT = 64 * 1024  # objects smaller than this are rows, bigger ones files
+DAMAGED_MARKER = "state.db.damaged"  # left when SQLite reports damage in use (see _suspect)
 
 
 class UnitStatus(enum.Enum):
@@ -100,6 +102,11 @@ class StateFull(StoreError):
         super().__init__(f"cannot save results in the state database: {cause}")
         self.cause = cause
         self.kept = kept  # statements waiting to be committed
+
+
+class StateDamaged(StoreError):
+    """SQLite found the database damaged while using it: the next writer checks it and, if it
+    is, moves it aside and starts a new one."""
 
 
 class ObjectMissing(StoreError, KeyError):
@@ -301,6 +308,7 @@ class Store:
             raise database.Unusable("a symbolic link", "watchrun never writes through one")
         db = database.connect(self.db_path, readonly=False)
         try:
+            self._check_if_suspect(db)
             foreign = self._foreign(db)
             if foreign is not None:
                 raise database.Unusable("not watchrun's for this user", foreign)
@@ -316,6 +324,24 @@ class Store:
             database.close_quietly(db)
             raise
         return db
+
+    def _check_if_suspect(self, db: sqlite3.Connection) -> None:
+        """A database that SQLite found damaged while in use is checked whole before use."""
+        marker = self.db_path.with_name(DAMAGED_MARKER)
+        if not os.path.lexists(marker):
+            return
+        problems = database.integrity_problems(db)
+        with contextlib.suppress(OSError):
+            os.unlink(marker)
+        if problems:
+            raise database.Unusable("damaged", problems)
+
+    def _suspect(self, exc: sqlite3.DatabaseError) -> StateDamaged:
+        """Leave a mark for the next writer (it checks the database whole) and say so."""
+        with contextlib.suppress(OSError):
+            owner.write_file_atomically(self.db_path.with_name(DAMAGED_MARKER), str(exc).encode())
+        return StateDamaged(f"the state database {self.db_path} is damaged ({exc}); the next "
+                            "build checks it, moves it aside and starts a new one")
 
     def _unplant_symlinks(self) -> None:
         """SQLite would write through a symlink planted as the WAL or shared-memory file: a
@@ -525,11 +551,16 @@ class Store:
         losing the batch. Returns how many rows changed."""
         assert self._db is not None
         try:
-            return self._db.executemany(sql, rows).rowcount
-        except UnicodeEncodeError:
-            safe = [_safe_row(row) for row in rows]
-            rows[:] = safe  # the journal keeps the safe form
-            return self._db.executemany(sql, safe).rowcount
+            try:
+                return self._db.executemany(sql, rows).rowcount
+            except UnicodeEncodeError:
+                safe = [_safe_row(row) for row in rows]
+                rows[:] = safe  # the journal keeps the safe form
+                return self._db.executemany(sql, safe).rowcount
+        except sqlite3.OperationalError:
+            raise
+        except sqlite3.DatabaseError as exc:
+            raise self._suspect(exc) from exc
 
     def _queue(self, sql: str, params: tuple[Any, ...]) -> None:
         """A hot insert (objects, results, unit states, iterations): kept in order and sent
@@ -563,13 +594,23 @@ class Store:
         if self._db is None:
             return None
         self._flush_pending()
-        return self._db.execute(sql, params).fetchone()
+        try:
+            return self._db.execute(sql, params).fetchone()
+        except sqlite3.OperationalError:
+            raise
+        except sqlite3.DatabaseError as exc:
+            raise self._suspect(exc) from exc
 
     def _rows(self, sql: str, params: tuple[Any, ...] = ()) -> list[Any]:
         if self._db is None:
             return []
         self._flush_pending()
-        return self._db.execute(sql, params).fetchall()
+        try:
+            return self._db.execute(sql, params).fetchall()
+        except sqlite3.OperationalError:
+            raise
+        except sqlite3.DatabaseError as exc:
+            raise self._suspect(exc) from exc
 
     # -- objects -------------------------------------------------------------------------------
     def put_object(self, data: bytes, digest: str | None = None) -> str:
