@@ -76,7 +76,9 @@ def task_prefix(code_digest: str, params: dict[str, Any], kind: str, args: list[
 def static_identity(prefix: str, inputs: dict[str, str | None]) -> str:
     h = blake3(prefix.encode())
     for path in sorted(inputs):
-        h.update(f"\0{path}={inputs[path]}".encode())
+        # surrogatepass: a file name that is not UTF-8 (os.listdir gives it lone surrogates)
+        # hashes like any other; valid text encodes as before
+        h.update(f"\0{path}={inputs[path]}".encode("utf-8", "surrogatepass"))
     return h.hexdigest()
 
 
