@@ -11,7 +11,7 @@ from pathlib import Path
 from watchrun.app import EXIT_PROJECT, ProjectErrorsFound, UsageError
 from watchrun.engine.events import Error
 from watchrun.project.errors import ProjectError
-from watchrun.state.store import StateFull, StoreError
+from watchrun.state.store import ObjectMissing, StateFull, StoreError
 
 
 def print_project_errors(errors: Iterable[ProjectError], root: Path, json_out: bool) -> None:
@@ -64,6 +64,8 @@ def guarded(json_out: bool, body: Callable[[], int]) -> int:
     except StateFull as err:
         return error(f"{err}; the results of this run that were not saved run again next "
                      "time (free some space)")
+    except ObjectMissing as err:
+        return error(f"{err}; the next build runs the task that made it again")
     except (UsageError, StoreError) as err:
         return error(str(err))
     except sqlite3.DatabaseError as err:
