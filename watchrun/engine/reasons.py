@@ -22,6 +22,7 @@ class ReasonKind(enum.Enum):
     UPSTREAM_DIRTY = "upstream dirty"
     OUTPUT_MISSING = "output missing"
     OUTPUT_MODIFIED = "output modified"
+    STORED_MISSING = "stored output missing"  # its object was deleted or damaged
     FORCED = "forced"
     LAST_FAILED = "last run failed"
     LAST_CANCELLED = "last run cancelled"

@@ -251,7 +251,7 @@ class Resolver:
         signature = unit_signature(static, upstream, value)
         result = self._stored_result(name, signature, in_scope=bool(iter))
         outputs_now = self.hash_outputs(task) if result is not None and result.outputs else {}
-        if result is not None and not forced and all(
+        if result is not None and not forced and result.stored and all(
                 outputs_now.get(path) == digest for path, digest in result.outputs.items()):
             # clean: the common case of a null build needs no history to explain anything
             return Resolution(name, iter, signature, make_manifest, static, upstream, inputs,

@@ -128,7 +128,7 @@ def explain(
 
 
 def _output_reasons(result: ResultRecord, outputs_now: dict[str, str | None]) -> list[Reason]:
-    reasons = []
+    reasons = [] if result.stored else [Reason(ReasonKind.STORED_MISSING)]
     for path, digest in sorted(result.outputs.items()):
         now = outputs_now.get(path)
         if now is None:
