@@ -44,6 +44,7 @@ __all__ = [
 ]
 
 INLINE_LIMIT = 64 * 1024  # objects smaller than this are rows, bigger ones files
+BACKLOG_PIECE = 50  # rows per transaction when kept statements are committed piece by piece
 DAMAGED_MARKER = "state.db.damaged"  # left when SQLite reports damage in use (see _suspect)
 
 
@@ -459,33 +460,55 @@ class Store:
     def _stall(self, exc: sqlite3.OperationalError) -> None:
         """A write failed for want of space (or a failing disk): roll back to the last commit
         and keep every uncommitted statement, in order, for the next commit."""
-        cause = database.write_failure(exc)
-        if cause is None:
-            raise exc
-        assert self._db is not None
-        if self._db.in_transaction:
-            with contextlib.suppress(sqlite3.Error):
-                self._db.execute("ROLLBACK")
-        self._backlog = self._journal
-        self._journal = []
-        self._stall_cause = cause
+        journal = self._journal
+        self._roll_back_and_free(exc)
+        self._backlog = journal
 
     def _retry_backlog(self) -> None:
+        """Commit the kept statements: all at once, else in order, a piece per transaction,
+        as many as the space allows (any prefix of them is a consistent state: each unit's
+        objects come before its result, its manifest before its state)."""
         assert self._db is not None and self._backlog is not None
         self._park_pending()
         backlog, self._backlog = self._backlog, None
-        self._journal = []
         try:
-            if not self._db.in_transaction:
-                self._db.execute("BEGIN")
-            for sql, rows in backlog:
-                self._run(sql, rows)
-            self._db.execute("COMMIT")
+            self._commit_statements(backlog)
+            return
         except sqlite3.OperationalError as exc:
-            self._journal = backlog
-            self._stall(exc)
-            raise StateFull(self._stall_cause, len(backlog)) from None
+            self._roll_back_and_free(exc)
+        left = [(sql, rows[i:i + BACKLOG_PIECE]) for sql, rows in backlog
+                for i in range(0, len(rows), BACKLOG_PIECE)]
+        while left:
+            try:
+                self._commit_statements(left[:1])
+            except sqlite3.OperationalError as exc:
+                self._roll_back_and_free(exc)
+                self._backlog = left
+                raise StateFull(self._stall_cause, len(left)) from None
+            left.pop(0)
+
+    def _commit_statements(self, statements: list[tuple[str, list[tuple[Any, ...]]]]) -> None:
+        assert self._db is not None
         self._journal = []
+        if not self._db.in_transaction:
+            self._db.execute("BEGIN")
+        for sql, rows in statements:
+            self._run(sql, rows)
+        self._db.execute("COMMIT")
+
+    def _roll_back_and_free(self, exc: sqlite3.OperationalError) -> None:
+        """After a failed write: back to the last commit, and the WAL emptied into the
+        database (what the failed transaction wrote there takes space no one will read)."""
+        cause = database.write_failure(exc)
+        if cause is None:
+            raise exc
+        self._stall_cause = cause
+        assert self._db is not None
+        self._journal = []
+        with contextlib.suppress(sqlite3.Error):
+            if self._db.in_transaction:
+                self._db.execute("ROLLBACK")
+            self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
     def _park_pending(self) -> None:
         assert self._backlog is not None
