@@ -9,6 +9,7 @@ a finished unit, a skipped one, a generator's yield or a replay from the store.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import os
 import pickle
@@ -34,7 +35,14 @@ from watchrun.project.codemap import ArgSpec
 from watchrun.project.loader import Project
 from watchrun.project.model import Kind, Task
 from watchrun.state.hashing import FileHasher
-from watchrun.state.store import ResultRecord, Store, UnitState, UnitStatus
+from watchrun.state.store import (
+    ObjectWriteError,
+    ResultRecord,
+    StateFull,
+    Store,
+    UnitState,
+    UnitStatus,
+)
 
 COMMIT_EVERY = 0.05  # seconds: results are committed in batches, never later than this
 # seconds of resolving units found at the start of a build (or after a change) between two
@@ -148,6 +156,7 @@ class Scheduler:
         self._background = False  # _check_tasks is queueing
         self._resume: asyncio.Handle | None = None  # the rest of _checks, on a later turn
         self._commit_handle: asyncio.TimerHandle | None = None
+        self._state_full = False  # the last commit failed for want of space (said once)
         # recent small values by digest (oldest first), so that the units and pushes that
         # want them soon do not read them back from the store (see FRESH_BYTES, FRESH_COUNT)
         self._fresh: dict[str, bytes] = {}
@@ -763,7 +772,11 @@ class Scheduler:
         if name in self.consumers:
             resolution = self._final_consumer_resolution(self.consumers[name], resolution)
         task = self.project.tasks[name]
-        output = self.store.put_object(data)
+        try:
+            output = self.store.put_object(data)
+        except ObjectWriteError as exc:  # e.g. "no space left on device writing its output"
+            self._failed(run, str(exc), duration)
+            return
         self._remember(output, data)  # its downstream units and pushes will want it soon
         # before any downstream unit looks at them: they are this unit's products
         outputs = {k: v for k, v in self.resolver.hash_outputs(task, produced=True).items()
@@ -886,4 +899,15 @@ class Scheduler:
         if self.options.dry_run:
             return
         self.hasher.flush()
-        self.store.commit()
+        try:
+            self.store.commit()
+        except StateFull as full:  # kept by the store: tried again soon, and at the end
+            if not self._state_full:
+                self.bus.publish(ev.Error(message=f"{full}; results are kept in memory and "
+                                          "saved when space allows", file=None, line=None))
+            self._state_full = True
+            with contextlib.suppress(RuntimeError):  # no loop: the caller's commit says it
+                loop = asyncio.get_running_loop()
+                self._commit_handle = loop.call_later(1.0, self.flush)
+            return
+        self._state_full = False
