@@ -11,6 +11,7 @@ from pathlib import Path
 from watchrun.app import EXIT_PROJECT, ProjectErrorsFound, UsageError
 from watchrun.engine.events import Error
 from watchrun.project.errors import ProjectError
+from watchrun.state.hashing import UnreadablePath
 from watchrun.state.store import ObjectMissing, StateFull, StoreError
 
 
@@ -64,6 +65,8 @@ def guarded(json_out: bool, body: Callable[[], int]) -> int:
     except StateFull as err:
         return error(f"{err}; the results of this run that were not saved run again next "
                      "time (free some space)")
+    except UnreadablePath as err:
+        return error(err.message())
     except ObjectMissing as err:
         return error(f"{err}; the next build runs the task that made it again")
     except (UsageError, StoreError) as err:

@@ -45,6 +45,29 @@ SKIP_DIRS = frozenset({"__pycache__"})
 _buffers = threading.local()  # each thread's read buffer (see `_read_buffer`)
 
 
+class UnreadablePath(OSError):
+    """A path that exists but cannot be looked at or read (a symlink loop, no permission, an
+    I/O error). `where`: the file and line that asked for it, once someone knows them."""
+
+    where: tuple[str, int | None] | None = None
+
+    def message(self) -> str:
+        place = ""
+        if self.where is not None:
+            file, line = self.where
+            place = f"{_shown(file)}:{line}: " if line else f"{_shown(file)}: "
+        return f"{place}cannot read {_shown(str(self.filename))}: {self.strerror}"
+
+
+def _shown(path: str) -> str:
+    relative = os.path.relpath(path) if os.path.isabs(path) else path
+    return path if relative.startswith("..") else relative
+
+
+def _unreadable(exc: OSError, path: str) -> UnreadablePath:
+    return UnreadablePath(exc.errno, exc.strerror or str(exc), path)
+
+
 def hash_bytes(data: bytes) -> str:
     """blake3 hex of `data` (the name of an object in the store)."""
     if len(data) >= BIG_FILE:
@@ -149,6 +172,8 @@ class FileHasher:
             st = os.stat(key)
         except (FileNotFoundError, NotADirectoryError):
             return None
+        except OSError as exc:
+            raise _unreadable(exc, key) from None
         if statmod.S_ISDIR(st.st_mode):
             return self.hash_many([path])[path]
         cached = self._cached(key, st)
@@ -167,6 +192,8 @@ class FileHasher:
             except (FileNotFoundError, NotADirectoryError):
                 result[path] = None
                 continue
+            except OSError as exc:
+                raise _unreadable(exc, path) from None
             # this process's entry first: the stored one may be of the file's older content
             entry = recent.get(path) or cache.get(path)
             if (entry is not None and entry[1] == st.st_mtime_ns and entry[0] == st.st_size
@@ -193,6 +220,8 @@ class FileHasher:
             except (FileNotFoundError, NotADirectoryError):
                 plan.append((path, None))
                 continue
+            except OSError as exc:
+                raise _unreadable(exc, key) from None
             if statmod.S_ISDIR(st.st_mode):
                 files = _list_folder(key)
                 plan.append((path, [(rel, file_key) for rel, file_key, _ in files]))
@@ -260,6 +289,8 @@ class FileHasher:
             after = os.stat(key)
         except (FileNotFoundError, NotADirectoryError):
             return None  # removed (or replaced by a folder) while we looked
+        except OSError as exc:
+            raise _unreadable(exc, key) from None
         before = key_of(st)
         # ctime, not mtime: every write sets it to the kernel's clock, and nobody can set it back.
         settled = st.st_ctime_ns < started - self._racy_ns
@@ -339,6 +370,8 @@ def _list_folder(root: str) -> list[tuple[str, str, os.stat_result]]:
             entries = list(os.scandir(folder))
         except (FileNotFoundError, NotADirectoryError):
             continue  # removed while we walked
+        except OSError as exc:
+            raise _unreadable(exc, folder) from None
         for entry in entries:
             if entry.is_dir(follow_symlinks=False):
                 if entry.name not in SKIP_DIRS:
@@ -348,6 +381,8 @@ def _list_folder(root: str) -> list[tuple[str, str, os.stat_result]]:
                 st = entry.stat()  # follows a symlink to its file
             except (FileNotFoundError, NotADirectoryError):
                 continue  # a dangling symlink, or removed
+            except OSError as exc:
+                raise _unreadable(exc, entry.path) from None
             if not statmod.S_ISDIR(st.st_mode):
                 found.append((prefix + entry.name, entry.path, st))
     return found
