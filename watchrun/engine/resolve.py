@@ -26,7 +26,7 @@ from watchrun.engine.units import (
 from watchrun.project.inputs import expand_inputs, has_magic
 from watchrun.project.loader import Project
 from watchrun.project.model import Task
-from watchrun.state.hashing import FileHasher
+from watchrun.state.hashing import FileHasher, UnreadablePath
 from watchrun.state.store import ResultRecord, Store, UnitState
 
 
@@ -128,7 +128,12 @@ class Resolver:
         return expand_inputs(task.inputs, str(self.root))
 
     def hash_inputs(self, task: Task) -> dict[str, str | None]:
-        paths, absolute, hashes = self._input_hashes(task)
+        try:
+            paths, absolute, hashes = self._input_hashes(task)
+        except UnreadablePath as exc:  # a symlink loop, no permission: where it was asked for
+            origin = task.field_origins.get("inputs")
+            exc.where = (str(origin.file), origin.line) if origin else (str(task.path), None)
+            raise
         expansion = (task.inputs, tuple(paths))
         if self.expansions.setdefault(task.name, expansion) != expansion:
             self.unsteady = True
