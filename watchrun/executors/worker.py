@@ -45,7 +45,8 @@ _PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
 # Delivered by the kernel when the parent dies; its handler kills the whole group. Not SIGKILL:
 # that would kill this process at once and its children would survive (see _die_with_parent).
 _PARENT_DEATH_SIGNAL = _signal.SIGHUP
-_LOG_FLAGS = os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC
+# O_NOFOLLOW: a symlink planted as a log is replaced, never written through (see UnitLog.open)
+_LOG_FLAGS = os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC | os.O_NOFOLLOW
 _PUSHED = proto.encode(Msg.PUSHED)
 ACK_DELAY = 0.005  # seconds a PUSHED answer may wait to go with the next ones
 _O_TMPFILE = getattr(os, "O_TMPFILE", 0)  # Linux
@@ -374,7 +375,13 @@ class UnitLog:
         unit's start. OSError: it cannot be written."""
         flags = _LOG_FLAGS | os.O_TRUNC if fresh else _LOG_FLAGS
         try:
-            fd = os.open(path, flags)
+            try:
+                fd = os.open(path, flags)
+            except OSError as exc:
+                if exc.errno != errno.ELOOP:
+                    raise
+                os.unlink(path)  # a symlink in the log's place: the log starts anew
+                raise FileNotFoundError(errno.ENOENT, "replaced a symlink", path) from None
         except FileNotFoundError:
             unnamed = self._unnamed(path) if self._unnamed_files else None
             if unnamed is None:
