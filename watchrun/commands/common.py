@@ -79,3 +79,36 @@ def guarded(json_out: bool, body: Callable[[], int]) -> int:
             raise
         where = f" ({err.filename})" if err.filename else ""
         return error(f"{err.strerror or err}{where}")
+
+
+PRINT_PIECE = 1 << 20  # characters written at a time when printing a big value
+
+
+def print_value(value: object) -> None:
+    """A stored output as `show` prints it: text as is, anything else as its repr. A big text
+    or bytes value is written a piece at a time, so printing it never holds a second copy of
+    it (its repr, or its encoding) in memory."""
+    write = sys.stdout.write
+    if isinstance(value, str):
+        for start in range(0, len(value), PRINT_PIECE):
+            write(value[start:start + PRINT_PIECE])
+        write("\n")
+    elif isinstance(value, bytes | bytearray) and len(value) > PRINT_PIECE:
+        _print_bytes_repr(bytes(value) if isinstance(value, bytearray) else value, write)
+    else:
+        print(repr(value))
+
+
+def _print_bytes_repr(value: bytes, write: Callable[[str], object]) -> None:
+    """repr(value), piece by piece: the same quote repr would choose, each piece's repr
+    without its own quotes (escapes never straddle pieces: each byte is escaped alone)."""
+    quote = '"' if b"'" in value and b'"' not in value else "'"
+    write(f"b{quote}")
+    for start in range(0, len(value), PRINT_PIECE):
+        piece = repr(value[start:start + PRINT_PIECE])
+        inner = piece[2:-1]
+        if piece[1] != quote:  # this piece alone would have chosen the other quote
+            inner = inner.replace("\\" + piece[1], piece[1]) if piece[1] == "'" else inner
+            inner = inner.replace(quote, "\\" + quote)
+        write(inner)
+    write(f"{quote}\n")

@@ -115,6 +115,41 @@ class ObjectFiles:
         if new_folder:
             _fsync_dir(self.root)
 
+    def new_temporary(self) -> tuple[int, Path]:
+        """A new, open temporary file in the object folder, for a writer to put an object's
+        bytes straight into (e.g. a worker pickling a big output): no process then holds
+        them in memory. Give it back with `adopt`."""
+        _real_dir(self.root)
+        path = self.root / f"{TEMP_PREFIX}{os.getpid()}-{os.urandom(6).hex()}"
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                     0o644)
+        return fd, path
+
+    def adopt(self, temporary: Path) -> str:
+        """Make a complete temporary file an object: hashed (through a memory map), fsynced
+        and renamed to its name. Returns the digest. ObjectWriteError as `write`."""
+        try:
+            fd = os.open(temporary, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            try:
+                size = os.fstat(fd).st_size
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            digest = hash_file_content(os.fspath(temporary), size)
+            target = self.path(digest)
+            if _is_plain_file(target):
+                _unlink_quietly(temporary)  # same name, same bytes
+                return digest
+            new_folder = _real_dir(target.parent)
+            os.replace(temporary, target)
+            _fsync_dir(target.parent)
+            if new_folder:
+                _fsync_dir(self.root)
+            return digest
+        except OSError as exc:
+            _unlink_quietly(temporary)
+            raise ObjectWriteError(exc.errno, describe_write_error(exc)) from exc
+
     def clean_temps(self) -> int:
         """Delete temporary files of writers that died mid-write. Call only while holding the
         writer lock (another writer's temporary file is in use). Returns how many."""

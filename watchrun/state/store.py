@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import enum
 import os
+import pickle
 import sqlite3
 import stat as statmod
 import time
@@ -20,9 +21,14 @@ from typing import Any, NamedTuple
 from watchrun.nullproof import discard_proof
 from watchrun.state import database, owner, pgroups
 from watchrun.state.database import SCHEMA_VERSION
-from watchrun.state.hashing import hash_bytes
+from watchrun.state.hashing import hash_bytes, hash_file_content
 from watchrun.state.lock import LockedError, LockHolder, WriterLock, acquire, read_holder
-from watchrun.state.objects import ObjectFiles, ObjectWriteError, check_digest
+from watchrun.state.objects import (
+    ObjectFiles,
+    ObjectWriteError,
+    check_digest,
+    describe_write_error,
+)
 from watchrun.state.statkeys import key_of
 
 __all__ = [
@@ -655,6 +661,28 @@ class Store:
             self._note_intact(digest)
         return digest
 
+    def new_object_file(self) -> tuple[int, Path]:
+        """(open fd, path) of a temporary file in the object folder: a big output can be
+        written (pickled) straight into it, then stored with `adopt_object`, so that neither
+        the worker nor watchrun holds its bytes in memory (see objects.ObjectFiles)."""
+        self._check_writable()
+        try:
+            return self._objects.new_temporary()
+        except OSError as exc:
+            raise ObjectWriteError(exc.errno, describe_write_error(exc)) from exc
+
+    def adopt_object(self, temporary: Path) -> str:
+        """Store a complete temporary file from `new_object_file` as an object; its digest.
+        A small one becomes a row (as put_object), a big one is renamed into place."""
+        self._check_writable()
+        if os.lstat(temporary).st_size < INLINE_LIMIT:
+            data = Path(temporary).read_bytes()
+            os.unlink(temporary)
+            return self.put_object(data)
+        digest = self._objects.adopt(Path(temporary))
+        self._note_intact(digest)
+        return digest
+
     def _note_intact(self, digest: str) -> None:
         """Remember the stat key under which a big object is known whole: `last_units` then
         checks it with a stat instead of reading it."""
@@ -691,6 +719,26 @@ class Store:
             raise ObjectDamaged(f"stored object {self._objects.path(digest)} is damaged "
                                 "(its bytes do not match its name)")
         return data
+
+    def load_object(self, digest: str) -> Any:
+        """Unpickle an object, checked against its name first. A big one is hashed through a
+        memory map and unpickled from its file: its bytes are never held in memory beside
+        the value (a 500 MB output costs 500 MB, not 1 GB). Errors as get_object; whatever
+        unpickling raises (a class that no longer imports) is the caller's."""
+        path = self.object_path(digest)
+        if path is None:
+            return pickle.loads(self.get_object(digest))
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except OSError as exc:
+            raise ObjectMissing(f"stored object {digest} is missing ({path})") from exc
+        with os.fdopen(fd, "rb") as f:
+            if hash_file_content(f"/proc/self/fd/{fd}" if os.path.isdir("/proc/self/fd")
+                                 else os.fspath(path), os.fstat(fd).st_size) != digest:
+                self._refuse(digest)
+                raise ObjectDamaged(f"stored object {path} is damaged (its bytes do not match "
+                                    "its name)")
+            return pickle.load(f)
 
     def _unsaved_object(self, digest: str) -> bytes | None:
         """A small object still waiting for a commit (queued, or kept after a full disk)."""
