@@ -3,16 +3,22 @@
 from __future__ import annotations
 
 import json
-import pickle
 import sys
 from pathlib import Path
 from typing import Any
 
 from watchrun.app import EXIT_OK, EXIT_PROJECT, open_session
-from watchrun.commands.common import error, guarded, print_project_errors, unknown_task_message
+from watchrun.commands.common import (
+    error,
+    guarded,
+    print_project_errors,
+    print_value,
+    unknown_task_message,
+)
 from watchrun.engine.status import TaskState, report
 from watchrun.project.loader import Project
 from watchrun.project.model import Kind
+from watchrun.state.store import Store, StoreError
 
 STATE_MARK = {
     TaskState.CLEAN: "clean",
@@ -123,18 +129,21 @@ def show_command(root: Path, name: str, it: tuple[int, ...], json_out: bool) -> 
                              f"`watchrun build {name}`")
             if str(project.config.root) not in sys.path:
                 sys.path.insert(0, str(project.config.root))
-            value = _load(session.store.get_object(state.output))
+            value = _load(session.store, state.output)
             if json_out:
                 print(json.dumps(value, default=repr, indent=2))
             else:
-                print(value if isinstance(value, str) else repr(value))
+                print_value(value)
             return EXIT_OK
 
     return guarded(json_out, body)
 
 
-def _load(data: bytes) -> Any:
+def _load(store: Store, digest: str) -> Any:
+    """The stored value (checked against its name; a big one unpickled from its file)."""
     try:
-        return pickle.loads(data)
+        return store.load_object(digest)
+    except StoreError:
+        raise  # missing or damaged: guarded() says so
     except Exception as err:  # a class that no longer imports: say so, don't crash
         return f"<stored output cannot be loaded here: {type(err).__name__}: {err}>"
