@@ -171,6 +171,24 @@ def _create(db: sqlite3.Connection) -> None:
         raise
 
 
+MAGIC = b"SQLite format 3\0"
+
+
+def check_header(path: Path) -> None:
+    """Unusable when the file exists, is not empty and does not start as a SQLite database
+    does. SQLite itself may not notice: while page 1 is in the WAL it reads it from there,
+    until a checkpoint copies it back over whatever was written in its place."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(len(MAGIC))
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise CannotOpen(str(exc)) from exc
+    if head and head != MAGIC:
+        raise Unusable("damaged", "its header is not a SQLite database's")
+
+
 def integrity_problems(db: sqlite3.Connection) -> str:
     """What SQLite's quick_check finds wrong ("" when nothing). Reads the whole file."""
     try:

@@ -50,7 +50,8 @@ __all__ = [
 ]
 
 INLINE_LIMIT = 64 * 1024  # objects smaller than this are rows, bigger ones files
-BACKLOG_PIECE = 50  # rows per transaction when kept statements are committed piece by piece
+BACKLOG_PIECE = 64  # rows per transaction when kept statements are committed piece by piece
+# (halved each time a piece does not fit)
 DAMAGED_MARKER = "state.db.damaged"  # left when SQLite reports damage in use (see _suspect)
 
 
@@ -313,6 +314,7 @@ class Store:
         self._unplant_symlinks()
         if os.path.islink(self.db_path):
             raise database.Unusable("a symbolic link", "watchrun never writes through one")
+        database.check_header(self.db_path)
         db = database.connect(self.db_path, readonly=False)
         try:
             self._check_if_suspect(db)
@@ -482,16 +484,23 @@ class Store:
             return
         except sqlite3.OperationalError as exc:
             self._roll_back_and_free(exc)
-        left = [(sql, rows[i:i + BACKLOG_PIECE]) for sql, rows in backlog
-                for i in range(0, len(rows), BACKLOG_PIECE)]
+        left = list(backlog)
+        piece = BACKLOG_PIECE
         while left:
+            sql, rows = left[0]
             try:
-                self._commit_statements(left[:1])
+                self._commit_statements([(sql, rows[:piece])])
             except sqlite3.OperationalError as exc:
                 self._roll_back_and_free(exc)
+                if piece > 1:
+                    piece = max(1, min(piece, len(rows)) // 2)  # a smaller piece may fit
+                    continue
                 self._backlog = left
-                raise StateFull(self._stall_cause, len(left)) from None
-            left.pop(0)
+                raise StateFull(self._stall_cause, sum(len(r) for _, r in left)) from None
+            if len(rows) > piece:
+                left[0] = (sql, rows[piece:])
+            else:
+                left.pop(0)
 
     def _commit_statements(self, statements: list[tuple[str, list[tuple[Any, ...]]]]) -> None:
         assert self._db is not None
