@@ -284,3 +284,18 @@ def test_a_killed_holder_is_not_named_after_its_death(state_dir: Path) -> None:
         assert b"build doomed" not in (state_dir / "lock").read_bytes()
     finally:
         lock.release()
+
+
+# -- the project folder moved under a running command (point 12) -----------------------------
+
+
+def test_a_store_says_when_its_project_folder_was_moved(tmp_path: Path) -> None:
+    state_dir = tmp_path / "proj" / ".watchrun"
+    with Store(state_dir) as s:
+        assert s.folder_moved() is None
+        (tmp_path / "proj").rename(tmp_path / "renamed")
+        message = s.folder_moved()
+        assert message is not None and "was renamed, moved or deleted" in message
+        (tmp_path / "proj").mkdir()  # another folder under the old name is not the project
+        assert s.folder_moved() is not None
+        s.release_lock_quietly()

@@ -136,6 +136,14 @@ def _iter_tuple(text: str) -> tuple[int, ...]:
     return tuple(int(i) for i in text.split(".")) if text else ()
 
 
+def _identity(folder: Path) -> tuple[int, int] | None:
+    try:
+        st = os.stat(folder)
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino)
+
+
 def safe_text(text: str) -> str:
     """Text SQLite (and any terminal) can take: lone surrogates (a file name that is not
     UTF-8, through os.listdir) become backslash escapes."""
@@ -239,6 +247,17 @@ class Store:
                                  f"{exc.strerror or exc}") from exc
             self._check_folder_writable()
             self._db = self._open_writable()
+        self._folder = _identity(self.state_dir.parent)  # the project's folder, as opened
+
+    def folder_moved(self) -> str | None:
+        """A message when the project folder holding the state folder was renamed, moved or
+        deleted since the store was opened (None: it is where it was). A long-lived command
+        (`dev`) asks before it writes again, and stops: writing on would recreate the old
+        path."""
+        if self._folder is None or _identity(self.state_dir.parent) == self._folder:
+            return None
+        return (f"the project folder {self.state_dir.parent} was renamed, moved or deleted; "
+                "stopping (start watchrun again where the project is now)")
 
     # -- opening -------------------------------------------------------------------------------
     def _check_folder_writable(self) -> None:
