@@ -75,7 +75,7 @@ class PlainConsole:
         self.failures.append(Failure(_unit(event.task, event.iter), event.error,
                                      self._log(event.task, event.iter)))
         first = event.error.strip().splitlines()[-1] if event.error.strip() else "failed"
-        return f"{'FAILED':>9} {_unit(event.task, event.iter)}  {first}"
+        return f"{'FAILED':>9} {_unit(event.task, event.iter)}  {printable(first)}"
 
     def _log(self, task: str, it: tuple[int, ...]) -> Path | None:
         if self.log_dir is None:
@@ -86,7 +86,7 @@ class PlainConsole:
         lines = []
         for failure in self.failures:
             lines.append(f"\n--- {failure.unit} failed ---")
-            lines.append(failure.error.rstrip())
+            lines.append(printable(failure.error.rstrip()))
             tail = _tail(failure.log)
             if tail:
                 lines.append(f"--- last lines of its log ({failure.log}) ---")
@@ -123,7 +123,19 @@ def _tail(path: Path | None) -> str:
     if path is None or not path.exists():
         return ""
     lines = path.read_text(errors="replace").splitlines()[-LOG_TAIL_LINES:]
-    return "\n".join(lines)
+    return printable("\n".join(lines))
+
+
+# C0 and C1 control characters but newline and tab: a task's output may hold terminal escape
+# sequences (colours, cursor moves, a title change, a hyperlink) that must not reach the
+# user's terminal from a failure report
+_CONTROLS = {c: f"\\x{c:02x}" for c in (*range(0x20), 0x7F, *range(0x80, 0xA0))
+             if c not in (0x09, 0x0A)}
+
+
+def printable(text: str) -> str:
+    """Text whose control characters are shown as escapes (`\\x1b[31m`), not obeyed."""
+    return text.translate(_CONTROLS)
 
 
 class LiveConsole:
