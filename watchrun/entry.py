@@ -84,7 +84,7 @@ def _take_value(arg: str, rest: list[str], options: dict[str, Any]) -> bool:
         value = rest.pop(0)
     key = VALUED[name]
     if key == "jobs":
-        if not value.lstrip("-").isdigit():
+        if not value.isdigit():  # `-j -1` too: the full command line says what is wrong
             return False
         options[key] = int(value)
     elif key == "executor":

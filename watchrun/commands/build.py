@@ -17,7 +17,12 @@ from watchrun.app import (
     open_session,
     run_build,
 )
-from watchrun.commands.common import guarded, print_project_errors, unknown_task_message
+from watchrun.commands.common import (
+    error,
+    guarded,
+    print_project_errors,
+    unknown_task_message,
+)
 from watchrun.engine.events import Subscriber
 from watchrun.engine.scheduler import BuildOptions
 
@@ -25,6 +30,9 @@ from watchrun.engine.scheduler import BuildOptions
 def build_command(root: Path, targets: list[str], *, jobs: int | None, force: bool,
                   dry_run: bool, json_out: bool, fail_fast: bool, verbose: bool,
                   executor: str | None, address: str | None) -> int:
+    if jobs is not None and jobs < 0:
+        return error(f"-j/--jobs must be 0 (one per CPU) or more, not {jobs}")
+
     def body() -> int:
         with open_session(root, "watchrun build", write=not dry_run) as session:
             gc.freeze()  # see collector_paused

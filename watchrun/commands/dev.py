@@ -11,7 +11,7 @@ import threading
 from pathlib import Path
 
 from watchrun.app import Session, effective_jobs, make_executor, open_session
-from watchrun.commands.common import guarded, unknown_task_message
+from watchrun.commands.common import error, guarded, unknown_task_message
 from watchrun.engine.dev import DevEngine
 from watchrun.engine.events import EventBus, Subscriber
 from watchrun.executors.base import ExecEvent
@@ -27,6 +27,9 @@ APP_CLOSE = 1.0  # seconds the app of a hung-up TUI has to close once the engine
 
 def dev_command(root: Path, targets: list[str], *, no_tui: bool, json_out: bool,
                 jobs: int | None) -> int:
+    if jobs is not None and jobs < 0:
+        return error(f"-j/--jobs must be 0 (one per CPU) or more, not {jobs}")
+
     def body() -> int:
         with open_session(root, "watchrun dev", write=True) as session:
             for name in targets:
