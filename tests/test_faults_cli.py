@@ -1,0 +1,45 @@
+"""Small faults seen from the command line (issue 17, "smaller"): terminal escapes in a failed
+unit's report, a negative job count. The big faults are in test_chaos.py."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import watchrun
+
+pytestmark = pytest.mark.usefixtures("no_leaks")
+
+ESCAPES = "\x1b]0;pwned\x07\x1b[2J\x1b[31m"
+
+
+def test_a_failed_units_report_shows_terminal_escapes_without_obeying_them(
+        project: Callable[[dict[str, str]], Path]) -> None:
+    root = project({
+        "tasks/noisy.py": f"""
+            # /// task
+            # ///
+            def run():
+                print({ESCAPES!r} + "red text")
+                raise RuntimeError({ESCAPES!r} + "bad")
+        """,
+    })
+    run = watchrun(root, "build")
+    assert run.code == 1
+    assert "\x1b" not in run.stdout and "\x07" not in run.stdout
+    assert "\\x1b]0;pwned\\x07\\x1b[2J\\x1b[31mred text" in run.stdout  # the log's tail
+    assert "FAILED noisy  RuntimeError: \\x1b]0;pwned" in run.stdout
+
+
+@pytest.mark.parametrize("args", [("build", "-j", "-1"), ("build", "--jobs=-3"),
+                                  ("build", "-j-1"), ("dev", "--no-tui", "-j", "-1")])
+def test_a_negative_job_count_is_refused(project: Callable[[dict[str, str]], Path],
+                                         args: tuple[str, ...]) -> None:
+    root = project({"tasks/a.py": "# /// task\n# ///\ndef run():\n    return 1\n"})
+    assert watchrun(root, "build").code == 0  # a null-build proof must not answer either
+    run = watchrun(root, *args)
+    assert run.code == 2
+    assert "-j/--jobs must be 0 (one per CPU) or more" in run.stderr
+    assert "Traceback" not in run.stderr
