@@ -89,7 +89,7 @@ class BuildSummary:
 class Running:
     """A unit submitted to the executor and not ended yet."""
 
-    __slots__ = ("mode", "next_index", "resolution", "started", "superseded")
+    __slots__ = ("failure", "mode", "next_index", "resolution", "started", "superseded")
 
     def __init__(self, resolution: Resolution, started: float, mode: Mode,
                  next_index: int = 0) -> None:
@@ -98,6 +98,7 @@ class Running:
         self.mode = mode
         self.next_index = next_index  # GENERATE: the index of the next yield
         self.superseded = False  # cancelled because a change made it stale: drop its result
+        self.failure: str | None = None  # cancelled because its yield could not be stored
 
 
 def entry_args(project: Project, task: Task, entry: str = "run") -> tuple[ArgSpec, ...] | None:
@@ -734,6 +735,8 @@ class Scheduler:
                     # at (its downstream is not ready yet): the worker does not wait meanwhile
                     self._pump()
                 self._done_unit(run, event.data or NONE_PICKLE, duration)
+            elif event.kind is EventKind.CANCELLED and run.failure is not None:
+                self._failed(run, run.failure, duration)
             elif event.kind is EventKind.CANCELLED:
                 self._cancelled(run, event, duration)
             else:
@@ -742,7 +745,13 @@ class Scheduler:
         self._pump()
 
     def _yielded(self, name: str, run: Running, data: bytes) -> None:
-        value = self.store.put_object(data)
+        try:
+            value = self.store.put_object(data)
+        except ObjectWriteError as exc:  # the generator fails with the message, once stopped
+            if run.failure is None:
+                run.failure = str(exc)
+                self.executor.cancel(UnitKey(name))
+            return
         self._remember(value, data)
         if run.mode is Mode.GENERATE:
             key: Key = (run.next_index,)
