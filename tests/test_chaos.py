@@ -145,6 +145,37 @@ def test_an_output_that_does_not_fit_fails_its_unit_and_the_rest_goes_on(
         assert shown(root, "after") == "3000000\n"
 
 
+def test_a_yield_that_does_not_fit_fails_its_generator(tmp_path: Path) -> None:
+    root = write_project(tmp_path / "proj", {
+        "tasks/gen.py": """
+            # /// task
+            # kind = "generator"
+            # ///
+            import time
+
+            def run():
+                yield b"small"
+                yield b"x" * 3_000_000
+                time.sleep(30)  # cancelled long before
+                yield b"never"
+        """,
+        "tasks/use.py": """
+            # /// task
+            # after = ["gen"]
+            # ///
+            def run(gen):
+                return len(gen)
+        """,
+    })
+    with tmpfs(root / ".watchrun", "1m"):
+        started = time.monotonic()
+        run = watchrun(root, "build", timeout=60)
+        assert time.monotonic() - started < 20, "the generator was stopped, not waited for"
+        assert run.code == 1, run.stderr
+        no_traceback(run)
+        assert "FAILED gen  no space left on device writing its output" in run.stdout
+
+
 def test_a_disk_that_fills_while_results_are_committed_loses_nothing_committed(
         tmp_path: Path) -> None:
     files = {f"tasks/t{i:03}.py": blob_task(i, 20_000) for i in range(200)}
