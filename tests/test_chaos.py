@@ -399,7 +399,8 @@ def test_a_crafted_pickle_in_a_shipped_state_never_runs(tmp_path: Path,
     assert not pwned.exists()
     build = watchrun(shipped, "build")
     assert build.code == 0, build.stderr
-    assert "not watchrun's for this user" in build.stderr and "moved it to" in build.stderr
+    assert "was not written by watchrun for this user" in build.stderr
+    assert "moved it to" in build.stderr
     assert not pwned.exists()
     assert watchrun(shipped, "show", "small").code == 0
     assert watchrun(shipped, "status").stderr == ""

@@ -83,7 +83,8 @@ def test_a_copied_state_folder_is_not_read_and_a_writer_moves_it_aside(
         assert reader.kv_get("project") is None and reader.find_result("a", "sig") is None
     with Store(copy) as writer:
         [message] = writer.messages
-        assert "not watchrun's for this user" in message and "moved it to" in message
+        assert "was not written by watchrun for this user" in message
+        assert "moved it to" in message
         assert writer.kv_get("project") is None
         record_output(writer, "b", 2)
     with Store(copy, readonly=True) as reader:
@@ -119,7 +120,7 @@ def test_a_key_others_can_read_authenticates_nothing(state_dir: Path, own_key: P
     owner._cached.clear()
     with Store(state_dir, readonly=True) as reader:
         [message] = reader.messages
-        assert "cannot be authenticated" in message and "not private" in message
+        assert "was not authenticated" in message and "not private" in message
 
 
 # -- objects (points 6, 7, 15) ---------------------------------------------------------------

@@ -289,23 +289,24 @@ class Store:
         if foreign is not None:
             database.close_quietly(db)
             self.messages.append(
-                f"state database {self.db_path} {foreign}; showing no stored state and reading "
-                "nothing from it (the next build moves it aside and starts a new one)")
+                f"state database {self.db_path} was {foreign}; showing no stored state and "
+                "reading nothing from it (the next build moves it aside and starts a new one)")
             return None
         return db
 
-    def _foreign(self, db: sqlite3.Connection) -> str | None:
+    def _foreign(self, db: sqlite3.Connection) -> database.Unusable | None:
         """Why the database must not be trusted (None: it may). An empty one is harmless: a
         writer adopts it (a new database is empty until its stamp is written)."""
         try:
             if owner.stamped(self.state_dir, self.db_path):
                 return None
         except owner.KeyUnavailable as exc:
-            return f"cannot be authenticated ({exc})"
+            return database.Unusable("not authenticated", str(exc))
         if database.is_empty(db):
             return None
-        return ("was not written by watchrun for this user (it may have come with the project: "
-                "a tarball, a repository, another account)")
+        return database.Unusable("not written by watchrun for this user",
+                                 "it may have come with the project: a tarball, a repository, "
+                                 "another account")
 
     def _open_writable(self) -> sqlite3.Connection | None:
         try:
@@ -339,7 +340,7 @@ class Store:
             self._check_if_suspect(db)
             foreign = self._foreign(db)
             if foreign is not None:
-                raise database.Unusable("not watchrun's for this user", foreign)
+                raise foreign
             if not owner.stamped(self.state_dir, self.db_path):
                 owner.stamp(self.state_dir, self.db_path)
         except owner.KeyUnavailable as exc:
