@@ -134,7 +134,7 @@ def connect(path: Path, *, readonly: bool) -> sqlite3.Connection:
         if db is not None:
             close_quietly(db)
         if isinstance(exc, sqlite3.OperationalError):
-            raise CannotOpen(str(exc)) from exc
+            raise CannotOpen(write_failure(exc) or str(exc)) from exc
         if isinstance(exc, sqlite3.DatabaseError):
             raise Unusable("damaged", str(exc)) from exc
         raise
@@ -167,7 +167,9 @@ def _create(db: sqlite3.Connection) -> None:
         db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         db.execute("COMMIT")
     except BaseException:
-        db.execute("ROLLBACK")
+        if db.in_transaction:  # SQLite may have rolled back already (a full disk)
+            with contextlib.suppress(sqlite3.Error):
+                db.execute("ROLLBACK")
         raise
 
 
