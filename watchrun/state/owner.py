@@ -5,11 +5,11 @@ through the objects its results name). A state folder that came with a project â
 repository, another user's copy â€” could hold a crafted pickle that runs code as soon as
 `watchrun graph` or `status` reads it. So a database is trusted only when `state_dir/owner`
 holds an HMAC, under a key that only this user can read, of the database file's identity
-(device and inode). The key lives outside every project, in `$XDG_STATE_HOME/watchrun/key`
+(its inode and its folder's). The key lives outside every project, in `$XDG_STATE_HOME/watchrun/key`
 (default `~/.local/state/watchrun/key`), and never leaves it.
 
-Why the file's identity: a copy (tar, cp, git) makes a new inode, so a stamp copied along with
-a database never matches it, and nobody without the key can make one that does. The price: a
+Why the file's identity: a copy (tar, cp, git) makes new inodes, so a stamp copied along with a
+database never matches it, and nobody without the key can make one that does. The price: a
 project copied by its own user rebuilds its state (with a message), as after a move to another
 machine; a folder moved with `mv` on the same filesystem keeps it.
 """
@@ -21,6 +21,7 @@ import errno
 import hashlib
 import hmac
 import os
+import stat as statmod
 from pathlib import Path
 
 STAMP_FILE = "owner"
@@ -102,13 +103,16 @@ def _create_key(folder: Path, path: Path) -> bytes:
 
 
 def _identity(db_path: Path) -> bytes | None:
+    """The inodes of the database file and of its folder. Not the device number: on some
+    filesystems (btrfs) it is assigned at mount time and changes across reboots."""
     try:
         st = os.lstat(db_path)
+        folder = os.stat(db_path.parent)
     except OSError:
         return None
-    if not os.path.isfile(db_path) or os.path.islink(db_path):
-        return None
-    return f"{st.st_dev}:{st.st_ino}".encode()
+    if not statmod.S_ISREG(st.st_mode):
+        return None  # a symlink (or anything else) is never trusted
+    return f"{folder.st_ino}:{st.st_ino}".encode()
 
 
 def _mac(key: bytes, identity: bytes) -> bytes:
