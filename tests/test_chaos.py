@@ -18,6 +18,7 @@ import random
 import shutil
 import signal
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -292,6 +293,34 @@ def test_a_missing_or_damaged_object_reruns_its_producer(tmp_path: Path) -> None
         assert run.ran() == ["source"]  # the sink's input is unchanged: early cutoff
         assert shown(root, "sink") == expected
         assert watchrun(root, "show", "source").code == 0
+
+
+# -- large outputs (point 15) -----------------------------------------------------------------
+
+
+def test_show_of_a_large_output_needs_little_more_memory_than_the_output(
+        tmp_path: Path) -> None:
+    size = 200 * 2**20
+    root = write_project(tmp_path / "proj", {
+        "tasks/large.py": f"""
+            # /// task
+            # ///
+            def run():
+                return b"x" * {size}
+        """,
+    })
+    assert watchrun(root, "build", timeout=120).code == 0
+    # a fresh parent, so that its children's peak is this one child's
+    measure = (
+        "import resource, subprocess, sys\n"
+        "code = subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL).returncode\n"
+        "print(code, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024)\n")
+    proc = subprocess.run([sys.executable, "-c", measure, sys.executable, "-m", "watchrun",
+                           "-C", str(root), "show", "large"],
+                          capture_output=True, text=True, env=cli_env(), timeout=120)
+    code, peak = map(int, proc.stdout.split())
+    assert code == 0, proc.stderr
+    assert peak <= 1.5 * size, f"show peaked at {peak / 2**20:.0f} MiB for a 200 MiB output"
 
 
 # -- names and messages that are not UTF-8 (point 8) -----------------------------------------
