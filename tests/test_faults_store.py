@@ -300,3 +300,61 @@ def test_a_store_says_when_its_project_folder_was_moved(tmp_path: Path) -> None:
         (tmp_path / "proj").mkdir()  # another folder under the old name is not the project
         assert s.folder_moved() is not None
         s.release_lock_quietly()
+
+
+# -- a full database (point 3; the real full disk is in test_chaos.py) ------------------------
+
+
+def test_a_commit_that_does_not_fit_keeps_its_statements_and_loses_nothing_committed(
+        state_dir: Path) -> None:
+    """SQLite's page limit gives the same SQLITE_FULL as a full disk, without a mount."""
+    from watchrun.state.store import StateFull
+
+    with Store(state_dir) as s:
+        s.acquire_lock("build")
+        record_output(s, "before", "committed")
+        s.commit()
+        db = s._db
+        assert db is not None
+        pages = db.execute("PRAGMA page_count").fetchone()[0]
+        db.execute(f"PRAGMA max_page_count = {pages + 2}")
+        digests = [record_output(s, f"t{i}", os.urandom(3000)) for i in range(60)]
+        with pytest.raises(StateFull, match="no space left on device") as full:
+            s.commit()
+        assert full.value.kept > 0 and s.unsaved > 0
+        some = s.find_result("before", "sig")
+        assert some is not None and some.stored, "what was committed is still there"
+        assert s.get_object(digests[-1]), "a kept object can still be read"
+        with pytest.raises(StateFull):  # still no room: kept again, nothing raised elsewhere
+            s.commit()
+        db.execute("PRAGMA max_page_count = 1000000")
+        s.commit()
+        assert s.unsaved == 0
+    with Store(state_dir, readonly=True) as s:
+        for i, digest in enumerate(digests):
+            found = s.find_result(f"t{i}", "sig")
+            assert found is not None and found.output == digest and found.stored
+        assert s.find_result("before", "sig") is not None
+
+
+def test_what_fits_is_committed_piece_by_piece(state_dir: Path) -> None:
+    from watchrun.state.store import StateFull
+
+    with Store(state_dir) as s:
+        s.acquire_lock("build")
+        s.commit()
+        db = s._db
+        assert db is not None
+        pages = db.execute("PRAGMA page_count").fetchone()[0]
+        db.execute(f"PRAGMA max_page_count = {pages + 12}")
+        digests = [record_output(s, f"t{i}", os.urandom(3000)) for i in range(40)]
+        for _ in range(2):  # the first commit fails whole, the retry commits what fits
+            with pytest.raises(StateFull):
+                s.commit()
+        with Store(state_dir, readonly=True) as reader:
+            saved = [reader.has_object(digest) for digest in digests]
+        assert 0 < sum(saved) < 40
+        assert saved == sorted(saved, reverse=True), "in the order they were recorded"
+        db.execute("PRAGMA max_page_count = 1000000")
+    with Store(state_dir, readonly=True) as reader:  # the rest, once there was room
+        assert all(reader.find_result(f"t{i}", "sig") is not None for i in range(40))

@@ -109,7 +109,7 @@ class StateFull(StoreError):
     def __init__(self, cause: str, kept: int) -> None:
         super().__init__(f"cannot save results in the state database: {cause}")
         self.cause = cause
-        self.kept = kept  # statements waiting to be committed
+        self.kept = kept  # rows waiting to be committed
 
 
 class StateDamaged(StoreError):
@@ -478,12 +478,14 @@ class Store:
             else:
                 self._journal = []
         if self._backlog is not None:
-            raise StateFull(self._stall_cause, len(self._backlog))
+            raise StateFull(self._stall_cause, self.unsaved)
 
     @property
     def unsaved(self) -> int:
-        """Statements waiting for a commit that failed (0: none)."""
-        return 0 if self._backlog is None else len(self._backlog) + len(self._pending)
+        """Rows waiting for a commit that failed (0: none)."""
+        if self._backlog is None:
+            return 0
+        return sum(len(rows) for _, rows in (*self._backlog, *self._pending.items()))
 
     def _stall(self, exc: sqlite3.OperationalError) -> None:
         """A write failed for want of space (or a failing disk): roll back to the last commit
@@ -516,7 +518,7 @@ class Store:
                     piece = max(1, min(piece, len(rows)) // 2)  # a smaller piece may fit
                     continue
                 self._backlog = left
-                raise StateFull(self._stall_cause, sum(len(r) for _, r in left)) from None
+                raise StateFull(self._stall_cause, self.unsaved) from None
             if len(rows) > piece:
                 left[0] = (sql, rows[piece:])
             else:
@@ -945,7 +947,9 @@ class Store:
         return values
 
     def mark_generator_complete(self, task: str, signature: str, count: int) -> None:
-        self._queue("INSERT OR REPLACE INTO generators (task, signature, count, finished) "
+        # not queued: it must follow the iterations it counts, also when kept statements are
+        # committed piece by piece after a full disk
+        self._write("INSERT OR REPLACE INTO generators (task, signature, count, finished) "
                     "VALUES (?, ?, ?, ?)", (task, signature, count, time.time()))
 
     def generator_complete(self, task: str, signature: str) -> int | None:
