@@ -18,7 +18,7 @@ from watchrun.commands.common import (
 from watchrun.engine.status import TaskState, report
 from watchrun.project.loader import Project
 from watchrun.project.model import Kind
-from watchrun.state.store import Store, StoreError
+from watchrun.state.store import ObjectMissing, Store, StoreError
 
 STATE_MARK = {
     TaskState.CLEAN: "clean",
@@ -129,7 +129,11 @@ def show_command(root: Path, name: str, it: tuple[int, ...], json_out: bool) -> 
                              f"`watchrun build {name}`")
             if str(project.config.root) not in sys.path:
                 sys.path.insert(0, str(project.config.root))
-            value = _load(session.store, state.output)
+            try:
+                value = _load(session.store, state.output)
+            except ObjectMissing as err:  # deleted or damaged by hand: the build remakes it
+                return error(f"the stored output of '{name}' cannot be used: {err}; "
+                             f"`watchrun build {name}` makes it again")
             if json_out:
                 print(json.dumps(value, default=repr, indent=2))
             else:
