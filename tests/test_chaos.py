@@ -286,7 +286,7 @@ def test_a_missing_or_damaged_object_reruns_its_producer(tmp_path: Path) -> None
         show = watchrun(root, "show", "source")
         assert show.code == 2
         word = "missing" if damage == "delete" else "damaged"
-        assert word in one_error(show) and "the next build runs the task" in show.stderr
+        assert word in one_error(show) and "`watchrun build source` makes it again" in show.stderr
         run = watchrun(root, "build", "--json")
         assert run.code == 0, run.stderr
         no_traceback(run)
