@@ -43,3 +43,23 @@ def test_a_negative_job_count_is_refused(project: Callable[[dict[str, str]], Pat
     assert run.code == 2
     assert "-j/--jobs must be 0 (one per CPU) or more" in run.stderr
     assert "Traceback" not in run.stderr
+
+
+def test_a_null_build_proof_of_another_user_does_not_answer(
+        project: Callable[[dict[str, str]], Path], tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The proof is read before anything else: a proof that came with the project must not
+    make `build` say "clean" without looking."""
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "me"))
+    root = project({"tasks/a.py": "# /// task\n# ///\ndef run():\n    return 1\n"})
+    for _ in range(20):
+        assert watchrun(root, "build").code == 0
+        if (root / ".watchrun" / "clean.proof").exists():
+            break
+    assert (root / ".watchrun" / "clean.proof").exists()
+    # without the proof's MAC, its checks (same files, same database) would all hold
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "someone-else"))
+    other = watchrun(root, "build", "--json")
+    assert other.code == 0, other.stderr
+    assert "was not written by watchrun for this user" in other.stderr
+    assert other.ran() == ["a"]

@@ -47,6 +47,7 @@ if TYPE_CHECKING:
 
 PROOF_FILE = "clean.proof"
 PROOF_FORMAT = 3
+PROOF_PURPOSE = b"watchrun null-build proof"
 DEFAULT_STATE_DIR = ".watchrun"  # the only state folder the console script knows before config
 CONFIG_FILES = ("watchrun.toml", "pyproject.toml")  # what load_config may read
 DATABASE_FILE = "state.db"
@@ -198,15 +199,14 @@ def _unimplied(expansions: Iterable[tuple[tuple[str, ...], tuple[str, ...]]],
 def write_proof(state_dir: str, proof: Proof) -> None:
     """Atomically (a crash must not leave half a proof), never through a symlink; a proof
     that cannot be written (a full disk) is only a null build that will not be quick."""
-    from pathlib import Path
-
-    from watchrun.state.owner import write_file_atomically
+    from watchrun.state.owner import KeyUnavailable, mac, write_file_atomically
 
     proof["db"] = _database_identity(state_dir)  # now: the results it speaks of are committed
     if proof["db"] is None:
         return  # no database the proof could speak for
-    with contextlib.suppress(OSError):
-        write_file_atomically(Path(proof_path(state_dir)), marshal.dumps(proof))
+    data = marshal.dumps(proof)
+    with contextlib.suppress(OSError, KeyUnavailable):
+        write_file_atomically(proof_path(state_dir), mac(data, PROOF_PURPOSE) + data)
 
 
 # -- checking -----------------------------------------------------------------------------------
@@ -255,12 +255,19 @@ def _print_events(events: str) -> None:
 
 
 def _read(state_dir: str) -> Proof | None:
+    """The proof, if this user's watchrun wrote it (its MAC says so: marshal is not made to
+    read hostile bytes, and a proof that came with the project must not answer for it)."""
+    from watchrun.state.owner import MAC_BYTES, KeyUnavailable, mac, same_bytes
+
     try:
         fd = os.open(proof_path(state_dir), os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
         with os.fdopen(fd, "rb") as f:
-            proof = marshal.load(f)
-    except (OSError, EOFError, ValueError, TypeError):
-        return None  # absent, or written by another Python
+            raw = f.read()
+        if not same_bytes(raw[:MAC_BYTES], mac(raw[MAC_BYTES:], PROOF_PURPOSE)):
+            return None
+        proof = marshal.loads(raw[MAC_BYTES:])
+    except (OSError, EOFError, ValueError, TypeError, KeyUnavailable):
+        return None  # absent, not ours, or written by another Python
     return proof if isinstance(proof, dict) else None
 
 
