@@ -358,3 +358,16 @@ def test_what_fits_is_committed_piece_by_piece(state_dir: Path) -> None:
         db.execute("PRAGMA max_page_count = 1000000")
     with Store(state_dir, readonly=True) as reader:  # the rest, once there was room
         assert all(reader.find_result(f"t{i}", "sig") is not None for i in range(40))
+
+
+def test_temporary_files_of_a_killed_writer_go_when_the_lock_is_taken(state_dir: Path) -> None:
+    with Store(state_dir):
+        pass
+    left = [state_dir / ".clean.proof.123-abcd.tmp", state_dir / ".owner.99-ef01.tmp"]
+    for path in left:
+        path.write_bytes(b"half")
+    with Store(state_dir) as s:
+        assert all(path.exists() for path in left), "not before the lock is held"
+        s.acquire_lock("build")
+        assert not any(path.exists() for path in left)
+        assert (state_dir / owner.STAMP_FILE).exists()

@@ -429,6 +429,16 @@ class Store:
         discard_proof(os.fspath(self.state_dir))
         # Only now is it safe: a temporary object file could belong to a running writer.
         self._objects.clean_temps()
+        self._clean_temps()
+
+    def _clean_temps(self) -> None:
+        """Temporary files of `owner.write_file_atomically` (the stamp, the proof, the damage
+        mark) left by a writer killed between writing and renaming them."""
+        with contextlib.suppress(OSError):
+            for entry in os.scandir(self.state_dir):
+                if entry.name.startswith(".") and entry.name.endswith(".tmp"):
+                    with contextlib.suppress(OSError):
+                        os.unlink(entry.path)
 
     def _unplant_folder(self, name: str) -> None:
         """Writes under the state folder never follow a symlink out of it: a symlink (or a
