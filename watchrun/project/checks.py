@@ -77,7 +77,7 @@ class CodeChecks:
     def _check_arguments(self, task: Task, run: Definition, file: Path) -> None:
         scoped = bool(self.graph.scope.get(task.name))
         pushed = task.kind is Kind.COLLECTOR or (task.kind is Kind.GENERATOR and scoped)
-        provided = set(task.after) | set(task.params) | {"inputs", "ctx"}
+        provided = set(task.after) | set(task.params) | {"inputs", "outputs", "ctx"}
         if task.kind is Kind.GENERATOR and not scoped:
             provided.add("start")
         missing: list[str] = []
