@@ -23,7 +23,7 @@ from watchrun.engine.units import (
     task_prefix,
     unit_signature,
 )
-from watchrun.project.inputs import expand_inputs, has_magic
+from watchrun.project.inputs import expand_inputs, has_magic, with_exclusions
 from watchrun.project.loader import Project
 from watchrun.project.model import Task
 from watchrun.state.hashing import FileHasher
@@ -125,11 +125,11 @@ class Resolver:
     def input_strs(self, task: Task) -> list[str]:
         """Every file or folder the task's input globs match now, sorted, as given (relative
         globs give paths relative to the root, absolute globs absolute paths)."""
-        return expand_inputs(task.inputs, str(self.root))
+        return expand_inputs(with_exclusions(task.inputs, task.outputs), str(self.root))
 
     def hash_inputs(self, task: Task) -> dict[str, str | None]:
         paths, absolute, hashes = self._input_hashes(task)
-        expansion = (task.inputs, tuple(paths))
+        expansion = (with_exclusions(task.inputs, task.outputs), tuple(paths))
         if self.expansions.setdefault(task.name, expansion) != expansion:
             self.unsteady = True
         self._observe(hashes)
