@@ -266,10 +266,18 @@ class Resolver:
                               result, outputs_now, forced)
             args = self.project.graph.upstreams.get(name, {})
             return [r._replace(subject=args.get(r.subject, r.subject))
-                    if r.kind is ReasonKind.UPSTREAM_CHANGED else r for r in reasons]
+                    if r.kind is ReasonKind.UPSTREAM_CHANGED else r for r in reasons
+                    ] + self._unmatched(task)
 
         return Resolution(name, iter, signature, make_manifest, static, upstream, inputs, None,
                           False, explain_dirty)
+
+    def _unmatched(self, task: Task) -> list[Reason]:
+        """An input glob that matches no file: worth saying beside why the unit runs (a typo
+        in a pattern otherwise runs the task on nothing, silently)."""
+        root = str(self.root)
+        return [Reason(ReasonKind.NO_MATCH, pattern) for pattern in task.inputs
+                if has_magic(pattern) and not expand_inputs([pattern], root)]
 
     def _stored_result(self, name: str, signature: str, in_scope: bool) -> ResultRecord | None:
         """The stored result for a unit's signature. At the first unit resolved, the results

@@ -48,3 +48,16 @@ def find_root(start: str) -> str | None:
 def not_a_project(folder: str) -> str:
     return (f"{folder} is not a watchrun project (no watchrun.toml, no [tool.watchrun] table "
             "in pyproject.toml, no tasks/ folder)")
+
+
+def locate(given: str | None) -> tuple[str | None, str]:
+    """(the project root, "") for `-C given` (None: search from the current folder up), or
+    (None, why there is none)."""
+    if given is None:
+        found = find_root(os.getcwd())
+        return (found, "") if found is not None else (None, NOT_FOUND)
+    if not os.path.isdir(given):
+        return None, f"the project folder {given} does not exist (see -C)"
+    if not is_project(given):
+        return None, not_a_project(given)
+    return given, ""
