@@ -130,26 +130,29 @@ def _print(session: Session, digest: str, json_out: bool) -> int:
     value = _load(session, digest)
     out = sys.stdout
     if json_out:
+        if isinstance(value, str):  # slice by slice: a big text is not copied whole
+            out.write('"')
+            for start in range(0, len(value), _CHUNK):
+                out.write(json.dumps(value[start:start + _CHUNK], ensure_ascii=False)[1:-1])
+            out.write('"\n')
+            return EXIT_OK
         encoder = json.JSONEncoder(default=repr, indent=2, ensure_ascii=False)
         for chunk in encoder.iterencode(value):  # piece by piece: no second copy in memory
             out.write(chunk)
         out.write("\n")
     elif isinstance(value, str):
         out.flush()
-        _write_bytes(value.encode("utf-8", "surrogateescape"))
+        for start in range(0, len(value), _CHUNK):  # byte for byte: no newline added
+            sys.stdout.buffer.write(value[start:start + _CHUNK].encode("utf-8",
+                                                                       "surrogateescape"))
+        sys.stdout.buffer.flush()
     elif isinstance(value, (bytes, bytearray, memoryview)):
         out.flush()
-        _write_bytes(bytes(value))
+        sys.stdout.buffer.write(value)
+        sys.stdout.buffer.flush()
     else:
         out.write(repr(value) + "\n")
     return EXIT_OK
-
-
-def _write_bytes(data: bytes) -> None:
-    view = memoryview(data)
-    for start in range(0, len(view), _CHUNK):
-        sys.stdout.buffer.write(view[start:start + _CHUNK])
-    sys.stdout.buffer.flush()
 
 
 def _load(session: Session, digest: str) -> Any:
