@@ -43,11 +43,12 @@ def status_command(root: Path, names: list[str], json_out: bool) -> int:
                     return error(unknown_task_message(name, project.tasks))
             reports = report(project, session.store, session.hasher, names or None)
             counts = {r.task: _iterations(session, r.task) for r in reports}
+            failures = {r.task: _failure(session, r) for r in reports}
             if json_out:
                 for r in reports:
                     row: dict[str, object] = {
                         "task": r.task, "state": r.state.value, "reasons": r.reasons,
-                        "duration": r.duration, "error": _first_line(r.error)}
+                        "duration": r.duration, "error": failures[r.task]}
                     count = counts[r.task]
                     if count is not None:
                         row["iterations"] = {"done": count[0], "total": count[1]}
@@ -58,7 +59,7 @@ def status_command(root: Path, names: list[str], json_out: bool) -> int:
             warn_unmatched_inputs(project, [r.task for r in reports])
             width = max((len(r.task) for r in reports), default=4)
             for r in reports:
-                print(_status_line(r, width, counts[r.task]))
+                print(_status_line(r, width, counts[r.task], failures[r.task]))
             if not names:
                 _print_orphans(session)
             return EXIT_PROJECT if project.errors else EXIT_OK
@@ -66,15 +67,31 @@ def status_command(root: Path, names: list[str], json_out: bool) -> int:
     return guarded(json_out, body)
 
 
-def _status_line(r: TaskReport, width: int, count: tuple[int, int] | None) -> str:
+def _status_line(r: TaskReport, width: int, count: tuple[int, int] | None,
+                 failure: str | None) -> str:
     line = f"{STATE_MARK[r.state]:>9}  {r.task:<{width}}"
     bits = []
     if count is not None:
         bits.append(f"done {count[0]}/{count[1]}")
     bits.extend(r.reasons)
-    if r.state in (TaskState.FAILED, TaskState.CANCELLED) and r.error:
-        bits.append(_first_line(r.error) or "")
+    if failure:
+        bits.append(failure)
     return line + ("  " + "; ".join(b for b in bits if b) if bits else "")
+
+
+def _failure(session: Session, r: TaskReport) -> str | None:
+    """The first line of what the task's first failed unit said (its exception), if the
+    task is failed or cancelled."""
+    if r.state not in (TaskState.FAILED, TaskState.CANCELLED):
+        return None
+    bad = (UnitStatus.FAILED, UnitStatus.CANCELLED)
+    states = sorted((s for s in session.store.unit_states(r.task) if s.status in bad),
+                    key=lambda s: s.iter)
+    if not states:
+        return _first_line(r.error)
+    where = "".join(f"[{i}]" for i in states[0].iter)
+    said = _first_line(states[0].error)
+    return f"{r.task}{where}: {said}" if said else None
 
 
 def _first_line(error: str | None) -> str | None:
