@@ -364,8 +364,8 @@ def test_what_run_may_receive(tmp_path: Path, opened: list[Opened]) -> None:
     # `start` is for outermost generators only
     assert messages(project) == [
         "tasks/inner_start.py:5: error: run() of 'inner_start' requires 'start', which nothing "
-        "provides (it can receive: ctx, g, inputs, outputs); add it to after or [params], or give it a "
-        "default"]
+        "provides (it can receive: ctx, g, inputs, outputs); add it to after or [params], "
+        "or give it a default"]
     assert project.graph.order == ["g", "inner", "frames", "c"]
 
 
