@@ -283,3 +283,28 @@ def test_graph_shows_scopes_and_files_in_every_format(tmp_path: Path) -> None:
     dot = watchrun(root, "graph", "--format", "dot").stdout
     assert "subgraph cluster_0" in dot and 'label="scope of gen"' in dot
     assert 'label="out/sum.txt"' in dot and 'label="output"' in dot
+
+
+def test_dev_set_overrides_a_param_across_reloads(tmp_path: Path) -> None:
+    root = write_project(tmp_path / "proj", {"tasks/fit.py": """
+        # /// task
+        # [params]
+        # rate = 0.1
+        # ///
+        def run(rate):
+            return f"rate {rate}"
+    """})
+    assert watchrun(root, "build").code == 0
+    dev = DevProcess(root, "--set", "fit.rate=0.5")
+    try:
+        started = dev.wait(lambda e: e["event"] == "unit_started", what="fit to start")
+        assert "param changed: rate 0.1 -> 0.5 (set on the command line)" in started["reasons"]
+        dev.idle()
+        assert watchrun(root, "show", "fit").stdout == "rate 0.5"
+        path = root / "tasks/fit.py"
+        path.write_text(path.read_text().replace('f"rate {rate}"', 'f"now {rate}"'))
+        dev.wait(lambda e: e["event"] == "unit_finished", what="fit to rerun")
+        dev.idle()
+        assert watchrun(root, "show", "fit").stdout == "now 0.5"  # still overridden
+    finally:
+        assert dev.stop() in (0, 130)

@@ -71,7 +71,11 @@ def _show(session: Session, name: str, it: tuple[int, ...], json_out: bool) -> i
         if len(it) != 1 or not 0 <= it[0] < len(values):
             return error(_out_of_range(name, it, len(values)))
         return _print(session, values[it[0]], json_out)
-    scoped = bool(project.graph.scope.get(name)) and not is_persistent(project, name)
+    scope = project.graph.scope.get(name) or ()
+    if task.kind is Kind.GENERATOR and scope:
+        return error(f"'{name}' is a generator inside the scope of '{scope[-1]}': its values "
+                     "are not stored apart; show the tasks that follow it (with --iter)")
+    scoped = bool(scope) and not is_persistent(project, name)
     if scoped and not it:
         units = sorted((s for s in store.unit_states(name) if s.output is not None),
                        key=lambda s: s.iter)
