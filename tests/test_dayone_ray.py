@@ -5,8 +5,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
-
 from tests.conftest import watchrun, write_project
 from tests.ray_cluster import RayCluster
 from tests.test_dayone_pickling import RESULT_TASK, USES_RESULT
