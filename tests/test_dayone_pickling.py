@@ -200,3 +200,45 @@ def test_a_value_whose_class_the_task_no_longer_defines_fails_naming_both(
     assert "Traceback" not in run.stdout + run.stderr
     shown = watchrun(root, "show", "make")
     assert shown.code == 2 and "'Result'" in shown.stderr and "'make'" in shown.stderr
+
+
+def test_a_warm_worker_reads_a_changed_class_afresh_in_dev(tmp_path: Path) -> None:
+    from tests.devproc import DevProcess
+
+    make = """
+        # /// task
+        # [params]
+        # v = 1
+        # ///
+        from dataclasses import dataclass
+
+
+        @dataclass
+        class Result:
+            v: int
+
+            def label(self):
+                return f"old {self.v}"
+
+
+        def run(v):
+            return Result(v)
+    """
+    root = write_project(tmp_path / "proj", {
+        "tasks/make.py": make,
+        "tasks/use.py": '# /// task\n# after = ["make"]\n# ///\ndef run(make):\n'
+                        '    return make.label()\n',
+    })
+    dev = DevProcess(root, "-j", "1")  # one worker runs every unit, one after the other
+    try:
+        dev.idle(timeout=30)
+        assert watchrun(root, "show", "use").stdout == "old 1"
+        path = root / "tasks/make.py"
+        path.write_text(path.read_text().replace('f"old {self.v}"', 'f"new {self.v}"')
+                        .replace("# v = 1", "# v = 2"))
+        dev.wait(lambda e: e["event"] == "unit_finished" and e["task"] == "use",
+                 timeout=30, what="use to rerun")
+        dev.idle(timeout=30)
+        assert watchrun(root, "show", "use").stdout == "new 2"
+    finally:
+        assert dev.stop() in (0, 130)

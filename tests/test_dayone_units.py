@@ -60,3 +60,32 @@ def test_a_task_module_is_rebuilt_from_its_chain_root_ancestor_first(tmp_path: P
     assert not below
     assert task_chain(str(tmp_path), "models") == ([], True)
     assert task_chain(str(tmp_path), "nothing") == ([], False)
+
+
+def test_a_task_module_imported_by_name_is_rebuilt_after_its_file_changes(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """What a warm worker does between units: a task module it imported to read a value is
+    dropped when the task's file changed, so the next import reads the new code."""
+    import importlib
+    import os
+    import sys
+
+    from watchrun.executors import taskmodules
+
+    write_project(tmp_path, {"tasks/a.py": "# /// task\n# ///\nVERSION = 1\n",
+                             "tasks/b.py": "# /// task\n# ///\n"})
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv(taskmodules.ROOT_ENV, str(tmp_path))
+    b_chain = [(str(tmp_path / "tasks/b.py"), "tasks")]
+    try:
+        taskmodules.namespace_for("b", str(tmp_path), b_chain)
+        assert importlib.import_module("watchrun.task.a").VERSION == 1
+        path = tmp_path / "tasks/a.py"
+        path.write_text("# /// task\n# ///\nVERSION = 2\n")
+        os.utime(path, ns=(1, 1))  # a different mtime even on a coarse clock
+        taskmodules.namespace_for("b", str(tmp_path), b_chain)  # the next unit starts
+        assert importlib.import_module("watchrun.task.a").VERSION == 2
+    finally:
+        for name in ("watchrun.task.a", "watchrun.task.b"):
+            sys.modules.pop(name, None)
+            taskmodules._BUILT.pop(name, None)

@@ -39,6 +39,8 @@ _MAX_CHAIN = 100  # an `extends` cycle is a project error; here it must only not
 # module name -> (file, mtime_ns, size) of each file it was built from: a module whose files
 # changed is built again when next imported (a warm worker outlives many edits in `dev`)
 _BUILT: dict[str, tuple[tuple[str, int, int], ...]] = {}
+# file -> (file, mtime_ns, size) when last looked at: what a unit's chain was when it started
+_SEEN: dict[str, tuple[str, int, int]] = {}
 # file -> ((mtime_ns, size), its declared outputs or None when its header sets none)
 _OUTPUTS: dict[str, tuple[tuple[int, int], tuple[str, ...] | None, int]] = {}
 
@@ -55,11 +57,13 @@ def namespace_for(task: str, root: str, chain: list[tuple[str, str]]) -> dict[st
     dataclass, `typing.get_type_hints` and pickle find it while it is being defined)."""
     if os.environ.get(ROOT_ENV) != root:
         os.environ[ROOT_ENV] = root
-    install()
+    if _FINDER not in sys.meta_path:
+        install()
     _forget_changed()
     name = PREFIX + task
     module = sys.modules.get(name)
-    if isinstance(module, ModuleType) and name in _BUILT:
+    known = _BUILT.get(name)
+    if isinstance(module, ModuleType) and known is not None:
         # the same object, emptied: the worker counts the modules a unit imports from the
         # newest entry of sys.modules, which this often is
         module.__dict__.clear()
@@ -70,26 +74,31 @@ def namespace_for(task: str, root: str, chain: list[tuple[str, str]]) -> dict[st
     namespace = module.__dict__
     namespace.update(__builtins__=builtins, __doc__=None, __spec__=None, __loader__=None,
                      __path__=[])
-    _BUILT[name] = _stamps(file for file, _ in chain)
+    if known is None or len(known) != len(chain) or \
+            any(stamp[0] != file for stamp, (file, _) in zip(known, chain, strict=True)):
+        _BUILT[name] = _stamps([file for file, _ in chain])
+    # else: the stamps _forget_changed just confirmed are the files' as they are now
     return namespace
 
 
-def _stamps(files: Any) -> tuple[tuple[str, int, int], ...]:
+def _stamps(files: list[str]) -> tuple[tuple[str, int, int], ...]:
     stamps = []
     for file in files:
         try:
             st = os.stat(file)
         except OSError:
-            stamps.append((file, -1, -1))
+            stamp = (file, -1, -1)
         else:
-            stamps.append((file, st.st_mtime_ns, st.st_size))
+            stamp = (file, st.st_mtime_ns, st.st_size)
+        _SEEN[file] = stamp
+        stamps.append(stamp)
     return tuple(stamps)
 
 
 def _forget_changed() -> None:
     """Drop the task modules whose files changed since they were built."""
     for name, stamps in list(_BUILT.items()):
-        if _stamps(file for file, _, _ in stamps) != stamps:
+        if _stamps([file for file, _, _ in stamps]) != stamps:
             del _BUILT[name]
             sys.modules.pop(name, None)
 
@@ -121,11 +130,12 @@ def missing_output(label: str, root: str, chain: list[tuple[str, str]]) -> str |
 def _declared(chain: list[tuple[str, str]]) -> tuple[tuple[str, ...], str, int] | None:
     """(outputs, file, line) of the nearest header in the chain that sets `outputs`."""
     for file, _ in reversed(chain):
-        try:
-            st = os.stat(file)
-        except OSError:
+        seen = _SEEN.get(file)  # stat'ed as the unit started (namespace_for)
+        if seen is None:
+            seen = _stamps([file])[0]
+        if seen[1] < 0:
             continue
-        stamp = (st.st_mtime_ns, st.st_size)
+        stamp = (seen[1], seen[2])
         known = _OUTPUTS.get(file)
         if known is None or known[0] != stamp:
             outputs, line = _outputs_in(file)
@@ -199,8 +209,8 @@ def install(root: str | None = None) -> None:
     in the processes it starts). `root`: the project's, when not the worker's own."""
     if root is not None and os.environ.get(ROOT_ENV) != root:
         os.environ[ROOT_ENV] = root
-    if not any(isinstance(finder, TaskFinder) for finder in sys.meta_path):
-        sys.meta_path.insert(0, TaskFinder())
+    if _FINDER not in sys.meta_path:
+        sys.meta_path.insert(0, _FINDER)
 
 
 class TaskFinder:
@@ -219,6 +229,9 @@ class TaskFinder:
     @staticmethod
     def invalidate_caches() -> None:
         pass
+
+
+_FINDER = TaskFinder()
 
 
 def _loader() -> Any:
@@ -260,7 +273,7 @@ class TaskLoader:
             with open(file, "rb") as handle:
                 code = compile(handle.read(), file, "exec", dont_inherit=True)
             exec(code, namespace)
-        _BUILT[name] = _stamps(file for file, _ in chain)
+        _BUILT[name] = _stamps([file for file, _ in chain])
 
 
 def project_root() -> str | None:
