@@ -242,3 +242,54 @@ def test_a_warm_worker_reads_a_changed_class_afresh_in_dev(tmp_path: Path) -> No
         assert watchrun(root, "show", "use").stdout == "new 2"
     finally:
         assert dev.stop() in (0, 130)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(240)
+def test_a_custom_scikit_learn_transformer_and_joblib_workers(tmp_path: Path) -> None:
+    pytest.importorskip("sklearn")
+    root = write_project(tmp_path, {
+        "tasks/model.py": """
+            # /// task
+            # ///
+            import numpy as np
+            from joblib import Parallel, delayed
+            from sklearn.base import BaseEstimator, TransformerMixin
+            from sklearn.linear_model import LinearRegression
+            from sklearn.pipeline import make_pipeline
+
+
+            class Scale(BaseEstimator, TransformerMixin):
+                def __init__(self, factor=2.0):
+                    self.factor = factor
+
+                def fit(self, X, y=None):
+                    return self
+
+                def transform(self, X):
+                    return np.asarray(X) * self.factor
+
+
+            def square(x):
+                return x * x
+
+
+            def run():
+                # joblib's loky workers import the task's function by its module's name now
+                squares = Parallel(n_jobs=2)(delayed(square)(i) for i in range(4))
+                X = np.arange(10).reshape(-1, 1)
+                pipe = make_pipeline(Scale(), LinearRegression()).fit(X, 3 * X.ravel() + 1)
+                return {"pipe": pipe, "squares": squares}
+        """,
+        "tasks/predict.py": """
+            # /// task
+            # after = ["model"]
+            # ///
+            def run(model):
+                return round(float(model["pipe"].predict([[20]])[0]), 3), model["squares"]
+        """,
+    })
+    run = watchrun(root, "build", timeout=200)
+    assert run.code == 0, run.stdout + run.stderr
+    assert watchrun(root, "show", "predict", timeout=120).stdout.strip() == "(61.0, [0, 1, 4, 9])"
+    assert "('scale', Scale())" in watchrun(root, "show", "model", timeout=120).stdout
