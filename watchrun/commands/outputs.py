@@ -24,6 +24,8 @@ def declared_outputs(session: Session, names: list[str]) -> list[str]:
     chosen = names or sorted(project.tasks)
     found: dict[str, None] = {}
     for name in chosen:
+        if project.tasks[name].abstract:
+            continue  # a template's outputs are its children's, which are cleaned as theirs
         for output in project.tasks[name].outputs:
             found[output] = None
     if not names:
