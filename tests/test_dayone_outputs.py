@@ -115,3 +115,30 @@ def test_reserved_and_shadowed_names_are_project_errors(tmp_path: Path, header: 
     assert run.code == 2, run.stdout + run.stderr
     assert f"tasks/down.py:{line}:" in run.stderr and words in run.stderr, run.stderr
     assert "Traceback" not in run.stderr
+
+
+def test_a_task_writing_into_its_own_input_glob_does_not_loop_in_dev(tmp_path: Path) -> None:
+    from tests.devproc import DevProcess, started
+
+    root = write_project(tmp_path / "proj", {
+        "data/a.csv": "1\n",
+        "tasks/summary.py": """
+            # /// task
+            # inputs = ["data/*.csv"]
+            # outputs = ["data/summary.csv"]
+            # ///
+            def run(inputs, outputs):
+                with open(outputs[0], "a") as f:
+                    f.write(",".join(p.name for p in inputs) + "\\n")
+        """,
+    })
+    dev = DevProcess(root)
+    try:
+        assert started(dev.idle(timeout=30)) == ["summary"]
+        assert started(dev.quiet(1.5)) == []  # its own write changed none of its inputs
+        (root / "data/b.csv").write_text("2\n")
+        assert started(dev.idle(timeout=30)) == ["summary"]
+        assert started(dev.quiet(1.5)) == []
+    finally:
+        assert dev.stop() in (0, 130)
+    assert (root / "data/summary.csv").read_text() == "a.csv\na.csv,b.csv\n"
