@@ -104,8 +104,8 @@ def _forget_changed() -> None:
 
 
 def declared_outputs(root: str, chain: list[tuple[str, str]]) -> list[Path]:
-    """What `run(outputs)` receives: the task's declared outputs as paths (absolute, as the
-    inputs it receives are relative to the root it runs in: relative ones stay relative)."""
+    """What `run(outputs)` receives: the task's declared outputs as paths, as declared (like
+    `inputs`, a relative one is relative to the project root, the task's working folder)."""
     from pathlib import Path
 
     found = _declared(chain)
