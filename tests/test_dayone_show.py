@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -61,6 +62,10 @@ def test_show_lists_a_generators_iterations_and_picks_one(tmp_path: Path) -> Non
     assert [line.strip() for line in per.stdout.splitlines()[1:]] == ["[0] 0", "[1] 10",
                                                                       "[2] 20"]
     assert watchrun(root, "show", "tens", "--iter", "1").stdout.strip() == "10"
+    assert json.loads(watchrun(root, "show", "frames", "--json").stdout)[1] == \
+        {"frame": 1, "label": "xxx"}
+    assert json.loads(watchrun(root, "show", "tens", "--json").stdout) == [
+        {"iter": [i], "value": i * 10} for i in range(3)]
 
 
 def test_out_of_range_and_abstract_get_one_clear_sentence(tmp_path: Path) -> None:

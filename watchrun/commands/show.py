@@ -67,7 +67,11 @@ def _show(session: Session, name: str, it: tuple[int, ...], json_out: bool) -> i
         if values is None:
             return error(f"'{name}' has not run yet: no iterations to show")
         if not it:
-            return _list(name, [((i,), digest) for i, digest in enumerate(values)], session)
+            yielded: list[tuple[tuple[int, ...], str]] = [
+                ((i,), digest) for i, digest in enumerate(values)]
+            if json_out:
+                return _json_list(session, yielded, keyed=False)
+            return _list(name, yielded, session)
         if len(it) != 1 or not 0 <= it[0] < len(values):
             return error(_out_of_range(name, it, len(values)))
         return _print(session, values[it[0]], json_out)
@@ -81,7 +85,10 @@ def _show(session: Session, name: str, it: tuple[int, ...], json_out: bool) -> i
                        key=lambda s: s.iter)
         if not units:
             return error(f"'{name}' runs once per iteration and none has an output yet")
-        return _list(name, [(s.iter, s.output or "") for s in units], session)
+        listed = [(s.iter, s.output or "") for s in units]
+        if json_out:
+            return _json_list(session, listed, keyed=True)
+        return _list(name, listed, session)
     state = store.unit_state(name, it)
     if state is None or state.output is None:
         return error(_no_output(session, name, it, state, scoped))
@@ -127,6 +134,23 @@ def _list(name: str, units: list[tuple[tuple[int, ...], str]], session: Session)
         print(f"  {''.join(f'[{i}]' for i in key)} {text}")
     if len(units) > LISTED:
         print(f"  … and {len(units) - LISTED} more")
+    return EXIT_OK
+
+
+def _json_list(session: Session, units: list[tuple[tuple[int, ...], str]], keyed: bool
+               ) -> int:
+    """Every iteration's value as one JSON array (of {"iter", "value"} objects when `keyed`),
+    written value by value."""
+    encoder = json.JSONEncoder(default=repr, indent=2, ensure_ascii=False)
+    out = sys.stdout
+    out.write("[")
+    for index, (key, digest) in enumerate(units):
+        value = _load(session, digest)
+        item = {"iter": list(key), "value": value} if keyed else value
+        out.write(",\n" if index else "\n")
+        for chunk in encoder.iterencode(item):
+            out.write(chunk)
+    out.write("\n]\n")
     return EXIT_OK
 
 
