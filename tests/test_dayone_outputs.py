@@ -142,3 +142,18 @@ def test_a_task_writing_into_its_own_input_glob_does_not_loop_in_dev(tmp_path: P
     finally:
         assert dev.stop() in (0, 130)
     assert (root / "data/summary.csv").read_text() == "a.csv\na.csv,b.csv\n"
+
+
+def test_a_newly_declared_output_that_is_missing_reruns_its_task(tmp_path: Path) -> None:
+    root = write_project(tmp_path, {"tasks/make.py": writes("out/a.txt")})
+    assert watchrun(root, "build").code == 0
+    path = root / "tasks/make.py"  # the header alone changes: the signature does not
+    path.write_text(path.read_text().replace('["out/a.txt"]', '["out/a.txt", "out/b.txt"]'))
+    dry = watchrun(root, "build", "--dry-run")
+    assert "would run make" in dry.stdout and "output missing: out/b.txt" in dry.stdout
+    run = watchrun(root, "build", "--json")
+    assert run.code == 1 and run.ran() == ["make"]
+    (root / "out/b.txt").write_text("by hand")  # now it is there: nothing is missing
+    path.write_text(path.read_text().replace('write_text("made")', 'write_text("made!")'))
+    assert watchrun(root, "build").code == 0
+    assert watchrun(root, "build", "--json").ran() == []

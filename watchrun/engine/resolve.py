@@ -250,9 +250,11 @@ class Resolver:
         make_manifest, static, inputs = self.static(name)
         signature = unit_signature(static, upstream, value)
         result = self._stored_result(name, signature, in_scope=bool(iter))
-        outputs_now = self.hash_outputs(task) if result is not None and result.outputs else {}
+        outputs_now = self.hash_outputs(task) if result is not None and (
+            result.outputs or task.outputs) else {}
         if result is not None and not forced and all(
-                outputs_now.get(path) == digest for path, digest in result.outputs.items()):
+                outputs_now.get(path) == digest for path, digest in result.outputs.items()) \
+                and (len(result.outputs) == len(outputs_now) or _all_there(outputs_now)):
             # clean: the common case of a null build needs no history to explain anything
             return Resolution(name, iter, signature, make_manifest, static, upstream, inputs,
                               result, True)
@@ -264,6 +266,11 @@ class Resolver:
             last_manifest, last_upstream = self._last_manifest(last)
             reasons = explain(make_manifest(), upstream, last, last_manifest, last_upstream,
                               result, outputs_now, forced)
+            if result is not None:  # declared outputs its result never recorded (made by
+                # an older watchrun, which let a unit succeed without writing them)
+                reasons += [Reason(ReasonKind.OUTPUT_MISSING, path)
+                            for path, digest in sorted(outputs_now.items())
+                            if digest is None and path not in result.outputs]
             args = self.project.graph.upstreams.get(name, {})
             return [r._replace(subject=args.get(r.subject, r.subject))
                     if r.kind is ReasonKind.UPSTREAM_CHANGED else r for r in reasons
@@ -406,6 +413,10 @@ class Resolver:
         """Race-safe completion: the tracked inputs as the unit finishes equal those it
         started with."""
         return self.hash_inputs(self.project.tasks[name]) == before
+
+
+def _all_there(outputs: dict[str, str | None]) -> bool:
+    return all(digest is not None for digest in outputs.values())
 
 
 def upstream_dirty(names: list[str]) -> list[Reason]:
