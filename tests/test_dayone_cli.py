@@ -73,8 +73,13 @@ def test_log_prints_a_units_output_and_iterations(tmp_path: Path) -> None:
                 print(f"err {gen}", file=sys.stderr)
         """,
     })
-    assert watchrun(root, "build").code == 0
+    write_project(root, {"tasks/bad.py": "# /// task\n# ///\ndef run():\n"
+                                         "    print('trying')\n    raise KeyError('gone')\n"})
+    assert watchrun(root, "build").code == 1
     assert watchrun(root, "log", "a").stdout == "hello from a\n"
+    bad = watchrun(root, "log", "bad")
+    assert bad.code == 0 and bad.stdout == "trying\n"  # what it printed, as it printed it
+    assert "bad failed" in bad.stderr and "KeyError: 'gone'" in bad.stderr
     one = watchrun(root, "log", "each", "--iter", "1")
     assert one.code == 0 and one.stdout.splitlines() == ["out 1", "err 1"]
     every = watchrun(root, "log", "each").stdout

@@ -89,9 +89,10 @@ def _failure(session: Session, r: TaskReport) -> str | None:
                     key=lambda s: s.iter)
     if not states:
         return _first_line(r.error)
-    where = "".join(f"[{i}]" for i in states[0].iter)
     said = _first_line(states[0].error)
-    return f"{r.task}{where}: {said}" if said else None
+    if said and states[0].iter:  # which iteration failed (the first, if several did)
+        return f"{r.task}{''.join(f'[{i}]' for i in states[0].iter)}: {said}"
+    return said
 
 
 def _first_line(error: str | None) -> str | None:

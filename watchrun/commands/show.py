@@ -251,6 +251,7 @@ def _print_log(session: Session, name: str, it: tuple[int, ...], labelled: bool)
     except FileNotFoundError:
         if session.store.unit_state(name, it) is None:
             return error(f"'{_label(name, it)}' has not run: no log")
+        _print_failure(session, name, it)
         return EXIT_OK  # it ran and printed nothing
     except OSError as exc:
         return error(f"cannot read the log {path}: {exc.strerror or exc}")
@@ -261,4 +262,13 @@ def _print_log(session: Session, name: str, it: tuple[int, ...], labelled: bool)
     if labelled and data and not data.endswith(b"\n"):
         sys.stdout.buffer.write(b"\n")
     sys.stdout.buffer.flush()
+    _print_failure(session, name, it)
     return EXIT_OK
+
+
+def _print_failure(session: Session, name: str, it: tuple[int, ...]) -> None:
+    """After the log of a unit whose last run failed: how it failed (the traceback is not part
+    of what the task printed, so it goes to stderr, and stdout stays the captured output)."""
+    state = session.store.unit_state(name, it)
+    if state is not None and state.status is UnitStatus.FAILED and state.error:
+        print(f"--- {_label(name, it)} failed ---\n{state.error.rstrip()}", file=sys.stderr)
