@@ -15,6 +15,7 @@ import textwrap
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import psutil
 import pytest
 
 from tests.conftest import REPO, cli_env, spawn_watchrun, wait_for, watchrun, write_project
@@ -112,8 +113,6 @@ def test_ctrl_c_while_connecting_exits_at_once(tmp_path: Path, silent_address: s
 
 
 def _connections_to(address: str, pid: int) -> int:
-    import psutil
-
     port = int(address.rsplit(":", 1)[1])
     try:
         return sum(1 for c in psutil.Process(pid).net_connections(kind="tcp")
@@ -208,3 +207,24 @@ def test_the_tui_s_stderr_does_not_stop_ray_and_a_failed_join_is_tried_again(
     assert first.startswith("DIED") and "token authentication" in first
     assert second.startswith("DONE"), second
     assert "fileno" not in proc.stdout + proc.stderr
+
+
+@on_the_cluster
+def test_units_carry_their_task_name_in_ray_s_process_list(tmp_path: Path,
+                                                          ray_env: RayCluster) -> None:
+    waiter = ("# /// task\n# ///\nimport time\nfrom pathlib import Path\n\ndef run():\n"
+              "    Path('started').write_text('')\n"
+              "    while not Path('go').exists():\n        time.sleep(0.01)\n    return 1\n")
+    root = write_project(tmp_path / "proj", {"tasks/sweep/point.py": waiter})
+    proc = spawn_watchrun(root, "build", "--executor", "ray", "--address", ray_env.address)
+    try:
+        wait_for(lambda: (root / "started").exists(), timeout=120, what="the unit to start")
+        titles = [" ".join(p.info["cmdline"] or []) for p in psutil.process_iter(["cmdline"])]
+        (root / "go").write_text("")
+        assert proc.wait(timeout=60) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.communicate()
+    assert any("watchrun:sweep.point" in title for title in titles), \
+        [t for t in titles if t.startswith("ray::")]

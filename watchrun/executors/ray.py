@@ -380,7 +380,8 @@ class RayExecutor:
         return ray_node.NodeJob(spec.fields(), self._grace, token_path, self._token)
 
     async def _run_call(self, cluster: _Cluster, unit: _Unit) -> None:
-        unit.ref = cluster.call.remote(self._node_job(unit.job))
+        call = cluster.call.options(name=ray_name(unit.job))
+        unit.ref = call.remote(self._node_job(unit.job))
         self._end(unit, await unit.ref)
 
     async def _run_persistent(self, cluster: _Cluster, unit: _Unit) -> None:
@@ -397,7 +398,7 @@ class RayExecutor:
             )
             return
         unit.actor = cluster.scope.remote()
-        stream = unit.actor.run.remote(self._node_job(unit.job))
+        stream = unit.actor.run.options(name=ray_name(unit.job)).remote(self._node_job(unit.job))
         for method, args in unit.inbox:
             self._call(unit, method, *args)
         unit.inbox.clear()
@@ -526,6 +527,11 @@ class RayExecutor:
         if unit is not None and unit.job.mode not in (Mode.COLLECT, Mode.INNER_GENERATE):
             raise ValueError(f"{key.format()} is a {unit.job.mode.value} unit: it takes no input")
         return unit
+
+
+def ray_name(job: Job) -> str:
+    """The name Ray shows for a unit (its process title, `ray list tasks`, the dashboard)."""
+    return f"watchrun:{job.key.format()}"
 
 
 def _describe(exc: BaseException) -> str:
