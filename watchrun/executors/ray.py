@@ -325,7 +325,7 @@ class RayExecutor:
         address, timeout = self._address, self._connect_timeout
         try:
             ray = await in_daemon_thread(asyncio.get_running_loop(),
-                                         lambda: _init_ray(address, timeout))
+                                         lambda: _init_ray(address, timeout), stay=True)
             cluster = _Cluster(ray, self._address.startswith("ray://"))
         except RayConnectError as exc:
             raise RayConnectError(f"could not start or join Ray {where}: {exc}") from exc

@@ -168,11 +168,15 @@ def enable_faulthandler_on_the_terminal() -> None:
         return  # no usable stderr at all: Ray's own call copes with io.UnsupportedOperation
 
 
-def in_daemon_thread(loop: asyncio.AbstractEventLoop, work: Callable[[], Any]
-                     ) -> asyncio.Future[Any]:
+def in_daemon_thread(loop: asyncio.AbstractEventLoop, work: Callable[[], Any],
+                     stay: bool = False) -> asyncio.Future[Any]:
     """Run `work` in a daemon thread; its result or exception arrives in the returned future.
     Not the loop's executor: `asyncio.run` joins that one at exit, and an interrupted build
-    would wait for `ray.init` to give up."""
+    would wait for `ray.init` to give up.
+
+    `stay`: the thread does not end after `work` (it parks until the process ends). Ray starts
+    the daemons of a private instance with a parent-death signal, which Linux ties to the
+    thread that started them, not to the process: were the thread to end, they would die."""
     future: asyncio.Future[Any] = loop.create_future()
 
     def deliver(result: Any, error: BaseException | None) -> None:
@@ -190,6 +194,8 @@ def in_daemon_thread(loop: asyncio.AbstractEventLoop, work: Callable[[], Any]
             _call_soon(loop, deliver, None, exc)
             return
         _call_soon(loop, deliver, result, None)
+        if stay:
+            threading.Event().wait()
 
     threading.Thread(target=body, name="watchrun-ray-connect", daemon=True).start()
     return future
