@@ -24,6 +24,7 @@ VALUED = {"-j": "jobs", "--jobs": "jobs", "--executor": "executor", "--address":
           "--set": "set_params"}
 EXECUTORS = ("local", "ray")
 EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, what a shell reports for a writer killed by it
+EXIT_INTERRUPTED = 130  # Ctrl-C, as SPEC section 7 says
 
 
 def parse_build(argv: list[str]) -> tuple[Path | None, list[str], dict[str, Any]] | None:
@@ -108,6 +109,9 @@ def main(argv: list[str] | None = None) -> None:
 
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no error at exit
         raise SystemExit(EXIT_BROKEN_PIPE) from None
+    except KeyboardInterrupt:  # Ctrl-C before a command installed its own handling
+        print("watchrun: interrupted", file=sys.stderr)
+        raise SystemExit(EXIT_INTERRUPTED) from None
 
 
 def _main(args: list[str]) -> None:

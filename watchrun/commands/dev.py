@@ -10,7 +10,7 @@ import sys
 import threading
 from pathlib import Path
 
-from watchrun.app import Session, effective_jobs, make_executor, open_session
+from watchrun.app import Session, check_executor, effective_jobs, make_executor, open_session
 from watchrun.commands.common import error, guarded, unknown_task_message
 from watchrun.engine.dev import DevEngine
 from watchrun.engine.events import EventBus, Subscriber
@@ -67,7 +67,8 @@ def build_dev_engine(session: Session, targets: list[str], jobs: int, bus: Event
 
     config = session.config
     executor = make_executor(config.executor_kind, sink, jobs, config.grace, session.store,
-                             config.executor_address)
+                             config.executor_address,
+                             connect_timeout=config.executor_connect_timeout)
     loader = ProjectLoader(config, session.store, session.hasher, overrides=overrides)
     project = loader.load()
     engine = DevEngine(project, loader, session.store, session.hasher, executor, bus, targets)
@@ -79,6 +80,7 @@ async def run_dev(session: Session, targets: list[str], json_out: bool, use_tui:
                   jobs: int, overrides: Overrides | None = None) -> int:
     bus = EventBus()
     engine = build_dev_engine(session, targets, jobs, bus, overrides)
+    await check_executor(engine.executor)
     config = session.config
     loop = asyncio.get_running_loop()
     for sig, code in STOP_CODES.items():
