@@ -228,3 +228,23 @@ def test_units_carry_their_task_name_in_ray_s_process_list(tmp_path: Path,
         proc.communicate()
     assert any("watchrun:sweep.point" in title for title in titles), \
         [t for t in titles if t.startswith("ray::")]
+
+
+@pytest.mark.parametrize("command", [["build"], ["dev", "--no-tui"]])
+def test_an_address_without_the_ray_executor_is_refused(tmp_path: Path,
+                                                        command: list[str]) -> None:
+    """Not silently local: the user meant a cluster."""
+    root = write_project(tmp_path / "proj", ONE_TASK)
+    watchrun(root, "build")  # clean: the null-build path must refuse it too
+    run = watchrun(root, *command, "--address", "127.0.0.1:6379", timeout=60)
+    assert_usage_error(run.code, run.stderr, "--address 127.0.0.1:6379", "--executor ray")
+    assert "ran" not in run.stdout
+
+
+@with_ray_installed
+def test_dev_takes_the_executor_and_address_options(tmp_path: Path) -> None:
+    address = f"127.0.0.1:{_free_port()}"
+    root = write_project(tmp_path / "proj", ONE_TASK)  # the settings say local
+    run = watchrun(root, "dev", "--no-tui", "--executor", "ray", "--address", address,
+                   timeout=60)
+    assert_usage_error(run.code, run.stderr, address, "connection refused")

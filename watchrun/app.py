@@ -129,6 +129,19 @@ def make_executor(kind: str, sink: Sink, jobs: int, grace: float, store: Store,
     return LocalExecutor(sink, jobs=jobs, grace=grace, on_pgroup=on_pgroup, spare=spare)
 
 
+def choose_executor(config: Config, kind: str | None, address: str | None) -> Config:
+    """The settings with the command line's `--executor` and `--address` applied. An address
+    for the local executor is a mistake, not something to ignore quietly."""
+    chosen = kind or config.executor_kind
+    if address is not None and chosen != "ray":
+        raise UsageError(f"--address {address} is a Ray cluster's address, and this run uses "
+                         "the local executor: add --executor ray (or set kind = \"ray\" under "
+                         "[executor] in the settings)")
+    return config._replace(
+        executor_kind=chosen,
+        executor_address=config.executor_address if address is None else address)
+
+
 async def check_executor(executor: Executor) -> None:
     """A cluster that cannot be joined is a usage error (exit 2) found before anything is
     planned, not every unit failing. Only the Ray executor has anything to check."""

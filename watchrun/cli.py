@@ -187,12 +187,16 @@ def dev(
     set_params: Annotated[
         Optional[list[str]], typer.Option("--set", help=SET_HELP)  # noqa: UP045
     ] = None,
+    executor: Annotated[Optional[ExecutorKind], typer.Option("--executor")] = None,  # noqa: UP045
+    address: Annotated[Optional[str], typer.Option("--address", help="Ray cluster address")] = None,  # noqa: UP045
 ) -> None:
     """Build, then watch and rerun on every change (a TUI on a terminal)."""
     from watchrun.commands.dev import dev_command
 
     raise typer.Exit(dev_command(project_root(), tasks or [], no_tui=no_tui, json_out=json_out,
-                                 jobs=jobs, set_params=set_params or []))
+                                 jobs=jobs, set_params=set_params or [],
+                                 executor=executor.value if executor else None,
+                                 address=address))
 
 
 def main(argv: list[str] | None = None) -> None:

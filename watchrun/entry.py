@@ -74,7 +74,8 @@ def _may_prove_clean(options: dict[str, Any]) -> bool:
     the events, nothing forced, the local executor (`-j` and `--fail-fast` change nothing when
     nothing runs)."""
     return not (options["force"] or options["dry_run"] or options["verbose"]
-                or options["set_params"]) and options["executor"] in (None, "local")
+                or options["set_params"] or options["address"] is not None
+                ) and options["executor"] in (None, "local")
 
 
 def _take_value(arg: str, rest: list[str], options: dict[str, Any]) -> bool:

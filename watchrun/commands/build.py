@@ -12,6 +12,7 @@ from pathlib import Path
 from watchrun.app import (
     EXIT_PROJECT,
     Session,
+    choose_executor,
     default_targets,
     effective_jobs,
     exit_code,
@@ -74,10 +75,10 @@ def build_command(root: Path | None, targets: list[str], *, jobs: int | None, fo
             lines: list[tuple[str, str]] | None = [] if json_out else None  # for a proof
             subscribers = _subscribers(session, len(chosen), json_out, dry_run, verbose, lines)
             options = BuildOptions(force=force, dry_run=dry_run, fail_fast=fail_fast)
-            kind = executor or session.config.executor_kind
+            settings = choose_executor(session.config, executor, address)
             summary = asyncio.run(run_build(
                 session, chosen, options, subscribers, effective_jobs(session.config, jobs),
-                kind, address if address is not None else session.config.executor_address,
+                settings.executor_kind, settings.executor_address,
                 proof_for=None if dry_run else targets, proof_lines=lines))
             return exit_code(summary)
 

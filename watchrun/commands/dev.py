@@ -10,7 +10,14 @@ import sys
 import threading
 from pathlib import Path
 
-from watchrun.app import Session, check_executor, effective_jobs, make_executor, open_session
+from watchrun.app import (
+    Session,
+    check_executor,
+    choose_executor,
+    effective_jobs,
+    make_executor,
+    open_session,
+)
 from watchrun.commands.common import error, guarded, unknown_task_message
 from watchrun.engine.dev import DevEngine
 from watchrun.engine.events import EventBus, Subscriber
@@ -33,7 +40,8 @@ APP_CLOSE = 1.0  # seconds the app of a hung-up TUI has to close once the engine
 
 
 def dev_command(root: Path, targets: list[str], *, no_tui: bool, json_out: bool,
-                jobs: int | None, set_params: list[str] | None = None) -> int:
+                jobs: int | None, set_params: list[str] | None = None,
+                executor: str | None = None, address: str | None = None) -> int:
     try:
         overrides = parse_overrides(set_params or [])
     except OverrideError as err:
@@ -41,6 +49,7 @@ def dev_command(root: Path, targets: list[str], *, no_tui: bool, json_out: bool,
 
     def body() -> int:
         with open_session(root, "watchrun dev", write=True) as session:
+            session.config = choose_executor(session.config, executor, address)
             try:
                 check_overrides(overrides, session.project.tasks)
             except OverrideError as err:
