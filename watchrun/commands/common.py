@@ -11,6 +11,7 @@ from pathlib import Path
 from watchrun.app import EXIT_PROJECT, ProjectErrorsFound, UsageError
 from watchrun.engine.events import Error
 from watchrun.project.errors import ProjectError
+from watchrun.project.loader import Project
 from watchrun.state.hashing import UnreadablePath
 from watchrun.state.store import ObjectMissing, StateFull, StoreError
 
@@ -81,34 +82,28 @@ def guarded(json_out: bool, body: Callable[[], int]) -> int:
         return error(f"{err.strerror or err}{where}")
 
 
-PRINT_PIECE = 1 << 20  # characters written at a time when printing a big value
+def unmatched_inputs(project: Project, names: Iterable[str]) -> list[tuple[str, str, str]]:
+    """(task, pattern, where it is declared) of each input glob that matches no file now."""
+    from watchrun.project.inputs import expand_inputs, has_magic
+
+    found = []
+    root = str(project.config.root)
+    for name in sorted(names):
+        task = project.tasks.get(name)
+        if task is None or task.abstract:
+            continue
+        for pattern in task.inputs:
+            if has_magic(pattern) and not expand_inputs([pattern], root):
+                origin = task.field_origins.get("inputs")
+                where = origin.format(project.config.root).split(" (")[0] if origin else ""
+                found.append((name, pattern, where))
+    return found
 
 
-def print_value(value: object) -> None:
-    """A stored output as `show` prints it: text as is, anything else as its repr. A big text
-    or bytes value is written a piece at a time, so printing it never holds a second copy of
-    it (its repr, or its encoding) in memory."""
-    write = sys.stdout.write
-    if isinstance(value, str):
-        for start in range(0, len(value), PRINT_PIECE):
-            write(value[start:start + PRINT_PIECE])
-        write("\n")
-    elif isinstance(value, bytes | bytearray) and len(value) > PRINT_PIECE:
-        _print_bytes_repr(bytes(value) if isinstance(value, bytearray) else value, write)
-    else:
-        print(repr(value))
-
-
-def _print_bytes_repr(value: bytes, write: Callable[[str], object]) -> None:
-    """repr(value), piece by piece: the same quote repr would choose, each piece's repr
-    without its own quotes (escapes never straddle pieces: each byte is escaped alone)."""
-    quote = '"' if b"'" in value and b'"' not in value else "'"
-    write(f"b{quote}")
-    for start in range(0, len(value), PRINT_PIECE):
-        piece = repr(value[start:start + PRINT_PIECE])
-        inner = piece[2:-1]
-        if piece[1] != quote:  # this piece alone would have chosen the other quote
-            inner = inner.replace("\\" + piece[1], piece[1]) if piece[1] == "'" else inner
-            inner = inner.replace(quote, "\\" + quote)
-        write(inner)
-    write(f"{quote}\n")
+def warn_unmatched_inputs(project: Project, names: Iterable[str]) -> None:
+    """A glob that matches nothing is worth a word (as Snakemake's missing input), not a
+    failure: the files may be made later, or on purpose not be there."""
+    for name, pattern, where in unmatched_inputs(project, names):
+        place = f"{where}: " if where else ""
+        print(f"watchrun: {place}warning: input {pattern!r} of task {name!r} matches no file",
+              file=sys.stderr)
