@@ -21,7 +21,7 @@ from watchrun.engine.layout import log_path
 from watchrun.engine.scopes import decode_iteration, is_persistent
 from watchrun.executors import taskmodules
 from watchrun.project.model import Kind
-from watchrun.state.store import UnitState, UnitStatus
+from watchrun.state.store import ObjectDamaged, UnitState, UnitStatus
 
 SHORT = reprlib.Repr()
 SHORT.maxstring = SHORT.maxother = 70
@@ -184,17 +184,14 @@ def _print(session: Session, digest: str, json_out: bool) -> int:
 
 
 def _load(session: Session, digest: str) -> Any:
-    """A stored output, unpickled. A big object is read from its file as it is unpickled
-    (after checking its bytes against its name), so `show` holds the value, not also its
-    pickle."""
-    store = session.store
+    """A stored output, unpickled. The store checks its bytes against its name first, and
+    reads a big object from its file as it is unpickled, so `show` holds the value, not
+    also its pickle."""
     try:
-        path = store.object_path(digest)
-        if path is not None:
-            _verify(path, digest)
-            with open(path, "rb") as handle:
-                return pickle.load(handle)
-        return pickle.loads(store.get_object(digest))
+        return session.store.load_object(digest)
+    except ObjectDamaged:
+        raise Unloadable("the stored output was modified on disk (its bytes do not match its "
+                         "name); the next build makes it again") from None
     except KeyError:
         raise Unloadable("the stored output is missing from the state folder; the next "
                          "build makes it again") from None
@@ -203,18 +200,6 @@ def _load(session: Session, digest: str) -> Any:
     except (pickle.UnpicklingError, EOFError, ValueError, OSError) as exc:
         raise Unloadable(f"the stored output cannot be read: {type(exc).__name__}: {exc}"
                          ) from None
-
-
-def _verify(path: Path, digest: str) -> None:
-    from blake3 import blake3
-
-    hasher = blake3()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(_CHUNK):
-            hasher.update(chunk)
-    if hasher.hexdigest() != digest:
-        raise Unloadable(f"the stored output {path.name} was modified on disk; the next "
-                         "build makes it again")
 
 
 # -- log ----------------------------------------------------------------------------------------
