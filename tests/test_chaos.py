@@ -285,14 +285,14 @@ def test_a_missing_or_damaged_object_reruns_its_producer(tmp_path: Path) -> None
         assert "DIRTY  source  stored output missing" in status.stdout
         show = watchrun(root, "show", "source")
         assert show.code == 2
-        word = "missing" if damage == "delete" else "damaged"
-        assert word in one_error(show) and "`watchrun build source` makes it again" in show.stderr
+        word = "missing" if damage == "delete" else "modified on disk"
+        assert word in one_error(show) and "the next build makes it again" in show.stderr
         run = watchrun(root, "build", "--json")
         assert run.code == 0, run.stderr
         no_traceback(run)
         assert run.ran() == ["source"]  # the sink's input is unchanged: early cutoff
         assert shown(root, "sink") == expected
-        assert watchrun(root, "show", "source").code == 0
+        assert watchrun(root, "show", "source", "--json").code == 0
 
 
 # -- large outputs (point 15) -----------------------------------------------------------------
@@ -421,7 +421,7 @@ def test_a_crafted_pickle_in_a_shipped_state_never_runs(tmp_path: Path,
     shipped = tmp_path / "shipped"
     shutil.copytree(root, shipped, symlinks=True)
     monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "victim-state"))
-    for args in (("graph",), ("status",), ("show", "small")):
+    for args in (("graph",), ("status",), ("show", "small", "--json")):
         run = watchrun(shipped, *args)
         no_traceback(run)
         assert "was not written by watchrun for this user" in run.stderr
@@ -431,7 +431,7 @@ def test_a_crafted_pickle_in_a_shipped_state_never_runs(tmp_path: Path,
     assert "was not written by watchrun for this user" in build.stderr
     assert "moved it to" in build.stderr
     assert not pwned.exists()
-    assert watchrun(shipped, "show", "small").code == 0
+    assert watchrun(shipped, "show", "small", "--json").code == 0
     assert watchrun(shipped, "status").stderr == ""
 
 
