@@ -131,12 +131,22 @@ def dev(
     ] = False,
     json_out: Annotated[bool, typer.Option("--json", help="Print events as JSON lines")] = False,
     jobs: Annotated[Optional[int], typer.Option("-j", "--jobs")] = None,  # noqa: UP045
+    web: Annotated[
+        bool, typer.Option("--web", help="Serve the TUI to a browser on 127.0.0.1 (no auth)")
+    ] = False,
+    port: Annotated[
+        Optional[int], typer.Option("--port", help="Port of --web (default 8000)")  # noqa: UP045
+    ] = None,
 ) -> None:
     """Build, then watch and rerun on every change (a TUI on a terminal)."""
     from watchrun.commands.dev import dev_command
 
+    if port is not None and not web:
+        typer.echo("watchrun: error: --port is the port of --web", err=True)
+        raise typer.Exit(2)
+    web_port = (8000 if port is None else port) if web else None
     raise typer.Exit(dev_command(State.root, tasks or [], no_tui=no_tui, json_out=json_out,
-                                 jobs=jobs))
+                                 jobs=jobs, web_port=web_port))
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -10,7 +10,14 @@ import sys
 import threading
 from pathlib import Path
 
-from watchrun.app import Session, effective_jobs, make_executor, open_session
+from watchrun.app import (
+    ProjectErrorsFound,
+    Session,
+    UsageError,
+    effective_jobs,
+    make_executor,
+    open_session,
+)
 from watchrun.commands.common import guarded, unknown_task_message
 from watchrun.engine.dev import DevEngine
 from watchrun.engine.events import EventBus, Subscriber
@@ -26,7 +33,12 @@ APP_CLOSE = 1.0  # seconds the app of a hung-up TUI has to close once the engine
 
 
 def dev_command(root: Path, targets: list[str], *, no_tui: bool, json_out: bool,
-                jobs: int | None) -> int:
+                jobs: int | None, web_port: int | None = None) -> int:
+    from watchrun.ui.tui.web import in_web_session
+
+    if web_port is not None:
+        return _serve_web(root, targets, jobs, web_port)
+
     def body() -> int:
         with open_session(root, "watchrun dev", write=True) as session:
             for name in targets:
@@ -34,11 +46,28 @@ def dev_command(root: Path, targets: list[str], *, no_tui: bool, json_out: bool,
                     print(f"watchrun: error: {unknown_task_message(name, session.project.tasks)}",
                           file=sys.stderr)
                     return 2
-            use_tui = not (no_tui or json_out) and sys.stdout.isatty()
+            use_tui = not (no_tui or json_out) and (sys.stdout.isatty() or in_web_session())
             return asyncio.run(run_dev(session, targets, json_out, use_tui,
                                        effective_jobs(session.config, jobs)))
 
     return guarded(json_out, body)
+
+
+def _serve_web(root: Path, targets: list[str], jobs: int | None, port: int) -> int:
+    """`dev --web`: check the project opens (its errors are told here, not in a blank page),
+    then serve the TUI; each page runs its own `watchrun dev`."""
+    from watchrun.config import load_config
+    from watchrun.ui.tui.web import serve
+
+    def body() -> int:
+        if not root.is_dir():
+            raise UsageError(f"the project folder {root} does not exist (see -C)")
+        config, errors = load_config(root.resolve())
+        if errors:
+            raise ProjectErrorsFound(errors, config.root)
+        return serve(root.resolve(), targets, jobs, port)
+
+    return guarded(False, body)
 
 
 def build_dev_engine(session: Session, targets: list[str], jobs: int, bus: EventBus
