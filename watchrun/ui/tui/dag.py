@@ -43,9 +43,9 @@ TONES = {  # theme colours of the states in text (the rows take theirs from the 
     UnitState.BROKEN: "error",
 }
 KIND_TAGS = {"generator": "gen", "collector": "col"}
-BAR = 8  # cells of the progress bar
-EIGHTHS = " ▏▎▍▌▋▊▉"
-WIDE = 64  # from this width on, progress shows "iter" and a bar
+BAR = 8  # cells of the progress bar in a row
+WIDE = 64  # from this width on, rows show a progress bar
+COUNT = 15  # cells of "iter 1234/10000"
 
 
 def format_duration(seconds: float | None) -> str:
@@ -62,23 +62,57 @@ def format_duration(seconds: float | None) -> str:
     return f"{hours}h{minutes:02}m"
 
 
-def progress_bar(done: int, total: int, cells: int = BAR) -> str:
-    eighths = (cells * 8 * min(done, total)) // total if total else cells * 8
-    full, part = divmod(eighths, 8)
-    text = "█" * full + (EIGHTHS[part] if part else "")
-    return text.ljust(cells)
+def format_rate(rate: float | None) -> str:
+    if rate is None:
+        return ""
+    if rate >= 1000:
+        return f"{rate / 1000:.1f}k/s"
+    if rate >= 10:
+        return f"{rate:.0f}/s"
+    return f"{rate:.1f}/s" if rate >= 0.1 else f"{rate * 60:.1f}/min"
 
 
-def format_progress(progress: Progress | None, wide: bool) -> str:
-    """'iter 57/100 ████▌   ' with a total, 'iter 57' while it is unknown."""
+def bar_cells(progress: Progress, cells: int = BAR) -> tuple[int, int, int] | None:
+    """(done, running, to do) cells of a bar; None while the total is unknown. A running
+    unit takes at least one cell, so it shows on a bar of thousands."""
+    total = progress.total
+    if total is None:
+        return None
+    if total == 0:
+        return cells, 0, 0
+    done = cells * min(progress.done, total) // total
+    running = -(-cells * progress.running // total) if progress.running else 0
+    running = min(running, cells - done)
+    return done, running, cells - done - running
+
+
+def text_bar(progress: Progress, cells: int = BAR) -> str:
+    """The bar as plain text: done █, running ▓, to do ░ (also readable without colour)."""
+    parts = bar_cells(progress, cells)
+    if parts is None:
+        return ""
+    done, running, todo = parts
+    return "█" * done + "▓" * running + "░" * todo
+
+
+def format_count(progress: Progress | None) -> str:
+    """'57/100' with a total, '57' while it is unknown."""
     if progress is None:
         return ""
     if progress.total is None:
-        return f"iter {progress.done}" if wide else f"{progress.done}"
-    count = f"{progress.done}/{progress.total}"
+        return f"{progress.done}"
+    return f"{progress.done}/{progress.total}"
+
+
+def format_progress(progress: Progress | None, wide: bool) -> str:
+    """'iter 57/100 ████▒░░░' with a total, 'iter 57' while it is unknown."""
+    if progress is None:
+        return ""
+    count = format_count(progress)
     if not wide:
         return count
-    return f"iter {count} {progress_bar(progress.done, progress.total)}"
+    bar = text_bar(progress)
+    return f"iter {count} {bar}" if bar else f"iter {count}"
 
 
 class DagView(ScrollView, can_focus=True):
@@ -88,6 +122,9 @@ class DagView(ScrollView, can_focus=True):
         "dag--graph",
         "dag--cursor",
         "dag--detail",
+        "dag--bar-done",
+        "dag--bar-running",
+        "dag--bar-todo",
         *(f"dag--{state.value}" for state in UnitState),
     }
     BINDINGS: ClassVar[list[BindingType]] = [
@@ -110,6 +147,7 @@ class DagView(ScrollView, can_focus=True):
         self.graph = GraphLayout((), 0)
         self.index: dict[str, int] = {}
         self.cursor = 0
+        self.folded: dict[str, int] = {}  # generator -> tasks of its scope hidden under it
         self._name_width = 0
         self._strips: dict[int, Strip] = {}
         self._styles: dict[str, Style] = {}
@@ -120,19 +158,34 @@ class DagView(ScrollView, can_focus=True):
         rows = self.graph.rows
         return rows[self.cursor].name if 0 <= self.cursor < len(rows) else None
 
-    def set_layout(self, graph: GraphLayout) -> None:
-        """New rows (the project changed): keep the selected task if it is still there."""
+    def set_layout(self, graph: GraphLayout, folded: dict[str, int] | None = None,
+                   select: str | None = None) -> None:
+        """New rows (the project changed, a filter, a scope folded): keep the selected task if
+        it is still there (or select `select`)."""
         keep = self.selected
         self.graph = graph
+        self.folded = folded or {}
         self.index = graph.index()
-        self._name_width = max((len(row.name) for row in graph.rows), default=0)
+        if select is not None and select in self.index:
+            keep = select
+        self._name_width = max((len(self._label(row.name)) for row in graph.rows), default=0)
         self.cursor = self.index.get(keep, 0) if keep is not None else 0
         self.cursor = min(self.cursor, max(len(graph.rows) - 1, 0))
         self._strips.clear()
         self.virtual_size = Size(0, len(graph.rows))
         self.refresh()
+        self.scroll_to_region(Region(0, self.cursor, 1, 1), animate=False, immediate=True)
         if self.selected != keep:
             self.post_message(self.Selected(self.selected))
+
+    def _label(self, name: str) -> str:
+        hidden = self.folded.get(name)
+        return f"{name} ▸{hidden}" if hidden else name
+
+    def wanted_width(self) -> int:
+        """Columns the rows need in full: lanes, the longest name, the right-hand columns
+        (and the scrollbar)."""
+        return self.graph.width + 1 + self._name_width + len(self._right(None, True)) + 2
 
     def refresh_tasks(self, names: Iterable[str]) -> None:
         """Redraw the rows of these tasks (if they are on screen)."""
@@ -214,6 +267,20 @@ class DagView(ScrollView, can_focus=True):
             strip = self._strips[index] = self._render_row(self.graph.rows[index], index, width)
         return strip
 
+    def _right(self, name: str | None, wide: bool) -> str:
+        """Kind, count and duration of a row (the bar is drawn between them)."""
+        board = self.board
+        if name is None:
+            kind, count, duration = "", "", ""
+        else:
+            kind = KIND_TAGS.get(board.rows[name].view.kind, "")
+            count = format_count(board.progress(name))
+            duration = format_duration(board.elapsed(name))
+        if wide:
+            count = f"iter {count}" if count else ""
+            return f" {kind:<3} {count:>{COUNT}} {' ' * BAR} {duration:>6}"
+        return f" {kind:<3} {count:>{COUNT - 6}} {duration:>6}"
+
     def _render_row(self, row: GraphRow, index: int, width: int) -> Strip:
         board, name = self.board, row.name
         state = board.state(name)
@@ -224,21 +291,31 @@ class DagView(ScrollView, can_focus=True):
         graph_style = base + self._style("dag--graph")
         detail_style = base + self._style("dag--detail")
         wide = width >= WIDE
-        kind = KIND_TAGS.get(board.rows[name].view.kind, "")
-        progress = format_progress(board.progress(name), wide)
-        duration = format_duration(board.elapsed(name))
-        right = f" {kind:<3} {progress:<{21 if wide else 8}} {duration:>6}"
+        right = self._right(name, wide)
         graph = "".join(glyph(c) if i != row.node else "" for i, c in enumerate(row.cells))
         before, after = graph[: row.node], graph[row.node:].ljust(self.graph.width - row.node - 1)
         room = width - len(before) - 1 - len(after) - 1 - len(right)
-        label = _fit(name, min(room, self._name_width))
+        label = _fit(self._label(name), min(room, self._name_width))
         segments = [
             Segment(before, graph_style),
             Segment(SYMBOLS[state], state_style),
             Segment(after + " ", graph_style),
             Segment(label, state_style),
-            Segment(right, detail_style),
         ]
+        progress = board.progress(name) if wide else None
+        cells = bar_cells(progress) if progress is not None else None
+        if cells is None:
+            segments.append(Segment(right, detail_style))
+        else:
+            bar_at = len(right) - 6 - 1 - BAR
+            done, running, todo = cells
+            segments += [
+                Segment(right[:bar_at], detail_style),
+                Segment("█" * done, base + self._style("dag--bar-done")),
+                Segment("▓" * running, base + self._style("dag--bar-running")),
+                Segment("░" * todo, base + self._style("dag--bar-todo")),
+                Segment(right[bar_at + BAR:], detail_style),
+            ]
         return Strip(segments).crop_extend(0, width, base)
 
 
