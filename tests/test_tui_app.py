@@ -472,11 +472,15 @@ async def test_question_mark_shows_the_help_and_escape_closes_it() -> None:
         assert marker(app, "download") == "▶"
 
 
-async def test_the_footer_shows_the_keys() -> None:
+async def test_the_footer_shows_the_keys_whole_at_80_columns() -> None:
+    from textual.widgets._footer import FooterKey
+
     app, _, _ = make_app()
-    async with app.run_test(size=(100, 30)):
-        shown = {b.key for b in app.BINDINGS if getattr(b, "show", True)}  # type: ignore[union-attr]
-        assert {"down,j", "space", "i", "r", "P", "question_mark", "q"} <= shown
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.pause()
+        keys = list(app.query(FooterKey))
+        on_screen = {k.key for k in keys if 0 < k.region.width and k.region.right <= 80}
+        assert {"space", "i", "r", "R", "P", "slash", "h", "question_mark", "q"} <= on_screen
 
 
 async def test_an_engine_call_that_raises_is_shown_not_fatal() -> None:

@@ -267,7 +267,7 @@ async def test_the_detail_pane_shows_chain_params_origins_and_reasons(root: Path
         assert _line(info, "size = 64").endswith("tasks/base.py:4 (base)")
         assert "dirty      no (clean)" in info
         assert "downstream resize" in info
-        assert "iter 3/3" in info
+        assert "progress   3/3 ████" in info  # a full bar: every iteration done
         await live.select("hold")
         info = live.info()
         assert "hold  running" in info
@@ -300,14 +300,19 @@ async def test_the_detail_pane_shows_the_traceback_of_a_failed_task(root: Path) 
         await live.select("boom")
         info = live.info()
         assert "boom  failed" in info
-        assert "Traceback (most recent call last)" in info
-        assert 'tasks/boom.py", line 8, in run' in info
-        assert 'tasks/boom.py", line 4, in check' in info
-        assert "ValueError: bad frame 7" in info
+        assert "boom: ValueError: bad frame 7" in info  # the cause, beside the state
         assert "dirty      last run failed" in info
         assert re.search(r"last run   \d+\.\ds", info)  # how long it ran before it failed
+        # the log pane: the traceback first, then what the unit printed
         await live.until(lambda: "boom: checking frame 7" in live.app.detail.log_view.lines,
                          "boom's log")
+        lines = list(live.app.detail.log_view.lines)
+        assert lines[0] == "Traceback (most recent call last):"
+        trace = "\n".join(lines[:lines.index("── its output ──")])
+        assert 'tasks/boom.py", line 8, in run' in trace
+        assert 'tasks/boom.py", line 4, in check' in trace
+        assert "ValueError: bad frame 7" in trace
+        assert lines.index("boom: checking frame 7") > lines.index("── its output ──")
 
 
 async def test_the_detail_pane_follows_the_live_log(root: Path) -> None:
@@ -398,14 +403,17 @@ async def test_i_interrupts_it_stays_cancelled_and_r_reruns_it(root: Path) -> No
         await live.until(lambda: live.marker("hold") == "●", "hold to show clean")
 
 
-async def test_r_reruns_a_clean_task_and_its_downstream(root: Path) -> None:
+async def test_shift_r_forces_a_clean_task_and_its_downstream(root: Path) -> None:
     async with built(root) as live:
         mark = len(live.events)
         (live.root / "hold.go").write_text("")
         await live.idle(after=mark)
         await live.select("frames")
+        await live.pilot.press("r")  # continue: a clean task has nothing to continue
+        assert "frames: clean, nothing to continue (R forces a rerun)" in str(
+            live.app.feedback.render())
         mark = len(live.events)
-        await live.pilot.press("r")
+        await live.pilot.press("R")
         await live.until_event(ev.UnitFinished, "frames", after=mark)
         await live.idle(after=mark)
         ran = {e.task for e in live.events[mark:] if isinstance(e, ev.UnitStarted)}
@@ -437,7 +445,7 @@ async def test_question_mark_shows_help_while_the_engine_goes_on(root: Path) -> 
     async with built(root) as live:
         await live.pilot.press("question_mark")
         assert type(live.app.screen).__name__ == "HelpScreen"
-        assert "interrupt the selected task" in str(live.app.screen.query_one("#help").render())
+        assert "interrupt its running units" in str(live.app.screen.query_one("#help").render())
         (live.root / "hold.go").write_text("")
         await live.until_event(ev.UnitFinished, "hold")
         await live.pilot.press("escape")

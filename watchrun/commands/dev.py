@@ -118,8 +118,9 @@ def _printer(json_out: bool, log_dir: Path) -> Subscriber:
 
 async def _with_tui(engine: DevEngine, bus: EventBus) -> int:
     from watchrun.ui.tui.app import WatchrunApp
+    from watchrun.ui.tui.records import Records
 
-    app = WatchrunApp(engine)
+    app = WatchrunApp(engine, records=Records(engine.config.state_dir))
     bus.subscribe(app.inbox.put)
     stopped = threading.Event()  # the engine has stopped: processes ended, state saved
     closed = threading.Event()  # the app has closed

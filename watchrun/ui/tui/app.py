@@ -172,13 +172,14 @@ class WatchrunApp(App[str]):
     TITLE = "watchrun"
     ENABLE_COMMAND_PALETTE = False
     BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("down,j", "cursor(1)", "Select", key_display="↓/j"),
+        # the footer lists what acts on the selection (moving is in the help: ?)
+        Binding("down,j", "cursor(1)", "Select", key_display="↓/j", show=False),
         Binding("up,k", "cursor(-1)", "Select", key_display="↑/k", show=False),
         Binding("space", "toggle_pause", "Pause"),
         Binding("i", "interrupt", "Interrupt"),
         Binding("r", "continue", "Rerun"),
         Binding("R", "force", "Force", key_display="R"),
-        Binding("P", "pause_all", "Pause all", key_display="P"),
+        Binding("P", "pause_all", "All", key_display="P"),  # pause / resume everything
         Binding("slash", "filter", "Filter", key_display="/"),
         Binding("enter", "fold", "Fold", show=False),
         Binding("left_square_bracket", "step_log(-1)", "Older iter", show=False),
@@ -232,7 +233,7 @@ class WatchrunApp(App[str]):
             yield self.detail
         yield self.filter_box
         yield self.feedback
-        yield Footer()
+        yield Footer(compact=True)
 
     def on_mount(self) -> None:
         self.filter_box.display = False
@@ -399,10 +400,10 @@ class WatchrunApp(App[str]):
         if path is None:
             return f"log  {unit}  (nothing captured yet)"
         if pinned:
-            return f"log  {unit} · {path.name} · [ older  ] newer (past the newest: follow)"
+            return f"log  {unit}  ({path.name}) · [ older, ] newer"
         if self.board.rows[name].scoped:
-            return f"log  {unit} · {path.name} · following the latest unit · [ ] step"
-        return f"log  {unit} · {path.name}"
+            return f"log  {unit}  ({path.name}) · following · [ ] iterations"
+        return f"log  {unit}  ({path.name})"
 
     def on_dag_view_selected(self, message: DagView.Selected) -> None:
         self._draw_detail()

@@ -44,7 +44,7 @@ TONES = {  # theme colours of the states in text (the rows take theirs from the 
 }
 KIND_TAGS = {"generator": "gen", "collector": "col"}
 BAR = 8  # cells of the progress bar in a row
-WIDE = 64  # from this width on, rows show a progress bar
+NAME_ROOM = 16  # rows show a progress bar if that leaves names this much room (or all they need)
 COUNT = 15  # cells of "iter 1234/10000"
 
 
@@ -182,6 +182,11 @@ class DagView(ScrollView, can_focus=True):
         hidden = self.folded.get(name)
         return f"{name} ▸{hidden}" if hidden else name
 
+    def _wide(self, width: int) -> bool:
+        """Room for the bar and "iter" beside the lanes and a readable share of the names."""
+        room = width - self.graph.width - 2 - len(self._right(None, True))
+        return room >= min(self._name_width, NAME_ROOM)
+
     def wanted_width(self) -> int:
         """Columns the rows need in full: lanes, the longest name, the right-hand columns
         (and the scrollbar)."""
@@ -290,7 +295,7 @@ class DagView(ScrollView, can_focus=True):
         state_style = base + self._style(f"dag--{state.value}")
         graph_style = base + self._style("dag--graph")
         detail_style = base + self._style("dag--detail")
-        wide = width >= WIDE
+        wide = self._wide(width)
         right = self._right(name, wide)
         graph = "".join(glyph(c) if i != row.node else "" for i, c in enumerate(row.cells))
         before, after = graph[: row.node], graph[row.node:].ljust(self.graph.width - row.node - 1)

@@ -114,7 +114,7 @@ def describe(board: Board, name: str, reasons: list[str], stored: LastRun | None
                                           (p.origin, "dim"), "\n"))
     lines.append(_section("upstream", _names(view.upstreams)))
     lines.append(_section("downstream", _names(view.downstreams)))
-    return Content("").join(lines)
+    return Content("").join(lines).rstrip("\n")  # no blank line under it: rows are dear
 
 
 def progress_parts(progress: Progress) -> list[str | tuple[str, str]]:
@@ -242,3 +242,7 @@ class DetailPane(Vertical):
                 self.log_view.write(traceback.rstrip() + "\n── its output ──\n")
         if text:
             self.log_view.write(text)
+            # Log scrolls at once, with the size it had: text written as the pane is laid
+            # out (a new selection) would stay at its top. Scroll again once it has a size.
+            self.log_view.call_after_refresh(self.log_view.scroll_end, animate=False,
+                                             x_axis=False)
