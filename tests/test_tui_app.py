@@ -479,7 +479,7 @@ async def test_the_footer_shows_the_keys_whole_at_80_columns() -> None:
     async with app.run_test(size=(80, 24)) as pilot:
         await pilot.pause()
         keys = list(app.query(FooterKey))
-        on_screen = {k.key for k in keys if 0 < k.region.width and k.region.right <= 80}
+        on_screen = {k.key for k in keys if k.region.width > 0 and k.region.right <= 80}
         assert {"space", "i", "r", "R", "P", "slash", "h", "question_mark", "q"} <= on_screen
 
 

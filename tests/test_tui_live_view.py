@@ -259,7 +259,7 @@ async def test_space_and_i_with_nothing_running_say_so_and_ask_nothing() -> None
         assert fake.actions() == []
         send(app, ev.UnitFinished(task="download", iter=(), duration=1.0))
         await pilot.press("r")
-        assert "download: clean, nothing to continue (R forces a rerun)" == feedback(app)
+        assert feedback(app) == "download: clean, nothing to continue (R forces a rerun)"
         assert fake.actions() == []
         send(app, started("download"))
         await pilot.press("r")
