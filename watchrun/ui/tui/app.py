@@ -36,6 +36,7 @@ TICK_EVERY = 1.0  # running durations advance
 LOG_POLL_EVERY = 0.25  # the selected task's log is read this often
 WIDE_FROM = 120  # columns: from here the detail pane sits beside the DAG, else below it
 DAG_SHARE = 0.55  # the most of a wide screen the DAG takes (its rows may need less)
+PAGING_QUIET = 0.1  # seconds without a page key before the detail pane follows the cursor
 DAG_MIN = 40  # columns the DAG keeps on a wide screen however short its names
 
 T = TypeVar("T")
@@ -212,6 +213,7 @@ class WatchrunApp(App[str]):
         self._traceback: str | None = None
         self._pinned: dict[str, tuple[int, ...]] = {}  # task -> iteration whose log is shown
         self._quitting = False
+        self._paged_at = 0.0  # monotonic time of the last page key, until the pane follows
         self._header_shown = Content("")
         self._errors_shown: list[ErrorView] | None = None
         # kept, not queried: while the help screen is up, queries would search that screen
@@ -279,8 +281,13 @@ class WatchrunApp(App[str]):
             board.header_changed = False
             self._draw_header()
         selected = self.dag.selected
+        if self._paged_at and time.monotonic() - self._paged_at < PAGING_QUIET:
+            return
         if selected is None or selected in changed or self._shown[0] != selected:
             self._draw_detail()
+        if self._paged_at:
+            self._paged_at = 0.0
+            self._poll_log()
 
     def _reload(self) -> None:
         view = self._call(self.control.view)
@@ -303,8 +310,8 @@ class WatchrunApp(App[str]):
     def _tick(self) -> None:
         self.dag.refresh_running()
         selected = self.dag.selected
-        if selected is not None and self.board.state(selected) in (UnitState.RUNNING,
-                                                                    UnitState.PAUSED):
+        if selected is not None and not self._paged_at and self.board.state(selected) in (
+                UnitState.RUNNING, UnitState.PAUSED):
             self._draw_detail()
 
     def _draw_header(self) -> None:
@@ -376,7 +383,7 @@ class WatchrunApp(App[str]):
 
     def _poll_log(self) -> None:
         name = self.dag.selected
-        if name is None:
+        if name is None or self._paged_at:  # paging: the flush follows where it stops
             return
         row = self.board.rows[name]
         it, pinned = self._log_unit(name)
@@ -406,6 +413,12 @@ class WatchrunApp(App[str]):
         return f"log  {unit}  ({path.name})"
 
     def on_dag_view_selected(self, message: DagView.Selected) -> None:
+        if message.paging:
+            # a page key may be held down: describing each task passed (a new layout of the
+            # pane, ~30 ms) would slow the scrolling; the flush describes where it stops
+            self._paged_at = time.monotonic()
+            return
+        self._paged_at = 0.0
         self._draw_detail()
         self._poll_log()
 

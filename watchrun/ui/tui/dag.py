@@ -137,9 +137,10 @@ class DagView(ScrollView, can_focus=True):
     class Selected(Message):
         """The cursor moved to another task."""
 
-        def __init__(self, name: str | None) -> None:
+        def __init__(self, name: str | None, paging: bool = False) -> None:
             super().__init__()
             self.name = name
+            self.paging = paging  # a page at a time (PageUp/PageDown, perhaps held down)
 
     def __init__(self, board: Board, *, id: str | None = None) -> None:
         super().__init__(id=id)
@@ -151,6 +152,7 @@ class DagView(ScrollView, can_focus=True):
         self._name_width = 0
         self._strips: dict[int, Strip] = {}
         self._styles: dict[str, Style] = {}
+        self._base: Style | None = None
 
     # -- content -------------------------------------------------------------------------------
     @property
@@ -214,25 +216,28 @@ class DagView(ScrollView, can_focus=True):
     def move(self, delta: int) -> None:
         self.go_to(self.cursor + delta)
 
-    def go_to(self, y: int) -> None:
+    def go_to(self, y: int, paging: bool = False) -> None:
         if not self.graph.rows:
             return
         y = max(0, min(y, len(self.graph.rows) - 1))
         if y == self.cursor:
             return
         old, self.cursor = self.cursor, y
-        for line in (old, y):
-            self._strips.pop(line, None)
-            self.refresh_line(line)
+        self._strips.pop(old, None)
+        self._strips.pop(y, None)
+        top = round(self.scroll_offset.y)
         self.scroll_to_region(Region(0, y, 1, 1), animate=False, immediate=True)
-        self.post_message(self.Selected(self.selected))
+        if round(self.scroll_offset.y) == top:  # else the scroll redraws every row
+            self.refresh_line(old)
+            self.refresh_line(y)
+        self.post_message(self.Selected(self.selected, paging))
 
     def select(self, name: str) -> None:
         if name in self.index:
             self.go_to(self.index[name])
 
     def action_page(self, direction: int) -> None:
-        self.move(direction * max(1, self.size.height - 1))
+        self.go_to(self.cursor + direction * max(1, self.size.height - 1), paging=True)
 
     def action_jump(self, where: int) -> None:
         self.go_to(where if where >= 0 else len(self.graph.rows) - 1)
@@ -247,6 +252,7 @@ class DagView(ScrollView, can_focus=True):
     def notify_style_update(self) -> None:
         super().notify_style_update()
         self._styles.clear()
+        self._base = None
         self._strips.clear()
 
     def _style(self, name: str) -> Style:
@@ -262,24 +268,32 @@ class DagView(ScrollView, can_focus=True):
             self._styles[name] = style
         return style
 
+    def _base_style(self) -> Style:
+        """The widget's own style, kept until the styles change (computing it costs more than
+        drawing the row)."""
+        style = self._base
+        if style is None:
+            style = self._base = self.rich_style
+        return style
+
     def render_line(self, y: int) -> Strip:
         width = self.size.width
         index = y + round(self.scroll_offset.y)
         if index >= len(self.graph.rows):
-            return Strip.blank(width, self.rich_style)
+            return Strip.blank(width, self._base_style())
         strip = self._strips.get(index)
         if strip is None or strip.cell_length != width:
             strip = self._strips[index] = self._render_row(self.graph.rows[index], index, width)
         return strip
 
-    def _right(self, name: str | None, wide: bool) -> str:
+    def _right(self, name: str | None, wide: bool, progress: Progress | None = None) -> str:
         """Kind, count and duration of a row (the bar is drawn between them)."""
         board = self.board
         if name is None:
             kind, count, duration = "", "", ""
         else:
             kind = KIND_TAGS.get(board.rows[name].view.kind, "")
-            count = format_count(board.progress(name))
+            count = format_count(progress)
             duration = format_duration(board.elapsed(name))
         if wide:
             count = f"iter {count}" if count else ""
@@ -289,14 +303,15 @@ class DagView(ScrollView, can_focus=True):
     def _render_row(self, row: GraphRow, index: int, width: int) -> Strip:
         board, name = self.board, row.name
         state = board.state(name)
-        base = self.rich_style
+        base = self._base_style()
         if index == self.cursor:
             base = base + self._style("dag--cursor")
         state_style = base + self._style(f"dag--{state.value}")
         graph_style = base + self._style("dag--graph")
         detail_style = base + self._style("dag--detail")
         wide = self._wide(width)
-        right = self._right(name, wide)
+        progress = board.progress(name)
+        right = self._right(name, wide, progress)
         graph = "".join(glyph(c) if i != row.node else "" for i, c in enumerate(row.cells))
         before, after = graph[: row.node], graph[row.node:].ljust(self.graph.width - row.node - 1)
         room = width - len(before) - 1 - len(after) - 1 - len(right)
@@ -307,8 +322,7 @@ class DagView(ScrollView, can_focus=True):
             Segment(after + " ", graph_style),
             Segment(label, state_style),
         ]
-        progress = board.progress(name) if wide else None
-        cells = bar_cells(progress) if progress is not None else None
+        cells = bar_cells(progress) if wide and progress is not None else None
         if cells is None:
             segments.append(Segment(right, detail_style))
         else:

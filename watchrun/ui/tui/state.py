@@ -81,6 +81,10 @@ class Board:
         self.header_changed = True
         self.view_stale = False  # a change: the project may have been reloaded
         self.absent: set[str] = set()  # tasks named by events but not in the view
+        # the header's counts, kept up to date from the rows that change (a full count of
+        # 10,000 rows at every redraw would cost 80 ms)
+        self._states: dict[str, UnitState] = {}
+        self._counts = dict.fromkeys(UnitState, 0)
         self._handlers: dict[type[ev.Event], Callable[[ev.Event], None]] = {
             ev.BuildStarted: self._build_started,  # type: ignore[dict-item]
             ev.UnitStarted: self._unit_started,  # type: ignore[dict-item]
@@ -121,6 +125,9 @@ class Board:
         self._mark_broken()
         self.changed.update(self.rows)
         self.header_changed = True
+        self._states.clear()
+        self._counts = dict.fromkeys(UnitState, 0)
+        self._recount(self.rows)
 
     def _mark_broken(self) -> None:
         files = {e.file for e in self.errors if e.file}
@@ -381,14 +388,34 @@ class Board:
         return row.duration
 
     def counts(self) -> dict[UnitState, int]:
-        counts = dict.fromkeys(UnitState, 0)
-        for name in self.rows:
-            counts[self.state(name)] += 1
-        return counts
+        self._with_scopes(self.changed)
+        self._recount(self.changed)
+        return dict(self._counts)
 
     def take_changed(self) -> set[str]:
+        """The rows to redraw since the last call (a generator's scope with it: the state of
+        its tasks follows it)."""
         changed, self.changed = self.changed, set()
+        self._with_scopes(changed)
+        self._recount(changed)
         return changed
+
+    def _with_scopes(self, names: set[str]) -> None:
+        members = self.members
+        for generator in [n for n in names if n in members]:
+            names.update(members[generator])
+
+    def _recount(self, names: Iterable[str]) -> None:
+        states, counts, rows = self._states, self._counts, self.rows
+        for name in names:
+            if name not in rows:
+                continue
+            new, old = self.state(name), states.get(name)
+            if new is not old:
+                if old is not None:
+                    counts[old] -= 1
+                counts[new] += 1
+                states[name] = new
 
 
 def _ended(row: TaskRow, it: tuple[int, ...]) -> None:
