@@ -300,15 +300,24 @@ class DagView(ScrollView, can_focus=True):
             return f" {kind:<3} {count:>{COUNT}} {' ' * BAR} {duration:>6}"
         return f" {kind:<3} {count:>{COUNT - 6}} {duration:>6}"
 
+    def _styled(self, component: str, cursor: bool) -> Style:
+        """The widget's style (under the cursor or not) with a component's on top."""
+        key = ("+" if cursor else "-") + component
+        style = self._styles.get(key)
+        if style is None:
+            base = self._base_style()
+            if cursor:
+                base = base + self._style("dag--cursor")
+            style = self._styles[key] = base + self._style(component) if component else base
+        return style
+
     def _render_row(self, row: GraphRow, index: int, width: int) -> Strip:
         board, name = self.board, row.name
         state = board.state(name)
-        base = self._base_style()
-        if index == self.cursor:
-            base = base + self._style("dag--cursor")
-        state_style = base + self._style(f"dag--{state.value}")
-        graph_style = base + self._style("dag--graph")
-        detail_style = base + self._style("dag--detail")
+        cursor = index == self.cursor
+        state_style = self._styled(f"dag--{state.value}", cursor)
+        graph_style = self._styled("dag--graph", cursor)
+        detail_style = self._styled("dag--detail", cursor)
         wide = self._wide(width)
         progress = board.progress(name)
         right = self._right(name, wide, progress)
@@ -330,12 +339,16 @@ class DagView(ScrollView, can_focus=True):
             done, running, todo = cells
             segments += [
                 Segment(right[:bar_at], detail_style),
-                Segment("█" * done, base + self._style("dag--bar-done")),
-                Segment("▓" * running, base + self._style("dag--bar-running")),
-                Segment("░" * todo, base + self._style("dag--bar-todo")),
+                Segment("█" * done, self._styled("dag--bar-done", cursor)),
+                Segment("▓" * running, self._styled("dag--bar-running", cursor)),
+                Segment("░" * todo, self._styled("dag--bar-todo", cursor)),
                 Segment(right[bar_at + BAR:], detail_style),
             ]
-        return Strip(segments).crop_extend(0, width, base)
+        used = len(before) + 1 + len(after) + 1 + len(label) + len(right)
+        if used <= width and label.isascii():  # the usual case: pad, no cropping to do
+            segments.append(Segment(" " * (width - used), self._styled("", cursor)))
+            return Strip(segments, width)
+        return Strip(segments).crop_extend(0, width, self._styled("", cursor))
 
 
 def _fit(text: str, room: int) -> str:
