@@ -28,6 +28,7 @@ from watchrun.engine.control import UnitState
 from watchrun.engine.dev import DevEngine
 from watchrun.engine.events import EventBus
 from watchrun.ui.tui.app import WatchrunApp
+from watchrun.ui.tui.records import Records
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(30), pytest.mark.usefixtures("no_leaks")]
 
@@ -81,6 +82,7 @@ PROJECT = {
         # after = ["frames"]
         # ///
         def run(frames):
+            print(f"resize: frame {frames}")
             return frames // 2
     ''',
     "tasks/boom.py": '''
@@ -190,7 +192,7 @@ async def live_dev(root: Path, select: str | None = None) -> AsyncIterator[Live]
         events: list[ev.Event] = []
         bus.subscribe(events.append)
         engine = build_dev_engine(session, [], 2, bus)
-        app = WatchrunApp(engine)
+        app = WatchrunApp(engine, records=Records(session.config.state_dir))
         bus.subscribe(app.inbox.put)
         async with app.run_test(size=SIZE) as pilot:
             while select is not None and app.dag.selected != select:
@@ -476,3 +478,31 @@ def _line(text: str, start: str) -> str:
     found = [line.rstrip() for line in text.splitlines() if line.strip().startswith(start)]
     assert found, f"no line starting with {start!r} in:\n{text}"
     return found[0]
+
+
+async def test_last_run_and_history_come_from_the_store_after_an_earlier_session(
+        root: Path) -> None:
+    (root / "hold.go").write_text("")
+    assert watchrun(root, "build", "frames").code == 0  # an earlier session
+    (root / "hold.go").unlink()
+    async with built(root) as live:
+        await live.select("frames")
+        info = live.info()
+        assert live.app.board.state("frames") is UnitState.CLEAN
+        assert re.search(r"last run   \d+\.\ds · \d\d:\d\d:\d\d \(", info), info
+        await live.pilot.press("h")
+        text = str(live.app.screen.query_one("#history").render())
+        assert re.search(r"ok +\(an earlier run\)", text), text
+        await live.pilot.press("escape")
+
+
+async def test_the_output_of_very_short_units_is_shown(root: Path) -> None:
+    async with built(root) as live:
+        await live.select("resize")  # its units print a line and end in a millisecond
+        assert live.app.board.state("resize") is UnitState.CLEAN
+        await live.until(lambda: "resize: frame 128" in live.app.detail.log_view.lines,
+                         "the last unit's output")
+        await live.pilot.press("left_square_bracket")
+        await live.until(lambda: "resize: frame 64" in live.app.detail.log_view.lines,
+                         "the unit before")
+        assert "resize[1]" in str(live.app.detail.log_title.render())
