@@ -24,6 +24,9 @@ from typing import Any
 import psutil
 import pytest
 
+pytest.importorskip("playwright", reason="pip install playwright")
+pytest.importorskip("textual_serve", reason="pip install 'watchrun[web]'")
+
 from tests.conftest import cli_env, gone, worker_processes, write_project
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -222,3 +225,32 @@ def test_port_without_web_is_refused(tmp_path: Path) -> None:
                           "8123"], capture_output=True, text=True, env=cli_env(), timeout=30,
                          stdin=subprocess.DEVNULL)
     assert run.returncode == 2 and "--port" in run.stderr
+
+
+def test_a_server_killed_with_sigkill_leaves_no_session_running(
+        server: tuple[subprocess.Popen[str], int, Path]) -> None:
+    from playwright.sync_api import sync_playwright
+
+    proc, port, root = server
+    with tempfile.TemporaryDirectory() as profile, sync_playwright() as pw:
+        browser = pw.chromium.launch_persistent_context(
+            profile, executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page()
+            page.route(re.compile(r"^https?://(?!127\.0\.0\.1)"), lambda route: route.abort())
+            page.goto(f"http://127.0.0.1:{port}/")
+            pid_file = root / "hold.pid"
+            poll(pid_file.exists, "hold to start", sleep=lambda: page.wait_for_timeout(50))
+            worker = int(pid_file.read_text())
+            session = descendants(psutil.Process(proc.pid))
+            assert session
+            os.kill(proc.pid, signal.SIGKILL)  # nothing tells the session: it must notice
+            poll(lambda: all(gone(p.pid) for p in session) and gone(worker),
+                 "the session and its worker to end", sleep=lambda: page.wait_for_timeout(50))
+        finally:
+            browser.close()
+    assert not worker_processes()
+    # the project is not left locked
+    (root / "hold.go").write_text("")
+    assert subprocess.run([sys.executable, "-m", "watchrun", "-C", str(root), "build"],
+                          env=cli_env(), capture_output=True, timeout=60).returncode == 0

@@ -223,8 +223,9 @@ def main() -> None:
     results = [run_once(seconds, rate) for _ in range(runs)]
     if runs > 1:
         med = statistics.median
-        print(f"medians of {runs} runs: lag p99 300 tasks {med(r.p99_300 for r in results) * 1000:.2f}"
-              f" ms, 10000 tasks {med(r.p99_10k for r in results) * 1000:.2f} ms; scrolling "
+        print(f"medians of {runs} runs: lag p99 300 tasks "
+              f"{med(r.p99_300 for r in results) * 1000:.2f} ms, 10000 tasks "
+              f"{med(r.p99_10k for r in results) * 1000:.2f} ms; scrolling "
               f"{med(r.fps for r in results):.0f} frames/s")
 
 

@@ -119,6 +119,7 @@ def _printer(json_out: bool, log_dir: Path) -> Subscriber:
 async def _with_tui(engine: DevEngine, bus: EventBus) -> int:
     from watchrun.ui.tui.app import WatchrunApp
     from watchrun.ui.tui.records import Records
+    from watchrun.ui.tui.web import in_web_session
 
     app = WatchrunApp(engine, records=Records(engine.config.state_dir))
     bus.subscribe(app.inbox.put)
@@ -127,6 +128,13 @@ async def _with_tui(engine: DevEngine, bus: EventBus) -> int:
     if os.isatty(TUI_OUTPUT):
         threading.Thread(target=_watch_terminal, name="watchrun-terminal", daemon=True,
                          args=(asyncio.get_running_loop(), engine, stopped, closed)).start()
+    elif in_web_session():
+        from watchrun.ui.tui.web import watch_server
+
+        threading.Thread(target=watch_server, name="watchrun-web-server", daemon=True,
+                         args=(lambda: engine.quit(STOP_CODES[signal.SIGHUP]),
+                               asyncio.get_running_loop(), closed,
+                               2 * engine.config.grace + HANGUP_WAIT)).start()
     try:
         engine_task = asyncio.create_task(engine.run())
         engine_task.add_done_callback(lambda _: stopped.set())

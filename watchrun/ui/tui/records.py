@@ -80,7 +80,7 @@ class Records:
         found = self._query(
             "SELECT finished, duration, 'ok' FROM results WHERE task = ?"
             " UNION ALL SELECT finished, duration, status FROM unit_states"
-            " WHERE task = ? AND status NOT IN ('ok')"
+            " WHERE task = ? AND status NOT IN ('ok', 'accepted')"
             " ORDER BY 1 DESC LIMIT 5000", (task, task))
         runs: list[PastRun] = []
         for finished, duration, outcome in found:

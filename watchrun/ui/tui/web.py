@@ -11,9 +11,13 @@ can steer the session. From another machine, forward the port over SSH.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 import shlex
 import sys
+import threading
+from collections.abc import Callable
 from pathlib import Path
 
 HOST = "127.0.0.1"
@@ -21,6 +25,8 @@ DEFAULT_PORT = 8000
 # set in the served process's environment: its stdout is Textual's web driver, not a terminal,
 # and it must draw the TUI all the same
 WEB_SESSION_ENV = "WATCHRUN_WEB_SESSION"
+SERVER_POLL = 0.5  # seconds between two checks that the server is still there
+EXIT_SERVER_GONE = 129  # as for a terminal that hung up
 
 
 def in_web_session() -> bool:
@@ -28,12 +34,35 @@ def in_web_session() -> bool:
 
 
 def session_command(root: Path, targets: list[str], jobs: int | None) -> str:
-    """The shell line textual-serve runs per connection (it starts it with a shell)."""
+    """The shell line textual-serve runs per connection (it starts it with a shell, which
+    `exec` replaces: the session is the server's own child, and notices when it is gone)."""
     argv = [sys.executable, "-m", "watchrun", "-C", os.fspath(root), "dev"]
     if jobs is not None:
         argv += ["-j", str(jobs)]
     argv += ["--", *targets] if targets else []
-    return shlex.join(argv)
+    return "exec " + shlex.join(argv)
+
+
+def watch_server(quit: Callable[[], None], loop: asyncio.AbstractEventLoop,
+                 closed: threading.Event, wait: float) -> None:
+    """A thread of a web session: if the server dies (kill -9, a crash), nothing tells the app
+    (Textual's web driver just stops reading), so the session would run on, unseen, holding the
+    project's lock. When the parent changes, the output goes to /dev/null (the pipe is gone),
+    the engine is asked to stop and, if the app is not closed `wait` seconds later, the
+    process ends itself; its workers then end their process groups."""
+    server = os.getppid()
+    while not closed.wait(SERVER_POLL):
+        if os.getppid() == server:
+            continue
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        for fd in (1, 2):
+            os.dup2(devnull, fd)
+        os.close(devnull)
+        with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+            loop.call_soon_threadsafe(quit)
+        if not closed.wait(wait):
+            os._exit(EXIT_SERVER_GONE)
+        return
 
 
 def serve(root: Path, targets: list[str], jobs: int | None, port: int) -> int:
