@@ -103,7 +103,8 @@ class Board:
 
     # -- the project ---------------------------------------------------------------------------
     def load(self, view: ProjectView) -> None:
-        """Take a (new) snapshot of the project, keeping what is known of tasks that remain."""
+        """Take a (new) snapshot of the project, keeping what is known of tasks that remain.
+        Only the rows whose task changed are redrawn (a 10,000-task view comes at every idle)."""
         old = self.rows
         self.rows = {}
         for task in view.tasks:
@@ -112,8 +113,17 @@ class Board:
             row = old.get(task.name)
             if row is None:
                 row = TaskRow(task)
-            row.view = task
+                self.changed.add(task.name)
+            elif row.view != task:
+                row.view = task
+                self.changed.add(task.name)
             self.rows[task.name] = row
+        gone = old.keys() - self.rows.keys()
+        for name in gone:
+            state = self._states.pop(name, None)
+            if state is not None:
+                self._counts[state] -= 1
+        self.changed -= gone
         self.members = {}
         for member in self.rows.values():
             if member.view.scope:
@@ -123,14 +133,12 @@ class Board:
         self.errors += [e for e in self.reported if e not in self.errors]
         self.watched = view.watched_files
         self._mark_broken()
-        self.changed.update(self.rows)
         self.header_changed = True
-        self._states.clear()
-        self._counts = dict.fromkeys(UnitState, 0)
-        self._recount(self.rows)
 
     def _mark_broken(self) -> None:
         files = {e.file for e in self.errors if e.file}
+        if not files and not any(row.broken for row in self.rows.values()):
+            return
         for row in self.rows.values():
             broken = any(same_file(row.view.file, f) for f in files)
             if broken != row.broken:
