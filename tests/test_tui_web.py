@@ -254,3 +254,33 @@ def test_a_server_killed_with_sigkill_leaves_no_session_running(
     (root / "hold.go").write_text("")
     assert subprocess.run([sys.executable, "-m", "watchrun", "-C", str(root), "build"],
                           env=cli_env(), capture_output=True, timeout=60).returncode == 0
+
+
+def test_closing_the_page_ends_its_session_and_a_new_page_starts_another(
+        server: tuple[subprocess.Popen[str], int, Path]) -> None:
+    from playwright.sync_api import sync_playwright
+
+    proc, port, root = server
+    pid_file = root / "hold.pid"
+    with tempfile.TemporaryDirectory() as profile, sync_playwright() as pw:
+        browser = pw.chromium.launch_persistent_context(
+            profile, executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        try:
+            for _ in range(2):  # the second page: the first one's session left no lock
+                page = browser.new_page()
+                page.route(re.compile(r"^https?://(?!127\.0\.0\.1)"),
+                           lambda route: route.abort())
+                pid_file.unlink(missing_ok=True)
+                page.goto(f"http://127.0.0.1:{port}/")
+                poll(pid_file.exists, "hold to start",
+                     sleep=lambda page=page: page.wait_for_timeout(50))
+                worker = int(pid_file.read_text())
+                session = descendants(psutil.Process(proc.pid))
+                assert session
+                page.close()
+                poll(lambda session=session, worker=worker: all(gone(p.pid) for p in session)
+                     and gone(worker), "the session to end with its page")
+        finally:
+            browser.close()
+    assert proc.poll() is None  # the server goes on serving
+    assert not worker_processes()

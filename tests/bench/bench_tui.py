@@ -219,7 +219,7 @@ def run_once(seconds: float, rate: float) -> Summary:
 def main() -> None:
     seconds = float(sys.argv[1]) if len(sys.argv) > 1 else 5.0
     rate = float(sys.argv[2]) if len(sys.argv) > 2 else 5000.0
-    runs = int(sys.argv[3]) if len(sys.argv) > 3 else 1
+    runs = int(sys.argv[3]) if len(sys.argv) > 3 else 3
     results = [run_once(seconds, rate) for _ in range(runs)]
     if runs > 1:
         med = statistics.median
