@@ -106,6 +106,8 @@ def run_before(*keys: str, setup: Callable[[WatchrunApp], None] | None = None,
         if setup is not None:
             setup(app)
         await pilot.press(*keys)
+        # after a page key the detail pane follows once the paging stops
+        await until(pilot, lambda: not app._paged_at)
         if wait is not None:
             await until(pilot, lambda: wait(app))
         app.flush()

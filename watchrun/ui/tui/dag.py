@@ -149,6 +149,7 @@ class DagView(ScrollView, can_focus=True):
         self.index: dict[str, int] = {}
         self.cursor = 0
         self.folded: dict[str, int] = {}  # generator -> tasks of its scope hidden under it
+        self._scopes = False  # some row is a generator or in a scope
         self._name_width = 0
         self._strips: dict[int, Strip] = {}
         self._styles: dict[str, Style] = {}
@@ -171,6 +172,10 @@ class DagView(ScrollView, can_focus=True):
         if select is not None and select in self.index:
             keep = select
         self._name_width = max((len(self._label(row.name)) for row in graph.rows), default=0)
+        rows = self.board.rows
+        # kind and progress columns only where there are generators: else the names get them
+        self._scopes = any(rows[row.name].view.kind != "task" or rows[row.name].view.scope
+                           for row in graph.rows if row.name in rows)
         self.cursor = self.index.get(keep, 0) if keep is not None else 0
         self.cursor = min(self.cursor, max(len(graph.rows) - 1, 0))
         self._strips.clear()
@@ -295,6 +300,8 @@ class DagView(ScrollView, can_focus=True):
             kind = KIND_TAGS.get(board.rows[name].view.kind, "")
             count = format_count(progress)
             duration = format_duration(board.elapsed(name))
+        if not self._scopes:
+            return f" {duration:>6}"
         if wide:
             count = f"iter {count}" if count else ""
             return f" {kind:<3} {count:>{COUNT}} {' ' * BAR} {duration:>6}"
