@@ -219,12 +219,28 @@ def test_a_port_in_use_is_a_clear_error(tmp_path: Path) -> None:
     assert "Traceback" not in run.stderr + run.stdout
 
 
-def test_port_without_web_is_refused(tmp_path: Path) -> None:
+@pytest.mark.parametrize(("args", "said"), [
+    (["--port", "8123"], "--port is the port of --web"),
+    (["--web", "--json"], "--web serves the TUI"),
+    (["--web", "--no-tui"], "--web serves the TUI"),
+])
+def test_options_that_do_not_go_with_web_are_refused(tmp_path: Path, args: list[str],
+                                                     said: str) -> None:
     root = write_project(tmp_path / "proj", PROJECT)
-    run = subprocess.run([sys.executable, "-m", "watchrun", "-C", str(root), "dev", "--port",
-                          "8123"], capture_output=True, text=True, env=cli_env(), timeout=30,
+    run = subprocess.run([sys.executable, "-m", "watchrun", "-C", str(root), "dev", *args],
+                         capture_output=True, text=True, env=cli_env(), timeout=30,
                          stdin=subprocess.DEVNULL)
-    assert run.returncode == 2 and "--port" in run.stderr
+    assert run.returncode == 2 and said in run.stderr
+    assert not (root / ".watchrun").exists()  # nothing was started
+
+
+def test_a_project_error_is_told_before_serving(tmp_path: Path) -> None:
+    root = write_project(tmp_path / "proj", {"watchrun.toml": "jobs = 'many'\n"})
+    run = subprocess.run([sys.executable, "-m", "watchrun", "-C", str(root), "dev", "--web",
+                          "--port", str(free_port())], capture_output=True, text=True,
+                         env=cli_env(), timeout=30, stdin=subprocess.DEVNULL)
+    assert run.returncode == 2
+    assert "watchrun.toml" in run.stderr and "Traceback" not in run.stderr
 
 
 def test_a_server_killed_with_sigkill_leaves_no_session_running(

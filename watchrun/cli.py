@@ -144,6 +144,9 @@ def dev(
     if port is not None and not web:
         typer.echo("watchrun: error: --port is the port of --web", err=True)
         raise typer.Exit(2)
+    if web and (no_tui or json_out):
+        typer.echo("watchrun: error: --web serves the TUI: not with --no-tui or --json", err=True)
+        raise typer.Exit(2)
     web_port = (8000 if port is None else port) if web else None
     raise typer.Exit(dev_command(State.root, tasks or [], no_tui=no_tui, json_out=json_out,
                                  jobs=jobs, web_port=web_port))

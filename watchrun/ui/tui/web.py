@@ -30,7 +30,8 @@ EXIT_SERVER_GONE = 129  # as for a terminal that hung up
 
 
 def in_web_session() -> bool:
-    return os.environ.get(WEB_SESSION_ENV) == "1"
+    """Started by `dev --web`'s server for a page (textual-serve sets the driver)."""
+    return os.environ.get(WEB_SESSION_ENV) == "1" and "TEXTUAL_DRIVER" in os.environ
 
 
 def session_command(root: Path, targets: list[str], jobs: int | None) -> str:
