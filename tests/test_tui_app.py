@@ -422,10 +422,30 @@ async def test_i_interrupts_and_r_reruns_the_selected_task() -> None:
              ev.UnitCancelled(task="frames.resize", iter=(0,), signal="SIGINT", time=T0))
         await pilot.press("j", "i", "j", "r")
         assert fake.actions() == [("interrupt", "video.extract"), ("rerun", "frames.resize")]
-        assert "frames.resize: running its cancelled units again" in feedback(app)
+        assert feedback(app) == "frames.resize: running it again"
         await pilot.press("R")
         assert fake.actions()[-1] == ("rerun", "frames.resize")
         assert "forced rerun of every unit" in feedback(app)
+
+
+@dataclass
+class ContinuingControl(FakeControl):
+    """An engine that can continue a task where it stopped (the plan's "continue")."""
+
+    def continue_task(self, task: str) -> None:
+        self._record("continue_task", task)
+
+
+async def test_r_continues_when_the_engine_can_and_shift_r_forces() -> None:
+    fake = ContinuingControl(video_project())
+    app = WatchrunApp(fake, clock=Clock())
+    async with app.run_test(size=(100, 30)) as pilot:
+        send(app, ev.UnitCancelled(task="download", iter=(), signal="SIGINT", time=T0))
+        await pilot.press("r")
+        assert fake.actions() == [("continue_task", "download")]
+        assert feedback(app) == "download: running its cancelled units again"
+        await pilot.press("R")
+        assert fake.actions()[-1] == ("rerun", "download")
 
 
 async def test_shift_p_pauses_and_resumes_everything() -> None:

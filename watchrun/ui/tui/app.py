@@ -480,9 +480,13 @@ class WatchrunApp(App[str]):
         if state is UnitState.BROKEN:
             self.say(f"{name}: its file has a project error: fix and save", "warning")
             return
-        # the engine's "continue" when it has one (clean units skipped), else its rerun
-        method = getattr(self.control, "continue_task", None) or self.control.rerun
-        if self._steer(method, name):
+        # the engine's "continue" (its units not done yet, clean ones skipped) when it has
+        # one; an engine without it reruns the task
+        method = getattr(self.control, "continue_task", None)
+        if method is None:
+            if self._steer(self.control.rerun, name):
+                self.say(f"{name}: running it again")
+        elif self._steer(method, name):
             self.say(f"{name}: running its {state.value} units again")
 
     def action_force(self) -> None:
