@@ -24,9 +24,6 @@ from typing import Any
 import psutil
 import pytest
 
-pytest.importorskip("playwright", reason="pip install playwright")
-pytest.importorskip("textual_serve", reason="pip install 'watchrun[web]'")
-
 from tests.conftest import cli_env, gone, worker_processes, write_project
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
