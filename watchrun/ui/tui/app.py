@@ -359,7 +359,12 @@ class WatchrunApp(App[str]):
             self._shown = (name, state, starts)
             reasons = self._call(self.control.reasons, name) if name is not None else None
             self._reasons = reasons or []
-            self._stored = self.records.last_run(name) if name is not None else None
+            # the store's last run, for a task this session has not seen run (a busy scope
+            # would otherwise cost a query at every start)
+            row = self.board.rows[name] if name is not None else None
+            wanted = row is not None and (row.duration is None or row.ended is None) and (
+                state not in (UnitState.RUNNING, UnitState.PAUSED))
+            self._stored = self.records.last_run(name) if name is not None and wanted else None
         self.detail.show(self.board, name, self._reasons, self._stored)
 
     # -- the log -------------------------------------------------------------------------------
