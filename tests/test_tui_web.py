@@ -297,3 +297,59 @@ def test_closing_the_page_ends_its_session_and_a_new_page_starts_another(
             browser.close()
     assert proc.poll() is None  # the server goes on serving
     assert not worker_processes()
+
+
+def test_options_of_dev_reach_each_pages_session(tmp_path: Path) -> None:
+    """`--set` (and -j, the targets) are given again to the session each page starts."""
+    from playwright.sync_api import sync_playwright
+
+    files = dict(PROJECT)
+    files["tasks/report.py"] = '''
+        # /// task
+        # after = ["hold"]
+        # [params]
+        # suffix = "!"
+        # ///
+        def run(hold, suffix):
+            return hold.upper() + suffix
+    '''
+    root = write_project(tmp_path / "proj", files)
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "watchrun", "-C", str(root), "dev", "--web", "--port", str(port),
+         "-j", "1", "--set", "report.suffix=?!", "report"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=cli_env(),
+        stdin=subprocess.DEVNULL, start_new_session=True)
+    screen = Screen()
+    try:
+        poll(lambda: listening(port), "the server to listen")
+        with tempfile.TemporaryDirectory() as profile, sync_playwright() as pw:
+            browser = pw.chromium.launch_persistent_context(
+                profile, executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS,
+                viewport={"width": 1400, "height": 900})
+            try:
+                page = browser.new_page()
+                page.route(re.compile(r"^https?://(?!127\.0\.0\.1)"),
+                           lambda route: route.abort())
+                page.on("websocket", screen.on_websocket)
+                page.goto(f"http://127.0.0.1:{port}/")
+                poll(lambda: (root / "hold.pid").exists(), "hold to start",
+                     sleep=lambda: page.wait_for_timeout(50))
+                session = next(p for p in descendants(psutil.Process(proc.pid))
+                               if "dev" in p.cmdline())
+                argv = session.cmdline()
+                assert "--set=report.suffix=?!" in argv and argv[-1] == "report"
+                assert argv[argv.index("-j") + 1] == "1"
+                page.locator(".xterm-helper-textarea").focus()
+                page.keyboard.press("End")  # report
+                poll(lambda: "suffix = '?!'" in screen.text(), "the overridden param",
+                     sleep=lambda: page.wait_for_timeout(50))
+                page.keyboard.press("q")
+                poll(lambda: gone(session.pid), "the session to end",
+                     sleep=lambda: page.wait_for_timeout(50))
+            finally:
+                browser.close()
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(20)
+    assert not worker_processes()

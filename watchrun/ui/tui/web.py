@@ -17,7 +17,7 @@ import os
 import shlex
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 HOST = "127.0.0.1"
@@ -34,12 +34,14 @@ def in_web_session() -> bool:
     return os.environ.get(WEB_SESSION_ENV) == "1" and "TEXTUAL_DRIVER" in os.environ
 
 
-def session_command(root: Path, targets: list[str], jobs: int | None) -> str:
+def session_command(root: Path, targets: list[str], jobs: int | None,
+                    options: Sequence[str] = ()) -> str:
     """The shell line textual-serve runs per connection (it starts it with a shell, which
     `exec` replaces: the session is the server's own child, and notices when it is gone)."""
     argv = [sys.executable, "-m", "watchrun", "-C", os.fspath(root), "dev"]
     if jobs is not None:
         argv += ["-j", str(jobs)]
+    argv += list(options)
     argv += ["--", *targets] if targets else []
     return "exec " + shlex.join(argv)
 
@@ -66,7 +68,8 @@ def watch_server(quit: Callable[[], None], loop: asyncio.AbstractEventLoop,
         return
 
 
-def serve(root: Path, targets: list[str], jobs: int | None, port: int) -> int:
+def serve(root: Path, targets: list[str], jobs: int | None, port: int,
+          options: Sequence[str] = ()) -> int:
     """Serve until Ctrl-C or SIGTERM; 0 then, 2 if the server cannot start."""
     try:
         from textual_serve.server import Server
@@ -76,7 +79,7 @@ def serve(root: Path, targets: list[str], jobs: int | None, port: int) -> int:
         return 2
     os.environ[WEB_SESSION_ENV] = "1"  # the sessions inherit the server's environment
     url = f"http://{HOST}:{port}"
-    server = Server(session_command(root, targets, jobs), host=HOST, port=port,
+    server = Server(session_command(root, targets, jobs, options), host=HOST, port=port,
                     title=f"watchrun dev · {root.name}", public_url=url)
     print(f"watchrun: serving `watchrun dev` on {url} (this machine only, no authentication;"
           f" from another machine: ssh -L {port}:{HOST}:{port} THIS_HOST). Ctrl-C stops.",
