@@ -33,8 +33,9 @@ from watchrun.commands.dev import build_dev_engine  # noqa: E402
 from watchrun.engine import events as ev  # noqa: E402
 from watchrun.engine.events import EventBus  # noqa: E402
 from watchrun.ui.tui.app import WatchrunApp  # noqa: E402
+from watchrun.ui.tui.records import Records  # noqa: E402
 
-SIZE = (120, 28)  # columns, lines: from 120 columns the detail pane sits beside the DAG
+SIZE = (160, 45)  # columns, lines: from 120 columns the detail pane sits beside the DAG
 SCALE = 2.0  # PNG pixels per SVG unit: sharp on high-density screens
 MONO = "DejaVu Sans Mono"  # on this machine; Textual's SVG asks for Fira Code from the web
 
@@ -65,16 +66,16 @@ async def wait_for(condition: Callable[[], bool], timeout: float = 30.0) -> None
         await asyncio.sleep(0.01)
 
 
-async def shoot(root: Path, scene: Scene) -> str:
+async def shoot(root: Path, scene: Scene, size: tuple[int, int] = SIZE) -> str:
     """Run `watchrun dev` with the TUI on the project; return the SVG of the chosen moment."""
     with open_session(root, "watchrun dev", write=True) as session:
         bus = EventBus()
         events: list[ev.Event] = []
         bus.subscribe(events.append)
         engine = build_dev_engine(session, [], 2, bus)
-        app = WatchrunApp(engine)
+        app = WatchrunApp(engine, records=Records(session.config.state_dir))
         bus.subscribe(app.inbox.put)
-        async with app.run_test(size=SIZE) as pilot:
+        async with app.run_test(size=size) as pilot:
             engine_task = asyncio.create_task(engine.run())
             try:
                 await wait_for(lambda: any(isinstance(e, ev.Idle) for e in events))
@@ -133,7 +134,8 @@ def to_png(svg_path: Path, png_path: Path) -> str:
         browser = shutil.which(name)
         if browser:
             width, height = svg_size(svg_path.read_text())
-            subprocess.run([browser, "--headless", "--disable-gpu", "--hide-scrollbars",
+            subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu",
+                            "--hide-scrollbars",
                             f"--force-device-scale-factor={SCALE}",
                             f"--window-size={width},{height}",
                             f"--screenshot={png_path}", svg_path.as_uri()],
@@ -153,13 +155,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=REPO / "docs" / "tui.png")
     parser.add_argument("--svg", type=Path, default=None, help="also keep the SVG here")
+    parser.add_argument("--size", default=f"{SIZE[0]}x{SIZE[1]}", help="COLUMNSxLINES")
     args = parser.parse_args()
+    columns, lines = (int(n) for n in args.size.split("x"))
     scene = next(s for s in SCENES if (REPO / "examples" / s.example).is_dir())
     with tempfile.TemporaryDirectory(prefix="watchrun-shot-") as tmp:
         root = Path(tmp) / scene.example
         shutil.copytree(REPO / "examples" / scene.example, root,
                         ignore=shutil.ignore_patterns(".watchrun", "out", "__pycache__"))
-        svg = with_local_font(asyncio.run(shoot(root, scene)))
+        svg = with_local_font(asyncio.run(shoot(root, scene, (columns, lines))))
         svg_path = args.svg or Path(tmp) / "tui.svg"
         svg_path.write_text(svg)
         args.out.parent.mkdir(parents=True, exist_ok=True)

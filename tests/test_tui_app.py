@@ -162,15 +162,21 @@ def info_text(app: WatchrunApp) -> str:
 
 
 def spy_notes(app: WatchrunApp) -> list[str]:
+    """Every message the footer's feedback line shows from now on."""
     notes: list[str] = []
-    notify = app.notify
+    say = app.say
 
-    def spy(message: str, **kwargs: Any) -> None:
+    def spy(message: str, severity: str = "information") -> None:
         notes.append(message)
-        notify(message, **kwargs)
+        say(message, severity)
 
-    app.notify = spy  # type: ignore[method-assign]
+    app.say = spy  # type: ignore[method-assign]
     return notes
+
+
+def feedback(app: WatchrunApp) -> str:
+    """The footer's feedback line as the user reads it."""
+    return str(app.feedback.render())
 
 
 async def until(pilot: Any, condition: Callable[[], bool], timeout: float = 5.0) -> None:
@@ -325,8 +331,10 @@ async def test_a_failed_task_shows_its_traceback() -> None:
         send(app, started("lint"), ev.UnitFailed(task="lint", iter=(), error=trace))
         await pilot.press("end")
         assert app.dag.selected == "lint"
-        assert "KeyError: 3" in info_text(app)
-        assert 'File "tasks/lint.py", line 4' in info_text(app)
+        assert "lint: KeyError: 3" in info_text(app)  # its last line, beside the state
+        # the whole traceback opens the log pane, before what the unit printed
+        await until(pilot, lambda: len(app.detail.log_view.lines) >= 3)
+        assert app.detail.log_view.lines[:3] == trace.splitlines()
 
 
 async def test_the_live_log_of_the_selected_task_is_tailed(tmp_path: Path) -> None:
@@ -403,14 +411,41 @@ async def test_space_on_a_task_that_does_not_run_asks_nothing() -> None:
         notes = spy_notes(app)
         await pilot.press("space")
         assert fake.actions() == []
-        assert notes == ["download: nothing running to pause"]
+        assert notes == ["download: nothing running to pause (dirty)"]
+        assert feedback(app) == notes[0]  # in the footer, until the next key
 
 
 async def test_i_interrupts_and_r_reruns_the_selected_task() -> None:
     app, fake, _ = make_app()
     async with app.run_test(size=(100, 30)) as pilot:
+        send(app, started("video.extract"),
+             ev.UnitCancelled(task="frames.resize", iter=(0,), signal="SIGINT", time=T0))
         await pilot.press("j", "i", "j", "r")
         assert fake.actions() == [("interrupt", "video.extract"), ("rerun", "frames.resize")]
+        assert feedback(app) == "frames.resize: running it again"
+        await pilot.press("R")
+        assert fake.actions()[-1] == ("rerun", "frames.resize")
+        assert "forced rerun of every unit" in feedback(app)
+
+
+@dataclass
+class ContinuingControl(FakeControl):
+    """An engine that can continue a task where it stopped (the plan's "continue")."""
+
+    def continue_task(self, task: str) -> None:
+        self._record("continue_task", task)
+
+
+async def test_r_continues_when_the_engine_can_and_shift_r_forces() -> None:
+    fake = ContinuingControl(video_project())
+    app = WatchrunApp(fake, clock=Clock())
+    async with app.run_test(size=(100, 30)) as pilot:
+        send(app, ev.UnitCancelled(task="download", iter=(), signal="SIGINT", time=T0))
+        await pilot.press("r")
+        assert fake.actions() == [("continue_task", "download")]
+        assert feedback(app) == "download: running its cancelled units again"
+        await pilot.press("R")
+        assert fake.actions()[-1] == ("rerun", "download")
 
 
 async def test_shift_p_pauses_and_resumes_everything() -> None:
@@ -457,11 +492,15 @@ async def test_question_mark_shows_the_help_and_escape_closes_it() -> None:
         assert marker(app, "download") == "▶"
 
 
-async def test_the_footer_shows_the_keys() -> None:
+async def test_the_footer_shows_the_keys_whole_at_80_columns() -> None:
+    from textual.widgets._footer import FooterKey
+
     app, _, _ = make_app()
-    async with app.run_test(size=(100, 30)):
-        shown = {b.key for b in app.BINDINGS if getattr(b, "show", True)}  # type: ignore[union-attr]
-        assert {"down,j", "space", "i", "r", "P", "question_mark", "q"} <= shown
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.pause()
+        keys = list(app.query(FooterKey))
+        on_screen = {k.key for k in keys if k.region.width > 0 and k.region.right <= 80}
+        assert {"space", "i", "r", "R", "P", "slash", "h", "question_mark", "q"} <= on_screen
 
 
 async def test_an_engine_call_that_raises_is_shown_not_fatal() -> None:
@@ -470,6 +509,7 @@ async def test_an_engine_call_that_raises_is_shown_not_fatal() -> None:
         notes = spy_notes(app)
         await pilot.press("r")
         assert any("rerun exploded" in n for n in notes)
+        assert "rerun exploded" in feedback(app)  # and no word of success after it
         await pilot.press("j")
         assert app.is_running and app.dag.selected == "video.extract"
 

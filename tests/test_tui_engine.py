@@ -28,6 +28,7 @@ from watchrun.engine.control import UnitState
 from watchrun.engine.dev import DevEngine
 from watchrun.engine.events import EventBus
 from watchrun.ui.tui.app import WatchrunApp
+from watchrun.ui.tui.records import Records
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(30), pytest.mark.usefixtures("no_leaks")]
 
@@ -81,6 +82,7 @@ PROJECT = {
         # after = ["frames"]
         # ///
         def run(frames):
+            print(f"resize: frame {frames}")
             return frames // 2
     ''',
     "tasks/boom.py": '''
@@ -190,7 +192,7 @@ async def live_dev(root: Path, select: str | None = None) -> AsyncIterator[Live]
         events: list[ev.Event] = []
         bus.subscribe(events.append)
         engine = build_dev_engine(session, [], 2, bus)
-        app = WatchrunApp(engine)
+        app = WatchrunApp(engine, records=Records(session.config.state_dir))
         bus.subscribe(app.inbox.put)
         async with app.run_test(size=SIZE) as pilot:
             while select is not None and app.dag.selected != select:
@@ -267,7 +269,7 @@ async def test_the_detail_pane_shows_chain_params_origins_and_reasons(root: Path
         assert _line(info, "size = 64").endswith("tasks/base.py:4 (base)")
         assert "dirty      no (clean)" in info
         assert "downstream resize" in info
-        assert "iter 3/3" in info
+        assert "progress   3/3 ████" in info  # a full bar: every iteration done
         await live.select("hold")
         info = live.info()
         assert "hold  running" in info
@@ -300,14 +302,19 @@ async def test_the_detail_pane_shows_the_traceback_of_a_failed_task(root: Path) 
         await live.select("boom")
         info = live.info()
         assert "boom  failed" in info
-        assert "Traceback (most recent call last)" in info
-        assert 'tasks/boom.py", line 8, in run' in info
-        assert 'tasks/boom.py", line 4, in check' in info
-        assert "ValueError: bad frame 7" in info
+        assert "boom: ValueError: bad frame 7" in info  # the cause, beside the state
         assert "dirty      last run failed" in info
         assert re.search(r"last run   \d+\.\ds", info)  # how long it ran before it failed
+        # the log pane: the traceback first, then what the unit printed
         await live.until(lambda: "boom: checking frame 7" in live.app.detail.log_view.lines,
                          "boom's log")
+        lines = list(live.app.detail.log_view.lines)
+        assert lines[0] == "Traceback (most recent call last):"
+        trace = "\n".join(lines[:lines.index("── its output ──")])
+        assert 'tasks/boom.py", line 8, in run' in trace
+        assert 'tasks/boom.py", line 4, in check' in trace
+        assert "ValueError: bad frame 7" in trace
+        assert lines.index("boom: checking frame 7") > lines.index("── its output ──")
 
 
 async def test_the_detail_pane_follows_the_live_log(root: Path) -> None:
@@ -398,14 +405,17 @@ async def test_i_interrupts_it_stays_cancelled_and_r_reruns_it(root: Path) -> No
         await live.until(lambda: live.marker("hold") == "●", "hold to show clean")
 
 
-async def test_r_reruns_a_clean_task_and_its_downstream(root: Path) -> None:
+async def test_shift_r_forces_a_clean_task_and_its_downstream(root: Path) -> None:
     async with built(root) as live:
         mark = len(live.events)
         (live.root / "hold.go").write_text("")
         await live.idle(after=mark)
         await live.select("frames")
+        await live.pilot.press("r")  # continue: a clean task has nothing to continue
+        assert "frames: clean, nothing to continue (R forces a rerun)" in str(
+            live.app.feedback.render())
         mark = len(live.events)
-        await live.pilot.press("r")
+        await live.pilot.press("R")
         await live.until_event(ev.UnitFinished, "frames", after=mark)
         await live.idle(after=mark)
         ran = {e.task for e in live.events[mark:] if isinstance(e, ev.UnitStarted)}
@@ -437,7 +447,7 @@ async def test_question_mark_shows_help_while_the_engine_goes_on(root: Path) -> 
     async with built(root) as live:
         await live.pilot.press("question_mark")
         assert type(live.app.screen).__name__ == "HelpScreen"
-        assert "interrupt the selected task" in str(live.app.screen.query_one("#help").render())
+        assert "interrupt its running units" in str(live.app.screen.query_one("#help").render())
         (live.root / "hold.go").write_text("")
         await live.until_event(ev.UnitFinished, "hold")
         await live.pilot.press("escape")
@@ -468,3 +478,31 @@ def _line(text: str, start: str) -> str:
     found = [line.rstrip() for line in text.splitlines() if line.strip().startswith(start)]
     assert found, f"no line starting with {start!r} in:\n{text}"
     return found[0]
+
+
+async def test_last_run_and_history_come_from_the_store_after_an_earlier_session(
+        root: Path) -> None:
+    (root / "hold.go").write_text("")
+    assert watchrun(root, "build", "frames").code == 0  # an earlier session
+    (root / "hold.go").unlink()
+    async with built(root) as live:
+        await live.select("frames")
+        info = live.info()
+        assert live.app.board.state("frames") is UnitState.CLEAN
+        assert re.search(r"last run   \d+\.\ds · \d\d:\d\d:\d\d \(", info), info
+        await live.pilot.press("h")
+        text = str(live.app.screen.query_one("#history").render())
+        assert re.search(r"ok +\(an earlier run\)", text), text
+        await live.pilot.press("escape")
+
+
+async def test_the_output_of_very_short_units_is_shown(root: Path) -> None:
+    async with built(root) as live:
+        await live.select("resize")  # its units print a line and end in a millisecond
+        assert live.app.board.state("resize") is UnitState.CLEAN
+        await live.until(lambda: "resize: frame 128" in live.app.detail.log_view.lines,
+                         "the last unit's output")
+        await live.pilot.press("left_square_bracket")
+        await live.until(lambda: "resize: frame 64" in live.app.detail.log_view.lines,
+                         "the unit before")
+        assert "resize[1]" in str(live.app.detail.log_title.render())

@@ -7,7 +7,8 @@ on purpose: `pytest tests/test_tui_snapshots.py --snapshot-update`, then look at
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+import time
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,10 @@ from tests.test_tui_app import (
 )
 from watchrun.engine import events as ev
 from watchrun.engine.control import ErrorView, ProjectView
+from watchrun.state.store import ResultRecord, Store, UnitStatus
+from watchrun.state.store import UnitState as StoredState
 from watchrun.ui.tui.app import WatchrunApp
+from watchrun.ui.tui.records import Records
 
 Compare = Callable[..., bool]
 TRACE = """\
@@ -37,13 +41,31 @@ ValueError: frame 3 is empty"""
 
 
 @pytest.fixture(autouse=True)
-def plain_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+def plain_environment(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     monkeypatch.delenv("NO_COLOR", raising=False)
     monkeypatch.delenv("TEXTUAL_THEME", raising=False)
+    monkeypatch.setenv("TZ", "UTC")  # times of day in the pictures
+    time.tzset()
+    yield
+    monkeypatch.undo()
+    time.tzset()
 
 
-def frozen_app(view: ProjectView, **control: Any) -> WatchrunApp:
-    return WatchrunApp(FakeControl(view, **control), clock=lambda: T0 + 42.0)
+def frozen_app(view: ProjectView, records: Records | None = None, **control: Any
+               ) -> WatchrunApp:
+    return WatchrunApp(FakeControl(view, **control), clock=lambda: T0 + 42.0, records=records)
+
+
+def stored_runs(state_dir: Path) -> Records:
+    """A store that remembers three runs of `report` from an earlier session (and a failure)."""
+    with Store(state_dir) as store:
+        for k, (took, ago) in enumerate([(2.5, 86_400 * 2), (2.1, 7200), (1.9, 3600)]):
+            store.record_result(ResultRecord("report", f"sig{k}", "0" * 64, {}, took,
+                                             T0 - ago))
+        store.set_unit_state(StoredState("report", (), "sig3", UnitStatus.FAILED, "m", None,
+                                         0.4, "ValueError: no rows", T0 - 600))
+        store.commit()
+    return Records(state_dir)
 
 
 def mid_build(app: WatchrunApp) -> None:
@@ -84,6 +106,8 @@ def run_before(*keys: str, setup: Callable[[WatchrunApp], None] | None = None,
         if setup is not None:
             setup(app)
         await pilot.press(*keys)
+        # after a page key the detail pane follows once the paging stops
+        await until(pilot, lambda: not app._paged_at)
         if wait is not None:
             await until(pilot, lambda: wait(app))
         app.flush()
@@ -137,3 +161,37 @@ def test_no_color(snap_compare: Compare, monkeypatch: pytest.MonkeyPatch) -> Non
     app = frozen_app(video_project())
     assert app.no_color
     assert snap_compare(app, terminal_size=(80, 24), run_before=run_before("j", setup=mid_build))
+
+
+def test_mid_build_at_160x45_the_dag_takes_what_it_needs(snap_compare: Compare) -> None:
+    app = frozen_app(video_project())
+    assert snap_compare(app, terminal_size=(160, 45), run_before=run_before("j", "j",
+                                                                           setup=mid_build))
+
+
+def test_a_paused_scope_with_the_filter(snap_compare: Compare) -> None:
+    def paused(app: WatchrunApp) -> None:
+        mid_build(app)
+        app.board.set_paused("video.extract", True)
+
+    app = frozen_app(video_project())
+    assert snap_compare(app, terminal_size=(120, 30),
+                        run_before=run_before("slash", "f", "r", "a", "enter", setup=paused))
+
+
+def test_a_folded_scope(snap_compare: Compare) -> None:
+    app = frozen_app(video_project())
+    assert snap_compare(app, terminal_size=(120, 24),
+                        run_before=run_before("j", "enter", setup=mid_build))
+
+
+def test_history_of_a_task_from_the_store(snap_compare: Compare, tmp_path: Path) -> None:
+    records = stored_runs(tmp_path / ".watchrun")
+
+    def rerun(app: WatchrunApp) -> None:
+        send(app, started("report", at=T0, reasons=["upstream output changed: summary"]),
+             ev.UnitFinished(task="report", iter=(), duration=1.5, time=T0 + 1.5))
+
+    app = frozen_app(video_project(), records)
+    assert snap_compare(app, terminal_size=(110, 24),
+                        run_before=run_before("end", "k", "h", setup=rerun))

@@ -61,7 +61,8 @@ PROJECT = {
 class Terminal:
     """One tmux session on a private server, running one command."""
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, size: tuple[int, int] = (COLUMNS, LINES)) -> None:
+        self.columns, self.lines = size
         self.socket = f"watchrun-test-{uuid.uuid4().hex[:12]}"
         self.config = workdir / "tmux.conf"
         self.status_file = workdir / "exit-status"
@@ -70,7 +71,7 @@ class Terminal:
         # The pane stays after the command exits (its last screen can be read). The window
         # has its final size from the start: a resize while the app starts may be missed.
         self.config.write_text("set -g remain-on-exit on\nset -g status off\n"
-                               f"set -g default-size {COLUMNS}x{LINES}\n")
+                               f"set -g default-size {self.columns}x{self.lines}\n")
 
     def tmux(self, *args: str) -> str:
         proc = subprocess.run(["tmux", "-L", self.socket, "-f", str(self.config), *args],
@@ -84,7 +85,8 @@ class Terminal:
         # COLUMNS and LINES (the test runner may have them) would override the pane's size
         line = "exec env -u COLUMNS -u LINES " + shlex.join(
             [f"{k}={v}" for k, v in env.items()] + ["sh", "-c", script, "sh", *command])
-        self.tmux("new-session", "-d", "-s", "main", "-x", str(COLUMNS), "-y", str(LINES), line)
+        self.tmux("new-session", "-d", "-s", "main", "-x", str(self.columns), "-y",
+                  str(self.lines), line)
         self.socket_path = Path(self.pane("socket_path"))
         shell = psutil.Process(int(self.pane("pane_pid")))
         poll(lambda: bool(shell.children()), "the command to start")
@@ -228,7 +230,9 @@ def test_keys_steer_real_processes_and_q_leaves_nothing(tmp_path: Path,
     # q: everything ends and watchrun exits 0
     (root / "hold.go").unlink()
     pid_file.unlink()
-    terminal.keys("r")  # something is running when q is pressed
+    terminal.keys("r")  # clean: r has nothing to continue, and says so
+    terminal.wait_text("hold: clean, nothing to continue (R forces a rerun)")
+    terminal.keys("R")  # forced: something is running when q is pressed
     terminal.wait_text("▶ hold  running")
     running = hold_pid()
     terminal.keys("q")

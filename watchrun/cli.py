@@ -189,14 +189,27 @@ def dev(
     ] = None,
     executor: Annotated[Optional[ExecutorKind], typer.Option("--executor")] = None,  # noqa: UP045
     address: Annotated[Optional[str], typer.Option("--address", help="Ray cluster address")] = None,  # noqa: UP045
+    web: Annotated[
+        bool, typer.Option("--web", help="Serve the TUI to a browser on 127.0.0.1 (no auth)")
+    ] = False,
+    port: Annotated[
+        Optional[int], typer.Option("--port", help="Port of --web (default 8000)")  # noqa: UP045
+    ] = None,
 ) -> None:
     """Build, then watch and rerun on every change (a TUI on a terminal)."""
     from watchrun.commands.dev import dev_command
 
+    if port is not None and not web:
+        typer.echo("watchrun: error: --port is the port of --web", err=True)
+        raise typer.Exit(2)
+    if web and (no_tui or json_out):
+        typer.echo("watchrun: error: --web serves the TUI: not with --no-tui or --json", err=True)
+        raise typer.Exit(2)
+    web_port = (8000 if port is None else port) if web else None
     raise typer.Exit(dev_command(project_root(), tasks or [], no_tui=no_tui, json_out=json_out,
                                  jobs=jobs, set_params=set_params or [],
                                  executor=executor.value if executor else None,
-                                 address=address))
+                                 address=address, web_port=web_port))
 
 
 def main(argv: list[str] | None = None) -> None:

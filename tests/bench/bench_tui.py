@@ -1,13 +1,22 @@
-"""The TUI under load: 300 tasks, events published at a steady rate on the app's own loop.
+"""The TUI under load: 300 tasks, then 10,000, events published at a steady rate on the app's
+own loop; and how fast the 10,000-task DAG scrolls.
 
-    python tests/bench/bench_tui.py [SECONDS] [EVENTS_PER_SECOND]
+    python tests/bench/bench_tui.py [SECONDS] [EVENTS_PER_SECOND] [RUNS]
 
 Like the dev engine, a producer coroutine on the same asyncio loop publishes events through an
 `EventBus` that `app.inbox.put` subscribes to, in bursts every 10 ms. A probe coroutine sleeps
 5 ms at a time and records how late it wakes: the event-loop lag a user feels as a sluggish key.
 Prints p50/p99/max of that lag (with and without the app, to show the app's share), the cost
 of each fold-and-redraw (`flush`), and how many events were shown. Target: p99 lag <= 50 ms at
-5,000 events/s.
+5,000 events/s, with 300 tasks and with 10,000.
+
+Scrolling: with the 10,000-task project and the same event load, the DAG is paged down again
+and again (PageDown's own action; each page rows never drawn before); a frame is a page and the
+screen it leads to: the next page is asked for once every row of this one has been drawn by
+Textual's compositor (which draws at most 60 times a second). Prints frames per second.
+Target: >= 30.
+
+With RUNS > 1 every measure is repeated and the medians of the runs are printed last.
 """
 
 from __future__ import annotations
@@ -127,9 +136,9 @@ async def baseline(seconds: float, rate: float) -> list[float]:
     return lags
 
 
-async def with_app(seconds: float, rate: float) -> Load:
+async def with_app(seconds: float, rate: float, groups: int = 30) -> Load:
     """Run the app headless under load; returns what was measured."""
-    view = bench_project()
+    view = bench_project(groups)
     app = WatchrunApp(FakeControl(view))
     flushes: list[float] = []
     flush = app.flush
@@ -153,16 +162,71 @@ async def with_app(seconds: float, rate: float) -> Load:
         return Load(lags, list(flushes), sent, len(app.inbox), shown)
 
 
+async def scrolling(seconds: float, rate: float, groups: int = 1000) -> tuple[int, float]:
+    """PageDown through the DAG under the event load: (frames, seconds)."""
+    view = bench_project(groups)
+    app = WatchrunApp(FakeControl(view))
+    bus = ev.EventBus()
+    bus.subscribe(app.inbox.put)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.pause(0.3)
+        producer = asyncio.create_task(produce(bus, rate, seconds + 1, event_stream(view)))
+        frames = 0
+        dag = app.dag
+        start = time.perf_counter()
+        while time.perf_counter() - start < seconds:
+            if dag.cursor >= len(dag.graph.rows) - dag.size.height:
+                dag.action_jump(0)
+            else:
+                dag.action_page(1)
+            top = round(dag.scroll_offset.y)
+            shown = range(top, min(top + dag.size.height, len(dag.graph.rows)))
+            while not all(y in dag._strips for y in shown):
+                await asyncio.sleep(0.001)
+            frames += 1
+        took = time.perf_counter() - start
+        producer.cancel()
+        return frames, took
+
+
+@dataclass
+class Summary:
+    p99_300: float
+    p99_10k: float
+    fps: float
+
+
+def run_once(seconds: float, rate: float) -> Summary:
+    print(f"300 tasks, {rate:.0f} events/s for {seconds:.0f} s")
+    print(f"baseline: lag {percentiles(asyncio.run(baseline(seconds, rate)))}")
+    p99s = []
+    for groups in (30, 1000):
+        load = asyncio.run(with_app(seconds, rate, groups))
+        if groups != 30:
+            print(f"{groups * 10} tasks, {rate:.0f} events/s for {seconds:.0f} s")
+        print(f"app:      lag {percentiles(load.lags)}")
+        print(f"flush:        {percentiles(load.flushes)}  ({len(load.flushes) / seconds:.1f}/s)")
+        print(f"events:   {load.sent} sent ({load.sent / seconds:.0f}/s), {load.left} left in "
+              f"the inbox, {load.starts_shown} unit starts shown of {(load.sent + 3) // 4}")
+        p99s.append(p99(load.lags))
+    frames, took = asyncio.run(scrolling(seconds, rate))
+    fps = frames / took
+    print(f"scrolling 10000 tasks (PageDown, {rate:.0f} events/s): {frames} frames in "
+          f"{took:.1f} s = {fps:.0f} frames/s")
+    return Summary(p99s[0], p99s[1], fps)
+
+
 def main() -> None:
     seconds = float(sys.argv[1]) if len(sys.argv) > 1 else 5.0
     rate = float(sys.argv[2]) if len(sys.argv) > 2 else 5000.0
-    print(f"300 tasks, {rate:.0f} events/s for {seconds:.0f} s")
-    print(f"baseline: lag {percentiles(asyncio.run(baseline(seconds, rate)))}")
-    load = asyncio.run(with_app(seconds, rate))
-    print(f"app:      lag {percentiles(load.lags)}")
-    print(f"flush:        {percentiles(load.flushes)}  ({len(load.flushes) / seconds:.1f}/s)")
-    print(f"events:   {load.sent} sent ({load.sent / seconds:.0f}/s), {load.left} left in the "
-          f"inbox, {load.starts_shown} unit starts shown of {(load.sent + 3) // 4}")
+    runs = int(sys.argv[3]) if len(sys.argv) > 3 else 3
+    results = [run_once(seconds, rate) for _ in range(runs)]
+    if runs > 1:
+        med = statistics.median
+        print(f"medians of {runs} runs: lag p99 300 tasks "
+              f"{med(r.p99_300 for r in results) * 1000:.2f} ms, 10000 tasks "
+              f"{med(r.p99_10k for r in results) * 1000:.2f} ms; scrolling "
+              f"{med(r.fps for r in results):.0f} frames/s")
 
 
 if __name__ == "__main__":

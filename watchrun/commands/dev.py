@@ -11,7 +11,9 @@ import threading
 from pathlib import Path
 
 from watchrun.app import (
+    ProjectErrorsFound,
     Session,
+    UsageError,
     check_executor,
     choose_executor,
     effective_jobs,
@@ -41,13 +43,22 @@ APP_CLOSE = 1.0  # seconds the app of a hung-up TUI has to close once the engine
 
 def dev_command(root: Path, targets: list[str], *, no_tui: bool, json_out: bool,
                 jobs: int | None, set_params: list[str] | None = None,
-                executor: str | None = None, address: str | None = None) -> int:
+                executor: str | None = None, address: str | None = None,
+                web_port: int | None = None) -> int:
+    from watchrun.ui.tui.web import in_web_session
+
     if jobs is not None and jobs < 0:
         return error(f"-j/--jobs must be 0 (one per CPU) or more, not {jobs}")
     try:
         overrides = parse_overrides(set_params or [])
     except OverrideError as err:
         return error(str(err))
+    if web_port is not None:
+        # each page's session gets these options again
+        options = [f"--set={v}" for v in set_params or []]
+        options += [f"--executor={executor}"] if executor else []
+        options += [f"--address={address}"] if address else []
+        return _serve_web(root, targets, jobs, web_port, options)
 
     def body() -> int:
         with open_session(root, "watchrun dev", write=True) as session:
@@ -61,11 +72,29 @@ def dev_command(root: Path, targets: list[str], *, no_tui: bool, json_out: bool,
                     print(f"watchrun: error: {unknown_task_message(name, session.project.tasks)}",
                           file=sys.stderr)
                     return 2
-            use_tui = not (no_tui or json_out) and sys.stdout.isatty()
+            use_tui = not (no_tui or json_out) and (sys.stdout.isatty() or in_web_session())
             return asyncio.run(run_dev(session, targets, json_out, use_tui,
                                        effective_jobs(session.config, jobs), overrides))
 
     return guarded(json_out, body)
+
+
+def _serve_web(root: Path, targets: list[str], jobs: int | None, port: int,
+               options: list[str]) -> int:
+    """`dev --web`: check the project opens (its errors are told here, not in a blank page),
+    then serve the TUI; each page runs its own `watchrun dev`."""
+    from watchrun.config import load_config
+    from watchrun.ui.tui.web import serve
+
+    def body() -> int:
+        if not root.is_dir():
+            raise UsageError(f"the project folder {root} does not exist (see -C)")
+        config, errors = load_config(root.resolve())
+        if errors:
+            raise ProjectErrorsFound(errors, config.root)
+        return serve(root.resolve(), targets, jobs, port, options)
+
+    return guarded(False, body)
 
 
 def build_dev_engine(session: Session, targets: list[str], jobs: int, bus: EventBus,
@@ -119,8 +148,10 @@ def _printer(json_out: bool, log_dir: Path) -> Subscriber:
 
 async def _with_tui(engine: DevEngine, bus: EventBus) -> int:
     from watchrun.ui.tui.app import WatchrunApp
+    from watchrun.ui.tui.records import Records
+    from watchrun.ui.tui.web import in_web_session
 
-    app = WatchrunApp(engine)
+    app = WatchrunApp(engine, records=Records(engine.config.state_dir))
     bus.subscribe(app.inbox.put)
     bus.subscribe(RunningNow(engine.config.state_dir))
     stopped = threading.Event()  # the engine has stopped: processes ended, state saved
@@ -128,6 +159,13 @@ async def _with_tui(engine: DevEngine, bus: EventBus) -> int:
     if os.isatty(TUI_OUTPUT):
         threading.Thread(target=_watch_terminal, name="watchrun-terminal", daemon=True,
                          args=(asyncio.get_running_loop(), engine, stopped, closed)).start()
+    elif in_web_session():
+        from watchrun.ui.tui.web import watch_server
+
+        threading.Thread(target=watch_server, name="watchrun-web-server", daemon=True,
+                         args=(lambda: engine.quit(STOP_CODES[signal.SIGHUP]),
+                               asyncio.get_running_loop(), closed,
+                               2 * engine.config.grace + HANGUP_WAIT)).start()
     try:
         engine_task = asyncio.create_task(engine.run())
         engine_task.add_done_callback(lambda _: stopped.set())

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import codecs
 import os
+import time
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -13,12 +14,21 @@ from textual.content import Content
 from textual.widgets import Log, Static
 
 from watchrun.engine.control import UnitState
-from watchrun.ui.tui.dag import SYMBOLS, TONES, format_duration, format_progress
-from watchrun.ui.tui.state import Board, same_file
+from watchrun.ui.tui.dag import (
+    SYMBOLS,
+    TONES,
+    bar_cells,
+    format_count,
+    format_duration,
+    format_rate,
+)
+from watchrun.ui.tui.records import LastRun
+from watchrun.ui.tui.state import Board, Progress, same_file
 
 FIRST_READ = 64 * 1024  # bytes of an existing log shown when it is first opened
 MOST_PER_READ = 256 * 1024  # a log growing faster than this per poll is skipped ahead
 LOG_LINES = 2000
+DETAIL_BAR = 16  # cells of the progress bar in the detail pane
 
 
 class LogTail:
@@ -68,15 +78,30 @@ def _names(names: Iterable[str]) -> str:
     return ", ".join(names) or "—"
 
 
-def describe(board: Board, name: str, reasons: list[str]) -> Content:
-    """Everything the pane says about a task, above its log."""
+def describe(board: Board, name: str, reasons: list[str], stored: LastRun | None = None
+             ) -> Content:
+    """Everything the pane says about a task, above its log: first what matters while it runs
+    (state, progress, why, time), so a short pane still shows it; then where it comes from."""
     row = board.rows[name]
     view, state = row.view, board.state(name)
     lines = [
         Content.assemble((f"{SYMBOLS[state]} {name}", f"bold $text-{TONES[state]}"),
                          f"  {state.value}", ("  " + view.kind, "italic"), "\n"),
-        _section("file", view.file),
     ]
+    progress = board.progress(name)
+    if progress is not None:
+        lines.append(_section("progress", *progress_parts(progress)))
+    lines.append(_why(state, row.reasons, reasons))
+    lines.append(_time(board, name, state, stored))
+    for error in board.errors:
+        if row.broken and error.file and same_file(view.file, error.file):
+            lines.append(Content.assemble((f"error      line {error.line}: ", "bold $text-error"),
+                                          (error.message + "\n", "$text-error")))
+    if row.error and state is UnitState.FAILED:
+        lines.append(_section("error", (f"{failed_unit(name, row.error_iter)}: "
+                                        f"{last_line(row.error)} (traceback in the log)",
+                                        "$text-error")))
+    lines.append(_section("file", view.file))
     if len(view.chain) > 1:
         lines.append(_section("extends", " → ".join(view.chain[1:])))
     if view.scope:
@@ -87,23 +112,73 @@ def describe(board: Board, name: str, reasons: list[str]) -> Content:
         for p in view.params:
             lines.append(Content.assemble(f"  {p.name} = {p.value}".ljust(width + 4),
                                           (p.origin, "dim"), "\n"))
-    lines.append(_why(state, row.reasons, reasons))
     lines.append(_section("upstream", _names(view.upstreams)))
     lines.append(_section("downstream", _names(view.downstreams)))
-    last = format_duration(board.elapsed(name)) or "—"
-    progress = format_progress(board.progress(name), wide=True)
-    busy = state in (UnitState.RUNNING, UnitState.PAUSED)
-    lines.append(_section("running" if busy else "last run", last,
-                          f"   {progress}" if progress else ""))
-    for error in board.errors:
-        if row.broken and error.file and same_file(view.file, error.file):
-            lines.append(Content.assemble((f"error      line {error.line}: ", "bold $text-error"),
-                                          (error.message + "\n", "$text-error")))
-    if row.error and state is UnitState.FAILED:
-        where = "".join(f"[{i}]" for i in row.error_iter)
-        lines.append(Content.assemble((f"error{where}\n", "bold $text-error"),
-                                      (row.error.rstrip() + "\n", "$text-error")))
-    return Content("").join(lines)
+    return Content("").join(lines).rstrip("\n")  # no blank line under it: rows are dear
+
+
+def progress_parts(progress: Progress) -> list[str | tuple[str, str]]:
+    """'40/57 ████▓░░░ · 2 running · 12/s · ETA 5.0s' with the bar in colour."""
+    parts: list[str | tuple[str, str]] = [format_count(progress)]
+    cells = bar_cells(progress, DETAIL_BAR)
+    if cells is not None:
+        done, running, todo = cells
+        parts += [" ", ("█" * done, "$success"), ("▓" * running, "$accent"),
+                  ("░" * todo, "$text-muted")]
+    else:
+        parts.append(" so far")
+    if progress.running:
+        parts.append(f" · {progress.running} running")
+    if progress.rate is not None:
+        parts.append(f" · {format_rate(progress.rate)}")
+    if progress.eta is not None:
+        parts.append(f" · ETA {format_duration(progress.eta)}")
+    return parts
+
+
+def _time(board: Board, name: str, state: UnitState, stored: LastRun | None) -> Content:
+    """Running for how long, or when the last run was and how long it took (from this
+    session's events, else from the store: an earlier session's run)."""
+    if state in (UnitState.RUNNING, UnitState.PAUSED):
+        note = " (paused: the clock is stopped)" if state is UnitState.PAUSED else ""
+        return _section("running", format_duration(board.elapsed(name)) or "—", note)
+    row = board.rows[name]
+    if row.duration is not None and row.ended is not None:
+        return _section("last run", format_duration(row.duration),
+                        f" · {when(row.ended, board.clock())}")
+    if stored is not None:
+        units = f" · {stored.units} units" if stored.units > 1 else ""
+        outcome = "" if stored.outcome == "ok" else f" · {stored.outcome}"
+        return _section("last run", format_duration(stored.duration),
+                        f" · {when(stored.finished, board.clock())}{units}{outcome}")
+    return _section("last run", "—")
+
+
+def when(at: float, now: float) -> str:
+    """'14:02:11 (5 min ago)'; with the date when it is not today."""
+    moment = time.localtime(at)
+    today = time.localtime(now)[:3] == moment[:3]
+    clock = time.strftime("%H:%M:%S" if today else "%Y-%m-%d %H:%M", moment)
+    return f"{clock} ({ago(now - at)})"
+
+
+def ago(seconds: float) -> str:
+    if seconds < 60:
+        return "just now" if seconds < 5 else f"{seconds:.0f} s ago"
+    if seconds < 3600:
+        return f"{seconds // 60:.0f} min ago"
+    if seconds < 86400:
+        return f"{seconds // 3600:.0f} h ago"
+    return f"{seconds // 86400:.0f} days ago"
+
+
+def failed_unit(name: str, iter: tuple[int, ...]) -> str:
+    return name + "".join(f"[{i}]" for i in iter)
+
+
+def last_line(text: str) -> str:
+    lines = [line for line in text.strip().splitlines() if line.strip()]
+    return lines[-1].strip() if lines else "failed"
 
 
 def _why(state: UnitState, started_for: list[str], reasons: list[str]) -> Content:
@@ -135,11 +210,12 @@ class DetailPane(Vertical):
         yield self.log_title
         yield self.log_view
 
-    def show(self, board: Board, name: str | None, reasons: list[str]) -> None:
+    def show(self, board: Board, name: str | None, reasons: list[str],
+             stored: LastRun | None = None) -> None:
         if name is None or name not in board.rows:
             content = Content("No task selected.")
         else:
-            content = describe(board, name, reasons)
+            content = describe(board, name, reasons, stored)
         if content == self._shown:
             return
         # A new layout (costly, 10 ms and more) only if the text may take another height.
@@ -149,13 +225,24 @@ class DetailPane(Vertical):
         self.info.update(content, layout=shape is None or shape != self._shape)
         self._shown, self._shape = content, shape
 
-    def follow(self, tail: LogTail) -> None:
+    def follow(self, tail: LogTail, title: str, traceback: str | None = None) -> None:
+        """Show another log: a failed unit's traceback first, then what it printed."""
         self.log_view.clear()
-        title = f"log  {tail.path.name}" if tail.path else "log  (none yet)"
+        self.log_title.update(title, layout=False)
+        if traceback:
+            self.log_view.write(traceback.rstrip() + "\n── its output ──\n")
+
+    def retitle(self, title: str) -> None:
         self.log_title.update(title, layout=False)
 
-    def append(self, restart: bool, text: str) -> None:
-        if restart:
+    def append(self, restart: bool, text: str, traceback: str | None = None) -> None:
+        if restart and self.log_view.line_count:
             self.log_view.clear()
+            if traceback:
+                self.log_view.write(traceback.rstrip() + "\n── its output ──\n")
         if text:
             self.log_view.write(text)
+            # Log scrolls at once, with the size it had: text written as the pane is laid
+            # out (a new selection) would stay at its top. Scroll again once it has a size.
+            self.log_view.call_after_refresh(self.log_view.scroll_end, animate=False,
+                                             x_axis=False)

@@ -6,11 +6,15 @@ which rows changed so the widget redraws only those.
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from watchrun.engine import events as ev
 from watchrun.engine.control import ErrorView, ProjectView, TaskView, UnitState
+from watchrun.ui.tui.records import PastRun
+
+SESSION_RUNS = 12  # runs of each task remembered from this session's events
 
 
 @dataclass
@@ -34,6 +38,12 @@ class TaskRow:
     error_iter: tuple[int, ...] = ()
     reasons: list[str] = field(default_factory=list)  # why the last unit started
     starts: int = 0  # bumps with each start: the latest unit's log may be another file
+    last_iter: tuple[int, ...] = ()  # the latest unit started (its log is followed)
+    max_iter: tuple[int, ...] = ()  # the furthest iteration started in this session
+    paused_since: float | None = None  # clock time the user paused it
+    paused_for: float = 0.0  # seconds paused in this run (the timer does not count them)
+    recorded: bool = True  # this run is in `runs` (a new run starts unrecorded)
+    runs: deque[PastRun] = field(default_factory=lambda: deque(maxlen=SESSION_RUNS))
 
     @property
     def scoped(self) -> bool:
@@ -49,6 +59,9 @@ class TaskRow:
 class Progress:
     done: int
     total: int | None  # None while the generator still runs
+    running: int = 0  # units in flight
+    rate: float | None = None  # units (or iterations) per second while it runs
+    eta: float | None = None  # seconds left at that rate, when the total is known
 
 
 class Board:
@@ -68,6 +81,10 @@ class Board:
         self.header_changed = True
         self.view_stale = False  # a change: the project may have been reloaded
         self.absent: set[str] = set()  # tasks named by events but not in the view
+        # the header's counts, kept up to date from the rows that change (a full count of
+        # 10,000 rows at every redraw would cost 80 ms)
+        self._states: dict[str, UnitState] = {}
+        self._counts = dict.fromkeys(UnitState, 0)
         self._handlers: dict[type[ev.Event], Callable[[ev.Event], None]] = {
             ev.BuildStarted: self._build_started,  # type: ignore[dict-item]
             ev.UnitStarted: self._unit_started,  # type: ignore[dict-item]
@@ -86,7 +103,8 @@ class Board:
 
     # -- the project ---------------------------------------------------------------------------
     def load(self, view: ProjectView) -> None:
-        """Take a (new) snapshot of the project, keeping what is known of tasks that remain."""
+        """Take a (new) snapshot of the project, keeping what is known of tasks that remain.
+        Only the rows whose task changed are redrawn (a 10,000-task view comes at every idle)."""
         old = self.rows
         self.rows = {}
         for task in view.tasks:
@@ -95,8 +113,17 @@ class Board:
             row = old.get(task.name)
             if row is None:
                 row = TaskRow(task)
-            row.view = task
+                self.changed.add(task.name)
+            elif row.view != task:
+                row.view = task
+                self.changed.add(task.name)
             self.rows[task.name] = row
+        gone = old.keys() - self.rows.keys()
+        for name in gone:
+            state = self._states.pop(name, None)
+            if state is not None:
+                self._counts[state] -= 1
+        self.changed -= gone
         self.members = {}
         for member in self.rows.values():
             if member.view.scope:
@@ -106,11 +133,12 @@ class Board:
         self.errors += [e for e in self.reported if e not in self.errors]
         self.watched = view.watched_files
         self._mark_broken()
-        self.changed.update(self.rows)
         self.header_changed = True
 
     def _mark_broken(self) -> None:
         files = {e.file for e in self.errors if e.file}
+        if not files and not any(row.broken for row in self.rows.values()):
+            return
         for row in self.rows.values():
             broken = any(same_file(row.view.file, f) for f in files)
             if broken != row.broken:
@@ -147,6 +175,7 @@ class Board:
             row.in_build = True
             row.yields = row.done = row.pushes = row.failures = 0
             row.started = row.ended = None
+            row.paused_for = 0.0
             if row.base is UnitState.DIRTY:
                 row.base = UnitState.QUEUED
 
@@ -157,8 +186,13 @@ class Board:
         row.running[event.iter] = row.running.get(event.iter, 0) + 1
         row.reasons = event.reasons
         row.starts += 1
-        if row.started is None:
-            row.started = event.time
+        row.last_iter = event.iter
+        if event.iter > row.max_iter:
+            row.max_iter = event.iter
+        if row.started is None or (row.recorded and not row.scoped):
+            # a new run (in `dev`, a rerun may come without a new build)
+            row.started, row.paused_for = event.time, 0.0
+        row.recorded = False
         row.in_build = True
 
     def _unit_skipped(self, event: ev.UnitSkipped) -> None:
@@ -209,11 +243,29 @@ class Board:
         row.base = state
         if not row.running:
             row.paused = False
+            if row.paused_since is not None:
+                row.paused_for += max(0.0, event.time - row.paused_since)
+                row.paused_since = None
             # a failed or cancelled run has no duration in its event, yet it took this long
             # (and the previous run's duration would be wrong)
             per_iteration = row.scoped and not row.consumer
             if row.started is not None and (per_iteration or state is not UnitState.CLEAN):
-                row.duration = row.ended - row.started
+                row.duration = max(0.0, row.ended - row.started - row.paused_for)
+            if not per_iteration and not row.recorded and not isinstance(event, ev.UnitSkipped):
+                self._record_run(row, state, event.time)
+
+    def _record_run(self, row: TaskRow, state: UnitState, finished: float) -> None:
+        """This run of the task is over: remember it for the history."""
+        row.recorded = True
+        units = (row.done or 1) if row.scoped and not row.consumer else 1
+        why = "; ".join(row.reasons) if row.reasons else ""
+        row.runs.appendleft(PastRun(finished, row.duration, state.value, why, units))
+
+    def _record_scopes(self) -> None:
+        """Per-iteration tasks ran as many units: their run ends with the build."""
+        for row in self.rows.values():
+            if row.scoped and not row.consumer and not row.recorded and not row.running:
+                self._record_run(row, row.base, row.ended or self.clock())
 
     def _iteration(self, event: ev.Iteration) -> None:
         row = self._row(event.task)
@@ -232,6 +284,7 @@ class Board:
     def _build_finished(self, event: ev.BuildFinished) -> None:
         self.building = False
         self.header_changed = True
+        self._record_scopes()
         for row in self.rows.values():
             if row.base is UnitState.QUEUED and not row.running:
                 row.base = UnitState.DIRTY  # never ran: an upstream failed, or we stopped
@@ -248,6 +301,7 @@ class Board:
         self.view_stale = True
 
     def _idle(self, event: ev.Event) -> None:
+        self._record_scopes()
         self.building = False
         self.header_changed = True
         self.view_stale = True  # quiet now: a cheap moment to catch up (watched files, …)
@@ -266,6 +320,7 @@ class Board:
         row = self.rows.get(name)
         if row is not None:
             row.paused = paused
+            self._pause_timer(row, paused or self.paused_all)
             self.changed.add(name)
             self.header_changed = True
 
@@ -274,9 +329,19 @@ class Board:
         for row in self.rows.values():
             if not paused:
                 row.paused = False
+            self._pause_timer(row, paused or row.paused)
             if row.running:
                 self.changed.add(row.view.name)
         self.header_changed = True
+
+    def _pause_timer(self, row: TaskRow, stopped: bool) -> None:
+        """A paused unit's time does not run: its pauses are left out of its duration."""
+        now = self.clock()
+        if stopped and row.paused_since is None:
+            row.paused_since = now
+        elif not stopped and row.paused_since is not None:
+            row.paused_for += max(0.0, now - row.paused_since)
+            row.paused_since = None
 
     def state(self, name: str) -> UnitState:
         row = self.rows[name]
@@ -298,7 +363,7 @@ class Board:
         if row.view.kind == "generator" and not row.scoped:
             if not row.in_build or (row.yields == 0 and not row.running):
                 return None
-            return Progress(row.yields, None if row.running else row.yields)
+            return self._measured(name, row.yields, None if row.running else row.yields, 0)
         if not row.scoped:
             return None
         done = row.pushes if row.consumer else row.done
@@ -308,24 +373,57 @@ class Board:
         total = None
         if generator is not None and not generator.running and generator.in_build:
             total = generator.yields
-        return Progress(done, total)
+        running = 0 if row.consumer else len(row.running)
+        return self._measured(name, done, total, running)
+
+    def _measured(self, name: str, done: int, total: int | None, running: int) -> Progress:
+        """Rate and ETA while it runs (a paused task's clock is stopped: no rate, no ETA)."""
+        rate = eta = None
+        if self.state(name) is UnitState.RUNNING:
+            elapsed = self.elapsed(name)
+            if elapsed and elapsed > 0.5 and done:
+                rate = done / elapsed
+                if total is not None:
+                    eta = max(0, total - done) / rate
+        return Progress(done, total, running, rate, eta)
 
     def elapsed(self, name: str) -> float | None:
-        """Seconds: running for so long, or the last run's duration."""
+        """Seconds: running for so long (its pauses left out), or the last run's duration."""
         row = self.rows[name]
         if row.started is not None and self.state(name) in (UnitState.RUNNING, UnitState.PAUSED):
-            return max(0.0, self.clock() - row.started)
+            now = self.clock() if row.paused_since is None else row.paused_since
+            return max(0.0, now - row.started - row.paused_for)
         return row.duration
 
     def counts(self) -> dict[UnitState, int]:
-        counts = dict.fromkeys(UnitState, 0)
-        for name in self.rows:
-            counts[self.state(name)] += 1
-        return counts
+        self._with_scopes(self.changed)
+        self._recount(self.changed)
+        return dict(self._counts)
 
     def take_changed(self) -> set[str]:
+        """The rows to redraw since the last call (a generator's scope with it: the state of
+        its tasks follows it)."""
         changed, self.changed = self.changed, set()
+        self._with_scopes(changed)
+        self._recount(changed)
         return changed
+
+    def _with_scopes(self, names: set[str]) -> None:
+        members = self.members
+        for generator in [n for n in names if n in members]:
+            names.update(members[generator])
+
+    def _recount(self, names: Iterable[str]) -> None:
+        states, counts, rows = self._states, self._counts, self.rows
+        for name in names:
+            if name not in rows:
+                continue
+            new, old = self.state(name), states.get(name)
+            if new is not old:
+                if old is not None:
+                    counts[old] -= 1
+                counts[new] += 1
+                states[name] = new
 
 
 def _ended(row: TaskRow, it: tuple[int, ...]) -> None:
