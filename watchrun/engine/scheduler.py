@@ -20,6 +20,7 @@ from typing import NamedTuple
 
 from watchrun.engine import events as ev
 from watchrun.engine.layout import chain_files, log_path
+from watchrun.engine.plan import Plan, TaskRank, stages
 from watchrun.engine.resolve import Resolution, Resolver
 from watchrun.engine.scopes import (
     Consumer,
@@ -78,18 +79,31 @@ class BuildSummary:
                 f"interrupted={self.interrupted})")
 
 
-class Running:
-    """A unit submitted to the executor and not ended yet."""
+class Launched:
+    """The driver's record of a unit submitted to the executor and not ended yet (its
+    scheduling state, e.g. superseded or speculative, is the plan's `Running`)."""
 
-    __slots__ = ("mode", "next_index", "resolution", "started", "superseded")
+    __slots__ = ("mode", "next_index", "resolution", "started", "task")
 
-    def __init__(self, resolution: Resolution, started: float, mode: Mode,
+    def __init__(self, resolution: Resolution, started: float, mode: Mode, task: Task,
                  next_index: int = 0) -> None:
         self.resolution = resolution
         self.started = started
         self.mode = mode
+        self.task = task  # as it was launched: a task deleted or broken meanwhile still ends
         self.next_index = next_index  # GENERATE: the index of the next yield
-        self.superseded = False  # cancelled because a change made it stale: drop its result
+
+
+def task_ranks(project: Project) -> dict[str, TaskRank]:
+    """What the plan orders units by, for every task of the project."""
+    graph = project.graph
+    stage = stages({n: graph.upstreams_of(n) for n in graph.order}, graph.order)
+    ranks = {}
+    for name, task in project.tasks.items():
+        scope = graph.scope.get(name, ())
+        ranks[name] = TaskRank(task.priority, stage.get(name, 0),
+                               task.kind is not Kind.TASK, scope[0] if scope else "")
+    return ranks
 
 
 def entry_args(project: Project, task: Task, entry: str = "run") -> tuple[ArgSpec, ...] | None:
@@ -131,8 +145,16 @@ class Scheduler:
         self.consumers: dict[str, Consumer] = {}
         self.seen: set[tuple[str, Key]] = set()  # units resolved (so never twice)
         self.finished: dict[str, int] = {}  # task -> units with a value
-        self.ready: deque[Resolution] = deque()
-        self.running: dict[UnitKey, Running] = {}
+        # a generator's scope is read ahead of its slowest consumer by a few units per job
+        self.jobs = executor.free_slots()  # nothing is submitted yet: every slot is free
+        window = max(8, 4 * self.jobs)
+        self.plan: Plan[Resolution, Launched] = Plan(task_ranks(project), window)
+        self.running = self.plan.running
+        self.all_tasks = False  # dev without targets: every task, also those added later
+        # (task, key) whose value differs from what the unit last had: a deferred consumer
+        # starts streaming at the first one (see _advance)
+        self.new_values: set[tuple[str, Key]] = set()
+        self.self_changing: dict[str, dict[str, str | None]] = {}  # see _record_done
         self.needed: set[str] = set()
         self.forced: set[str] = set()
         self.stopping = False
@@ -182,9 +204,16 @@ class Scheduler:
         self._pump()
         while True:
             await self._done.wait()
-            if not self.running and (not self.ready or self.stopping) and not self._pending():
+            if self._settled():
                 return
             self._done.clear()
+
+    def _settled(self) -> bool:
+        """Nothing runs, nothing is ready (or the build stops), no check is queued: the
+        plan's own answer that there is no more to do."""
+        if self.stopping:
+            return not self.running and not self._pending()
+        return not self.plan.more_to_do() and not self._pending()
 
     def finish_build(self) -> BuildSummary:
         self.flush()
@@ -235,15 +264,21 @@ class Scheduler:
         if not same_graph:  # a code-only change keeps the tasks and the edges
             self._sorted_downs.clear()
             self._depths.clear()
+            if self.all_tasks:  # tasks added while watching are built too
+                self.targets = [n for n in self.graph.order
+                                if not project.tasks[n].abstract]
             self.needed = self._needed(self.targets)
+            self.plan.set_ranks(task_ranks(project))
         if forced:
             self.forced |= forced
-        changed = {t for t in changed if t in project.tasks or t in self.consumers}
+        running = {u.task for u in self.running}
+        changed = {t for t in changed
+                   if t in project.tasks or t in self.consumers or t in running}
         for name in changed:
             self.resolver.forget_static(name)
         reset = self.graph.downstream_closure([c for c in changed if c in project.tasks])
         reset |= {t for t in changed if t not in project.tasks}
-        self._reset_tasks(reset)
+        self._reset_tasks(changed, reset)
         self.summary = BuildSummary()
         self._done.clear()
         order = [n for n in self.graph.order if n in self.needed and n in reset]
@@ -253,19 +288,19 @@ class Scheduler:
         self._pump()
         return reset
 
-    def _reset_tasks(self, names: set[str]) -> None:
+    def _reset_tasks(self, changed: set[str], names: set[str]) -> None:
         """Forget everything about these tasks' units (one pass over the unit tables, however
-        many tasks), cancelling those that run."""
+        many tasks). The plan says which running units to cancel and which keep running until
+        their upstream's new value is known."""
         if not names:
             return
-        for key, run in self.running.items():
-            if key.task in names and not run.superseded:
-                run.superseded = True
-                self.executor.cancel(key)
-        self.ready = deque(r for r in self.ready if r.task not in names)
+        replan = self.plan.replan(changed, names, self.graph.implicit)
+        for key in replan.cancel:
+            self.executor.cancel(key)
         self._checks = deque(c for c in self._checks if c[0] not in names)
         self.values = {k: v for k, v in self.values.items() if k[0] not in names}
         self.seen = {e for e in self.seen if e[0] not in names}
+        self.new_values = {e for e in self.new_values if e[0] not in names}
         for name in names:
             self.keys.pop(name, None)
             self.gen_done.discard(name)
@@ -275,12 +310,12 @@ class Scheduler:
             self.resolver.forget_static(name)
 
     def running_units(self, name: str) -> list[UnitKey]:
-        return [k for k, r in self.running.items() if k.task == name and not r.superseded]
+        return self.plan.active(name)
 
     def interrupt_task(self, name: str) -> None:
         for key in self.running_units(name):
             self.executor.cancel(key)
-        self.ready = deque(r for r in self.ready if r.task != name)
+        self.plan.drop({name})
 
     def set_paused(self, paused: bool) -> None:
         self.paused = paused
@@ -381,7 +416,7 @@ class Scheduler:
                     queue = self._urgent
                 elif self._checks and (self.stopping or not self.running
                                        or time.perf_counter() < deadline):
-                    if self.ready:  # what the results made ready starts before the slice goes on
+                    if self.plan.ready_count():  # what results made ready starts first
                         self._pump()
                     queue = self._checks
                 else:
@@ -407,6 +442,8 @@ class Scheduler:
         if upstream is None:
             return
         self.seen.add((name, key))
+        if self._speculation_holds(UnitKey(name, key), upstream):
+            return
         task = self.project.tasks[name]
         resolution = self.resolver.resolve(name, upstream, key, forced=name in self.forced)
         self.last_inputs[name] = resolution.inputs
@@ -418,7 +455,31 @@ class Scheduler:
         elif self.options.dry_run:
             self._would_run(resolution)
         else:
-            self.ready.append(resolution)
+            self.plan.want(UnitKey(name, key), resolution)
+
+    def _speculation_holds(self, unit: UnitKey, upstream: dict[str, str]) -> bool:
+        """A unit kept running while its upstream reran: its upstream values are known again.
+        The same as it started with (early cutoff): its work counts, and a result it already
+        delivered is taken now. Otherwise it is stale: cancelled, or its result dropped."""
+        state = self.running.get(unit)
+        if state is None or not state.speculative:
+            return False
+        launched = state.payload
+        if self.plan.decide(unit, launched.resolution.upstream, upstream):
+            if unit.task in self.forced:  # a forced rerun must really run
+                self.plan.supersede(unit)
+            else:
+                held = state.finished
+                if isinstance(held, ExecEvent):
+                    state.finished = None
+                    self.on_exec(held)
+                return True
+        if state.finished is not None:  # it ended already: nothing to cancel
+            self.plan.ended(unit)
+            self.bus.publish(ev.UnitCancelled(task=unit.task, iter=unit.iter, signal="none"))
+        else:
+            self.executor.cancel(unit)
+        return False
 
     def _skip(self, name: str, key: Key, resolution: Resolution | None = None) -> None:
         self.summary.skipped += 1
@@ -455,7 +516,7 @@ class Scheduler:
             self._would_run(resolution)
             return
         self.live.add(name)
-        self.ready.appendleft(resolution)
+        self.plan.want(UnitKey(name, resolution.iter), resolution)
         self._consumers_of_scope(name)  # they can start streaming now
 
     def _replay(self, name: str, signature: str, upto: int | None = None) -> int:
@@ -525,6 +586,8 @@ class Scheduler:
             values = self._scope_values(c, key)
             if values is None:
                 break
+            if c.deferred and not self.options.dry_run and self._new_in_scope(c, key):
+                self._go_live(c, fixed, keys)
             c.add_to_sequence(key, values)
             if c.live:
                 self._push(c, values)
@@ -537,6 +600,22 @@ class Scheduler:
             c.ended = True
             self.executor.end_input(UnitKey(c.name))
         self._pump()
+
+    def _new_in_scope(self, c: Consumer, key: Key) -> bool:
+        """A value this consumer is pushed at `key` differs from the one it had last time."""
+        return any((up, key[: self._depth(up)]) in self.new_values
+                   for up in c.in_scope.values())
+
+    def _go_live(self, c: Consumer, fixed: dict[str, str], keys: list[Key]) -> None:
+        """A deferred consumer (its scope replayed from the store) whose scope has a new
+        value must run: it starts now and takes the values so far, rather than waiting for
+        the whole scope, so the rest of the scope streams through it (and on below it)."""
+        c.deferred = False
+        self._start_consumer(c, fixed, None)
+        for key in keys[: c.pushed]:
+            values = self._scope_values(c, key)
+            assert values is not None
+            self._push(c, values)
 
     def _decide_deferred(self, c: Consumer, fixed: dict[str, str]) -> None:
         c.deferred = False
@@ -651,31 +730,42 @@ class Scheduler:
         return info
 
     def _pump(self) -> None:
-        if self.ready and not self.stopping and not self.paused:
+        if not self.stopping and not self.paused and self.plan.ready_count():
             self._launch_ready()
+        self._throttle()
         # idle only once every queued check has been resolved: a consumer decided late in a
         # drain may still launch
-        if not self.running and (not self.ready or self.stopping) and not self._pending():
+        if self._settled():
             self._done.set()
 
     def _launch_ready(self) -> None:
-        waiting: deque[Resolution] = deque()
-        while self.ready and not self.stopping and not self.paused:
-            resolution = self.ready.popleft()
-            if UnitKey(resolution.task, resolution.iter) in self.running:
-                waiting.append(resolution)  # its stale predecessor is still being cancelled
-                continue
-            task = self.project.tasks[resolution.task]
-            persistent = task.kind is Kind.GENERATOR
-            if not persistent and self.executor.free_slots() <= 0:
-                self.ready.appendleft(resolution)
-                break
-            mode = Mode.GENERATE if persistent else Mode.CALL
-            job = self._job(resolution, mode)
-            if persistent:
-                job.start = self._resume_point(resolution)
-            self._launch(job, resolution, mode)
-        self.ready.extendleft(reversed(waiting))
+        while not self.stopping and not self.paused:
+            free = self.executor.free_slots()
+            calls = sum(1 for r in self.running.values()
+                        if r.payload.mode is Mode.CALL and r.finished is None)
+            slots = min(free, max(self.jobs - calls, 0))
+            found = self.plan.find_work(slots, free - slots)
+            if not found:
+                return
+            for resolution in found:
+                persistent = self.project.tasks[resolution.task].kind is Kind.GENERATOR
+                mode = Mode.GENERATE if persistent else Mode.CALL
+                job = self._job(resolution, mode)
+                if persistent:
+                    job.start = self._resume_point(resolution)
+                self._launch(job, resolution, mode)
+
+    def _throttle(self) -> None:
+        """The bounded read-ahead window: a generator whose scope has enough units waiting
+        is stopped (SIGSTOP, like a pause) until they drain, so a scope of millions of items
+        is read as fast as it is consumed. An executor that cannot pause (Ray) is not held."""
+        hold, release = self.plan.throttled()
+        for gen in hold:
+            if UnitKey(gen) in self.running and not self.paused:
+                self.executor.pause(UnitKey(gen))
+        for gen in release:
+            if UnitKey(gen) in self.running and not self.paused:
+                self.executor.resume(UnitKey(gen))
 
     def _resume_point(self, resolution: Resolution) -> int | None:
         """Nearest clean iteration: a generator whose run() takes `start` resumes after the
@@ -691,7 +781,9 @@ class Scheduler:
             os.makedirs(os.path.dirname(job.log_path), exist_ok=True)
             self._log_dir_ready = True
         job.fresh_log = True  # the worker truncates it: file creation stays off this loop
-        self.running[job.key] = Running(resolution, time.monotonic(), mode, job.start or 0)
+        task = self.project.tasks[resolution.task]
+        self.plan.started(job.key, Launched(resolution, time.monotonic(), mode, task,
+                                            job.start or 0))
         self._done.clear()
         self.executor.submit(job)
         # said once the job is on its way: the reasons read the unit's history, and nothing
@@ -701,29 +793,34 @@ class Scheduler:
 
     # -- results -----------------------------------------------------------------------------
     def on_exec(self, event: ExecEvent) -> None:
-        run = self.running.get(event.key)
-        if run is None or event.kind is EventKind.STARTED:
+        """The one channel through which the executor reports."""
+        state = self.running.get(event.key)
+        if state is None or event.kind is EventKind.STARTED:
             return
-        if run.superseded:  # a change made it stale: say it was cancelled, keep nothing
+        run = state.payload
+        if state.superseded:  # a change made it stale: say it was cancelled, keep nothing
             if event.kind not in (EventKind.YIELDED, EventKind.PUSHED):
-                del self.running[event.key]
+                self.plan.ended(event.key)
                 if event.kind is EventKind.CANCELLED:
                     self.bus.publish(ev.UnitCancelled(task=event.key.task, iter=event.key.iter,
                                                       signal=event.signal or "SIGINT"))
                 self._pump()
+            return
+        if state.speculative and event.kind in (EventKind.DONE, EventKind.FAILED,
+                                                EventKind.DIED):
+            state.finished = event  # counts only if its upstream's new value is the same
+            self._pump()
             return
         if event.kind is EventKind.YIELDED:
             self._yielded(event.key.task, run, event.data or NONE_PICKLE)
         elif event.kind is EventKind.PUSHED:
             self._pushed(event.key.task)
         else:
-            del self.running[event.key]
+            self.plan.ended(event.key)
             duration = event.duration or (time.monotonic() - run.started)
             if event.kind is EventKind.DONE:
-                if self.ready and run.mode is Mode.CALL:
-                    # the slot it freed takes the next ready unit before this result is looked
-                    # at (its downstream is not ready yet): the worker does not wait meanwhile
-                    self._pump()
+                # its downstream becomes ready before the freed slot is filled: the next unit
+                # to start is the one that brings this iteration on (depth first)
                 self._done_unit(run, event.data or NONE_PICKLE, duration)
             elif event.kind is EventKind.CANCELLED:
                 self._cancelled(run, event, duration)
@@ -732,7 +829,7 @@ class Scheduler:
         self._schedule_commit()
         self._pump()
 
-    def _yielded(self, name: str, run: Running, data: bytes) -> None:
+    def _yielded(self, name: str, run: Launched, data: bytes) -> None:
         value = self.store.put_object(data)
         self._remember(value, data)
         if run.mode is Mode.GENERATE:
@@ -757,12 +854,12 @@ class Scheduler:
         c.acked += 1
         c.yielded_in_push = 0
 
-    def _done_unit(self, run: Running, data: bytes, duration: float) -> None:
+    def _done_unit(self, run: Launched, data: bytes, duration: float) -> None:
         resolution = run.resolution
         name, key = resolution.task, resolution.iter
         if name in self.consumers:
             resolution = self._final_consumer_resolution(self.consumers[name], resolution)
-        task = self.project.tasks[name]
+        task = run.task
         output = self.store.put_object(data)
         self._remember(output, data)  # its downstream units and pushes will want it soon
         # before any downstream unit looks at them: they are this unit's products
@@ -773,24 +870,31 @@ class Scheduler:
         if task.kind is Kind.COLLECTOR:
             self.bus.publish(ev.Gather(task=name, iter=key))
         if task.kind is Kind.GENERATOR:
-            clean = self._record_done(resolution, output, outputs, duration)
+            clean = self._record_done(task, resolution, output, outputs, duration)
             self._generator_finished(name, run, resolution, clean)
             self._generator_done(name)
         else:
             # the units waiting for this value start first: what is checked and written down
             # below is for later builds, and a chain of short tasks waits for each step's start
+            if key:
+                last = self.resolver.last_state(name, key)
+                if last is None or last.output != output:
+                    self.new_values.add((name, key))
             self._set_value(name, key, output)
-            self._record_done(resolution, output, outputs, duration)
+            self._record_done(task, resolution, output, outputs, duration)
 
-    def _record_done(self, resolution: Resolution, output: str, outputs: dict[str, str],
-                     duration: float) -> bool:
+    def _record_done(self, task: Task, resolution: Resolution, output: str,
+                     outputs: dict[str, str], duration: float) -> bool:
         """Record a unit that ran; whether it is clean: its tracked inputs are the ones it
         started with (race-safe completion)."""
         name = resolution.task
-        task = self.project.tasks[name]
-        clean = not task.inputs or self.resolver.inputs_unchanged(name, resolution.inputs)
-        if not clean:
-            self.resolver.forget_static(name)
+        clean = True
+        if task.inputs:
+            now = self.resolver.hash_inputs(task)
+            clean = now == resolution.inputs
+            if not clean:  # dev tells a task that rewrites its own inputs from an edit
+                self.self_changing[name] = now
+                self.resolver.forget_static(name)
         if clean:
             record = ResultRecord(resolution.task, resolution.signature, output, outputs,
                                   duration, time.time())
@@ -804,7 +908,7 @@ class Scheduler:
         fixed = self._upstream_values(c.name, (), in_scope=False) or {}
         return self.resolver.resolve(c.name, fixed, (), c.sequence.hexdigest())
 
-    def _generator_finished(self, name: str, run: Running, resolution: Resolution,
+    def _generator_finished(self, name: str, run: Launched, resolution: Resolution,
                             clean: bool) -> None:
         if not clean:
             return
@@ -815,7 +919,7 @@ class Scheduler:
         self.store.mark_generator_complete(name, resolution.signature,
                                            len(self.keys.get(name, [])))
 
-    def _cancelled(self, run: Running, event: ExecEvent, duration: float) -> None:
+    def _cancelled(self, run: Launched, event: ExecEvent, duration: float) -> None:
         self._record(run.resolution, UnitStatus.CANCELLED, None, duration, None)
         consumer = self.consumers.get(event.key.task)
         if consumer is not None and consumer.blocked:  # cancelled by us: its scope broke
@@ -826,7 +930,7 @@ class Scheduler:
                                           signal=event.signal or "SIGINT"))
         self._block_consumers(event.key.task, f"{event.key.format()} was cancelled")
 
-    def _failed(self, run: Running, error: str, duration: float) -> None:
+    def _failed(self, run: Launched, error: str, duration: float) -> None:
         resolution = run.resolution
         self._record(resolution, UnitStatus.FAILED, None, duration, error)
         self.summary.failed += 1
@@ -869,7 +973,7 @@ class Scheduler:
     # -- stopping and committing -------------------------------------------------------------
     def _stop(self) -> None:
         self.stopping = True
-        self.ready.clear()
+        self.plan.clear()
         for key in list(self.running):
             self.executor.cancel(key)
         self._pump()
