@@ -155,6 +155,9 @@ class Scheduler:
         # starts streaming at the first one (see _advance)
         self.new_values: set[tuple[str, Key]] = set()
         self.self_changing: dict[str, dict[str, str | None]] = {}  # see _record_done
+        # task -> its declared outputs' hashes as its last unit left them (dev: an output
+        # changed by anyone else reruns its producer)
+        self.last_outputs: dict[str, dict[str, str | None]] = {}
         self.needed: set[str] = set()
         self.forced: set[str] = set()
         self.stopping = False
@@ -486,6 +489,8 @@ class Scheduler:
         self.bus.publish(ev.UnitSkipped(task=name, iter=key))
         if resolution is not None and resolution.result is not None:
             self._note_clean(resolution, resolution.result)
+            if self.project.tasks[name].outputs:
+                self.last_outputs[name] = dict(resolution.result.outputs)
 
     def _note_clean(self, resolution: Resolution, result: ResultRecord) -> None:
         """A unit found clean under a signature other than its last one (a change was
@@ -581,6 +586,18 @@ class Scheduler:
             else:
                 return  # the generator has not started yet
         keys = self.keys.get(c.generator, [])
+        self._push_known(c, fixed, keys)
+        if c.generator not in self.gen_done or c.pushed < len(keys):
+            return
+        if c.deferred:
+            self._decide_deferred(c, fixed)
+        elif c.live:
+            c.ended = True
+            self.executor.end_input(UnitKey(c.name))
+        self._pump()
+
+    def _push_known(self, c: Consumer, fixed: dict[str, str], keys: list[Key]) -> None:
+        """Take the scope's values in key order, as far as they are known."""
         while c.pushed < len(keys):
             key = keys[c.pushed]
             values = self._scope_values(c, key)
@@ -592,14 +609,6 @@ class Scheduler:
             if c.live:
                 self._push(c, values)
             c.pushed += 1
-        if c.generator not in self.gen_done or c.pushed < len(keys):
-            return
-        if c.deferred:
-            self._decide_deferred(c, fixed)
-        elif c.live:
-            c.ended = True
-            self.executor.end_input(UnitKey(c.name))
-        self._pump()
 
     def _new_in_scope(self, c: Consumer, key: Key) -> bool:
         """A value this consumer is pushed at `key` differs from the one it had last time."""
@@ -863,8 +872,10 @@ class Scheduler:
         output = self.store.put_object(data)
         self._remember(output, data)  # its downstream units and pushes will want it soon
         # before any downstream unit looks at them: they are this unit's products
-        outputs = {k: v for k, v in self.resolver.hash_outputs(task, produced=True).items()
-                   if v is not None}
+        produced = self.resolver.hash_outputs(task, produced=True)
+        outputs = {k: v for k, v in produced.items() if v is not None}
+        if task.outputs:
+            self.last_outputs[name] = produced
         self.summary.ran += 1
         self.bus.publish(ev.UnitFinished(task=name, iter=key, duration=duration))
         if task.kind is Kind.COLLECTOR:
@@ -895,6 +906,8 @@ class Scheduler:
             if not clean:  # dev tells a task that rewrites its own inputs from an edit
                 self.self_changing[name] = now
                 self.resolver.forget_static(name)
+            else:
+                self.self_changing.pop(name, None)
         if clean:
             record = ResultRecord(resolution.task, resolution.signature, output, outputs,
                                   duration, time.time())
