@@ -172,7 +172,7 @@ def speculative(output: str) -> dict[str, str]:
     }
 
 
-def test_a_running_downstream_keeps_running_when_its_upstream_reruns_to_the_same_value(project) -> None:  # type: ignore[no-untyped-def]
+def test_running_downstream_keeps_running_if_its_upstream_reruns_to_the_same_value(project) -> None:  # type: ignore[no-untyped-def]
     root: Path = project(speculative('"always the same"'))
     proc = DevProcess(root)
     wait_started(proc, "down")
