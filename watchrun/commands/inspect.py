@@ -37,13 +37,16 @@ def status_command(root: Path, names: list[str], json_out: bool) -> int:
             if json_out:
                 for r in reports:
                     print(json.dumps({"task": r.task, "state": r.state.value,
-                                      "reasons": r.reasons, "duration": r.duration}))
+                                      "reasons": r.reasons, "duration": r.duration,
+                                      "priority": r.priority}))
                 return EXIT_OK
             width = max((len(r.task) for r in reports), default=4)
             for r in reports:
                 line = f"{STATE_MARK[r.state]:>9}  {r.task:<{width}}"
                 if r.reasons:
                     line += "  " + "; ".join(r.reasons)
+                if r.priority:
+                    line += f"  (priority {r.priority})"
                 print(line)
             return EXIT_PROJECT if project.errors else EXIT_OK
 
@@ -67,6 +70,8 @@ def _label(project: Project, name: str) -> str:
         bits.append(f"extends {task.parent}")
     if task.abstract:
         bits.append("abstract")
+    if task.priority:
+        bits.append(f"priority {task.priority}")
     return f"{name} ({', '.join(bits)})" if bits else name
 
 

@@ -84,7 +84,7 @@ class DevEngine:
         self.stop = asyncio.Event()
         self.exit_code = 0
         self._busy = asyncio.Event()
-        self._paused_tasks: set[str] = set()
+        self._interrupted: set[str] = set()  # interrupted by the user: `rerun` continues them
         self._errors_shown: list[ProjectError] = []
         self._index: ReverseIndex | None = None
         self._inputs: InputsIndex | None = None
@@ -311,7 +311,8 @@ class DevEngine:
                            for k, p in sorted(task.params.items()))
             tasks.append(TaskView(name, task.kind.value, task.chain, ups, downs, params,
                                   graph.scope.get(name, ()),
-                                  _rel(project.config.root, task.path), task.abstract))
+                                  _rel(project.config.root, task.path), task.abstract,
+                                  task.priority))
         errors = [ErrorView(_rel(project.config.root, e.file) if e.file else None, e.line,
                             e.message) for e in project.errors]
         return ProjectView(tasks, errors, self.watched)
@@ -336,22 +337,38 @@ class DevEngine:
             return f"{task} is not running"
         if not all(self.executor.pause(k) for k in units):
             return "this executor cannot pause a running unit (remote); scheduling only"
-        self._paused_tasks.add(task)
+        for key in units:
+            self.scheduler.plan.running[key].paused = True
         return None
 
     def resume(self, task: str) -> str | None:
         for key in self.scheduler.running_units(task):
             self.executor.resume(key)
-        self._paused_tasks.discard(task)
+            self.scheduler.plan.running[key].paused = False
         return None
 
     def interrupt(self, task: str) -> None:
+        if self.scheduler.running_units(task):
+            self._interrupted.add(task)
         self.scheduler.interrupt_task(task)
 
     def rerun(self, task: str) -> None:
+        if task in self._interrupted:  # continue: the units it finished stay done
+            self._interrupted.discard(task)
+            if task in self.project.tasks:
+                self.scheduler.invalidate(self.project, {task})
+                self._busy.set()
+            return
+        self.force(task)
+
+    def force(self, task: str) -> None:
+        self._interrupted.discard(task)
         if task in self.project.tasks:
             self.scheduler.invalidate(self.project, {task}, forced={task})
             self._busy.set()
+
+    def paused_tasks(self) -> set[str]:
+        return self.scheduler.plan.paused_tasks()
 
     def pause_all(self) -> None:
         self.scheduler.set_paused(True)

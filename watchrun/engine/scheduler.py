@@ -149,6 +149,7 @@ class Scheduler:
         self.jobs = executor.free_slots()  # nothing is submitted yet: every slot is free
         window = max(8, 4 * self.jobs)
         self.plan: Plan[Resolution, Launched] = Plan(task_ranks(project), window)
+        self.ranked = any(r.priority for r in self.plan.ranks.values())
         self.running = self.plan.running
         self.all_tasks = False  # dev without targets: every task, also those added later
         # (task, key) whose value differs from what the unit last had: a deferred consumer
@@ -272,6 +273,7 @@ class Scheduler:
                                 if not project.tasks[n].abstract]
             self.needed = self._needed(self.targets)
             self.plan.set_ranks(task_ranks(project))
+            self.ranked = any(r.priority for r in self.plan.ranks.values())
         if forced:
             self.forced |= forced
         running = {u.task for u in self.running}
@@ -417,9 +419,11 @@ class Scheduler:
             while True:
                 if self._urgent:
                     queue = self._urgent
-                elif self._checks and (self.stopping or not self.running
+                elif self._checks and (self.stopping or not self.running or self.ranked
                                        or time.perf_counter() < deadline):
-                    if self.plan.ready_count():  # what results made ready starts first
+                    # what results made ready starts first; with priorities declared, only
+                    # once every unit is known, so that the most important one starts first
+                    if self.plan.ready_count() and not self.ranked:
                         self._pump()
                     queue = self._checks
                 else:

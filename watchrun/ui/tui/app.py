@@ -111,6 +111,7 @@ class WatchrunApp(App[str]):
         Binding("space", "toggle_pause", "Pause"),
         Binding("i", "interrupt", "Interrupt"),
         Binding("r", "rerun", "Rerun"),
+        Binding("f", "force", "Force", show=False),
         Binding("P", "pause_all", "Pause all", key_display="P"),
         Binding("question_mark", "help", "Help", key_display="?"),
         Binding("q", "quit", "Quit"),
@@ -190,6 +191,11 @@ class WatchrunApp(App[str]):
             self.dag.set_layout(self._graph)
 
     def _tick(self) -> None:
+        paused_tasks = getattr(self.control, "paused_tasks", None)  # older engines lack it
+        if paused_tasks is not None:
+            paused = self._call(paused_tasks)
+            if paused is not None:
+                self.board.sync_paused(paused)
         self.dag.refresh_running()
         selected = self.dag.selected
         if selected is not None and self.board.state(selected) in (UnitState.RUNNING,
@@ -303,6 +309,13 @@ class WatchrunApp(App[str]):
         if name is not None:
             self._call(self.control.rerun, name)
             self.notify(f"{name}: rerun requested")
+
+    def action_force(self) -> None:
+        name = self.dag.selected
+        force = getattr(self.control, "force", None)  # older engines lack it
+        if name is not None and force is not None:
+            self._call(force, name)
+            self.notify(f"{name}: forced rerun requested")
 
     def action_pause_all(self) -> None:
         if self.board.paused_all:
