@@ -21,13 +21,13 @@ from typing import NamedTuple
 from watchrun.engine import events as ev
 from watchrun.engine.layout import chain_files, log_path
 from watchrun.engine.plan import Plan, TaskRank, stages
+from watchrun.engine.recorder import Recorder
 from watchrun.engine.resolve import Resolution, Resolver
 from watchrun.engine.scopes import (
     Consumer,
     Key,
     contribution,
     decode_iteration,
-    encode_iteration,
     is_persistent,
 )
 from watchrun.executors.base import EventKind, ExecEvent, Executor, Job, Mode, UnitKey
@@ -35,9 +35,8 @@ from watchrun.project.codemap import ArgSpec
 from watchrun.project.loader import Project
 from watchrun.project.model import Kind, Task
 from watchrun.state.hashing import FileHasher
-from watchrun.state.store import ResultRecord, Store, UnitState, UnitStatus
+from watchrun.state.store import Store, UnitStatus
 
-COMMIT_EVERY = 0.05  # seconds: results are committed in batches, never later than this
 # seconds of resolving units found at the start of a build (or after a change) between two
 # looks at the executor, while something runs: see _drain
 CHECK_SLICE = 0.0001
@@ -137,6 +136,7 @@ class Scheduler:
         self.bus = bus
         self.options = options
         self.resolver = Resolver(project, store, hasher)
+        self.recorder = Recorder(store, hasher, self.resolver, options.dry_run)
         self.summary = BuildSummary()
         self.values: dict[tuple[str, Key], str] = {}  # (task, key) -> output / value hash
         self.keys: dict[str, list[Key]] = {}  # generator -> its iteration keys, in order
@@ -173,13 +173,11 @@ class Scheduler:
         self._current: deque[tuple[str, Key]] | None = None
         self._background = False  # _check_tasks is queueing
         self._resume: asyncio.Handle | None = None  # the rest of _checks, on a later turn
-        self._commit_handle: asyncio.TimerHandle | None = None
         # recent small values by digest (oldest first), so that the units and pushes that
         # want them soon do not read them back from the store (see FRESH_BYTES, FRESH_COUNT)
         self._fresh: dict[str, bytes] = {}
         self._fresh_bytes = 0
         self._log_dir_ready = False
-        self._manifest_ids: dict[str, str] = {}  # static identity -> stored manifest id
         self._sorted_downs: dict[str, list[str]] = {}  # per project: reset by invalidate
         self._depths: dict[str, int] = {}
         self._task_info: dict[str, tuple[tuple[ArgSpec, ...] | None, list[tuple[Path, str]],
@@ -492,19 +490,9 @@ class Scheduler:
         self.summary.skipped += 1
         self.bus.publish(ev.UnitSkipped(task=name, iter=key))
         if resolution is not None and resolution.result is not None:
-            self._note_clean(resolution, resolution.result)
+            self.recorder.found_clean(resolution, resolution.result)
             if self.project.tasks[name].outputs:
                 self.last_outputs[name] = dict(resolution.result.outputs)
-
-    def _note_clean(self, resolution: Resolution, result: ResultRecord) -> None:
-        """A unit found clean under a signature other than its last one (a change was
-        reverted, or another build's result matched): record it as the latest state, so that
-        `show` and the next reasons refer to what is current."""
-        if self.options.dry_run:
-            return
-        if self.resolver.last_signature(resolution.task, resolution.iter) != \
-                resolution.signature:
-            self._record(resolution, UnitStatus.OK, result.output, result.duration, None)
 
     def _would_run(self, resolution: Resolution) -> None:
         self.summary.ran += 1
@@ -839,7 +827,7 @@ class Scheduler:
                 self._cancelled(run, event, duration)
             else:
                 self._failed(run, event.error or "failed", duration)
-        self._schedule_commit()
+        self.recorder.soon()
         self._pump()
 
     def _yielded(self, name: str, run: Launched, data: bytes) -> None:
@@ -848,8 +836,7 @@ class Scheduler:
         if run.mode is Mode.GENERATE:
             key: Key = (run.next_index,)
             run.next_index += 1
-            self.store.record_iteration(name, run.resolution.signature, key[0],
-                                        encode_iteration(key, value))
+            self.recorder.iteration(name, run.resolution.signature, key[0], key, value)
         else:
             c = self.consumers[name]
             outer = self.keys.get(c.generator, [])
@@ -900,26 +887,13 @@ class Scheduler:
 
     def _record_done(self, task: Task, resolution: Resolution, output: str,
                      outputs: dict[str, str], duration: float) -> bool:
-        """Record a unit that ran; whether it is clean: its tracked inputs are the ones it
-        started with (race-safe completion)."""
-        name = resolution.task
-        clean = True
-        if task.inputs:
-            now = self.resolver.hash_inputs(task)
-            clean = now == resolution.inputs
-            if not clean:  # dev tells a task that rewrites its own inputs from an edit
-                self.self_changing[name] = now
-                self.resolver.forget_static(name)
-            else:
-                self.self_changing.pop(name, None)
-        if clean:
-            record = ResultRecord(resolution.task, resolution.signature, output, outputs,
-                                  duration, time.time())
-            self.store.record_result(record)
-            self.resolver.note_result(record)
-        self._record(resolution, UnitStatus.OK if clean else UnitStatus.STALE, output,
-                     duration, None)
-        return clean
+        """Record a unit that ran; whether it is clean (race-safe completion)."""
+        left = self.recorder.ran(task, resolution, output, outputs, duration)
+        if left is None:
+            self.self_changing.pop(task.name, None)
+            return True
+        self.self_changing[task.name] = left  # dev tells a task that rewrites its own inputs
+        return False
 
     def _final_consumer_resolution(self, c: Consumer, resolution: Resolution) -> Resolution:
         fixed = self._upstream_values(c.name, (), in_scope=False) or {}
@@ -931,13 +905,13 @@ class Scheduler:
             return
         if run.mode is Mode.INNER_GENERATE:  # its signature is known only now
             for index, key in enumerate(self.keys.get(name, [])):
-                self.store.record_iteration(name, resolution.signature, index,
-                                            encode_iteration(key, self.values[(name, key)]))
-        self.store.mark_generator_complete(name, resolution.signature,
-                                           len(self.keys.get(name, [])))
+                self.recorder.iteration(name, resolution.signature, index, key,
+                                        self.values[(name, key)])
+        self.recorder.generator_complete(name, resolution.signature,
+                                         len(self.keys.get(name, [])))
 
     def _cancelled(self, run: Launched, event: ExecEvent, duration: float) -> None:
-        self._record(run.resolution, UnitStatus.CANCELLED, None, duration, None)
+        self.recorder.state(run.resolution, UnitStatus.CANCELLED, None, duration, None)
         consumer = self.consumers.get(event.key.task)
         if consumer is not None and consumer.blocked:  # cancelled by us: its scope broke
             self.summary.blocked.append(event.key.task)
@@ -949,7 +923,7 @@ class Scheduler:
 
     def _failed(self, run: Launched, error: str, duration: float) -> None:
         resolution = run.resolution
-        self._record(resolution, UnitStatus.FAILED, None, duration, error)
+        self.recorder.state(resolution, UnitStatus.FAILED, None, duration, error)
         self.summary.failed += 1
         self.bus.publish(ev.UnitFailed(task=resolution.task, iter=resolution.iter,
                                        error=error))
@@ -971,22 +945,6 @@ class Scheduler:
             if UnitKey(down) in self.running:
                 self.executor.cancel(UnitKey(down))
 
-    def _record(self, resolution: Resolution, status: UnitStatus, output: str | None,
-                duration: float, error: str | None) -> None:
-        if resolution.iter:  # every iteration of a task shares one manifest: store it once
-            manifest_id = self._manifest_ids.get(resolution.static)
-            if manifest_id is None:
-                manifest_id, blob = resolution.unit_manifest(with_upstream=False)
-                self.store.put_manifest(manifest_id, blob)
-                self._manifest_ids[resolution.static] = manifest_id
-        else:
-            manifest_id, blob = resolution.unit_manifest()
-            self.store.put_manifest(manifest_id, blob)
-        state = UnitState(resolution.task, resolution.iter, resolution.signature, status,
-                          manifest_id, output, duration, error, time.time())
-        self.store.set_unit_state(state)
-        self.resolver.note_state(state)
-
     # -- stopping and committing -------------------------------------------------------------
     def _stop(self) -> None:
         self.stopping = True
@@ -995,16 +953,5 @@ class Scheduler:
             self.executor.cancel(key)
         self._pump()
 
-    def _schedule_commit(self) -> None:
-        if self._commit_handle is None:
-            loop = asyncio.get_running_loop()
-            self._commit_handle = loop.call_later(COMMIT_EVERY, self.flush)
-
     def flush(self) -> None:
-        if self._commit_handle is not None:
-            self._commit_handle.cancel()
-            self._commit_handle = None
-        if self.options.dry_run:
-            return
-        self.hasher.flush()
-        self.store.commit()
+        self.recorder.flush()
