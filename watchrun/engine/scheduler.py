@@ -820,8 +820,12 @@ class Scheduler:
             self.plan.ended(event.key)
             duration = event.duration or (time.monotonic() - run.started)
             if event.kind is EventKind.DONE:
-                # its downstream becomes ready before the freed slot is filled: the next unit
-                # to start is the one that brings this iteration on (depth first)
+                if not event.key.iter and run.mode is Mode.CALL and self.plan.ready_count():
+                    # outside scopes the freed slot takes the next ready unit before this
+                    # result is looked at, so the worker does not wait meanwhile; in a scope
+                    # the result goes first: the unit it makes ready (the next stage of this
+                    # iteration) is the one to start next (depth first)
+                    self._pump()
                 self._done_unit(run, event.data or NONE_PICKLE, duration)
             elif event.kind is EventKind.CANCELLED:
                 self._cancelled(run, event, duration)
