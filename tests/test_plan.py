@@ -264,3 +264,13 @@ def test_new_ranks_keep_ready_units_of_tasks_that_remain() -> None:
 def test_stages_are_longest_paths_from_the_roots() -> None:
     ups = {"a": [], "b": ["a"], "c": ["a", "b"], "d": []}
     assert stages(ups, ["a", "d", "b", "c"]) == {"a": 0, "d": 0, "b": 1, "c": 2}
+
+
+def test_speculative_units_nothing_can_decide_are_stale_once_the_rest_is_done() -> None:
+    plan = running("mid", "up")
+    plan.replan(set(), {"mid"}, FILES)  # mid kept: its upstream reruns
+    assert plan.running[unit("mid")].speculative
+    assert plan.undecidable() == []  # up still runs: it may bring mid's value
+    plan.ended(unit("up"))  # up failed: mid's value never comes
+    assert plan.undecidable() == [unit("mid")]
+    assert plan.running[unit("mid")].superseded

@@ -254,3 +254,15 @@ def test_editors_temporary_files_never_show_in_changes(project) -> None:  # type
     assert changes and all(e["paths"] == ["tasks/one.py"] for e in changes), changes
     assert started(events) == ["one"]
     proc.stop()
+
+
+def test_a_speculative_downstream_is_cancelled_when_its_upstream_fails(project) -> None:  # type: ignore[no-untyped-def]
+    root: Path = project(speculative('"same" if x == 1 else 1 / 0'))
+    proc = DevProcess(root)
+    wait_started(proc, "down")
+    text = (root / "tasks/up.py").read_text()
+    (root / "tasks/up.py").write_text(text.replace("# x = 1", "# x = 2"))
+    events = proc.idle()  # nothing waits forever for a value that never comes
+    assert of(events, "unit_failed", "up")
+    assert of(events, "unit_cancelled", "down")
+    proc.stop()

@@ -240,6 +240,19 @@ class Plan(Generic[Payload, Live]):
                           key=lambda t: (self.ranks[t].stage, t))
         return Replan(sorted(cancel), sorted(keep), schedule)
 
+    def undecidable(self) -> list[UnitKey]:
+        """Speculative units that nothing can decide any more: nothing is ready and every
+        other running unit is being cancelled (their upstream failed, or their iteration is
+        gone). They are stale now: superseded, and the driver cancels them."""
+        if self._ready or self._ready_persistent:
+            return []
+        if any(not r.speculative and not r.superseded for r in self.running.values()):
+            return []
+        stale = [u for u, r in self.running.items() if r.speculative]
+        for unit in stale:
+            self.supersede(unit)
+        return sorted(stale)
+
     def decide(self, unit: UnitKey, started_with: Mapping[str, str],
                now: Mapping[str, str]) -> bool:
         """A speculative unit's upstream values are all known again: True if it counts (the

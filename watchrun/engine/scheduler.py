@@ -479,12 +479,19 @@ class Scheduler:
                     state.finished = None
                     self.on_exec(held)
                 return True
+        self._drop_speculative(unit)
+        return False
+
+    def _drop_speculative(self, unit: UnitKey) -> None:
+        """A speculative unit turned out stale: cancel it, or drop the result it holds."""
+        state = self.running.get(unit)
+        if state is None:
+            return
         if state.finished is not None:  # it ended already: nothing to cancel
             self.plan.ended(unit)
             self.bus.publish(ev.UnitCancelled(task=unit.task, iter=unit.iter, signal="none"))
         else:
             self.executor.cancel(unit)
-        return False
 
     def _skip(self, name: str, key: Key, resolution: Resolution | None = None) -> None:
         self.summary.skipped += 1
@@ -734,6 +741,9 @@ class Scheduler:
         if not self.stopping and not self.paused and self.plan.ready_count():
             self._launch_ready()
         self._throttle()
+        if not self._pending():
+            for unit in self.plan.undecidable():
+                self._drop_speculative(unit)
         # idle only once every queued check has been resolved: a consumer decided late in a
         # drain may still launch
         if self._settled():
