@@ -3,8 +3,9 @@
 
 from __future__ import annotations
 
-from watchrun.engine.plan import Plan, TaskRank, stages
+from watchrun.engine.plan import Plan, Readiness, TaskRank, stages
 from watchrun.executors.base import UnitKey
+from watchrun.project.graph import Graph
 
 # gen -> a -> b -> total (a collector), as in SPEC section 3's streaming example; `cheap`
 # stands alone outside the scope
@@ -274,3 +275,77 @@ def test_speculative_units_nothing_can_decide_are_stale_once_the_rest_is_done() 
     plan.ended(unit("up"))  # up failed: mid's value never comes
     assert plan.undecidable() == [unit("mid")]
     assert plan.running[unit("mid")].superseded
+
+
+# -- readiness: which units a value makes ready -------------------------------------------
+
+def scope_graph() -> Graph:
+    """table -> gen -> a -> b -> total (collector) -> report; reader reads report's file;
+    lookup (outside the scope) feeds a whole."""
+    graph = Graph(tasks={})
+    graph.upstreams = {"gen": {"table": "table"}, "a": {"gen": "gen", "lookup": "lookup"},
+                       "b": {"a": "a"}, "total": {"b": "b"}, "report": {"total": "total"}}
+    graph.implicit = {"reader": {"a"}}
+    graph.downstreams = {"table": {"gen"}, "gen": {"a"}, "lookup": {"a"}, "a": {"b", "reader"},
+                         "b": {"total"}, "total": {"report"}}
+    graph.scope = {"a": ("gen",), "b": ("gen",), "total": ("gen",)}
+    return graph
+
+
+DEPTH = {"gen": 1, "a": 1, "b": 1}  # how many key components their values carry
+
+
+def readiness() -> Readiness:
+    ready = Readiness(scope_graph(), lambda up: DEPTH.get(up, 0), lambda n: n == "total")
+    ready.needed = {"table", "lookup", "gen", "a", "b", "total", "report", "reader"}
+    return ready
+
+
+def test_an_iteration_wakes_its_units_once_their_whole_values_are_known() -> None:
+    ready = readiness()
+    assert ready.iteration("gen", (0,), "v0") == [("a", (0,))]
+    assert ready.upstream_values("a", (0,)) is None  # lookup is not known yet
+    assert ready.value_known("lookup", (), "L") == [("a", (0,))]  # every key so far
+    assert ready.upstream_values("a", (0,)) == {"gen": "v0", "lookup": "L"}
+    assert ready.iteration("gen", (1,), "v1") == [("a", (1,))]
+
+
+def test_values_flow_depth_first_to_the_consumer_of_the_scope() -> None:
+    ready = readiness()
+    ready.value_known("lookup", (), "L")
+    ready.iteration("gen", (0,), "v0")
+    ready.iteration("gen", (1,), "v1")
+    assert ready.value_known("a", (1,), "a1") == [("b", (1,))]
+    assert ready.value_known("b", (1,), "b1") == [("total", None)]  # the consumer advances
+    assert ready.upstream_values("total", (1,), in_scope=True) == {"b": "b1"}
+    assert ready.upstream_values("total", (0,), in_scope=True) is None  # pushes wait for 0
+
+
+def test_a_file_reader_waits_for_every_unit_of_its_producer() -> None:
+    ready = readiness()
+    ready.value_known("lookup", (), "L")
+    ready.iteration("gen", (0,), "v0")
+    ready.iteration("gen", (1,), "v1")
+    assert ("reader", ()) not in ready.value_known("a", (0,), "a0")
+    assert ("reader", ()) not in ready.value_known("a", (1,), "a1")  # more keys may come
+    assert ready.generator_done("gen") == [("reader", ())]  # a is complete only now
+    assert not ready.complete("b") and ready.complete("a")
+    assert ready.upstream_values("reader", ()) == {}
+
+
+def test_generator_done_advances_its_consumers() -> None:
+    ready = readiness()
+    graph = ready.graph
+    graph.downstreams["gen"] = {"a", "total"}
+    ready.iteration("gen", (0,), "v0")  # a[0] still to come: its file reader waits
+    assert ready.generator_done("gen") == [("total", None)]
+    assert "gen" in ready.gen_done
+
+
+def test_forget_drops_a_tasks_values_and_keys() -> None:
+    ready = readiness()
+    ready.iteration("gen", (0,), "v0")
+    ready.value_known("lookup", (), "L")
+    ready.forget({"gen"})
+    assert ready.keys == {} and ("gen", (0,)) not in ready.values
+    assert ready.values == {("lookup", ()): "L"}

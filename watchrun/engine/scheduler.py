@@ -20,7 +20,7 @@ from typing import NamedTuple
 
 from watchrun.engine import events as ev
 from watchrun.engine.layout import chain_files, log_path
-from watchrun.engine.plan import Plan, TaskRank, stages
+from watchrun.engine.plan import Plan, Readiness, TaskRank, Wake, stages
 from watchrun.engine.recorder import Recorder
 from watchrun.engine.resolve import Resolution, Resolver
 from watchrun.engine.scopes import (
@@ -138,13 +138,16 @@ class Scheduler:
         self.resolver = Resolver(project, store, hasher)
         self.recorder = Recorder(store, hasher, self.resolver, options.dry_run)
         self.summary = BuildSummary()
-        self.values: dict[tuple[str, Key], str] = {}  # (task, key) -> output / value hash
-        self.keys: dict[str, list[Key]] = {}  # generator -> its iteration keys, in order
-        self.gen_done: set[str] = set()  # generators whose keys are all known
         self.live: set[str] = set()  # generators that really run in this build
         self.consumers: dict[str, Consumer] = {}
+        # which units have their upstream values: the values, keys and scopes known so far
+        self.readiness = Readiness(project.graph,
+                                   lambda up: contribution(self.project, up),
+                                   self.consumers.__contains__)
+        self.values = self.readiness.values  # (task, key) -> output / value hash
+        self.keys = self.readiness.keys  # generator -> its iteration keys, in order
+        self.gen_done = self.readiness.gen_done
         self.seen: set[tuple[str, Key]] = set()  # units resolved (so never twice)
-        self.finished: dict[str, int] = {}  # task -> units with a value
         # a generator's scope is read ahead of its slowest consumer by a few units per job
         self.jobs = executor.free_slots()  # nothing is submitted yet: every slot is free
         window = max(8, 4 * self.jobs)
@@ -159,7 +162,6 @@ class Scheduler:
         # task -> its declared outputs' hashes as its last unit left them (dev: an output
         # changed by anyone else reruns its producer)
         self.last_outputs: dict[str, dict[str, str | None]] = {}
-        self.needed: set[str] = set()
         self.forced: set[str] = set()
         self.stopping = False
         self.paused = False  # dev: scheduling stopped by the user
@@ -178,8 +180,6 @@ class Scheduler:
         self._fresh: dict[str, bytes] = {}
         self._fresh_bytes = 0
         self._log_dir_ready = False
-        self._sorted_downs: dict[str, list[str]] = {}  # per project: reset by invalidate
-        self._depths: dict[str, int] = {}
         self._task_info: dict[str, tuple[tuple[ArgSpec, ...] | None, list[tuple[Path, str]],
                                          Path]] = {}
 
@@ -240,7 +240,7 @@ class Scheduler:
                 if not self.graph.scope.get(name) or is_persistent(self.project, name):
                     self._check(name, ())
                 else:  # a per-iteration task: every key its scope already has
-                    self._propagate(name, ())
+                    self._wake(self.readiness.reach(name, ()))
         finally:
             self._background = False
         if self._resume is None:
@@ -264,8 +264,7 @@ class Scheduler:
         self.resolver.project = project
         self._task_info.clear()
         if not same_graph:  # a code-only change keeps the tasks and the edges
-            self._sorted_downs.clear()
-            self._depths.clear()
+            self.readiness.new_graph(project.graph)
             if self.all_tasks:  # tasks added while watching are built too
                 self.targets = [n for n in self.graph.order
                                 if not project.tasks[n].abstract]
@@ -301,14 +300,11 @@ class Scheduler:
         for key in replan.cancel:
             self.executor.cancel(key)
         self._checks = deque(c for c in self._checks if c[0] not in names)
-        self.values = {k: v for k, v in self.values.items() if k[0] not in names}
+        self.readiness.forget(names)
         self.seen = {e for e in self.seen if e[0] not in names}
         self.new_values = {e for e in self.new_values if e[0] not in names}
         for name in names:
-            self.keys.pop(name, None)
-            self.gen_done.discard(name)
             self.live.discard(name)
-            self.finished.pop(name, None)
             self.consumers.pop(name, None)
             self.resolver.forget_static(name)
 
@@ -326,69 +322,31 @@ class Scheduler:
             self._pump()
 
     # -- values and readiness ----------------------------------------------------------------
+    @property
+    def needed(self) -> set[str]:
+        return self.readiness.needed
+
+    @needed.setter
+    def needed(self, names: set[str]) -> None:
+        self.readiness.needed = names
+
     def _upstream_values(self, name: str, key: Key, in_scope: bool = True
                          ) -> dict[str, str] | None:
-        """arg -> value hash for the unit (name, key), or None while one is unknown.
-        in_scope=False: only the whole-value (fixed) upstreams of a consumer."""
-        result = {}
-        for arg, up in self.graph.upstreams.get(name, {}).items():
-            depth = self._depth(up)
-            if depth and not in_scope:
-                continue
-            value = self.values.get((up, key[:depth]))
-            if value is None:
-                return None
-            result[arg] = value
-        for up in self.graph.implicit.get(name, ()):
-            if up in self.needed and not self._complete(up):
-                return None
-        return result
-
-    def _complete(self, name: str) -> bool:
-        scope = self.graph.scope.get(name, ())
-        if not scope or is_persistent(self.project, name):
-            return self.finished.get(name, 0) > 0
-        gen = scope[-1]
-        return gen in self.gen_done and self.finished.get(name, 0) >= len(self.keys.get(gen, []))
-
-    def _downstreams(self, name: str) -> list[str]:
-        downs = self._sorted_downs.get(name)
-        if downs is None:
-            downs = sorted(self.graph.downstreams.get(name, ()))
-            self._sorted_downs[name] = downs
-        return downs
+        return self.readiness.upstream_values(name, key, in_scope)
 
     def _depth(self, upstream: str) -> int:
-        depth = self._depths.get(upstream)
-        if depth is None:
-            depth = self._depths[upstream] = contribution(self.project, upstream)
-        return depth
+        return self.readiness.depth(upstream)
 
-    def _set_value(self, name: str, key: Key, value: str, counts: bool = True) -> None:
-        self.values[(name, key)] = value
-        if counts:
-            self.finished[name] = self.finished.get(name, 0) + 1
-        for down in self._downstreams(name):
-            if down not in self.needed:
-                continue
-            if down in self.graph.implicit and name in self.graph.implicit[down]:
-                if self._complete(name):
-                    self._check(down, ())
-                if name not in self.graph.upstreams.get(down, {}).values():
-                    continue
-            self._propagate(down, key)
+    def _set_value(self, name: str, key: Key, value: str) -> None:
+        self._wake(self.readiness.value_known(name, key, value))
 
-    def _propagate(self, down: str, key: Key) -> None:
-        if down in self.consumers:
-            self._advance(self.consumers[down])
-            return
-        scope = self.graph.scope.get(down, ())
-        if len(key) == len(scope):
-            self._check(down, key)
-        elif len(key) < len(scope):
-            for k in self.keys.get(scope[-1], []):
-                if k[: len(key)] == key:
-                    self._check(down, k)
+    def _wake(self, units: list[Wake]) -> None:
+        """Resolve the units a value made ready; advance the consumers it feeds."""
+        for name, key in units:
+            if key is None:
+                self._advance(self.consumers[name])
+            else:
+                self._check(name, key)
 
     def _check(self, name: str, key: Key) -> None:
         """Queue a unit to be resolved. A clean unit sets its value, which checks its
@@ -533,19 +491,11 @@ class Scheduler:
         return len(stored)
 
     def _new_iteration(self, name: str, key: Key, value: str) -> None:
-        self.keys[name].append(key)
         self.bus.publish(ev.Iteration(task=name, iter=key))
-        self._set_value(name, key, value, counts=False)
+        self._wake(self.readiness.iteration(name, key, value))
 
     def _generator_done(self, name: str) -> None:
-        self.gen_done.add(name)
-        self.finished[name] = self.finished.get(name, 0) + 1
-        for down in sorted(self.graph.downstreams.get(name, ())):
-            if down in self.needed:
-                if down in self.consumers:
-                    self._advance(self.consumers[down])
-                elif down in self.graph.implicit and name in self.graph.implicit[down]:
-                    self._check(down, ())
+        self._wake(self.readiness.generator_done(name))
         self._consumers_of_scope(name)
 
     def _consumers_of_scope(self, gen: str) -> None:
