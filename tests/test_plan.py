@@ -288,7 +288,7 @@ def scope_graph() -> Graph:
     graph.implicit = {"reader": {"a"}}
     graph.downstreams = {"table": {"gen"}, "gen": {"a"}, "lookup": {"a"}, "a": {"b", "reader"},
                          "b": {"total"}, "total": {"report"}}
-    graph.scope = {"a": ("gen",), "b": ("gen",), "total": ("gen",)}
+    graph.scope = {"a": ("gen",), "b": ("gen",), "total": ("gen",), "lookup": (), "table": ()}
     return graph
 
 

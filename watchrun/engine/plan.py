@@ -387,7 +387,8 @@ class Readiness:
         # a task of its scope whose last unit finished before the generator did is complete
         # only now: the readers of its files can start
         for task, scope in self.graph.scope.items():
-            if scope[-1] != name or self.is_consumer(task) or not self.complete(task):
+            if not scope or scope[-1] != name or self.is_consumer(task) \
+                    or not self.complete(task):
                 continue
             for down in self._downstreams(task):
                 if down in self.needed and task in self.graph.implicit.get(down, ()):
