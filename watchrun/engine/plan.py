@@ -76,8 +76,14 @@ class _Entry(NamedTuple):
 
 
 class Plan(Generic[Payload, Live]):
-    def __init__(self, ranks: Mapping[str, TaskRank], window: int = 8) -> None:
-        self.ranks = dict(ranks)
+    def __init__(self, ranks: Mapping[str, TaskRank] | Callable[[], Mapping[str, TaskRank]],
+                 window: int = 8) -> None:
+        # a callable is called when a unit first has to be ordered: a build with nothing to
+        # run never works the ranks out
+        self._ranks: dict[str, TaskRank] | None = None
+        self._make_ranks = ranks if callable(ranks) else None
+        if not callable(ranks):
+            self._ranks = dict(ranks)
         self.window = max(window, 1)
         self.running: dict[UnitKey, Running[Live]] = {}
         self._ready: list[_Entry] = []
@@ -87,9 +93,16 @@ class Plan(Generic[Payload, Live]):
         self._held: set[str] = set()  # generators the driver was told to hold
 
     # -- ready units ------------------------------------------------------------------------
+    @property
+    def ranks(self) -> dict[str, TaskRank]:
+        if self._ranks is None:
+            assert self._make_ranks is not None
+            self._ranks = dict(self._make_ranks())
+        return self._ranks
+
     def set_ranks(self, ranks: Mapping[str, TaskRank]) -> None:
         """A new project (dev): tasks may have come, gone or moved."""
-        self.ranks = dict(ranks)
+        self._ranks = dict(ranks)
         entries = self._ready + self._ready_persistent
         self.clear()
         for entry in entries:

@@ -151,8 +151,8 @@ class Scheduler:
         # a generator's scope is read ahead of its slowest consumer by a few units per job
         self.jobs = executor.free_slots()  # nothing is submitted yet: every slot is free
         window = max(8, 4 * self.jobs)
-        self.plan: Plan[Resolution, Launched] = Plan(task_ranks(project), window)
-        self.ranked = any(r.priority for r in self.plan.ranks.values())
+        self.plan: Plan[Resolution, Launched] = Plan(lambda: task_ranks(self.project), window)
+        self.ranked = any(t.priority for t in project.tasks.values())
         self.running = self.plan.running
         self.all_tasks = False  # dev without targets: every task, also those added later
         # (task, key) whose value differs from what the unit last had: a deferred consumer
@@ -270,7 +270,7 @@ class Scheduler:
                                 if not project.tasks[n].abstract]
             self.needed = self._needed(self.targets)
             self.plan.set_ranks(task_ranks(project))
-            self.ranked = any(r.priority for r in self.plan.ranks.values())
+            self.ranked = any(t.priority for t in project.tasks.values())
         if forced:
             self.forced |= forced
         running = {u.task for u in self.running}
