@@ -17,6 +17,8 @@ import psutil
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+# the Ray cluster fixtures: one cluster per session, whichever module asks for it
+pytest_plugins = ["tests.ray_fixtures"]
 
 
 def write_project(root: Path, files: dict[str, str]) -> Path:

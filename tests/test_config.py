@@ -28,7 +28,7 @@ def test_defaults_without_any_file(tmp_path: Path) -> None:
     assert config == Config(
         root=tmp_path, tasks=(tmp_path / "tasks",), state_dir=tmp_path / ".watchrun",
         jobs=os.cpu_count() or 1, grace=2.0, debounce_ms=10, ignore=(), executor_kind="local",
-        executor_address="", source=None)
+        executor_address="", executor_connect_timeout=15.0, source=None)
 
 
 def test_every_key_of_watchrun_toml(tmp_path: Path) -> None:
@@ -42,6 +42,7 @@ ignore = ["*.tmp", "scratch/**"]
 [executor]
 kind = "ray"
 address = "auto"
+connect_timeout = 2.5
 """)
     config, errors = load_config(tmp_path)
     assert errors == []
@@ -50,6 +51,7 @@ address = "auto"
     assert (config.jobs, config.grace, config.debounce_ms) == (3, 0.5, 50)
     assert config.ignore == ("*.tmp", "scratch/**")
     assert (config.executor_kind, config.executor_address) == ("ray", "auto")
+    assert config.executor_connect_timeout == 2.5
     assert config.source == path
 
 
@@ -139,7 +141,7 @@ adress = "x"
         "watchrun.toml:5: error: ignore: must be a list of glob patterns, not 'x'",
         "watchrun.toml:8: error: executor.kind: must be one of 'local', 'ray', not 'slurm'",
         "watchrun.toml:9: error: executor.adress: unknown key (did you mean 'address'?); "
-        "allowed: address, kind",
+        "allowed: address, connect_timeout, kind",
     ]
     # the bad keys keep their defaults, the good one applies
     assert config.jobs == (os.cpu_count() or 1) and config.grace == 2.0
@@ -189,3 +191,10 @@ def test_key_lines_are_not_hidden_by_quotes_inside_one_line_strings() -> None:
     text = 'a = "\'\'\'"\nb = \'"""\'\n[params]\nc = """x\n[not_a_table]\n"""\nd = 1 # """\ne = 2\n'
     assert key_lines(text) == {("a",): 1, ("b",): 2, ("params",): 3, ("params", "c"): 4,
                                ("params", "d"): 7, ("params", "e"): 8}
+
+
+def test_connect_timeout_must_be_a_positive_number_of_seconds(tmp_path: Path) -> None:
+    write(tmp_path, "watchrun.toml", '[executor]\nkind = "ray"\nconnect_timeout = 0\n')
+    assert messages(tmp_path) == [
+        "watchrun.toml:3: error: executor.connect_timeout: must be a number of seconds > 0, "
+        "not 0"]

@@ -26,6 +26,7 @@ ACCEPTED = [
     ["build", "--verbose", "--executor", "ray", "--address", "auto"],
     ["build", "--executor=local", "--address=ray://h:1", "t1", "t2"],
     ["build", "--", "-odd-name"],
+    ["build", "--set", "a.x=1", "--set=b.y=[1, 2]", "t"],
 ]
 DELEGATED = [
     ["build", "--help"],

@@ -53,7 +53,7 @@ def replace_once(path: Path, old: str, new: str) -> None:
 
 def test_every_example_has_a_test_here() -> None:
     folders = sorted(p.name for p in EXAMPLES.iterdir() if p.is_dir())
-    assert folders == ["generators", "quickstart"]
+    assert folders == ["classes", "generators", "quickstart"]
 
 
 # -- quickstart ---------------------------------------------------------------------------------
@@ -215,3 +215,41 @@ def test_generators_collector_edit_replays_pushes_without_upstreams(
     assert per_task(run, "push", "summary") == per_task(first, "push", "summary")
     assert run.units("gather") == [("summary", ())]
     assert len(show(root, "summary")["worst_windows"]) == 3
+
+
+# -- classes ------------------------------------------------------------------------------------
+
+
+def least_squares(points: list[tuple[float, float]]) -> tuple[float, float]:
+    n = len(points)
+    mean_x = sum(x for x, _ in points) / n
+    mean_y = sum(y for _, y in points) / n
+    slope = sum((x - mean_x) * (y - mean_y) for x, y in points) / \
+        sum((x - mean_x) ** 2 for x, _ in points)
+    return round(slope, 4), round(mean_y - slope * mean_x, 4)
+
+
+def test_classes_returns_its_own_dataclass_and_writes_its_outputs(tmp_path: Path) -> None:
+    root = copy_example("classes", tmp_path)
+    first = build(root)
+    assert first.ran() == ["fit", "predict"]
+    rows = (root / "data/measurements.csv").read_text().splitlines()[1:]
+    points = [(float(x), float(y)) for x, y in (r.split(",") for r in rows)]
+    slope, intercept = least_squares(points)
+    shown = watchrun(root, "show", "fit")
+    assert shown.code == 0
+    assert shown.stdout.strip() == f"Line(slope={slope}, intercept={intercept}, points=6)"
+    expected = {str(x): round(slope * x + intercept, 3) for x in (7, 8, 10)}
+    assert show(root, "predict") == expected
+    assert (root / "out/predictions.csv").read_text() == "x,y\n" + "".join(
+        f"{x},{y}\n" for x, y in expected.items())
+    assert (root / "out/fit.txt").exists()
+    assert build(root).ran() == []
+
+    (root / "out/predictions.csv").unlink()  # a declared output gone: its task reruns
+    assert build(root).ran() == ["predict"]
+
+    replace_once(root / "data/measurements.csv", "6,12.2", "6,14.0")
+    assert build(root).ran() == ["fit", "predict"]
+    assert watchrun(root, "clean", "--outputs").code == 0
+    assert not (root / "out/fit.txt").exists() and not (root / "out/predictions.csv").exists()

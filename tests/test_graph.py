@@ -245,3 +245,29 @@ def test_output_tree_finds_exactly_what_the_rule_says(outputs: list[list[str]],
     glob = "/".join(pattern)
     expected = {f"t{i}" for i, path in enumerate(paths) if output_feeds_input(path, glob)}
     assert tree.reached_by(glob) == expected
+
+
+def test_an_output_is_declared_by_one_task_only(tmp_path: Path) -> None:
+    graph, errors = graph_of(tmp_path, {
+        "tasks/a.py": header("outputs = ['out/x.csv', 'out/y.csv']"),
+        "tasks/b.py": header(f"outputs = ['{tmp_path}/out/x.csv']"),  # the same, absolute
+        "tasks/c.py": header("outputs = ['out/z.csv']"),
+        "tasks/d.py": header("after = ['a']"),
+    })
+    assert errors == [
+        "tasks/b.py:2: error: output '" + f"{tmp_path}/out/x.csv' is declared by two tasks: "
+        "'a' (tasks/a.py:2) and 'b' (tasks/b.py:2); a file or folder may be declared by one "
+        "task only"]
+    assert graph.broken == {"a", "b", "d"} and graph.order == ["c"]
+
+
+def test_a_task_cannot_name_its_own_output_as_an_input(tmp_path: Path) -> None:
+    graph, errors = graph_of(tmp_path, {
+        "tasks/same.py": header("inputs = ['log.txt']", "outputs = ['log.txt']"),
+        "tasks/inside.py": header("inputs = ['out']", "outputs = ['out/model.bin']"),
+        "tasks/glob.py": header("inputs = ['data/*.csv']", "outputs = ['data/sum.csv']"),
+    })
+    assert [e.split(": error: ")[0] for e in errors] == ["tasks/inside.py:2", "tasks/same.py:2"]
+    assert "input 'log.txt' is also its own output 'log.txt'" in errors[1]
+    assert "input 'out' overlaps its own output 'out/model.bin'" in errors[0]
+    assert graph.order == ["glob"]  # a glob skips the task's own output instead

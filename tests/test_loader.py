@@ -225,7 +225,7 @@ ERRORS: dict[str, tuple[dict[str, str], list[str]]] = {
                        "def run(fine, size, inputs, ctx, sise, *args, opt=1, **kw):\n"
                        "    pass\n"},
         ["tasks/a.py:6: error: run() of 'a' requires 'sise', which nothing provides (it can "
-         "receive: ctx, fine, inputs, size); add it to after or [params], or give it a "
+         "receive: ctx, fine, inputs, outputs, size); add it to after or [params], or give it a "
          "default"]),
     "a task without run": (
         {"tasks/a.py": "# /// task\n# ///\ndef runn():\n    pass\n"},
@@ -364,8 +364,8 @@ def test_what_run_may_receive(tmp_path: Path, opened: list[Opened]) -> None:
     # `start` is for outermost generators only
     assert messages(project) == [
         "tasks/inner_start.py:5: error: run() of 'inner_start' requires 'start', which nothing "
-        "provides (it can receive: ctx, g, inputs); add it to after or [params], or give it a "
-        "default"]
+        "provides (it can receive: ctx, g, inputs, outputs); add it to after or [params], "
+        "or give it a default"]
     assert project.graph.order == ["g", "inner", "frames", "c"]
 
 

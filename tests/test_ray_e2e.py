@@ -10,7 +10,6 @@
 from __future__ import annotations
 
 import functools
-import importlib.util
 import json
 import os
 import pickle
@@ -41,13 +40,10 @@ from tests.conftest import (
     write_project,
 )
 from tests.devproc import DevProcess, started
-from tests.ray_cluster import RayCluster, ray_cli
+from tests.ray_cluster import RayCluster
+from tests.ray_fixtures import on_the_cluster
 from watchrun.executors import protocol as proto
 from watchrun.executors import ray_node
-
-HAVE_RAY = importlib.util.find_spec("ray") is not None and ray_cli() is not None
-RAY_TIMEOUT = 180  # seconds per test on the cluster: each watchrun run joins Ray anew
-
 
 # ---------------------------------------------------------------------------------------------
 # The node side, without Ray: a Relay around a real watchrun worker.
@@ -198,29 +194,6 @@ def test_executor_ray_without_ray_says_how_to_install_it(tmp_path: Path) -> None
 # On a Ray cluster.
 # ---------------------------------------------------------------------------------------------
 
-needs_ray = [
-    pytest.mark.ray,
-    pytest.mark.skipif(not HAVE_RAY, reason="Ray is not installed: pip install 'watchrun[ray]'"),
-    pytest.mark.timeout(RAY_TIMEOUT),
-    pytest.mark.usefixtures("no_leaks", "ray_env"),
-]
-
-
-@pytest.fixture(scope="session")
-def ray_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RayCluster]:
-    cluster = RayCluster(tmp_path_factory.mktemp("ray"))
-    cluster.start()
-    yield cluster
-    cluster.stop()
-    assert not cluster.processes(), "Ray processes outlived the test session"
-
-
-@pytest.fixture
-def ray_env(ray_cluster: RayCluster, monkeypatch: pytest.MonkeyPatch) -> RayCluster:
-    """What the watchrun processes of a test need to join the cluster."""
-    for name, value in ray_cluster.env().items():
-        monkeypatch.setenv(name, value)
-    return ray_cluster
 
 
 def on_ray(files: dict[str, str], cluster: RayCluster) -> dict[str, str]:
@@ -260,12 +233,6 @@ def dev(project: Callable[[dict[str, str]], Path]) -> Iterator[tuple[Path, DevPr
     yield root, proc
     if proc.proc.poll() is None:
         proc.stop()
-
-
-def on_the_cluster(test: Callable[..., None]) -> Callable[..., None]:
-    for mark in needs_ray:
-        test = mark(test)
-    return test
 
 
 PATIENCE = 60.0  # seconds: what the adopted tests wait for at most, instead of 10-15

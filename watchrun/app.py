@@ -15,7 +15,7 @@ import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from watchrun.config import Config, load_config
+from watchrun.config import DEFAULT_CONNECT_TIMEOUT, Config, load_config
 from watchrun.engine.events import EventBus, Subscriber
 from watchrun.engine.scheduler import BuildOptions, BuildSummary, Scheduler
 from watchrun.executors.base import Executor, Sink
@@ -103,7 +103,8 @@ class ProjectErrorsFound(Exception):
 
 
 def make_executor(kind: str, sink: Sink, jobs: int, grace: float, store: Store,
-                  address: str = "", spare: int = 1) -> Executor:
+                  address: str = "", spare: int = 1,
+                  connect_timeout: float = DEFAULT_CONNECT_TIMEOUT) -> Executor:
     """`spare`: warm local workers kept beyond the free slots, for the next persistent unit
     (or the replacement of a cancelled one)."""
     if kind == "ray":
@@ -113,7 +114,8 @@ def make_executor(kind: str, sink: Sink, jobs: int, grace: float, store: Store,
             raise UsageError(
                 f"--executor ray needs Ray: pip install 'watchrun[ray]' ({err})") from None
         executor: Executor = ray_executor.RayExecutor(sink, jobs=jobs, grace=grace,
-                                                      address=address)
+                                                      address=address,
+                                                      connect_timeout=connect_timeout)
         return executor
 
     from watchrun.executors.local import LocalExecutor
@@ -125,6 +127,33 @@ def make_executor(kind: str, sink: Sink, jobs: int, grace: float, store: Store,
             store.record_pgroup(pgid, start_time)
 
     return LocalExecutor(sink, jobs=jobs, grace=grace, on_pgroup=on_pgroup, spare=spare)
+
+
+def choose_executor(config: Config, kind: str | None, address: str | None) -> Config:
+    """The settings with the command line's `--executor` and `--address` applied. An address
+    for the local executor is a mistake, not something to ignore quietly."""
+    chosen = kind or config.executor_kind
+    if address is not None and chosen != "ray":
+        raise UsageError(f"--address {address} is a Ray cluster's address, and this run uses "
+                         "the local executor: add --executor ray (or set kind = \"ray\" under "
+                         "[executor] in the settings)")
+    return config._replace(
+        executor_kind=chosen,
+        executor_address=config.executor_address if address is None else address)
+
+
+async def check_executor(executor: Executor) -> None:
+    """A cluster that cannot be joined is a usage error (exit 2) found before anything is
+    planned, not every unit failing. Only the Ray executor has anything to check."""
+    from watchrun.executors.ray_connect import RayConnectError
+
+    preflight = getattr(executor, "preflight", None)
+    if preflight is None:
+        return
+    try:
+        await preflight()
+    except RayConnectError as err:
+        raise UsageError(f"cannot use the Ray cluster: {err}") from None
 
 
 def effective_jobs(config: Config, override: int | None) -> int:
@@ -150,7 +179,9 @@ async def run_build(session: Session, targets: list[str], options: BuildOptions,
     # a build cancels nothing of its own: a spare worker is for generators and collectors
     persistent = any(task.kind is not Kind.TASK for task in session.project.tasks.values())
     executor = make_executor(executor_kind, sink, jobs, session.config.grace, session.store,
-                             address, spare=1 if persistent else 0)
+                             address, spare=1 if persistent else 0,
+                             connect_timeout=session.config.executor_connect_timeout)
+    await check_executor(executor)
     scheduler = Scheduler(session.project, session.store, session.hasher, executor, bus,
                           options)
     holder["s"] = scheduler

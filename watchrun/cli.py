@@ -23,16 +23,45 @@ app = typer.Typer(
 
 
 class State:
-    root: Path = Path(".")
+    directory: Path | None = None  # -C: None means "search from the current folder up"
+
+
+def project_root() -> Path:
+    """The project root for a command: `-C DIR` as given, else the nearest project folder
+    from the current one up. No project: exit 2, having created nothing."""
+    from watchrun.project.root import locate
+
+    found, problem = locate(None if State.directory is None else str(State.directory))
+    if found is None:
+        typer.echo(f"watchrun: error: {problem}", err=True)
+        raise typer.Exit(2)
+    return Path(found)
+
+
+def _version(value: bool) -> None:
+    if value:
+        from watchrun import __version__
+
+        typer.echo(f"watchrun {__version__}")
+        raise typer.Exit(0)
 
 
 @app.callback()
 def _root(
     directory: Annotated[
-        Path, typer.Option("-C", "--directory", help="Project root (default: .)")
-    ] = Path("."),
+        Optional[Path],  # noqa: UP045
+        typer.Option("-C", "--directory",
+                     help="Project root (default: the nearest project folder from here up)"),
+    ] = None,
+    version: Annotated[
+        bool, typer.Option("--version", help="Print the version and exit", is_eager=True,
+                           callback=_version)
+    ] = False,
 ) -> None:
-    State.root = directory
+    State.directory = directory
+
+
+SET_HELP = "Override a param for this run: TASK.PARAM=VALUE (VALUE in TOML, else a string)"
 
 
 class ExecutorKind(str, Enum):
@@ -54,17 +83,24 @@ def build(
     fail_fast: Annotated[
         bool, typer.Option("--fail-fast", help="Stop at the first failure")
     ] = False,
-    verbose: Annotated[bool, typer.Option("-v", "--verbose", help="Also list clean units")] = False,
+    verbose: Annotated[
+        bool, typer.Option("-v", "--verbose",
+                           help="List every unit, clean ones too, and stream task output live")
+    ] = False,
     executor: Annotated[Optional[ExecutorKind], typer.Option("--executor")] = None,  # noqa: UP045
     address: Annotated[Optional[str], typer.Option("--address", help="Ray cluster address")] = None,  # noqa: UP045
+    set_params: Annotated[
+        Optional[list[str]], typer.Option("--set", help=SET_HELP)  # noqa: UP045
+    ] = None,
 ) -> None:
     """Run these tasks (default: every non-abstract task) with what they need, skipping clean
     units."""
     from watchrun.commands.build import build_command
 
-    code = build_command(State.root, tasks or [], jobs=jobs, force=force, dry_run=dry_run,
-                         json_out=json_out, fail_fast=fail_fast, verbose=verbose,
-                         executor=executor.value if executor else None, address=address)
+    code = build_command(State.directory, tasks or [], jobs=jobs, force=force,
+                         dry_run=dry_run, json_out=json_out, fail_fast=fail_fast,
+                         verbose=verbose, executor=executor.value if executor else None,
+                         address=address, set_params=set_params or [])
     raise typer.Exit(code)
 
 
@@ -76,7 +112,7 @@ def status(
     """Every task: clean, dirty, failed, cancelled or never-run, with the reasons."""
     from watchrun.commands.inspect import status_command
 
-    raise typer.Exit(status_command(State.root, tasks or [], json_out))
+    raise typer.Exit(status_command(project_root(), tasks or [], json_out))
 
 
 class GraphFormat(str, Enum):
@@ -89,10 +125,10 @@ class GraphFormat(str, Enum):
 def graph(
     fmt: Annotated[GraphFormat, typer.Option("--format")] = GraphFormat.text,
 ) -> None:
-    """The DAG, with kinds and inheritance."""
+    """The DAG, with kinds, inheritance, generator scopes and file inputs and outputs."""
     from watchrun.commands.inspect import graph_command
 
-    raise typer.Exit(graph_command(State.root, fmt.value))
+    raise typer.Exit(graph_command(project_root(), fmt.value))
 
 
 @app.command()
@@ -102,17 +138,34 @@ def show(
     json_out: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """A task's stored output."""
-    from watchrun.commands.inspect import show_command
+    from watchrun.commands.show import show_command
 
-    raise typer.Exit(show_command(State.root, task, tuple(iter or ()), json_out))
+    raise typer.Exit(show_command(project_root(), task, tuple(iter or ()), json_out))
 
 
 @app.command()
-def clean(tasks: Annotated[Optional[list[str]], typer.Argument()] = None) -> None:  # noqa: UP045
+def clean(
+    tasks: Annotated[Optional[list[str]], typer.Argument()] = None,  # noqa: UP045
+    outputs: Annotated[
+        bool, typer.Option("--outputs", help="Also delete their declared outputs (only inside "
+                                             "the project root, never through a symlink)")
+    ] = False,
+) -> None:
     """Forget stored results (all, or these tasks)."""
     from watchrun.commands.state import clean_command
 
-    raise typer.Exit(clean_command(State.root, tasks or []))
+    raise typer.Exit(clean_command(project_root(), tasks or [], outputs))
+
+
+@app.command()
+def log(
+    task: str,
+    iter: Annotated[Optional[list[int]], typer.Option("--iter", help="Iteration index")] = None,  # noqa: UP045
+) -> None:
+    """A unit's captured stdout and stderr."""
+    from watchrun.commands.show import log_command
+
+    raise typer.Exit(log_command(project_root(), task, tuple(iter or ())))
 
 
 @app.command()
@@ -120,7 +173,7 @@ def accept(tasks: list[str]) -> None:
     """Declare the current state of these tasks clean without running them."""
     from watchrun.commands.state import accept_command
 
-    raise typer.Exit(accept_command(State.root, tasks))
+    raise typer.Exit(accept_command(project_root(), tasks))
 
 
 @app.command()
@@ -131,12 +184,19 @@ def dev(
     ] = False,
     json_out: Annotated[bool, typer.Option("--json", help="Print events as JSON lines")] = False,
     jobs: Annotated[Optional[int], typer.Option("-j", "--jobs")] = None,  # noqa: UP045
+    set_params: Annotated[
+        Optional[list[str]], typer.Option("--set", help=SET_HELP)  # noqa: UP045
+    ] = None,
+    executor: Annotated[Optional[ExecutorKind], typer.Option("--executor")] = None,  # noqa: UP045
+    address: Annotated[Optional[str], typer.Option("--address", help="Ray cluster address")] = None,  # noqa: UP045
 ) -> None:
     """Build, then watch and rerun on every change (a TUI on a terminal)."""
     from watchrun.commands.dev import dev_command
 
-    raise typer.Exit(dev_command(State.root, tasks or [], no_tui=no_tui, json_out=json_out,
-                                 jobs=jobs))
+    raise typer.Exit(dev_command(project_root(), tasks or [], no_tui=no_tui, json_out=json_out,
+                                 jobs=jobs, set_params=set_params or [],
+                                 executor=executor.value if executor else None,
+                                 address=address))
 
 
 def main(argv: list[str] | None = None) -> None:

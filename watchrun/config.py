@@ -32,6 +32,7 @@ def parse_toml(text: str) -> tuple[dict[str, Any], None] | tuple[None, Exception
 CONFIG_FILE = "watchrun.toml"
 PYPROJECT_FILE = "pyproject.toml"
 EXECUTOR_KINDS = ("local", "ray")
+DEFAULT_CONNECT_TIMEOUT = 15.0  # seconds a Ray cluster has to answer watchrun's first question
 
 
 class Config(NamedTuple):
@@ -47,6 +48,7 @@ class Config(NamedTuple):
     ignore: tuple[str, ...]  # extra glob patterns for the watcher
     executor_kind: str  # "local" | "ray"
     executor_address: str
+    executor_connect_timeout: float  # seconds a Ray cluster has to answer
     source: Path | None  # the file the settings came from; None: all defaults
 
 
@@ -74,6 +76,7 @@ def _settings(root: Path, raw: dict[str, Any], source: Path | None) -> Config:
         ignore=tuple(raw.get("ignore", ())),
         executor_kind=executor.get("kind", "local"),
         executor_address=executor.get("address", ""),
+        executor_connect_timeout=float(executor.get("connect_timeout", DEFAULT_CONNECT_TIMEOUT)),
         source=source,
     )
 
@@ -166,6 +169,7 @@ _TOP_RULES: dict[str, _Rule] = {
 _EXECUTOR_RULES: dict[str, _Rule] = {
     "kind": (lambda v: v in EXECUTOR_KINDS, "one of " + ", ".join(map(repr, EXECUTOR_KINDS))),
     "address": (lambda v: isinstance(v, str), "a string"),
+    "connect_timeout": (lambda v: _is_number(v) and v > 0, "a number of seconds > 0"),
 }
 
 

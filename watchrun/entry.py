@@ -20,27 +20,30 @@ if TYPE_CHECKING:
 
 FLAGS = {"--force": "force", "--dry-run": "dry_run", "--json": "json_out",
          "--fail-fast": "fail_fast", "-v": "verbose", "--verbose": "verbose"}
-VALUED = {"-j": "jobs", "--jobs": "jobs", "--executor": "executor", "--address": "address"}
+VALUED = {"-j": "jobs", "--jobs": "jobs", "--executor": "executor", "--address": "address",
+          "--set": "set_params"}
 EXECUTORS = ("local", "ray")
 EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, what a shell reports for a writer killed by it
+EXIT_INTERRUPTED = 130  # Ctrl-C, as SPEC section 7 says
 
 
-def parse_build(argv: list[str]) -> tuple[Path, list[str], dict[str, Any]] | None:
-    """(root, tasks, options) for a plain `[-C DIR] build …` command line, else None."""
+def parse_build(argv: list[str]) -> tuple[Path | None, list[str], dict[str, Any]] | None:
+    """(root, tasks, options) for a plain `[-C DIR] build …` command line, else None. The
+    root is None without -C: the build looks for the project from the current folder up."""
     parsed = split_build(argv)
     if parsed is None:
         return None
     from pathlib import Path
 
     root, tasks, options = parsed
-    return Path(root), tasks, options
+    return (None if root is None else Path(root)), tasks, options
 
 
-def split_build(argv: list[str]) -> tuple[str, list[str], dict[str, Any]] | None:
+def split_build(argv: list[str]) -> tuple[str | None, list[str], dict[str, Any]] | None:
     """`parse_build` with the root as given: what the null-build check needs, before pathlib
     is even imported."""
     args = list(argv)
-    root = "."
+    root: str | None = None
     if args and args[0] in ("-C", "--directory") and len(args) > 1:
         root, args = args[1], args[2:]
     elif args and args[0].startswith("--directory="):
@@ -49,7 +52,7 @@ def split_build(argv: list[str]) -> tuple[str, list[str], dict[str, Any]] | None
         return None
     options: dict[str, Any] = {"jobs": None, "force": False, "dry_run": False,
                                "json_out": False, "fail_fast": False, "verbose": False,
-                               "executor": None, "address": None}
+                               "executor": None, "address": None, "set_params": []}
     tasks: list[str] = []
     rest = args[1:]
     while rest:
@@ -70,8 +73,9 @@ def _may_prove_clean(options: dict[str, Any]) -> bool:
     """Whether the null-build proof could print all this command asks for: the summary or
     the events, nothing forced, the local executor (`-j` and `--fail-fast` change nothing when
     nothing runs)."""
-    return not (options["force"] or options["dry_run"] or options["verbose"]) \
-        and options["executor"] in (None, "local")
+    return not (options["force"] or options["dry_run"] or options["verbose"]
+                or options["set_params"] or options["address"] is not None
+                ) and options["executor"] in (None, "local")
 
 
 def _take_value(arg: str, rest: list[str], options: dict[str, Any]) -> bool:
@@ -87,6 +91,8 @@ def _take_value(arg: str, rest: list[str], options: dict[str, Any]) -> bool:
         if not value.lstrip("-").isdigit():
             return False
         options[key] = int(value)
+    elif key == "set_params":
+        options[key] = [*options[key], value]
     elif key == "executor":
         if value not in EXECUTORS:
             return False
@@ -104,12 +110,21 @@ def main(argv: list[str] | None = None) -> None:
 
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no error at exit
         raise SystemExit(EXIT_BROKEN_PIPE) from None
+    except KeyboardInterrupt:  # Ctrl-C before a command installed its own handling
+        print("watchrun: interrupted", file=sys.stderr)
+        raise SystemExit(EXIT_INTERRUPTED) from None
 
 
 def _main(args: list[str]) -> None:
     parsed = split_build(args)
     if parsed is not None:
-        root, tasks, options = parsed
+        given, tasks, options = parsed
+        from watchrun.project.root import locate
+
+        root, problem = locate(given)
+        if root is None:
+            sys.stderr.write(f"watchrun: error: {problem}\n")
+            raise SystemExit(2)
         if _may_prove_clean(options):
             from watchrun.nullproof import try_null_build
 

@@ -11,22 +11,48 @@ from pathlib import Path
 
 from watchrun.app import (
     EXIT_PROJECT,
+    Session,
+    choose_executor,
     default_targets,
     effective_jobs,
     exit_code,
     open_session,
     run_build,
 )
-from watchrun.commands.common import guarded, print_project_errors, unknown_task_message
+from watchrun.commands.common import (
+    error,
+    guarded,
+    print_project_errors,
+    unknown_task_message,
+    warn_unmatched_inputs,
+)
 from watchrun.engine.events import Subscriber
 from watchrun.engine.scheduler import BuildOptions
+from watchrun.project.loader import with_overrides
+from watchrun.project.overrides import (
+    OverrideError,
+    Overrides,
+    check_overrides,
+    parse_overrides,
+)
+from watchrun.project.root import locate
 
 
-def build_command(root: Path, targets: list[str], *, jobs: int | None, force: bool,
+def build_command(root: Path | None, targets: list[str], *, jobs: int | None, force: bool,
                   dry_run: bool, json_out: bool, fail_fast: bool, verbose: bool,
-                  executor: str | None, address: str | None) -> int:
+                  executor: str | None, address: str | None,
+                  set_params: list[str] | None = None) -> int:
+    """`root`: None to look for the project from the current folder up."""
+    found, problem = locate(None if root is None else str(root))
+    if found is None:
+        return error(problem)
+    try:
+        overrides = parse_overrides(set_params or [])
+    except OverrideError as err:
+        return error(str(err))
+
     def body() -> int:
-        with open_session(root, "watchrun build", write=not dry_run) as session:
+        with open_session(Path(found), "watchrun build", write=not dry_run) as session:
             gc.freeze()  # see collector_paused
             gc.enable()
             project = session.project
@@ -38,33 +64,62 @@ def build_command(root: Path, targets: list[str], *, jobs: int | None, force: bo
                     print(f"watchrun: error: {unknown_task_message(name, project.tasks)}",
                           file=sys.stderr)
                     return EXIT_PROJECT
+            if overrides:
+                problem = _override(session, overrides)
+                if problem is not None:
+                    return error(problem)
+                project = session.project
             chosen = targets or default_targets(project)
-            log_dir = session.config.state_dir / "logs"
-            subscriber: Subscriber
-            lines: list[tuple[str, str]] | None = None  # for a proof to replay with --json
-            if json_out:
-                from watchrun.ui.jsonl import JsonLines
-
-                lines = []
-                subscriber = JsonLines(keep=lines)
-            elif sys.stdout.isatty() and not dry_run:
-                from watchrun.ui.console import LiveConsole
-
-                subscriber = LiveConsole(len(chosen), log_dir, verbose)
-            else:
-                from watchrun.ui.console import PlainConsole
-
-                subscriber = PlainConsole(verbose=verbose, dry_run=dry_run, log_dir=log_dir)
+            if not json_out:
+                warn_unmatched_inputs(project, project.graph.upstream_closure(chosen))
+            lines: list[tuple[str, str]] | None = [] if json_out else None  # for a proof
+            subscribers = _subscribers(session, len(chosen), json_out, dry_run, verbose, lines)
             options = BuildOptions(force=force, dry_run=dry_run, fail_fast=fail_fast)
-            kind = executor or session.config.executor_kind
+            settings = choose_executor(session.config, executor, address)
             summary = asyncio.run(run_build(
-                session, chosen, options, [subscriber], effective_jobs(session.config, jobs),
-                kind, address if address is not None else session.config.executor_address,
+                session, chosen, options, subscribers, effective_jobs(session.config, jobs),
+                settings.executor_kind, settings.executor_address,
                 proof_for=None if dry_run else targets, proof_lines=lines))
             return exit_code(summary)
 
     with collector_paused():
         return guarded(json_out, body)
+
+
+def _subscribers(session: Session, targets: int, json_out: bool, dry_run: bool,
+                 verbose: bool, lines: list[tuple[str, str]] | None) -> list[Subscriber]:
+    """What shows the build: JSON lines (kept in `lines`, for a proof to replay), a live
+    display on a terminal, else plain lines; with -v, also the tasks' output as it comes."""
+    log_dir = session.config.state_dir / "logs"
+    subscriber: Subscriber
+    if json_out:
+        from watchrun.ui.jsonl import JsonLines
+
+        return [JsonLines(keep=lines)]
+    if sys.stdout.isatty() and not dry_run:
+        from watchrun.ui.console import LiveConsole
+
+        subscriber = LiveConsole(targets, log_dir, verbose)
+    else:
+        from watchrun.ui.console import PlainConsole
+
+        subscriber = PlainConsole(verbose=verbose, dry_run=dry_run, log_dir=log_dir)
+    if not verbose or dry_run:
+        return [subscriber]
+    from watchrun.ui.stream import LiveOutput
+
+    return [subscriber, LiveOutput(log_dir)]
+
+
+def _override(session: Session, overrides: Overrides) -> str | None:
+    """Apply `--set` to the session's project; what is wrong with them, if anything."""
+    try:
+        check_overrides(overrides, session.project.tasks)
+    except OverrideError as err:
+        return str(err)
+    session.project = with_overrides(session.project, overrides)
+    session.proven = None  # a build with --set leaves no null-build proof
+    return None
 
 
 @contextlib.contextmanager

@@ -9,6 +9,7 @@ from pathlib import Path
 from watchrun.app import EXIT_PROJECT, ProjectErrorsFound, UsageError
 from watchrun.engine.events import Error
 from watchrun.project.errors import ProjectError
+from watchrun.project.loader import Project
 from watchrun.state.store import StoreError
 
 
@@ -46,3 +47,30 @@ def guarded(json_out: bool, body: Callable[[], int]) -> int:
         return EXIT_PROJECT
     except (UsageError, StoreError) as err:
         return error(str(err))
+
+
+def unmatched_inputs(project: Project, names: Iterable[str]) -> list[tuple[str, str, str]]:
+    """(task, pattern, where it is declared) of each input glob that matches no file now."""
+    from watchrun.project.inputs import expand_inputs, has_magic
+
+    found = []
+    root = str(project.config.root)
+    for name in sorted(names):
+        task = project.tasks.get(name)
+        if task is None or task.abstract:
+            continue
+        for pattern in task.inputs:
+            if has_magic(pattern) and not expand_inputs([pattern], root):
+                origin = task.field_origins.get("inputs")
+                where = origin.format(project.config.root).split(" (")[0] if origin else ""
+                found.append((name, pattern, where))
+    return found
+
+
+def warn_unmatched_inputs(project: Project, names: Iterable[str]) -> None:
+    """A glob that matches nothing is worth a word (as Snakemake's missing input), not a
+    failure: the files may be made later, or on purpose not be there."""
+    for name, pattern, where in unmatched_inputs(project, names):
+        place = f"{where}: " if where else ""
+        print(f"watchrun: {place}warning: input {pattern!r} of task {name!r} matches no file",
+              file=sys.stderr)

@@ -10,12 +10,26 @@ import sys
 import threading
 from pathlib import Path
 
-from watchrun.app import Session, effective_jobs, make_executor, open_session
-from watchrun.commands.common import guarded, unknown_task_message
+from watchrun.app import (
+    Session,
+    check_executor,
+    choose_executor,
+    effective_jobs,
+    make_executor,
+    open_session,
+)
+from watchrun.commands.common import error, guarded, unknown_task_message
 from watchrun.engine.dev import DevEngine
 from watchrun.engine.events import EventBus, Subscriber
 from watchrun.executors.base import ExecEvent
 from watchrun.project.loader import ProjectLoader
+from watchrun.project.overrides import (
+    OverrideError,
+    Overrides,
+    check_overrides,
+    parse_overrides,
+)
+from watchrun.ui.running import RunningNow
 
 STOP_CODES = {signal.SIGINT: 130, signal.SIGTERM: 143, signal.SIGHUP: 129}
 TUI_OUTPUT = 2  # the descriptor Textual draws on (sys.__stderr__)
@@ -26,9 +40,20 @@ APP_CLOSE = 1.0  # seconds the app of a hung-up TUI has to close once the engine
 
 
 def dev_command(root: Path, targets: list[str], *, no_tui: bool, json_out: bool,
-                jobs: int | None) -> int:
+                jobs: int | None, set_params: list[str] | None = None,
+                executor: str | None = None, address: str | None = None) -> int:
+    try:
+        overrides = parse_overrides(set_params or [])
+    except OverrideError as err:
+        return error(str(err))
+
     def body() -> int:
         with open_session(root, "watchrun dev", write=True) as session:
+            session.config = choose_executor(session.config, executor, address)
+            try:
+                check_overrides(overrides, session.project.tasks)
+            except OverrideError as err:
+                return error(str(err))
             for name in targets:
                 if name not in session.project.tasks:
                     print(f"watchrun: error: {unknown_task_message(name, session.project.tasks)}",
@@ -36,13 +61,13 @@ def dev_command(root: Path, targets: list[str], *, no_tui: bool, json_out: bool,
                     return 2
             use_tui = not (no_tui or json_out) and sys.stdout.isatty()
             return asyncio.run(run_dev(session, targets, json_out, use_tui,
-                                       effective_jobs(session.config, jobs)))
+                                       effective_jobs(session.config, jobs), overrides))
 
     return guarded(json_out, body)
 
 
-def build_dev_engine(session: Session, targets: list[str], jobs: int, bus: EventBus
-                     ) -> DevEngine:
+def build_dev_engine(session: Session, targets: list[str], jobs: int, bus: EventBus,
+                     overrides: Overrides | None = None) -> DevEngine:
     """The dev engine over an open session, with its executor (also used by the TUI's tests)."""
     holder: list[DevEngine] = []
 
@@ -51,8 +76,9 @@ def build_dev_engine(session: Session, targets: list[str], jobs: int, bus: Event
 
     config = session.config
     executor = make_executor(config.executor_kind, sink, jobs, config.grace, session.store,
-                             config.executor_address)
-    loader = ProjectLoader(config, session.store, session.hasher)
+                             config.executor_address,
+                             connect_timeout=config.executor_connect_timeout)
+    loader = ProjectLoader(config, session.store, session.hasher, overrides=overrides)
     project = loader.load()
     engine = DevEngine(project, loader, session.store, session.hasher, executor, bus, targets)
     holder.append(engine)
@@ -60,9 +86,10 @@ def build_dev_engine(session: Session, targets: list[str], jobs: int, bus: Event
 
 
 async def run_dev(session: Session, targets: list[str], json_out: bool, use_tui: bool,
-                  jobs: int) -> int:
+                  jobs: int, overrides: Overrides | None = None) -> int:
     bus = EventBus()
-    engine = build_dev_engine(session, targets, jobs, bus)
+    engine = build_dev_engine(session, targets, jobs, bus, overrides)
+    await check_executor(engine.executor)
     config = session.config
     loop = asyncio.get_running_loop()
     for sig, code in STOP_CODES.items():
@@ -71,6 +98,7 @@ async def run_dev(session: Session, targets: list[str], json_out: bool, use_tui:
         if use_tui:
             return await _with_tui(engine, bus)
         bus.subscribe(_printer(json_out, config.state_dir / "logs"))
+        bus.subscribe(RunningNow(config.state_dir))
         return await engine.run()
     finally:
         for sig in STOP_CODES:
@@ -92,6 +120,7 @@ async def _with_tui(engine: DevEngine, bus: EventBus) -> int:
 
     app = WatchrunApp(engine)
     bus.subscribe(app.inbox.put)
+    bus.subscribe(RunningNow(engine.config.state_dir))
     stopped = threading.Event()  # the engine has stopped: processes ended, state saved
     closed = threading.Event()  # the app has closed
     if os.isatty(TUI_OUTPUT):

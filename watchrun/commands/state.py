@@ -7,20 +7,24 @@ from pathlib import Path
 
 from watchrun.app import EXIT_OK, EXIT_PROJECT, open_session
 from watchrun.commands.common import error, guarded, print_project_errors, unknown_task_message
+from watchrun.commands.outputs import declared_outputs, remove_outputs
 from watchrun.engine.resolve import Resolver
 from watchrun.state.store import ResultRecord, UnitState, UnitStatus
 
 
-def clean_command(root: Path, names: list[str]) -> int:
+def clean_command(root: Path, names: list[str], outputs: bool = False) -> int:
     def body() -> int:
         with open_session(root, "watchrun clean", write=True) as session:
             for name in names:
                 if name not in session.project.tasks:
                     return error(unknown_task_message(name, session.project.tasks))
+            paths = declared_outputs(session, names) if outputs else []
             count = session.store.forget(names or None)
             session.store.commit()
             what = ", ".join(names) if names else "all tasks"
             print(f"watchrun: forgot {count} stored unit(s) of {what}")
+            if outputs:
+                remove_outputs(session.project.config.root, paths)
             return EXIT_OK
 
     return guarded(False, body)

@@ -27,6 +27,9 @@ class ReasonKind(enum.Enum):
     LAST_CANCELLED = "last run cancelled"
     STALE = "input changed while it ran"
     EXTERNAL_CHANGED = "package version changed"
+    IMPORT_ADDED = "import added"
+    IMPORT_REMOVED = "import removed"
+    NO_MATCH = "input matches no file"
 
 
 class Reason(NamedTuple):

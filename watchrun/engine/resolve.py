@@ -23,7 +23,7 @@ from watchrun.engine.units import (
     task_prefix,
     unit_signature,
 )
-from watchrun.project.inputs import expand_inputs, has_magic
+from watchrun.project.inputs import expand_inputs, has_magic, with_exclusions
 from watchrun.project.loader import Project
 from watchrun.project.model import Task
 from watchrun.state.hashing import FileHasher
@@ -125,11 +125,11 @@ class Resolver:
     def input_strs(self, task: Task) -> list[str]:
         """Every file or folder the task's input globs match now, sorted, as given (relative
         globs give paths relative to the root, absolute globs absolute paths)."""
-        return expand_inputs(task.inputs, str(self.root))
+        return expand_inputs(with_exclusions(task.inputs, task.outputs), str(self.root))
 
     def hash_inputs(self, task: Task) -> dict[str, str | None]:
         paths, absolute, hashes = self._input_hashes(task)
-        expansion = (task.inputs, tuple(paths))
+        expansion = (with_exclusions(task.inputs, task.outputs), tuple(paths))
         if self.expansions.setdefault(task.name, expansion) != expansion:
             self.unsteady = True
         self._observe(hashes)
@@ -250,9 +250,11 @@ class Resolver:
         make_manifest, static, inputs = self.static(name)
         signature = unit_signature(static, upstream, value)
         result = self._stored_result(name, signature, in_scope=bool(iter))
-        outputs_now = self.hash_outputs(task) if result is not None and result.outputs else {}
+        outputs_now = self.hash_outputs(task) if result is not None and (
+            result.outputs or task.outputs) else {}
         if result is not None and not forced and all(
-                outputs_now.get(path) == digest for path, digest in result.outputs.items()):
+                outputs_now.get(path) == digest for path, digest in result.outputs.items()) \
+                and (len(result.outputs) == len(outputs_now) or _all_there(outputs_now)):
             # clean: the common case of a null build needs no history to explain anything
             return Resolution(name, iter, signature, make_manifest, static, upstream, inputs,
                               result, True)
@@ -264,12 +266,25 @@ class Resolver:
             last_manifest, last_upstream = self._last_manifest(last)
             reasons = explain(make_manifest(), upstream, last, last_manifest, last_upstream,
                               result, outputs_now, forced)
+            if result is not None:  # declared outputs its result never recorded (made by
+                # an older watchrun, which let a unit succeed without writing them)
+                reasons += [Reason(ReasonKind.OUTPUT_MISSING, path)
+                            for path, digest in sorted(outputs_now.items())
+                            if digest is None and path not in result.outputs]
             args = self.project.graph.upstreams.get(name, {})
             return [r._replace(subject=args.get(r.subject, r.subject))
-                    if r.kind is ReasonKind.UPSTREAM_CHANGED else r for r in reasons]
+                    if r.kind is ReasonKind.UPSTREAM_CHANGED else r for r in reasons
+                    ] + self._unmatched(task)
 
         return Resolution(name, iter, signature, make_manifest, static, upstream, inputs, None,
                           False, explain_dirty)
+
+    def _unmatched(self, task: Task) -> list[Reason]:
+        """An input glob that matches no file: worth saying beside why the unit runs (a typo
+        in a pattern otherwise runs the task on nothing, silently)."""
+        root = str(self.root)
+        return [Reason(ReasonKind.NO_MATCH, pattern) for pattern in task.inputs
+                if has_magic(pattern) and not expand_inputs([pattern], root)]
 
     def _stored_result(self, name: str, signature: str, in_scope: bool) -> ResultRecord | None:
         """The stored result for a unit's signature. At the first unit resolved, the results
@@ -398,6 +413,10 @@ class Resolver:
         """Race-safe completion: the tracked inputs as the unit finishes equal those it
         started with."""
         return self.hash_inputs(self.project.tasks[name]) == before
+
+
+def _all_there(outputs: dict[str, str | None]) -> bool:
+    return all(digest is not None for digest in outputs.values())
 
 
 def upstream_dirty(names: list[str]) -> list[Reason]:

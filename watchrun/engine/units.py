@@ -165,9 +165,15 @@ def _code_reasons(old: Manifest, new: Manifest) -> list[Reason]:
                 ReasonKind.CODE_REMOVED if after is None else ReasonKind.CODE_CHANGED)
         reasons.append(Reason(kind, name, f"from {part[3]}", f"{part[1]}:{part[2]}"))
     for mod in sorted(set(old.externals) | set(new.externals)):
-        if old.externals.get(mod) != new.externals.get(mod):
-            detail = f"{old.externals.get(mod)} -> {new.externals.get(mod)}"
-            reasons.append(Reason(ReasonKind.EXTERNAL_CHANGED, mod, detail))
+        was, now = old.externals.get(mod), new.externals.get(mod)
+        if was == now:
+            continue
+        if now is None:  # the code no longer imports it: not a version change
+            reasons.append(Reason(ReasonKind.IMPORT_REMOVED, mod, f"(was {was})"))
+        elif was is None:
+            reasons.append(Reason(ReasonKind.IMPORT_ADDED, mod, f"({now})"))
+        else:
+            reasons.append(Reason(ReasonKind.EXTERNAL_CHANGED, mod, f"{was} -> {now}"))
     return reasons
 
 
@@ -175,7 +181,9 @@ def _param_reasons(old: Manifest, new: Manifest) -> list[Reason]:
     reasons = []
     for name in sorted(set(old.params) | set(new.params)):
         before, after = old.params.get(name), new.params.get(name)
-        if before is not None and after is not None and before[0] == after[0]:
+        # compared as the signature sees them: 0.0 == 0 in Python, not in the signature
+        if before is not None and after is not None and \
+                canonical_json(before[0]) == canonical_json(after[0]):
             continue
         old_v = canonical_json(before[0]) if before else "(unset)"
         new_v = canonical_json(after[0]) if after else "(unset)"

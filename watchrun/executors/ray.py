@@ -52,44 +52,39 @@ if importlib.util.find_spec("ray") is None:
     raise ImportError("No module named 'ray'", name="ray")
 
 import watchrun
+from watchrun.config import DEFAULT_CONNECT_TIMEOUT
 from watchrun.executors import ray_node
 from watchrun.executors.base import EventKind, ExecEvent, Job, Mode, Sink, UnitKey, hand_to_sink
 from watchrun.executors.local import job_spec
+from watchrun.executors.ray_connect import (
+    RayConnectError,
+    check_address,
+    enable_faulthandler_on_the_terminal,
+    explain_init_failure,
+    first_line,
+    in_daemon_thread,
+    is_loopback,
+    resolve_address,
+)
 
 log = logging.getLogger("watchrun.executor")
 
 FORCE_AFTER = 5.0  # seconds past the cancel sequence (2 x grace) before the Ray worker is killed
 TOKEN_NAME = ".ray-token"  # in the log folder: tells a node whether it sees that folder
-_LOOPBACK = ("127.", "localhost", "::1", "[::1]")
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
-class RayConnectError(RuntimeError):
-    """Ray could not be started or joined; the message says why and with which address."""
-
-
-# ---------------------------------------------------------------------------------------------
-# The connection.
-# ---------------------------------------------------------------------------------------------
-
-
-def _loopback(address: str) -> bool:
-    host = address.removeprefix("ray://").rsplit(":", 1)[0]
-    return host.startswith(_LOOPBACK)
-
-
-def _init_ray(address: str) -> Any:
-    """Import and initialise Ray (blocking: seconds). Returns the ray module."""
-    local = address == "" or _loopback(address)
-    if local:
-        # Ray replaces a loopback address by this machine's routable address, and binds a
-        # cluster it starts to all interfaces, unless this is off (read at `import ray`)
-        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+def _init_ray(address: str, connect_timeout: float) -> Any:
+    """Resolve the address, ask the cluster, then import and initialise Ray (blocking:
+    seconds). Returns the ray module. Raises RayConnectError."""
+    check_address(address, connect_timeout)
     import ray
 
+    address = resolve_address(address)
+    client = address.startswith("ray://")
     options: dict[str, Any] = {"log_to_driver": False, "logging_level": logging.ERROR}
     package = os.path.dirname(os.path.abspath(watchrun.__file__))
-    client = address.startswith("ray://")  # Ray Client: no job_config
+    local = address == "" or is_loopback(address)
     job_config = _local_job_config(ray, os.path.dirname(package)) if local and not client else None
     if job_config is not None:
         # the cluster runs on this machine: its workers import watchrun from where we do
@@ -98,10 +93,15 @@ def _init_ray(address: str) -> Any:
         # the cluster need not have watchrun installed: its package travels with the job (a
         # runtime_env costs each run fresh Ray workers, about a second)
         options["runtime_env"] = {"py_modules": [package]}
-    if address:
-        ray.init(address=address, **options)
-    else:
-        ray.init(address="local", include_dashboard=False, _node_ip_address="127.0.0.1", **options)
+    enable_faulthandler_on_the_terminal()
+    try:
+        if address:
+            ray.init(address=address, **options)
+        else:
+            ray.init(address="local", include_dashboard=False, _node_ip_address="127.0.0.1",
+                     **options)
+    except Exception as exc:
+        raise RayConnectError(explain_init_failure(address, exc)) from exc
     return ray
 
 
@@ -182,13 +182,15 @@ class RayExecutor:
     """The Executor of base.py on Ray. All methods run on one asyncio loop; `sink` is called on
     it, never from inside a method call of ours."""
 
-    def __init__(self, sink: Sink, jobs: int, grace: float, address: str = "") -> None:
+    def __init__(self, sink: Sink, jobs: int, grace: float, address: str = "",
+                 connect_timeout: float = DEFAULT_CONNECT_TIMEOUT) -> None:
         if jobs < 1:
             raise ValueError(f"jobs must be at least 1, not {jobs}")
         self._sink = sink
         self._jobs = jobs
         self._grace = grace
         self._address = address.strip()
+        self._connect_timeout = connect_timeout
         self._units: dict[UnitKey, _Unit] = {}
         self._busy_calls = 0
         self._closing = False
@@ -200,6 +202,13 @@ class RayExecutor:
         self._all_finished: asyncio.Future[None] | None = None
 
     # -- the Executor protocol ------------------------------------------------------------------
+
+    async def preflight(self) -> None:
+        """Check the address before anything is planned (no `ray.init`: cheap enough for a null
+        build). Raises RayConnectError: a wrong or silent address, or a missing token."""
+        address, timeout = self._address, self._connect_timeout
+        await in_daemon_thread(asyncio.get_running_loop(),
+                               lambda: check_address(address, timeout))
 
     async def start(self) -> None:
         """Connect now rather than on the first submit. Raises RayConnectError."""
@@ -289,13 +298,13 @@ class RayExecutor:
                 await asyncio.wait_for(self._all_finished, 2 * self._grace + 2 * FORCE_AFTER + 1)
         for unit in list(self._units.values()):
             self._abandon(unit)
-        if self._connection is not None:
-            try:
-                cluster = await self._connection
-            except RayConnectError:
-                cluster = None
-            if cluster is not None:
-                await asyncio.get_running_loop().run_in_executor(None, cluster.shutdown)
+        cluster = self._cluster
+        if self._connection is not None and not self._connection.done():
+            # still connecting: nothing ran there; ray.init goes on in its daemon thread,
+            # and nobody waits for it
+            self._connection.cancel()
+        if cluster is not None:
+            await in_daemon_thread(asyncio.get_running_loop(), cluster.shutdown)
         if self._token_path is not None:
             with contextlib.suppress(OSError):
                 self._token_path.unlink()
@@ -303,18 +312,26 @@ class RayExecutor:
     # -- connecting -----------------------------------------------------------------------------
 
     def _connected(self) -> asyncio.Task[_Cluster]:
-        if self._connection is None:
+        failed = self._connection is not None and self._connection.done() and (
+            self._connection.cancelled() or self._connection.exception() is not None)
+        if self._connection is None or (failed and self._cluster is None):
+            # a failed attempt is not kept: the next unit (`r` in the TUI) tries again
             self._connection = asyncio.get_running_loop().create_task(self._connect())
         return self._connection
 
     async def _connect(self) -> _Cluster:
         where = f"at {self._address}" if self._address else "on this machine"
         started = time.perf_counter()
+        address, timeout = self._address, self._connect_timeout
         try:
-            ray = await asyncio.get_running_loop().run_in_executor(None, _init_ray, self._address)
+            ray = await in_daemon_thread(asyncio.get_running_loop(),
+                                         lambda: _init_ray(address, timeout), stay=True)
             cluster = _Cluster(ray, self._address.startswith("ray://"))
+        except RayConnectError as exc:
+            raise RayConnectError(f"could not start or join Ray {where}: {exc}") from exc
         except Exception as exc:
-            raise RayConnectError(f"could not start or join Ray {where}: {_describe(exc)}") from exc
+            raise RayConnectError(f"could not start or join Ray {where}: "
+                                  f"{explain_init_failure(address, exc)}") from exc
         log.info("connected to Ray %s in %.1f s", where, time.perf_counter() - started)
         self._cluster = cluster
         return cluster
@@ -363,7 +380,8 @@ class RayExecutor:
         return ray_node.NodeJob(spec.fields(), self._grace, token_path, self._token)
 
     async def _run_call(self, cluster: _Cluster, unit: _Unit) -> None:
-        unit.ref = cluster.call.remote(self._node_job(unit.job))
+        call = cluster.call.options(name=ray_name(unit.job))
+        unit.ref = call.remote(self._node_job(unit.job))
         self._end(unit, await unit.ref)
 
     async def _run_persistent(self, cluster: _Cluster, unit: _Unit) -> None:
@@ -380,7 +398,7 @@ class RayExecutor:
             )
             return
         unit.actor = cluster.scope.remote()
-        stream = unit.actor.run.remote(self._node_job(unit.job))
+        stream = unit.actor.run.options(name=ray_name(unit.job)).remote(self._node_job(unit.job))
         for method, args in unit.inbox:
             self._call(unit, method, *args)
         unit.inbox.clear()
@@ -511,8 +529,12 @@ class RayExecutor:
         return unit
 
 
+def ray_name(job: Job) -> str:
+    """The name Ray shows for a unit (its process title, `ray list tasks`, the dashboard)."""
+    return f"watchrun:{job.key.format()}"
+
+
 def _describe(exc: BaseException) -> str:
     """A Ray error in one line: its type and the first line of its message, no colours."""
-    lines = [line.strip() for line in _ANSI.sub("", str(exc)).splitlines() if line.strip()]
-    first = next((line for line in lines if not line.startswith("ray::")), "")
+    first = first_line(_ANSI.sub("", str(exc)))
     return f"{type(exc).__name__}: {first}" if first else type(exc).__name__

@@ -23,7 +23,6 @@ from __future__ import annotations
 # handler at import, ~2 ms of a worker's start, and its getsignal() converts to them (~3 us).
 import _signal  # type: ignore[import-not-found]
 import _thread
-import builtins
 import contextlib  # already loaded by `python -m` (runpy)
 import errno
 import os
@@ -31,6 +30,7 @@ import sys
 import time
 
 from watchrun.executors import protocol as proto
+from watchrun.executors import taskmodules
 from watchrun.executors.protocol import PICKLE_PROTOCOL, Msg, dumps, loads
 
 TYPE_CHECKING = False
@@ -624,8 +624,12 @@ class Worker:
         try:
             self._prepare(spec.root)
             namespace = self._namespace(spec)
-            return Msg.DONE, _MODES[spec.mode](self, spec, namespace)
-        except _Failure as failure:
+            result = _MODES[spec.mode](self, spec, namespace)
+            missing = taskmodules.missing_output(spec.label, spec.root, spec.chain)
+            if missing is not None:
+                raise _Failure(missing)
+            return Msg.DONE, result
+        except (_Failure, taskmodules.TaskModuleError) as failure:
             return Msg.FAILED, str(failure)
         except KeyboardInterrupt as exc:
             return Msg.CANCELLED, format_failure(exc)
@@ -662,13 +666,7 @@ class Worker:
     # -- the namespace --------------------------------------------------------------------------
 
     def _namespace(self, spec: proto.JobSpec) -> dict[str, Any]:
-        namespace: dict[str, Any] = {
-            "__name__": f"watchrun.task.{spec.task}",
-            "__builtins__": builtins,
-            "__doc__": None,
-            "__spec__": None,
-            "__loader__": None,
-        }
+        namespace = taskmodules.namespace_for(spec.task, spec.root, spec.chain)
         for file, package in spec.chain:
             namespace["__file__"] = file
             namespace["__package__"] = package
@@ -697,7 +695,10 @@ class Worker:
     def _arguments(
         self, spec: proto.JobSpec, fn: Callable[..., Any], pickled: dict[str, bytes]
     ) -> dict[str, Any]:
-        kwargs = {name: _interruptible(loads, data) for name, data in pickled.items()}
+        kwargs = {name: _interruptible(taskmodules.load_argument, name, data, loads)
+                  for name, data in pickled.items()}
+        if "outputs" not in kwargs and "outputs" in _parameters(fn):
+            kwargs["outputs"] = taskmodules.declared_outputs(spec.root, spec.chain)
         if "ctx" not in kwargs and "ctx" in _parameters(fn):
             from pathlib import Path
 

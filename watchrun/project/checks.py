@@ -14,6 +14,12 @@ from watchrun.project.errors import ProjectError
 from watchrun.project.graph import Graph
 from watchrun.project.model import Kind, Task
 
+RESERVED = ("inputs", "outputs", "ctx", "start")  # what watchrun itself passes to run()
+
+
+def _reserved() -> str:
+    return ", ".join(RESERVED)
+
 
 class CodeChecks:
     """Runs the checks over the healthy tasks of a graph; `failed` names the tasks that fail."""
@@ -29,6 +35,9 @@ class CodeChecks:
         self.failed: set[str] = set()
 
     def run(self) -> list[ProjectError]:
+        for name in sorted(self.tasks):  # header-level: also for tasks broken elsewhere
+            if not self.tasks[name].abstract:
+                self._check_names(self.tasks[name])
         for name in self.graph.order:
             task = self.tasks[name]
             if not task.abstract:
@@ -74,10 +83,34 @@ class CodeChecks:
                       "(it never yields)")
         self._check_arguments(task, run, file)
 
+    def _check_names(self, task: Task) -> None:
+        """Reserved names are never shadowed: a param or an upstream argument named like one
+        of them, or a param named like an upstream argument, would silently replace one of
+        the two values."""
+        after_origin = task.field_origins.get("after")
+        after_file = after_origin.file if after_origin else task.path
+        for arg in sorted(task.after):
+            if arg in RESERVED:
+                line = task.after_lines.get(arg, after_origin.line if after_origin else task.line)
+                self.fail(task, after_file, line,
+                          f"task {task.name!r}: the upstream argument {arg!r} is a reserved "
+                          f"name ({_reserved()}); choose another with "
+                          f'after = {{other = "{task.after[arg]}"}}')
+        for pname, param in sorted(task.params.items()):
+            origin = param.origin
+            if pname in RESERVED:
+                self.fail(task, origin.file, origin.line,
+                          f"task {task.name!r}: param {pname!r} is a reserved name "
+                          f"({_reserved()}); rename it")
+            elif pname in task.after:
+                self.fail(task, origin.file, origin.line,
+                          f"task {task.name!r}: param {pname!r} has the name of the upstream "
+                          f"argument for {task.after[pname]!r}; rename one of them")
+
     def _check_arguments(self, task: Task, run: Definition, file: Path) -> None:
         scoped = bool(self.graph.scope.get(task.name))
         pushed = task.kind is Kind.COLLECTOR or (task.kind is Kind.GENERATOR and scoped)
-        provided = set(task.after) | set(task.params) | {"inputs", "ctx"}
+        provided = set(task.after) | set(task.params) | {"inputs", "outputs", "ctx"}
         if task.kind is Kind.GENERATOR and not scoped:
             provided.add("start")
         missing: list[str] = []

@@ -91,6 +91,7 @@ class _Builder:
         for task in graph.tasks.values():
             if task.abstract:  # not a node, but a typo in a template is still worth a word
                 self._explicit(task)
+        self._outputs_contract()
         graph.implicit = implicit_edges([graph.tasks[n] for n in self.nodes], self.root)
         for name in self.nodes:
             explicit = set(graph.upstreams[name].values())
@@ -133,6 +134,55 @@ class _Builder:
             else:
                 edges[arg] = upstream
         return edges
+
+    # -- the outputs contract -------------------------------------------------------------------
+
+    def _outputs_contract(self) -> None:
+        """A file or folder is declared as an output by one task only, and never named among
+        the same task's inputs (a glob that matches it skips it instead: see `inputs`)."""
+        declared: dict[str, Task] = {}
+        for name in self.nodes:
+            task = self.graph.tasks[name]
+            for out in task.outputs:
+                key = normalise(out, self.root)
+                first = declared.setdefault(key, task)
+                if first is not task:
+                    self._declared_twice(out, first, task)
+            self._output_as_input(task)
+
+    def _where(self, task: Task, key: str) -> tuple[Path, int]:
+        origin = task.field_origins.get(key)
+        return (origin.file, origin.line) if origin else (task.path, task.line)
+
+    def _location(self, task: Task, key: str) -> str:
+        file, line = self._where(task, key)
+        return ProjectError(file, line, "").location(self.root)
+
+    def _declared_twice(self, out: str, first: Task, second: Task) -> None:
+        file, line = self._where(second, "outputs")
+        self.errored.add(first.name)
+        self.fail(second.name, file, line,
+                  f"output {out!r} is declared by two tasks: {first.name!r} "
+                  f"({self._location(first, 'outputs')}) and {second.name!r} "
+                  f"({self._location(second, 'outputs')}); a file or folder may be declared "
+                  "by one task only")
+
+    def _output_as_input(self, task: Task) -> None:
+        outputs = [normalise(out, self.root) for out in task.outputs]
+        for pattern in task.inputs:
+            if _has_magic(pattern):
+                continue  # a glob skips the task's own outputs
+            path = normalise(pattern, self.root)
+            for out in outputs:
+                if path == out or out.startswith(path + "/") or path.startswith(out + "/"):
+                    file, line = self._where(task, "inputs")
+                    what = "is also" if path == out else "overlaps"
+                    self.fail(task.name, file, line,
+                              f"task {task.name!r}: input {pattern!r} {what} its own output "
+                              f"{out!r} (declared at {self._location(task, 'outputs')}); a "
+                              "task's output cannot be its input: it would feed itself on "
+                              "every run")
+                    return
 
     # -- cycles ---------------------------------------------------------------------------------
 

@@ -39,6 +39,7 @@ from watchrun.project.frozen import build
 from watchrun.project.graph import Graph, build_graph
 from watchrun.project.header import Header, parse_header
 from watchrun.project.model import Task
+from watchrun.project.overrides import Overrides, apply_overrides
 from watchrun.project.tasks import (
     TaskSource,
     discover_files,
@@ -145,8 +146,10 @@ class ProjectLoader:
 
     def __init__(self, config: Config, store: Store | None = None,
                  hasher: FileHasher | None = None,
-                 version_of: Callable[[str], str] | None = None) -> None:
+                 version_of: Callable[[str], str] | None = None,
+                 overrides: Overrides | None = None) -> None:
         self.config = config
+        self.overrides = overrides or {}  # `--set`: applied to every load
         self.store = store
         self.hasher = hasher
         self._version_of = version_of
@@ -174,6 +177,8 @@ class ProjectLoader:
         missing = self._missing_folders()
         if missing:  # checked on every load (cheap), so it is never stale in a cached project
             project = replace(project, errors=missing + project.errors)
+        if self.overrides:
+            project = with_overrides(project, self.overrides)
         self.project = project
         return project
 
@@ -671,6 +676,12 @@ def imported_modules(info: ModuleInfo) -> list[str]:
         if definition.import_attr is not None:
             found.append(f"{definition.import_module}.{definition.import_attr}")
     return found
+
+
+def with_overrides(project: Project, overrides: Overrides) -> Project:
+    """The project with params set on the command line (`--set`)."""
+    tasks = apply_overrides(project.tasks, overrides)
+    return replace(project, tasks=tasks, graph=replace(project.graph, tasks=tasks))
 
 
 def mark_broken(graph: Graph, names: Iterable[str]) -> None:

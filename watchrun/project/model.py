@@ -15,6 +15,9 @@ class Kind(enum.Enum):
     COLLECTOR = "collector"
 
 
+COMMAND_LINE = "--set"  # the `file` of an Origin set on the command line
+
+
 @dataclass(frozen=True)
 class Origin:
     """Where a value is set: the task whose header sets it, that file and line."""
@@ -24,6 +27,8 @@ class Origin:
     line: int
 
     def format(self, root: Path | None = None) -> str:
+        if self.line == 0 and self.file.name == COMMAND_LINE:
+            return "set on the command line"
         path = self.file
         if root is not None:
             with contextlib.suppress(ValueError):
