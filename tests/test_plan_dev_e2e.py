@@ -81,9 +81,13 @@ def test_deleted_and_renamed_tasks_are_dropped_and_their_units_cancelled(project
     assert of(events, "unit_finished", "renamed")
     (root / "gated.go").unlink()
     (root / "tasks/renamed.py").unlink()  # deleted while idle: nothing runs, nothing breaks
-    proc.quiet(1.0)
+    proc.wait(lambda e: e["event"] == "change" and "tasks/renamed.py" in e["paths"],
+              timeout=30, what="the deletion")
     (root / "tasks/late.py").write_text("# /// task\n# ///\ndef run():\n    return 3\n")
-    assert started(proc.idle()) == ["late"]
+    proc.wait(lambda e: e["event"] == "unit_finished" and e["task"] == "late", timeout=30,
+              what="the new task to run")
+    assert all(e["task"] == "late" for e in proc.events if e["event"] == "unit_started"
+               and e["time"] > cancelled["time"] and e["task"] != "renamed")
     assert proc.stop() == 130
     assert "Traceback" not in proc.stderr()
 
