@@ -1,9 +1,15 @@
 """The build plan: which ready unit runs next, what runs, and what a change does to it.
 
 Synchronous and free of processes, files, SQLite and asyncio, so that every scheduling rule is
-proven in microseconds over fakes (tests/test_plan.py). The driver (`engine.scheduler`) resolves
-units against the store, hands the plan the ones that must run, asks it for work when the
-executor has room, and tells it what the executor reported. The plan answers with decisions;
+proven in microseconds over fakes (tests/test_plan.py). Two parts:
+- `Readiness`: the values known so far, each generator's iteration keys, and which units (or
+  consumers) a new value makes ready;
+- `Plan`: the ready units in the streaming order, the running units and their states (paused,
+  superseded, speculative), the read-ahead window, and what a change does (`replan`,
+  `decide`).
+The driver (`engine.scheduler`) resolves units against the store, hands the plan the ones that
+must run, asks it for work when the executor has room, tells it what the executor reported,
+and has the recorder (`engine.recorder`) write down results. The plan answers with decisions;
 it never calls back.
 
 Order among ready units (SPEC section 3, "streaming order"):

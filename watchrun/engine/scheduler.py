@@ -1,9 +1,12 @@
-"""The scheduler: plan, dispatch, early cutoff, keep-going, generator scopes, cancel.
+"""The driver: resolves units, dispatches what the plan decides, feeds consumers, cancels.
 
-It owns one asyncio loop's worth of state and no locks: the executor reports through `on_exec`,
-called on the same loop. Every unit is `(task, key)` (see `engine.scopes` for keys). A value
-becoming known (`_set_value`) is the one thing that makes more units ready, whether it came from
-a finished unit, a skipped one, a generator's yield or a replay from the store.
+It owns one asyncio loop's worth of state and no locks: the executor reports through one
+channel, `on_exec`, called on the same loop. Every unit is `(task, key)` (see `engine.scopes`
+for keys). The decisions are the plan's (`engine.plan`: which units are ready, in what order,
+what a change cancels or keeps); results, states and commits are the recorder's
+(`engine.recorder`). A value becoming known (`Readiness.value_known`) is the one thing that
+makes more units ready, whether it came from a finished unit, a skipped one, a generator's
+yield or a replay from the store.
 """
 
 from __future__ import annotations
