@@ -131,7 +131,7 @@ def test_every_error_at_once_in_line_order() -> None:
         "tasks/t.py:2: error: kind must be one of 'task', 'generator', 'collector', not "
         "'generater' (did you mean 'generator'?)",
         "tasks/t.py:3: error: unknown key 'colour' in the task header; allowed: abstract, "
-        "after, extends, inputs, kind, outputs, params",
+        "after, extends, inputs, kind, outputs, params, priority",
         "tasks/t.py:4: error: a header line must be '#' or start with '# ' (a space after '#')",
         "tasks/t.py:5: error: after must be a list of task names or a table of argument = "
         "\"task\", not 'download'",
@@ -148,7 +148,7 @@ def test_unknown_key_suggests_the_close_one_and_good_keys_survive() -> None:
     assert header is not None and header.data == {"kind": "generator"}
     assert [e.message for e in errors] == [
         "unknown key 'afterr' in the task header (did you mean 'after'?); allowed: abstract, "
-        "after, extends, inputs, kind, outputs, params"]
+        "after, extends, inputs, kind, outputs, params, priority"]
 
 
 def test_after_table_needs_identifiers_and_string_values() -> None:

@@ -396,7 +396,8 @@ async def test_i_interrupts_it_stays_cancelled_and_r_reruns_it(root: Path) -> No
         mark = len(live.events)
         await live.pilot.press("r")
         started = await live.until_event(ev.UnitStarted, "hold", after=mark)
-        assert isinstance(started, ev.UnitStarted) and "forced" in " ".join(started.reasons)
+        # r continues an interrupted unit (issue 14): not forced, it reruns as cancelled
+        assert isinstance(started, ev.UnitStarted) and started.reasons == ["last run cancelled"]
         new_pid = await live.hold_pid()
         assert new_pid != pid and status(new_pid) != psutil.STATUS_ZOMBIE
         await live.until(lambda: live.marker("hold") == "▶", "hold to show running")

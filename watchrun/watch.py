@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import fnmatch
 import os
+import re
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -20,6 +21,8 @@ from watchrun.config import Config
 
 EDITOR_TEMP = ("*.swp", "*.swx", "*.swo", "*~", ".#*", "#*#", "4913", "*.tmp", "*.kate-swp",
                "*___jb_tmp___", "*___jb_old___", ".goutputstream-*")
+# `sed -i` writes its result to sedXXXXXX in the same folder, then renames it over the file
+_SED_TEMP = re.compile(r"sed[A-Za-z0-9]{6}")
 
 
 class ProjectFilter(DefaultFilter):
@@ -35,7 +38,8 @@ class ProjectFilter(DefaultFilter):
         if path == self.state_dir or path.startswith(self.state_dir + os.sep):
             return False
         name = os.path.basename(path)
-        if any(fnmatch.fnmatch(name, pattern) for pattern in EDITOR_TEMP):
+        if any(fnmatch.fnmatch(name, pattern) for pattern in EDITOR_TEMP) \
+                or _SED_TEMP.fullmatch(name):
             return False
         if self.patterns:
             rel = os.path.relpath(path, self.root)

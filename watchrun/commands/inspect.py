@@ -48,7 +48,8 @@ def status_command(root: Path, names: list[str], json_out: bool) -> int:
                 for r in reports:
                     row: dict[str, object] = {
                         "task": r.task, "state": r.state.value, "reasons": r.reasons,
-                        "duration": r.duration, "error": failures[r.task]}
+                        "duration": r.duration, "error": failures[r.task],
+                        "priority": r.priority}
                     count = counts[r.task]
                     if count is not None:
                         row["iterations"] = {"done": count[0], "total": count[1]}
@@ -76,6 +77,8 @@ def _status_line(r: TaskReport, width: int, count: tuple[int, int] | None,
     bits.extend(r.reasons)
     if failure:
         bits.append(failure)
+    if r.priority:
+        bits.append(f"priority {r.priority}")
     return line + ("  " + "; ".join(b for b in bits if b) if bits else "")
 
 
@@ -200,6 +203,8 @@ def _label(project: Project, name: str) -> str:
         persistent = is_persistent(project, name)
         bits.append(f"{'takes each iteration' if persistent else 'per iteration'} of "
                     f"{' > '.join(scope)}")
+    if task.priority:
+        bits.append(f"priority {task.priority}")
     return f"{name} ({', '.join(bits)})" if bits else name
 
 

@@ -43,6 +43,7 @@ class TaskView:
     scope: tuple[str, ...]  # generator scope path, outermost first
     file: str  # relative path of the module
     abstract: bool = False
+    priority: int = 0  # among ready units, a higher priority runs first
 
 
 @dataclass(frozen=True)
@@ -85,7 +86,21 @@ class EngineControl(Protocol):
         ...
 
     def rerun(self, task: str) -> None:
+        """Continue the task's interrupted units (not forced); a task with none is run again
+        (forced), and what depends on it."""
+        ...
+
+    def continue_task(self, task: str) -> None:
+        """Run the task's units that are not done (interrupted, failed, dirty); never forced."""
+        ...
+
+    def force(self, task: str) -> None:
         """Run the task again (forced), and what depends on it."""
+        ...
+
+    def paused_tasks(self) -> set[str]:
+        """The tasks with a running unit paused by the user, as the plan knows them (a paused
+        unit replaced by a rerun is not paused any more)."""
         ...
 
     def pause_all(self) -> None:

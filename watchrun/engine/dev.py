@@ -53,6 +53,10 @@ def fingerprint(project: Project, name: str) -> str | None:
     return blake3(json.dumps(body, sort_keys=True, default=repr).encode()).hexdigest()
 
 
+def _present(hashes: dict[str, str | None]) -> dict[str, str]:
+    return {path: digest for path, digest in hashes.items() if digest is not None}
+
+
 def _rel(root: Path, path: Path) -> str:
     try:
         return path.relative_to(root).as_posix()
@@ -75,14 +79,20 @@ class DevEngine:
         self.bus = bus
         self.targets = targets
         self.scheduler = Scheduler(project, store, hasher, executor, bus, BuildOptions())
+        self.scheduler.all_tasks = not targets  # tasks added while watching are built too
         self.fingerprints = {n: fingerprint(project, n) for n in project.tasks}
         self.stop = asyncio.Event()
         self.exit_code = 0
         self._busy = asyncio.Event()
-        self._paused_tasks: set[str] = set()
+        self._interrupted: set[str] = set()  # interrupted by the user: `rerun` continues them
         self._errors_shown: list[ProjectError] = []
         self._index: ReverseIndex | None = None
         self._inputs: InputsIndex | None = None
+        self._outputs: InputsIndex | None = None
+        # tasks whose runs ended with their inputs changed under them, consecutively (see
+        # _self_changed), and those reported as changing their own inputs
+        self._disturbed: dict[str, int] = {}
+        self._reported_self: set[str] = set()
         self._recomputed: set[str] | None = None  # tasks the last incremental reload touched
         self.watched = self._count_watched()
 
@@ -181,12 +191,17 @@ class DevEngine:
 
     def _changed_tasks(self, project: Project, paths: set[Path]) -> tuple[set[str], bool]:
         """(tasks whose signature may differ, whether any path is an input of some task)."""
-        changed = set()
-        tracked = False
+        changed: set[str] = set()
         if project is not self.project:
             # after an incremental reload only the recomputed closures can differ
             names = project.tasks if self._recomputed is None else self._recomputed
             new = {n: fingerprint(project, n) for n in names}
+            # a task broken for a moment (an autosave in the middle of a word) changes
+            # nothing: decisions are taken against its last valid state, and a fix that
+            # restores it lets its running units finish
+            for name in project.broken:
+                if name in self.fingerprints and self.fingerprints[name] is not None:
+                    new[name] = self.fingerprints[name]
             for name in set(new) | (set(self.fingerprints) if self._recomputed is None
                                     else set()):
                 if new.get(name) != self.fingerprints.get(name):
@@ -197,20 +212,75 @@ class DevEngine:
                 self.fingerprints.update(new)
             self._recomputed = None
         rels = {_rel(self.config.root, p) for p in paths}
+        tracked = self._inputs_changed(project, rels, changed)
+        return changed, self._outputs_changed(project, rels, changed) or tracked
+
+    def _inputs_changed(self, project: Project, rels: set[str], changed: set[str]) -> bool:
+        """Add the tasks whose tracked inputs' contents differ; whether any path is one."""
+        tracked = False
         for name in sorted(self._inputs_index(project).readers(rels)):
             task = project.tasks[name]
             if name in changed or name in project.broken:
                 continue
             tracked = True
             before = self.scheduler.last_inputs.get(name)
-            if before is None or self.scheduler.resolver.hash_inputs(task) != before:
+            now = self.scheduler.resolver.hash_inputs(task)
+            if (before is None or now != before) and not self._self_changed(name, now):
                 changed.add(name)
-        return changed, tracked
+        return tracked
+
+    def _outputs_changed(self, project: Project, rels: set[str], changed: set[str]) -> bool:
+        """Add the producers whose declared outputs someone else deleted or modified."""
+        tracked = False
+        for name in sorted(self._index_of(project, "outputs").readers(rels)):
+            if name in changed or name in project.broken or self.scheduler.running_units(name):
+                continue  # a running producer writes its own outputs
+            last = self.scheduler.last_outputs.get(name)
+            now = self.scheduler.resolver.hash_outputs(project.tasks[name])
+            if last is not None and _present(now) != _present(last):
+                changed.add(name)  # deleted or modified by someone else: its producer reruns
+                tracked = True
+        return tracked
+
+    def _self_changed(self, name: str, now: dict[str, str | None]) -> bool:
+        """Whether a change of the task's inputs is its own doing: its last run ended with
+        its inputs changed under it, they are still as it left them, and the run before
+        ended the same way. Reported once; not rerun until something else changes (a first
+        such run is rerun: it may have been an edit made while it ran)."""
+        left = self.scheduler.self_changing.get(name)
+        if left is None or left != now:
+            self._disturbed.pop(name, None)
+            self._reported_self.discard(name)
+            return False
+        count = self._disturbed.get(name, 0) + 1
+        self._disturbed[name] = count
+        if count < 2:
+            return False
+        if name not in self._reported_self:
+            self._reported_self.add(name)
+            task = self.project.tasks.get(name)
+            paths = sorted(p for p in now if now[p] != self.scheduler.last_inputs.get(
+                name, {}).get(p))
+            self.bus.publish(ev.Error(
+                message=f"{name} changes its own inputs while it runs ({', '.join(paths)}): "
+                        "not rerun until something else changes",
+                file=_rel(self.config.root, task.path) if task else None,
+                line=task.line if task else None))
+        return True
 
     def _inputs_index(self, project: Project) -> InputsIndex:
-        if self._inputs is None or self._inputs.project is not project:
-            self._inputs = InputsIndex(project)
-        return self._inputs
+        return self._index_of(project, "inputs")
+
+    def _index_of(self, project: Project, field: str) -> InputsIndex:
+        """Which tasks declare a changed path among their inputs (or outputs)."""
+        index = self._inputs if field == "inputs" else self._outputs
+        if index is None or index.project is not project:
+            index = InputsIndex(project, field)
+            if field == "inputs":
+                self._inputs = index
+            else:
+                self._outputs = index
+        return index
 
     def _count_watched(self) -> int:
         """Files the project's tasks depend on: modules and the inputs they last matched."""
@@ -241,7 +311,8 @@ class DevEngine:
                            for k, p in sorted(task.params.items()))
             tasks.append(TaskView(name, task.kind.value, task.chain, ups, downs, params,
                                   graph.scope.get(name, ()),
-                                  _rel(project.config.root, task.path), task.abstract))
+                                  _rel(project.config.root, task.path), task.abstract,
+                                  task.priority))
         errors = [ErrorView(_rel(project.config.root, e.file) if e.file else None, e.line,
                             e.message) for e in project.errors]
         return ProjectView(tasks, errors, self.watched)
@@ -266,22 +337,46 @@ class DevEngine:
             return f"{task} is not running"
         if not all(self.executor.pause(k) for k in units):
             return "this executor cannot pause a running unit (remote); scheduling only"
-        self._paused_tasks.add(task)
+        for key in units:
+            self.scheduler.plan.running[key].paused = True
         return None
 
     def resume(self, task: str) -> str | None:
         for key in self.scheduler.running_units(task):
             self.executor.resume(key)
-        self._paused_tasks.discard(task)
+            self.scheduler.plan.running[key].paused = False
         return None
 
     def interrupt(self, task: str) -> None:
+        if self.scheduler.running_units(task):
+            self._interrupted.add(task)
         self.scheduler.interrupt_task(task)
 
     def rerun(self, task: str) -> None:
+        if task in self._interrupted:  # continue: the units it finished stay done
+            self._interrupted.discard(task)
+            if task in self.project.tasks:
+                self.scheduler.invalidate(self.project, {task})
+                self._busy.set()
+            return
+        self.force(task)
+
+    def continue_task(self, task: str) -> None:
+        """Run the task's units that are not done (interrupted, failed, dirty); clean ones stay
+        skipped. Never forced."""
+        self._interrupted.discard(task)
+        if task in self.project.tasks:
+            self.scheduler.invalidate(self.project, {task})
+            self._busy.set()
+
+    def force(self, task: str) -> None:
+        self._interrupted.discard(task)
         if task in self.project.tasks:
             self.scheduler.invalidate(self.project, {task}, forced={task})
             self._busy.set()
+
+    def paused_tasks(self) -> set[str]:
+        return self.scheduler.plan.paused_tasks()
 
     def pause_all(self) -> None:
         self.scheduler.set_paused(True)
@@ -309,12 +404,12 @@ class InputsIndex:
     writes thousands of outputs, each an event, and each may be some task's input); only real
     globs are matched one by one."""
 
-    def __init__(self, project: Project) -> None:
+    def __init__(self, project: Project, field: str = "inputs") -> None:
         self.project = project
         self.literal: dict[str, set[str]] = {}
         self.globs: list[tuple[str, str]] = []
         for name, task in project.tasks.items():
-            for pattern in task.inputs:
+            for pattern in (task.inputs if field == "inputs" else task.outputs):
                 if glob.has_magic(pattern):
                     self.globs.append((pattern, name))
                 else:

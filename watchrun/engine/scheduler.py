@@ -1,15 +1,17 @@
-"""The scheduler: plan, dispatch, early cutoff, keep-going, generator scopes, cancel.
+"""The driver: resolves units, dispatches what the plan decides, feeds consumers, cancels.
 
-It owns one asyncio loop's worth of state and no locks: the executor reports through `on_exec`,
-called on the same loop. Every unit is `(task, key)` (see `engine.scopes` for keys). A value
-becoming known (`_set_value`) is the one thing that makes more units ready, whether it came from
-a finished unit, a skipped one, a generator's yield or a replay from the store.
+It owns one asyncio loop's worth of state and no locks: the executor reports through one
+channel, `on_exec`, called on the same loop. Every unit is `(task, key)` (see `engine.scopes`
+for keys). The decisions are the plan's (`engine.plan`: which units are ready, in what order,
+what a change cancels or keeps); results, states and commits are the recorder's
+(`engine.recorder`). A value becoming known (`Readiness.value_known`) is the one thing that
+makes more units ready, whether it came from a finished unit, a skipped one, a generator's
+yield or a replay from the store.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import os
 import pickle
@@ -21,13 +23,14 @@ from typing import NamedTuple
 
 from watchrun.engine import events as ev
 from watchrun.engine.layout import chain_files, log_path
+from watchrun.engine.plan import Plan, Readiness, TaskRank, Wake, stages
+from watchrun.engine.recorder import Recorder
 from watchrun.engine.resolve import Resolution, Resolver
 from watchrun.engine.scopes import (
     Consumer,
     Key,
     contribution,
     decode_iteration,
-    encode_iteration,
     is_persistent,
 )
 from watchrun.executors.base import EventKind, ExecEvent, Executor, Job, Mode, UnitKey
@@ -35,16 +38,8 @@ from watchrun.project.codemap import ArgSpec
 from watchrun.project.loader import Project
 from watchrun.project.model import Kind, Task
 from watchrun.state.hashing import FileHasher
-from watchrun.state.store import (
-    ObjectWriteError,
-    ResultRecord,
-    StateFull,
-    Store,
-    UnitState,
-    UnitStatus,
-)
+from watchrun.state.store import ObjectWriteError, Store, UnitStatus
 
-COMMIT_EVERY = 0.05  # seconds: results are committed in batches, never later than this
 # seconds of resolving units found at the start of a build (or after a change) between two
 # looks at the executor, while something runs: see _drain
 CHECK_SLICE = 0.0001
@@ -86,19 +81,32 @@ class BuildSummary:
                 f"interrupted={self.interrupted})")
 
 
-class Running:
-    """A unit submitted to the executor and not ended yet."""
+class Launched:
+    """The driver's record of a unit submitted to the executor and not ended yet (its
+    scheduling state, e.g. superseded or speculative, is the plan's `Running`)."""
 
-    __slots__ = ("failure", "mode", "next_index", "resolution", "started", "superseded")
+    __slots__ = ("failure", "mode", "next_index", "resolution", "started", "task")
 
-    def __init__(self, resolution: Resolution, started: float, mode: Mode,
+    def __init__(self, resolution: Resolution, started: float, mode: Mode, task: Task,
                  next_index: int = 0) -> None:
         self.resolution = resolution
         self.started = started
         self.mode = mode
+        self.task = task  # as it was launched: a task deleted or broken meanwhile still ends
         self.next_index = next_index  # GENERATE: the index of the next yield
-        self.superseded = False  # cancelled because a change made it stale: drop its result
         self.failure: str | None = None  # cancelled because its yield could not be stored
+
+
+def task_ranks(project: Project) -> dict[str, TaskRank]:
+    """What the plan orders units by, for every task of the project."""
+    graph = project.graph
+    stage = stages({n: graph.upstreams_of(n) for n in graph.order}, graph.order)
+    ranks = {}
+    for name, task in project.tasks.items():
+        scope = graph.scope.get(name, ())
+        ranks[name] = TaskRank(task.priority, stage.get(name, 0),
+                               task.kind is not Kind.TASK, scope[0] if scope else "")
+    return ranks
 
 
 def entry_args(project: Project, task: Task, entry: str = "run") -> tuple[ArgSpec, ...] | None:
@@ -132,17 +140,32 @@ class Scheduler:
         self.bus = bus
         self.options = options
         self.resolver = Resolver(project, store, hasher)
+        self.recorder = Recorder(store, hasher, self.resolver, options.dry_run)
         self.summary = BuildSummary()
-        self.values: dict[tuple[str, Key], str] = {}  # (task, key) -> output / value hash
-        self.keys: dict[str, list[Key]] = {}  # generator -> its iteration keys, in order
-        self.gen_done: set[str] = set()  # generators whose keys are all known
         self.live: set[str] = set()  # generators that really run in this build
         self.consumers: dict[str, Consumer] = {}
+        # which units have their upstream values: the values, keys and scopes known so far
+        self.readiness = Readiness(project.graph,
+                                   lambda up: contribution(self.project, up),
+                                   self.consumers.__contains__)
+        self.values = self.readiness.values  # (task, key) -> output / value hash
+        self.keys = self.readiness.keys  # generator -> its iteration keys, in order
+        self.gen_done = self.readiness.gen_done
         self.seen: set[tuple[str, Key]] = set()  # units resolved (so never twice)
-        self.finished: dict[str, int] = {}  # task -> units with a value
-        self.ready: deque[Resolution] = deque()
-        self.running: dict[UnitKey, Running] = {}
-        self.needed: set[str] = set()
+        # a generator's scope is read ahead of its slowest consumer by a few units per job
+        self.jobs = executor.free_slots()  # nothing is submitted yet: every slot is free
+        window = max(8, 4 * self.jobs)
+        self.plan: Plan[Resolution, Launched] = Plan(lambda: task_ranks(self.project), window)
+        self.ranked = any(t.priority for t in project.tasks.values())
+        self.running = self.plan.running
+        self.all_tasks = False  # dev without targets: every task, also those added later
+        # (task, key) whose value differs from what the unit last had: a deferred consumer
+        # starts streaming at the first one (see _advance)
+        self.new_values: set[tuple[str, Key]] = set()
+        self.self_changing: dict[str, dict[str, str | None]] = {}  # see _record_done
+        # task -> its declared outputs' hashes as its last unit left them (dev: an output
+        # changed by anyone else reruns its producer)
+        self.last_outputs: dict[str, dict[str, str | None]] = {}
         self.forced: set[str] = set()
         self.stopping = False
         self.paused = False  # dev: scheduling stopped by the user
@@ -156,16 +179,11 @@ class Scheduler:
         self._current: deque[tuple[str, Key]] | None = None
         self._background = False  # _check_tasks is queueing
         self._resume: asyncio.Handle | None = None  # the rest of _checks, on a later turn
-        self._commit_handle: asyncio.TimerHandle | None = None
-        self._state_full = False  # the last commit failed for want of space (said once)
         # recent small values by digest (oldest first), so that the units and pushes that
         # want them soon do not read them back from the store (see FRESH_BYTES, FRESH_COUNT)
         self._fresh: dict[str, bytes] = {}
         self._fresh_bytes = 0
         self._log_dir_ready = False
-        self._manifest_ids: dict[str, str] = {}  # static identity -> stored manifest id
-        self._sorted_downs: dict[str, list[str]] = {}  # per project: reset by invalidate
-        self._depths: dict[str, int] = {}
         self._task_info: dict[str, tuple[tuple[ArgSpec, ...] | None, list[tuple[Path, str]],
                                          Path]] = {}
 
@@ -192,9 +210,16 @@ class Scheduler:
         self._pump()
         while True:
             await self._done.wait()
-            if not self.running and (not self.ready or self.stopping) and not self._pending():
+            if self._settled():
                 return
             self._done.clear()
+
+    def _settled(self) -> bool:
+        """Nothing runs, nothing is ready (or the build stops), no check is queued: the
+        plan's own answer that there is no more to do."""
+        if self.stopping:
+            return not self.running and not self._pending()
+        return not self.plan.more_to_do() and not self._pending()
 
     def finish_build(self) -> BuildSummary:
         self.flush()
@@ -219,7 +244,7 @@ class Scheduler:
                 if not self.graph.scope.get(name) or is_persistent(self.project, name):
                     self._check(name, ())
                 else:  # a per-iteration task: every key its scope already has
-                    self._propagate(name, ())
+                    self._wake(self.readiness.reach(name, ()))
         finally:
             self._background = False
         if self._resume is None:
@@ -243,17 +268,23 @@ class Scheduler:
         self.resolver.project = project
         self._task_info.clear()
         if not same_graph:  # a code-only change keeps the tasks and the edges
-            self._sorted_downs.clear()
-            self._depths.clear()
+            self.readiness.new_graph(project.graph)
+            if self.all_tasks:  # tasks added while watching are built too
+                self.targets = [n for n in self.graph.order
+                                if not project.tasks[n].abstract]
             self.needed = self._needed(self.targets)
+            self.plan.set_ranks(task_ranks(project))
+            self.ranked = any(t.priority for t in project.tasks.values())
         if forced:
             self.forced |= forced
-        changed = {t for t in changed if t in project.tasks or t in self.consumers}
+        running = {u.task for u in self.running}
+        changed = {t for t in changed
+                   if t in project.tasks or t in self.consumers or t in running}
         for name in changed:
             self.resolver.forget_static(name)
         reset = self.graph.downstream_closure([c for c in changed if c in project.tasks])
         reset |= {t for t in changed if t not in project.tasks}
-        self._reset_tasks(reset)
+        self._reset_tasks(changed, reset)
         self.summary = BuildSummary()
         self._done.clear()
         order = [n for n in self.graph.order if n in self.needed and n in reset]
@@ -263,34 +294,31 @@ class Scheduler:
         self._pump()
         return reset
 
-    def _reset_tasks(self, names: set[str]) -> None:
+    def _reset_tasks(self, changed: set[str], names: set[str]) -> None:
         """Forget everything about these tasks' units (one pass over the unit tables, however
-        many tasks), cancelling those that run."""
+        many tasks). The plan says which running units to cancel and which keep running until
+        their upstream's new value is known."""
         if not names:
             return
-        for key, run in self.running.items():
-            if key.task in names and not run.superseded:
-                run.superseded = True
-                self.executor.cancel(key)
-        self.ready = deque(r for r in self.ready if r.task not in names)
+        replan = self.plan.replan(changed, names, self.graph.implicit)
+        for key in replan.cancel:
+            self.executor.cancel(key)
         self._checks = deque(c for c in self._checks if c[0] not in names)
-        self.values = {k: v for k, v in self.values.items() if k[0] not in names}
+        self.readiness.forget(names)
         self.seen = {e for e in self.seen if e[0] not in names}
+        self.new_values = {e for e in self.new_values if e[0] not in names}
         for name in names:
-            self.keys.pop(name, None)
-            self.gen_done.discard(name)
             self.live.discard(name)
-            self.finished.pop(name, None)
             self.consumers.pop(name, None)
             self.resolver.forget_static(name)
 
     def running_units(self, name: str) -> list[UnitKey]:
-        return [k for k, r in self.running.items() if k.task == name and not r.superseded]
+        return self.plan.active(name)
 
     def interrupt_task(self, name: str) -> None:
         for key in self.running_units(name):
             self.executor.cancel(key)
-        self.ready = deque(r for r in self.ready if r.task != name)
+        self.plan.drop({name})
 
     def set_paused(self, paused: bool) -> None:
         self.paused = paused
@@ -298,69 +326,31 @@ class Scheduler:
             self._pump()
 
     # -- values and readiness ----------------------------------------------------------------
+    @property
+    def needed(self) -> set[str]:
+        return self.readiness.needed
+
+    @needed.setter
+    def needed(self, names: set[str]) -> None:
+        self.readiness.needed = names
+
     def _upstream_values(self, name: str, key: Key, in_scope: bool = True
                          ) -> dict[str, str] | None:
-        """arg -> value hash for the unit (name, key), or None while one is unknown.
-        in_scope=False: only the whole-value (fixed) upstreams of a consumer."""
-        result = {}
-        for arg, up in self.graph.upstreams.get(name, {}).items():
-            depth = self._depth(up)
-            if depth and not in_scope:
-                continue
-            value = self.values.get((up, key[:depth]))
-            if value is None:
-                return None
-            result[arg] = value
-        for up in self.graph.implicit.get(name, ()):
-            if up in self.needed and not self._complete(up):
-                return None
-        return result
-
-    def _complete(self, name: str) -> bool:
-        scope = self.graph.scope.get(name, ())
-        if not scope or is_persistent(self.project, name):
-            return self.finished.get(name, 0) > 0
-        gen = scope[-1]
-        return gen in self.gen_done and self.finished.get(name, 0) >= len(self.keys.get(gen, []))
-
-    def _downstreams(self, name: str) -> list[str]:
-        downs = self._sorted_downs.get(name)
-        if downs is None:
-            downs = sorted(self.graph.downstreams.get(name, ()))
-            self._sorted_downs[name] = downs
-        return downs
+        return self.readiness.upstream_values(name, key, in_scope)
 
     def _depth(self, upstream: str) -> int:
-        depth = self._depths.get(upstream)
-        if depth is None:
-            depth = self._depths[upstream] = contribution(self.project, upstream)
-        return depth
+        return self.readiness.depth(upstream)
 
-    def _set_value(self, name: str, key: Key, value: str, counts: bool = True) -> None:
-        self.values[(name, key)] = value
-        if counts:
-            self.finished[name] = self.finished.get(name, 0) + 1
-        for down in self._downstreams(name):
-            if down not in self.needed:
-                continue
-            if down in self.graph.implicit and name in self.graph.implicit[down]:
-                if self._complete(name):
-                    self._check(down, ())
-                if name not in self.graph.upstreams.get(down, {}).values():
-                    continue
-            self._propagate(down, key)
+    def _set_value(self, name: str, key: Key, value: str) -> None:
+        self._wake(self.readiness.value_known(name, key, value))
 
-    def _propagate(self, down: str, key: Key) -> None:
-        if down in self.consumers:
-            self._advance(self.consumers[down])
-            return
-        scope = self.graph.scope.get(down, ())
-        if len(key) == len(scope):
-            self._check(down, key)
-        elif len(key) < len(scope):
-            for k in self.keys.get(scope[-1], []):
-                if k[: len(key)] == key:
-                    self._check(down, k)
+    def _wake(self, units: list[Wake]) -> None:
+        """Resolve the units a value made ready; advance the consumers it feeds."""
+        for name, key in units:
+            if key is None:
+                self._advance(self.consumers[name])
+            else:
+                self._check(name, key)
 
     def _check(self, name: str, key: Key) -> None:
         """Queue a unit to be resolved. A clean unit sets its value, which checks its
@@ -389,9 +379,11 @@ class Scheduler:
             while True:
                 if self._urgent:
                     queue = self._urgent
-                elif self._checks and (self.stopping or not self.running
+                elif self._checks and (self.stopping or not self.running or self.ranked
                                        or time.perf_counter() < deadline):
-                    if self.ready:  # what the results made ready starts before the slice goes on
+                    # what results made ready starts first; with priorities declared, only
+                    # once every unit is known, so that the most important one starts first
+                    if self.plan.ready_count() and not self.ranked:
                         self._pump()
                     queue = self._checks
                 else:
@@ -417,6 +409,8 @@ class Scheduler:
         if upstream is None:
             return
         self.seen.add((name, key))
+        if self._speculation_holds(UnitKey(name, key), upstream):
+            return
         task = self.project.tasks[name]
         resolution = self.resolver.resolve(name, upstream, key, forced=name in self.forced)
         self.last_inputs[name] = resolution.inputs
@@ -428,23 +422,46 @@ class Scheduler:
         elif self.options.dry_run:
             self._would_run(resolution)
         else:
-            self.ready.append(resolution)
+            self.plan.want(UnitKey(name, key), resolution)
+
+    def _speculation_holds(self, unit: UnitKey, upstream: dict[str, str]) -> bool:
+        """A unit kept running while its upstream reran: its upstream values are known again.
+        The same as it started with (early cutoff): its work counts, and a result it already
+        delivered is taken now. Otherwise it is stale: cancelled, or its result dropped."""
+        state = self.running.get(unit)
+        if state is None or not state.speculative:
+            return False
+        launched = state.payload
+        if self.plan.decide(unit, launched.resolution.upstream, upstream):
+            if unit.task in self.forced:  # a forced rerun must really run
+                self.plan.supersede(unit)
+            else:
+                held = state.finished
+                if isinstance(held, ExecEvent):
+                    state.finished = None
+                    self.on_exec(held)
+                return True
+        self._drop_speculative(unit)
+        return False
+
+    def _drop_speculative(self, unit: UnitKey) -> None:
+        """A speculative unit turned out stale: cancel it, or drop the result it holds."""
+        state = self.running.get(unit)
+        if state is None:
+            return
+        if state.finished is not None:  # it ended already: nothing to cancel
+            self.plan.ended(unit)
+            self.bus.publish(ev.UnitCancelled(task=unit.task, iter=unit.iter, signal="none"))
+        else:
+            self.executor.cancel(unit)
 
     def _skip(self, name: str, key: Key, resolution: Resolution | None = None) -> None:
         self.summary.skipped += 1
         self.bus.publish(ev.UnitSkipped(task=name, iter=key))
         if resolution is not None and resolution.result is not None:
-            self._note_clean(resolution, resolution.result)
-
-    def _note_clean(self, resolution: Resolution, result: ResultRecord) -> None:
-        """A unit found clean under a signature other than its last one (a change was
-        reverted, or another build's result matched): record it as the latest state, so that
-        `show` and the next reasons refer to what is current."""
-        if self.options.dry_run:
-            return
-        if self.resolver.last_signature(resolution.task, resolution.iter) != \
-                resolution.signature:
-            self._record(resolution, UnitStatus.OK, result.output, result.duration, None)
+            self.recorder.found_clean(resolution, resolution.result)
+            if self.project.tasks[name].outputs:
+                self.last_outputs[name] = dict(resolution.result.outputs)
 
     def _would_run(self, resolution: Resolution) -> None:
         self.summary.ran += 1
@@ -465,7 +482,7 @@ class Scheduler:
             self._would_run(resolution)
             return
         self.live.add(name)
-        self.ready.appendleft(resolution)
+        self.plan.want(UnitKey(name, resolution.iter), resolution)
         self._consumers_of_scope(name)  # they can start streaming now
 
     def _replay(self, name: str, signature: str, upto: int | None = None) -> int:
@@ -478,19 +495,11 @@ class Scheduler:
         return len(stored)
 
     def _new_iteration(self, name: str, key: Key, value: str) -> None:
-        self.keys[name].append(key)
         self.bus.publish(ev.Iteration(task=name, iter=key))
-        self._set_value(name, key, value, counts=False)
+        self._wake(self.readiness.iteration(name, key, value))
 
     def _generator_done(self, name: str) -> None:
-        self.gen_done.add(name)
-        self.finished[name] = self.finished.get(name, 0) + 1
-        for down in sorted(self.graph.downstreams.get(name, ())):
-            if down in self.needed:
-                if down in self.consumers:
-                    self._advance(self.consumers[down])
-                elif down in self.graph.implicit and name in self.graph.implicit[down]:
-                    self._check(down, ())
+        self._wake(self.readiness.generator_done(name))
         self._consumers_of_scope(name)
 
     def _consumers_of_scope(self, gen: str) -> None:
@@ -530,15 +539,7 @@ class Scheduler:
             else:
                 return  # the generator has not started yet
         keys = self.keys.get(c.generator, [])
-        while c.pushed < len(keys):
-            key = keys[c.pushed]
-            values = self._scope_values(c, key)
-            if values is None:
-                break
-            c.add_to_sequence(key, values)
-            if c.live:
-                self._push(c, values)
-            c.pushed += 1
+        self._push_known(c, fixed, keys)
         if c.generator not in self.gen_done or c.pushed < len(keys):
             return
         if c.deferred:
@@ -547,6 +548,36 @@ class Scheduler:
             c.ended = True
             self.executor.end_input(UnitKey(c.name))
         self._pump()
+
+    def _push_known(self, c: Consumer, fixed: dict[str, str], keys: list[Key]) -> None:
+        """Take the scope's values in key order, as far as they are known."""
+        while c.pushed < len(keys):
+            key = keys[c.pushed]
+            values = self._scope_values(c, key)
+            if values is None:
+                break
+            if c.deferred and not self.options.dry_run and self._new_in_scope(c, key):
+                self._go_live(c, fixed, keys)
+            c.add_to_sequence(key, values)
+            if c.live:
+                self._push(c, values)
+            c.pushed += 1
+
+    def _new_in_scope(self, c: Consumer, key: Key) -> bool:
+        """A value this consumer is pushed at `key` differs from the one it had last time."""
+        return any((up, key[: self._depth(up)]) in self.new_values
+                   for up in c.in_scope.values())
+
+    def _go_live(self, c: Consumer, fixed: dict[str, str], keys: list[Key]) -> None:
+        """A deferred consumer (its scope replayed from the store) whose scope has a new
+        value must run: it starts now and takes the values so far, rather than waiting for
+        the whole scope, so the rest of the scope streams through it (and on below it)."""
+        c.deferred = False
+        self._start_consumer(c, fixed, None)
+        for key in keys[: c.pushed]:
+            values = self._scope_values(c, key)
+            assert values is not None
+            self._push(c, values)
 
     def _decide_deferred(self, c: Consumer, fixed: dict[str, str]) -> None:
         c.deferred = False
@@ -661,31 +692,45 @@ class Scheduler:
         return info
 
     def _pump(self) -> None:
-        if self.ready and not self.stopping and not self.paused:
+        if not self.stopping and not self.paused and self.plan.ready_count():
             self._launch_ready()
+        self._throttle()
+        if not self._pending():
+            for unit in self.plan.undecidable():
+                self._drop_speculative(unit)
         # idle only once every queued check has been resolved: a consumer decided late in a
         # drain may still launch
-        if not self.running and (not self.ready or self.stopping) and not self._pending():
+        if self._settled():
             self._done.set()
 
     def _launch_ready(self) -> None:
-        waiting: deque[Resolution] = deque()
-        while self.ready and not self.stopping and not self.paused:
-            resolution = self.ready.popleft()
-            if UnitKey(resolution.task, resolution.iter) in self.running:
-                waiting.append(resolution)  # its stale predecessor is still being cancelled
-                continue
-            task = self.project.tasks[resolution.task]
-            persistent = task.kind is Kind.GENERATOR
-            if not persistent and self.executor.free_slots() <= 0:
-                self.ready.appendleft(resolution)
-                break
-            mode = Mode.GENERATE if persistent else Mode.CALL
-            job = self._job(resolution, mode)
-            if persistent:
-                job.start = self._resume_point(resolution)
-            self._launch(job, resolution, mode)
-        self.ready.extendleft(reversed(waiting))
+        while not self.stopping and not self.paused:
+            free = self.executor.free_slots()
+            calls = sum(1 for r in self.running.values()
+                        if r.payload.mode is Mode.CALL and r.finished is None)
+            slots = min(free, max(self.jobs - calls, 0))
+            found = self.plan.find_work(slots, free - slots)
+            if not found:
+                return
+            for resolution in found:
+                persistent = self.project.tasks[resolution.task].kind is Kind.GENERATOR
+                mode = Mode.GENERATE if persistent else Mode.CALL
+                job = self._job(resolution, mode)
+                if persistent:
+                    job.start = self._resume_point(resolution)
+                self._launch(job, resolution, mode)
+
+    def _throttle(self) -> None:
+        """The bounded read-ahead window: a generator whose scope has enough units waiting
+        is stopped (SIGSTOP, like a pause) until they drain, so a scope of millions of items
+        is read as fast as it is consumed. An executor that cannot pause (Ray) is not held."""
+        hold, release = self.plan.throttled()
+        for gen in hold:
+            if UnitKey(gen) in self.running and not self.paused:
+                self.executor.pause(UnitKey(gen))
+        for gen in release:
+            if UnitKey(gen) in self.running and not self.paused:
+                self.executor.resume(UnitKey(gen))
 
     def _resume_point(self, resolution: Resolution) -> int | None:
         """Nearest clean iteration: a generator whose run() takes `start` resumes after the
@@ -701,7 +746,9 @@ class Scheduler:
             os.makedirs(os.path.dirname(job.log_path), exist_ok=True)
             self._log_dir_ready = True
         job.fresh_log = True  # the worker truncates it: file creation stays off this loop
-        self.running[job.key] = Running(resolution, time.monotonic(), mode, job.start or 0)
+        task = self.project.tasks[resolution.task]
+        self.plan.started(job.key, Launched(resolution, time.monotonic(), mode, task,
+                                            job.start or 0))
         self._done.clear()
         self.executor.submit(job)
         # said once the job is on its way: the reasons read the unit's history, and nothing
@@ -711,28 +758,37 @@ class Scheduler:
 
     # -- results -----------------------------------------------------------------------------
     def on_exec(self, event: ExecEvent) -> None:
-        run = self.running.get(event.key)
-        if run is None or event.kind is EventKind.STARTED:
+        """The one channel through which the executor reports."""
+        state = self.running.get(event.key)
+        if state is None or event.kind is EventKind.STARTED:
             return
-        if run.superseded:  # a change made it stale: say it was cancelled, keep nothing
+        run = state.payload
+        if state.superseded:  # a change made it stale: say it was cancelled, keep nothing
             if event.kind not in (EventKind.YIELDED, EventKind.PUSHED):
-                del self.running[event.key]
+                self.plan.ended(event.key)
                 if event.kind is EventKind.CANCELLED:
                     self.bus.publish(ev.UnitCancelled(task=event.key.task, iter=event.key.iter,
                                                       signal=event.signal or "SIGINT"))
                 self._pump()
+            return
+        if state.speculative and event.kind in (EventKind.DONE, EventKind.FAILED,
+                                                EventKind.DIED):
+            state.finished = event  # counts only if its upstream's new value is the same
+            self._pump()
             return
         if event.kind is EventKind.YIELDED:
             self._yielded(event.key.task, run, event.data or NONE_PICKLE)
         elif event.kind is EventKind.PUSHED:
             self._pushed(event.key.task)
         else:
-            del self.running[event.key]
+            self.plan.ended(event.key)
             duration = event.duration or (time.monotonic() - run.started)
             if event.kind is EventKind.DONE:
-                if self.ready and run.mode is Mode.CALL:
-                    # the slot it freed takes the next ready unit before this result is looked
-                    # at (its downstream is not ready yet): the worker does not wait meanwhile
+                if not event.key.iter and run.mode is Mode.CALL and self.plan.ready_count():
+                    # outside scopes the freed slot takes the next ready unit before this
+                    # result is looked at, so the worker does not wait meanwhile; in a scope
+                    # the result goes first: the unit it makes ready (the next stage of this
+                    # iteration) is the one to start next (depth first)
                     self._pump()
                 self._done_unit(run, event.data or NONE_PICKLE, duration)
             elif event.kind is EventKind.CANCELLED and run.failure is not None:
@@ -741,10 +797,10 @@ class Scheduler:
                 self._cancelled(run, event, duration)
             else:
                 self._failed(run, event.error or "failed", duration)
-        self._schedule_commit()
+        self.recorder.soon()
         self._pump()
 
-    def _yielded(self, name: str, run: Running, data: bytes) -> None:
+    def _yielded(self, name: str, run: Launched, data: bytes) -> None:
         try:
             value = self.store.put_object(data)
         except ObjectWriteError as exc:  # the generator fails with the message, once stopped
@@ -756,8 +812,7 @@ class Scheduler:
         if run.mode is Mode.GENERATE:
             key: Key = (run.next_index,)
             run.next_index += 1
-            self.store.record_iteration(name, run.resolution.signature, key[0],
-                                        encode_iteration(key, value))
+            self.recorder.iteration(name, run.resolution.signature, key[0], key, value)
         else:
             c = self.consumers[name]
             outer = self.keys.get(c.generator, [])
@@ -775,12 +830,12 @@ class Scheduler:
         c.acked += 1
         c.yielded_in_push = 0
 
-    def _done_unit(self, run: Running, data: bytes, duration: float) -> None:
+    def _done_unit(self, run: Launched, data: bytes, duration: float) -> None:
         resolution = run.resolution
         name, key = resolution.task, resolution.iter
         if name in self.consumers:
             resolution = self._final_consumer_resolution(self.consumers[name], resolution)
-        task = self.project.tasks[name]
+        task = run.task
         try:
             output = self.store.put_object(data)
         except ObjectWriteError as exc:  # e.g. "no space left on device writing its output"
@@ -788,57 +843,55 @@ class Scheduler:
             return
         self._remember(output, data)  # its downstream units and pushes will want it soon
         # before any downstream unit looks at them: they are this unit's products
-        outputs = {k: v for k, v in self.resolver.hash_outputs(task, produced=True).items()
-                   if v is not None}
+        produced = self.resolver.hash_outputs(task, produced=True)
+        outputs = {k: v for k, v in produced.items() if v is not None}
+        if task.outputs:
+            self.last_outputs[name] = produced
         self.summary.ran += 1
         self.bus.publish(ev.UnitFinished(task=name, iter=key, duration=duration))
         if task.kind is Kind.COLLECTOR:
             self.bus.publish(ev.Gather(task=name, iter=key))
         if task.kind is Kind.GENERATOR:
-            clean = self._record_done(resolution, output, outputs, duration)
+            clean = self._record_done(task, resolution, output, outputs, duration)
             self._generator_finished(name, run, resolution, clean)
             self._generator_done(name)
         else:
             # the units waiting for this value start first: what is checked and written down
             # below is for later builds, and a chain of short tasks waits for each step's start
+            if key:
+                last = self.resolver.last_state(name, key)
+                if last is None or last.output != output:
+                    self.new_values.add((name, key))
             self._set_value(name, key, output)
-            self._record_done(resolution, output, outputs, duration)
+            self._record_done(task, resolution, output, outputs, duration)
 
-    def _record_done(self, resolution: Resolution, output: str, outputs: dict[str, str],
-                     duration: float) -> bool:
-        """Record a unit that ran; whether it is clean: its tracked inputs are the ones it
-        started with (race-safe completion)."""
-        name = resolution.task
-        task = self.project.tasks[name]
-        clean = not task.inputs or self.resolver.inputs_unchanged(name, resolution.inputs)
-        if not clean:
-            self.resolver.forget_static(name)
-        if clean:
-            record = ResultRecord(resolution.task, resolution.signature, output, outputs,
-                                  duration, time.time())
-            self.store.record_result(record)
-            self.resolver.note_result(record)
-        self._record(resolution, UnitStatus.OK if clean else UnitStatus.STALE, output,
-                     duration, None)
-        return clean
+    def _record_done(self, task: Task, resolution: Resolution, output: str,
+                     outputs: dict[str, str], duration: float) -> bool:
+        """Record a unit that ran; whether it is clean (race-safe completion)."""
+        left = self.recorder.ran(task, resolution, output, outputs, duration)
+        if left is None:
+            self.self_changing.pop(task.name, None)
+            return True
+        self.self_changing[task.name] = left  # dev tells a task that rewrites its own inputs
+        return False
 
     def _final_consumer_resolution(self, c: Consumer, resolution: Resolution) -> Resolution:
         fixed = self._upstream_values(c.name, (), in_scope=False) or {}
         return self.resolver.resolve(c.name, fixed, (), c.sequence.hexdigest())
 
-    def _generator_finished(self, name: str, run: Running, resolution: Resolution,
+    def _generator_finished(self, name: str, run: Launched, resolution: Resolution,
                             clean: bool) -> None:
         if not clean:
             return
         if run.mode is Mode.INNER_GENERATE:  # its signature is known only now
             for index, key in enumerate(self.keys.get(name, [])):
-                self.store.record_iteration(name, resolution.signature, index,
-                                            encode_iteration(key, self.values[(name, key)]))
-        self.store.mark_generator_complete(name, resolution.signature,
-                                           len(self.keys.get(name, [])))
+                self.recorder.iteration(name, resolution.signature, index, key,
+                                        self.values[(name, key)])
+        self.recorder.generator_complete(name, resolution.signature,
+                                         len(self.keys.get(name, [])))
 
-    def _cancelled(self, run: Running, event: ExecEvent, duration: float) -> None:
-        self._record(run.resolution, UnitStatus.CANCELLED, None, duration, None)
+    def _cancelled(self, run: Launched, event: ExecEvent, duration: float) -> None:
+        self.recorder.state(run.resolution, UnitStatus.CANCELLED, None, duration, None)
         consumer = self.consumers.get(event.key.task)
         if consumer is not None and consumer.blocked:  # cancelled by us: its scope broke
             self.summary.blocked.append(event.key.task)
@@ -848,9 +901,9 @@ class Scheduler:
                                           signal=event.signal or "SIGINT"))
         self._block_consumers(event.key.task, f"{event.key.format()} was cancelled")
 
-    def _failed(self, run: Running, error: str, duration: float) -> None:
+    def _failed(self, run: Launched, error: str, duration: float) -> None:
         resolution = run.resolution
-        self._record(resolution, UnitStatus.FAILED, None, duration, error)
+        self.recorder.state(resolution, UnitStatus.FAILED, None, duration, error)
         self.summary.failed += 1
         self.bus.publish(ev.UnitFailed(task=resolution.task, iter=resolution.iter,
                                        error=error))
@@ -872,51 +925,15 @@ class Scheduler:
             if UnitKey(down) in self.running:
                 self.executor.cancel(UnitKey(down))
 
-    def _record(self, resolution: Resolution, status: UnitStatus, output: str | None,
-                duration: float, error: str | None) -> None:
-        if resolution.iter:  # every iteration of a task shares one manifest: store it once
-            manifest_id = self._manifest_ids.get(resolution.static)
-            if manifest_id is None:
-                manifest_id, blob = resolution.unit_manifest(with_upstream=False)
-                self.store.put_manifest(manifest_id, blob)
-                self._manifest_ids[resolution.static] = manifest_id
-        else:
-            manifest_id, blob = resolution.unit_manifest()
-            self.store.put_manifest(manifest_id, blob)
-        state = UnitState(resolution.task, resolution.iter, resolution.signature, status,
-                          manifest_id, output, duration, error, time.time())
-        self.store.set_unit_state(state)
-        self.resolver.note_state(state)
-
     # -- stopping and committing -------------------------------------------------------------
     def _stop(self) -> None:
         self.stopping = True
-        self.ready.clear()
+        self.plan.clear()
         for key in list(self.running):
             self.executor.cancel(key)
         self._pump()
 
-    def _schedule_commit(self) -> None:
-        if self._commit_handle is None:
-            loop = asyncio.get_running_loop()
-            self._commit_handle = loop.call_later(COMMIT_EVERY, self.flush)
-
     def flush(self) -> None:
-        if self._commit_handle is not None:
-            self._commit_handle.cancel()
-            self._commit_handle = None
-        if self.options.dry_run:
-            return
-        self.hasher.flush()
-        try:
-            self.store.commit()
-        except StateFull as full:  # kept by the store: tried again soon, and at the end
-            if not self._state_full:
-                self.bus.publish(ev.Error(message=f"{full}; results are kept in memory and "
-                                          "saved when space allows", file=None, line=None))
-            self._state_full = True
-            with contextlib.suppress(RuntimeError):  # no loop: the caller's commit says it
-                loop = asyncio.get_running_loop()
-                self._commit_handle = loop.call_later(1.0, self.flush)
-            return
-        self._state_full = False
+        message = self.recorder.flush()
+        if message is not None:
+            self.bus.publish(ev.Error(message=message, file=None, line=None))

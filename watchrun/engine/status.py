@@ -35,6 +35,7 @@ class TaskReport:
     reasons: list[str] = field(default_factory=list)
     duration: float | None = None
     error: str | None = None
+    priority: int = 0  # the header's `priority`, after inheritance
 
 
 class _NoExecutor:
@@ -82,6 +83,9 @@ def report(project: Project, store: Store, hasher: FileHasher,
     for name in sorted(project.broken):
         if wanted is None or name in wanted:
             reports.append(TaskReport(name, TaskState.BROKEN))
+    for rep in reports:
+        task = project.tasks.get(rep.task)
+        rep.priority = task.priority if task is not None else 0
     return reports
 
 

@@ -27,7 +27,8 @@ from watchrun.project.simpletoml import parse_simple
 OPENER = "# /// task"
 CLOSER = "# ///"
 KINDS = ("task", "generator", "collector")
-ALLOWED_KEYS = ("abstract", "after", "extends", "inputs", "kind", "outputs", "params")
+ALLOWED_KEYS = ("abstract", "after", "extends", "inputs", "kind", "outputs", "params",
+                "priority")
 _ALLOWED = frozenset(ALLOWED_KEYS)
 # keys whose sub-keys get their own line in Header.key_lines ("params.size", "after.frames")
 _TABLE_KEYS = ("params", "after")
@@ -231,6 +232,12 @@ def _check_abstract(value: Any) -> str | None:
     return f"abstract must be true or false, not {_describe(value)}"
 
 
+def _check_priority(value: Any) -> str | None:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return None
+    return f"priority must be an integer (higher runs first), not {_describe(value)}"
+
+
 def _check_params(value: Any) -> str | None:
     if isinstance(value, dict):
         return None
@@ -246,6 +253,7 @@ _CHECKS: dict[str, Callable[[Any], str | None]] = {
     "outputs": _check_paths("outputs"),
     "abstract": _check_abstract,
     "params": _check_params,
+    "priority": _check_priority,
 }
 
 

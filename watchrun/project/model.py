@@ -59,6 +59,7 @@ class Task:
     field_origins: dict[str, Origin] = field(default_factory=dict)
     # line of each `after` entry, to point errors at the right place
     after_lines: dict[str, int] = field(default_factory=dict)
+    priority: int = 0  # among ready units, a higher priority runs first (inherited like kind)
 
     @property
     def parent(self) -> str | None:

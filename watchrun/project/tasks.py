@@ -19,7 +19,7 @@ from watchrun.project.frozen import build
 from watchrun.project.header import Header
 from watchrun.project.model import Kind, Origin, Param, Task
 
-INHERITED_FIELDS = ("kind", "after", "inputs", "outputs")
+INHERITED_FIELDS = ("kind", "after", "inputs", "outputs", "priority")
 
 
 # -- discovery and names ------------------------------------------------------------------------
@@ -243,4 +243,5 @@ def _merge(chain: tuple[str, ...], sources: dict[str, TaskSource],
         chain=chain,
         field_origins=field_origins,
         after_lines=dict(after_lines),
+        priority=values.get("priority", 0),
     )

@@ -180,6 +180,7 @@ class WatchrunApp(App[str]):
         Binding("i", "interrupt", "Interrupt"),
         Binding("r", "continue", "Rerun"),
         Binding("R", "force", "Force", key_display="R"),
+        Binding("f", "force", "Force", show=False),
         Binding("P", "pause_all", "All", key_display="P"),  # pause / resume everything
         Binding("slash", "filter", "Filter", key_display="/"),
         Binding("enter", "fold", "Fold", show=False),
@@ -308,6 +309,11 @@ class WatchrunApp(App[str]):
             self._size_panes(self.size.width)
 
     def _tick(self) -> None:
+        paused_tasks = getattr(self.control, "paused_tasks", None)  # older engines lack it
+        if paused_tasks is not None:
+            paused = self._call(paused_tasks)
+            if paused is not None:
+                self.board.sync_paused(paused)
         self.dag.refresh_running()
         selected = self.dag.selected
         if selected is not None and not self._paged_at and self.board.state(selected) in (
@@ -498,7 +504,8 @@ class WatchrunApp(App[str]):
         name = self.dag.selected
         if name is None:
             return
-        if self._steer(self.control.rerun, name):
+        force = getattr(self.control, "force", self.control.rerun)  # older engines lack it
+        if self._steer(force, name):
             self.say(f"{name}: forced rerun of every unit, and of what depends on it")
 
     def action_pause_all(self) -> None:

@@ -106,6 +106,8 @@ def describe(board: Board, name: str, reasons: list[str], stored: LastRun | None
         lines.append(_section("extends", " → ".join(view.chain[1:])))
     if view.scope:
         lines.append(_section("scope", " › ".join(view.scope)))
+    if view.priority:
+        lines.append(_section("priority", str(view.priority)))
     if view.params:
         width = max(len(f"{p.name} = {p.value}") for p in view.params)
         lines.append(_section("params"))

@@ -324,6 +324,15 @@ class Board:
             self.changed.add(name)
             self.header_changed = True
 
+    def sync_paused(self, paused: set[str]) -> None:
+        """The engine's word on which tasks have a paused unit (a paused unit replaced by a
+        rerun is not paused any more)."""
+        for name, row in self.rows.items():
+            if row.paused != (name in paused):
+                row.paused = name in paused
+                self.changed.add(name)
+                self.header_changed = True
+
     def set_paused_all(self, paused: bool) -> None:
         self.paused_all = paused
         for row in self.rows.values():

@@ -1,0 +1,351 @@
+"""The build plan's rules, without processes: find work, finish a unit, see what comes next
+(as ninja's PlanTest does over a fake command runner). Microseconds each."""
+
+from __future__ import annotations
+
+from watchrun.engine.plan import Plan, Readiness, TaskRank, stages
+from watchrun.executors.base import UnitKey
+from watchrun.project.graph import Graph
+
+# gen -> a -> b -> total (a collector), as in SPEC section 3's streaming example; `cheap`
+# stands alone outside the scope
+RANKS = {
+    "gen": TaskRank(stage=0, persistent=True),
+    "a": TaskRank(stage=1, generator="gen"),
+    "b": TaskRank(stage=2, generator="gen"),
+    "total": TaskRank(stage=3, persistent=True, generator="gen"),
+    "cheap": TaskRank(stage=0),
+}
+
+
+def unit(name: str, *key: int) -> UnitKey:
+    return UnitKey(name, tuple(key))
+
+
+class FakeRunner:
+    """Runs what the plan finds, `jobs` at a time, and finishes units when the test says."""
+
+    def __init__(self, plan: Plan[UnitKey, str], jobs: int) -> None:
+        self.plan = plan
+        self.jobs = jobs
+        self.log: list[UnitKey] = []
+
+    def fill(self) -> list[UnitKey]:
+        calls = sum(1 for u in self.plan.running if not self.plan.ranks[u.task].persistent)
+        found = self.plan.find_work(self.jobs - calls)
+        for u in found:
+            self.plan.started(u, "job")
+        self.log.extend(found)
+        return found
+
+    def finish(self, u: UnitKey) -> None:
+        assert self.plan.ended(u) is not None
+
+
+def make(jobs: int = 2, window: int = 8, ranks: dict[str, TaskRank] | None = None
+         ) -> tuple[Plan[UnitKey, str], FakeRunner]:
+    plan: Plan[UnitKey, str] = Plan(ranks or RANKS, window)
+    return plan, FakeRunner(plan, jobs)
+
+
+def want(plan: Plan[UnitKey, str], *units: UnitKey) -> None:
+    for u in units:
+        plan.want(u, u)
+
+
+def test_later_stages_of_earlier_iterations_go_first() -> None:
+    plan, runner = make(jobs=2)
+    want(plan, *(unit("a", i) for i in range(5)))
+    assert runner.fill() == [unit("a", 0), unit("a", 1)]
+    runner.finish(unit("a", 0))
+    want(plan, unit("b", 0))  # a[0]'s result made b[0] ready: it beats a[2]
+    assert runner.fill() == [unit("b", 0)]
+    runner.finish(unit("a", 1))
+    want(plan, unit("b", 1))
+    assert runner.fill() == [unit("b", 1)]
+    runner.finish(unit("b", 0))
+    assert runner.fill() == [unit("a", 2)]
+
+
+def test_nested_scopes_order_by_outer_iteration_then_inner() -> None:
+    ranks = {**RANKS, "inner": TaskRank(stage=2, generator="gen"),
+             "deep": TaskRank(stage=3, generator="gen")}
+    plan, runner = make(jobs=10, ranks=ranks)
+    want(plan, unit("a", 1), unit("deep", 0, 1), unit("a", 0), unit("deep", 0, 0),
+         unit("deep", 1, 0), unit("a", 2))
+    assert runner.fill() == [unit("a", 0), unit("deep", 0, 0), unit("deep", 0, 1),
+                             unit("a", 1), unit("deep", 1, 0), unit("a", 2)]
+
+
+def test_priority_beats_iteration_order_and_stage() -> None:
+    ranks = {**RANKS, "cheap": TaskRank(priority=5)}
+    plan, runner = make(jobs=1, ranks=ranks)
+    want(plan, unit("b", 0), unit("a", 1), unit("cheap"))
+    assert runner.fill() == [unit("cheap")]
+    runner.finish(unit("cheap"))
+    assert runner.fill() == [unit("b", 0)]
+
+
+def test_equal_units_keep_the_order_they_became_ready() -> None:
+    ranks = {"x": TaskRank(), "y": TaskRank(), "z": TaskRank()}
+    plan, runner = make(jobs=3, ranks=ranks)
+    want(plan, unit("y"), unit("z"), unit("x"))
+    assert runner.fill() == [unit("y"), unit("z"), unit("x")]
+
+
+def test_persistent_units_take_no_slot_and_never_wait_for_one() -> None:
+    plan, runner = make(jobs=1)
+    want(plan, unit("cheap"), unit("a", 0), unit("gen"), unit("total"))
+    assert runner.fill() == [unit("total"), unit("gen"), unit("cheap")]  # later stage first
+    assert runner.fill() == []
+    assert plan.ready_count() == 1
+
+
+def test_queue_places_go_only_to_units_outside_scopes() -> None:
+    plan, _ = make()
+    want(plan, unit("a", 0), unit("a", 1))
+    assert plan.find_work(0, queued=2) == []
+    want(plan, unit("cheap"))
+    assert plan.find_work(0, queued=2) == [unit("cheap")]
+    assert plan.find_work(1, queued=2) == [unit("a", 0)]
+
+
+def test_a_unit_waits_for_its_stale_predecessor_to_be_cancelled() -> None:
+    plan, runner = make(jobs=2)
+    want(plan, unit("a", 0))
+    runner.fill()
+    assert plan.supersede(unit("a", 0))
+    want(plan, unit("a", 0), unit("a", 1))
+    assert runner.fill() == [unit("a", 1)]  # a[0] again only once the old one ended
+    runner.finish(unit("a", 0))
+    assert runner.fill() == [unit("a", 0)]
+
+
+def test_the_window_holds_a_generator_ahead_of_its_consumers() -> None:
+    plan, runner = make(jobs=2, window=4)
+    want(plan, unit("gen"))
+    runner.fill()
+    want(plan, unit("a", 0), unit("a", 1), unit("a", 2))
+    assert plan.throttled() == ([], [])
+    want(plan, unit("a", 3))
+    assert plan.throttled() == (["gen"], [])
+    assert plan.throttled() == ([], [])  # said once
+    runner.fill()  # a[0], a[1] start: 2 wait, at half the window the generator goes on
+    assert plan.throttled() == ([], ["gen"])
+    assert not plan.held("gen")
+
+
+def test_dropping_ready_units_lowers_the_backlog() -> None:
+    plan, _ = make(window=2)
+    want(plan, unit("a", 0), unit("a", 1))
+    assert plan.throttled() == (["gen"], [])
+    plan.drop({"a"})
+    assert plan.throttled() == ([], ["gen"])
+    assert not plan.more_to_do()
+
+
+def test_null_build_nothing_to_do() -> None:
+    plan, runner = make()
+    assert not plan.more_to_do()
+    assert runner.fill() == []
+
+
+def test_more_to_do_until_the_last_unit_ends() -> None:
+    plan, runner = make(jobs=1)
+    want(plan, unit("cheap"), unit("a", 0))
+    runner.fill()
+    assert plan.more_to_do()
+    runner.finish(unit("cheap"))
+    runner.fill()
+    runner.finish(unit("a", 0))
+    assert not plan.more_to_do()
+
+
+# -- replan: what a change does to what runs -----------------------------------------------
+
+CHAIN = {
+    "up": TaskRank(stage=0),
+    "mid": TaskRank(stage=1),
+    "down": TaskRank(stage=2),
+    "reader": TaskRank(stage=1),  # reads up's output file (an implicit edge)
+    "col": TaskRank(stage=1, persistent=True),
+    "free": TaskRank(stage=0),
+}
+BELOW = {"up": {"mid", "down", "reader", "col"}, "mid": {"down"}}
+FILES = {"reader": ["up"]}
+
+
+def running(*names: str) -> Plan[UnitKey, str]:
+    plan: Plan[UnitKey, str] = Plan(CHAIN)
+    for name in names:
+        plan.started(unit(name), "job")
+    return plan
+
+
+def reset_of(changed: set[str]) -> set[str]:
+    reset = set(changed)
+    for name in changed:
+        reset |= BELOW.get(name, set())
+    return reset
+
+
+def test_replan_cancels_the_changed_tasks_units() -> None:
+    plan = running("up", "free")
+    replan = plan.replan({"up"}, reset_of({"up"}), FILES)
+    assert replan.cancel == [unit("up")] and replan.keep == []
+    assert plan.running[unit("up")].superseded
+    assert not plan.running[unit("free")].superseded  # independent: runs on
+
+
+def test_replan_keeps_value_downstreams_running_speculatively() -> None:
+    plan = running("mid", "down")
+    replan = plan.replan({"up"}, reset_of({"up"}), FILES)
+    assert replan.keep == [unit("down"), unit("mid")] and replan.cancel == []
+    assert plan.running[unit("mid")].speculative
+    assert replan.schedule == ["up", "col", "mid", "reader", "down"]
+
+
+def test_replan_cancels_readers_of_files_and_persistent_consumers() -> None:
+    plan = running("reader", "col")
+    replan = plan.replan({"up"}, reset_of({"up"}), FILES)
+    assert replan.cancel == [unit("col"), unit("reader")]
+
+
+def test_replan_of_a_deleted_task_cancels_its_units() -> None:
+    plan = running("gone")
+    replan = plan.replan({"gone"}, {"gone"}, FILES)
+    assert replan.cancel == [unit("gone")] and replan.schedule == []
+
+
+def test_replan_drops_ready_units_of_reset_tasks_only() -> None:
+    plan: Plan[UnitKey, str] = Plan(CHAIN)
+    want(plan, unit("mid"), unit("free"))
+    plan.replan({"up"}, reset_of({"up"}), FILES)
+    assert plan.find_work(5) == [unit("free")]
+
+
+def test_replan_leaves_units_already_being_cancelled_alone() -> None:
+    plan = running("up")
+    plan.supersede(unit("up"))
+    assert plan.replan({"up"}, {"up"}, FILES).cancel == []
+
+
+def test_a_speculative_unit_counts_when_its_upstream_value_comes_again() -> None:
+    plan = running("mid")
+    plan.replan({"up"}, reset_of({"up"}), FILES)
+    assert plan.decide(unit("mid"), {"up": "h1"}, {"up": "h1"})  # early cutoff
+    assert not plan.running[unit("mid")].speculative
+    assert not plan.running[unit("mid")].superseded
+
+
+def test_a_speculative_unit_is_superseded_when_its_upstream_value_differs() -> None:
+    plan = running("mid")
+    plan.replan({"up"}, reset_of({"up"}), FILES)
+    assert not plan.decide(unit("mid"), {"up": "h1"}, {"up": "h2"})
+    assert plan.running[unit("mid")].superseded
+    assert plan.active("mid") == []
+
+
+def test_paused_units_are_known_to_the_plan_and_forgotten_when_replaced() -> None:
+    plan = running("up", "free")
+    plan.running[unit("up")].paused = True
+    assert plan.paused_tasks() == {"up"}
+    plan.replan({"up"}, {"up"}, FILES)  # a rerun supersedes the paused unit
+    assert plan.paused_tasks() == set()
+
+
+def test_new_ranks_keep_ready_units_of_tasks_that_remain() -> None:
+    plan: Plan[UnitKey, str] = Plan(CHAIN)
+    want(plan, unit("mid"), unit("free"))
+    plan.set_ranks({"free": TaskRank(), "new": TaskRank(priority=1)})
+    want(plan, unit("new"))
+    assert plan.find_work(5) == [unit("new"), unit("free")]
+
+
+def test_stages_are_longest_paths_from_the_roots() -> None:
+    ups = {"a": [], "b": ["a"], "c": ["a", "b"], "d": []}
+    assert stages(ups, ["a", "d", "b", "c"]) == {"a": 0, "d": 0, "b": 1, "c": 2}
+
+
+def test_speculative_units_nothing_can_decide_are_stale_once_the_rest_is_done() -> None:
+    plan = running("mid", "up")
+    plan.replan(set(), {"mid"}, FILES)  # mid kept: its upstream reruns
+    assert plan.running[unit("mid")].speculative
+    assert plan.undecidable() == []  # up still runs: it may bring mid's value
+    plan.ended(unit("up"))  # up failed: mid's value never comes
+    assert plan.undecidable() == [unit("mid")]
+    assert plan.running[unit("mid")].superseded
+
+
+# -- readiness: which units a value makes ready -------------------------------------------
+
+def scope_graph() -> Graph:
+    """table -> gen -> a -> b -> total (collector) -> report; reader reads report's file;
+    lookup (outside the scope) feeds a whole."""
+    graph = Graph(tasks={})
+    graph.upstreams = {"gen": {"table": "table"}, "a": {"gen": "gen", "lookup": "lookup"},
+                       "b": {"a": "a"}, "total": {"b": "b"}, "report": {"total": "total"}}
+    graph.implicit = {"reader": {"a"}}
+    graph.downstreams = {"table": {"gen"}, "gen": {"a"}, "lookup": {"a"}, "a": {"b", "reader"},
+                         "b": {"total"}, "total": {"report"}}
+    graph.scope = {"a": ("gen",), "b": ("gen",), "total": ("gen",), "lookup": (), "table": ()}
+    return graph
+
+
+DEPTH = {"gen": 1, "a": 1, "b": 1}  # how many key components their values carry
+
+
+def readiness() -> Readiness:
+    ready = Readiness(scope_graph(), lambda up: DEPTH.get(up, 0), lambda n: n == "total")
+    ready.needed = {"table", "lookup", "gen", "a", "b", "total", "report", "reader"}
+    return ready
+
+
+def test_an_iteration_wakes_its_units_once_their_whole_values_are_known() -> None:
+    ready = readiness()
+    assert ready.iteration("gen", (0,), "v0") == [("a", (0,))]
+    assert ready.upstream_values("a", (0,)) is None  # lookup is not known yet
+    assert ready.value_known("lookup", (), "L") == [("a", (0,))]  # every key so far
+    assert ready.upstream_values("a", (0,)) == {"gen": "v0", "lookup": "L"}
+    assert ready.iteration("gen", (1,), "v1") == [("a", (1,))]
+
+
+def test_values_flow_depth_first_to_the_consumer_of_the_scope() -> None:
+    ready = readiness()
+    ready.value_known("lookup", (), "L")
+    ready.iteration("gen", (0,), "v0")
+    ready.iteration("gen", (1,), "v1")
+    assert ready.value_known("a", (1,), "a1") == [("b", (1,))]
+    assert ready.value_known("b", (1,), "b1") == [("total", None)]  # the consumer advances
+    assert ready.upstream_values("total", (1,), in_scope=True) == {"b": "b1"}
+    assert ready.upstream_values("total", (0,), in_scope=True) is None  # pushes wait for 0
+
+
+def test_a_file_reader_waits_for_every_unit_of_its_producer() -> None:
+    ready = readiness()
+    ready.value_known("lookup", (), "L")
+    ready.iteration("gen", (0,), "v0")
+    ready.iteration("gen", (1,), "v1")
+    assert ("reader", ()) not in ready.value_known("a", (0,), "a0")
+    assert ("reader", ()) not in ready.value_known("a", (1,), "a1")  # more keys may come
+    assert ready.generator_done("gen") == [("reader", ())]  # a is complete only now
+    assert not ready.complete("b") and ready.complete("a")
+    assert ready.upstream_values("reader", ()) == {}
+
+
+def test_generator_done_advances_its_consumers() -> None:
+    ready = readiness()
+    graph = ready.graph
+    graph.downstreams["gen"] = {"a", "total"}
+    ready.iteration("gen", (0,), "v0")  # a[0] still to come: its file reader waits
+    assert ready.generator_done("gen") == [("total", None)]
+    assert "gen" in ready.gen_done
+
+
+def test_forget_drops_a_tasks_values_and_keys() -> None:
+    ready = readiness()
+    ready.iteration("gen", (0,), "v0")
+    ready.value_known("lookup", (), "L")
+    ready.forget({"gen"})
+    assert ready.keys == {} and ("gen", (0,)) not in ready.values
+    assert ready.values == {("lookup", ()): "L"}

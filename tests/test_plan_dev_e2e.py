@@ -1,0 +1,272 @@
+"""The live-session rules of SPEC section 4, end to end through `watchrun dev --no-tui --json`:
+a real process, real files, the real watcher."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import wait_for, watchrun
+from tests.devproc import DevProcess, Event, started
+
+pytestmark = [pytest.mark.usefixtures("no_leaks"), pytest.mark.timeout(120)]
+
+TOML = "jobs = 2\ngrace = 0.3\n"
+
+# waits until the test lets it finish: the unit is running while the test edits things
+GATED = '''
+    # /// task
+    # ///
+    import time
+    from pathlib import Path
+
+    def run():
+        with open("gated.runs", "a") as f:
+            f.write("run\\n")
+        while not Path("gated.go").exists():
+            time.sleep(0.01)
+        return "gated done"
+'''
+
+
+def of(events: list[Event], kind: str, task: str) -> list[Event]:
+    return [e for e in events if e["event"] == kind and e.get("task") == task]
+
+
+def wait_started(proc: DevProcess, task: str) -> Event:
+    return proc.wait(lambda e: e["event"] == "unit_started" and e["task"] == task,
+                     what=f"{task} to start")
+
+
+def test_task_files_added_while_watching_are_planned_and_run(project) -> None:  # type: ignore[no-untyped-def]
+    root: Path = project({"watchrun.toml": TOML,
+                          "tasks/first.py": "# /// task\n# ///\ndef run():\n    return 1\n"})
+    proc = DevProcess(root)
+    assert started(proc.idle()) == ["first"]
+    (root / "tasks/second.py").write_text(
+        "# /// task\n# after = ['first']\n# ///\ndef run(first):\n    return first + 1\n")
+    assert started(proc.idle()) == ["second"]
+    # twenty at once, as a `git checkout` writes them
+    for i in range(20):
+        (root / f"tasks/many_{i:02d}.py").write_text(
+            f"# /// task\n# after = ['second']\n# ///\ndef run(second):\n    return second + {i}\n")
+    wanted = {f"many_{i:02d}" for i in range(20)}
+    seen: set[str] = set()
+    deadline = time.monotonic() + 30
+    while seen != wanted and time.monotonic() < deadline:
+        seen |= {e["task"] for e in proc.idle() if e["event"] == "unit_finished"}
+    assert seen == wanted
+    proc.stop()
+    status = watchrun(root, "status").stdout
+    assert status.count("clean") == 22, status
+
+
+def test_deleted_and_renamed_tasks_are_dropped_and_their_units_cancelled(project) -> None:  # type: ignore[no-untyped-def]
+    root: Path = project({"watchrun.toml": TOML, "tasks/gated.py": GATED,
+                          "tasks/other.py": "# /// task\n# ///\ndef run():\n    return 2\n"})
+    proc = DevProcess(root)
+    wait_started(proc, "gated")
+    proc.wait(lambda e: e["event"] == "unit_finished" and e["task"] == "other")
+    mark = proc.cursor
+    (root / "tasks/gated.py").rename(root / "tasks/renamed.py")
+    cancelled = proc.wait(lambda e: e["event"] == "unit_cancelled", what="the cancel")
+    assert cancelled["task"] == "gated"
+    proc.cursor = mark
+    wait_started(proc, "renamed")  # the renamed task runs under its new name
+    (root / "gated.go").write_text("")
+    events = proc.idle()
+    assert of(events, "unit_finished", "renamed")
+    (root / "gated.go").unlink()
+    (root / "tasks/renamed.py").unlink()  # deleted while idle: nothing runs, nothing breaks
+    proc.wait(lambda e: e["event"] == "change" and "tasks/renamed.py" in e["paths"],
+              timeout=30, what="the deletion")
+    (root / "tasks/late.py").write_text("# /// task\n# ///\ndef run():\n    return 3\n")
+    proc.wait(lambda e: e["event"] == "unit_finished" and e["task"] == "late", timeout=30,
+              what="the new task to run")
+    assert all(e["task"] == "late" for e in proc.events if e["event"] == "unit_started"
+               and e["time"] > cancelled["time"] and e["task"] != "renamed")
+    assert proc.stop() == 130
+    assert "Traceback" not in proc.stderr()
+
+
+PRODUCER = {
+    "watchrun.toml": TOML,
+    "tasks/report.py": '''
+        # /// task
+        # outputs = ["out/report.txt"]
+        # ///
+        from pathlib import Path
+
+        def run():
+            Path("out").mkdir(exist_ok=True)
+            Path("out/report.txt").write_text("the report\\n")
+            return "written"
+    ''',
+}
+
+
+def test_an_output_deleted_or_modified_by_hand_reruns_its_producer(project) -> None:  # type: ignore[no-untyped-def]
+    root: Path = project(PRODUCER)
+    proc = DevProcess(root)
+    assert started(proc.idle()) == ["report"]
+    proc.quiet(0.5)  # the producer's own writes change nothing
+    (root / "out/report.txt").unlink()
+    events = proc.idle()
+    assert started(events) == ["report"]
+    assert any("out/report.txt" in r for e in of(events, "unit_started", "report")
+               for r in e["reasons"])
+    (root / "out/report.txt").write_text("edited by hand\n")
+    assert started(proc.idle()) == ["report"]
+    assert (root / "out/report.txt").read_text() == "the report\n"
+    assert proc.quiet(1.0) == []  # and then it rests
+    proc.stop()
+
+
+def test_a_project_error_cancels_nothing_and_its_fix_lets_the_unit_finish(project) -> None:  # type: ignore[no-untyped-def]
+    root: Path = project({"watchrun.toml": TOML, "tasks/gated.py": GATED})
+    proc = DevProcess(root)
+    wait_started(proc, "gated")
+    wait_for(lambda: (root / "gated.runs").exists(), what="gated to run")
+    good = (root / "tasks/gated.py").read_text()
+    (root / "tasks/gated.py").write_text(good.replace("def run():", "def run(:"))
+    error = proc.wait(lambda e: e["event"] == "error", what="the project error")
+    assert error["file"] == "tasks/gated.py"
+    (root / "tasks/gated.py").write_text(good)  # the fix restores the same signature
+    events = proc.quiet(1.0)
+    assert not [e for e in events if e["event"] in ("unit_cancelled", "unit_started")], events
+    (root / "gated.go").write_text("")
+    events = proc.idle()
+    assert of(events, "unit_finished", "gated")
+    assert (root / "gated.runs").read_text().split() == ["run"]  # never started again
+    proc.stop()
+    assert watchrun(root, "status").stdout.split()[0] == "clean"
+
+
+def speculative(output: str) -> dict[str, str]:
+    return {
+        "watchrun.toml": TOML,
+        "tasks/up.py": f'''
+            # /// task
+            # [params]
+            # x = 1
+            # ///
+            import time
+
+            def run(x):
+                time.sleep(0.5)
+                return {output}
+        ''',
+        "tasks/down.py": '''
+            # /// task
+            # after = ["up"]
+            # ///
+            import time
+            from pathlib import Path
+
+            def run(up):
+                with open("down.runs", "a") as f:
+                    f.write(f"{up}\\n")
+                while not Path("down.go").exists():
+                    time.sleep(0.01)
+                return f"down of {up}"
+        ''',
+    }
+
+
+def test_running_downstream_keeps_running_if_its_upstream_reruns_to_the_same_value(project) -> None:  # type: ignore[no-untyped-def]
+    root: Path = project(speculative('"always the same"'))
+    proc = DevProcess(root)
+    wait_started(proc, "down")
+    text = (root / "tasks/up.py").read_text()
+    (root / "tasks/up.py").write_text(text.replace("# x = 1", "# x = 2"))
+    proc.wait(lambda e: e["event"] == "unit_finished" and e["task"] == "up",
+              what="up to rerun")
+    (root / "down.go").write_text("")
+    events = proc.idle()
+    assert not of(events, "unit_cancelled", "down"), events
+    assert not of(events, "unit_started", "down"), events
+    assert of(events, "unit_finished", "down")
+    assert (root / "down.runs").read_text().split("\n")[:-1] == ["always the same"]
+    proc.stop()
+    assert watchrun(root, "show", "down").stdout.strip() == "down of always the same"
+    status = watchrun(root, "status").stdout
+    assert [line.split()[0] for line in status.splitlines() if line.strip()] == \
+        ["clean", "clean"], status
+
+
+def test_a_running_downstream_is_cancelled_when_its_upstreams_new_value_differs(project) -> None:  # type: ignore[no-untyped-def]
+    root: Path = project(speculative("x"))
+    proc = DevProcess(root)
+    wait_started(proc, "down")
+    text = (root / "tasks/up.py").read_text()
+    (root / "tasks/up.py").write_text(text.replace("# x = 1", "# x = 2"))
+    finished = proc.wait(lambda e: e["event"] == "unit_finished" and e["task"] == "up")
+    cancelled = proc.wait(lambda e: e["event"] == "unit_cancelled" and e["task"] == "down")
+    assert cancelled["time"] >= finished["time"]  # kept running until the value was known
+    wait_started(proc, "down")
+    (root / "down.go").write_text("")
+    proc.idle()
+    proc.stop()
+    assert watchrun(root, "show", "down").stdout.strip() == "down of 2"
+
+
+def test_a_task_that_changes_its_own_inputs_is_reported_once_and_not_looped(project) -> None:  # type: ignore[no-untyped-def]
+    root: Path = project({
+        "watchrun.toml": TOML,
+        "data/log.txt": "",
+        "tasks/appender.py": '''
+            # /// task
+            # inputs = ["data/log.txt"]
+            # ///
+            def run(inputs):
+                with open(inputs[0], "a") as f:
+                    f.write("one more line\\n")
+                return len(inputs[0].read_text().splitlines())
+        ''',
+    })
+    proc = DevProcess(root)
+    events = proc.quiet(4.0)
+    errors = [e for e in events if e["event"] == "error"]
+    assert len(errors) == 1, events
+    assert errors[0]["file"] == "tasks/appender.py" and errors[0]["line"] == 1
+    assert "data/log.txt" in errors[0]["message"]
+    assert len(of(events, "unit_started", "appender")) <= 2
+    assert proc.quiet(1.5) == []
+    # something else changing reruns it
+    (root / "tasks/appender.py").write_text(
+        (root / "tasks/appender.py").read_text().replace("one more", "another"))
+    events = proc.quiet(3.0)
+    assert 1 <= len(of(events, "unit_started", "appender")) <= 2
+    proc.stop()
+
+
+def test_editors_temporary_files_never_show_in_changes(project) -> None:  # type: ignore[no-untyped-def]
+    root: Path = project({"watchrun.toml": TOML,
+                          "tasks/one.py": "# /// task\n# ///\ndef run():\n    return 1\n"})
+    proc = DevProcess(root)
+    proc.idle()
+    subprocess.run(["sed", "-i", "s/return 1/return 2/", str(root / "tasks/one.py")],
+                   check=True)
+    for name in ("4913", ".one.py.swp", "one.py~", "one.py.swx"):
+        (root / "tasks" / name).write_text("junk")
+        (root / "tasks" / name).unlink()
+    events = proc.idle()
+    changes = [e for e in events if e["event"] == "change"]
+    assert changes and all(e["paths"] == ["tasks/one.py"] for e in changes), changes
+    assert started(events) == ["one"]
+    proc.stop()
+
+
+def test_a_speculative_downstream_is_cancelled_when_its_upstream_fails(project) -> None:  # type: ignore[no-untyped-def]
+    root: Path = project(speculative('"same" if x == 1 else 1 / 0'))
+    proc = DevProcess(root)
+    wait_started(proc, "down")
+    text = (root / "tasks/up.py").read_text()
+    (root / "tasks/up.py").write_text(text.replace("# x = 1", "# x = 2"))
+    events = proc.idle()  # nothing waits forever for a value that never comes
+    assert of(events, "unit_failed", "up")
+    assert of(events, "unit_cancelled", "down")
+    proc.stop()

@@ -1,0 +1,141 @@
+"""Streaming depth first (SPEC section 3), end to end: the order of `--json` events of a real
+build, rebuild and dev session on generator -> a -> b -> collector."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import watchrun
+from tests.devproc import DevProcess
+
+pytestmark = [pytest.mark.usefixtures("no_leaks"), pytest.mark.timeout(120)]
+
+PIPELINE = {
+    "watchrun.toml": "jobs = 2\ngrace = 0.3\n",
+    "tasks/items.py": '''
+        # /// task
+        # kind = "generator"
+        # ///
+        def run():
+            yield from range(40)
+    ''',
+    "tasks/a.py": '''
+        # /// task
+        # after = ["items"]
+        # ///
+        import time
+
+        def run(items):
+            time.sleep(0.1)
+            return items * 2
+    ''',
+    "tasks/b.py": '''
+        # /// task
+        # after = ["a"]
+        # ///
+        import time
+
+        def run(a):
+            time.sleep(0.1)
+            return a + 1
+    ''',
+    "tasks/total.py": '''
+        # /// task
+        # kind = "collector"
+        # after = ["b"]
+        # ///
+        seen = []
+
+        def run(b):
+            seen.append(b)
+
+        def gather():
+            return sum(seen)
+    ''',
+}
+
+
+def streaming(events: list[dict[str, Any]]) -> tuple[int, int]:
+    """(stage-a units started before the collector's first push, and before stage b's first
+    start)."""
+    a_started = 0
+    before_push = before_b = -1
+    for e in events:
+        if e["event"] == "unit_started" and e["task"] == "a":
+            a_started += 1
+        elif e["event"] == "unit_started" and e["task"] == "b" and before_b < 0:
+            before_b = a_started
+        elif e["event"] == "push" and before_push < 0:
+            before_push = a_started
+    return before_push, before_b
+
+
+def edit_stage_a(root: Path) -> None:
+    path = root / "tasks/a.py"
+    path.write_text(path.read_text().replace("items * 2", "items * 2 + 1"))
+
+
+def test_build_streams_each_iteration_to_the_collector_first(project) -> None:  # type: ignore[no-untyped-def]
+    root: Path = project(PIPELINE)
+    run = watchrun(root, "build", "--json")
+    assert run.code == 0, run.stderr
+    before_push, before_b = streaming(run.events)
+    assert 0 < before_push <= 4 and 0 < before_b <= 2, (before_push, before_b)
+    assert run.units("push") == [("total", (i,)) for i in range(40)]
+    assert watchrun(root, "show", "total").stdout.strip() == str(sum(2 * i + 1
+                                                                     for i in range(40)))
+
+    edit_stage_a(root)  # a rebuild: the generator is replayed from the store
+    run = watchrun(root, "build", "--json")
+    assert run.code == 0, run.stderr
+    before_push, before_b = streaming(run.events)
+    assert 0 < before_push <= 4 and 0 < before_b <= 2, (before_push, before_b)
+    assert watchrun(root, "show", "total").stdout.strip() == str(sum(2 * i + 2
+                                                                     for i in range(40)))
+
+
+def test_dev_streams_after_an_edit_too(project) -> None:  # type: ignore[no-untyped-def]
+    root: Path = project(PIPELINE)
+    proc = DevProcess(root)
+    before_push, before_b = streaming(proc.idle(timeout=60))
+    assert 0 < before_push <= 4 and 0 < before_b <= 2, (before_push, before_b)
+    edit_stage_a(root)
+    before_push, before_b = streaming(proc.idle(timeout=60))
+    assert 0 < before_push <= 4 and 0 < before_b <= 2, (before_push, before_b)
+    proc.stop()
+
+
+PRIORITY = {
+    "watchrun.toml": "jobs = 1\n",
+    **{f"tasks/fit_{i}.py": """
+        # /// task
+        # ///
+        import time
+
+        def run():
+            time.sleep(0.05)
+    """ for i in range(4)},
+    "tasks/base_quick.py": '''
+        # /// task
+        # abstract = true
+        # priority = 10
+        # ///
+        def run():
+            return "quick"
+    ''',
+    "tasks/zz_quick.py": '# /// task\n# extends = "base_quick"\n# ///\n',
+}
+
+
+def test_priority_runs_what_matters_first_and_is_inherited(project) -> None:  # type: ignore[no-untyped-def]
+    root: Path = project(PRIORITY)
+    run = watchrun(root, "build", "--json")
+    assert run.code == 0, run.stderr
+    assert next(t for t, _ in run.units("unit_started")) == "zz_quick"
+    status = watchrun(root, "status").stdout
+    assert "priority 10" in status, status
+    graph = watchrun(root, "graph").stdout
+    assert "priority 10" in graph, graph

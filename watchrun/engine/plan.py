@@ -1,0 +1,440 @@
+"""The build plan: which ready unit runs next, what runs, and what a change does to it.
+
+Synchronous and free of processes, files, SQLite and asyncio, so that every scheduling rule is
+proven in microseconds over fakes (tests/test_plan.py). Two parts:
+- `Readiness`: the values known so far, each generator's iteration keys, and which units (or
+  consumers) a new value makes ready;
+- `Plan`: the ready units in the streaming order, the running units and their states (paused,
+  superseded, speculative), the read-ahead window, and what a change does (`replan`,
+  `decide`).
+The driver (`engine.scheduler`) resolves units against the store, hands the plan the ones that
+must run, asks it for work when the executor has room, tells it what the executor reported,
+and has the recorder (`engine.recorder`) write down results. The plan answers with decisions;
+it never calls back.
+
+Order among ready units (SPEC section 3, "streaming order"):
+1. a higher `priority` first;
+2. an earlier iteration first (keys compare as tuples: `()` before `(0,)` before `(0, 3)` before
+   `(1,)`), so each iteration flows through its scope while later ones are still produced;
+3. a later stage first (the stage is the task's depth in the DAG), which is what makes the
+   order depth first: the unit that brings an iteration closer to its collector wins;
+4. the order in which the units became ready.
+
+A generator is not read further ahead of its slowest consumer than `window` ready units of its
+scope: `throttled()` names the generators to hold (the driver pauses their process) and the ones
+to let go.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+from collections.abc import Callable, Iterable, Mapping
+from typing import Generic, NamedTuple, TypeVar
+
+from watchrun.executors.base import UnitKey
+from watchrun.project.graph import Graph
+
+Payload = TypeVar("Payload")  # what a ready unit carries (the driver's resolution)
+Live = TypeVar("Live")  # what a running unit carries (the driver's record of its job)
+
+
+class TaskRank(NamedTuple):
+    """What the plan needs to know of a task to order its units."""
+
+    priority: int = 0  # the header's `priority`: higher runs first
+    stage: int = 0  # longest path from a task without upstreams: later stages go first
+    persistent: bool = False  # generators, collectors: a process of their own, outside `jobs`
+    generator: str = ""  # the outermost generator of its scope ("" outside any scope)
+
+
+class Replan(NamedTuple):
+    """What a change does to the running units and the tasks to plan again."""
+
+    cancel: list[UnitKey]  # stale now: their signature changed, or their task is gone
+    keep: list[UnitKey]  # downstream of a change: run on until the upstream's new value is known
+    schedule: list[str]  # the tasks to resolve again, in the plan's order
+
+
+class Running(Generic[Live]):
+    """A unit handed to the executor and not ended yet."""
+
+    __slots__ = ("finished", "paused", "payload", "speculative", "superseded", "unit")
+
+    def __init__(self, unit: UnitKey, payload: Live) -> None:
+        self.unit = unit
+        self.payload = payload
+        self.paused = False  # SIGSTOPped by the user
+        # kept running while an upstream reruns: it counts only if that upstream's new value
+        # is the one it started with (early cutoff), and is cancelled otherwise
+        self.speculative = False
+        self.superseded = False  # being cancelled because it is stale: its result is dropped
+        self.finished: object = None  # a speculative unit's result, held until it is decided
+
+
+_NO_RANK = TaskRank()
+
+
+class _Entry(NamedTuple):
+    order: tuple[int, tuple[int, ...], int, int]
+    unit: UnitKey
+    payload: object
+
+
+class Plan(Generic[Payload, Live]):
+    def __init__(self, ranks: Mapping[str, TaskRank] | Callable[[], Mapping[str, TaskRank]],
+                 window: int = 8) -> None:
+        # a callable is called when a unit first has to be ordered: a build with nothing to
+        # run never works the ranks out
+        self._ranks: dict[str, TaskRank] | None = None
+        self._make_ranks = ranks if callable(ranks) else None
+        if not callable(ranks):
+            self._ranks = dict(ranks)
+        self.window = max(window, 1)
+        self.running: dict[UnitKey, Running[Live]] = {}
+        self._ready: list[_Entry] = []
+        self._ready_persistent: list[_Entry] = []  # they take no slot: never wait for one
+        self._counter = itertools.count()
+        self._backlog: dict[str, int] = {}  # outermost generator -> ready units of its scope
+        self._held: set[str] = set()  # generators the driver was told to hold
+
+    # -- ready units ------------------------------------------------------------------------
+    @property
+    def ranks(self) -> dict[str, TaskRank]:
+        if self._ranks is None:
+            assert self._make_ranks is not None
+            self._ranks = dict(self._make_ranks())
+        return self._ranks
+
+    def set_ranks(self, ranks: Mapping[str, TaskRank]) -> None:
+        """A new project (dev): tasks may have come, gone or moved."""
+        self._ranks = dict(ranks)
+        entries = self._ready + self._ready_persistent
+        self.clear()
+        for entry in entries:
+            if entry.unit.task in self.ranks:
+                self.want(entry.unit, entry.payload)  # type: ignore[arg-type]
+
+    def want(self, unit: UnitKey, payload: Payload) -> None:
+        """The unit must run: it joins the ready units in the streaming order."""
+        rank = self.ranks.get(unit.task, _NO_RANK)
+        order = (-rank.priority, unit.iter, -rank.stage, next(self._counter))
+        heap = self._ready_persistent if rank.persistent else self._ready
+        heapq.heappush(heap, _Entry(order, unit, payload))
+        if rank.generator and unit.iter:
+            self._backlog[rank.generator] = self._backlog.get(rank.generator, 0) + 1
+
+    def ready_count(self) -> int:
+        return len(self._ready) + len(self._ready_persistent)
+
+    def find_work(self, slots: int, queued: int = 0) -> list[Payload]:
+        """Every ready persistent unit, then up to `slots` other ready units, best first. A
+        unit whose stale predecessor is still being cancelled waits for it.
+
+        `queued`: places in the queue of a busy worker, beyond the free slots. Only a unit
+        outside any scope takes one: in a scope, the unit that a finishing worker's result
+        makes ready (the next stage of its iteration) is the one that should start next, and
+        a place taken now would commit an earlier stage of a later iteration before it."""
+        found: list[Payload] = []
+        waiting: list[_Entry] = []
+        for heap, persistent in ((self._ready_persistent, True), (self._ready, False)):
+            while heap and (persistent or slots > 0 or (queued > 0 and not heap[0].unit.iter)):
+                entry = heapq.heappop(heap)
+                if entry.unit in self.running:
+                    waiting.append(entry)
+                    continue
+                self._left_ready(entry.unit)
+                found.append(entry.payload)  # type: ignore[arg-type]
+                if persistent:
+                    pass
+                elif slots > 0:
+                    slots -= 1
+                else:
+                    queued -= 1
+            for entry in waiting:
+                heapq.heappush(heap, entry)
+            waiting.clear()
+        return found
+
+    def drop(self, tasks: Iterable[str]) -> None:
+        """Forget the ready units of these tasks (they are planned again, or gone)."""
+        names = set(tasks)
+        for heap in (self._ready, self._ready_persistent):
+            if not any(e.unit.task in names for e in heap):
+                continue
+            kept = []
+            for entry in heap:
+                if entry.unit.task in names:
+                    self._left_ready(entry.unit)
+                else:
+                    kept.append(entry)
+            heapq.heapify(kept)
+            heap[:] = kept
+
+    def clear(self) -> None:
+        self._ready.clear()
+        self._ready_persistent.clear()
+        self._backlog.clear()
+
+    def _left_ready(self, unit: UnitKey) -> None:
+        gen = self.ranks.get(unit.task, _NO_RANK).generator
+        if gen and unit.iter:
+            self._backlog[gen] = max(self._backlog.get(gen, 0) - 1, 0)
+
+    # -- the bounded read-ahead window --------------------------------------------------------
+    def throttled(self) -> tuple[list[str], list[str]]:
+        """(generators to hold now, generators to let go now). A generator is held once its
+        scope has `window` units waiting to run, and let go when that falls to half."""
+        hold, release = [], []
+        for gen, backlog in self._backlog.items():
+            if gen not in self._held and backlog >= self.window:
+                self._held.add(gen)
+                hold.append(gen)
+        for gen in sorted(self._held):
+            if self._backlog.get(gen, 0) <= self.window // 2 or gen not in self.ranks:
+                self._held.discard(gen)
+                release.append(gen)
+        return sorted(hold), release
+
+    def held(self, gen: str) -> bool:
+        return gen in self._held
+
+    # -- running units --------------------------------------------------------------------------
+    def started(self, unit: UnitKey, payload: Live) -> Running[Live]:
+        run = Running(unit, payload)
+        self.running[unit] = run
+        return run
+
+    def ended(self, unit: UnitKey) -> Running[Live] | None:
+        """The executor says the unit ended (done, failed, cancelled or died)."""
+        return self.running.pop(unit, None)
+
+    def active(self, task: str) -> list[UnitKey]:
+        """The task's running units that are not being cancelled."""
+        return [u for u, r in self.running.items() if u.task == task and not r.superseded]
+
+    def paused_tasks(self) -> set[str]:
+        return {u.task for u, r in self.running.items() if r.paused and not r.superseded}
+
+    def supersede(self, unit: UnitKey) -> bool:
+        """Mark a running unit stale; True if the driver must cancel it now."""
+        run = self.running.get(unit)
+        if run is None or run.superseded:
+            return False
+        run.superseded = True
+        run.speculative = False
+        run.paused = False
+        return True
+
+    def more_to_do(self) -> bool:
+        return bool(self._ready or self._ready_persistent or self.running)
+
+    # -- changes --------------------------------------------------------------------------------
+    def replan(self, changed: set[str], reset: set[str],
+               file_upstreams: Mapping[str, Iterable[str]]) -> Replan:
+        """A change: `changed` are the tasks whose own signature may differ (or which are
+        gone), `reset` those and everything below them; `file_upstreams` maps a task to the
+        upstreams it depends on through files (an output read as an input), not values.
+
+        A running unit of a changed task is stale: cancelled. A running unit below one keeps
+        running while its upstreams rerun, if it receives them as values and runs in a slot
+        (not a persistent generator or collector, whose pushes would be redone anyway): its
+        result counts if the values it started with come again (early cutoff); see `decide`.
+        A reader of a rewritten file cannot be kept: the file changes under it."""
+        cancel, keep = [], []
+        for unit, run in self.running.items():
+            if run.superseded or unit.task not in reset:
+                continue
+            rank = self.ranks.get(unit.task)
+            if (unit.task in changed or rank is None or rank.persistent
+                    or any(up in reset for up in file_upstreams.get(unit.task, ()))):
+                run.superseded = True
+                run.speculative = False
+                run.paused = False
+                cancel.append(unit)
+            else:
+                run.speculative = True
+                keep.append(unit)
+        self.drop(reset)
+        schedule = sorted((t for t in reset if t in self.ranks),
+                          key=lambda t: (self.ranks[t].stage, t))
+        return Replan(sorted(cancel), sorted(keep), schedule)
+
+    def undecidable(self) -> list[UnitKey]:
+        """Speculative units that nothing can decide any more: nothing is ready and every
+        other running unit is being cancelled (their upstream failed, or their iteration is
+        gone). They are stale now: superseded, and the driver cancels them."""
+        if self._ready or self._ready_persistent:
+            return []
+        if any(not r.speculative and not r.superseded for r in self.running.values()):
+            return []
+        stale = [u for u, r in self.running.items() if r.speculative]
+        for unit in stale:
+            self.supersede(unit)
+        return sorted(stale)
+
+    def decide(self, unit: UnitKey, started_with: Mapping[str, str],
+               now: Mapping[str, str]) -> bool:
+        """A speculative unit's upstream values are all known again: True if it counts (the
+        same values: early cutoff), False if it was superseded (the driver cancels it, or
+        drops its held result, and runs it again)."""
+        run = self.running.get(unit)
+        if run is None or not run.speculative:
+            return not (run is not None and run.superseded)
+        run.speculative = False
+        if dict(started_with) == dict(now):
+            return True
+        run.superseded = True
+        run.paused = False
+        return False
+
+
+def stages(upstreams: Mapping[str, Iterable[str]], order: Iterable[str]) -> dict[str, int]:
+    """Each task's stage: the length of the longest path from a task without upstreams
+    (`order` is topological, so every upstream's stage is known before its downstream's)."""
+    stage: dict[str, int] = {}
+    for name in order:
+        stage[name] = 1 + max((stage.get(up, 0) for up in upstreams.get(name, ())), default=-1)
+    return stage
+
+
+Key = tuple[int, ...]
+Wake = tuple[str, "Key | None"]  # a unit to resolve now, or (consumer, None): advance it
+
+
+class Readiness:
+    """Which units have every upstream value they need.
+
+    It holds the values known so far (a unit's output hash, or an iteration's value hash, by
+    `(task, key)`), each generator's iteration keys in order, and which generators are done.
+    A value becoming known is the one thing that makes units ready: `value_known` answers with
+    the units to resolve now (a unit per key of its scope that the value completes) and the
+    consumers (collectors, inner generators) to advance. The driver resolves them against the
+    store; clean ones come back here as values, dirty ones go to the `Plan`."""
+
+    def __init__(self, graph: Graph, contribution: Callable[[str], int],
+                 is_consumer: Callable[[str], bool]) -> None:
+        self.graph = graph
+        self.contribution = contribution  # how many key components an upstream's value has
+        self.is_consumer = is_consumer
+        self.needed: set[str] = set()  # the tasks this build (or session) runs
+        self.values: dict[tuple[str, Key], str] = {}
+        self.keys: dict[str, list[Key]] = {}  # generator -> its iteration keys, in order
+        self.gen_done: set[str] = set()  # generators whose keys are all known
+        self.finished: dict[str, int] = {}  # task -> units with a value
+        self._downs: dict[str, list[str]] = {}
+        self._depths: dict[str, int] = {}
+
+    def new_graph(self, graph: Graph) -> None:
+        self.graph = graph
+        self._downs.clear()
+        self._depths.clear()
+
+    def forget(self, names: set[str]) -> None:
+        """Everything about these tasks' units (they are planned again, or gone)."""
+        for item in [k for k in self.values if k[0] in names]:
+            del self.values[item]
+        for name in names:
+            self.keys.pop(name, None)
+            self.gen_done.discard(name)
+            self.finished.pop(name, None)
+
+    def depth(self, upstream: str) -> int:
+        depth = self._depths.get(upstream)
+        if depth is None:
+            depth = self._depths[upstream] = self.contribution(upstream)
+        return depth
+
+    def upstream_values(self, name: str, key: Key, in_scope: bool = True
+                        ) -> dict[str, str] | None:
+        """arg -> value hash for the unit (name, key), or None while one is unknown.
+        in_scope=False: only the whole-value (fixed) upstreams of a consumer."""
+        result = {}
+        for arg, up in self.graph.upstreams.get(name, {}).items():
+            depth = self.depth(up)
+            if depth and not in_scope:
+                continue
+            value = self.values.get((up, key[:depth]))
+            if value is None:
+                return None
+            result[arg] = value
+        for up in self.graph.implicit.get(name, ()):
+            if up in self.needed and not self.complete(up):
+                return None
+        return result
+
+    def complete(self, name: str) -> bool:
+        """Every unit of the task has a value (all its scope's iterations, once known)."""
+        scope = self.graph.scope.get(name, ())
+        if not scope or self.is_consumer(name):
+            return self.finished.get(name, 0) > 0
+        gen = scope[-1]
+        return gen in self.gen_done and self.finished.get(name, 0) >= len(self.keys.get(gen, []))
+
+    def value_known(self, name: str, key: Key, value: str, counts: bool = True) -> list[Wake]:
+        """A unit's output (or, counts=False, a generator's iteration value) is known."""
+        self.values[(name, key)] = value
+        if counts:
+            self.finished[name] = self.finished.get(name, 0) + 1
+        wake: list[Wake] = []
+        for down in self._downstreams(name):
+            if down not in self.needed:
+                continue
+            if down in self.graph.implicit and name in self.graph.implicit[down]:
+                if self.complete(name):
+                    wake.append((down, ()))  # its input files are all written
+                if name not in self.graph.upstreams.get(down, {}).values():
+                    continue
+            self._reach(down, key, wake)
+        return wake
+
+    def iteration(self, gen: str, key: Key, value: str) -> list[Wake]:
+        self.keys.setdefault(gen, []).append(key)
+        return self.value_known(gen, key, value, counts=False)
+
+    def generator_done(self, name: str) -> list[Wake]:
+        """Every iteration of the generator is known."""
+        self.gen_done.add(name)
+        self.finished[name] = self.finished.get(name, 0) + 1
+        wake: list[Wake] = []
+        for down in self._downstreams(name):
+            if down in self.needed:
+                if self.is_consumer(down):
+                    wake.append((down, None))
+                elif down in self.graph.implicit and name in self.graph.implicit[down]:
+                    wake.append((down, ()))
+        # a task of its scope whose last unit finished before the generator did is complete
+        # only now: the readers of its files can start
+        for task, scope in self.graph.scope.items():
+            if not scope or scope[-1] != name or self.is_consumer(task) \
+                    or not self.complete(task):
+                continue
+            for down in self._downstreams(task):
+                if down in self.needed and task in self.graph.implicit.get(down, ()):
+                    wake.append((down, ()))
+        return wake
+
+    def reach(self, down: str, key: Key) -> list[Wake]:
+        """The units of `down` that a value at `key` may complete (or its consumer)."""
+        wake: list[Wake] = []
+        self._reach(down, key, wake)
+        return wake
+
+    def _reach(self, down: str, key: Key, wake: list[Wake]) -> None:
+        """The units of `down` that a value at `key` may complete."""
+        if self.is_consumer(down):
+            wake.append((down, None))
+            return
+        scope = self.graph.scope.get(down, ())
+        if len(key) == len(scope):
+            wake.append((down, key))
+        elif len(key) < len(scope):  # a value outside the scope: every key so far
+            for k in self.keys.get(scope[-1], []):
+                if k[: len(key)] == key:
+                    wake.append((down, k))
+
+    def _downstreams(self, name: str) -> list[str]:
+        downs = self._downs.get(name)
+        if downs is None:
+            downs = self._downs[name] = sorted(self.graph.downstreams.get(name, ()))
+        return downs
