@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import watchrun
+from tests.conftest import watchrun, write_project
+from tests.devproc import DevProcess
 
 pytestmark = pytest.mark.usefixtures("no_leaks")
 
@@ -63,3 +64,27 @@ def test_a_null_build_proof_of_another_user_does_not_answer(
     assert other.code == 0, other.stderr
     assert "was not written by watchrun for this user" in other.stderr
     assert other.ran() == ["a"]
+
+
+def test_dev_stops_with_one_message_when_its_project_folder_is_renamed(
+        tmp_path: Path) -> None:
+
+    root = write_project(tmp_path / "proj", {"tasks/t.py": "# /// task\n# ///\ndef run():\n"
+                                                            "    return 1\n"})
+    dev = DevProcess(root)
+    try:
+        dev.idle(timeout=30)
+        moved = tmp_path / "moved"
+        root.rename(moved)
+        (moved / "tasks" / "t.py").write_text("# /// task\n# ///\ndef run():\n    return 2\n")
+        error = dev.wait(lambda e: e["event"] == "error", timeout=30, what="the error")
+        code = dev.proc.wait(timeout=30)
+        stderr = dev.proc.stderr.read() if dev.proc.stderr else ""
+    finally:
+        if dev.proc.poll() is None:
+            dev.stop()
+    assert code == 2
+    assert "renamed, moved or deleted" in error["message"]
+    assert [e for e in dev.events if e["event"] == "error"] == [error]
+    assert "Traceback" not in stderr
+    assert not root.exists()  # nothing recreated the old path

@@ -143,6 +143,11 @@ class DevEngine:
     # -- changes -----------------------------------------------------------------------------
     def on_change(self, paths: set[Path]) -> set[str]:
         """Reload what the paths touch, cancel what they made stale, schedule it again."""
+        moved = self.store.folder_moved()
+        if moved is not None:  # writing on would recreate the old path: stop, once
+            self.bus.publish(ev.Error(message=moved, file=None, line=None))
+            self.quit(2)
+            return set()
         self.hasher.forget_recent(paths)  # a save in the tick of an earlier hash: hash again
         config_files = {self.config.root / "watchrun.toml", self.config.root / "pyproject.toml"}
         sources = {p for p in paths if p.suffix == ".py"}
