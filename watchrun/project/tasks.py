@@ -2,7 +2,8 @@
 
 `extends` forms a chain child -> parent -> … (single inheritance). Params merge per key along the
 chain (nearest wins); kind, after, inputs, outputs, timeout, retries and resources come whole
-from the nearest task that sets them; `abstract` is never inherited. Every resolved value keeps its Origin (task, file, line).
+from the nearest task that sets them; `abstract` is never inherited. Every resolved value keeps
+its Origin (task, file, line).
 """
 
 from __future__ import annotations
