@@ -28,7 +28,7 @@ def test_defaults_without_any_file(tmp_path: Path) -> None:
     assert config == Config(
         root=tmp_path, tasks=(tmp_path / "tasks",), state_dir=tmp_path / ".watchrun",
         jobs=os.cpu_count() or 1, grace=2.0, debounce_ms=10, ignore=(), executor_kind="local",
-        executor_address="", source=None)
+        executor_address="", executor_connect_timeout=15.0, source=None, jobs_given=False)
 
 
 def test_every_key_of_watchrun_toml(tmp_path: Path) -> None:
@@ -48,6 +48,7 @@ address = "auto"
     assert config.tasks == (tmp_path / "pipelines", tmp_path / "more" / "tasks")
     assert config.state_dir == tmp_path / "build" / "state"
     assert (config.jobs, config.grace, config.debounce_ms) == (3, 0.5, 50)
+    assert config.jobs_given
     assert config.ignore == ("*.tmp", "scratch/**")
     assert (config.executor_kind, config.executor_address) == ("ray", "auto")
     assert config.source == path
@@ -139,7 +140,7 @@ adress = "x"
         "watchrun.toml:5: error: ignore: must be a list of glob patterns, not 'x'",
         "watchrun.toml:8: error: executor.kind: must be one of 'local', 'ray', not 'slurm'",
         "watchrun.toml:9: error: executor.adress: unknown key (did you mean 'address'?); "
-        "allowed: address, kind",
+        "allowed: address, connect_timeout, kind",
     ]
     # the bad keys keep their defaults, the good one applies
     assert config.jobs == (os.cpu_count() or 1) and config.grace == 2.0
@@ -189,3 +190,17 @@ def test_key_lines_are_not_hidden_by_quotes_inside_one_line_strings() -> None:
     text = 'a = "\'\'\'"\nb = \'"""\'\n[params]\nc = """x\n[not_a_table]\n"""\nd = 1 # """\ne = 2\n'
     assert key_lines(text) == {("a",): 1, ("b",): 2, ("params",): 3, ("params", "c"): 4,
                                ("params", "d"): 7, ("params", "e"): 8}
+
+
+def test_jobs_default_to_the_ray_clusters_cpus_unless_given(tmp_path: Path) -> None:
+    from watchrun.app import choose_executor, effective_jobs
+
+    config, _ = load_config(tmp_path)
+    ray = choose_executor(config, "ray", None)
+    assert effective_jobs(config, None) == (os.cpu_count() or 1)
+    assert effective_jobs(ray, None) == 0  # 0: the Ray executor asks its cluster
+    assert effective_jobs(ray, 0) == 0
+    assert effective_jobs(ray, 3) == 3
+    write(tmp_path, "watchrun.toml", "jobs = 5\n")
+    given, _ = load_config(tmp_path)
+    assert effective_jobs(choose_executor(given, "ray", None), None) == 5
