@@ -268,9 +268,10 @@ def _send(proc: psutil.Process, sig: signal.Signals) -> None:
 
 
 # ---------------------------------------------------------------------------------------------
-# `python -m tests.ray_cluster pause ROOT ADDRESS`: the Ray executor driven directly (pause and
-# resume have no command line), in a process of its own so that the test process does not
-# import Ray. Prints what it saw as one JSON object.
+# `python -m tests.ray_cluster pause ROOT ADDRESS` and `… slots ADDRESS`: the Ray executor
+# driven directly (pause and resume have no command line; the slots before the first wave are
+# the plan's to ask), in a process of its own so that the test process does not import Ray.
+# Prints what it saw as one JSON object.
 # ---------------------------------------------------------------------------------------------
 
 TICKER = """
@@ -364,5 +365,21 @@ async def pause_scenario(root: Path, address: str) -> dict[str, Any]:
     return seen
 
 
+async def slots_scenario(address: str) -> dict[str, Any]:
+    """The CALL slots of a Ray executor whose jobs come from the cluster, before and after it
+    connects."""
+    from watchrun.executors.ray import RayExecutor
+
+    executor = RayExecutor(lambda event: None, jobs=0, grace=0.3, address=address)
+    before = executor.free_slots()
+    await executor.start()
+    after = executor.free_slots()
+    await executor.close()
+    return {"before": before, "after": after}
+
+
 if __name__ == "__main__":
-    print(json.dumps(asyncio.run(pause_scenario(Path(sys.argv[2]), sys.argv[3]))))
+    if sys.argv[1] == "slots":
+        print(json.dumps(asyncio.run(slots_scenario(sys.argv[2]))))
+    else:
+        print(json.dumps(asyncio.run(pause_scenario(Path(sys.argv[2]), sys.argv[3]))))

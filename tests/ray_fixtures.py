@@ -45,8 +45,9 @@ def ray_env(ray_cluster: RayCluster, monkeypatch: pytest.MonkeyPatch) -> RayClus
 
 
 class TwoNodes:
-    """A head with one CPU and a second node with one CPU, on this machine: two units that run
-    at once run on different nodes."""
+    """A head with one CPU and a second node with two, on this machine: three CPUs in all
+    (more than this machine's count, which the jobs default must not stop at), and a unit
+    that asks for two CPUs fits only the second node."""
 
     def __init__(self, head: RayCluster, node: RayNode) -> None:
         self.head = head
@@ -63,7 +64,8 @@ class TwoNodes:
         """A test that killed the second node's raylet leaves it dead: start it again."""
         if not self.node.alive():
             self.node.stop()
-            self.node = RayNode(self.head, self.node.base.with_name(self.node.base.name + "+"))
+            self.node = RayNode(self.head, self.node.base.with_name(self.node.base.name + "+"),
+                                num_cpus=2)
             self.node.start()
 
 
@@ -73,7 +75,7 @@ def two_node_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TwoNo
     base = tmp_path_factory.mktemp("ray2")
     head = RayCluster(base / "head", num_cpus=1)
     head.start()
-    node = RayNode(head, base / "node")
+    node = RayNode(head, base / "node", num_cpus=2)
     try:
         node.start()
     except BaseException:

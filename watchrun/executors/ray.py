@@ -240,7 +240,9 @@ def _needs(options: dict[str, Any]) -> dict[str, float]:
 
 def _amount(resource: str, value: float) -> str:
     if resource == "memory":
-        return f"{value / 2**30:.3g} GiB memory"
+        if value >= 2**30:
+            return f"{value / 2**30:.4g} GiB memory"
+        return f"{value / 2**20:.4g} MiB memory"
     count = f"{value:g}"
     return f"{count} {resource}" + ("s" if value != 1 else "")
 
