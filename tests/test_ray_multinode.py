@@ -135,7 +135,7 @@ def test_a_lost_node_fails_only_its_units_and_a_rerun_runs_only_those(
         wait_for(lambda: gone(pids[name]), what="the lost unit's process to end")  # noqa: B023
     # the others' results were committed
     for name in {*names, "quick"} - lost:
-        assert watchrun(root, "show", name).stdout.strip() == repr(
+        assert watchrun(root, "show", name).stdout.strip() == (
             "quick" if name == "quick" else f"{name} done")
     print(f"kill of the raylet -> build ended: {ended_in:.1f} s")
     # a rerun (on the head alone now) runs the lost units and nothing else
@@ -176,12 +176,11 @@ SPIN = """
 # ///
 import os, time
 from pathlib import Path
-VERSION = 1
 
 def run():
     Path("spin.pid").write_text(str(os.getpid()))
     while True:
-        time.sleep(0.05)
+        time.sleep(0.05)  # version 1
 """
 
 
@@ -195,7 +194,7 @@ def test_dev_cancels_a_unit_running_on_the_second_node(
         pid = read_pid(root / "spin.pid")
         assert on_second_node(two_nodes, pid), "cpus = 2 fits only the second node"
         (root / "spin.pid").unlink()
-        (root / "tasks/spin.py").write_text(SPIN.replace("VERSION = 1", "VERSION = 2"))
+        (root / "tasks/spin.py").write_text(SPIN.replace("time.sleep(0.05)  # version 1", "time.sleep(0.04)"))
         cancelled = proc.wait(lambda e: e["event"] == "unit_cancelled", timeout=60,
                               what="the stale unit's cancel")
         assert cancelled["task"] == "spin"
