@@ -194,7 +194,8 @@ def test_dev_cancels_a_unit_running_on_the_second_node(
         pid = read_pid(root / "spin.pid")
         assert on_second_node(two_nodes, pid), "cpus = 2 fits only the second node"
         (root / "spin.pid").unlink()
-        (root / "tasks/spin.py").write_text(SPIN.replace("time.sleep(0.05)  # version 1", "time.sleep(0.04)"))
+        changed = SPIN.replace("time.sleep(0.05)  # version 1", "time.sleep(0.04)")
+        (root / "tasks/spin.py").write_text(changed)
         cancelled = proc.wait(lambda e: e["event"] == "unit_cancelled", timeout=60,
                               what="the stale unit's cancel")
         assert cancelled["task"] == "spin"
