@@ -41,6 +41,7 @@ import logging
 import os
 import re
 import secrets
+import socket
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -99,6 +100,7 @@ def _init_ray(address: str, connect_timeout: float) -> Any:
         # runtime_env costs each run fresh Ray workers, about a second)
         options["runtime_env"] = {"py_modules": [package]}
     enable_faulthandler_on_the_terminal()
+    _quiet_cluster_errors(ray)
     try:
         if address:
             ray.init(address=address, **options)
@@ -108,6 +110,24 @@ def _init_ray(address: str, connect_timeout: float) -> Any:
     except Exception as exc:
         raise RayConnectError(explain_init_failure(address, exc)) from exc
     return ray
+
+
+def _quiet_cluster_errors(ray: Any) -> None:
+    """Ray's driver prints the cluster's error messages (a raylet that died, with 20 lines of
+    its log; a node marked dead) on stdout, from a thread of its own: into `--json` output and
+    over the TUI. Each unit they concern already ends saying why ("node lost: …"): the messages
+    go to watchrun's log instead. The printer is a private function of Ray's, looked up when
+    called; a Ray without it keeps printing."""
+    worker_module: Any = getattr(getattr(ray, "_private", None), "worker", None)
+    if worker_module is None or not hasattr(worker_module, "print_to_stdstream"):
+        return
+
+    def to_the_log(data: dict[str, Any], ignore_prefix: bool = False) -> None:
+        lines = [str(line) for line in data.get("lines", ())]
+        if lines:
+            log.info("Ray (%s): %s", data.get("pid", "?"), first_line(_ANSI.sub("", lines[0])))
+
+    worker_module.print_to_stdstream = to_the_log
 
 
 def _local_job_config(ray: Any, home: str) -> Any:
@@ -124,6 +144,7 @@ class _Node:
     node_id: str
     address: str  # its IP
     resources: dict[str, float]  # what it has in all ("CPU", "GPU", "memory", …)
+    raylet_port: int = 0  # its node manager's port; 0: not known
 
     def label(self) -> str:
         return f"{self.node_id[:8]} ({self.address})"
@@ -163,7 +184,8 @@ class _Cluster:
             return
         self.nodes = {
             str(n["NodeID"]): _Node(str(n["NodeID"]), str(n.get("NodeManagerAddress", "")),
-                                    {k: float(v) for k, v in n.get("Resources", {}).items()})
+                                    {k: float(v) for k, v in n.get("Resources", {}).items()},
+                                    int(n.get("NodeManagerPort", 0) or 0))
             for n in found if n.get("Alive")
         }
         self.known.update(self.nodes)
@@ -186,6 +208,21 @@ class _Cluster:
                 return None
         most = {k: max(n.resources.get(k, 0.0) for n in self.nodes.values()) for k in wanted}
         return {k: most[k] for k, v in wanted.items() if most[k] < v} or most
+
+    def raylet_refuses(self, node_id: str) -> bool:
+        """Whether the node's raylet refuses connections: it is gone, though the cluster has
+        not marked the node dead yet (that waits for missed health checks, about 15 s).
+        Blocking: one TCP connect."""
+        node = self.known.get(node_id)
+        if node is None or not node.raylet_port or not node.address:
+            return False
+        try:
+            with socket.create_connection((node.address, node.raylet_port), timeout=1.0):
+                return False
+        except ConnectionRefusedError:
+            return True
+        except OSError:  # unreachable or silent: a network problem may pass; ask the cluster
+            return False
 
     def shutdown(self) -> None:
         self.ray.shutdown()
@@ -608,11 +645,14 @@ class RayExecutor:
         if not unit.node or not isinstance(exc, cluster.worker_lost):
             return ""
         loop = asyncio.get_running_loop()
+        node = unit.node
+        if await in_daemon_thread(loop, lambda: cluster.raylet_refuses(node)):
+            return node
         deadline = time.monotonic() + NODE_DEATH_WAIT
         while time.monotonic() < deadline and not unit.finished:
             await in_daemon_thread(loop, cluster.refresh_nodes)
-            if unit.node not in cluster.nodes:
-                return unit.node
+            if node not in cluster.nodes:
+                return node
             await asyncio.sleep(0.5)
         return ""
 
