@@ -16,6 +16,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import Run, cli_env, gone, read_pid, spawn_watchrun, wait_for, watchrun
 from tests.devproc import DevProcess
 from tests.ray_fixtures import TwoNodes, on_two_nodes
@@ -207,3 +209,35 @@ def test_dev_cancels_a_unit_running_on_the_second_node(
         assert on_second_node(two_nodes, read_pid(root / "spin.pid"))
     finally:
         assert proc.stop(timeout=60) in (0, 130), proc.stderr()
+
+
+# -- the request rules, fast (no cluster: the module imports no Ray until it connects) ----------
+
+def test_resources_become_the_ray_request() -> None:
+    pytest.importorskip("ray")
+    from watchrun.executors.ray import ray_options
+
+    assert ray_options({}, persistent=False) == {"num_cpus": 1}
+    assert ray_options({}, persistent=True) == {"num_cpus": 0}
+    assert ray_options({"cpus": 0.5, "gpus": 1, "memory": "2G"}, persistent=False) == {
+        "num_cpus": 0.5, "num_gpus": 1, "memory": 2 * 2**30}
+    assert ray_options({"gpus": 0, "memory": 1000}, persistent=True) == {
+        "num_cpus": 0, "memory": 1000}
+
+
+def test_a_request_fits_when_one_node_has_all_of_it() -> None:
+    pytest.importorskip("ray")
+    from watchrun.executors.ray import _Cluster, _Node
+
+    cluster = object.__new__(_Cluster)
+    cluster.nodes = {
+        "a": _Node("a", "10.0.0.1", {"CPU": 8.0, "memory": 2.0**34}),
+        "b": _Node("b", "10.0.0.2", {"CPU": 2.0, "GPU": 1.0, "memory": 2.0**33}),
+    }
+    assert cluster.shortfall({"CPU": 8, "GPU": 0, "memory": 0}) is None
+    assert cluster.shortfall({"CPU": 2, "GPU": 1, "memory": 0}) is None
+    # enough CPUs on one node and a GPU on the other is not enough
+    assert cluster.shortfall({"CPU": 4, "GPU": 1, "memory": 0}) == {"CPU": 8.0, "GPU": 1.0}
+    assert cluster.shortfall({"CPU": 1, "GPU": 2, "memory": 0}) == {"GPU": 1.0}
+    cluster.nodes = {}  # nothing known (Ray Client): Ray decides
+    assert cluster.shortfall({"CPU": 99, "GPU": 9, "memory": 0}) is None
