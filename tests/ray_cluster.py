@@ -18,10 +18,12 @@ import contextlib
 import json
 import os
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -37,6 +39,12 @@ def ray_cli() -> Path | None:
     return path if path.exists() else None
 
 
+def short_temp_dir() -> Path:
+    """A Ray node's temp dir, short: its sockets live below it, in a session folder with a long
+    name, and a Unix socket's path has at most 107 bytes (a pytest tmp path is too long)."""
+    return Path(tempfile.mkdtemp(prefix="wr-ray-", dir="/tmp" if os.path.isdir("/tmp") else None))
+
+
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -50,7 +58,7 @@ class RayCluster:
         self.num_cpus = num_cpus
         self.port = _free_port()
         self.token_path = base / "token"
-        self.temp_dir = base / "ray"
+        self.temp_dir = short_temp_dir()
         self._pgid: int | None = None
         self.started_in = 0.0  # seconds
 
@@ -107,7 +115,9 @@ class RayCluster:
     def stop(self) -> list[int]:
         """End the cluster: SIGTERM, then SIGKILL what is left. Returns the pids that had to
         be killed."""
-        return _stop(self.processes())
+        killed = _stop(self.processes())
+        shutil.rmtree(self.temp_dir, ignore_errors=True)
+        return killed
 
 
 JOIN_ON_LOOPBACK = """
@@ -130,7 +140,7 @@ class RayNode:
         self.head = head
         self.base = base
         self.num_cpus = num_cpus
-        self.temp_dir = base / "ray"
+        self.temp_dir = short_temp_dir()
         self._pgid: int | None = None
         self.node_id = ""
         self.started_in = 0.0  # seconds
@@ -192,7 +202,9 @@ class RayNode:
         return _processes_of(self._pgid)
 
     def stop(self) -> list[int]:
-        return _stop(self.processes())
+        killed = _stop(self.processes())
+        shutil.rmtree(self.temp_dir, ignore_errors=True)
+        return killed
 
 
 def _node_id_of(raylet: psutil.Process | None) -> str:
