@@ -7,13 +7,14 @@ from pathlib import Path
 
 from tests.conftest import watchrun, write_project
 from tests.ray_cluster import RayCluster
+from tests.ray_fixtures import needs_ray
 from tests.test_dayone_pickling import RESULT_TASK, USES_RESULT
-from tests.test_ray_e2e import needs_ray, on_ray, ray_cluster, ray_env  # noqa: F401 - fixtures
+from tests.test_ray_e2e import on_ray
 
 pytestmark = needs_ray
 
 
-def test_task_classes_pickle_on_ray(tmp_path: Path, ray_env: RayCluster) -> None:  # noqa: F811
+def test_task_classes_pickle_on_ray(tmp_path: Path, ray_env: RayCluster) -> None:
     pool = """
         # /// task
         # after = ["make"]
