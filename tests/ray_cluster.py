@@ -1,6 +1,15 @@
 """A Ray cluster on this machine for the tests: loopback only, 2 CPUs, no dashboard, its own
 ports, token and temp dir, and a way to stop exactly it (`ray stop` would stop every Ray on the
-machine, other test sessions' included)."""
+machine, other test sessions' included). A second node can join it (RayNode): a raylet of its
+own, with its own ports and temp dir, on the same loopback address.
+
+Why a second node needs more than `ray start --address=127.0.0.1:PORT`: `ray start` for a
+non-head node turns a loopback address (the GCS's and the node's own) into this machine's network
+address, where a loopback-only cluster does not listen, and waits for that GCS for ever; the
+switch that keeps loopback (RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0) also makes it refuse to start a
+non-head node at all. JOIN_ON_LOOPBACK runs Ray's own `ray start` with the address kept as
+given and the refusal lifted; every daemon it starts still runs with the loopback switch, like
+the head's."""
 
 from __future__ import annotations
 
@@ -9,10 +18,12 @@ import contextlib
 import json
 import os
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -28,6 +39,12 @@ def ray_cli() -> Path | None:
     return path if path.exists() else None
 
 
+def short_temp_dir() -> Path:
+    """A Ray node's temp dir, short: its sockets live below it, in a session folder with a long
+    name, and a Unix socket's path has at most 107 bytes (a pytest tmp path is too long)."""
+    return Path(tempfile.mkdtemp(prefix="wr-ray-", dir="/tmp" if os.path.isdir("/tmp") else None))
+
+
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -36,11 +53,12 @@ def _free_port() -> int:
 
 
 class RayCluster:
-    def __init__(self, base: Path) -> None:
+    def __init__(self, base: Path, num_cpus: int = 2) -> None:
         self.base = base
+        self.num_cpus = num_cpus
         self.port = _free_port()
         self.token_path = base / "token"
-        self.temp_dir = base / "ray"
+        self.temp_dir = short_temp_dir()
         self._pgid: int | None = None
         self.started_in = 0.0  # seconds
 
@@ -70,7 +88,7 @@ class RayCluster:
             str(cli), "start", "--head",
             f"--port={self.port}",
             "--node-ip-address=127.0.0.1",
-            "--num-cpus=2",
+            f"--num-cpus={self.num_cpus}",
             "--include-dashboard=false",
             "--disable-usage-stats",
             f"--temp-dir={self.temp_dir}",
@@ -83,7 +101,7 @@ class RayCluster:
         # a session of its own: every daemon it leaves behind is in this process group
         proc = subprocess.run(command, env=env, capture_output=True, text=True,
                               start_new_session=True, timeout=120, stdin=subprocess.DEVNULL)
-        self._pgid = _group_of(self.temp_dir)
+        self._pgid = _group_of(self.temp_dir, "gcs_server")
         self.started_in = time.perf_counter() - started
         if proc.returncode != 0 or self._pgid is None:
             self.stop()
@@ -92,31 +110,137 @@ class RayCluster:
     def processes(self) -> list[psutil.Process]:
         """Every process of this cluster: its daemons (in its process group), the Ray workers
         they started (in groups of their own) and the watchrun workers those started."""
-        if self._pgid is None:
-            return []
-        found: dict[int, psutil.Process] = {}
-        for proc in psutil.process_iter():
-            try:
-                if os.getpgid(proc.pid) != self._pgid:
-                    continue
-                found[proc.pid] = proc
-                for child in proc.children(recursive=True):
-                    found[child.pid] = child
-            except (psutil.NoSuchProcess, ProcessLookupError, psutil.AccessDenied):
-                continue
-        return [p for p in found.values() if _alive(p)]
+        return _processes_of(self._pgid)
 
     def stop(self) -> list[int]:
         """End the cluster: SIGTERM, then SIGKILL what is left. Returns the pids that had to
         be killed."""
-        procs = self.processes()
-        for proc in procs:
-            _send(proc, signal.SIGTERM)
-        alive = _wait_gone(procs, 3.0)  # some Ray daemons take long to act on SIGTERM
-        for proc in alive:
-            _send(proc, signal.SIGKILL)
-        _wait_gone(alive, 10.0)
-        return [p.pid for p in alive]
+        killed = _stop(self.processes())
+        shutil.rmtree(self.temp_dir, ignore_errors=True)
+        return killed
+
+
+JOIN_ON_LOOPBACK = """
+import sys
+from ray._private import ray_constants, services
+# see the module's docstring: keep the addresses as given, and start the node
+services.resolve_ip_for_localhost = lambda host: host
+ray_constants.ENABLE_RAY_CLUSTER = True
+from ray.scripts.scripts import main
+sys.argv[0] = "ray"
+main()
+"""
+
+
+class RayNode:
+    """A second node of `head`, on the same machine and loopback address: its own raylet,
+    object manager, agents, worker ports and temp dir."""
+
+    def __init__(self, head: RayCluster, base: Path, num_cpus: int = 1) -> None:
+        self.head = head
+        self.base = base
+        self.num_cpus = num_cpus
+        self.temp_dir = short_temp_dir()
+        self._pgid: int | None = None
+        self.node_id = ""
+        self.started_in = 0.0  # seconds
+
+    def start(self) -> None:
+        self.base.mkdir(parents=True, exist_ok=True)
+        env = {**os.environ, **self.head.env()}
+        env["WATCHRUN_TEST_SESSION"] = SESSION_TAG
+        env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
+        command = [
+            sys.executable, "-c", JOIN_ON_LOOPBACK, "start",
+            f"--address={self.head.address}",
+            "--node-ip-address=127.0.0.1",
+            f"--num-cpus={self.num_cpus}",
+            "--disable-usage-stats",
+            f"--temp-dir={self.temp_dir}",
+            # every port of its own: the head's daemons hold theirs on the same address
+            f"--node-manager-port={_free_port()}",
+            f"--object-manager-port={_free_port()}",
+            f"--dashboard-agent-listen-port={_free_port()}",
+            f"--dashboard-agent-grpc-port={_free_port()}",
+            f"--metrics-export-port={_free_port()}",
+            f"--runtime-env-agent-port={_free_port()}",
+            # workers bind ports the system picks: two raylets on one address would otherwise
+            # hand out the same ones from the default range
+            "--min-worker-port=0",
+            "--max-worker-port=0",
+        ]
+        started = time.perf_counter()
+        proc = subprocess.run(command, env=env, capture_output=True, text=True,
+                              start_new_session=True, timeout=120, stdin=subprocess.DEVNULL)
+        self._pgid = _group_of(self.temp_dir, "raylet")
+        if proc.returncode != 0 or self._pgid is None:
+            self.stop()
+            raise RuntimeError(f"ray start (second node) failed ({proc.returncode}):\n"
+                               f"{proc.stderr[-3000:]}")
+        self.node_id = _node_id_of(self.raylet())
+        self.started_in = time.perf_counter() - started
+
+    def raylet(self) -> psutil.Process | None:
+        for proc in self.processes():
+            with contextlib.suppress(psutil.NoSuchProcess, psutil.AccessDenied):
+                if proc.name() == "raylet":
+                    return proc
+        return None
+
+    def alive(self) -> bool:
+        return self.raylet() is not None
+
+    def kill_raylet(self) -> float:
+        """SIGKILL this node's raylet (a machine lost, as the cluster sees it). Returns when
+        it was sent (time.monotonic())."""
+        raylet = self.raylet()
+        assert raylet is not None, "the second node has no raylet"
+        raylet.kill()
+        return time.monotonic()
+
+    def processes(self) -> list[psutil.Process]:
+        return _processes_of(self._pgid)
+
+    def stop(self) -> list[int]:
+        killed = _stop(self.processes())
+        shutil.rmtree(self.temp_dir, ignore_errors=True)
+        return killed
+
+
+def _node_id_of(raylet: psutil.Process | None) -> str:
+    if raylet is None:
+        return ""
+    with contextlib.suppress(psutil.NoSuchProcess, psutil.AccessDenied):
+        for part in raylet.cmdline():
+            if part.startswith("--node_id="):
+                return part.split("=", 1)[1]
+    return ""
+
+
+def _processes_of(pgid: int | None) -> list[psutil.Process]:
+    if pgid is None:
+        return []
+    found: dict[int, psutil.Process] = {}
+    for proc in psutil.process_iter():
+        try:
+            if os.getpgid(proc.pid) != pgid:
+                continue
+            found[proc.pid] = proc
+            for child in proc.children(recursive=True):
+                found[child.pid] = child
+        except (psutil.NoSuchProcess, ProcessLookupError, psutil.AccessDenied):
+            continue
+    return [p for p in found.values() if _alive(p)]
+
+
+def _stop(procs: list[psutil.Process]) -> list[int]:
+    for proc in procs:
+        _send(proc, signal.SIGTERM)
+    alive = _wait_gone(procs, 3.0)  # some Ray daemons take long to act on SIGTERM
+    for proc in alive:
+        _send(proc, signal.SIGKILL)
+    _wait_gone(alive, 10.0)
+    return [p.pid for p in alive]
 
 
 def _wait_gone(procs: list[psutil.Process], timeout: float) -> list[psutil.Process]:
@@ -129,12 +253,13 @@ def _wait_gone(procs: list[psutil.Process], timeout: float) -> list[psutil.Proce
     return alive
 
 
-def _group_of(temp_dir: Path) -> int | None:
+def _group_of(temp_dir: Path, daemon: str) -> int | None:
     """`ray start` exits once its daemons run; they keep its process group, whose id is the
-    pid it had. Find it through the GCS server, which carries our temp dir in its command."""
+    pid it had. Find it through one daemon (the head's GCS server, a node's raylet), which
+    carries our temp dir in its command."""
     for candidate in psutil.process_iter(["cmdline"]):
         cmdline = candidate.info["cmdline"] or []
-        if any(str(temp_dir) in part for part in cmdline) and "gcs_server" in " ".join(cmdline):
+        if any(str(temp_dir) in part for part in cmdline) and daemon in " ".join(cmdline):
             try:
                 return os.getpgid(candidate.pid)
             except ProcessLookupError:
@@ -155,9 +280,10 @@ def _send(proc: psutil.Process, sig: signal.Signals) -> None:
 
 
 # ---------------------------------------------------------------------------------------------
-# `python -m tests.ray_cluster pause ROOT ADDRESS`: the Ray executor driven directly (pause and
-# resume have no command line), in a process of its own so that the test process does not
-# import Ray. Prints what it saw as one JSON object.
+# `python -m tests.ray_cluster pause ROOT ADDRESS` and `… slots ADDRESS`: the Ray executor
+# driven directly (pause and resume have no command line; the slots before the first wave are
+# the plan's to ask), in a process of its own so that the test process does not import Ray.
+# Prints what it saw as one JSON object.
 # ---------------------------------------------------------------------------------------------
 
 TICKER = """
@@ -251,5 +377,21 @@ async def pause_scenario(root: Path, address: str) -> dict[str, Any]:
     return seen
 
 
+async def slots_scenario(address: str) -> dict[str, Any]:
+    """The CALL slots of a Ray executor whose jobs come from the cluster, before and after it
+    connects."""
+    from watchrun.executors.ray import RayExecutor
+
+    executor = RayExecutor(lambda event: None, jobs=0, grace=0.3, address=address)
+    before = executor.free_slots()
+    await executor.start()
+    after = executor.free_slots()
+    await executor.close()
+    return {"before": before, "after": after}
+
+
 if __name__ == "__main__":
-    print(json.dumps(asyncio.run(pause_scenario(Path(sys.argv[2]), sys.argv[3]))))
+    if sys.argv[1] == "slots":
+        print(json.dumps(asyncio.run(slots_scenario(sys.argv[2]))))
+    else:
+        print(json.dumps(asyncio.run(pause_scenario(Path(sys.argv[2]), sys.argv[3]))))

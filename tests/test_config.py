@@ -28,7 +28,7 @@ def test_defaults_without_any_file(tmp_path: Path) -> None:
     assert config == Config(
         root=tmp_path, tasks=(tmp_path / "tasks",), state_dir=tmp_path / ".watchrun",
         jobs=os.cpu_count() or 1, grace=2.0, debounce_ms=10, ignore=(), executor_kind="local",
-        executor_address="", executor_connect_timeout=15.0, source=None)
+        executor_address="", executor_connect_timeout=15.0, source=None, jobs_given=False)
 
 
 def test_every_key_of_watchrun_toml(tmp_path: Path) -> None:
@@ -49,6 +49,7 @@ connect_timeout = 2.5
     assert config.tasks == (tmp_path / "pipelines", tmp_path / "more" / "tasks")
     assert config.state_dir == tmp_path / "build" / "state"
     assert (config.jobs, config.grace, config.debounce_ms) == (3, 0.5, 50)
+    assert config.jobs_given
     assert config.ignore == ("*.tmp", "scratch/**")
     assert (config.executor_kind, config.executor_address) == ("ray", "auto")
     assert config.executor_connect_timeout == 2.5
@@ -198,3 +199,17 @@ def test_connect_timeout_must_be_a_positive_number_of_seconds(tmp_path: Path) ->
     assert messages(tmp_path) == [
         "watchrun.toml:3: error: executor.connect_timeout: must be a number of seconds > 0, "
         "not 0"]
+
+
+def test_jobs_default_to_the_ray_clusters_cpus_unless_given(tmp_path: Path) -> None:
+    from watchrun.app import choose_executor, effective_jobs
+
+    config, _ = load_config(tmp_path)
+    ray = choose_executor(config, "ray", None)
+    assert effective_jobs(config, None) == (os.cpu_count() or 1)
+    assert effective_jobs(ray, None) == 0  # 0: the Ray executor asks its cluster
+    assert effective_jobs(ray, 0) == 0
+    assert effective_jobs(ray, 3) == 3
+    write(tmp_path, "watchrun.toml", "jobs = 5\n")
+    given, _ = load_config(tmp_path)
+    assert effective_jobs(choose_executor(given, "ray", None), None) == 5

@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from watchrun.config import key_lines, parse_toml
-from watchrun.project.header import parse_header
+from watchrun.project.header import memory_bytes, parse_header
 from watchrun.project.simpletoml import parse_simple
 
 PATH = Path("/proj/tasks/t.py")
@@ -131,7 +131,7 @@ def test_every_error_at_once_in_line_order() -> None:
         "tasks/t.py:2: error: kind must be one of 'task', 'generator', 'collector', not "
         "'generater' (did you mean 'generator'?)",
         "tasks/t.py:3: error: unknown key 'colour' in the task header; allowed: abstract, "
-        "after, extends, inputs, kind, outputs, params, priority",
+        "after, extends, inputs, kind, outputs, params, priority, resources, retries, timeout",
         "tasks/t.py:4: error: a header line must be '#' or start with '# ' (a space after '#')",
         "tasks/t.py:5: error: after must be a list of task names or a table of argument = "
         "\"task\", not 'download'",
@@ -148,7 +148,7 @@ def test_unknown_key_suggests_the_close_one_and_good_keys_survive() -> None:
     assert header is not None and header.data == {"kind": "generator"}
     assert [e.message for e in errors] == [
         "unknown key 'afterr' in the task header (did you mean 'after'?); allowed: abstract, "
-        "after, extends, inputs, kind, outputs, params, priority"]
+        "after, extends, inputs, kind, outputs, params, priority, resources, retries, timeout"]
 
 
 def test_after_table_needs_identifiers_and_string_values() -> None:
@@ -380,3 +380,64 @@ def test_a_header_parses_the_same_without_the_simple_reader(lines: list[str]) ->
     with mock.patch("watchrun.project.header.parse_simple", return_value=None):
         slow = parse_header(source, PATH)
     assert repr(fast) == repr(slow)
+
+
+def test_timeout_retries_and_resources_are_read() -> None:
+    header, errors = parse_header(
+        "# /// task\n# timeout = 600\n# retries = 2\n"
+        "# resources = {cpus = 0.5, gpus = 1, memory = '1.5GiB'}\n# ///\n", PATH)
+    assert errors == []
+    assert header is not None
+    assert header.data == {"timeout": 600, "retries": 2,
+                           "resources": {"cpus": 0.5, "gpus": 1, "memory": "1.5GiB"}}
+
+
+def test_bad_timeout_retries_and_resources_name_the_key_at_its_line() -> None:
+    text = """\
+# /// task
+# timeout = 0
+# retries = -1
+# [resources]
+# cpus = -2
+# gpus = 1.5
+# memory = "2X"
+# mem = 3
+# ///
+"""
+    assert errors_of(text) == [
+        "tasks/t.py:2: error: timeout must be a number of seconds greater than 0, not 0",
+        "tasks/t.py:3: error: retries must be a whole number, 0 or more, not -1",
+        "tasks/t.py:5: error: resources.cpus must be a number greater than 0, not -2",
+        "tasks/t.py:6: error: resources.gpus must be a whole number, 0 or more, not 1.5",
+        'tasks/t.py:7: error: resources.memory must be a number of bytes or a size with a unit '
+        'such as "512M", "2G", "1.5GiB" (K, M, G, T count in 1024s, KB, MB, GB, TB in 1000s), '
+        "not '2X'",
+        "tasks/t.py:8: error: unknown key 'mem' in resources (did you mean 'memory'?); allowed: "
+        "cpus, gpus, memory",
+    ]
+    assert errors_of("# /// task\n# timeout = '10m'\n# retries = true\n# resources = 4\n"
+                     "# ///\n") == [
+        "tasks/t.py:2: error: timeout must be a number of seconds greater than 0, not '10m'",
+        "tasks/t.py:3: error: retries must be a whole number, 0 or more, not True",
+        "tasks/t.py:4: error: resources must be a table such as resources = {cpus = 2, gpus = 1, "
+        "memory = \"4G\"}, not 4",
+    ]
+
+
+def test_memory_units() -> None:
+    assert memory_bytes(1000) == 1000
+    assert memory_bytes("512M") == 512 * 2**20
+    assert memory_bytes("2G") == 2 * 2**30
+    assert memory_bytes("2g") == 2 * 2**30
+    assert memory_bytes("1.5GiB") == 3 * 2**29
+    assert memory_bytes("2Gi") == 2 * 2**30
+    assert memory_bytes("2GB") == 2 * 10**9
+    assert memory_bytes("100") == 100
+    assert memory_bytes("64 KiB") == 64 * 1024
+    for bad in ("-1G", "G", "2 X", "", -5, True, 1.5):
+        try:
+            memory_bytes(bad)  # type: ignore[arg-type]
+        except ValueError as exc:
+            assert "resources.memory" in str(exc)
+        else:
+            raise AssertionError(f"{bad!r} was accepted")

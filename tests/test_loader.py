@@ -177,7 +177,7 @@ ERRORS: dict[str, tuple[dict[str, str], list[str]]] = {
     "unknown key": (
         {"tasks/a.py": "# /// task\n# colour = 1\n# ///\ndef run():\n    pass\n"},
         ["tasks/a.py:2: error: unknown key 'colour' in the task header; allowed: abstract, "
-         "after, extends, inputs, kind, outputs, params, priority"]),
+         "after, extends, inputs, kind, outputs, params, priority, resources, retries, timeout"]),
     "unknown kind": (
         {"tasks/a.py": "# /// task\n# kind = 'genrator'\n# ///\ndef run():\n    pass\n"},
         ["tasks/a.py:2: error: kind must be one of 'task', 'generator', 'collector', not "

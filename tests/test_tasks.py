@@ -9,7 +9,7 @@ import pytest
 
 from watchrun.config import load_config
 from watchrun.project.header import parse_header
-from watchrun.project.model import Kind, Origin
+from watchrun.project.model import Kind, Origin, Resources
 from watchrun.project.tasks import (
     TaskSource,
     discover,
@@ -207,3 +207,43 @@ def test_a_child_may_change_its_parents_kind_and_params_only(tmp_path: Path) -> 
     tasks, _ = resolve_tasks(sources, tmp_path)
     assert tasks["base"].kind is Kind.COLLECTOR and tasks["child"].kind is Kind.TASK
     assert tasks["child"].params["n"].origin.task == "base"
+
+
+def test_timeout_retries_and_resources_come_whole_from_the_nearest_setter(
+        tmp_path: Path) -> None:
+    sources = sources_of(tmp_path, {
+        "tasks/base.py": header("abstract = true", "timeout = 60", "retries = 2",
+                                "resources = {cpus = 2, memory = '2G'}"),
+        "tasks/child.py": header("extends = 'base'", "resources = {gpus = 1}"),
+        "tasks/plain.py": header(),
+    })
+    tasks, errors = resolve_tasks(sources, tmp_path)
+    assert errors == []
+    child, plain = tasks["child"], tasks["plain"]
+    assert (child.timeout, child.retries) == (60, 2)
+    # the whole table from the nearest setter: the parent's cpus and memory are not merged in
+    assert child.resources == Resources(cpus=1.0, gpus=1, memory=None)
+    assert tasks["base"].resources == Resources(cpus=2, gpus=0, memory=2 * 2**30)
+    assert child.field_origins["timeout"] == Origin("base", tmp_path / "tasks/base.py", 3)
+    assert child.field_origins["resources"] == Origin("child", tmp_path / "tasks/child.py", 3)
+    assert (plain.timeout, plain.retries, plain.resources) == (None, 0, Resources())
+
+
+def test_changing_timeout_retries_or_resources_reruns_nothing(tmp_path: Path) -> None:
+    from tests.conftest import watchrun, write_project
+
+    def task(settings: str) -> dict[str, str]:
+        return {"tasks/t.py": f"# /// task\n{settings}# ///\ndef run():\n    return 1\n"}
+
+    root = write_project(tmp_path, task("# timeout = 10\n"))
+    assert watchrun(root, "build", "--json").ran() == ["t"]
+    write_project(root, task("# timeout = 20\n# retries = 3\n"
+                             "# resources = {cpus = 2, memory = '1G'}\n"))
+    again = watchrun(root, "build", "--json")
+    assert again.code == 0, again.stderr
+    assert again.ran() == []
+    # the header is still read: a bad value is an error, not ignored
+    write_project(root, task("# timeout = -1\n"))
+    bad = watchrun(root, "build")
+    assert bad.code == 2, bad.stderr
+    assert "tasks/t.py:2: error: timeout must be a number of seconds greater than 0" in bad.stderr

@@ -157,6 +157,11 @@ async def check_executor(executor: Executor) -> None:
 
 
 def effective_jobs(config: Config, override: int | None) -> int:
+    """-j, else the settings' jobs, else this machine's CPUs; with the Ray executor, 0 for the
+    last (the executor then takes its cluster's CPUs)."""
+    unset = override == 0 or (override is None and not config.jobs_given)
+    if unset and config.executor_kind == "ray":
+        return 0
     jobs = override if override is not None else config.jobs
     return jobs if jobs > 0 else (os.cpu_count() or 1)
 

@@ -50,6 +50,9 @@ class Config(NamedTuple):
     executor_address: str
     executor_connect_timeout: float  # seconds a Ray cluster has to answer
     source: Path | None  # the file the settings came from; None: all defaults
+    # whether the settings give `jobs` (> 0): when not, the Ray executor runs as many units at
+    # a time as its cluster has CPUs, not this machine's count
+    jobs_given: bool = False
 
 
 def default_jobs() -> int:
@@ -78,6 +81,7 @@ def _settings(root: Path, raw: dict[str, Any], source: Path | None) -> Config:
         executor_address=executor.get("address", ""),
         executor_connect_timeout=float(executor.get("connect_timeout", DEFAULT_CONNECT_TIMEOUT)),
         source=source,
+        jobs_given=bool(jobs),
     )
 
 

@@ -2,6 +2,7 @@
 
     PYTHONPATH=. python tests/bench/bench_ray.py [--address HOST:PORT] [--units 1000]
                                                  [--iterations 10000] [--jobs 2] [--runs 3]
+    PYTHONPATH=. python tests/bench/bench_ray.py --two-nodes [--units 300] [--runs 5]
 
 Without --address, starts a Ray cluster on this machine for the run (2 CPUs, loopback only,
 see tests/ray_cluster.py) and stops it at the end. Measures:
@@ -17,6 +18,15 @@ see tests/ray_cluster.py) and stops it at the end. Measures:
    iteration (it includes joining Ray, about a second).
 
 Medians of --runs runs.
+
+With --two-nodes, on a two-node cluster started on this machine (a head with 1 CPU and a second
+node with 2, tests/ray_cluster.py), instead:
+
+4. Point 2 on the two nodes, jobs=3: units land on both.
+5. Node loss: a unit that fits only the second node (cpus = 2) runs there, that node's raylet is
+   killed (SIGKILL), and the time until the executor reports the unit lost ("node lost") is
+   measured, for a task unit (a Ray task) and a generator (a Ray actor). The node is started
+   again for the next run.
 """
 
 from __future__ import annotations
@@ -37,7 +47,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
-from tests.ray_cluster import RayCluster  # noqa: E402
+from tests.ray_cluster import RayCluster, RayNode  # noqa: E402
+from tests.ray_fixtures import TwoNodes  # noqa: E402
 from watchrun.executors.base import EventKind, ExecEvent, Executor, Job, Mode, UnitKey  # noqa: E402
 from watchrun.executors.local import LocalExecutor  # noqa: E402
 
@@ -119,8 +130,95 @@ def write_scope(root: Path, iterations: int, jobs: int, executor: str) -> None:
     (root / "watchrun.toml").write_text(f"jobs = {jobs}\n{executor}")
 
 
+WAITER = ("# /// task\n# resources = {cpus = 2}\n# ///\nimport os, time\n"
+          "from pathlib import Path\n\ndef run():\n"
+          "    Path('waiter.pid').write_text(str(os.getpid()))\n"
+          "    while True:\n        time.sleep(0.05)\n")
+TICKER = ("# /// task\n# kind = 'generator'\n# resources = {cpus = 2}\n# ///\n"
+          "import os, time\nfrom pathlib import Path\n\ndef run():\n"
+          "    Path('ticker.pid').write_text(str(os.getpid()))\n"
+          "    while True:\n        time.sleep(0.05)\n        yield 1\n")
+
+
+async def node_loss(cluster: TwoNodes, root: Path, name: str, mode: Mode) -> float:
+    """Seconds from SIGKILL of the second node's raylet to the unit there reported lost."""
+    from watchrun.executors.ray import RayExecutor
+
+    ended: asyncio.Future[ExecEvent] = asyncio.get_running_loop().create_future()
+
+    def sink(event: ExecEvent) -> None:
+        terminal = (EventKind.DONE, EventKind.FAILED, EventKind.CANCELLED, EventKind.DIED)
+        if event.kind in terminal and not ended.done():
+            ended.set_result(event)
+
+    executor = RayExecutor(sink, 3, 1.0, cluster.address)
+    await executor.start()
+    pid_file = root / f"{name}.pid"
+    pid_file.unlink(missing_ok=True)
+    executor.submit(Job(UnitKey(name), mode, root, [(root / "tasks" / f"{name}.py", "tasks")],
+                        {}, root / ".watchrun" / "logs" / f"{name}.log", fresh_log=True))
+    deadline = time.monotonic() + 120
+    while not pid_file.exists():
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{name} did not start")
+        await asyncio.sleep(0.02)
+    killed_at = cluster.node.kill_raylet()
+    event = await asyncio.wait_for(ended, 120)
+    lost_after = time.monotonic() - killed_at
+    if event.kind is not EventKind.DIED or not (event.error or "").startswith("node lost"):
+        raise RuntimeError(f"{name}: expected 'node lost', got {event.kind} {event.error}")
+    await executor.close()
+    return lost_after
+
+
+def run_two_nodes(work: Path, args: argparse.Namespace) -> None:
+    from watchrun.executors.ray import RayExecutor
+
+    head = RayCluster(work / "head", num_cpus=1)
+    head.start()
+    cluster = TwoNodes(head, RayNode(head, work / "node", num_cpus=2))
+    try:
+        cluster.node.start()
+        print(f"two nodes on this machine: head in {head.started_in:.1f} s, second node in "
+              f"{cluster.node.started_in:.1f} s")
+        os.environ.update(head.env())
+        root = work / "units"
+        (root / "tasks").mkdir(parents=True)
+        (root / "tasks" / "trivial.py").write_text(TASK)
+        (root / "tasks" / "waiter.py").write_text(WAITER)
+        (root / "tasks" / "ticker.py").write_text(TICKER)
+        makers: dict[str, Make] = {
+            "local": lambda sink: LocalExecutor(sink, 3, 1.0),
+            "ray": lambda sink: RayExecutor(sink, 3, 1.0, cluster.address),
+        }
+        per_unit: dict[str, list[float]] = {"local": [], "ray": []}
+        for _ in range(args.runs):
+            for name, make in makers.items():
+                per_unit[name].append(asyncio.run(trivial_units(make, root, args.units, 3))[1])
+        local, ray = (statistics.median(per_unit[n]) for n in ("local", "ray"))
+        print(f"\n{args.units} trivial units, jobs=3, on the two nodes (median of {args.runs}):")
+        print(f"  local  {local * 1e3:7.2f} ms/unit")
+        print(f"  ray    {ray * 1e3:7.2f} ms/unit")
+        print(f"  Ray's overhead: {(ray - local) * 1e3:.2f} ms per unit")
+        lost: dict[str, list[float]] = {"task": [], "generator": []}
+        for _ in range(args.runs):
+            for kind, name, mode in (("task", "waiter", Mode.CALL),
+                                     ("generator", "ticker", Mode.GENERATE)):
+                cluster.ensure_second_node()
+                lost[kind].append(asyncio.run(node_loss(cluster, root, name, mode)))
+        print(f"\nraylet of the second node killed -> its unit reported 'node lost' "
+              f"(median of {args.runs}):")
+        for kind, times in lost.items():
+            print(f"  {kind:9} {statistics.median(times):6.1f} s  "
+                  f"(runs: {', '.join(f'{t:.1f}' for t in times)})")
+    finally:
+        cluster.node.stop()
+        head.stop()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
+    parser.add_argument("--two-nodes", action="store_true")
     parser.add_argument("--address", default="")
     parser.add_argument("--units", type=int, default=1000)
     parser.add_argument("--iterations", type=int, default=10000)
@@ -128,6 +226,12 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="bench-ray-"))
+    if args.two_nodes:
+        try:
+            run_two_nodes(work, args)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+        return
     cluster = None
     address = args.address
     try:

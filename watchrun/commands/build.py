@@ -79,7 +79,7 @@ def build_command(root: Path | None, targets: list[str], *, jobs: int | None, fo
             options = BuildOptions(force=force, dry_run=dry_run, fail_fast=fail_fast)
             settings = choose_executor(session.config, executor, address)
             summary = asyncio.run(run_build(
-                session, chosen, options, subscribers, effective_jobs(session.config, jobs),
+                session, chosen, options, subscribers, effective_jobs(settings, jobs),
                 settings.executor_kind, settings.executor_address,
                 proof_for=None if dry_run else targets, proof_lines=lines))
             return exit_code(summary)

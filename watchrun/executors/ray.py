@@ -41,6 +41,7 @@ import logging
 import os
 import re
 import secrets
+import socket
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -52,8 +53,8 @@ if importlib.util.find_spec("ray") is None:
     raise ImportError("No module named 'ray'", name="ray")
 
 import watchrun
-from watchrun.config import DEFAULT_CONNECT_TIMEOUT
-from watchrun.executors import ray_node
+from watchrun.config import DEFAULT_CONNECT_TIMEOUT, default_jobs
+from watchrun.executors import ray_node, ray_where
 from watchrun.executors.base import EventKind, ExecEvent, Job, Mode, Sink, UnitKey, hand_to_sink
 from watchrun.executors.local import job_spec
 from watchrun.executors.ray_connect import (
@@ -66,12 +67,17 @@ from watchrun.executors.ray_connect import (
     is_loopback,
     resolve_address,
 )
+from watchrun.project.header import memory_bytes, parse_header
 
 log = logging.getLogger("watchrun.executor")
 
 FORCE_AFTER = 5.0  # seconds past the cancel sequence (2 x grace) before the Ray worker is killed
+# seconds to wait, after a unit's actor or Ray worker was lost, for the cluster to say whether
+# its node died (Ray marks a node dead after missed health checks, not at once)
+NODE_DEATH_WAIT = 30.0
 TOKEN_NAME = ".ray-token"  # in the log folder: tells a node whether it sees that folder
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
+_NODE_ID = re.compile(r"node id:? ([0-9a-f]{16,})", re.IGNORECASE)
 
 
 def _init_ray(address: str, connect_timeout: float) -> Any:
@@ -94,6 +100,7 @@ def _init_ray(address: str, connect_timeout: float) -> Any:
         # runtime_env costs each run fresh Ray workers, about a second)
         options["runtime_env"] = {"py_modules": [package]}
     enable_faulthandler_on_the_terminal()
+    _quiet_cluster_errors(ray)
     try:
         if address:
             ray.init(address=address, **options)
@@ -105,6 +112,24 @@ def _init_ray(address: str, connect_timeout: float) -> Any:
     return ray
 
 
+def _quiet_cluster_errors(ray: Any) -> None:
+    """Ray's driver prints the cluster's error messages (a raylet that died, with 20 lines of
+    its log; a node marked dead) on stdout, from a thread of its own: into `--json` output and
+    over the TUI. Each unit they concern already ends saying why ("node lost: …"): the messages
+    go to watchrun's log instead. The printer is a private function of Ray's, looked up when
+    called; a Ray without it keeps printing."""
+    worker_module: Any = getattr(getattr(ray, "_private", None), "worker", None)
+    if worker_module is None or not hasattr(worker_module, "print_to_stdstream"):
+        return
+
+    def to_the_log(data: dict[str, Any], ignore_prefix: bool = False) -> None:
+        lines = [str(line) for line in data.get("lines", ())]
+        if lines:
+            log.info("Ray (%s): %s", data.get("pid", "?"), first_line(_ANSI.sub("", lines[0])))
+
+    worker_module.print_to_stdstream = to_the_log
+
+
 def _local_job_config(ray: Any, home: str) -> Any:
     """A job config that puts `home` on the Ray workers' sys.path, if this Ray has the (private)
     option; None otherwise."""
@@ -114,24 +139,158 @@ def _local_job_config(ray: Any, home: str) -> Any:
         return None
 
 
+@dataclass(frozen=True)
+class _Node:
+    node_id: str
+    address: str  # its IP
+    resources: dict[str, float]  # what it has in all ("CPU", "GPU", "memory", …)
+    raylet_port: int = 0  # its node manager's port; 0: not known
+
+    def label(self) -> str:
+        return f"{self.node_id[:8]} ({self.address})"
+
+
 class _Cluster:
-    """A connected Ray: the module, and the node functions wrapped as remote ones."""
+    """A connected Ray: the module, the node functions wrapped as remote ones, and the nodes
+    it last said were alive."""
 
     def __init__(self, ray: Any, client: bool) -> None:
         self.ray = ray
         self.client = client  # Ray Client (ray://): no streaming, no concurrency groups
         self.error: type[BaseException] = ray.exceptions.RayError
         self.cancelled: type[BaseException] = ray.exceptions.TaskCancelledError
-        self.call = ray.remote(num_cpus=1, max_retries=0)(ray_node.run_call)
+        self.node_died: type[BaseException] = ray.exceptions.NodeDiedError
+        # what a lost node looks like from an actor or a task: its worker gone
+        self.worker_lost: tuple[type[BaseException], ...] = (
+            ray.exceptions.RayActorError, ray.exceptions.WorkerCrashedError)
+        # max_retries stays 0: watchrun's own plan decides about reruns (`retries`)
+        self.call = ray.remote(num_cpus=1, max_retries=0)(ray_where.run_call_where)
         self.scope = ray.remote(
             num_cpus=0,
             max_restarts=0,
             max_task_retries=0,
             concurrency_groups={"inbox": 1},
-        )(ray_node.ScopeActor)
+        )(ray_where.PlacedScope)
+        self.nodes: dict[str, _Node] = {}
+        self.known: dict[str, _Node] = {}  # every node seen alive, for names of lost ones
+        self.refresh_nodes()
+
+    def refresh_nodes(self) -> None:
+        """Ask the cluster which nodes are alive (blocking: one call to its GCS)."""
+        try:
+            found = self.ray.nodes()
+        except Exception as exc:  # Ray Client may not answer: feasibility is then not checked
+            log.info("cannot list the Ray cluster's nodes: %s", exc)
+            return
+        self.nodes = {
+            str(n["NodeID"]): _Node(str(n["NodeID"]), str(n.get("NodeManagerAddress", "")),
+                                    {k: float(v) for k, v in n.get("Resources", {}).items()},
+                                    int(n.get("NodeManagerPort", 0) or 0))
+            for n in found if n.get("Alive")
+        }
+        self.known.update(self.nodes)
+
+    def cpus(self) -> int:
+        return int(sum(node.resources.get("CPU", 0.0) for node in self.nodes.values()))
+
+    def label(self, node_id: str) -> str:
+        node = self.known.get(node_id)
+        return node.label() if node is not None else node_id[:8]
+
+    def shortfall(self, need: dict[str, float]) -> dict[str, float] | None:
+        """None if some alive node has all of `need`; else, for each resource no node has
+        enough of, the most any node has."""
+        if not self.nodes:
+            return None  # nothing known (Ray Client): let Ray decide
+        wanted = {k: v for k, v in need.items() if v > 0}
+        for node in self.nodes.values():
+            if all(node.resources.get(k, 0.0) >= v for k, v in wanted.items()):
+                return None
+        most = {k: max(n.resources.get(k, 0.0) for n in self.nodes.values()) for k in wanted}
+        return {k: most[k] for k, v in wanted.items() if most[k] < v} or most
+
+    def raylet_refuses(self, node_id: str) -> bool:
+        """Whether the node's raylet refuses connections: it is gone, though the cluster has
+        not marked the node dead yet (that waits for missed health checks, about 15 s).
+        Blocking: one TCP connect."""
+        node = self.known.get(node_id)
+        if node is None or not node.raylet_port or not node.address:
+            return False
+        try:
+            with socket.create_connection((node.address, node.raylet_port), timeout=1.0):
+                return False
+        except ConnectionRefusedError:
+            return True
+        except OSError:  # unreachable or silent: a network problem may pass; ask the cluster
+            return False
 
     def shutdown(self) -> None:
         self.ray.shutdown()
+
+
+class _Requests:
+    """What each unit asks of the cluster: its task's `resources`, taken whole from the nearest
+    module of its chain that sets them (the header's own rule), read again when a file
+    changes."""
+
+    def __init__(self) -> None:
+        self._known: dict[str, tuple[tuple[int, int, int], dict[str, Any] | None]] = {}
+
+    def table(self, job: Job) -> dict[str, Any]:
+        for file, _ in reversed(job.chain):
+            data = self._header(os.fspath(file))
+            if data is not None and isinstance(data.get("resources"), dict):
+                table: dict[str, Any] = data["resources"]
+                return table
+        return {}
+
+    def _header(self, file: str) -> dict[str, Any] | None:
+        try:
+            st = os.stat(file)
+            stamp = (st.st_mtime_ns, st.st_size, st.st_ino)
+            known = self._known.get(file)
+            if known is None or known[0] != stamp:
+                text = Path(file).read_text(encoding="utf-8")
+                header, _ = parse_header(text, Path(file))  # errors: reported by the build
+                known = (stamp, None if header is None else header.data)
+                self._known[file] = known
+        except (OSError, UnicodeDecodeError):
+            return None
+        return known[1]
+
+
+def ray_options(table: dict[str, Any], persistent: bool) -> dict[str, Any]:
+    """A `resources` table as Ray's request. A CALL unit takes 1 CPU unless it says; a
+    persistent unit none (as locally, it is outside the `jobs` count) unless it says."""
+    options: dict[str, Any] = {"num_cpus": table.get("cpus", 0 if persistent else 1)}
+    if table.get("gpus"):
+        options["num_gpus"] = table["gpus"]
+    if table.get("memory") is not None:
+        options["memory"] = memory_bytes(table["memory"])
+    return options
+
+
+def _needs(options: dict[str, Any]) -> dict[str, float]:
+    return {"CPU": float(options.get("num_cpus", 0)), "GPU": float(options.get("num_gpus", 0)),
+            "memory": float(options.get("memory", 0))}
+
+
+def _amount(resource: str, value: float) -> str:
+    if resource == "memory":
+        if value >= 2**30:
+            return f"{value / 2**30:.4g} GiB memory"
+        return f"{value / 2**20:.4g} MiB memory"
+    count = f"{value:g}"
+    return f"{count} {resource}" + ("s" if value != 1 else "")
+
+
+def infeasible_message(task: str, need: dict[str, float], most: dict[str, float],
+                       where: str) -> str:
+    wanted = ", ".join(_amount(k, need[k]) for k in most)
+    has = ", ".join(_amount(k, v) for k, v in most.items())
+    return (f"{task} asks for {wanted} (its `resources`), and no node of the Ray cluster "
+            f"{where} has that much (the most one node has: {has}); Ray would keep it waiting "
+            "for ever. Lower the request, or add a node that has it")
 
 
 class _Sources:
@@ -176,6 +335,7 @@ class _Unit:
     timer: asyncio.TimerHandle | None = None
     driver: asyncio.Task[None] | None = None
     finished: bool = False
+    node: str = ""  # the Ray node id it runs on, once known
 
 
 class RayExecutor:
@@ -184,10 +344,13 @@ class RayExecutor:
 
     def __init__(self, sink: Sink, jobs: int, grace: float, address: str = "",
                  connect_timeout: float = DEFAULT_CONNECT_TIMEOUT) -> None:
-        if jobs < 1:
-            raise ValueError(f"jobs must be at least 1, not {jobs}")
+        """`jobs` 0: as many CALL units at a time as the cluster has CPUs (this machine's
+        until connected)."""
+        if jobs < 0:
+            raise ValueError(f"jobs must be at least 1 (0: the cluster's CPUs), not {jobs}")
         self._sink = sink
-        self._jobs = jobs
+        self._jobs_from_cluster = jobs == 0
+        self._jobs = jobs or default_jobs()
         self._grace = grace
         self._address = address.strip()
         self._connect_timeout = connect_timeout
@@ -197,6 +360,7 @@ class RayExecutor:
         self._connection: asyncio.Task[_Cluster] | None = None
         self._cluster: _Cluster | None = None
         self._sources = _Sources()
+        self._requests = _Requests()
         self._token = secrets.token_hex(16)
         self._token_path: Path | None = None
         self._all_finished: asyncio.Future[None] | None = None
@@ -334,6 +498,8 @@ class RayExecutor:
                                   f"{explain_init_failure(address, exc)}") from exc
         log.info("connected to Ray %s in %.1f s", where, time.perf_counter() - started)
         self._cluster = cluster
+        if self._jobs_from_cluster and cluster.cpus() > 0:
+            self._jobs = cluster.cpus()
         return cluster
 
     def _write_token(self, log_dir: Path) -> None:
@@ -364,7 +530,8 @@ class RayExecutor:
         except cluster.cancelled:  # by ray.cancel: a task still waiting to start, or forced
             self._lost(unit, None, cancelled=True)
         except cluster.error as exc:
-            self._lost(unit, exc)
+            lost_node = await self._lost_node(cluster, unit, exc)
+            self._lost(unit, exc, node=lost_node)
         except Exception as exc:  # a bug of ours: the unit must still end, and say why
             log.exception("running %s on Ray failed", unit.job.key.format())
             self._finish(unit, EventKind.DIED, error=f"the Ray executor failed: {exc!r}")
@@ -379,8 +546,27 @@ class RayExecutor:
         token_path = "" if self._token_path is None else str(self._token_path)
         return ray_node.NodeJob(spec.fields(), self._grace, token_path, self._token)
 
+    async def _fits(self, cluster: _Cluster, unit: _Unit, options: dict[str, Any]) -> bool:
+        """Whether some node of the cluster can ever run the unit; if none can, the unit fails
+        now (Ray would keep it pending for ever). A request that fits no node known asks the
+        cluster again first: a node may have joined."""
+        need = _needs(options)
+        if cluster.shortfall(need) is None:
+            return True
+        await in_daemon_thread(asyncio.get_running_loop(), cluster.refresh_nodes)
+        most = cluster.shortfall(need)
+        if most is None:
+            return True
+        where = f"at {self._address}" if self._address else "on this machine"
+        self._finish(unit, EventKind.FAILED,
+                     error=infeasible_message(unit.job.key.task, need, most, where))
+        return False
+
     async def _run_call(self, cluster: _Cluster, unit: _Unit) -> None:
-        call = cluster.call.options(name=ray_name(unit.job))
+        options = ray_options(self._requests.table(unit.job), persistent=False)
+        if not await self._fits(cluster, unit, options) or unit.cancelling:
+            return
+        call = cluster.call.options(name=ray_name(unit.job), **options)
         unit.ref = call.remote(self._node_job(unit.job))
         self._end(unit, await unit.ref)
 
@@ -397,11 +583,15 @@ class RayExecutor:
                 ),
             )
             return
-        unit.actor = cluster.scope.remote()
+        options = ray_options(self._requests.table(unit.job), persistent=True)
+        if not await self._fits(cluster, unit, options) or unit.cancelling:
+            return
+        unit.actor = cluster.scope.options(**options).remote()
         stream = unit.actor.run.options(name=ray_name(unit.job)).remote(self._node_job(unit.job))
         for method, args in unit.inbox:
             self._call(unit, method, *args)
         unit.inbox.clear()
+        unit.node = await unit.actor.where.options(concurrency_group="inbox").remote()
         async for ref in stream:
             item = await ref
             if unit.finished:
@@ -426,9 +616,14 @@ class RayExecutor:
         getattr(unit.actor, method).options(concurrency_group="inbox").remote(*args)
 
     def _end(self, unit: _Unit, item: tuple[Any, ...]) -> None:
-        _, outcome, payload, duration, log_bytes, _host = item
+        _, outcome, payload, duration, log_bytes, _host = item[:6]
+        if len(item) > 6:  # a CALL unit says its node with its outcome
+            unit.node = item[6]
         if log_bytes is not None:
             self._write_log(unit.job, log_bytes)
+        if unit.node and self._cluster is not None:
+            self._append_log(unit.job, f"[watchrun] ran on Ray node "
+                                       f"{self._cluster.label(unit.node)}\n")
         if outcome == "done":
             self._finish(unit, EventKind.DONE, data=payload, duration=duration)
         elif outcome == "cancelled":
@@ -438,15 +633,53 @@ class RayExecutor:
         else:
             self._finish(unit, EventKind.FAILED, error=str(payload), duration=duration)
 
-    def _lost(self, unit: _Unit, exc: BaseException | None, cancelled: bool = False) -> None:
-        """The Ray task or actor ended without an outcome: cancelled by Ray, killed, lost."""
+    async def _lost_node(self, cluster: _Cluster, unit: _Unit, exc: BaseException) -> str:
+        """The id of the node whose loss ended the unit, or "" when its node is alive (or
+        unknown): a NodeDiedError names it; a lost actor or worker on a node the cluster then
+        marks dead counts too (Ray takes some seconds to mark it)."""
+        if unit.finished or unit.cancelling:
+            return ""
+        if isinstance(exc, cluster.node_died):
+            named = _NODE_ID.search(_ANSI.sub("", str(exc)))
+            return named[1] if named else unit.node or "?"
+        if not unit.node or not isinstance(exc, cluster.worker_lost):
+            return ""
+        loop = asyncio.get_running_loop()
+        node = unit.node
+        if await in_daemon_thread(loop, lambda: cluster.raylet_refuses(node)):
+            return node
+        deadline = time.monotonic() + NODE_DEATH_WAIT
+        while time.monotonic() < deadline and not unit.finished:
+            await in_daemon_thread(loop, cluster.refresh_nodes)
+            if node not in cluster.nodes:
+                return node
+            await asyncio.sleep(0.5)
+        return ""
+
+    def _lost(self, unit: _Unit, exc: BaseException | None, cancelled: bool = False,
+              node: str = "") -> None:
+        """The Ray task or actor ended without an outcome: cancelled by Ray, killed, lost
+        with its node."""
         if unit.finished:
             return
         if unit.cancelling or cancelled:
             self._finish(unit, EventKind.CANCELLED, signal="SIGKILL" if unit.forced else "SIGINT")
             return
+        if node:
+            label = self._cluster.label(node) if self._cluster is not None else node[:8]
+            self._append_log(unit.job, f"[watchrun] node lost: Ray node {label}\n")
+            self._finish(unit, EventKind.DIED, error=f"node lost: Ray node {label} died while "
+                                                      "running it")
+            return
         why = "its stream ended early" if exc is None else _describe(exc)
         self._finish(unit, EventKind.DIED, error=f"the Ray worker running it was lost: {why}")
+
+    def _append_log(self, job: Job, line: str) -> None:
+        try:
+            with open(job.log_path, "a", encoding="utf-8") as f:
+                f.write(line)
+        except OSError as exc:
+            log.warning("cannot write the log %s: %s", job.log_path, exc)
 
     def _write_log(self, job: Job, data: bytes) -> None:
         try:

@@ -13,6 +13,7 @@ between is `#` or `# ` followed by TOML. A file without an opener is a helper mo
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,10 +29,10 @@ OPENER = "# /// task"
 CLOSER = "# ///"
 KINDS = ("task", "generator", "collector")
 ALLOWED_KEYS = ("abstract", "after", "extends", "inputs", "kind", "outputs", "params",
-                "priority")
+                "priority", "resources", "retries", "timeout")
 _ALLOWED = frozenset(ALLOWED_KEYS)
 # keys whose sub-keys get their own line in Header.key_lines ("params.size", "after.frames")
-_TABLE_KEYS = ("params", "after")
+_TABLE_KEYS = ("params", "after", "resources")
 
 
 @dataclass(frozen=True)
@@ -244,6 +245,79 @@ def _check_params(value: Any) -> str | None:
     return f"params must be a table ([params] or params = {{…}}), not {_describe(value)}"
 
 
+def _check_timeout(value: Any) -> str | None:
+    if _is_number(value) and value > 0:
+        return None
+    return f"timeout must be a number of seconds greater than 0, not {_describe(value)}"
+
+
+def _check_retries(value: Any) -> str | None:
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return None
+    return f"retries must be a whole number, 0 or more, not {_describe(value)}"
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+RESOURCE_KEYS = ("cpus", "gpus", "memory")
+# K, M, G, T and their KiB forms count in 1024s (as Slurm and Docker do); KB, MB, GB, TB in 1000s
+_MEMORY_UNITS = {"": 1, "B": 1}
+for _power, _letter in enumerate("KMGT", start=1):
+    _MEMORY_UNITS.update({_letter: 1024 ** _power, f"{_letter}I": 1024 ** _power,
+                          f"{_letter}IB": 1024 ** _power, f"{_letter}B": 1000 ** _power})
+_MEMORY = re.compile(r"\s*(\d+(?:\.\d+)?|\.\d+)\s*([A-Za-z]*)\s*")
+
+
+def memory_bytes(value: int | str) -> int:
+    """A `memory` value in bytes: an int, or a string with a unit ("512M", "2G", "1.5GiB").
+    ValueError with what is accepted."""
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    if isinstance(value, str):
+        match = _MEMORY.fullmatch(value)
+        if match and match[2].upper() in _MEMORY_UNITS:
+            return int(float(match[1]) * _MEMORY_UNITS[match[2].upper()])
+    raise ValueError(
+        f"resources.memory must be a number of bytes or a size with a unit such as \"512M\", "
+        f"\"2G\", \"1.5GiB\" (K, M, G, T count in 1024s, KB, MB, GB, TB in 1000s), not "
+        f"{_describe(value)}")
+
+
+def _check_resource(name: str, value: Any) -> str | None:
+    if name == "cpus":
+        if _is_number(value) and value > 0:
+            return None
+        return f"resources.cpus must be a number greater than 0, not {_describe(value)}"
+    if name == "gpus":
+        if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+            return None
+        return f"resources.gpus must be a whole number, 0 or more, not {_describe(value)}"
+    if name == "memory":
+        try:
+            memory_bytes(value)
+        except ValueError as exc:
+            return str(exc)
+        return None
+    return (f"unknown key {name!r} in resources{suggest(name, RESOURCE_KEYS)}; allowed: "
+            f"{', '.join(RESOURCE_KEYS)}")
+
+
+def _resource_problems(value: Any, lines: dict[str, int], line: int
+                       ) -> list[tuple[int, str]]:
+    """(line, problem) for each bad entry of `resources`, each at its own line."""
+    if not isinstance(value, dict):
+        return [(line, "resources must be a table such as resources = {cpus = 2, gpus = 1, "
+                       f'memory = "4G"}}, not {_describe(value)}')]
+    problems = []
+    for name, entry in value.items():
+        problem = _check_resource(name, entry)
+        if problem is not None:
+            problems.append((lines.get(f"resources.{name}", line), problem))
+    return problems
+
+
 # what is wrong with one header value, or None
 _CHECKS: dict[str, Callable[[Any], str | None]] = {
     "kind": _check_kind,
@@ -254,6 +328,8 @@ _CHECKS: dict[str, Callable[[Any], str | None]] = {
     "abstract": _check_abstract,
     "params": _check_params,
     "priority": _check_priority,
+    "timeout": _check_timeout,
+    "retries": _check_retries,
 }
 
 
@@ -266,6 +342,13 @@ def _validate(raw: dict[str, Any], lines: dict[str, int], opener_line: int, path
             errors.append(ProjectError(
                 path, line, f"unknown key {key!r} in the task header{suggest(key, ALLOWED_KEYS)}; "
                             f"allowed: {', '.join(ALLOWED_KEYS)}"))
+            continue
+        if key == "resources":
+            problems = _resource_problems(value, lines, line)
+            errors.extend(ProjectError(path, at, problem) for at, problem in problems)
+            if problems:
+                continue
+            data[key] = value
             continue
         problem = _CHECKS[key](value)
         if problem is not None:

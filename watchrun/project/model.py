@@ -36,6 +36,16 @@ class Origin:
         return f"{path}:{self.line} ({self.task})"
 
 
+@dataclass(frozen=True)
+class Resources:
+    """What one unit of a task needs (`resources` in its header): CPUs (counted against `jobs`
+    locally, a Ray request on Ray), GPUs, memory in bytes (None: not said)."""
+
+    cpus: float = 1.0
+    gpus: int = 0
+    memory: int | None = None
+
+
 class Param(NamedTuple):
     value: Any
     origin: Origin
@@ -60,6 +70,10 @@ class Task:
     # line of each `after` entry, to point errors at the right place
     after_lines: dict[str, int] = field(default_factory=dict)
     priority: int = 0  # among ready units, a higher priority runs first (inherited like kind)
+    # how a unit runs, not what it computes: none of these is part of the signature
+    timeout: float | None = None  # seconds; None: no limit
+    retries: int = 0  # reruns of a failed unit
+    resources: Resources = field(default_factory=Resources)
 
     @property
     def parent(self) -> str | None:

@@ -1,8 +1,9 @@
 """Task discovery, names, and inheritance: headers in, resolved `Task`s out.
 
 `extends` forms a chain child -> parent -> … (single inheritance). Params merge per key along the
-chain (nearest wins); kind, after, inputs and outputs come whole from the nearest task that sets
-them; `abstract` is never inherited. Every resolved value keeps its Origin (task, file, line).
+chain (nearest wins); kind, after, inputs, outputs, timeout, retries and resources come whole
+from the nearest task that sets them; `abstract` is never inherited. Every resolved value keeps
+its Origin (task, file, line).
 """
 
 from __future__ import annotations
@@ -16,10 +17,11 @@ from watchrun.config import Config, suggest
 from watchrun.project.discovery import discover_in
 from watchrun.project.errors import ProjectError
 from watchrun.project.frozen import build
-from watchrun.project.header import Header
-from watchrun.project.model import Kind, Origin, Param, Task
+from watchrun.project.header import Header, memory_bytes
+from watchrun.project.model import Kind, Origin, Param, Resources, Task
 
-INHERITED_FIELDS = ("kind", "after", "inputs", "outputs", "priority")
+INHERITED_FIELDS = ("kind", "after", "inputs", "outputs", "priority", "timeout", "retries",
+                    "resources")
 
 
 # -- discovery and names ------------------------------------------------------------------------
@@ -244,4 +246,14 @@ def _merge(chain: tuple[str, ...], sources: dict[str, TaskSource],
         field_origins=field_origins,
         after_lines=dict(after_lines),
         priority=values.get("priority", 0),
+        timeout=values.get("timeout"),
+        retries=values.get("retries", 0),
+        resources=resources_of(values.get("resources", {})),
     )
+
+
+def resources_of(table: dict[str, Any]) -> Resources:
+    """A header's `resources` table (validated) as Resources."""
+    memory = table.get("memory")
+    return Resources(cpus=table.get("cpus", 1.0), gpus=table.get("gpus", 0),
+                     memory=None if memory is None else memory_bytes(memory))
