@@ -103,9 +103,11 @@ class ProjectErrorsFound(Exception):
 
 
 def make_executor(kind: str, sink: Sink, jobs: int, grace: float, store: Store,
-                  address: str = "", spare: int = 1) -> Executor:
+                  address: str = "", spare: int = 1,
+                  preload: Callable[[], list[tuple[str, str]]] | None = None) -> Executor:
     """`spare`: warm local workers kept beyond the free slots, for the next persistent unit
-    (or the replacement of a cancelled one)."""
+    (or the replacement of a cancelled one). `preload`: what the warm template imports (see
+    preload_source); None: workers are started with exec."""
     if kind == "ray":
         try:
             ray_executor = importlib.import_module("watchrun.executors.ray")
@@ -124,7 +126,28 @@ def make_executor(kind: str, sink: Sink, jobs: int, grace: float, store: Store,
         else:
             store.record_pgroup(pgid, start_time)
 
-    return LocalExecutor(sink, jobs=jobs, grace=grace, on_pgroup=on_pgroup, spare=spare)
+    return LocalExecutor(sink, jobs=jobs, grace=grace, on_pgroup=on_pgroup, spare=spare,
+                         preload=preload)
+
+
+def preload_source(project: Callable[[], Project], setting: object
+                   ) -> Callable[[], list[tuple[str, str]]]:
+    """The modules the warm template should import for the project as it is now (the `dev`
+    project changes): the tasks' third-party imports with their versions, and the `preload`
+    setting. Worked out again only when the project object is a new one."""
+    from watchrun.executors.warm import wanted_modules
+
+    memo: list[tuple[Project, list[tuple[str, str]]]] = []
+
+    def wanted() -> list[tuple[str, str]]:
+        current = project()
+        if not memo or memo[0][0] is not current:
+            externals = {pair for closure in current.closures.values()
+                         for pair in closure.externals}
+            memo[:] = [(current, wanted_modules(externals, setting))]
+        return memo[0][1]
+
+    return wanted
 
 
 def effective_jobs(config: Config, override: int | None) -> int:
@@ -150,7 +173,9 @@ async def run_build(session: Session, targets: list[str], options: BuildOptions,
     # a build cancels nothing of its own: a spare worker is for generators and collectors
     persistent = any(task.kind is not Kind.TASK for task in session.project.tasks.values())
     executor = make_executor(executor_kind, sink, jobs, session.config.grace, session.store,
-                             address, spare=1 if persistent else 0)
+                             address, spare=1 if persistent else 0,
+                             preload=preload_source(lambda: session.project,
+                                                    session.config.preload))
     scheduler = Scheduler(session.project, session.store, session.hasher, executor, bus,
                           options)
     holder["s"] = scheduler

@@ -10,7 +10,7 @@ import sys
 import threading
 from pathlib import Path
 
-from watchrun.app import Session, effective_jobs, make_executor, open_session
+from watchrun.app import Session, effective_jobs, make_executor, open_session, preload_source
 from watchrun.commands.common import guarded, unknown_task_message
 from watchrun.engine.dev import DevEngine
 from watchrun.engine.events import EventBus, Subscriber
@@ -51,7 +51,8 @@ def build_dev_engine(session: Session, targets: list[str], jobs: int, bus: Event
 
     config = session.config
     executor = make_executor(config.executor_kind, sink, jobs, config.grace, session.store,
-                             config.executor_address)
+                             config.executor_address,
+                             preload=preload_source(lambda: holder[0].project, config.preload))
     loader = ProjectLoader(config, session.store, session.hasher)
     project = loader.load()
     engine = DevEngine(project, loader, session.store, session.hasher, executor, bus, targets)
