@@ -135,16 +135,23 @@ def preload_source(project: Callable[[], Project], setting: object
     """The modules the warm template should import for the project as it is now (the `dev`
     project changes): the tasks' third-party imports with their versions, and the `preload`
     setting. Worked out again only when the project object is a new one."""
-    from watchrun.executors.warm import wanted_modules
+    from watchrun.executors.warm import imported_submodules, wanted_modules
 
     memo: list[tuple[Project, list[tuple[str, str]]]] = []
 
     def wanted() -> list[tuple[str, str]]:
         current = project()
         if not memo or memo[0][0] is not current:
-            externals = {pair for closure in current.closures.values()
-                         for pair in closure.externals}
-            memo[:] = [(current, wanted_modules(externals, setting))]
+            externals: set[tuple[str, str]] = set()
+            submodules: set[str] = set()
+            for name, closure in current.closures.items():
+                third_party = {top for top, version in closure.externals
+                               if not version.startswith("python ")}
+                externals.update(closure.externals)
+                if third_party:  # only then: a project of 1,000 plain tasks parses nothing
+                    submodules |= imported_submodules(str(current.tasks[name].path),
+                                                      third_party)
+            memo[:] = [(current, wanted_modules(sorted(externals), setting, submodules))]
         return memo[0][1]
 
     return wanted

@@ -56,6 +56,10 @@ def build_command(root: Path, targets: list[str], *, jobs: int | None, force: bo
 
                 subscriber = PlainConsole(verbose=verbose, dry_run=dry_run, log_dir=log_dir)
             options = BuildOptions(force=force, dry_run=dry_run, fail_fast=fail_fast)
+            if verbose:
+                from watchrun.executors.warm import report_preload
+
+                report_preload()
             kind = executor or session.config.executor_kind
             summary = asyncio.run(run_build(
                 session, chosen, options, [subscriber], effective_jobs(session.config, jobs),
