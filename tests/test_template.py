@@ -18,7 +18,7 @@ from tests.conftest import wait_for, watchrun, worker_processes
 from tests.devproc import DevProcess
 from tests.test_dev_e2e import edit
 from watchrun.config import load_config
-from watchrun.executors.warm import imported_submodules, wanted_modules
+from watchrun.executors.warm import wanted_modules
 
 pytestmark = [
     pytest.mark.usefixtures("no_leaks"),
@@ -50,8 +50,10 @@ WARM = '''
 
 
 def seen(root: Path, version: int) -> tuple[bool, float, int]:
-    wait_for(lambda: (root / f"seen-{version}").exists(), timeout=30, what=f"run {version}")
-    flag, import_ms, pid = (root / f"seen-{version}").read_text().split()
+    path = root / f"seen-{version}"
+    wait_for(lambda: path.exists() and len(path.read_text().split()) == 3, timeout=30,
+             what=f"run {version}")
+    flag, import_ms, pid = path.read_text().split()
     return flag == "True", float(import_ms), int(pid)
 
 
@@ -171,22 +173,40 @@ def test_a_unit_result_does_not_depend_on_what_ran_before_in_its_worker(
 
 
 def test_the_preload_setting_chooses_the_modules() -> None:
-    externals = [("json", "python 3.11.7"), ("pandas", "pandas 2.2"), ("psutil", "psutil 7")]
-    assert wanted_modules(externals, "auto") == [("pandas", "pandas 2.2"),
-                                                 ("psutil", "psutil 7")]
-    assert wanted_modules(externals, False) == []
-    assert wanted_modules(externals, ["auto", "!pandas", "rich"]) == [("psutil", "psutil 7"),
-                                                                     ("rich", "")]
-    assert wanted_modules(externals, "auto", ["pandas.io", "torch.cuda"]) == [
-        ("pandas", "pandas 2.2"), ("psutil", "psutil 7"), ("pandas.io", "pandas 2.2")]
+    imported = [("psutil", "psutil 7"), ("pandas.io", "pandas 2.2"), ("pandas", "pandas 2.2")]
+    assert wanted_modules(imported, "auto") == [
+        ("pandas", "pandas 2.2"), ("pandas.io", "pandas 2.2"), ("psutil", "psutil 7")]
+    assert wanted_modules(imported, False) == []
+    assert wanted_modules(imported, ["auto", "!pandas", "rich"]) == [("psutil", "psutil 7"),
+                                                                    ("rich", "")]
 
 
-def test_submodules_the_tasks_import_are_preloaded_with_their_package(tmp_path: Path) -> None:
-    task = tmp_path / "t.py"
-    task.write_text("import matplotlib.pyplot as plt\nfrom sklearn.ensemble import X\n"
-                    "from . import local\nimport os.path\n")
-    assert imported_submodules(str(task), {"matplotlib", "sklearn"}) == {
-        "matplotlib.pyplot", "sklearn.ensemble"}
+PRELOAD_MIX = {
+    "watchrun.toml": "jobs = 1\n",
+    "helpers/__init__.py": "",
+    "helpers/plots.py": "import json\nimport psutil._common\n",
+    "tasks/mix.py": '''
+        # /// task
+        # ///
+        import os
+        import helpers.plots
+        import rich.text  # not used by run(): still imported at every unit
+
+        def run():
+            import typer  # imported inside the function
+            return os.getpid()
+    ''',
+}
+
+
+def test_what_the_tasks_import_from_outside_the_project_is_preloaded(project: Make) -> None:
+    root = project(PRELOAD_MIX)
+    run = watchrun(root, "build", "-v")
+    assert run.code == 0, run.stderr
+    line = next(x for x in run.stderr.splitlines() if "preloaded in the warm template" in x)
+    preloaded = line.split(": ", 2)[-1].split(", ")
+    assert preloaded == ["psutil", "psutil._common", "rich", "rich.text", "typer"]  # no stdlib,
+    # no helpers
 
 
 def test_a_bad_preload_setting_names_the_file_and_line(tmp_path: Path) -> None:
@@ -240,5 +260,5 @@ def test_the_template_never_delays_a_null_build(project: Make) -> None:
 
 
 def read_pid_of(path: Path) -> int:
-    return int(path.read_text().split()[2])
+    return int(path.read_text().split()[2])  # written by a build that has ended
 

@@ -133,25 +133,28 @@ def make_executor(kind: str, sink: Sink, jobs: int, grace: float, store: Store,
 def preload_source(project: Callable[[], Project], setting: object
                    ) -> Callable[[], list[tuple[str, str]]]:
     """The modules the warm template should import for the project as it is now (the `dev`
-    project changes): the tasks' third-party imports with their versions, and the `preload`
-    setting. Worked out again only when the project object is a new one."""
-    from watchrun.executors.warm import imported_submodules, wanted_modules
+    project changes): the third-party modules its task and helper modules import, with the
+    versions of their distributions, and the `preload` setting. Worked out again only when
+    the project object is a new one."""
+    from watchrun.executors.warm import imported_modules, wanted_modules
+    from watchrun.project.externals import PYTHON_VERSION, version_of
 
     memo: list[tuple[Project, list[tuple[str, str]]]] = []
 
     def wanted() -> list[tuple[str, str]]:
         current = project()
         if not memo or memo[0][0] is not current:
-            externals: set[tuple[str, str]] = set()
-            submodules: set[str] = set()
-            for name, closure in current.closures.items():
-                third_party = {top for top, version in closure.externals
-                               if not version.startswith("python ")}
-                externals.update(closure.externals)
-                if third_party:  # only then: a project of 1,000 plain tasks parses nothing
-                    submodules |= imported_submodules(str(current.tasks[name].path),
-                                                      third_party)
-            memo[:] = [(current, wanted_modules(sorted(externals), setting, submodules))]
+            root = current.config.root
+            local = {name.partition(".")[0] for name in current.modules}
+            third_party: list[tuple[str, str]] = []
+            for name in imported_modules(current.modules.values()):
+                top = name.partition(".")[0]
+                if top in local or (root / f"{top}.py").exists() or (root / top).is_dir():
+                    continue  # the project's own: never preloaded (it changes)
+                version = version_of(top)
+                if version != PYTHON_VERSION:
+                    third_party.append((name, version))
+            memo[:] = [(current, wanted_modules(third_party, setting))]
         return memo[0][1]
 
     return wanted
