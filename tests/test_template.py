@@ -262,3 +262,54 @@ def test_the_template_never_delays_a_null_build(project: Make) -> None:
 def read_pid_of(path: Path) -> int:
     return int(path.read_text().split()[2])  # written by a build that has ended
 
+
+
+# -- a library upgraded while `dev` runs ----------------------------------------------------
+
+def install_fakelib(site: Path, version: str) -> None:
+    """What `pip install fakelib==VERSION` leaves in a site-packages folder."""
+    for old in site.glob("fakelib-*.dist-info"):
+        for file in old.iterdir():
+            file.unlink()
+        old.rmdir()
+    (site / "fakelib").mkdir(parents=True, exist_ok=True)
+    (site / "fakelib/__init__.py").write_text(f"VERSION = {version!r}\n")
+    info = site / f"fakelib-{version}.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: fakelib\nVersion: {version}\n")
+
+
+UPGRADE = {
+    "watchrun.toml": "jobs = 1\n",
+    "tasks/lib_version.py": '''
+        # /// task
+        # [params]
+        # n = 1
+        # ///
+        import os
+        from pathlib import Path
+        import fakelib
+
+        def run(n):
+            Path(f"version-{n}").write_text(f"{fakelib.VERSION} {os.getpid()}")
+    ''',
+}
+
+
+def test_after_a_library_upgrade_units_run_the_new_version(
+        project: Make, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    root = project(UPGRADE)
+    site = tmp_path / "lib" / "site-packages"
+    install_fakelib(site, "1.0")
+    monkeypatch.setenv("PYTHONPATH", str(site) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    dev = DevProcess(root)
+    try:
+        wait_for(lambda: (root / "version-1").exists(), timeout=30, what="the first run")
+        install_fakelib(site, "2.0")
+        edit(root, "tasks/lib_version.py", "# n = 1", "# n = 2")
+        wait_for(lambda: (root / "version-2").exists()
+                 and len((root / "version-2").read_text().split()) == 2, timeout=30,
+                 what="the run after the upgrade")
+        assert (root / "version-2").read_text().split()[0] == "2.0"
+    finally:
+        assert dev.stop() == 130

@@ -136,14 +136,16 @@ def preload_source(project: Callable[[], Project], setting: object
     project changes): the third-party modules its task and helper modules import, with the
     versions of their distributions, and the `preload` setting. Worked out again only when
     the project object is a new one."""
-    from watchrun.executors.warm import imported_modules, wanted_modules
+    from watchrun.executors.warm import imported_modules, installed_stamp, wanted_modules
     from watchrun.project.externals import PYTHON_VERSION, version_of
 
-    memo: list[tuple[Project, list[tuple[str, str]]]] = []
-
+    memo: list[tuple[Project, tuple[int, ...], list[tuple[str, str]]]] = []
     def wanted() -> list[tuple[str, str]]:
         current = project()
-        if not memo or memo[0][0] is not current:
+        stamp = installed_stamp()
+        if memo and memo[0][1] != stamp:
+            version_of.cache_clear()
+        if not memo or memo[0][0] is not current or memo[0][1] != stamp:
             root = current.config.root
             local = {name.partition(".")[0] for name in current.modules}
             third_party: list[tuple[str, str]] = []
@@ -154,8 +156,8 @@ def preload_source(project: Callable[[], Project], setting: object
                 version = version_of(top)
                 if version != PYTHON_VERSION:
                     third_party.append((name, version))
-            memo[:] = [(current, wanted_modules(third_party, setting))]
-        return memo[0][1]
+            memo[:] = [(current, stamp, wanted_modules(third_party, setting))]
+        return memo[0][2]
 
     return wanted
 

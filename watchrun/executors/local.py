@@ -64,7 +64,7 @@ from watchrun.executors.spawn import (
     worker_env,
     worker_pipes,
 )
-from watchrun.executors.warm import TemplateLink, start_template
+from watchrun.executors.warm import TemplateLink, installed_stamp, preload_log, start_template
 from watchrun.state.pgroups import process_start_time
 
 log = logging.getLogger("watchrun.executor")
@@ -80,6 +80,7 @@ _START_ATTEMPTS = 3  # workers in a row that die before they are ready: give up
 # A CALL job may be queued behind a running one whose task's recent units took less than this
 # (seconds), while that one has not run that long yet: the wait it adds is at most about this.
 PIPELINE_BELOW = 0.005
+INSTALL_CHECK = 0.05  # seconds between two looks at the installed libraries (see submit)
 
 PgroupCallback = Callable[[int, "float | None"], None]
 # what the warm template should preload: (top-level module, version) pairs (see
@@ -217,6 +218,7 @@ class _Worker:
         "retiring",
         "sock",
         "spawned",
+        "stamp",
         "stderr_fd",
         "stderr_tail",
         "task",
@@ -240,6 +242,7 @@ class _Worker:
         self.stderr_tail = bytearray()
         self.task: asyncio.Task[None] | None = None
         self.spawned = 0.0
+        self.stamp: tuple[int, ...] = ()  # the installed libraries when it started
 
     def send(self, frame: bytes) -> None:
         if self.outbox:  # in order
@@ -388,6 +391,8 @@ class LocalExecutor:
         self._forking: dict[int, _Worker] = {}  # token -> worker: asked, no answer yet
         self._forked: dict[int, _Worker] = {}  # pid -> worker: forked, not exited
         self._tokens = itertools.count(1)
+        self._stamp = installed_stamp() if self._preload is not None else ()
+        self._stamp_checked = time.monotonic()
 
     # -- the Executor protocol ------------------------------------------------------------------
 
@@ -430,6 +435,7 @@ class LocalExecutor:
             host.queued = unit
             self._queued_calls += 1
         else:
+            self._check_installed()
             worker = self._idle.pop() if self._idle else self._spawn()
             unit = _Unit(job, worker, time.monotonic())
             worker.unit = unit
@@ -547,9 +553,29 @@ class LocalExecutor:
         while len(self._idle) < self._target():
             self._idle.insert(0, self._spawn())  # at the cold end: warm ones are taken first
 
+    def _check_installed(self) -> None:
+        """Every INSTALL_CHECK seconds at most: if libraries were installed or upgraded
+        (`pip install` during `dev`), idle workers may hold old versions: they are ended, and
+        the next ones start from a template that imports the new ones."""
+        if self._preload is None:
+            return
+        now = time.monotonic()
+        if now - self._stamp_checked < INSTALL_CHECK:
+            return
+        self._stamp_checked = now
+        stamp = installed_stamp()
+        if stamp == self._stamp:
+            return
+        self._stamp = stamp
+        for worker in [w for w in self._idle if w.stamp != stamp]:
+            self._retire(worker)
+        if self._template is not None:  # it may hold old versions too: a new one, waited for
+            self._template.wanted = []
+            self._template.outdated = True
     def _spawn(self) -> _Worker:
         loop = asyncio.get_running_loop()
         worker = _Worker(ready=loop.create_future())
+        worker.stamp = self._stamp
         self._workers.add(worker)
         self._starting += 1
         try:
@@ -560,8 +586,9 @@ class LocalExecutor:
         return worker
 
     def _release(self, worker: _Worker) -> None:
-        """A worker whose unit ended normally: back to the pool, or ended if there are enough."""
-        if self._closing or len(self._idle) >= self._target():
+        """A worker whose unit ended normally: back to the pool, or ended if there are enough
+        (or if libraries were installed since it started: it may hold the old ones)."""
+        if self._closing or len(self._idle) >= self._target() or worker.stamp != self._stamp:
             self._retire(worker)
         else:
             self._idle.append(worker)
@@ -618,7 +645,7 @@ class LocalExecutor:
         worker.sock, worker.life_fd, worker.stderr_fd = ours
         worker.proc = _Forked(theirs)
         link = self._current_template()
-        if link is not None and link.ready.done():
+        if link is not None and link.ready.done() and link is self._template:
             self._send_fork(link, worker)
         else:
             self._waiting_fork.append(worker)
@@ -636,17 +663,24 @@ class LocalExecutor:
 
     def _current_template(self) -> TemplateLink | None:
         """The template forks go to; starts one, or a successor if what should be preloaded
-        changed (the current one serves until the successor is ready)."""
+        changed. Until the successor is ready the current one serves, unless a library it
+        holds has another version now (a `pip install` meanwhile): a worker forked from it
+        would run the old code, so forks wait for the successor."""
         wanted = self._wanted()
         if self._template is None:
             self._template = self._start_template(wanted)
-        elif self._template.wanted != wanted and (
+            return self._template
+        if self._template.wanted != wanted and (
             self._successor is None or self._successor.wanted != wanted
         ):
             if self._successor is not None:
                 self._retire_template(self._successor)
-            log.info("the modules to preload changed: a new warm template is being built")
+            preload_log.info("the modules to preload changed: a new warm template is starting")
             self._successor = self._start_template(wanted)
+        if self._successor is not None and (
+            self._template.outdated or _outdated(self._template.wanted, wanted)
+        ):
+            return self._successor
         return self._template
 
     def _start_template(self, wanted: list[tuple[str, str]]) -> TemplateLink | None:
@@ -1212,6 +1246,13 @@ def _absolute_chain(chain: list[tuple[Path, str]]) -> list[tuple[str, str]]:
         _CHAINS.clear()
     _CHAINS[id(chain)] = (chain, absolute)  # the list is kept: its id cannot be reused
     return absolute
+
+
+def _outdated(held: list[tuple[str, str]], wanted: list[tuple[str, str]]) -> bool:
+    """Whether a template that preloaded `held` has a module whose version is not the one
+    wanted now (one it lacks is only imported by the worker itself: not stale)."""
+    versions = dict(held)
+    return any(versions.get(module, version) != version for module, version in wanted)
 
 
 def _started(worker: _Worker) -> float:

@@ -111,6 +111,7 @@ class TemplateLink:
         self.process = process
         self.modules = modules
         self.wanted: list[tuple[str, str]] = []  # (module, version) it was started for
+        self.outdated = False  # libraries were installed since it imported them
         self.stderr_tail = bytearray()  # what it wrote to stderr (import warnings, a crash)
         self.preloaded: list[str] | None = None  # None until the template answered
         self.skipped: list[tuple[str, str]] = []
@@ -220,6 +221,22 @@ class TemplateLink:
         if not self.ready.done():
             self.ready.set_result(None)
         self.process.kill()
+
+
+# a `pip install` adds and removes entries in these folders: their mtimes tell that installed
+# versions may have changed
+_SITES = [path for path in sys.path if path.endswith(("site-packages", "dist-packages"))]
+
+
+def installed_stamp() -> tuple[int, ...]:
+    """The mtimes of the site-packages folders (a few stat calls)."""
+    stamps = []
+    for path in _SITES:
+        try:
+            stamps.append(os.stat(path).st_mtime_ns)
+        except OSError:
+            stamps.append(0)
+    return tuple(stamps)
 
 
 def report_preload() -> None:
