@@ -80,6 +80,7 @@ _START_ATTEMPTS = 3  # workers in a row that die before they are ready: give up
 # A CALL job may be queued behind a running one whose task's recent units took less than this
 # (seconds), while that one has not run that long yet: the wait it adds is at most about this.
 PIPELINE_BELOW = 0.005
+PRELOAD_PATIENCE = 30.0  # seconds a worker waits for the template's imports, then exec
 INSTALL_CHECK = 0.05  # seconds between two looks at the installed libraries (see submit)
 
 PgroupCallback = Callable[[int, "float | None"], None]
@@ -651,6 +652,19 @@ class LocalExecutor:
             self._waiting_fork.append(worker)
             if link is None:  # no template could be started: exec
                 self._fall_back()
+            else:
+                asyncio.get_running_loop().call_later(PRELOAD_PATIENCE, self._impatient, worker)
+
+    def _impatient(self, worker: _Worker) -> None:
+        """A worker has waited PRELOAD_PATIENCE for the template's imports (one that hangs, on
+        a network filesystem, say): it is started with exec instead and imports for itself."""
+        if worker in self._waiting_fork and not self._closing:
+            log.warning("the warm template is still importing after %.0f s: a worker starts "
+                        "without it", PRELOAD_PATIENCE)
+            self._waiting_fork.remove(worker)
+            waiting, self._waiting_fork = self._waiting_fork, [worker]
+            self._fall_back()
+            self._waiting_fork = waiting
 
     def _wanted(self) -> list[tuple[str, str]]:
         assert self._preload is not None

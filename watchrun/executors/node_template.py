@@ -27,7 +27,7 @@ from watchrun.executors.spawn import worker_env
 from watchrun.executors.template import MAX_MESSAGE
 from watchrun.executors.warm import TemplateProcess, installed_stamp, start_template
 
-_READY_WAIT = 300.0  # seconds a fork waits for the template's imports (scikit-learn: ~2 s)
+_READY_WAIT = 30.0  # seconds a fork waits for the template's imports, then the guard path
 _FORK_WAIT = 30.0
 _STDLIB = frozenset(sys.stdlib_module_names) | frozenset(sys.builtin_module_names)
 
