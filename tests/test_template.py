@@ -313,3 +313,18 @@ def test_after_a_library_upgrade_units_run_the_new_version(
         assert (root / "version-2").read_text().split()[0] == "2.0"
     finally:
         assert dev.stop() == 130
+
+
+def test_a_module_that_kills_the_template_at_import_does_not_stop_the_build(
+        project: Make, monkeypatch: pytest.MonkeyPatch) -> None:
+    root = project({
+        "watchrun.toml": 'preload = ["crasher"]\n',
+        "site/crasher.py": "import os\nos._exit(3)\n",
+        "tasks/plain.py": "# /// task\n# ///\ndef run():\n    return 7\n",
+    })
+    monkeypatch.setenv("PYTHONPATH", str(root / "site") + os.pathsep + os.environ.get(
+        "PYTHONPATH", ""))
+    run = watchrun(root, "build")
+    assert run.code == 0, run.stderr
+    assert run.stderr.count("not preloaded: crasher: the warm template died importing it") == 1
+    assert watchrun(root, "show", "plain").stdout.strip() == "7"

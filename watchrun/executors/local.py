@@ -799,6 +799,10 @@ class LocalExecutor:
         them if templates keep failing."""
         if link.restart:  # a module was not fork-safe: the same without it
             self._unsafe.update(module for module, _ in link.skipped[-1:])
+        elif link.importing is not None:  # it died importing this one: the same without it
+            self._unsafe.add(link.importing)
+            preload_log.warning("not preloaded: %s: the warm template died importing it (%s)",
+                                link.importing, death_cause(link.process.popen.poll()))
         else:
             self._template_failures += 1
             tail = link.stderr_tail.decode(errors="replace").strip()

@@ -28,7 +28,8 @@ pickled tuple:
     watchrun -> template:  ("preload", [module, ...])   first, once
                            ("fork", token)  + 3 descriptors: control socket, life pipe, stderr
                            ("quit",)
-    template -> watchrun:  ("preloaded", [loaded], [(module, why not)], seconds, restart)
+    template -> watchrun:  ("importing", module)           before each preloaded import
+                           ("preloaded", [loaded], [(module, why not)], seconds, restart)
                            ("forked", token, pid)        pid 0: the fork failed
                            ("exited", pid, exit code as subprocess gives it)
 """
@@ -89,7 +90,8 @@ def _cuda_initialised() -> bool:
         return False
 
 
-def preload(modules: list[str]) -> tuple[list[str], list[tuple[str, str]], bool]:
+def preload(modules: list[str], state: _State | None = None
+            ) -> tuple[list[str], list[tuple[str, str]], bool]:
     """Import the modules one by one: (imported, [(skipped, why)], restart). `restart`: a
     module made this process unsafe to fork (a thread, CUDA); the caller starts a new template
     without it."""
@@ -102,6 +104,8 @@ def preload(modules: list[str]) -> tuple[list[str], list[tuple[str, str]], bool]
             loaded.append(name)
             continue
         threads = _python_threads()
+        if state is not None:  # if the import kills us, watchrun knows which one did
+            _send(state, "importing", name)
         try:
             importlib.import_module(name)
         except BaseException as exc:
@@ -267,7 +271,7 @@ def _handle(state: _State) -> bool:
         os.close(fd)
     if kind == "preload":
         started = time.perf_counter()
-        loaded, skipped, restart = preload(message[1])
+        loaded, skipped, restart = preload(message[1], state)
         _send(state, "preloaded", loaded, skipped, time.perf_counter() - started, restart)
         return not restart
     return kind != "quit"

@@ -116,6 +116,7 @@ class TemplateLink:
         self.preloaded: list[str] | None = None  # None until the template answered
         self.skipped: list[tuple[str, str]] = []
         self.restart = False  # a module made it unsafe: a new template without it is needed
+        self.importing: str | None = None  # the module it is importing (before "preloaded")
         self.ready = asyncio.get_running_loop().create_future()  # preloaded or gone
         self.alive = True
         self.forks = 0  # workers it forked that have not exited
@@ -187,7 +188,10 @@ class TemplateLink:
         elif kind == "exited":
             self.forks -= 1
             self._on_exited(message[1], message[2])
+        elif kind == "importing":
+            self.importing = message[1]
         elif kind == "preloaded":
+            self.importing = None
             self._preloaded(*message[1:])
 
     def _preloaded(self, loaded: list[str], skipped: list[tuple[str, str]], seconds: float,
