@@ -24,6 +24,13 @@ signals sent to the group reach all of them.
   A queued unit is cancelled or paused when it starts; if its worker is retired or dies first,
   it moves to another worker (it has not started).
 - Every job ends with exactly one DONE, FAILED, CANCELLED or DIED event.
+- Warm template (`preload`, Linux): workers are forked by a template process (template.py,
+  warm.py) that has the tasks' libraries imported. Such a worker is not our child: the template
+  tells its pid and how it ended (_Forked). Until the template is ready (its imports done), the
+  workers wait; a template that dies is replaced (without the module it died importing), and
+  after repeated failures workers are started with exec. When the modules to preload change, a
+  new template is built in the background; when installed libraries change, idle workers are
+  ended and forks wait for the new template.
 """
 
 from __future__ import annotations
