@@ -237,14 +237,26 @@ def _end_everything(state: _State) -> None:
 # -- the loop -----------------------------------------------------------------------------------
 
 
+class _Stop:
+    asked = False  # SIGTERM or SIGHUP came (the kernel's, when watchrun died): end everything
+
+
 def _on_stop(signum: int, frame: object) -> None:
-    raise SystemExit(0)
+    # no exception: one raised here could cut the ending of the workers short (the kernel's
+    # SIGTERM and the life pipe's EOF come together); the wakeup fd ends select()
+    _Stop.asked = True
+
+
+def _stop_asked() -> bool:
+    return _Stop.asked
 
 
 def _serve(state: _State) -> None:
-    while not state.stopping:
+    while not state.stopping and not _Stop.asked:
         watched: list[int] = [state.sock.fileno(), state.life_fd, state.wake_read]
         ready, _, _ = select.select(watched, [], [])
+        if _stop_asked():
+            return
         if state.life_fd in ready and not os.read(state.life_fd, 512):
             return  # watchrun is gone
         if state.wake_read in ready:
