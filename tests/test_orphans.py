@@ -199,3 +199,13 @@ def test_the_next_build_runs_clean_after_a_kill_9(make: Callable[..., Path]) -> 
     _out, err = again.communicate(timeout=60)
     assert again.returncode == 0, err
     assert_all_gone(escapees(root))
+
+
+def test_kill_9_of_dev_ends_a_unit_holding_the_gil(make: Callable[..., Path]) -> None:
+    root = make(hold="gil")
+    dev = DevProcess(root)
+    pids = escapees(root)
+    worker = read_pid(root / "worker-1.pid")
+    dev.proc.kill()
+    dev.proc.wait(timeout=30)
+    assert_all_gone([worker, *pids], within=3.0)
