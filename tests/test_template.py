@@ -42,6 +42,7 @@ WARM = '''
     IMPORT_MS = (time.perf_counter() - started) * 1000
 
     def run(version):
+        assert psutil.pid_exists(os.getpid())
         Path(f"seen-{version}").write_text(f"{SEEN} {IMPORT_MS:.3f} {os.getpid()}")
         if version == 1:
             time.sleep(300)
@@ -190,10 +191,10 @@ PRELOAD_MIX = {
         # ///
         import os
         import helpers.plots
-        import rich.text  # not used by run(): still imported at every unit
+        import rich.text  # not used by run(): imported at every unit all the same
 
         def run():
-            import typer  # imported inside the function
+            import typer  # imported inside the function: the task uses a library
             return os.getpid()
     ''',
 }
@@ -205,8 +206,9 @@ def test_what_the_tasks_import_from_outside_the_project_is_preloaded(project: Ma
     assert run.code == 0, run.stderr
     line = next(x for x in run.stderr.splitlines() if "preloaded in the warm template" in x)
     preloaded = line.split(": ", 2)[-1].split(", ")
-    assert preloaded == ["psutil", "psutil._common", "rich", "rich.text", "typer"]  # no stdlib,
-    # no helpers
+    # every third-party import of a task module that uses a library; no stdlib, no helpers
+    # (psutil: only imported by a helper module run() does not reach)
+    assert preloaded == ["rich", "rich.text", "typer"]
 
 
 def test_a_bad_preload_setting_names_the_file_and_line(tmp_path: Path) -> None:

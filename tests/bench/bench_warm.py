@@ -48,6 +48,11 @@ IMPORTS = {
                                  "import matplotlib\nmatplotlib.use('Agg')\n"
                                  "import matplotlib.pyplot\n",
 }
+# what the unit does with them (a task uses what it imports)
+USES = {
+    "pandas": "pandas.Series",
+    "sklearn+pandas+matplotlib": "pandas.Series, sklearn.ensemble, matplotlib.pyplot",
+}
 
 PEER_UNIT = '''{imports}import os, signal, socket, sys, time
 
@@ -87,7 +92,8 @@ SOCK = {sock!r}
 def run():
     out = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     out.sendto(f"started {{VERSION}} {{time.time()!r}} {{os.getpid()}}".encode(), SOCK)
-    while True:
+    libraries = ({uses})
+    while libraries:
         time.sleep(3600)
 '''
 
@@ -161,7 +167,8 @@ def save_latency(tool: str, variant: str, workdir: Path, saves: int) -> dict[str
     template = WATCHRUN_UNIT if tool == "watchrun" else PEER_UNIT
 
     def source(version: int) -> str:
-        return template.format(imports=IMPORTS[variant], version=version, sock=sock)
+        return template.format(imports=IMPORTS[variant], version=version, sock=sock,
+                               uses=USES[variant])
 
     write_files(root, {rel: source(0)})
     found = argv_of(tool, root)
@@ -226,7 +233,8 @@ def run(source):
 
 
 def gather():
-    version = {version}
+    libraries = (pandas.Series, sklearn.ensemble, matplotlib.pyplot)
+    version = {version} + 0 * len(libraries)
     out = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     out.sendto(f"started {{version}} {{time.time()!r}} {{os.getpid()}}".encode(), {sock!r})
     return sum(SEEN) + version
