@@ -401,6 +401,11 @@ class LocalExecutor:
         self._tokens = itertools.count(1)
         self._stamp = installed_stamp() if self._preload is not None else ()
         self._stamp_checked = time.monotonic()
+        if self._preload is not None:
+            # the template's imports start now, beside the scheduler's planning, not at the
+            # first unit (on the loop's next turn: the caller may still be making the project)
+            with contextlib.suppress(RuntimeError):  # no loop running: at the first unit
+                asyncio.get_running_loop().call_soon(self._warm_up)
 
     # -- the Executor protocol ------------------------------------------------------------------
 
@@ -672,6 +677,10 @@ class LocalExecutor:
             waiting, self._waiting_fork = self._waiting_fork, [worker]
             self._fall_back()
             self._waiting_fork = waiting
+
+    def _warm_up(self) -> None:
+        if self._template is None and not self._closing and self._template_failures == 0:
+            self._current_template()
 
     def _wanted(self) -> list[tuple[str, str]]:
         assert self._preload is not None

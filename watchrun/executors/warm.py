@@ -217,14 +217,16 @@ class TemplateLink:
         self._on_gone(self)
 
     def close(self) -> None:
-        """End the template (its remaining workers with it) and reap it."""
+        """End the template (its remaining workers with it) and reap it. One still importing
+        has no worker yet and does not read its socket: it is killed at once."""
+        graceful = self.ready.done() and self.preloaded is not None
         self._stop_draining()
         if self.alive:
             self.alive = False
             self._loop.remove_reader(self.process.sock.fileno())
         if not self.ready.done():
             self.ready.set_result(None)
-        self.process.kill()
+        self.process.kill(graceful=graceful)
 
 
 # a `pip install` adds and removes entries in these folders: their mtimes tell that installed
