@@ -18,7 +18,6 @@ Imported by the worker and the template: standard library only, nothing at impor
 
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
 import sys
@@ -65,41 +64,62 @@ def has_children() -> bool:
     return True
 
 
-def _parents() -> dict[int, list[int]]:
-    """Parent pid -> its children's pids, for every process /proc shows."""
-    children: dict[int, list[int]] = {}
+# A process as /proc showed it: (pid, start time in clock ticks since boot). The start time
+# tells it from a later process that got the same pid after it ended (pids wrap around).
+Seen = tuple[int, int]
+
+
+def _stat(pid: int | str) -> tuple[int, int] | None:
+    """(parent pid, start time) of a process, or None if there is none."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+    except OSError:  # ended meanwhile
+        return None
+    # field 2 (the command name) is in parentheses and may hold spaces and ')'
+    fields = stat[stat.rindex(b")") + 2 :].split()
+    return int(fields[1]), int(fields[19])
+
+
+def _parents() -> dict[int, list[Seen]]:
+    """Parent pid -> its children, for every process /proc shows."""
+    children: dict[int, list[Seen]] = {}
     for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{name}/stat", "rb") as f:
-                stat = f.read()
-        except OSError:  # ended meanwhile
-            continue
-        # field 2 (the command name) is in parentheses and may hold spaces and ')'
-        ppid = int(stat[stat.rindex(b")") + 2 :].split(None, 2)[1])
-        children.setdefault(ppid, []).append(int(name))
+        if name.isdigit() and (found := _stat(name)) is not None:
+            children.setdefault(found[0], []).append((int(name), found[1]))
     return children
 
 
-def descendants(pid: int, skip: frozenset[int] = frozenset()) -> list[int]:
+def descendants(pid: int, skip: frozenset[int] = frozenset()) -> list[Seen]:
     """Every process below `pid` (children first), leaving out the subtrees of `skip`."""
     if not LINUX:
         return []
     tree = _parents()
-    found: list[int] = []
-    stack = [child for child in tree.get(pid, ()) if child not in skip]
+    found: list[Seen] = []
+    stack = [child for child in tree.get(pid, ()) if child[0] not in skip]
     while stack:
         current = stack.pop()
         found.append(current)
-        stack.extend(tree.get(current, ()))
+        stack.extend(tree.get(current[0], ()))
     return found
 
 
-def kill_all(pids: list[int]) -> None:
-    for pid in pids:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.kill(pid, signal.SIGKILL)
+def kill_all(processes: list[Seen]) -> None:
+    """SIGKILL each process, if it is still the one that was seen: through a pidfd opened
+    first and a start time read after, so that a pid reused meanwhile is never signalled."""
+    for pid, started in processes:
+        try:
+            handle = os.pidfd_open(pid)
+        except (AttributeError, OSError):  # gone (or no pidfds: Linux < 5.3)
+            continue
+        try:
+            now = _stat(pid)
+            if now is not None and now[1] == started:
+                signal.pidfd_send_signal(handle, signal.SIGKILL)
+        except OSError:  # it ended meanwhile
+            pass
+        finally:
+            os.close(handle)
 
 
 def reap_any() -> list[tuple[int, int]]:

@@ -219,7 +219,7 @@ def _end_strays(state: _State) -> None:
         if not strays:
             break
         reaper.kill_all(strays)
-        for pid in strays:
+        for pid, _ in strays:
             with contextlib.suppress(ChildProcessError):
                 os.waitpid(pid, os.WNOHANG)
 
