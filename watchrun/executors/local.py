@@ -42,6 +42,7 @@ import functools
 import itertools
 import logging
 import os
+import select
 import signal
 import socket
 import subprocess
@@ -185,6 +186,9 @@ class _Forked:
         self.link: TemplateLink | None = None  # the template asked to fork it
         self.started: asyncio.Future[int] = loop.create_future()  # the pid, 0: never started
         self._exited: asyncio.Future[int | None] = loop.create_future()
+        # the process itself, whatever its pid comes to mean: readable once it has exited,
+        # which is before the template reaps it and the pid may be given to another process
+        self._pidfd = -1
 
     async def wait(self) -> int | None:
         return await asyncio.shield(self._exited)
@@ -192,8 +196,18 @@ class _Forked:
     def forked(self, pid: int) -> None:
         self.release_fds()
         self.pid = pid
+        with contextlib.suppress(AttributeError, OSError):  # gone already: ended() follows
+            self._pidfd = os.pidfd_open(pid)
         if not self.started.done():
             self.started.set_result(pid)
+
+    def exited(self) -> bool:
+        """Whether it has exited, though the template may not have said so yet."""
+        if self.returncode is not None:
+            return True
+        if self._pidfd < 0:
+            return False
+        return bool(select.select([self._pidfd], [], [], 0)[0])
 
     def ended(self, returncode: int | None) -> None:
         """It exited (or was never started: returncode None)."""
@@ -201,6 +215,9 @@ class _Forked:
         if not self.started.done():
             self.started.set_result(self.pid)
         self.returncode = returncode if returncode is not None else -signal.SIGKILL
+        if self._pidfd >= 0:
+            os.close(self._pidfd)
+            self._pidfd = -1
         if not self._exited.done():
             self._exited.set_result(returncode)
 
@@ -278,6 +295,8 @@ class _Worker:
         # Only while the worker is not reaped: until then its pid, hence its group id, cannot
         # be reused by an unrelated process.
         if self.proc is not None and self.proc.returncode is None:
+            if isinstance(self.proc, _Forked) and self.proc.exited():
+                return  # the template reaps it: its pid may soon be another process's
             _signal_group(self.proc.pid, sig)
             if sig is signal.SIGKILL and not self.ready.done() and self.proc.pid > 0:
                 # a worker just forked by the template may not have made its own group yet
