@@ -326,7 +326,8 @@ def main() -> None:
     args = parser.parse_args()
     parts = args.parts.split(",")
     results: dict[str, Any] = {"command": "python tests/bench/bench_warm.py " +
-                               " ".join(sys.argv[1:]), "python": PYTHON}
+                               " ".join(sys.argv[1:]),
+                               "python": "python{}.{}.{}".format(*sys.version_info[:3])}
     if "save" in parts:
         for variant, imports in IMPORTS.items():
             if not has(imports):
