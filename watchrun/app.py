@@ -104,9 +104,11 @@ class ProjectErrorsFound(Exception):
 
 def make_executor(kind: str, sink: Sink, jobs: int, grace: float, store: Store,
                   address: str = "", spare: int = 1,
-                  connect_timeout: float = DEFAULT_CONNECT_TIMEOUT) -> Executor:
+                  connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
+                  preload: Callable[[], list[tuple[str, str]]] | None = None) -> Executor:
     """`spare`: warm local workers kept beyond the free slots, for the next persistent unit
-    (or the replacement of a cancelled one)."""
+    (or the replacement of a cancelled one). `preload`: what the warm template imports (see
+    preload_source); None: workers are started with exec."""
     if kind == "ray":
         try:
             ray_executor = importlib.import_module("watchrun.executors.ray")
@@ -126,7 +128,60 @@ def make_executor(kind: str, sink: Sink, jobs: int, grace: float, store: Store,
         else:
             store.record_pgroup(pgid, start_time)
 
-    return LocalExecutor(sink, jobs=jobs, grace=grace, on_pgroup=on_pgroup, spare=spare)
+    return LocalExecutor(sink, jobs=jobs, grace=grace, on_pgroup=on_pgroup, spare=spare,
+                         preload=preload)
+
+
+def preload_source(project: Callable[[], Project], setting: object
+                   ) -> Callable[[], list[tuple[str, str]]]:
+    """The modules the warm template should import for the project as it is now (the `dev`
+    project changes): the third-party modules its tasks import, with the versions of their
+    distributions, and the `preload` setting. Worked out again only when the project object
+    is a new one or libraries were installed meanwhile.
+
+    The tasks' code closures say which third-party packages each task uses (cheap: they are
+    loaded anyway); only the modules of those tasks are then read for what exactly they import
+    (`import matplotlib.pyplot`, imports inside functions), so a project of plain tasks costs
+    nothing here (its module maps stay pickled)."""
+    from watchrun.executors.warm import imported_modules, installed_stamp, wanted_modules
+    from watchrun.project.externals import PYTHON_VERSION, version_of
+
+    memo: list[tuple[Project, tuple[int, ...], list[tuple[str, str]]]] = []
+
+    def wanted() -> list[tuple[str, str]]:
+        current = project()
+        stamp = installed_stamp()
+        if memo and memo[0][1] != stamp:
+            version_of.cache_clear()
+        if not memo or memo[0][0] is not current or memo[0][1] != stamp:
+            memo[:] = [(current, stamp, wanted_modules(_third_party(current), setting))]
+        return memo[0][2]
+
+    def _third_party(current: Project) -> list[tuple[str, str]]:
+        tops: dict[str, str] = {}
+        users: set[str] = set()
+        for name, closure in current.closures.items():
+            for top, version in closure.externals:
+                if version != PYTHON_VERSION:
+                    tops[top] = version
+                    users.add(name)
+        if not tops:
+            return []
+        root = current.config.root
+        local = {name.partition(".")[0] for name in current.task_modules.values()}
+        modules = [current.modules[current.task_modules[task]] for task in sorted(users)
+                   if current.task_modules.get(task) in current.modules]
+        found = dict(tops)
+        for name in imported_modules(modules):
+            top = name.partition(".")[0]
+            if top in local or (root / f"{top}.py").exists() or (root / top).is_dir():
+                continue  # the project's own: never preloaded (it changes)
+            version = tops.get(top) or version_of(top)
+            if version != PYTHON_VERSION:
+                found[name] = version
+        return list(found.items())
+
+    return wanted
 
 
 def choose_executor(config: Config, kind: str | None, address: str | None) -> Config:
@@ -185,7 +240,9 @@ async def run_build(session: Session, targets: list[str], options: BuildOptions,
     persistent = any(task.kind is not Kind.TASK for task in session.project.tasks.values())
     executor = make_executor(executor_kind, sink, jobs, session.config.grace, session.store,
                              address, spare=1 if persistent else 0,
-                             connect_timeout=session.config.executor_connect_timeout)
+                             connect_timeout=session.config.executor_connect_timeout,
+                             preload=preload_source(lambda: session.project,
+                                                    session.config.preload))
     await check_executor(executor)
     scheduler = Scheduler(session.project, session.store, session.hasher, executor, bus,
                           options)

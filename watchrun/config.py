@@ -53,6 +53,8 @@ class Config(NamedTuple):
     # whether the settings give `jobs` (> 0): when not, the Ray executor runs as many units at
     # a time as its cluster has CPUs, not this machine's count
     jobs_given: bool = False
+    # "auto" (the tasks' third-party imports), False, or module names ("auto", "!name")
+    preload: str | bool | tuple[str, ...] = "auto"
 
 
 def default_jobs() -> int:
@@ -82,7 +84,26 @@ def _settings(root: Path, raw: dict[str, Any], source: Path | None) -> Config:
         executor_connect_timeout=float(executor.get("connect_timeout", DEFAULT_CONNECT_TIMEOUT)),
         source=source,
         jobs_given=bool(jobs),
+        preload=_preload_setting(raw.get("preload", "auto")),
     )
+
+
+def _preload_setting(value: Any) -> str | bool | tuple[str, ...]:
+    return tuple(value) if isinstance(value, list) else value
+
+
+def _is_module_entry(value: object) -> bool:
+    if not isinstance(value, str):
+        return False
+    name = value[1:] if value.startswith("!") else value
+    return value == "auto" or (name != "" and all(p.isidentifier() for p in name.split(".")))
+
+
+def _is_preload(value: object) -> bool:
+    """"auto", false, or a list of module names (with "auto" and "!name" entries)."""
+    if value == "auto" or value is False:
+        return True
+    return isinstance(value, list) and all(_is_module_entry(v) for v in value)
 
 
 def load_config(root: Path) -> tuple[Config, list[ProjectError]]:
@@ -169,6 +190,7 @@ _TOP_RULES: dict[str, _Rule] = {
     "grace": (lambda v: _is_number(v) and v >= 0, "a number of seconds >= 0"),
     "debounce_ms": (lambda v: _is_int(v) and v >= 0, "a whole number of milliseconds >= 0"),
     "ignore": (_is_str_list, "a list of glob patterns"),
+    "preload": (_is_preload, '"auto", false, or a list of module names ("auto", "!name")'),
 }
 _EXECUTOR_RULES: dict[str, _Rule] = {
     "kind": (lambda v: v in EXECUTOR_KINDS, "one of " + ", ".join(map(repr, EXECUTOR_KINDS))),

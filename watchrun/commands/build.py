@@ -77,6 +77,10 @@ def build_command(root: Path | None, targets: list[str], *, jobs: int | None, fo
             lines: list[tuple[str, str]] | None = [] if json_out else None  # for a proof
             subscribers = _subscribers(session, len(chosen), json_out, dry_run, verbose, lines)
             options = BuildOptions(force=force, dry_run=dry_run, fail_fast=fail_fast)
+            if verbose:
+                from watchrun.executors.warm import report_preload
+
+                report_preload()
             settings = choose_executor(session.config, executor, address)
             summary = asyncio.run(run_build(
                 session, chosen, options, subscribers, effective_jobs(settings, jobs),

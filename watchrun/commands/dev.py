@@ -19,6 +19,7 @@ from watchrun.app import (
     effective_jobs,
     make_executor,
     open_session,
+    preload_source,
 )
 from watchrun.commands.common import error, guarded, unknown_task_message
 from watchrun.engine.dev import DevEngine
@@ -108,7 +109,8 @@ def build_dev_engine(session: Session, targets: list[str], jobs: int, bus: Event
     config = session.config
     executor = make_executor(config.executor_kind, sink, jobs, config.grace, session.store,
                              config.executor_address,
-                             connect_timeout=config.executor_connect_timeout)
+                             connect_timeout=config.executor_connect_timeout,
+                             preload=preload_source(lambda: holder[0].project, config.preload))
     loader = ProjectLoader(config, session.store, session.hasher, overrides=overrides)
     project = loader.load()
     engine = DevEngine(project, loader, session.store, session.hasher, executor, bus, targets)

@@ -24,6 +24,13 @@ signals sent to the group reach all of them.
   A queued unit is cancelled or paused when it starts; if its worker is retired or dies first,
   it moves to another worker (it has not started).
 - Every job ends with exactly one DONE, FAILED, CANCELLED or DIED event.
+- Warm template (`preload`, Linux): workers are forked by a template process (template.py,
+  warm.py) that has the tasks' libraries imported. Such a worker is not our child: the template
+  tells its pid and how it ended (_Forked). Until the template is ready (its imports done), the
+  workers wait; a template that dies is replaced (without the module it died importing), and
+  after repeated failures workers are started with exec. When the modules to preload change, a
+  new template is built in the background; when installed libraries change, idle workers are
+  ended and forks wait for the new template.
 """
 
 from __future__ import annotations
@@ -32,13 +39,15 @@ import _thread
 import asyncio
 import contextlib
 import functools
+import itertools
 import logging
 import os
+import select
 import signal
 import socket
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from watchrun.executors import protocol as proto
@@ -53,7 +62,17 @@ from watchrun.executors.base import (
     hand_to_sink,
 )
 from watchrun.executors.protocol import Msg
-from watchrun.executors.spawn import spawn, take_early, worker_env
+from watchrun.executors.spawn import (
+    close_all,
+    popen_worker,
+    spawn,
+    take_early,
+    take_early_template,
+    warm_supported,
+    worker_env,
+    worker_pipes,
+)
+from watchrun.executors.warm import TemplateLink, installed_stamp, preload_log, start_template
 from watchrun.state.pgroups import process_start_time
 
 log = logging.getLogger("watchrun.executor")
@@ -69,8 +88,14 @@ _START_ATTEMPTS = 3  # workers in a row that die before they are ready: give up
 # A CALL job may be queued behind a running one whose task's recent units took less than this
 # (seconds), while that one has not run that long yet: the wait it adds is at most about this.
 PIPELINE_BELOW = 0.005
+PRELOAD_PATIENCE = 30.0  # seconds a worker waits for the template's imports, then exec
+INSTALL_CHECK = 0.05  # seconds between two looks at the installed libraries (see submit)
 
 PgroupCallback = Callable[[int, "float | None"], None]
+# what the warm template should preload: (top-level module, version) pairs (see
+# warm.wanted_modules); asked again at each worker start, so that a change (a `pip install`
+# during `dev`, a task importing a new library) gets a new template
+PreloadSource = Callable[[], Sequence[tuple[str, str]]]
 
 
 class WorkerStartError(RuntimeError):
@@ -125,7 +150,7 @@ class _Process:
         else:
             self._loop.add_reader(self._pidfd, self._on_exit)
 
-    async def wait(self) -> int:
+    async def wait(self) -> int | None:
         # shielded: several coroutines wait, and one of them being cancelled stops no other
         return await asyncio.shield(self._exited)
 
@@ -147,6 +172,61 @@ class _Process:
         self._exited.set_result(self.returncode)
 
 
+class _Forked:
+    """A worker process forked by the warm template. Not our child: the template tells its pid
+    (`started`) and, once it has reaped it, how it ended. Until the template has forked it, the
+    worker's ends of its pipes are kept here, so that another template (or an exec) can start
+    it instead."""
+
+    def __init__(self, child_fds: tuple[int, int, int]) -> None:
+        loop = asyncio.get_running_loop()
+        self.pid = 0  # 0 until forked (and then never a group we may signal)
+        self.returncode: int | None = None
+        self.child_fds: tuple[int, int, int] | None = child_fds
+        self.link: TemplateLink | None = None  # the template asked to fork it
+        self.started: asyncio.Future[int] = loop.create_future()  # the pid, 0: never started
+        self._exited: asyncio.Future[int | None] = loop.create_future()
+        # the process itself, whatever its pid comes to mean: readable once it has exited,
+        # which is before the template reaps it and the pid may be given to another process
+        self._pidfd = -1
+
+    async def wait(self) -> int | None:
+        return await asyncio.shield(self._exited)
+
+    def forked(self, pid: int) -> None:
+        self.release_fds()
+        self.pid = pid
+        with contextlib.suppress(AttributeError, OSError):  # gone already: ended() follows
+            self._pidfd = os.pidfd_open(pid)
+        if not self.started.done():
+            self.started.set_result(pid)
+
+    def exited(self) -> bool:
+        """Whether it has exited, though the template may not have said so yet."""
+        if self.returncode is not None:
+            return True
+        if self._pidfd < 0:
+            return False
+        return bool(select.select([self._pidfd], [], [], 0)[0])
+
+    def ended(self, returncode: int | None) -> None:
+        """It exited (or was never started: returncode None)."""
+        self.release_fds()
+        if not self.started.done():
+            self.started.set_result(self.pid)
+        self.returncode = returncode if returncode is not None else -signal.SIGKILL
+        if self._pidfd >= 0:
+            os.close(self._pidfd)
+            self._pidfd = -1
+        if not self._exited.done():
+            self._exited.set_result(returncode)
+
+    def release_fds(self) -> None:
+        if self.child_fds is not None:
+            close_all(self.child_fds)
+            self.child_fds = None
+
+
 class _Worker:
     """One worker process, from its spawn to its reaping."""
 
@@ -163,6 +243,7 @@ class _Worker:
         "retiring",
         "sock",
         "spawned",
+        "stamp",
         "stderr_fd",
         "stderr_tail",
         "task",
@@ -171,7 +252,7 @@ class _Worker:
 
     def __init__(self, ready: asyncio.Future[None]) -> None:
         self.ready = ready
-        self.proc: _Process | None = None
+        self.proc: _Process | _Forked | None = None
         self.pid: int | None = None  # the process's, once spawned (read with every event)
         self.sock: socket.socket | None = None  # our end of the control socket
         self.channel: _Channel | None = None  # the socket on the loop, once connected
@@ -186,6 +267,7 @@ class _Worker:
         self.stderr_tail = bytearray()
         self.task: asyncio.Task[None] | None = None
         self.spawned = 0.0
+        self.stamp: tuple[int, ...] = ()  # the installed libraries when it started
 
     def send(self, frame: bytes) -> None:
         if self.outbox:  # in order
@@ -213,7 +295,13 @@ class _Worker:
         # Only while the worker is not reaped: until then its pid, hence its group id, cannot
         # be reused by an unrelated process.
         if self.proc is not None and self.proc.returncode is None:
+            if isinstance(self.proc, _Forked) and self.proc.exited():
+                return  # the template reaps it: its pid may soon be another process's
             _signal_group(self.proc.pid, sig)
+            if sig is signal.SIGKILL and not self.ready.done() and self.proc.pid > 0:
+                # a worker just forked by the template may not have made its own group yet
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(self.proc.pid, sig)
 
 
 class _Channel(asyncio.BufferedProtocol):
@@ -280,7 +368,11 @@ class LocalExecutor:
 
     `pipeline_below`: see Pipelining above; 0 turns it off. `spare`: the warm workers kept
     beyond the free CALL slots (0 for a build with no persistent unit: on a machine of two
-    cores a spare starting beside the busy workers slows them down)."""
+    cores a spare starting beside the busy workers slows them down).
+
+    `preload`: workers are forked from a warm template that imports what it returns (see
+    template.py and warm.py; an empty list: nothing, but the template's process guarantees
+    still hold). None, or a system without fork and /proc: workers are started with exec."""
 
     def __init__(
         self,
@@ -290,6 +382,7 @@ class LocalExecutor:
         on_pgroup: PgroupCallback | None = None,
         pipeline_below: float = PIPELINE_BELOW,
         spare: int = SPARE_WORKERS,
+        preload: PreloadSource | None = None,
     ) -> None:
         if jobs < 1:
             raise ValueError(f"jobs must be at least 1, not {jobs}")
@@ -314,6 +407,24 @@ class LocalExecutor:
         self._failed_starts = 0  # in a row
         self._starting = 0  # workers spawned and not ready (nor dead) yet
         self.ready_times: list[float] = []  # seconds from spawn to READY, per worker started
+        # the warm template (see _Forked): the one forks go to, and a successor being built
+        self._preload = preload if preload is not None and warm_supported() else None
+        self._template: TemplateLink | None = None
+        self._successor: TemplateLink | None = None
+        self._retired_templates: list[TemplateLink] = []  # still with workers of theirs
+        self._unsafe: set[str] = set()  # modules a template reported unsafe to fork
+        self._template_failures = 0
+        self._waiting_fork: list[_Worker] = []  # until the template is ready
+        self._forking: dict[int, _Worker] = {}  # token -> worker: asked, no answer yet
+        self._forked: dict[int, _Worker] = {}  # pid -> worker: forked, not exited
+        self._tokens = itertools.count(1)
+        self._stamp = installed_stamp() if self._preload is not None else ()
+        self._stamp_checked = time.monotonic()
+        if self._preload is not None:
+            # the template's imports start now, beside the scheduler's planning, not at the
+            # first unit (on the loop's next turn: the caller may still be making the project)
+            with contextlib.suppress(RuntimeError):  # no loop running: at the first unit
+                asyncio.get_running_loop().call_soon(self._warm_up)
 
     # -- the Executor protocol ------------------------------------------------------------------
 
@@ -356,6 +467,7 @@ class LocalExecutor:
             host.queued = unit
             self._queued_calls += 1
         else:
+            self._check_installed()
             worker = self._idle.pop() if self._idle else self._spawn()
             unit = _Unit(job, worker, time.monotonic())
             worker.unit = unit
@@ -430,6 +542,16 @@ class LocalExecutor:
         for worker in workers:
             self._retire(worker)
         await asyncio.gather(*(w.task for w in workers if w.task is not None))
+        self._close_templates()
+
+    def _close_templates(self) -> None:
+        """End every template (with any worker it still has) and reap it."""
+        links = [self._template, self._successor, *self._retired_templates]
+        self._template = self._successor = None
+        self._retired_templates.clear()
+        for link in links:
+            if link is not None:
+                link.close()
 
     # -- frames that can wait for the end of this turn of the loop ------------------------------
 
@@ -463,9 +585,29 @@ class LocalExecutor:
         while len(self._idle) < self._target():
             self._idle.insert(0, self._spawn())  # at the cold end: warm ones are taken first
 
+    def _check_installed(self) -> None:
+        """Every INSTALL_CHECK seconds at most: if libraries were installed or upgraded
+        (`pip install` during `dev`), idle workers may hold old versions: they are ended, and
+        the next ones start from a template that imports the new ones."""
+        if self._preload is None:
+            return
+        now = time.monotonic()
+        if now - self._stamp_checked < INSTALL_CHECK:
+            return
+        self._stamp_checked = now
+        stamp = installed_stamp()
+        if stamp == self._stamp:
+            return
+        self._stamp = stamp
+        for worker in [w for w in self._idle if w.stamp != stamp]:
+            self._retire(worker)
+        if self._template is not None:  # it may hold old versions too: a new one, waited for
+            self._template.wanted = []
+            self._template.outdated = True
     def _spawn(self) -> _Worker:
         loop = asyncio.get_running_loop()
         worker = _Worker(ready=loop.create_future())
+        worker.stamp = self._stamp
         self._workers.add(worker)
         self._starting += 1
         try:
@@ -476,8 +618,9 @@ class LocalExecutor:
         return worker
 
     def _release(self, worker: _Worker) -> None:
-        """A worker whose unit ended normally: back to the pool, or ended if there are enough."""
-        if self._closing or len(self._idle) >= self._target():
+        """A worker whose unit ended normally: back to the pool, or ended if there are enough
+        (or if libraries were installed since it started: it may hold the old ones)."""
+        if self._closing or len(self._idle) >= self._target() or worker.stamp != self._stamp:
             self._retire(worker)
         else:
             self._idle.append(worker)
@@ -487,14 +630,20 @@ class LocalExecutor:
         worker.retiring = True
         if worker in self._idle:
             self._idle.remove(worker)
+        if worker in self._waiting_fork:  # never started: nothing to kill
+            self._waiting_fork.remove(worker)
+            assert isinstance(worker.proc, _Forked)
+            worker.proc.ended(None)
         worker.signal_group(signal.SIGKILL)
 
     # -- one worker's life ----------------------------------------------------------------------
 
     async def _live(self, worker: _Worker) -> None:
         returncode: int | None = None
-        self._report_start(worker)
         try:
+            if isinstance(worker.proc, _Forked) and not await worker.proc.started:
+                return  # never started (the finally reaps what there is)
+            self._report_start(worker)
             if worker.sock is not None:
                 channel = await self._connect(worker, worker.sock)
                 await self._serve(worker, channel)
@@ -506,8 +655,11 @@ class LocalExecutor:
 
     def _start_process(self, worker: _Worker) -> None:
         """Spawn the worker's process, with its control socket (worker.sock), or adopt one
-        that `watchrun build` started early (see spawn.py). Our ends of its pipes are on the
-        worker (closed by _reap)."""
+        that `watchrun build` started early (see spawn.py), or ask the warm template for one.
+        Our ends of its pipes are on the worker (closed by _reap)."""
+        if self._preload is not None and self._template_failures < _START_ATTEMPTS:
+            self._start_forked(worker)
+            return
         started = take_early(self._env) or spawn(self._env)
         worker.spawned = started.spawned
         worker.life_fd = started.life_fd
@@ -515,6 +667,203 @@ class LocalExecutor:
         worker.sock = started.sock
         worker.proc = _Process(started.popen)
         worker.pid = started.popen.pid
+
+    # -- the warm template ---------------------------------------------------------------------
+
+    def _start_forked(self, worker: _Worker) -> None:
+        """Have the template fork the worker: now if it is ready, else once it is."""
+        ours, theirs = worker_pipes()
+        worker.spawned = time.perf_counter()
+        worker.sock, worker.life_fd, worker.stderr_fd = ours
+        worker.proc = _Forked(theirs)
+        link = self._current_template()
+        if link is not None and link.ready.done() and link is self._template:
+            self._send_fork(link, worker)
+        else:
+            self._waiting_fork.append(worker)
+            if link is None:  # no template could be started: exec
+                self._fall_back()
+            else:
+                asyncio.get_running_loop().call_later(PRELOAD_PATIENCE, self._impatient, worker)
+
+    def _impatient(self, worker: _Worker) -> None:
+        """A worker has waited PRELOAD_PATIENCE for the template's imports (one that hangs, on
+        a network filesystem, say): it is started with exec instead and imports for itself."""
+        if worker in self._waiting_fork and not self._closing:
+            log.warning("the warm template is still importing after %.0f s: a worker starts "
+                        "without it", PRELOAD_PATIENCE)
+            self._waiting_fork.remove(worker)
+            waiting, self._waiting_fork = self._waiting_fork, [worker]
+            self._fall_back()
+            self._waiting_fork = waiting
+
+    def _warm_up(self) -> None:
+        if self._template is None and not self._closing and self._template_failures == 0:
+            self._current_template()
+
+    def _wanted(self) -> list[tuple[str, str]]:
+        assert self._preload is not None
+        try:
+            wanted = self._preload()
+        except Exception:  # the caller's bug: preload nothing rather than fail the build
+            log.exception("could not tell which modules to preload")
+            wanted = []
+        return [(module, version) for module, version in wanted if module not in self._unsafe]
+
+    def _current_template(self) -> TemplateLink | None:
+        """The template forks go to; starts one, or a successor if what should be preloaded
+        changed. Until the successor is ready the current one serves, unless a library it
+        holds has another version now (a `pip install` meanwhile): a worker forked from it
+        would run the old code, so forks wait for the successor."""
+        wanted = self._wanted()
+        if self._template is None:
+            self._template = self._start_template(wanted)
+            return self._template
+        if self._template.wanted != wanted and (
+            self._successor is None or self._successor.wanted != wanted
+        ):
+            if self._successor is not None:
+                self._retire_template(self._successor)
+            preload_log.info("the modules to preload changed: a new warm template is starting")
+            self._successor = self._start_template(wanted)
+        if self._successor is not None and (
+            self._template.outdated or _outdated(self._template.wanted, wanted)
+        ):
+            return self._successor
+        return self._template
+
+    def _start_template(self, wanted: list[tuple[str, str]]) -> TemplateLink | None:
+        try:
+            process = take_early_template(self._env) or start_template(self._env)
+        except OSError as exc:
+            log.warning("the warm template could not be started (%s): workers start cold", exc)
+            self._template_failures = _START_ATTEMPTS
+            return None
+        link = TemplateLink(process, [module for module, _ in wanted], self._on_forked,
+                            self._on_exited, self._on_template_gone)
+        link.wanted = wanted
+        link.ready.add_done_callback(lambda _: self._template_ready(link))
+        return link
+
+    def _template_ready(self, link: TemplateLink) -> None:
+        if not link.alive or link.restart:
+            return  # _on_template_gone deals with it
+        self._template_failures = 0
+        if link is self._successor:
+            self._successor = None
+            if self._template is not None:
+                self._retire_template(self._template)
+            self._template = link
+        if link is self._template:
+            waiting, self._waiting_fork = self._waiting_fork, []
+            for worker in waiting:
+                self._send_fork(link, worker)
+
+    def _retire_template(self, link: TemplateLink) -> None:
+        """No new forks from it; ended once its last worker has."""
+        if link.forks <= 0 and not any(w.proc.link is link for w in self._forking.values()
+                                       if isinstance(w.proc, _Forked)):
+            link.close()
+        else:
+            self._retired_templates.append(link)
+
+    def _send_fork(self, link: TemplateLink, worker: _Worker) -> None:
+        proc = worker.proc
+        assert isinstance(proc, _Forked) and proc.child_fds is not None
+        token = next(self._tokens)
+        self._forking[token] = worker
+        proc.link = link
+        if not link.fork(token, list(proc.child_fds)) and not link.alive:
+            # gone, and _on_template_gone already ran: do its part
+            del self._forking[token]
+            self._waiting_fork.append(worker)
+            self._fall_back()
+
+    def _on_forked(self, token: int, pid: int) -> None:
+        worker = self._forking.pop(token, None)
+        if worker is None:
+            return
+        proc = worker.proc
+        assert isinstance(proc, _Forked)
+        if not pid:
+            worker.stderr_tail += b"the warm template could not fork a worker"
+            proc.ended(None)
+            return
+        worker.pid = pid
+        self._forked[pid] = worker
+        proc.forked(pid)
+        if worker.retiring:  # retired while it was being forked
+            worker.signal_group(signal.SIGKILL)
+
+    def _on_exited(self, pid: int, returncode: int) -> None:
+        worker = self._forked.pop(pid, None)
+        if worker is not None and isinstance(worker.proc, _Forked):
+            link = worker.proc.link
+            worker.proc.ended(returncode)
+            if link in self._retired_templates and link is not None and link.forks <= 0:
+                self._retired_templates.remove(link)
+                link.close()
+
+    def _on_template_gone(self, link: TemplateLink) -> None:
+        """A template ended: its workers with it (those it forked are killed by their guards;
+        we kill their groups too). Those it had not forked yet go to the next template."""
+        for pid, worker in list(self._forked.items()):
+            if isinstance(worker.proc, _Forked) and worker.proc.link is link:
+                del self._forked[pid]
+                _signal_group(pid, signal.SIGKILL)
+                worker.proc.ended(-signal.SIGKILL)
+        for token, worker in list(self._forking.items()):
+            if isinstance(worker.proc, _Forked) and worker.proc.link is link:
+                del self._forking[token]
+                if worker.retiring or self._closing:
+                    worker.proc.ended(None)
+                else:
+                    self._waiting_fork.append(worker)
+        if link in self._retired_templates:
+            self._retired_templates.remove(link)
+        if link is self._successor:
+            self._successor = None
+        link.close()
+        if link is self._template:
+            self._template = None
+            if not self._closing:
+                self._replace_template(link)
+
+    def _replace_template(self, link: TemplateLink) -> None:
+        """The template forks went to ended: start another for the workers waiting, or exec
+        them if templates keep failing."""
+        if link.restart:  # a module was not fork-safe: the same without it
+            self._unsafe.update(module for module, _ in link.skipped[-1:])
+        elif link.importing is not None:  # it died importing this one: the same without it
+            self._unsafe.add(link.importing)
+            preload_log.warning("not preloaded: %s: the warm template died importing it (%s)",
+                                link.importing, death_cause(link.process.popen.poll()))
+        else:
+            self._template_failures += 1
+            tail = link.stderr_tail.decode(errors="replace").strip()
+            log.warning("the warm template ended (%s)%s", death_cause(link.process.popen.poll()),
+                        f": {tail}" if tail else "")
+        if self._waiting_fork:
+            if self._template_failures < _START_ATTEMPTS:
+                self._current_template()
+            else:
+                self._fall_back()
+
+    def _fall_back(self) -> None:
+        """No template: the workers waiting for one are started with exec instead."""
+        waiting, self._waiting_fork = self._waiting_fork, []
+        for worker in waiting:
+            proc = worker.proc
+            assert isinstance(proc, _Forked) and proc.child_fds is not None
+            try:
+                popen = popen_worker(self._env, proc.child_fds)
+            except OSError as exc:
+                worker.stderr_tail += f"{type(exc).__name__}: {exc}".encode()
+                proc.ended(None)
+                continue
+            worker.proc = _Process(popen)
+            worker.pid = popen.pid
+            proc.forked(popen.pid)  # _live goes on, with the new process
 
     def _stop(self, worker: _Worker) -> None:
         """SIGSTOP the worker's group. A stopped worker cannot end its group if watchrun dies:
@@ -596,10 +945,13 @@ class LocalExecutor:
         if worker.proc is not None:
             worker.signal_group(signal.SIGKILL)  # its subprocesses too
             returncode = await worker.proc.wait()
-            self._report_group(worker.proc.pid, None)
+            if worker.reported:
+                self._report_group(worker.proc.pid, None)
         if worker.channel is not None:
             worker.channel.transport.close()
             await worker.channel.closed
+        elif worker.sock is not None:
+            worker.sock.close()
         for fd in (worker.life_fd, worker.stderr_fd):
             if fd is not None:
                 os.close(fd)
@@ -949,6 +1301,13 @@ def _absolute_chain(chain: list[tuple[Path, str]]) -> list[tuple[str, str]]:
     return absolute
 
 
+def _outdated(held: list[tuple[str, str]], wanted: list[tuple[str, str]]) -> bool:
+    """Whether a template that preloaded `held` has a module whose version is not the one
+    wanted now (one it lacks is only imported by the worker itself: not stale)."""
+    versions = dict(held)
+    return any(versions.get(module, version) != version for module, version in wanted)
+
+
 def _started(worker: _Worker) -> float:
     return worker.unit.submitted if worker.unit is not None else 0.0
 
@@ -961,6 +1320,8 @@ def _absolute(path: str | os.PathLike[str]) -> str:
 
 
 def _signal_group(pgid: int, sig: signal.Signals) -> None:
+    if pgid <= 0:  # a worker not forked yet: 0 would be our own group
+        return
     try:
         os.killpg(pgid, sig)
     except ProcessLookupError:

@@ -40,15 +40,16 @@ from typing import Any
 
 from watchrun.executors import protocol as proto
 from watchrun.executors.base import death_cause as base_death_cause
+from watchrun.executors.node_template import ForkedProcess, NodeTemplate, third_party_imports
 from watchrun.executors.protocol import Msg
-from watchrun.executors.spawn import worker_env
+from watchrun.executors.spawn import warm_supported, worker_env
 
 TICK = 0.05  # seconds between checks of a cancel that arrived as a flag (see run_call)
 LOG_LIMIT = 1 << 20  # bytes of a log shipped back to the driver: its tail
 _REAP_WAIT = 5.0  # seconds to wait for a killed worker to be reaped
 _ESCALATION = {signal.SIGINT: signal.SIGTERM, signal.SIGTERM: signal.SIGKILL}
 _TERMINAL = {Msg.DONE, Msg.FAILED, Msg.CANCELLED}
-_ROOT, _LOG_PATH, _FRESH_LOG = 3, 6, 12  # indexes of JobSpec.fields()
+_ROOT, _LOG_PATH, _FRESH_LOG, _SOURCES = 3, 6, 12, 13  # indexes of JobSpec.fields()
 Item = tuple[Any, ...]
 
 
@@ -79,15 +80,46 @@ class ChildWorker:
     queues, so the relay never blocks on the channel (a worker busy in a unit does not read its
     pushes, and must not wait for us while it writes its yields)."""
 
-    def __init__(self) -> None:
+    def __init__(self, template: NodeTemplate | None = None) -> None:
         self.inputs: queue.Queue[Item] = queue.Queue()
         self.pid: int | None = None  # the watchrun worker's, from its READY frame
         self.stderr_tail = ""  # after end(): the end of what the worker wrote to stderr
         self._outbox: queue.Queue[bytes | None] = queue.Queue()
+        self._life_fd: int | None = None  # ours, when forked from the node's template
         ours, theirs = socket.socketpair()
         self._stderr = tempfile.TemporaryFile()  # noqa: SIM115 - lives as long as the worker
+        self.guard: subprocess.Popen[bytes] | ForkedProcess
+        forked = self._fork(template, theirs) if template is not None else None
         try:
-            self.guard = subprocess.Popen(
+            if forked is not None:
+                self.guard = forked
+            else:
+                self.guard = self._spawn_guard(theirs)
+        except BaseException:
+            ours.close()
+            self._stderr.close()
+            raise
+        finally:
+            theirs.close()
+        self._sock = ours
+        threading.Thread(target=self._read, daemon=True).start()
+        threading.Thread(target=self._write, daemon=True).start()
+
+    def _fork(self, template: NodeTemplate, theirs: socket.socket) -> ForkedProcess | None:
+        """The worker, forked from the node's template (None: it could not)."""
+        life_read, life_write = os.pipe()
+        try:
+            forked = template.fork((theirs.fileno(), life_read, self._stderr.fileno()))
+        finally:
+            os.close(life_read)
+        if forked is None:
+            os.close(life_write)
+            return None
+        self._life_fd = life_write
+        return forked
+
+    def _spawn_guard(self, theirs: socket.socket) -> subprocess.Popen[bytes]:
+        return subprocess.Popen(
                 [
                     sys.executable,
                     "-m",
@@ -101,15 +133,6 @@ class ChildWorker:
                 pass_fds=(theirs.fileno(),),
                 env=worker_env(),  # the watchrun imported here: installed, or a py_module
             )
-        except BaseException:
-            ours.close()
-            self._stderr.close()
-            raise
-        finally:
-            theirs.close()
-        self._sock = ours
-        threading.Thread(target=self._read, daemon=True).start()
-        threading.Thread(target=self._write, daemon=True).start()
 
     def alive(self) -> bool:
         return self.guard.poll() is None
@@ -148,6 +171,9 @@ class ChildWorker:
         self._sock.close()
         self.stderr_tail = _tail(self._stderr, 2000).decode(errors="replace").strip()
         self._stderr.close()
+        if self._life_fd is not None:
+            os.close(self._life_fd)
+            self._life_fd = None
         return returncode
 
     def _read(self) -> None:
@@ -366,9 +392,33 @@ def death_cause(returncode: int | None) -> str:
 
 class _Warm:
     """The watchrun worker this Ray worker process keeps between CALL units (Ray runs the
-    tasks of one driver in the same worker processes one after another)."""
+    tasks of one driver in the same worker processes one after another), and the template its
+    workers are forked from."""
 
     worker: ChildWorker | None = None
+    template: NodeTemplate | None = None
+
+
+def node_template(job: NodeJob) -> NodeTemplate | None:
+    """The template for this job's workers: the one this Ray worker process has if it
+    imported what the job's code imports, else a new one importing that too. Only from the
+    main thread: a template ends with the thread that started it (PR_SET_PDEATHSIG)."""
+    if not warm_supported() or threading.current_thread() is not threading.main_thread():
+        return None
+    sources = job.fields[_SOURCES]
+    modules = third_party_imports(sources if isinstance(sources, dict) else None,
+                                  str(job.fields[_ROOT]))
+    current = _Warm.template
+    if current is not None and current.serves(modules):
+        return current
+    if current is not None:  # ends its workers too (an idle one is replaced)
+        modules |= current.modules if current.alive else set()
+        current.close()
+    try:
+        _Warm.template = NodeTemplate(sorted(modules))
+    except OSError:
+        _Warm.template = None
+    return _Warm.template
 
 
 def run_call(job: NodeJob) -> Item:
@@ -386,12 +436,13 @@ def run_call(job: NodeJob) -> Item:
 
     previous = signal.signal(signal.SIGINT, on_interrupt)
     try:
+        template = node_template(job)
         worker, _Warm.worker = _Warm.worker, None
-        if worker is not None and not worker.alive():  # it died while idle
+        if worker is not None and not worker.alive():  # it died while idle (or its template)
             worker.end()
             worker = None
         if worker is None:
-            worker = ChildWorker()
+            worker = ChildWorker(template)
         relay = Relay(job, worker)
         last: Item = ()
         for item in relay.events():

@@ -19,6 +19,10 @@ import time
 
 import watchrun
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from watchrun.executors.warm import TemplateProcess
+
 # `-c`, not `-m watchrun.executors.worker`: the module runner's imports cost a worker ~1 ms
 WORKER_MAIN = "from watchrun.executors.worker import main; main()"
 
@@ -51,11 +55,33 @@ def worker_env() -> dict[str, str]:
 def spawn(env: dict[str, str]) -> Spawned:
     """Start a worker in a session (and process group) of its own. The child's ends of its
     pipes are closed here, and ours too if anything fails (too many open files, say)."""
-    ours, theirs = socket.socketpair()
-    theirs_fds = [theirs.detach()]
+    ours, theirs = worker_pipes()
+    try:
+        spawned = time.perf_counter()
+        popen = popen_worker(env, theirs)
+    except BaseException:
+        close_all(ours)
+        raise
+    finally:
+        close_all(theirs)
+    sock, life_fd, stderr_fd = ours
+    assert isinstance(sock, socket.socket)
+    return Spawned(popen, sock, int(life_fd), int(stderr_fd), spawned)
+
+
+# our ends: (control socket, write end of the life pipe, read end of the worker's stderr);
+# the worker's: (control socket fd, read end of the life pipe, write end of its stderr)
+Ours = tuple[socket.socket, int, int]
+Theirs = tuple[int, int, int]
+
+
+def worker_pipes() -> tuple[Ours, Theirs]:
+    """The descriptors a worker is started with, ours and its own (all to be closed)."""
+    ours_sock, theirs_sock = socket.socketpair()
+    theirs_fds = [theirs_sock.detach()]
     ours_fds: list[int] = []
     try:
-        ours.setblocking(False)
+        ours_sock.setblocking(False)
         life_read, life_write = os.pipe()
         theirs_fds.append(life_read)
         ours_fds.append(life_write)
@@ -64,40 +90,62 @@ def spawn(env: dict[str, str]) -> Spawned:
         stderr_read, stderr_write = os.pipe()
         ours_fds.append(stderr_read)
         theirs_fds.append(stderr_write)
-        spawned = time.perf_counter()
-        popen = subprocess.Popen(
-            [sys.executable, "-c", WORKER_MAIN, *map(str, theirs_fds[:2]), str(os.getpid())],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=stderr_write,
-            pass_fds=theirs_fds[:2],
-            start_new_session=True,
-            env=env,
-        )
     except BaseException:
-        ours.close()
-        for fd in ours_fds:
-            os.close(fd)
+        ours_sock.close()
+        close_all(tuple(ours_fds) + tuple(theirs_fds))
         raise
-    finally:
-        for fd in theirs_fds:
-            os.close(fd)
-    return Spawned(popen, ours, life_write, stderr_read, spawned)
+    return (ours_sock, ours_fds[0], ours_fds[1]), (theirs_fds[0], theirs_fds[1], theirs_fds[2])
+
+
+def popen_worker(env: dict[str, str], theirs: Theirs) -> subprocess.Popen[bytes]:
+    """Exec a worker with its descriptors (ours to close afterwards)."""
+    ctl, life, stderr = theirs
+    return subprocess.Popen(
+        [sys.executable, "-c", WORKER_MAIN, str(ctl), str(life), str(os.getpid())],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=stderr,
+        pass_fds=(ctl, life),
+        start_new_session=True,
+        env=env,
+    )
+
+
+def close_all(fds: tuple[socket.socket | int, ...]) -> None:
+    for fd in fds:
+        with contextlib.suppress(OSError):
+            if isinstance(fd, socket.socket):
+                fd.close()
+            else:
+                os.close(fd)
 
 
 _early: list[Spawned] = []
 _early_env: dict[str, str] | None = None
+_early_template: list[TemplateProcess] = []
 
 
 def spawn_early(count: int) -> None:
-    """Start `count` workers now, for the executor this process will make."""
+    """Start what the executor this process will make needs first: the warm template where
+    there is one (Linux), else `count` workers."""
     global _early_env
     _early_env = worker_env()
+    if warm_supported():
+        from watchrun.executors.warm import start_template
+
+        with contextlib.suppress(OSError):  # the executor will try again, and say what failed
+            _early_template.append(start_template(_early_env))
+        return
     for _ in range(count):
         try:
             _early.append(spawn(_early_env))
         except OSError:  # the executor will try again, and say what failed
             return
+
+
+def warm_supported() -> bool:
+    """Whether workers fork from a warm template here (fork, subreapers, /proc: Linux)."""
+    return sys.platform.startswith("linux") and not os.environ.get("WATCHRUN_NO_TEMPLATE")
 
 
 def take_early(env: dict[str, str]) -> Spawned | None:
@@ -107,9 +155,18 @@ def take_early(env: dict[str, str]) -> Spawned | None:
     return None
 
 
+def take_early_template(env: dict[str, str]) -> TemplateProcess | None:
+    """The template started early, if it was started in the same environment."""
+    if _early_template and env == _early_env:
+        return _early_template.pop()
+    return None
+
+
 def end_early() -> None:
-    """Kill and reap the workers started early that nothing took (a build with nothing to
-    run, or one that stopped at a project error)."""
+    """Kill and reap the workers (and the template) started early that nothing took (a
+    build with nothing to run, or one that stopped at a project error)."""
+    while _early_template:
+        _early_template.pop().kill(graceful=False)
     while _early:
         spawned = _early.pop()
         with contextlib.suppress(ProcessLookupError):

@@ -30,7 +30,7 @@ import sys
 import time
 
 from watchrun.executors import protocol as proto
-from watchrun.executors import taskmodules
+from watchrun.executors import reaper, taskmodules
 from watchrun.executors.protocol import PICKLE_PROTOCOL, Msg, dumps, loads
 
 TYPE_CHECKING = False
@@ -294,6 +294,13 @@ class LocalModules:
         self.packages.clear()
         importlib.invalidate_caches()
 
+    def forget(self) -> None:
+        """Take the tracked modules out of sys.modules (their snapshots stay, for drop_stale):
+        the next unit imports them afresh, so no module state of the project carries over
+        from one unit to the next (SPEC section 5)."""
+        for name in (*self.files, *self.packages):
+            sys.modules.pop(name, None)
+
     def record_new(self, marker: tuple[str, object] | None, root: str) -> None:
         """Track the modules imported since `marker` (the newest entry of sys.modules then).
         Dicts keep insertion order, so new modules are the keys after it."""
@@ -539,6 +546,71 @@ class _Ticker:
 
 
 # ---------------------------------------------------------------------------------------------
+# A clean start for every unit (SPEC section 5): what a unit may change in its process and the
+# next unit must not see. Taken when the worker is ready; put back after each unit, only where
+# it differs (a comparison costs less than a system call).
+# ---------------------------------------------------------------------------------------------
+
+
+class Baseline:
+    """The process state every unit starts from: environment, umask, recursion limit, signal
+    handlers, sys.path, warning filters. (The working directory is set before each unit.)"""
+
+    def __init__(self) -> None:
+        self._environ: dict[Any, Any] = dict(_environ_data())
+        self._umask = os.umask(0o022)
+        os.umask(self._umask)
+        self._recursion = sys.getrecursionlimit()
+        self._path = list(sys.path)
+        self._handlers = {
+            sig: handler
+            for sig in _signal.valid_signals()
+            if (handler := _signal.getsignal(sig)) is not None
+        }
+        self._warnings = _warning_filters()
+
+    def restore(self) -> None:
+        data = _environ_data()
+        if data != self._environ:
+            self._restore_environ()
+        os.umask(self._umask)
+        if sys.getrecursionlimit() != self._recursion:
+            sys.setrecursionlimit(self._recursion)
+        if sys.path != self._path:
+            sys.path[:] = self._path
+        for sig, handler in self._handlers.items():
+            if _signal.getsignal(sig) is not handler:
+                with contextlib.suppress(OSError, ValueError):
+                    _signal.signal(sig, handler)
+        filters = _warning_filters()
+        if filters is not None and filters != self._warnings:
+            import warnings
+
+            warnings.filters[:] = self._warnings or []  # type: ignore[index]
+            warnings._filters_mutated()  # type: ignore[attr-defined]
+
+    def _restore_environ(self) -> None:
+        # through os.environ, so that the C environment (what subprocesses get) follows
+        wanted = {os.fsdecode(k): os.fsdecode(v) for k, v in self._environ.items()}
+        for name in [name for name in os.environ if name not in wanted]:
+            del os.environ[name]
+        for name, value in wanted.items():
+            if os.environ.get(name) != value:
+                os.environ[name] = value
+
+
+def _environ_data() -> dict[Any, Any]:
+    """os.environ's own dict (encoded keys and values): compared without decoding each one."""
+    data: dict[Any, Any] = getattr(os.environ, "_data", None) or dict(os.environ)
+    return data
+
+
+def _warning_filters() -> list[Any] | None:
+    warnings = sys.modules.get("warnings")
+    return None if warnings is None else list(warnings.filters)
+
+
+# ---------------------------------------------------------------------------------------------
 # The worker.
 # ---------------------------------------------------------------------------------------------
 
@@ -561,6 +633,7 @@ class Worker:
         self._acks = 0  # PUSHED answers not sent yet
         self._acks_since = 0.0  # time.monotonic() of the first of them
         self._push_started = 0.0  # time.monotonic() when the push being run arrived
+        self._baseline = Baseline()
 
     def serve(self) -> None:
         self._send(Msg.READY, os.getpid())
@@ -624,6 +697,11 @@ class Worker:
             finally:
                 self._restore()
                 self._modules.record_new(before, spec.root)
+                self._modules.forget()
+        # nothing the unit started outlives it, even what left its process group (we are a
+        # subreaper: orphans below us are ours to end)
+        reaper.end_descendants()
+        self._baseline.restore()
         self._ticker.unit_ended()
         self._send(kind, payload, time.perf_counter() - started)
 
@@ -913,15 +991,46 @@ def _batch_scheduling() -> None:
 def main(argv: list[str] | None = None) -> None:
     if argv is None:  # `python -c "...; main()"`: argv[0] is "-c"
         argv = sys.argv
+    ctl_fd, life_fd, parent_pid = (int(arg) for arg in argv[1:4])
+    _serve(ctl_fd, life_fd, parent_pid)
+
+
+def main_forked(ctl_fd: int, life_fd: int, stderr_fd: int, parent_pid: int) -> None:
+    """A worker forked from the warm template (template.py), with its own descendants: the
+    control socket, the life pipe from watchrun and its stderr pipe. Returns when the channel
+    closes; the caller then ends the process with os._exit (the template's atexit handlers and
+    buffers are not ours to run)."""
+    os.dup2(stderr_fd, 2)
+    os.close(stderr_fd)
+    _reseed()
+    try:
+        _serve(ctl_fd, life_fd, parent_pid)
+    finally:
+        _flush_std()
+
+
+def _reseed() -> None:
+    """A fork copies the state of every random generator: numpy's global one (the stdlib's
+    `random` reseeds itself after a fork) would give every worker the same numbers."""
+    numpy_random = sys.modules.get("numpy.random")
+    seed = getattr(numpy_random, "seed", None)
+    if callable(seed):
+        with contextlib.suppress(Exception):
+            seed()
+
+
+def _serve(ctl_fd: int, life_fd: int, parent_pid: int) -> None:
     # A signal mask survives exec: spawned by a thread that blocks SIGINT (a UI's thread, a
     # test runner's), we would never see the cancel. Start from an empty mask.
     _signal.pthread_sigmask(_signal.SIG_SETMASK, ())
     _signal.signal(_signal.SIGINT, _on_sigint)
-    ctl_fd, life_fd, parent_pid = (int(arg) for arg in argv[1:4])
     # the task's subprocesses must not hold our channel or keep the parent's pipe open
     os.set_inheritable(ctl_fd, False)
     os.set_inheritable(life_fd, False)
     _die_with_parent(parent_pid, life_fd)
+    # orphans below us (a daemon's double fork, a child of a setsid() process whose parent
+    # exited) come to us instead of init, so that the unit's end can end them
+    reaper.become_subreaper()
     _batch_scheduling()
     for stream in (sys.stdout, sys.stderr):
         # prints reach the log when they happen, in order with the subprocesses' output

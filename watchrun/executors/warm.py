@@ -1,0 +1,294 @@
+"""The executor's side of the warm template (see template.py): starting it, asking it to fork a
+worker, hearing which workers it forked and how they ended.
+
+A template is started with exec, in a session of its own, with two descriptors: its end of a
+SOCK_SEQPACKET control socket and the read end of a life pipe whose write end only watchrun
+holds. `watchrun build` starts it before the engine is imported (spawn.py), so that its start
+runs beside the scheduler's; the executor adopts it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from watchrun.executors.protocol import PICKLE_PROTOCOL, dumps, loads
+from watchrun.executors.template import MAX_MESSAGE, TEMPLATE_MAIN
+
+log = logging.getLogger("watchrun.executor")
+# what was preloaded and what was left out (and why): on stderr with `build -v`
+preload_log = logging.getLogger("watchrun.preload")
+
+SUPPORTED = sys.platform.startswith("linux")  # fork, subreapers and /proc: see README
+_QUIT_WAIT = 2.0  # seconds a template gets to end its workers before it is killed
+_STDERR_TAIL = 4000  # bytes of a template's stderr kept to explain its end
+
+
+class TemplateProcess:
+    """A template just started: the process, our end of its control socket, our end of its
+    life pipe, the read end of its stderr."""
+
+    def __init__(self, popen: subprocess.Popen[bytes], sock: socket.socket, life_fd: int,
+                 stderr_fd: int, env: dict[str, str]) -> None:
+        self.popen = popen
+        self.sock = sock
+        self.life_fd = life_fd
+        self.stderr_fd = stderr_fd
+        self.env = env
+        self.started = time.perf_counter()
+
+    def kill(self, graceful: bool = True) -> None:
+        """End it now and reap it. `graceful`: it ends its workers first (told to quit, and
+        EOF on its socket and pipe); else (it never forked anything) SIGKILL at once."""
+        if not graceful:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.popen.pid, signal.SIGKILL)
+        with contextlib.suppress(OSError):
+            self.sock.send(dumps(("quit",), PICKLE_PROTOCOL))
+        self.sock.close()
+        with contextlib.suppress(OSError):
+            os.close(self.life_fd)
+        with contextlib.suppress(OSError):
+            os.close(self.stderr_fd)
+        try:
+            self.popen.wait(_QUIT_WAIT)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.popen.pid, signal.SIGKILL)
+            self.popen.wait()
+
+
+def start_template(env: dict[str, str]) -> TemplateProcess:
+    """Start a template process (no preload yet: that is the first message it gets)."""
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    theirs_fds = [theirs.detach()]
+    ours_fds: list[int] = []
+    try:
+        life_read, life_write = os.pipe()
+        theirs_fds.append(life_read)
+        ours_fds.append(life_write)
+        stderr_read, stderr_write = os.pipe()
+        ours_fds.append(stderr_read)
+        theirs_fds.append(stderr_write)
+        popen = subprocess.Popen(
+            [sys.executable, "-c", TEMPLATE_MAIN, *map(str, theirs_fds[:2]), str(os.getpid())],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=stderr_write,
+            pass_fds=theirs_fds[:2],
+            start_new_session=True,
+            env=env,
+        )
+    except BaseException:
+        ours.close()
+        for fd in ours_fds:
+            os.close(fd)
+        raise
+    finally:
+        for fd in theirs_fds:
+            os.close(fd)
+    return TemplateProcess(popen, ours, life_write, stderr_read, env)
+
+
+class TemplateLink:
+    """A running template, on the executor's loop. Callbacks (all on the loop):
+    on_forked(token, pid) (pid 0: not forked), on_exited(pid, exit code), on_gone() once
+    its channel closes (every worker it forked that was not reported exited is then dead or
+    about to be)."""
+
+    def __init__(self, process: TemplateProcess, modules: list[str],
+                 on_forked: Callable[[int, int], None], on_exited: Callable[[int, int], None],
+                 on_gone: Callable[[TemplateLink], None]) -> None:
+        self.process = process
+        self.modules = modules
+        self.wanted: list[tuple[str, str]] = []  # (module, version) it was started for
+        self.outdated = False  # libraries were installed since it imported them
+        self.stderr_tail = bytearray()  # what it wrote to stderr (import warnings, a crash)
+        self.preloaded: list[str] | None = None  # None until the template answered
+        self.skipped: list[tuple[str, str]] = []
+        self.restart = False  # a module made it unsafe: a new template without it is needed
+        self.importing: str | None = None  # the module it is importing (before "preloaded")
+        self.ready = asyncio.get_running_loop().create_future()  # preloaded or gone
+        self.alive = True
+        self.forks = 0  # workers it forked that have not exited
+        self._on_forked = on_forked
+        self._on_exited = on_exited
+        self._on_gone = on_gone
+        self._loop = asyncio.get_running_loop()
+        process.sock.setblocking(True)  # small messages: the socket buffer takes them at once
+        self._send(("preload", modules))
+        self._loop.add_reader(process.sock.fileno(), self._readable)
+        os.set_blocking(process.stderr_fd, False)
+        self._loop.add_reader(process.stderr_fd, self._drain_stderr)
+        self._draining = True
+
+    def _drain_stderr(self) -> None:
+        """Keep its stderr pipe empty (a full pipe would block its imports) and its tail."""
+        try:
+            chunk = os.read(self.process.stderr_fd, 65536)
+        except BlockingIOError:
+            return
+        except OSError:
+            chunk = b""
+        if not chunk:
+            self._stop_draining()
+            return
+        self.stderr_tail += chunk
+        del self.stderr_tail[:-_STDERR_TAIL]
+
+    def _stop_draining(self) -> None:
+        if self._draining:
+            self._draining = False
+            self._loop.remove_reader(self.process.stderr_fd)
+
+    @property
+    def pid(self) -> int:
+        return self.process.popen.pid
+
+    def fork(self, token: int, fds: list[int]) -> bool:
+        """Ask for a worker with these descriptors (control socket, life pipe, stderr; ours
+        are closed by the caller). False: the template is gone."""
+        if not self.alive:
+            return False
+        try:
+            socket.send_fds(self.process.sock, [dumps(("fork", token), PICKLE_PROTOCOL)], fds)
+        except OSError:
+            return False
+        return True
+
+    def _send(self, message: tuple[Any, ...]) -> None:
+        with contextlib.suppress(OSError):
+            self.process.sock.send(dumps(message, PICKLE_PROTOCOL))
+
+    def _readable(self) -> None:
+        try:
+            data = self.process.sock.recv(MAX_MESSAGE)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if not data:
+            self._closed()
+            return
+        message = loads(data)
+        kind = message[0]
+        if kind == "forked":
+            if message[2]:
+                self.forks += 1
+            self._on_forked(message[1], message[2])
+        elif kind == "exited":
+            self.forks -= 1
+            self._on_exited(message[1], message[2])
+        elif kind == "importing":
+            self.importing = message[1]
+        elif kind == "preloaded":
+            self.importing = None
+            self._preloaded(*message[1:])
+
+    def _preloaded(self, loaded: list[str], skipped: list[tuple[str, str]], seconds: float,
+                   restart: bool) -> None:
+        self.preloaded = loaded
+        self.skipped = skipped
+        self.restart = restart
+        if loaded:
+            preload_log.info("preloaded in the warm template (%.2f s): %s", seconds,
+                             ", ".join(loaded))
+        for module, why in skipped:
+            preload_log.info("not preloaded: %s: %s", module, why)
+        if not self.ready.done():
+            self.ready.set_result(None)
+
+    def _closed(self) -> None:
+        if not self.alive:
+            return
+        self.alive = False
+        self._loop.remove_reader(self.process.sock.fileno())
+        if not self.ready.done():
+            self.ready.set_result(None)
+        self._on_gone(self)
+
+    def close(self) -> None:
+        """End the template (its remaining workers with it) and reap it. One still importing
+        has no worker yet and does not read its socket: it is killed at once."""
+        graceful = self.ready.done() and self.preloaded is not None
+        self._stop_draining()
+        if self.alive:
+            self.alive = False
+            self._loop.remove_reader(self.process.sock.fileno())
+        if not self.ready.done():
+            self.ready.set_result(None)
+        self.process.kill(graceful=graceful)
+
+
+# a `pip install` adds and removes entries in these folders: their mtimes tell that installed
+# versions may have changed
+_SITES = [path for path in sys.path if path.endswith(("site-packages", "dist-packages"))]
+
+
+def installed_stamp() -> tuple[int, ...]:
+    """The mtimes of the site-packages folders (a few stat calls)."""
+    stamps = []
+    for path in _SITES:
+        try:
+            stamps.append(os.stat(path).st_mtime_ns)
+        except OSError:
+            stamps.append(0)
+    return tuple(stamps)
+
+
+def report_preload() -> None:
+    """Say on stderr what the warm template preloaded and what it left out (`build -v`)."""
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("watchrun: %(message)s"))
+    preload_log.addHandler(handler)
+    preload_log.setLevel(logging.INFO)
+    preload_log.propagate = False
+
+
+def imported_modules(modules: Iterable[Any]) -> set[str]:
+    """Every absolute module the code-map modules (codemap.ModuleInfo) import: at top level,
+    inside top-level statements and inside functions, whether the task's code uses the name or
+    not (a module-level import runs at every unit either way). Dotted names are kept:
+    `import matplotlib.pyplot` is 0.7 s of matplotlib's 0.9 s."""
+    found: set[str] = set()
+    for info in modules:
+        for definition in info.definitions.values():
+            if definition.import_module:
+                found.add(definition.import_module)
+                found.update(definition.also_imports)
+            found.update(ref[3] for ref in definition.nested_imports)
+        found.update(ref[3] for ref in info.toplevel_imports)
+    return {name for name in found if name and not name.startswith(".")}
+
+
+def wanted_modules(imported: Iterable[tuple[str, str]], setting: object
+                   ) -> list[tuple[str, str]]:
+    """The (module, version) pairs a template preloads, from the third-party modules the tasks
+    import (module, version of its distribution; packages before their submodules) and the
+    `preload` setting: "auto" (those), False (none), or a list of module names where "auto"
+    stands for those and "!name" leaves a module (and its submodules) out."""
+    versions = dict(sorted(imported))  # "a" sorts before "a.b": a package before its parts
+    if setting is False or setting is None:
+        return []
+    if setting == "auto" or setting is True:
+        return list(versions.items())
+    chosen: list[str] = []
+    excluded: set[str] = set()
+    for entry in setting if isinstance(setting, (list, tuple)) else ():
+        if entry == "auto":
+            chosen.extend(versions)
+        elif isinstance(entry, str) and entry.startswith("!"):
+            excluded.add(entry[1:])
+        elif isinstance(entry, str):
+            chosen.append(entry)
+    return [(module, versions.get(module, "")) for module in dict.fromkeys(chosen)
+            if module not in excluded and module.split(".")[0] not in excluded]
