@@ -322,6 +322,23 @@ def test_collect_answers_each_push_and_gathers_on_end(
     assert output([worker.read()]) == 6
 
 
+def test_a_pushed_value_whose_class_its_task_no_longer_defines_fails_naming_both(
+    tmp_path: Path, worker: WorkerProcess
+) -> None:
+    """What a collector's replay pushes may refer to a class its upstream task has since
+    dropped: the collector fails with a sentence naming the class and the task."""
+    write(tmp_path / "tasks" / "gone.py", "# /// task\n# ///\ndef run():\n    return 1\n")
+    write(tmp_path / "tasks" / "c.py", "def run(v):\n    pass\ndef gather():\n    return 0\n")
+    stale = b"cwatchrun.task.gone\nFrame\n)R."  # a pickled Frame() of task 'gone'
+    worker.send(Msg.JOB, *spec(tmp_path, ["c"], mode=proto.COLLECT).fields())
+    assert worker.read()[0] is Msg.STARTED
+    worker.send(Msg.PUSH, {"v": stale})
+    kind, fields = worker.until_terminal()[-1]
+    assert kind is Msg.FAILED
+    assert "'Frame'" in fields[0] and "task 'gone' no longer defines" in fields[0], fields
+    assert "Traceback" not in fields[0]
+
+
 def test_pushes_that_arrive_together_are_each_answered_in_order(
     tmp_path: Path, worker: WorkerProcess
 ) -> None:

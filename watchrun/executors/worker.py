@@ -854,7 +854,8 @@ class Worker:
                 continue
             pushed: dict[str, bytes] = fields[0]
             self._push_started = time.monotonic()
-            kwargs = {**fixed, **{n: _interruptible(loads, d) for n, d in pushed.items()}}
+            kwargs = {**fixed, **{n: _interruptible(taskmodules.load_argument, n, d, loads)
+                                  for n, d in pushed.items()}}
             result = _interruptible(run, **kwargs)
             yield result
             if spec.mode == proto.COLLECT:
