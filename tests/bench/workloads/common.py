@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from measure import Sample, run_measured, summary
-from peers import Tool
+from peers import CACHE, Tool
 
 Stamp = tuple[int, int]
 
@@ -85,7 +85,14 @@ def build_argv(tool: Tool, jobs: int, targets: list[str] | None = None) -> list[
 
 
 def tool_env(tool: Tool) -> dict[str, str]:
+    """The environment a tool runs in: the harness's, with each Python tool's modules compiled
+    once and kept (in the bench cache), as an installed package has them. A harness started
+    with PYTHONDONTWRITEBYTECODE would otherwise charge watchrun, run from the source tree, the
+    compiling of every module it imports, in every process and every run, while a peer
+    installed by pip loads its .pyc files."""
     env = dict(os.environ)
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    env["PYTHONPYCACHEPREFIX"] = str(CACHE / "pycache" / tool.name)
     env.update(tool.env)
     if tool.name == "watchrun" and "PYTHONPATH" in tool.env and os.environ.get("PYTHONPATH"):
         env["PYTHONPATH"] = tool.env["PYTHONPATH"] + os.pathsep + os.environ["PYTHONPATH"]

@@ -1,0 +1,110 @@
+"""Where a unit's time goes in W2/W3, seen from watchrun's own events (`build --json`).
+
+    python tests/bench/workloads/unit_split.py --code . --tasks 1000 --runs 3
+
+Builds the W1-W3 chains project (tests/bench/workloads/chains.py) in a temporary folder and
+runs, `--runs` times each: W2 (a full build from a clean state, -j1) and W3 (a rebuild after
+editing src/c0.txt). For each run it prints:
+
+- start: from the process start to `build_started` (imports, loading the project, the store);
+- round trip: `unit_started` to `unit_finished` of a unit, median; this is the executor's part
+  (the job sent, the worker preparing and running it, the result read back) plus the driver's
+  handling of the result before it says finished (hashing the outputs, storing the value);
+- turnaround: `unit_finished` to the next `unit_started` (-j1: the driver's part between two
+  units: recording, waking downstream units, resolving and launching the next), median and sum;
+- the round trip of the first and of the last tenth of the units: a cost per unit that grows
+  with the units already run shows as the second far above the first.
+
+Python modules are compiled once into a pycache of its own (as an installed watchrun has them),
+whatever PYTHONDONTWRITEBYTECODE says. Peers are not run: this splits watchrun's own time; the
+ratios to doit come from run.py.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+
+from peers import Tool  # noqa: E402
+from workloads import chains  # noqa: E402
+
+
+def build(python: str, root: Path, env: dict[str, str], jobs: int) -> dict[str, Any]:
+    started_at = time.time()
+    proc = subprocess.run([python, "-m", "watchrun", "build", "--json", "-j", str(jobs)],
+                          cwd=root, env=env, capture_output=True, text=True, timeout=600)
+    events = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+    if proc.returncode != 0 or not events:
+        raise SystemExit(f"watchrun build failed ({proc.returncode}):\n{proc.stderr[-2000:]}")
+    started: dict[str, float] = {}
+    round_trips: list[float] = []
+    turnarounds: list[float] = []
+    last_finished: float | None = None
+    for event in events:
+        kind = event["event"]
+        if kind == "unit_started":
+            started[event["task"]] = event["time"]
+            if last_finished is not None:
+                turnarounds.append(event["time"] - last_finished)
+                last_finished = None
+        elif kind == "unit_finished":
+            round_trips.append(event["time"] - started.pop(event["task"]))
+            last_finished = event["time"]
+    tenth = max(1, len(round_trips) // 10)
+    return {
+        "start_s": events[0]["time"] - started_at,
+        "build_s": events[-1]["time"] - events[0]["time"],
+        "units": len(round_trips),
+        "round_trip_ms": 1e3 * statistics.median(round_trips),
+        "first_tenth_ms": 1e3 * statistics.median(round_trips[:tenth]),
+        "last_tenth_ms": 1e3 * statistics.median(round_trips[-tenth:]),
+        "turnaround_ms": 1e3 * statistics.median(turnarounds) if turnarounds else 0.0,
+        "turnaround_sum_s": sum(turnarounds),
+    }
+
+
+def line(name: str, r: dict[str, Any]) -> str:
+    return (f"{name}: start {r['start_s']:.3f} s, build {r['build_s']:.3f} s, {r['units']} units;"
+            f" round trip {r['round_trip_ms']:.2f} ms (first tenth {r['first_tenth_ms']:.2f},"
+            f" last tenth {r['last_tenth_ms']:.2f}); turnaround {r['turnaround_ms']:.2f} ms"
+            f" (sum {r['turnaround_sum_s']:.3f} s)")
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--code", type=Path, default=HERE.parents[2], help="the watchrun checkout")
+    p.add_argument("--tasks", type=int, default=1000)
+    p.add_argument("--runs", type=int, default=3)
+    args = p.parse_args(argv)
+    work = Path(tempfile.mkdtemp(prefix="unit-split-"))
+    try:
+        env = dict(os.environ, PYTHONPATH=str(args.code.resolve()),
+                   PYTHONPYCACHEPREFIX=str(work / "pycache"))
+        env.pop("PYTHONDONTWRITEBYTECODE", None)
+        root = work / "project"
+        tool = Tool("watchrun", "builder", Path(sys.executable), [".watchrun"])
+        project = chains.make_project(tool, root, args.tasks)
+        for rnd in range(args.runs):
+            project.clean_state()
+            print(line(f"W2 -j1 run {rnd + 1}", build(sys.executable, root, env, 1)), flush=True)
+            (root / chains.src(0)).write_text(chains.source_text(0, rnd + 1000))
+            print(line(f"W3 run {rnd + 1}", build(sys.executable, root, env, 1)), flush=True)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
