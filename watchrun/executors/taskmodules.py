@@ -59,8 +59,8 @@ def namespace_for(task: str, root: str, chain: list[tuple[str, str]]) -> dict[st
         os.environ[ROOT_ENV] = root
     if _FINDER not in sys.meta_path:
         install()
-    _forget_changed()
     name = PREFIX + task
+    _forget_others(name)
     module = sys.modules.get(name)
     known = _BUILT.get(name)
     if isinstance(module, ModuleType) and known is not None:
@@ -74,10 +74,7 @@ def namespace_for(task: str, root: str, chain: list[tuple[str, str]]) -> dict[st
     namespace = module.__dict__
     namespace.update(__builtins__=builtins, __doc__=None, __spec__=None, __loader__=None,
                      __path__=[])
-    if known is None or len(known) != len(chain) or \
-            any(stamp[0] != file for stamp, (file, _) in zip(known, chain, strict=True)):
-        _BUILT[name] = _stamps([file for file, _ in chain])
-    # else: the stamps _forget_changed just confirmed are the files' as they are now
+    _BUILT[name] = _stamps([file for file, _ in chain])
     return namespace
 
 
@@ -95,12 +92,14 @@ def _stamps(files: list[str]) -> tuple[tuple[str, int, int], ...]:
     return tuple(stamps)
 
 
-def _forget_changed() -> None:
-    """Drop the task modules whose files changed since they were built."""
-    for name, stamps in list(_BUILT.items()):
-        if _stamps([file for file, _, _ in stamps]) != stamps:
-            del _BUILT[name]
-            sys.modules.pop(name, None)
+def _forget_others(keep: str) -> None:
+    """Drop the task modules built for other tasks (a value a unit unpickled imported them).
+    One whose files changed since must not serve again, and knowing which did would mean
+    looking at every file this worker ever built, a cost that grows with every unit it runs;
+    a dropped module is built again when a value needs it."""
+    for name in [name for name in _BUILT if name != keep]:
+        del _BUILT[name]
+        sys.modules.pop(name, None)
 
 
 def declared_outputs(root: str, chain: list[tuple[str, str]]) -> list[Path]:

@@ -308,6 +308,8 @@ class LocalModules:
             self._root = (root, os.path.join(root, ""))
         under = self._root[1]
         for name in _keys_after(marker):
+            if name.startswith(taskmodules.PREFIX):
+                continue  # a task's own module: taskmodules builds it afresh (namespace_for)
             module = sys.modules.get(name)
             file = getattr(module, "__file__", None)
             if file is None:
