@@ -12,7 +12,7 @@ import importlib
 import os
 import signal
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 from watchrun.config import DEFAULT_CONNECT_TIMEOUT, Config, load_config
@@ -50,14 +50,6 @@ class Session:
         self.proof: Proof | None = None  # a null-build proof to leave once results are committed
 
 
-def lock_message(err: LockedError) -> str:
-    holder = err.holder
-    if holder is None:
-        return f"another watchrun holds the lock {err.lock_path}"
-    return (f"another watchrun is writing to this project: pid {holder.pid} on {holder.host} "
-            f"({holder.command!r}), holding {err.lock_path}; wait for it or stop it")
-
-
 @contextlib.contextmanager
 def open_session(root: Path, command: str, *, write: bool) -> Iterator[Session]:
     """Load config and project, open the store (taking the writer lock when `write`).
@@ -75,7 +67,7 @@ def open_session(root: Path, command: str, *, write: bool) -> Iterator[Session]:
             try:
                 store.acquire_lock(command)
             except LockedError as err:
-                raise UsageError(lock_message(err)) from None
+                raise UsageError(err.message()) from None
             store.reap_stale_pgroups()
         for message in store.messages:
             print(f"watchrun: {message}", file=sys.stderr)
@@ -231,12 +223,6 @@ def exit_code(summary: BuildSummary) -> int:
     return EXIT_OK if summary.ok else EXIT_FAILED
 
 
-def unknown_targets(project: Project, targets: list[str]) -> list[str]:
-    return [t for t in targets if t not in project.tasks]
-
-
 def default_targets(project: Project) -> list[str]:
     return [n for n in project.graph.order if not project.tasks[n].abstract]
 
-
-Printer = Callable[[str], None]

@@ -423,6 +423,3 @@ class Resolver:
 def _all_there(outputs: dict[str, str | None]) -> bool:
     return all(digest is not None for digest in outputs.values())
 
-
-def upstream_dirty(names: list[str]) -> list[Reason]:
-    return [Reason(ReasonKind.UPSTREAM_DIRTY, n) for n in names]
