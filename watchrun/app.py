@@ -18,10 +18,10 @@ from pathlib import Path
 from watchrun.config import DEFAULT_CONNECT_TIMEOUT, Config, load_config
 from watchrun.engine.events import EventBus, Subscriber
 from watchrun.engine.scheduler import BuildOptions, BuildSummary, Scheduler
+from watchrun.errors import ProjectError
 from watchrun.executors.base import Executor, Sink
 from watchrun.nullproof import DEFAULT_STATE_DIR, Proof, config_stats, make_proof, write_proof
 from watchrun.project.cache import ProjectFiles
-from watchrun.project.errors import ProjectError
 from watchrun.project.loader import Project, ProjectLoader
 from watchrun.project.model import Kind
 from watchrun.state.hashing import FileHasher

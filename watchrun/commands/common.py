@@ -10,7 +10,7 @@ from pathlib import Path
 
 from watchrun.app import EXIT_PROJECT, ProjectErrorsFound, UsageError
 from watchrun.engine.events import Error
-from watchrun.project.errors import ProjectError
+from watchrun.errors import ProjectError
 from watchrun.project.loader import Project
 from watchrun.state.hashing import UnreadablePath
 from watchrun.state.store import ObjectMissing, StateFull, StoreError
