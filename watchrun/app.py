@@ -27,6 +27,7 @@ from watchrun.project.model import Kind
 from watchrun.state.hashing import FileHasher
 from watchrun.state.statkeys import StatKey
 from watchrun.state.store import LockedError, Store
+from watchrun.stats import span
 
 EXIT_OK, EXIT_FAILED, EXIT_PROJECT, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -57,30 +58,35 @@ def open_session(root: Path, command: str, *, write: bool) -> Iterator[Session]:
     if not root.is_dir():
         raise UsageError(f"the project folder {root} does not exist (see -C)")
     resolved = root.resolve()
-    config_seen = config_stats(os.fspath(resolved))  # before reading: a later edit shows
-    config, errors = load_config(resolved)
+    with span("settings"):
+        config_seen = config_stats(os.fspath(resolved))  # before reading: a later edit shows
+        config, errors = load_config(resolved)
     if errors:
         raise ProjectErrorsFound(errors, config.root)
-    store = Store(config.state_dir, readonly=not write)
+    with span("store open"):
+        store = Store(config.state_dir, readonly=not write)
     try:
         if write:
-            try:
-                store.acquire_lock(command)
-            except LockedError as err:
-                raise UsageError(err.message()) from None
-            store.reap_stale_pgroups()
+            with span("store open"):
+                try:
+                    store.acquire_lock(command)
+                except LockedError as err:
+                    raise UsageError(err.message()) from None
+                store.reap_stale_pgroups()
         for message in store.messages:
             print(f"watchrun: {message}", file=sys.stderr)
-        hasher = FileHasher(store)
-        loader = ProjectLoader(config, store, hasher)
-        project = loader.load()
+        with span("project load"):
+            hasher = FileHasher(store)
+            loader = ProjectLoader(config, store, hasher)
+            project = loader.load()
         session = Session(config, store, hasher, project, config_seen, loader.proven)
         yield session
         if write:
-            hasher.flush()
-            store.commit()
-            if session.proof is not None:  # only now: it speaks of committed results
-                write_proof(os.fspath(config.state_dir), session.proof)
+            with span("commit"):
+                hasher.flush()
+                store.commit()
+                if session.proof is not None:  # only now: it speaks of committed results
+                    write_proof(os.fspath(config.state_dir), session.proof)
     finally:
         if write:
             store.release_lock()
@@ -170,10 +176,11 @@ async def run_build(session: Session, targets: list[str], options: BuildOptions,
 
     # a build cancels nothing of its own: a spare worker is for generators and collectors
     persistent = any(task.kind is not Kind.TASK for task in session.project.tasks.values())
-    executor = make_executor(executor_kind, sink, jobs, session.config.grace, session.store,
-                             address, spare=1 if persistent else 0,
-                             connect_timeout=session.config.executor_connect_timeout)
-    await check_executor(executor)
+    with span("executor start"):
+        executor = make_executor(executor_kind, sink, jobs, session.config.grace, session.store,
+                                 address, spare=1 if persistent else 0,
+                                 connect_timeout=session.config.executor_connect_timeout)
+        await check_executor(executor)
     scheduler = Scheduler(session.project, session.store, session.hasher, executor, bus,
                           options)
     holder["s"] = scheduler
@@ -184,13 +191,16 @@ async def run_build(session: Session, targets: list[str], options: BuildOptions,
     try:
         # no executor.start(): workers are spawned by the first submit, so a build with nothing
         # to run starts no process at all
-        summary = await scheduler.build(targets)
+        with span("build: resolve, plan, run"):
+            summary = await scheduler.build(targets)
         if proof_for is not None and executor_kind == "local":
-            leave_proof(session, scheduler, proof_for,
-                        None if scheduler.summary.ran else proof_lines)
+            with span("proof prepare"):
+                leave_proof(session, scheduler, proof_for,
+                            None if scheduler.summary.ran else proof_lines)
         return summary
     finally:
-        await executor.close()
+        with span("executor close"):
+            await executor.close()
         for sig in stop_signals:
             loop.remove_signal_handler(sig)
 
