@@ -37,8 +37,7 @@ class UsageError(Exception):
 
 
 class Session:
-    """An open project (a plain class: making a dataclass costs every command milliseconds at
-    start)."""
+    """An open project."""
 
     def __init__(self, config: Config, store: Store, hasher: FileHasher, project: Project,
                  config_stats: dict[str, StatKey | None], proven: ProjectFiles | None) -> None:

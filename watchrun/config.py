@@ -21,8 +21,7 @@ DEFAULT_CONNECT_TIMEOUT = 15.0  # seconds a Ray cluster has to answer watchrun's
 
 
 class Config(NamedTuple):
-    """The project's settings (a tuple: a frozen dataclass costs every command milliseconds to
-    define)."""
+    """The project's settings."""
 
     root: Path  # absolute
     tasks: tuple[Path, ...]  # absolute task folders

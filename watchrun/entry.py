@@ -13,9 +13,7 @@ import sys
 
 from watchrun.stats import report, span
 
-# typing costs a null build (answered by the proof, before the engine is imported) a tenth of
-# its time: its names are only needed by the type checker
-TYPE_CHECKING = False
+TYPE_CHECKING = False  # on the null-build path: see CONTRIBUTING.md, "Hot paths"
 if TYPE_CHECKING:
     from pathlib import Path
     from typing import Any

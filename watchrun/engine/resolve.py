@@ -31,10 +31,7 @@ from watchrun.state.store import ResultRecord, Store, UnitState
 
 
 class Resolution:
-    """A unit's signature, and whether it is clean (then the result found) or why not.
-
-    A plain class, as the other classes of the engine: making a dataclass costs every command
-    milliseconds at start."""
+    """A unit's signature, and whether it is clean (then the result found) or why not."""
 
     def __init__(self, task: str, iter: tuple[int, ...], signature: str,
                  make_manifest: Callable[[], Manifest], static: str, upstream: dict[str, str],

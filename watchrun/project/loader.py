@@ -166,7 +166,7 @@ class ProjectLoader:
     def load(self) -> Project:
         # A load builds tens of thousands of objects that live on (analyses, tasks, closures)
         # and makes no garbage cycles worth hunting: the collections they would trigger find
-        # nothing and cost ~5% of a first load.
+        # nothing.
         collecting = gc.isenabled()
         gc.disable()
         try:

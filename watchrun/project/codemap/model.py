@@ -21,8 +21,7 @@ ImportRef = tuple[str, str, str | None, str]
 
 
 class ArgSpec(NamedTuple):
-    """One parameter of a top-level function (for checking what `run` asks for). A tuple, as
-    the other small values here: a frozen dataclass costs every command milliseconds to define."""
+    """One parameter of a top-level function (for checking what `run` asks for)."""
 
     name: str
     has_default: bool
