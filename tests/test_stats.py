@@ -91,3 +91,25 @@ def test_the_null_build_proof_imports_nothing_heavy(tmp_path: Path) -> None:
                    if any(name == bad or name.startswith(bad + ".")
                           for bad in NOT_ON_THE_PROOF_PATH))
     assert heavy == []
+
+
+# What a worker process must start without: a task's first unit waits for it.
+NOT_IN_A_WORKER = ("asyncio", "typing", "typer", "click", "textual", "sqlite3", "ast", "tomllib",
+                   "blake3", "watchrun.engine", "watchrun.project", "watchrun.state",
+                   "watchrun.ui", "watchrun.cli", "watchrun.app")
+
+
+def test_the_worker_imports_nothing_heavy() -> None:
+    """The import budget of worker start: the worker's module, in a fresh interpreter as a
+    spawned worker has, brings in none of the engine, the project loader, the store or the
+    CLI framework."""
+    proc = subprocess.run([sys.executable, "-X", "importtime", "-c",
+                           "import watchrun.executors.worker"],
+                          capture_output=True, text=True, timeout=60, env=cli_env())
+    assert proc.returncode == 0, proc.stderr
+    imported = {line.rpartition("|")[2].strip() for line in proc.stderr.splitlines()
+                if line.startswith("import time:")}
+    assert "watchrun.executors.worker" in imported
+    heavy = sorted(name for name in imported
+                   if any(name == bad or name.startswith(bad + ".") for bad in NOT_IN_A_WORKER))
+    assert heavy == []
