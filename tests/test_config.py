@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from watchrun.config import Config, key_lines, load_config
+from watchrun.config import Config, load_config
+from watchrun.toml import key_lines
 
 
 def write(root: Path, name: str, text: str) -> Path:

@@ -10,9 +10,8 @@ from unittest import mock
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from watchrun.config import key_lines, parse_toml
 from watchrun.project.header import memory_bytes, parse_header
-from watchrun.project.simpletoml import parse_simple
+from watchrun.toml import key_lines, parse_simple, parse_toml
 
 PATH = Path("/proj/tasks/t.py")
 

@@ -18,15 +18,16 @@ from pathlib import Path
 from watchrun.config import DEFAULT_CONNECT_TIMEOUT, Config, load_config
 from watchrun.engine.events import EventBus, Subscriber
 from watchrun.engine.scheduler import BuildOptions, BuildSummary, Scheduler
+from watchrun.errors import ProjectError
 from watchrun.executors.base import Executor, Sink
 from watchrun.nullproof import DEFAULT_STATE_DIR, Proof, config_stats, make_proof, write_proof
 from watchrun.project.cache import ProjectFiles
-from watchrun.project.errors import ProjectError
 from watchrun.project.loader import Project, ProjectLoader
 from watchrun.project.model import Kind
 from watchrun.state.hashing import FileHasher
 from watchrun.state.statkeys import StatKey
 from watchrun.state.store import LockedError, Store
+from watchrun.stats import span
 
 EXIT_OK, EXIT_FAILED, EXIT_PROJECT, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -36,8 +37,7 @@ class UsageError(Exception):
 
 
 class Session:
-    """An open project (a plain class: making a dataclass costs every command milliseconds at
-    start)."""
+    """An open project."""
 
     def __init__(self, config: Config, store: Store, hasher: FileHasher, project: Project,
                  config_stats: dict[str, StatKey | None], proven: ProjectFiles | None) -> None:
@@ -50,14 +50,6 @@ class Session:
         self.proof: Proof | None = None  # a null-build proof to leave once results are committed
 
 
-def lock_message(err: LockedError) -> str:
-    holder = err.holder
-    if holder is None:
-        return f"another watchrun holds the lock {err.lock_path}"
-    return (f"another watchrun is writing to this project: pid {holder.pid} on {holder.host} "
-            f"({holder.command!r}), holding {err.lock_path}; wait for it or stop it")
-
-
 @contextlib.contextmanager
 def open_session(root: Path, command: str, *, write: bool) -> Iterator[Session]:
     """Load config and project, open the store (taking the writer lock when `write`).
@@ -65,30 +57,35 @@ def open_session(root: Path, command: str, *, write: bool) -> Iterator[Session]:
     if not root.is_dir():
         raise UsageError(f"the project folder {root} does not exist (see -C)")
     resolved = root.resolve()
-    config_seen = config_stats(os.fspath(resolved))  # before reading: a later edit shows
-    config, errors = load_config(resolved)
+    with span("settings"):
+        config_seen = config_stats(os.fspath(resolved))  # before reading: a later edit shows
+        config, errors = load_config(resolved)
     if errors:
         raise ProjectErrorsFound(errors, config.root)
-    store = Store(config.state_dir, readonly=not write)
+    with span("store open"):
+        store = Store(config.state_dir, readonly=not write)
     try:
         if write:
-            try:
-                store.acquire_lock(command)
-            except LockedError as err:
-                raise UsageError(lock_message(err)) from None
-            store.reap_stale_pgroups()
+            with span("store open"):
+                try:
+                    store.acquire_lock(command)
+                except LockedError as err:
+                    raise UsageError(err.message()) from None
+                store.reap_stale_pgroups()
         for message in store.messages:
             print(f"watchrun: {message}", file=sys.stderr)
-        hasher = FileHasher(store)
-        loader = ProjectLoader(config, store, hasher)
-        project = loader.load()
+        with span("project load"):
+            hasher = FileHasher(store)
+            loader = ProjectLoader(config, store, hasher)
+            project = loader.load()
         session = Session(config, store, hasher, project, config_seen, loader.proven)
         yield session
         if write:
-            hasher.flush()
-            store.commit()
-            if session.proof is not None:  # only now: it speaks of committed results
-                write_proof(os.fspath(config.state_dir), session.proof)
+            with span("commit"):
+                hasher.flush()
+                store.commit()
+                if session.proof is not None:  # only now: it speaks of committed results
+                    write_proof(os.fspath(config.state_dir), session.proof)
     finally:
         if write:
             store.release_lock()
@@ -238,12 +235,13 @@ async def run_build(session: Session, targets: list[str], options: BuildOptions,
 
     # a build cancels nothing of its own: a spare worker is for generators and collectors
     persistent = any(task.kind is not Kind.TASK for task in session.project.tasks.values())
-    executor = make_executor(executor_kind, sink, jobs, session.config.grace, session.store,
-                             address, spare=1 if persistent else 0,
-                             connect_timeout=session.config.executor_connect_timeout,
-                             preload=preload_source(lambda: session.project,
-                                                    session.config.preload))
-    await check_executor(executor)
+    with span("executor start"):
+        executor = make_executor(executor_kind, sink, jobs, session.config.grace, session.store,
+                                 address, spare=1 if persistent else 0,
+                                 connect_timeout=session.config.executor_connect_timeout,
+                                 preload=preload_source(lambda: session.project,
+                                                        session.config.preload))
+        await check_executor(executor)
     scheduler = Scheduler(session.project, session.store, session.hasher, executor, bus,
                           options)
     holder["s"] = scheduler
@@ -254,13 +252,16 @@ async def run_build(session: Session, targets: list[str], options: BuildOptions,
     try:
         # no executor.start(): workers are spawned by the first submit, so a build with nothing
         # to run starts no process at all
-        summary = await scheduler.build(targets)
+        with span("build: resolve, plan, run"):
+            summary = await scheduler.build(targets)
         if proof_for is not None and executor_kind == "local":
-            leave_proof(session, scheduler, proof_for,
-                        None if scheduler.summary.ran else proof_lines)
+            with span("proof prepare"):
+                leave_proof(session, scheduler, proof_for,
+                            None if scheduler.summary.ran else proof_lines)
         return summary
     finally:
-        await executor.close()
+        with span("executor close"):
+            await executor.close()
         for sig in stop_signals:
             loop.remove_signal_handler(sig)
 
@@ -293,12 +294,6 @@ def exit_code(summary: BuildSummary) -> int:
     return EXIT_OK if summary.ok else EXIT_FAILED
 
 
-def unknown_targets(project: Project, targets: list[str]) -> list[str]:
-    return [t for t in targets if t not in project.tasks]
-
-
 def default_targets(project: Project) -> list[str]:
     return [n for n in project.graph.order if not project.tasks[n].abstract]
 
-
-Printer = Callable[[str], None]

@@ -101,6 +101,9 @@ def build(
                          dry_run=dry_run, json_out=json_out, fail_fast=fail_fast,
                          verbose=verbose, executor=executor.value if executor else None,
                          address=address, set_params=set_params or [])
+    from watchrun.stats import report
+
+    report()
     raise typer.Exit(code)
 
 

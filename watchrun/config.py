@@ -7,27 +7,12 @@ and the line of the key; the key then keeps its default so the rest of the setti
 from __future__ import annotations
 
 import os
-import re
-import sys
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from watchrun.project.errors import ProjectError
-
-
-def parse_toml(text: str) -> tuple[dict[str, Any], None] | tuple[None, Exception]:
-    """(document, None), or (None, the error) for invalid TOML. tomllib (tomli before 3.11) is
-    imported here, on first use: a null build parses no TOML but the settings file. Shared with
-    the header parser, so that the choice of parser is made in one place."""
-    if sys.version_info >= (3, 11):
-        import tomllib
-    else:  # pragma: no cover - exercised on 3.10 only
-        import tomli as tomllib  # type: ignore[import-not-found, unused-ignore]
-    try:
-        return tomllib.loads(text), None
-    except (tomllib.TOMLDecodeError, ValueError, RecursionError) as err:  # absurd nesting too
-        return None, err
+from watchrun.errors import ProjectError
+from watchrun.toml import key_lines, parse_toml, toml_error_line
 
 CONFIG_FILE = "watchrun.toml"
 PYPROJECT_FILE = "pyproject.toml"
@@ -36,8 +21,7 @@ DEFAULT_CONNECT_TIMEOUT = 15.0  # seconds a Ray cluster has to answer watchrun's
 
 
 class Config(NamedTuple):
-    """The project's settings (a tuple: a frozen dataclass costs every command milliseconds to
-    define)."""
+    """The project's settings."""
 
     root: Path  # absolute
     tasks: tuple[Path, ...]  # absolute task folders
@@ -143,23 +127,6 @@ def _load_file(root: Path, path: Path, table: tuple[str, ...]) -> tuple[Config, 
     return _settings(root, checker.check(raw), path), checker.errors
 
 
-_AT_LINE = re.compile(r"\s*\(at line (\d+), column (\d+)\)\s*$")
-_AT_END = re.compile(r"\s*\(at end of document\)\s*$")
-
-
-def toml_error_line(err: Exception, *, last_line: int | None = None) -> tuple[int | None, str]:
-    """(line, message without the position) of a tomllib error. tomllib only puts the position in
-    the message text ("... (at line 3, column 7)"), so it is read from there."""
-    message = str(err)
-    found = _AT_LINE.search(message)
-    if found:
-        return int(found.group(1)), f"{message[: found.start()]} (column {found.group(2)})"
-    found = _AT_END.search(message)
-    if found:
-        return last_line, f"{message[: found.start()]} (at the end)"
-    return getattr(err, "lineno", None), message
-
-
 def suggest(name: str, choices: Iterable[str]) -> str:
     """' (did you mean 'x'?)' when a choice is close to the name, else ''."""
     import difflib  # only when something is wrong
@@ -247,81 +214,3 @@ class _Checker:
             else:
                 good[key] = value
         return good
-
-
-# -- finding the line of a key ------------------------------------------------------------------
-
-_BARE = r"[A-Za-z0-9_-]+"
-_PART = rf"(?:{_BARE}|\"[^\"\n]*\"|'[^'\n]*')"
-_DOTTED = rf"{_PART}(?:\s*\.\s*{_PART})*"
-KEY_RE = re.compile(rf"\s*({_DOTTED})\s*=")
-TABLE_RE = re.compile(rf"\s*\[\[?\s*({_DOTTED})\s*\]\]?")
-_PART_RE = re.compile(_PART)
-
-
-def split_dotted(dotted: str) -> tuple[str, ...]:
-    return tuple(p.strip("\"'") for p in _PART_RE.findall(dotted))
-
-
-def key_lines(text: str, first_line: int = 1) -> dict[tuple[str, ...], int]:
-    """The line of every key and table header of a TOML text, by full dotted path.
-
-    A cheap line scanner, not a parser: it runs only on text that tomllib accepted, and skips the
-    inside of multi-line strings so that text in them is never taken for a key.
-    """
-    found: dict[tuple[str, ...], int] = {}
-    table: tuple[str, ...] = ()
-    in_string: str | None = None
-    for number, line in enumerate(text.split("\n"), start=first_line):
-        if in_string is not None:
-            in_string = _open_string_after(line, in_string)
-            continue
-        header = TABLE_RE.match(line)
-        if header:
-            table = split_dotted(header.group(1))
-            found.setdefault(table, number)
-            continue
-        key = KEY_RE.match(line)
-        if key:
-            found.setdefault(table + split_dotted(key.group(1)), number)
-        in_string = _open_string_after(line, None)
-    return found
-
-
-def _open_string_after(line: str, quote: str | None) -> str | None:
-    """The multi-line string delimiter (\"\"\" or ''') still open at the end of a TOML
-    line, given the one open at its start. Strings on one line, escapes and comments are
-    skipped: `x = "'''"` opens nothing."""
-    i, end = 0, len(line)
-    while i < end:
-        if quote is not None:  # inside a multi-line string: find where it closes
-            close = _closing(line, i, quote)
-            if close < 0:
-                return quote
-            i, quote = close + 3, None
-            continue
-        char = line[i]
-        if char == "#":
-            return None
-        if line.startswith('"""', i) or line.startswith("'''", i):
-            quote, i = line[i:i + 3], i + 3
-        elif char in "\"'":  # a one-line string: to its closing quote
-            i += 1
-            while i < end and line[i] != char:
-                i += 2 if char == '"' and line[i] == "\\" else 1
-            i += 1
-        else:
-            i += 1
-    return quote
-
-
-def _closing(line: str, at: int, quote: str) -> int:
-    """Where `quote` closes a multi-line string in `line`, from `at` (-1: not on this line)."""
-    while True:
-        found = line.find(quote, at)
-        if found < 0 or quote == "'''":
-            return found
-        backslashes = len(line[:found]) - len(line[:found].rstrip("\\"))
-        if backslashes % 2 == 0:  # not escaped
-            return found
-        at = found + 1

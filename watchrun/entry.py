@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import sys
 
-# typing costs a null build (answered by the proof, before the engine is imported) a tenth of
-# its time: its names are only needed by the type checker
-TYPE_CHECKING = False
+from watchrun.stats import report, span
+
+TYPE_CHECKING = False  # on the null-build path: see CONTRIBUTING.md, "Hot paths"
 if TYPE_CHECKING:
     from pathlib import Path
     from typing import Any
@@ -126,25 +126,29 @@ def _main(args: list[str]) -> None:
             sys.stderr.write(f"watchrun: error: {problem}\n")
             raise SystemExit(2)
         if _may_prove_clean(options):
-            from watchrun.nullproof import try_null_build
+            with span("null-build proof"):
+                from watchrun.nullproof import try_null_build
 
-            code = try_null_build(root, tasks, options["json_out"])
+                code = try_null_build(root, tasks, options["json_out"])
             if code is not None:
+                report()
                 raise SystemExit(code)
         from watchrun.executors import spawn
 
         if not options["dry_run"] and options["executor"] in (None, "local"):
             spawn.spawn_early(_early_workers(options["jobs"]))
         try:
-            from pathlib import Path
+            with span("import engine"):
+                from pathlib import Path
 
-            from watchrun.commands.build import build_command
-            from watchrun.state.database import ExitSoon
+                from watchrun.commands.build import build_command
+                from watchrun.state.database import ExitSoon
 
             ExitSoon.enabled = True
             code = build_command(Path(root), tasks, **options)
         finally:
             spawn.end_early()
+        report()
         _end(code)
     from watchrun.cli import main as typer_main
 

@@ -120,8 +120,8 @@ def _lstat_key(path: str) -> StatKey | None:
 # -- the file's form ------------------------------------------------------------------------------
 #
 # Thousands of paths, hashes and stat keys are packed into a few big objects (paths joined by
-# NUL, stat keys in one array of int64): reading the proof then costs a fraction of a
-# millisecond instead of the ~10 ms of unmarshalling tens of thousands of small ones.
+# NUL, stat keys in one array of int64): reading the proof then unmarshals a few objects
+# instead of tens of thousands of small ones.
 
 _NO_KEY = (-1, -1, -1, -1)  # the stat key of a path whose hash was not settled (or a folder)
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from watchrun.app import EXIT_PROJECT, ProjectErrorsFound, UsageError
 from watchrun.engine.events import Error
-from watchrun.project.errors import ProjectError
+from watchrun.errors import ProjectError
 from watchrun.project.loader import Project
 from watchrun.state.hashing import UnreadablePath
 from watchrun.state.store import ObjectMissing, StateFull, StoreError
@@ -34,7 +34,7 @@ def error(message: str) -> int:
 
 
 def unknown_task_message(name: str, known: Iterable[str]) -> str:
-    import difflib  # only on this error path: it costs every build a millisecond to import
+    import difflib  # only on this error path
 
     close = difflib.get_close_matches(name, list(known), n=1)
     hint = f" (did you mean '{close[0]}'?)" if close else ""

@@ -25,8 +25,8 @@ from watchrun.engine import events as ev
 from watchrun.engine.control import ErrorView, ParamView, ProjectView, TaskView
 from watchrun.engine.layout import log_path
 from watchrun.engine.scheduler import BuildOptions, Scheduler
+from watchrun.errors import ProjectError
 from watchrun.executors.base import ExecEvent, Executor, UnitKey
-from watchrun.project.errors import ProjectError
 from watchrun.project.incremental import ReverseIndex, reload_code
 from watchrun.project.loader import Project, ProjectLoader
 from watchrun.state.hashing import FileHasher

@@ -18,7 +18,7 @@ class Event:
     """An event: `name` is its `--json` name, `field_names` the fields after `time`.
 
     Plain classes with slots, not dataclasses: a scope of 10,000 iterations publishes some
-    40,000 of them, and making 14 frozen dataclasses costs a `watchrun build` ~18 ms at start.
+    40,000 of them (the per-unit cost; see CONTRIBUTING.md, "Hot paths").
     Events are values: equal when their class and fields are."""
 
     __slots__ = ("time",)

@@ -34,8 +34,7 @@ class ReasonKind(enum.Enum):
 
 
 class Reason(NamedTuple):
-    """One reason, as data (a tuple: a dirty unit makes a few, and a dataclass costs every
-    command milliseconds to define)."""
+    """One reason, as data."""
 
     kind: ReasonKind
     subject: str = ""  # what changed: a definition, a param, a path, an upstream task

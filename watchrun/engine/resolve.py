@@ -31,10 +31,7 @@ from watchrun.state.store import ResultRecord, Store, UnitState
 
 
 class Resolution:
-    """A unit's signature, and whether it is clean (then the result found) or why not.
-
-    A plain class, as the other classes of the engine: making a dataclass costs every command
-    milliseconds at start."""
+    """A unit's signature, and whether it is clean (then the result found) or why not."""
 
     def __init__(self, task: str, iter: tuple[int, ...], signature: str,
                  make_manifest: Callable[[], Manifest], static: str, upstream: dict[str, str],
@@ -423,6 +420,3 @@ class Resolver:
 def _all_there(outputs: dict[str, str | None]) -> bool:
     return all(digest is not None for digest in outputs.values())
 
-
-def upstream_dirty(names: list[str]) -> list[Reason]:
-    return [Reason(ReasonKind.UPSTREAM_DIRTY, n) for n in names]

@@ -50,8 +50,7 @@ def decode_iteration(text: str) -> tuple[Key, str]:
 
 
 class Consumer:
-    """A collector or inner generator taking the pushes of one scope (a plain class: making a
-    dataclass costs every command milliseconds at start)."""
+    """A collector or inner generator taking the pushes of one scope."""
 
     __slots__ = ("acked", "blocked", "deferred", "ended", "fixed", "generator", "in_scope",
                  "live", "name", "pushed", "sequence", "started", "yielded_in_push")

@@ -29,8 +29,7 @@ def canonical_json(value: Any) -> str:
 
 
 class Manifest(NamedTuple):
-    """The static part of a task's signature, with enough detail to explain a change (a tuple:
-    a frozen dataclass costs every command milliseconds to define)."""
+    """The static part of a task's signature, with enough detail to explain a change."""
 
     code_digest: str  # the closure's digest: covers every part below and the externals
     code: dict[str, list[Any]]  # qualname -> [digest, file, line, owner]

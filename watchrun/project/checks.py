@@ -9,8 +9,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from pathlib import Path
 
+from watchrun.errors import ProjectError
 from watchrun.project.codemap import Definition, ModuleInfo
-from watchrun.project.errors import ProjectError
 from watchrun.project.graph import Graph
 from watchrun.project.model import Kind, Task
 

@@ -4,7 +4,7 @@ A task that imports `numpy` depends on the installed numpy, not on its source: a
 it, nothing else about numpy does. Standard-library modules depend on the Python version.
 
 Cheap by design, because it runs on every start: a standard-library name costs a set lookup
-(importlib.metadata, a 15-20 ms import, is only imported for the first other name); a
+(importlib.metadata, a slow import, is only imported for the first other name); a
 third-party name first tries the distribution of the same name (the common case: numpy, rich,
 blake3), and only a name that does not match its distribution (yaml -> PyYAML) pays for the map of
 every installed distribution, built once per process.

@@ -18,7 +18,7 @@ from fnmatch import fnmatchcase
 from pathlib import Path, PurePath
 
 from watchrun.config import suggest
-from watchrun.project.errors import ProjectError
+from watchrun.errors import ProjectError
 from watchrun.project.model import Kind, Task
 
 _Step = Callable[[str], Iterable[str]]  # a task's neighbours along one direction of the edges

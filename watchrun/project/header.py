@@ -19,11 +19,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from watchrun.config import key_lines as toml_key_lines
-from watchrun.config import parse_toml, suggest, toml_error_line
-from watchrun.project.errors import ProjectError
+from watchrun.config import suggest
+from watchrun.errors import ProjectError
 from watchrun.project.frozen import build
-from watchrun.project.simpletoml import parse_simple
+from watchrun.toml import key_lines as toml_key_lines
+from watchrun.toml import parse_simple, parse_toml, toml_error_line
 
 OPENER = "# /// task"
 CLOSER = "# ///"

@@ -44,7 +44,7 @@ def expand_inputs(patterns: Iterable[str], root: str) -> list[str]:
                               os.path.join(root, pattern)):
                 found.add(pattern)
             continue
-        import glob  # only for real globs: it costs more to import than a null build's checks
+        import glob  # only for real globs: not on the null-build path
 
         if os.path.isabs(pattern):
             found.update(glob.glob(pattern, recursive=True))

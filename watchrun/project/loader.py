@@ -21,6 +21,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from watchrun.config import Config
+from watchrun.errors import ProjectError
 from watchrun.project import codemap
 from watchrun.project.cache import LazyModules, ProjectCache, ProjectFiles, quick_unpickle
 from watchrun.project.checks import CodeChecks
@@ -33,7 +34,6 @@ from watchrun.project.codemap import (
     CodeIndex,
     ModuleInfo,
 )
-from watchrun.project.errors import ProjectError
 from watchrun.project.forkmap import MIN_PER_PROCESS, fork_map
 from watchrun.project.frozen import build
 from watchrun.project.graph import Graph, build_graph
@@ -166,7 +166,7 @@ class ProjectLoader:
     def load(self) -> Project:
         # A load builds tens of thousands of objects that live on (analyses, tasks, closures)
         # and makes no garbage cycles worth hunting: the collections they would trigger find
-        # nothing and cost ~5% of a first load.
+        # nothing.
         collecting = gc.isenabled()
         gc.disable()
         try:

@@ -12,8 +12,9 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from watchrun.config import parse_toml, suggest
+from watchrun.config import suggest
 from watchrun.project.model import COMMAND_LINE, Origin, Param, Task
+from watchrun.toml import parse_toml
 
 Overrides = dict[str, dict[str, Any]]  # task -> param -> value
 

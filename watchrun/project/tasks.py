@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from watchrun.config import Config, suggest
+from watchrun.errors import ProjectError
 from watchrun.project.discovery import discover_in
-from watchrun.project.errors import ProjectError
 from watchrun.project.frozen import build
 from watchrun.project.header import Header, memory_bytes
 from watchrun.project.model import Kind, Origin, Param, Resources, Task

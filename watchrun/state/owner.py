@@ -25,7 +25,7 @@ import contextlib
 import errno
 import os
 import stat as statmod
-from _blake2 import blake2b  # hashlib's, without hashlib's 1 ms of imports (OpenSSL)
+from _blake2 import blake2b  # hashlib's, without importing OpenSSL on the null-build path
 from _operator import _compare_digest  # hmac.compare_digest, without importing hmac
 
 TYPE_CHECKING = False

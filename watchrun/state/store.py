@@ -65,7 +65,7 @@ class UnitStatus(enum.Enum):
 
 class ResultRecord(NamedTuple):
     """A successful result, found by (task, signature). Tuples, like UnitState: a scope reads
-    them by the ten thousand, and a frozen dataclass costs three times as much to make."""
+    them by the ten thousand (the per-unit cost, CONTRIBUTING.md)."""
 
     task: str
     signature: str

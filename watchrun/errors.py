@@ -12,8 +12,7 @@ from typing import NamedTuple
 
 
 class ProjectError(NamedTuple):
-    """A problem in the project, where it is (a tuple: ordered by file, line, message; a frozen
-    dataclass costs every command milliseconds to define)."""
+    """A problem in the project, where it is (a tuple: ordered by file, line, message)."""
 
     file: Path | None
     line: int | None
