@@ -71,6 +71,8 @@ def test_deleted_and_renamed_tasks_are_dropped_and_their_units_cancelled(project
     wait_started(proc, "gated")
     proc.wait(lambda e: e["event"] == "unit_finished" and e["task"] == "other")
     mark = proc.cursor
+    # inside run(): its worker has read the file (before that, a rename fails the unit instead)
+    wait_for(lambda: (root / "gated.runs").exists(), what="gated to be running")
     (root / "tasks/gated.py").rename(root / "tasks/renamed.py")
     cancelled = proc.wait(lambda e: e["event"] == "unit_cancelled", what="the cancel")
     assert cancelled["task"] == "gated"
