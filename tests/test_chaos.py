@@ -24,6 +24,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import psutil
 import pytest
 
 from tests.conftest import (
@@ -321,6 +322,47 @@ def test_show_of_a_large_output_needs_little_more_memory_than_the_output(
     code, peak = map(int, proc.stdout.split())
     assert code == 0, proc.stderr
     assert peak <= 1.5 * size, f"show peaked at {peak / 2**20:.0f} MiB for a 200 MiB output"
+
+
+def _peak_rss(pid: int) -> int:
+    """The kernel's high-water mark of a process's resident size (0 once it is gone)."""
+    with contextlib.suppress(OSError), open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def test_build_stores_a_large_output_without_holding_copies_of_it(tmp_path: Path) -> None:
+    """The worker pickles the output into the object folder, watchrun adopts the file: the
+    worker needs the value and little more, watchrun never holds the value at all."""
+    size = 100 * 2**20
+    root = write_project(tmp_path / "proj", {
+        "tasks/large.py": f"""
+            # /// task
+            # ///
+            def run():
+                return b"y" * {size}
+        """,
+    })
+    proc = spawn_watchrun(root, "build")
+    top, below = 0, 0
+    watched = psutil.Process(proc.pid)
+    while proc.poll() is None:  # the marks only grow: the last look before each exit counts
+        top = max(top, _peak_rss(proc.pid))
+        with contextlib.suppress(psutil.NoSuchProcess):
+            for child in watched.children(recursive=True):
+                below = max(below, _peak_rss(child.pid))
+        time.sleep(0.005)
+    proc.communicate(timeout=60)
+    assert proc.returncode == 0
+    assert below <= 1.5 * size, f"the worker peaked at {below / 2**20:.0f} MiB (100 MiB output)"
+    assert top <= 0.5 * size, f"watchrun peaked at {top / 2**20:.0f} MiB (100 MiB output)"
+    objects = root / ".watchrun" / "objects"
+    assert not [p for p in objects.iterdir() if p.name.startswith(".tmp-")]
+    shown = subprocess.run([sys.executable, "-m", "watchrun", "-C", str(root), "show", "large",
+                            "--json"], capture_output=True, env=cli_env(), timeout=120)
+    assert shown.returncode == 0 and shown.stdout.count(b"y") >= size
 
 
 # -- names and messages that are not UTF-8 (point 8) -----------------------------------------

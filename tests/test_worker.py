@@ -21,6 +21,7 @@ from watchrun.executors import protocol as proto
 from watchrun.executors.base import Mode
 from watchrun.executors.protocol import Msg
 from watchrun.executors.worker import FileSnapshot
+from watchrun.state.hashing import hash_bytes
 
 REPO = Path(__file__).resolve().parents[1]
 WAIT = 20.0
@@ -538,3 +539,58 @@ def test_a_log_that_cannot_be_opened_fails_the_unit_not_the_worker(
     assert kind is Msg.FAILED
     assert isinstance(error, str) and error.startswith(f"cannot open the log {blocked.log_path}")
     assert output(worker.run(spec(tmp_path, ["t"]))) == 1
+
+
+# -- big pickles as files (issue 17 point 15) ---------------------------------------------------
+
+
+def test_a_big_output_is_pickled_into_a_temporary_file_and_only_its_path_and_digest_sent(
+    tmp_path: Path, worker: WorkerProcess
+) -> None:
+    objects = tmp_path / "state" / "objects"  # not there yet: the worker makes it
+    write(tmp_path / "tasks" / "big.py", "def run(n):\n    return [b'x' * n, 'end']\n")
+    job = spec(tmp_path, ["big"], kwargs={"n": 300_000})
+    job.objects = str(objects)
+    kind, fields = worker.run(job)[-1]
+    assert kind is Msg.DONE
+    data = fields[0]
+    assert isinstance(data, tuple)
+    path, digest = data
+    assert Path(path).parent == objects and Path(path).name.startswith(".tmp-")
+    pickled = Path(path).read_bytes()
+    # the same bytes (so the same name) as the pickle a Ray node sends in its frame
+    assert pickled == pickle.dumps([b"x" * 300_000, "end"], proto.PICKLE_PROTOCOL)
+    assert digest == hash_bytes(pickled)
+
+
+def test_a_small_output_still_travels_in_the_frame(tmp_path: Path, worker: WorkerProcess) -> None:
+    write(tmp_path / "tasks" / "small.py", "def run():\n    return b'x' * 1000\n")
+    job = spec(tmp_path, ["small"])
+    job.objects = str(tmp_path / "objects")
+    assert output(worker.run(job)) == b"x" * 1000
+    assert not (tmp_path / "objects").exists()
+
+
+def test_a_big_value_that_cannot_be_pickled_leaves_no_temporary_file(
+    tmp_path: Path, worker: WorkerProcess
+) -> None:
+    objects = tmp_path / "objects"
+    objects.mkdir()
+    write(tmp_path / "tasks" / "half.py", "def run():\n    return [b'x' * 300_000, lambda: 1]\n")
+    job = spec(tmp_path, ["half"])
+    job.objects = str(objects)
+    kind, fields = worker.run(job)[-1]
+    assert kind is Msg.FAILED and "is not picklable" in str(fields[0])
+    assert list(objects.iterdir()) == []
+
+
+def test_a_big_output_that_cannot_be_written_fails_its_unit_with_the_cause(
+    tmp_path: Path, worker: WorkerProcess
+) -> None:
+    (tmp_path / "state").write_text("a file where the state folder should be")
+    write(tmp_path / "tasks" / "big.py", "def run():\n    return b'x' * 300_000\n")
+    job = spec(tmp_path, ["big"])
+    job.objects = str(tmp_path / "state" / "objects")
+    kind, fields = worker.run(job)[-1]
+    assert kind is Msg.FAILED
+    assert str(fields[0]) == "output of task 'big': cannot write its output: Not a directory"

@@ -126,7 +126,8 @@ def make_executor(kind: str, sink: Sink, jobs: int, grace: float, store: Store,
             store.record_pgroup(pgid, start_time)
 
     return LocalExecutor(sink, jobs=jobs, grace=grace, on_pgroup=on_pgroup, spare=spare,
-                         preload=preload)
+                         preload=preload,
+                         objects=os.fspath(store.object_folder) if store.writable else None)
 
 
 def preload_source(project: Callable[[], Project], setting: object

@@ -12,6 +12,7 @@ yield or a replay from the store.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import os
 import pickle
@@ -450,6 +451,7 @@ class Scheduler:
         if state is None:
             return
         if state.finished is not None:  # it ended already: nothing to cancel
+            _drop_pickle_file(getattr(state.finished, "data", None))
             self.plan.ended(unit)
             self.bus.publish(ev.UnitCancelled(task=unit.task, iter=unit.iter, signal="none"))
         else:
@@ -761,9 +763,11 @@ class Scheduler:
         """The one channel through which the executor reports."""
         state = self.running.get(event.key)
         if state is None or event.kind is EventKind.STARTED:
+            _drop_pickle_file(event.data)
             return
         run = state.payload
         if state.superseded:  # a change made it stale: say it was cancelled, keep nothing
+            _drop_pickle_file(event.data)
             if event.kind not in (EventKind.YIELDED, EventKind.PUSHED):
                 self.plan.ended(event.key)
                 if event.kind is EventKind.CANCELLED:
@@ -800,15 +804,16 @@ class Scheduler:
         self.recorder.soon()
         self._pump()
 
-    def _yielded(self, name: str, run: Launched, data: bytes) -> None:
+    def _yielded(self, name: str, run: Launched, data: bytes | tuple[str, str]) -> None:
         try:
-            value = self.store.put_object(data)
+            value = self._put_pickle(data)
         except ObjectWriteError as exc:  # the generator fails with the message, once stopped
             if run.failure is None:
                 run.failure = str(exc)
                 self.executor.cancel(UnitKey(name))
             return
-        self._remember(value, data)
+        if isinstance(data, bytes):
+            self._remember(value, data)
         if run.mode is Mode.GENERATE:
             key: Key = (run.next_index,)
             run.next_index += 1
@@ -830,18 +835,28 @@ class Scheduler:
         c.acked += 1
         c.yielded_in_push = 0
 
-    def _done_unit(self, run: Launched, data: bytes, duration: float) -> None:
+    def _put_pickle(self, data: bytes | tuple[str, str]) -> str:
+        """Store a unit's pickle: its bytes, or (path, digest) of the file its worker pickled
+        it into, in the store's object folder (a big one: never held in memory here)."""
+        if isinstance(data, bytes):
+            return self.store.put_object(data)
+        path, digest = data
+        return self.store.adopt_object(Path(path), digest)
+
+    def _done_unit(self, run: Launched, data: bytes | tuple[str, str], duration: float
+                   ) -> None:
         resolution = run.resolution
         name, key = resolution.task, resolution.iter
         if name in self.consumers:
             resolution = self._final_consumer_resolution(self.consumers[name], resolution)
         task = run.task
         try:
-            output = self.store.put_object(data)
+            output = self._put_pickle(data)
         except ObjectWriteError as exc:  # e.g. "no space left on device writing its output"
             self._failed(run, str(exc), duration)
             return
-        self._remember(output, data)  # its downstream units and pushes will want it soon
+        if isinstance(data, bytes):  # its downstream units and pushes will want it soon
+            self._remember(output, data)
         # before any downstream unit looks at them: they are this unit's products
         produced = self.resolver.hash_outputs(task, produced=True)
         outputs = {k: v for k, v in produced.items() if v is not None}
@@ -937,3 +952,10 @@ class Scheduler:
         message = self.recorder.flush()
         if message is not None:
             self.bus.publish(ev.Error(message=message, file=None, line=None))
+
+
+def _drop_pickle_file(data: object) -> None:
+    """A big pickle a worker wrote into the object folder for a result that is not kept."""
+    if isinstance(data, tuple):
+        with contextlib.suppress(OSError):
+            os.unlink(data[0])

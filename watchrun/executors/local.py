@@ -383,10 +383,14 @@ class LocalExecutor:
         pipeline_below: float = PIPELINE_BELOW,
         spare: int = SPARE_WORKERS,
         preload: PreloadSource | None = None,
+        objects: str | None = None,
     ) -> None:
         if jobs < 1:
             raise ValueError(f"jobs must be at least 1, not {jobs}")
         self._sink = sink
+        # the store's object folder: workers pickle a big output into a file there (the
+        # DONE / YIELDED data is then its (path, digest), see bigpickle.py); None: as bytes
+        self._objects = objects
         self._jobs = jobs
         self._grace = grace
         self._on_pgroup = on_pgroup
@@ -472,7 +476,7 @@ class LocalExecutor:
             unit = _Unit(job, worker, time.monotonic())
             worker.unit = unit
         self._units[job.key] = unit
-        frame = _job_frame(job)
+        frame = _job_frame(job, self._objects)
         if host is not None:  # it waits anyway: no need to wake the worker now
             self._send_soon(host, frame)
         else:
@@ -1161,7 +1165,7 @@ class LocalExecutor:
         target.unit = unit
         unit.worker = target
         unit.submitted = time.monotonic()
-        target.send(_job_frame(unit.job))
+        target.send(_job_frame(unit.job, self._objects))
         if unit.paused:  # as pause() does, only if the worker has a process yet
             unit.paused = target.pid is not None
             self._stop(target)
@@ -1229,9 +1233,11 @@ def job_spec(job: Job) -> proto.JobSpec:
     return proto.JobSpec(*_job_fields(job))
 
 
-def _job_frame(job: Job) -> bytes:
+def _job_frame(job: Job, objects: str | None = None) -> bytes:
     """The JOB frame of a job: job_spec(job)'s fields, without making the JobSpec."""
-    return proto.encode(Msg.JOB, *_job_fields(job))
+    if objects is None:
+        return proto.encode(Msg.JOB, *_job_fields(job))
+    return proto.encode(Msg.JOB, *_job_fields(job), None, objects)
 
 
 def _job_fields(job: Job) -> JobFields:

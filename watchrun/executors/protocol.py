@@ -8,6 +8,9 @@ Parent -> worker:  JOB(*JobSpec fields)  PUSH(kwargs)  END()
 Worker -> parent:  READY(pid)  STARTED()  YIELDED(data)  PUSHED()
                    DONE(data, duration)  FAILED(error, duration)  CANCELLED(error, duration)
 
+`data` is a pickle's bytes, or, for a big one when the job names an object folder, the
+(path, digest) of a temporary file holding it there (see bigpickle.py).
+
 A unit's STARTED is written together with its first other frame (for a short unit, its DONE),
 or alone once the unit has run a while without sending anything (worker.START_NOTICE).
 """
@@ -18,9 +21,11 @@ import enum
 import os
 
 try:  # the C pickler directly: `pickle` itself pulls in `re` and costs a worker ~5 ms at start
+    from _pickle import Pickler as Pickler
     from _pickle import dumps as dumps
     from _pickle import loads as loads
 except ImportError:  # pragma: no cover - only interpreters without the accelerator
+    from pickle import Pickler as Pickler
     from pickle import dumps as dumps
     from pickle import loads as loads
 
@@ -66,6 +71,7 @@ class JobSpec:
         "label",
         "log_path",
         "mode",
+        "objects",
         "root",
         "sources",
         "start",
@@ -88,6 +94,7 @@ class JobSpec:
         ctx_iter: tuple[int, ...],
         fresh_log: bool = False,
         sources: dict[str, bytes] | None = None,
+        objects: str | None = None,
     ) -> None:
         self.label = label  # the unit as users see it: "task[3]"
         self.task = task
@@ -105,6 +112,9 @@ class JobSpec:
         # chain file -> its source, shipped with the job (Ray: the node runs the code the
         # driver read); None: the worker reads the files
         self.sources = sources
+        # the store's object folder: a big output or yield is pickled into a file there
+        # (bigpickle.py); None: always as bytes in the frame (Ray: a node may not see it)
+        self.objects = objects
 
     def fields(self) -> tuple[object, ...]:
         """The JOB frame's fields (a tuple pickles much faster than an object)."""
@@ -123,6 +133,7 @@ class JobSpec:
             self.ctx_iter,
             self.fresh_log,
             self.sources,
+            self.objects,
         )
 
 

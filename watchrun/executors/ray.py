@@ -586,8 +586,9 @@ class RayExecutor:
         options = ray_options(self._requests.table(unit.job), persistent=True)
         if not await self._fits(cluster, unit, options) or unit.cancelling:
             return
-        unit.actor = cluster.scope.options(**options).remote()
-        stream = unit.actor.run.options(name=ray_name(unit.job)).remote(self._node_job(unit.job))
+        node_job = self._node_job(unit.job)  # the actor preloads what its code imports
+        unit.actor = cluster.scope.options(**options).remote(node_job)
+        stream = unit.actor.run.options(name=ray_name(unit.job)).remote(node_job)
         for method, args in unit.inbox:
             self._call(unit, method, *args)
         unit.inbox.clear()

@@ -459,8 +459,14 @@ class ScopeActor:
     unit's items; the other methods, in a concurrency group of their own so they are served
     while `run` streams, hand pushes and commands to it. One actor per unit, killed after."""
 
-    def __init__(self) -> None:
-        self._worker = ChildWorker()  # starting now overlaps with the driver's first calls
+    def __init__(self, job: NodeJob | None = None) -> None:
+        # Forked from this actor's own node template, as a call's worker is: the template
+        # must be started here, on the main thread (it ends with the thread that started it,
+        # and `run` runs on a thread of a concurrency group). The job says what to preload;
+        # without it, a worker started through the guard. Starting now overlaps with the
+        # driver's first calls.
+        template = node_template(job) if job is not None else None
+        self._worker = ChildWorker(template)
 
     def run(self, job: NodeJob) -> Iterator[Item]:
         try:

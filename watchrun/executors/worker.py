@@ -29,8 +29,8 @@ import os
 import sys
 import time
 
+from watchrun.executors import bigpickle, reaper, taskmodules
 from watchrun.executors import protocol as proto
-from watchrun.executors import reaper, taskmodules
 from watchrun.executors.protocol import PICKLE_PROTOCOL, Msg, dumps, loads
 
 TYPE_CHECKING = False
@@ -182,16 +182,34 @@ class _Failure(Exception):
     """A failure the worker explains itself (no task traceback to show)."""
 
 
-def _pickle(value: object, what: str, *args: object) -> bytes:
+def _pickle(value: object, objects: str | None, what: str, *args: object
+            ) -> bytes | bigpickle.StoredPickle:
     """The value pickled; `what` (a format string, filled from `args` only for the message of
-    a failure, not for every value) names it."""
+    a failure, not for every value) names it. With an object folder, a big pickle is written
+    into a file there: its (path, digest) instead of its bytes."""
+    if objects is None:
+        sink = None
+        pickling: Callable[..., Any] = dumps
+        call: tuple[object, ...] = (value, PICKLE_PROTOCOL)
+    else:
+        sink = bigpickle.PickleSink(objects)
+        pickling = proto.Pickler(sink, PICKLE_PROTOCOL).dump
+        call = (value,)
     try:
-        data: bytes = _interruptible(dumps, value, PICKLE_PROTOCOL)
+        data = _interruptible(pickling, *call)
+        return data if sink is None else sink.finish()
     except KeyboardInterrupt:
+        if sink is not None:
+            sink.discard()
         raise
+    except bigpickle.SinkError as exc:  # a full disk, not the value
+        if sink is not None:
+            sink.discard()
+        raise _Failure(f"{what.format(*args)}: {exc}") from None
     except Exception as exc:
+        if sink is not None:
+            sink.discard()
         raise _Failure(f"{what.format(*args)} is not picklable: {_describe(exc)}") from None
-    return data
 
 
 # ---------------------------------------------------------------------------------------------
@@ -714,6 +732,8 @@ class Worker:
             result = _MODES[spec.mode](self, spec, namespace)
             missing = taskmodules.missing_output(spec.label, spec.root, spec.chain)
             if missing is not None:
+                if isinstance(result, tuple):  # its pickle's file will not be adopted
+                    bigpickle.discard_file(result[0])
                 raise _Failure(missing)
             return Msg.DONE, result
         except (_Failure, taskmodules.TaskModuleError) as failure:
@@ -792,10 +812,11 @@ class Worker:
             kwargs["ctx"] = Context(spec.ctx_name, Path(spec.ctx_root), spec.ctx_iter)
         return kwargs
 
-    def _call(self, spec: proto.JobSpec, namespace: dict[str, Any]) -> bytes:
+    def _call(self, spec: proto.JobSpec, namespace: dict[str, Any]
+              ) -> bytes | bigpickle.StoredPickle:
         run = _entry(spec, namespace, "run")
         value = _interruptible(run, **self._arguments(spec, run, spec.kwargs))
-        return _pickle(value, "output of task {!r}", spec.label)
+        return _pickle(value, spec.objects, "output of task {!r}", spec.label)
 
     def _generate(self, spec: proto.JobSpec, namespace: dict[str, Any]) -> None:
         run = _entry(spec, namespace, "run")
@@ -822,16 +843,17 @@ class Worker:
             except StopIteration:
                 return index
             what = "value yielded by task {!r} at iteration {}"
-            self._send(Msg.YIELDED, _pickle(value, what, spec.label, index))
+            self._send(Msg.YIELDED, _pickle(value, spec.objects, what, spec.label, index))
             index += 1
 
-    def _collect(self, spec: proto.JobSpec, namespace: dict[str, Any]) -> bytes:
+    def _collect(self, spec: proto.JobSpec, namespace: dict[str, Any]
+                 ) -> bytes | bigpickle.StoredPickle:
         run = _entry(spec, namespace, "run")
         for _ in self._pushes(spec, run):
             pass
         gather = _entry(spec, namespace, "gather")
         value = _interruptible(gather, **self._arguments(spec, gather, spec.gather_kwargs))
-        return _pickle(value, "output of task {!r} (gather)", spec.label)
+        return _pickle(value, spec.objects, "output of task {!r} (gather)", spec.label)
 
     def _inner_generate(self, spec: proto.JobSpec, namespace: dict[str, Any]) -> None:
         run = _entry(spec, namespace, "run")

@@ -125,9 +125,15 @@ class ObjectFiles:
                      0o644)
         return fd, path
 
-    def adopt(self, temporary: Path) -> str:
-        """Make a complete temporary file an object: hashed (through a memory map), fsynced
-        and renamed to its name. Returns the digest. ObjectWriteError as `write`."""
+    def adopt(self, temporary: Path, digest: str | None = None) -> str:
+        """Make a complete temporary file an object: hashed (through a memory map) unless its
+        writer hashed it while writing (`digest`), fsynced and renamed to its name. Returns
+        the digest. ObjectWriteError as `write`; ValueError for a file that is not one of
+        this folder's temporary files (nothing is renamed then)."""
+        if temporary.parent != self.root or not temporary.name.startswith(TEMP_PREFIX):
+            raise ValueError(f"not a temporary object file: {temporary}")
+        if digest is not None:
+            check_digest(digest)
         try:
             fd = os.open(temporary, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
             try:
@@ -135,7 +141,8 @@ class ObjectFiles:
                 os.fsync(fd)
             finally:
                 os.close(fd)
-            digest = hash_file_content(os.fspath(temporary), size)
+            if digest is None:
+                digest = hash_file_content(os.fspath(temporary), size)
             target = self.path(digest)
             if _is_plain_file(target):
                 _unlink_quietly(temporary)  # same name, same bytes

@@ -24,6 +24,7 @@ from watchrun.state.database import SCHEMA_VERSION
 from watchrun.state.hashing import hash_bytes, hash_file_content
 from watchrun.state.lock import LockedError, LockHolder, WriterLock, acquire, read_holder
 from watchrun.state.objects import (
+    TEMP_PREFIX,
     ObjectFiles,
     ObjectWriteError,
     check_digest,
@@ -712,15 +713,25 @@ class Store:
         except OSError as exc:
             raise ObjectWriteError(exc.errno, describe_write_error(exc)) from exc
 
-    def adopt_object(self, temporary: Path) -> str:
-        """Store a complete temporary file from `new_object_file` as an object; its digest.
-        A small one becomes a row (as put_object), a big one is renamed into place."""
+    @property
+    def object_folder(self) -> Path:
+        """Where big objects and their temporary files live (a worker pickles into it)."""
+        return self._objects.root
+
+    def adopt_object(self, temporary: Path, digest: str | None = None) -> str:
+        """Store a complete temporary file from `new_object_file` (or a worker's, in
+        `object_folder`) as an object; its digest. A small one becomes a row (as put_object),
+        a big one is renamed into place. `digest`: its blake3 hex, when its writer computed
+        it while writing (the file is not read again)."""
         self._check_writable()
+        temporary = Path(temporary)
+        if temporary.parent != self._objects.root or not temporary.name.startswith(TEMP_PREFIX):
+            raise ValueError(f"not a temporary object file: {temporary}")
         if os.lstat(temporary).st_size < INLINE_LIMIT:
             data = Path(temporary).read_bytes()
             os.unlink(temporary)
             return self.put_object(data)
-        digest = self._objects.adopt(Path(temporary))
+        digest = self._objects.adopt(Path(temporary), digest)
         self._note_intact(digest)
         return digest
 
