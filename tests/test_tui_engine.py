@@ -306,8 +306,10 @@ async def test_the_detail_pane_shows_the_traceback_of_a_failed_task(root: Path) 
         assert "dirty      last run failed" in info
         assert re.search(r"last run   \d+\.\ds", info)  # how long it ran before it failed
         # the log pane: the traceback first, then what the unit printed
-        await live.until(lambda: "boom: checking frame 7" in live.app.detail.log_view.lines,
-                         "boom's log")
+        # the pane follows the log at its own pace: the failure may reach it after the output
+        await live.until(lambda: "boom: checking frame 7" in live.app.detail.log_view.lines
+                         and "── its output ──" in live.app.detail.log_view.lines,
+                         "boom's log with its traceback")
         lines = list(live.app.detail.log_view.lines)
         assert lines[0] == "Traceback (most recent call last):"
         trace = "\n".join(lines[:lines.index("── its output ──")])
