@@ -184,7 +184,7 @@ def test_a_disk_that_fills_while_results_are_committed_loses_nothing_committed(
     root = write_project(tmp_path / "proj", {"watchrun.toml": "jobs = 2\n", **files})
     clean = write_project(tmp_path / "clean", files)
     assert watchrun(clean, "build", timeout=120).code == 0
-    with tmpfs(root / ".watchrun", "1500k") as state:
+    with tmpfs(root / ".watchrun", "3000k") as state:
         run = watchrun(root, "build", timeout=120)
         assert run.code == 2, run.stderr
         message = one_error(run)

@@ -213,6 +213,7 @@ def test_dev_cancels_a_unit_running_on_the_second_node(
 
 # -- the request rules, fast (no cluster: the module imports no Ray until it connects) ----------
 
+@pytest.mark.ray
 def test_resources_become_the_ray_request() -> None:
     pytest.importorskip("ray")
     from watchrun.executors.ray import ray_options
@@ -225,6 +226,7 @@ def test_resources_become_the_ray_request() -> None:
         "num_cpus": 0, "memory": 1000}
 
 
+@pytest.mark.ray
 def test_a_request_fits_when_one_node_has_all_of_it() -> None:
     pytest.importorskip("ray")
     from watchrun.executors.ray import _Cluster, _Node

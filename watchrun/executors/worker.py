@@ -202,10 +202,10 @@ def _pickle(value: object, objects: str | None, what: str, *args: object
         if sink is not None:
             sink.discard()
         raise
-    except bigpickle.SinkError as exc:  # a full disk, not the value
+    except bigpickle.SinkError as exc:  # a full disk, not the value: said as the store says it
         if sink is not None:
             sink.discard()
-        raise _Failure(f"{what.format(*args)}: {exc}") from None
+        raise _Failure(str(exc)) from None
     except Exception as exc:
         if sink is not None:
             sink.discard()
