@@ -36,7 +36,7 @@ from watchrun.engine.scopes import (
 from watchrun.executors.base import EventKind, ExecEvent, Executor, Job, Mode, UnitKey
 from watchrun.project.codemap import ArgSpec
 from watchrun.project.loader import Project
-from watchrun.project.model import Kind, Task
+from watchrun.project.model import Kind, Resources, Task
 from watchrun.state.hashing import FileHasher
 from watchrun.state.store import ObjectWriteError, Store, UnitStatus
 
@@ -46,6 +46,7 @@ CHECK_SLICE = 0.0001
 NONE_PICKLE = pickle.dumps(None)
 FRESH_ONE = 1 << 16  # values this big are read back from the store when wanted
 FRESH_BYTES = 32 << 20  # the recent values kept in memory, in all
+_NO_RESOURCES = Resources()  # a task whose header asks nothing: the executor's defaults
 FRESH_COUNT = 1 << 16  # and how many: a generator runs thousands of values ahead of its items
 Thunk = Callable[[], bytes]  # an argument's pickled value, produced only if run() asks for it
 
@@ -678,6 +679,9 @@ class Scheduler:
             kwargs=kwargs,
             log_path=log_path(self.project.config, task.name, key),
             ctx={"name": task.name, "root": str(root), "iter": key},
+            timeout=task.timeout,
+            retries=task.retries,
+            resources=None if task.resources == _NO_RESOURCES else task.resources,
         )
 
     def _info(self, task: Task) -> tuple[tuple[ArgSpec, ...] | None, list[tuple[Path, str]],

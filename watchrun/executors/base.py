@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import NamedTuple, Protocol
 
 from watchrun.executors.protocol import PICKLE_PROTOCOL as PICKLE_PROTOCOL  # re-exported
+from watchrun.project.model import Resources
 
 # PICKLE_PROTOCOL: every executor pickles outputs and yields with it, so a value gives the same
 # bytes (the same hash, for early cutoff) whichever executor produced it.
@@ -44,7 +45,7 @@ class Job:
     dataclasses costs every `watchrun build` milliseconds at start)."""
 
     __slots__ = ("chain", "ctx", "fresh_log", "gather_kwargs", "key", "kwargs", "log_path",
-                 "mode", "root", "start")
+                 "mode", "resources", "retries", "root", "start", "timeout")
 
     def __init__(
         self,
@@ -66,6 +67,12 @@ class Job:
         # appended to. Cheaper than creating it before submit: file creation costs 0.1-1 ms on
         # some disks, and the workers do it in parallel, off the scheduler's loop.
         fresh_log: bool = False,
+        # the task's header keys: seconds before the unit is cancelled and failed (None: no
+        # limit), reruns of a failed unit (the driver decides them), and what one unit needs
+        # (None: the header asks nothing, the executor's defaults apply)
+        timeout: float | None = None,
+        retries: int = 0,
+        resources: Resources | None = None,
     ) -> None:
         self.key = key
         self.mode = mode
@@ -77,6 +84,9 @@ class Job:
         self.gather_kwargs: dict[str, bytes] = {} if gather_kwargs is None else gather_kwargs
         self.ctx: dict[str, object] = {} if ctx is None else ctx
         self.fresh_log = fresh_log
+        self.timeout = timeout
+        self.retries = retries
+        self.resources = resources
 
     def __repr__(self) -> str:
         return f"Job({self.key.format()}, {self.mode.value})"
