@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -94,3 +95,71 @@ def test_a_unit_past_its_timeout_is_cancelled_and_fails(
     assert failed["error"] == "timed out after 1 s"
     assert not events(run.stdout, "unit_cancelled")
     assert not events(run.stdout, "unit_retry")
+
+
+def interval_task(cpus: float) -> str:
+    return f"""
+        # /// task
+        # resources = {{cpus = {cpus}}}
+        # ///
+        import time
+        from pathlib import Path
+
+        def run(ctx):
+            start = time.time()
+            time.sleep(0.4)
+            Path(ctx.root, ctx.name + ".span").write_text(f"{{start}} {{time.time()}}")
+    """
+
+
+def spans(root: Path, names: list[str]) -> list[tuple[float, float]]:
+    result = []
+    for name in names:
+        start, end = (root / f"{name}.span").read_text().split()
+        result.append((float(start), float(end)))
+    return sorted(result)
+
+
+def test_units_asking_for_two_cpus_take_two_slots(
+        project: Callable[[dict[str, str]], Path]) -> None:
+    root = project({"tasks/a.py": interval_task(2), "tasks/b.py": interval_task(2),
+                    "tasks/c.py": interval_task(1.5)})
+    run = watchrun(root, "build", "-j", "2")
+    assert run.code == 0, run.stdout + run.stderr
+    ordered = spans(root, ["a", "b", "c"])
+    for (_, end), (start, _) in itertools.pairwise(ordered):
+        assert end <= start, ordered  # never two at once on two slots
+
+
+def test_a_unit_asking_more_cpus_than_jobs_runs_alone(
+        project: Callable[[dict[str, str]], Path]) -> None:
+    root = project({"tasks/big.py": interval_task(8), "tasks/s1.py": interval_task(1),
+                    "tasks/s2.py": interval_task(1)})
+    run = watchrun(root, "build", "-j", "2")
+    assert run.code == 0, run.stdout + run.stderr
+    (big,) = spans(root, ["big"])
+    for start, end in spans(root, ["s1", "s2"]):
+        assert end <= big[0] or start >= big[1], (big, start, end)
+
+
+def test_units_of_one_cpu_still_share_the_slots(
+        project: Callable[[dict[str, str]], Path]) -> None:
+    # the positive control: each waits until it has seen the other start
+    waiter = """
+        # /// task
+        # resources = {{cpus = 1}}
+        # ///
+        import time
+        from pathlib import Path
+
+        def run(ctx):
+            Path(ctx.root, "{me}.started").touch()
+            deadline = time.time() + 20
+            while not Path(ctx.root, "{other}.started").exists():
+                assert time.time() < deadline, "the other unit never ran beside this one"
+                time.sleep(0.01)
+    """
+    root = project({"tasks/p.py": waiter.format(me="p", other="q"),
+                    "tasks/q.py": waiter.format(me="q", other="p")})
+    run = watchrun(root, "build", "-j", "2")
+    assert run.code == 0, run.stdout + run.stderr

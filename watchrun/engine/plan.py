@@ -46,6 +46,7 @@ class TaskRank(NamedTuple):
     stage: int = 0  # longest path from a task without upstreams: later stages go first
     persistent: bool = False  # generators, collectors: a process of their own, outside `jobs`
     generator: str = ""  # the outermost generator of its scope ("" outside any scope)
+    slots: int = 1  # `jobs` slots one unit takes (its `resources.cpus`, see cpu_slots)
 
 
 class Replan(NamedTuple):
@@ -137,8 +138,11 @@ class Plan(Generic[Payload, Live]):
         a place taken now would commit an earlier stage of a later iteration before it."""
         found: list[Payload] = []
         waiting: list[_Entry] = []
+        calls_found = 0
         for heap, persistent in ((self._ready_persistent, True), (self._ready, False)):
             while heap and (persistent or slots > 0 or (queued > 0 and not heap[0].unit.iter)):
+                if not persistent and not self._fits(heap[0].unit, slots, calls_found):
+                    break  # the best unit waits for its slots: nothing overtakes it for ever
                 entry = heapq.heappop(heap)
                 if entry.unit in self.running:
                     waiting.append(entry)
@@ -148,13 +152,29 @@ class Plan(Generic[Payload, Live]):
                 if persistent:
                     pass
                 elif slots > 0:
-                    slots -= 1
+                    calls_found += 1
+                    slots = max(slots - self.ranks.get(entry.unit.task, _NO_RANK).slots, 0)
                 else:
                     queued -= 1
             for entry in waiting:
                 heapq.heappush(heap, entry)
             waiting.clear()
         return found
+
+    def _fits(self, unit: UnitKey, slots: int, calls_found: int) -> bool:
+        """A unit taking several slots (`resources.cpus`) starts once that many are free, or
+        alone when it asks for more than there are: once no other task unit runs or starts."""
+        need = self.ranks.get(unit.task, _NO_RANK).slots
+        if need <= 1 or need <= slots:
+            return True
+        alone = not calls_found and not any(not self.ranks.get(u.task, _NO_RANK).persistent
+                                      for u in self.running)
+        return alone and slots > 0
+
+    def calls_slots(self) -> int:
+        """The slots the running task units take (each its `slots`)."""
+        return sum(self.ranks.get(u.task, _NO_RANK).slots for u, r in self.running.items()
+                   if not self.ranks.get(u.task, _NO_RANK).persistent and r.finished is None)
 
     def drop(self, tasks: Iterable[str]) -> None:
         """Forget the ready units of these tasks (they are planned again, or gone)."""

@@ -34,7 +34,15 @@ from watchrun.engine.scopes import (
     decode_iteration,
     is_persistent,
 )
-from watchrun.executors.base import EventKind, ExecEvent, Executor, Job, Mode, UnitKey
+from watchrun.executors.base import (
+    EventKind,
+    ExecEvent,
+    Executor,
+    Job,
+    Mode,
+    UnitKey,
+    cpu_slots,
+)
 from watchrun.project.codemap import ArgSpec
 from watchrun.project.loader import Project
 from watchrun.project.model import Kind, Resources, Task
@@ -107,7 +115,8 @@ def task_ranks(project: Project) -> dict[str, TaskRank]:
     for name, task in project.tasks.items():
         scope = graph.scope.get(name, ())
         ranks[name] = TaskRank(task.priority, stage.get(name, 0),
-                               task.kind is not Kind.TASK, scope[0] if scope else "")
+                               task.kind is not Kind.TASK, scope[0] if scope else "",
+                               cpu_slots(task.resources.cpus))
     return ranks
 
 
@@ -713,8 +722,7 @@ class Scheduler:
     def _launch_ready(self) -> None:
         while not self.stopping and not self.paused:
             free = self.executor.free_slots()
-            calls = sum(1 for r in self.running.values()
-                        if r.payload.mode is Mode.CALL and r.finished is None)
+            calls = self.plan.calls_slots()  # a unit asking for 2 cpus takes 2 slots
             slots = min(free, max(self.jobs - calls, 0))
             found = self.plan.find_work(slots, free - slots)
             if not found:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import enum
 import logging
+import math
 import signal
 from collections.abc import Callable
 from pathlib import Path
@@ -90,6 +91,13 @@ class Job:
 
     def __repr__(self) -> str:
         return f"Job({self.key.format()}, {self.mode.value})"
+
+
+def cpu_slots(cpus: float | None) -> int:
+    """The `jobs` slots a CALL unit asking for `cpus` takes on this machine: whole CPUs,
+    rounded up (a slot is a worker process; half of one cannot be lent to another unit), at
+    least one (every unit runs in a worker)."""
+    return 1 if cpus is None else max(1, math.ceil(cpus))
 
 
 class EventKind(enum.Enum):

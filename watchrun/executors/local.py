@@ -58,6 +58,7 @@ from watchrun.executors.base import (
     Mode,
     Sink,
     UnitKey,
+    cpu_slots,
     death_cause,
     hand_to_sink,
 )
@@ -396,6 +397,9 @@ class LocalExecutor:
         self._units: dict[UnitKey, _Unit] = {}
         self._busy_calls = 0  # CALL units submitted and not ended, queued ones included
         self._queued_calls = 0
+        # slots beyond one taken by running CALL units asking for several cpus (`resources`):
+        # a 2-cpu unit holds its worker and one more slot
+        self._extra_slots = 0
         self._pipeline_below = pipeline_below  # 0: no pipelining
         self._spare = spare
         self._typical: dict[str, float] = {}  # task -> recent duration of its CALL units
@@ -442,7 +446,7 @@ class LocalExecutor:
             raise WorkerStartError(self._start_error)
 
     def free_slots(self) -> int:
-        free = self._jobs - self._busy_calls + self._queued_calls
+        free = self._jobs - self._busy_calls + self._queued_calls - self._extra_slots
         if free > 0 or self._pipeline_below <= 0 or self._queued_calls >= self._jobs:
             return max(free, 0)  # places in queues count once every worker is busy
         now = time.monotonic()
@@ -455,7 +459,12 @@ class LocalExecutor:
             raise ValueError(f"{job.key.format()} is already running")
         host = None
         if job.mode is Mode.CALL:
-            if self._busy_calls - self._queued_calls >= self._jobs:
+            extra = self._slots_of(job) - 1
+            if extra and self._busy_calls - self._queued_calls > 0 and (
+                    self.free_slots() < extra + 1):
+                raise RuntimeError(f"no {extra + 1} free slots for {job.key.format()}")
+            self._extra_slots += extra
+            if self._busy_calls - self._queued_calls + self._extra_slots - extra >= self._jobs:
                 host = self._host()
                 if host is None:
                     raise RuntimeError(
@@ -574,7 +583,15 @@ class LocalExecutor:
     # -- the pool -------------------------------------------------------------------------------
 
     def _target(self) -> int:
-        return max(self._jobs - self._busy_calls + self._queued_calls, 0) + self._spare
+        free = self._jobs - self._busy_calls + self._queued_calls - self._extra_slots
+        return max(free, 0) + self._spare
+
+    def _slots_of(self, job: Job) -> int:
+        """The slots a CALL job takes: its cpus, but never more than `jobs` (a unit asking
+        for more runs alone rather than never)."""
+        if job.resources is None:
+            return 1
+        return min(cpu_slots(job.resources.cpus), self._jobs)
 
     def _top_up(self) -> None:
         """Keep _target() idle workers. While a worker is starting, the idle ones wait for it
@@ -1064,6 +1081,7 @@ class LocalExecutor:
         del self._units[unit.job.key]
         if unit.job.mode is Mode.CALL:
             self._busy_calls -= 1
+            self._extra_slots -= self._slots_of(unit.job) - 1
         if unit.queued:
             self._queued_calls -= 1
             unit.queued = False
