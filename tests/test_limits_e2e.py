@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import itertools
 import json
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.conftest import watchrun
+from tests.conftest import Run, cli_env, watchrun
 
 pytestmark = pytest.mark.usefixtures("no_leaks")
 
@@ -163,3 +165,112 @@ def test_units_of_one_cpu_still_share_the_slots(
                     "tasks/q.py": waiter.format(me="q", other="p")})
     run = watchrun(root, "build", "-j", "2")
     assert run.code == 0, run.stdout + run.stderr
+
+
+def watchrun_with(root: Path, env: dict[str, str | None], *args: str) -> Run:
+    """The CLI with some environment variables set (a str) or removed (None)."""
+    full = cli_env()
+    for name, value in env.items():
+        if value is None:
+            full.pop(name, None)
+        else:
+            full[name] = value
+    proc = subprocess.run([sys.executable, "-m", "watchrun", "-C", str(root), *args],
+                          capture_output=True, text=True, timeout=60, env=full,
+                          stdin=subprocess.DEVNULL)
+    return Run(proc.returncode, proc.stdout, proc.stderr)
+
+
+def test_a_unit_asking_for_a_gpu_where_none_exist_fails_at_once(
+        project: Callable[[dict[str, str]], Path]) -> None:
+    root = project({
+        "tasks/train.py": """
+            # /// task
+            # resources = {gpus = 1, cpus = 1}
+            # ///
+            def run():
+                return 1
+        """,
+        "tasks/other.py": "# /// task\n# ///\ndef run():\n    return 2\n",
+    })
+    run = watchrun_with(root, {"CUDA_VISIBLE_DEVICES": None}, "build", "--json")
+    assert run.code == 1
+    [failed] = events(run.stdout, "unit_failed")
+    assert failed["task"] == "train"
+    assert failed["error"].startswith(
+        "train asks for 1 GPU (`resources = {gpus = 1, cpus = 1}` at tasks/train.py:2), and "
+        "this machine has none (CUDA_VISIBLE_DEVICES is not set and the NVIDIA driver lists "
+        "no GPU) visible to watchrun"), failed["error"]
+    assert [e["task"] for e in events(run.stdout, "unit_finished")] == ["other"]
+
+
+GPU_TASK = """
+    # /// task
+    # resources = {{gpus = 1}}
+    # ///
+    import os
+    import time
+    from pathlib import Path
+
+    def run(ctx):
+        Path(ctx.root, "{me}.gpu").write_text(os.environ["CUDA_VISIBLE_DEVICES"])
+        deadline = time.time() + 20  # holds its GPU until the other has one too
+        while not Path(ctx.root, "{other}.gpu").exists():
+            assert time.time() < deadline, "the other unit never ran beside this one"
+            time.sleep(0.01)
+"""
+
+
+def test_each_unit_sees_the_gpus_it_holds(project: Callable[[dict[str, str]], Path]) -> None:
+    root = project({"tasks/g1.py": GPU_TASK.format(me="g1", other="g2"),
+                    "tasks/g2.py": GPU_TASK.format(me="g2", other="g1")})
+    run = watchrun_with(root, {"CUDA_VISIBLE_DEVICES": "3,5"}, "build", "-j", "2")
+    assert run.code == 0, run.stdout + run.stderr
+    assert sorted((root / f"{n}.gpu").read_text() for n in ("g1", "g2")) == ["3", "5"]
+
+
+def test_units_wait_for_a_gpu_held_by_another(
+        project: Callable[[dict[str, str]], Path]) -> None:
+    files = {f"tasks/{n}.py": interval_task(1).replace(
+        "cpus = 1", "cpus = 1, gpus = 1") for n in ("h1", "h2")}
+    root = project(files)
+    run = watchrun_with(root, {"CUDA_VISIBLE_DEVICES": "0"}, "build", "-j", "2")
+    assert run.code == 0, run.stdout + run.stderr
+    (_, end), (start, _) = spans(root, ["h1", "h2"])
+    assert end <= start
+
+
+def memory_task(memory: str) -> str:
+    return interval_task(1).replace("cpus = 1", f"memory = '{memory}'")
+
+
+def test_units_wait_while_the_memory_budget_is_used(
+        project: Callable[[dict[str, str]], Path]) -> None:
+    root = project({"watchrun.toml": 'memory_budget = "1G"\n',
+                    "tasks/m1.py": memory_task("600M"), "tasks/m2.py": memory_task("600M")})
+    run = watchrun(root, "build", "-j", "2")
+    assert run.code == 0, run.stdout + run.stderr
+    (_, end), (start, _) = spans(root, ["m1", "m2"])
+    assert end <= start
+
+
+def test_a_unit_asking_more_memory_than_the_budget_fails_at_once(
+        project: Callable[[dict[str, str]], Path]) -> None:
+    root = project({"watchrun.toml": 'memory_budget = "1G"\n',
+                    "tasks/fit.py": memory_task("3G")})
+    run = watchrun(root, "build", "--json")
+    assert run.code == 1
+    [failed] = events(run.stdout, "unit_failed")
+    assert failed["error"] == (
+        "fit asks for 3 GiB of memory (`resources = {memory = '3G'}` at tasks/fit.py:2), more "
+        "than the memory budget of 1 GiB (`memory_budget` in watchrun.toml)")
+
+
+def test_a_bad_memory_budget_is_refused_naming_its_line(
+        project: Callable[[dict[str, str]], Path]) -> None:
+    root = project({"watchrun.toml": 'jobs = 2\nmemory_budget = "lots"\n',
+                    "tasks/a.py": "# /// task\n# ///\ndef run():\n    return 1\n"})
+    run = watchrun(root, "build")
+    assert "watchrun.toml:2" in run.stderr + run.stdout, run.stderr
+    assert "memory_budget" in run.stderr + run.stdout
+    assert "Traceback" not in run.stderr

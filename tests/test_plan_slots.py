@@ -64,3 +64,57 @@ def test_a_unit_asking_more_cpus_than_jobs_runs_alone_rather_than_never() -> Non
     assert plan.calls_slots() == 5
     plan.ended(unit("huge", 1))
     assert plan.find_work(2) == [unit("small", 2)]
+
+
+LIMITED = {
+    "fit": TaskRank(memory=600),
+    "gpu": TaskRank(gpus=1),
+    "small": TaskRank(),
+    "gen": TaskRank(persistent=True, memory=300),
+}
+
+
+def test_units_wait_while_the_memory_budget_is_used() -> None:
+    plan: Plan[UnitKey, str] = Plan(LIMITED)
+    plan.limits = (1000, 0)
+    for u in (unit("fit", 0), unit("fit", 1), unit("small", 2)):
+        plan.want(u, u)
+    # the second would pass the budget: it waits, and nothing overtakes it
+    assert start(plan, plan.find_work(4)) == [unit("fit", 0)]
+    plan.ended(unit("fit", 0))
+    assert start(plan, plan.find_work(4)) == [unit("fit", 1), unit("small", 2)]
+
+
+def test_a_persistent_units_memory_counts_too() -> None:
+    plan: Plan[UnitKey, str] = Plan(LIMITED)
+    plan.limits = (1000, 0)
+    plan.want(unit("gen"), unit("gen"))
+    plan.want(unit("fit", 0), unit("fit", 0))
+    plan.want(unit("fit", 1), unit("fit", 1))
+    assert start(plan, plan.find_work(4)) == [unit("gen"), unit("fit", 0)]
+
+
+def test_units_wait_for_a_free_gpu() -> None:
+    plan: Plan[UnitKey, str] = Plan(LIMITED)
+    plan.limits = (0, 2)  # no memory limit, two GPUs
+    for i in range(3):
+        plan.want(unit("gpu", i), unit("gpu", i))
+    assert start(plan, plan.find_work(4)) == [unit("gpu", 0), unit("gpu", 1)]
+    plan.ended(unit("gpu", 1))
+    assert plan.find_work(4) == [unit("gpu", 2)]
+
+
+def test_a_unit_asking_more_than_exists_is_handed_on_to_fail_at_once() -> None:
+    # waiting would be for ever: the executor refuses it with a message instead
+    plan: Plan[UnitKey, str] = Plan({"gpu": TaskRank(gpus=1), "fit": TaskRank(memory=600)})
+    plan.limits = (500, 0)
+    plan.want(unit("gpu", 0), unit("gpu", 0))
+    plan.want(unit("fit", 1), unit("fit", 1))
+    assert plan.find_work(4) == [unit("gpu", 0), unit("fit", 1)]
+
+
+def test_without_limits_the_executor_places_units() -> None:
+    plan: Plan[UnitKey, str] = Plan(LIMITED)  # Ray: limits None
+    for i in range(3):
+        plan.want(unit("gpu", i), unit("gpu", i))
+    assert len(plan.find_work(4)) == 3

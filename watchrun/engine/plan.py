@@ -47,6 +47,8 @@ class TaskRank(NamedTuple):
     persistent: bool = False  # generators, collectors: a process of their own, outside `jobs`
     generator: str = ""  # the outermost generator of its scope ("" outside any scope)
     slots: int = 1  # `jobs` slots one unit takes (its `resources.cpus`, see cpu_slots)
+    memory: int = 0  # bytes of the memory budget one unit takes (`resources.memory`)
+    gpus: int = 0  # GPUs one unit holds (`resources.gpus`)
 
 
 class Replan(NamedTuple):
@@ -98,6 +100,9 @@ class Plan(Generic[Payload, Live]):
         self._counter = itertools.count()
         self._backlog: dict[str, int] = {}  # outermost generator -> ready units of its scope
         self._held: set[str] = set()  # generators the driver was told to hold
+        # (memory budget in bytes, GPUs) of the machine running the units (the local
+        # executor); None: the executor places units itself (Ray). A budget of 0: no limit.
+        self.limits: tuple[int, int] | None = None
 
     # -- ready units ------------------------------------------------------------------------
     @property
@@ -139,9 +144,11 @@ class Plan(Generic[Payload, Live]):
         found: list[Payload] = []
         waiting: list[_Entry] = []
         calls_found = 0
+        chosen: list[UnitKey] = []  # task units found in this call (they start now)
         for heap, persistent in ((self._ready_persistent, True), (self._ready, False)):
             while heap and (persistent or slots > 0 or (queued > 0 and not heap[0].unit.iter)):
-                if not persistent and not self._fits(heap[0].unit, slots, calls_found):
+                if not persistent and not (self._fits(heap[0].unit, slots, calls_found)
+                                           and self._within_limits(heap[0].unit, chosen)):
                     break  # the best unit waits for its slots: nothing overtakes it for ever
                 entry = heapq.heappop(heap)
                 if entry.unit in self.running:
@@ -153,6 +160,7 @@ class Plan(Generic[Payload, Live]):
                     pass
                 elif slots > 0:
                     calls_found += 1
+                    chosen.append(entry.unit)
                     slots = max(slots - self.ranks.get(entry.unit.task, _NO_RANK).slots, 0)
                 else:
                     queued -= 1
@@ -170,6 +178,24 @@ class Plan(Generic[Payload, Live]):
         alone = not calls_found and not any(not self.ranks.get(u.task, _NO_RANK).persistent
                                       for u in self.running)
         return alone and slots > 0
+
+    def _within_limits(self, unit: UnitKey, chosen: list[UnitKey]) -> bool:
+        """A unit asking for memory or GPUs starts once the units running (and those just
+        chosen) leave it its share. One asking for more than there is at all starts at
+        once: the executor fails it, saying so, rather than it waiting for ever."""
+        rank = self.ranks.get(unit.task, _NO_RANK)
+        if self.limits is None or not (rank.memory or rank.gpus):
+            return True
+        budget, gpus = self.limits
+        if rank.gpus > gpus or (budget and rank.memory > budget):
+            return True
+        used_memory = used_gpus = 0
+        for other in itertools.chain(self.running, chosen):
+            other_rank = self.ranks.get(other.task, _NO_RANK)
+            used_memory += other_rank.memory
+            used_gpus += other_rank.gpus
+        return ((not budget or used_memory + rank.memory <= budget)
+                and used_gpus + rank.gpus <= gpus)
 
     def calls_slots(self) -> int:
         """The slots the running task units take (each its `slots`)."""

@@ -43,6 +43,7 @@ from watchrun.executors.base import (
     UnitKey,
     cpu_slots,
 )
+from watchrun.executors.limits import LocalLimits
 from watchrun.project.codemap import ArgSpec
 from watchrun.project.loader import Project
 from watchrun.project.model import Kind, Resources, Task
@@ -116,7 +117,8 @@ def task_ranks(project: Project) -> dict[str, TaskRank]:
         scope = graph.scope.get(name, ())
         ranks[name] = TaskRank(task.priority, stage.get(name, 0),
                                task.kind is not Kind.TASK, scope[0] if scope else "",
-                               cpu_slots(task.resources.cpus))
+                               cpu_slots(task.resources.cpus), task.resources.memory or 0,
+                               task.resources.gpus)
     return ranks
 
 
@@ -167,6 +169,7 @@ class Scheduler:
         self.jobs = executor.free_slots()  # nothing is submitted yet: every slot is free
         window = max(8, 4 * self.jobs)
         self.plan: Plan[Resolution, Launched] = Plan(lambda: task_ranks(self.project), window)
+        self._plan_limits(executor)
         self.ranked = any(t.priority for t in project.tasks.values())
         self.running = self.plan.running
         self.all_tasks = False  # dev without targets: every task, also those added later
@@ -918,6 +921,13 @@ class Scheduler:
         self._block_consumers(event.key.task, f"{event.key.format()} was cancelled")
 
     # -- timeout and retries (the header's keys; the rule is engine/retries.py) -------------
+    def _plan_limits(self, executor: Executor) -> None:
+        """An executor that runs units on this machine (LocalLimits) has a memory budget
+        and GPUs: the plan starts a unit once its share is free. Ray places units itself."""
+        limits = getattr(executor, "limits", None)
+        if isinstance(limits, LocalLimits):
+            self.plan.limits = limits.totals()
+
     def _limits_at_launch(self, job: Job) -> None:
         """A retry appends to its log (the earlier attempts stay readable); a unit with a
         `timeout` is cancelled once it has run that long, whichever executor runs it."""
