@@ -71,9 +71,10 @@ def test_a_unit_that_fails_more_often_than_its_retries_fails_saying_so(
     [failed] = events(run.stdout, "unit_failed")
     assert "ConnectionError: flaky 2" in failed["error"]
     assert failed["error"].endswith(
-        "(failed on attempt 2 of 2; earlier attempts: attempt 1: ConnectionError: flaky 1)")
+        "\nConnectionError: flaky 2 (failed on attempt 2 of 2; earlier attempts: attempt 1: "
+        "ConnectionError: flaky 1)")
     status = watchrun(root, "status")
-    assert "failed on attempt 2 of 2" in status.stdout, status.stdout
+    assert "ConnectionError: flaky 2 (failed on attempt 2 of 2" in status.stdout, status.stdout
 
 
 def test_a_unit_past_its_timeout_is_cancelled_and_fails(

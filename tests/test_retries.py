@@ -22,16 +22,16 @@ def test_a_failed_unit_runs_again_up_to_retries_then_fails_for_good() -> None:
     assert second == Retry(3, 3, "its process died (killed by SIGKILL)")
     assert attempts.launched(A)
     assert attempts.after_failure(A, 2, Ending.FAILED, TRACEBACK) is None
-    assert attempts.history(A, 2) == (
-        "(failed on attempt 3 of 3; earlier attempts: attempt 1: OSError: reset by peer; "
-        "attempt 2: its process died (killed by SIGKILL))")
+    assert attempts.history(A, 2, TRACEBACK) == (
+        "OSError: reset by peer (failed on attempt 3 of 3; earlier attempts: attempt 1: "
+        "OSError: reset by peer; attempt 2: its process died (killed by SIGKILL))")
 
 
 def test_no_retries_means_one_attempt() -> None:
     attempts = Attempts()
     attempts.launched(A)
     assert attempts.after_failure(A, 0, Ending.FAILED, TRACEBACK) is None
-    assert attempts.history(A, 0) is None  # nothing to add to its error
+    assert attempts.history(A, 0, TRACEBACK) is None  # nothing to add to its error
 
 
 def test_a_cancelled_unit_is_never_retried_nor_anything_while_stopping() -> None:

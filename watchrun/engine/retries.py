@@ -80,15 +80,17 @@ class Attempts:
         self._retrying.add(unit)
         return Retry(attempt + 1, retries + 1, cause)
 
-    def history(self, unit: UnitKey, retries: int) -> str | None:
-        """For a unit that failed for good after retries: which attempt it was and why the
-        earlier ones failed (added to its error, so `status` and the events show it)."""
+    def history(self, unit: UnitKey, retries: int, error: str) -> str | None:
+        """For a unit that failed for good after retries: its last cause, which attempt it
+        was and why the earlier ones failed (the last line of its error, which `status` and
+        the build's summary show)."""
         causes = self._causes.get(unit)
         if not causes:
             return None
         attempt = self._attempt.get(unit, 1)
         earlier = "; ".join(f"attempt {i}: {c}" for i, c in enumerate(causes, start=1))
-        return f"(failed on attempt {attempt} of {retries + 1}; earlier attempts: {earlier})"
+        return (f"{one_line(error)} (failed on attempt {attempt} of {retries + 1}; earlier "
+                f"attempts: {earlier})")
 
     def forget(self, unit: UnitKey) -> None:
         """The unit ended for good (a value, a final failure, a cancel)."""

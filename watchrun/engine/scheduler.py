@@ -962,7 +962,7 @@ class Scheduler:
             if retry is not None:
                 self._retry(key, run, retry)
                 return
-            history = self._attempts.history(key, run.task.retries)
+            history = self._attempts.history(key, run.task.retries, error)
             self._attempts.forget(key)
             if history is not None:
                 error = f"{error.rstrip()}\n{history}"
