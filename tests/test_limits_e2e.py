@@ -188,6 +188,7 @@ def test_a_unit_asking_for_a_gpu_where_none_exist_fails_at_once(
         "tasks/train.py": """
             # /// task
             # resources = {gpus = 1, cpus = 1}
+            # retries = 2
             # ///
             def run():
                 return 1
@@ -203,6 +204,7 @@ def test_a_unit_asking_for_a_gpu_where_none_exist_fails_at_once(
         "this machine has none (CUDA_VISIBLE_DEVICES is not set and the NVIDIA driver lists "
         "no GPU) visible to watchrun"), failed["error"]
     assert [e["task"] for e in events(run.stdout, "unit_finished")] == ["other"]
+    assert not events(run.stdout, "unit_retry")  # it would fail again: not retried
 
 
 GPU_TASK = """

@@ -39,6 +39,7 @@ def test_a_cancelled_unit_is_never_retried_nor_anything_while_stopping() -> None
     attempts.launched(A)
     assert attempts.after_failure(A, 5, Ending.CANCELLED, "SIGINT") is None
     assert attempts.after_failure(A, 5, Ending.FAILED, TRACEBACK, stopping=True) is None
+    assert attempts.after_failure(A, 5, Ending.REFUSED, "asks for 1 GPU") is None
 
 
 def test_a_timed_out_unit_is_retried() -> None:

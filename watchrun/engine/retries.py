@@ -9,7 +9,8 @@ The rule (the header's `retries`, SPEC section 2):
   past its `timeout` runs again, up to `retries` more times. A timeout counts because a hung
   call (a stalled download, an API that never answers) is the case retries exist for, and the
   user bounded its cost with `timeout` × `retries` themselves;
-- a cancelled unit never does: the user, a change or fail-fast asked for it to stop;
+- a cancelled unit never does: the user, a change or fail-fast asked for it to stop; nor one
+  the executor refused (it asks for more GPUs or memory than exist: it would fail again);
 - nothing is retried once the build is stopping;
 - a unit launched afresh (not as a retry: a change made it dirty again in `dev`) starts again
   at attempt 1.
@@ -28,6 +29,7 @@ class Ending(enum.Enum):
     DIED = "died"  # the process (or its node) died under it
     TIMED_OUT = "timed out"  # ran past `timeout`: cancelled by the driver, then failed
     CANCELLED = "cancelled"  # by the user, a change, fail-fast
+    REFUSED = "refused"  # never ran: it asks for more than exists (GPUs, memory)
 
 
 class Retry(NamedTuple):
@@ -70,7 +72,7 @@ class Attempts:
                       stopping: bool = False) -> Retry | None:
         """A unit ended without a value: the retry to make, or None (it fails for good)."""
         attempt = self._attempt.get(unit, 1)
-        if ending is Ending.CANCELLED or stopping or attempt > retries:
+        if ending in (Ending.CANCELLED, Ending.REFUSED) or stopping or attempt > retries:
             return None
         cause = one_line(error)
         if ending is Ending.DIED:

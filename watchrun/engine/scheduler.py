@@ -955,7 +955,7 @@ class Scheduler:
         key = event.key
         timed_out = self._timed_out.pop(key, None) is run
         if run.mode is Mode.CALL:
-            ending = (Ending.TIMED_OUT if timed_out else
+            ending = (Ending.TIMED_OUT if timed_out else Ending.REFUSED if event.refused else
                       Ending.DIED if event.kind is EventKind.DIED else Ending.FAILED)
             retry = self._attempts.after_failure(key, run.task.retries, ending, error,
                                                  self.stopping)

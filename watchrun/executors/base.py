@@ -113,11 +113,11 @@ class EventKind(enum.Enum):
 class ExecEvent:
     """What an executor reports about a unit (see EventKind for what each field means)."""
 
-    __slots__ = ("data", "duration", "error", "key", "kind", "pid", "signal")
+    __slots__ = ("data", "duration", "error", "key", "kind", "pid", "refused", "signal")
 
     def __init__(self, key: UnitKey, kind: EventKind, data: bytes | None = None,
                  error: str | None = None, signal: str | None = None, duration: float = 0.0,
-                 pid: int | None = None) -> None:
+                 pid: int | None = None, refused: bool = False) -> None:
         self.key = key
         self.kind = kind
         self.data = data
@@ -125,6 +125,9 @@ class ExecEvent:
         self.signal = signal
         self.duration = duration
         self.pid = pid
+        # FAILED without running: it asks for more than exists (GPUs, memory), so running it
+        # again cannot help (`retries` do not apply)
+        self.refused = refused
 
     def __repr__(self) -> str:
         return f"ExecEvent({self.key.format()}, {self.kind.value}, pid={self.pid})"

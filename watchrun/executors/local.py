@@ -463,7 +463,7 @@ class LocalExecutor:
             raise ValueError(f"{job.key.format()} is already running")
         refusal = self.limits.refusal(job)
         if refusal is not None:  # it would wait for ever: it fails now, on the next turn
-            event = ExecEvent(job.key, EventKind.FAILED, error=refusal)
+            event = ExecEvent(job.key, EventKind.FAILED, error=refusal, refused=True)
             asyncio.get_running_loop().call_soon(hand_to_sink, self._sink, event)
             return
         gpu_env = self._gpu_env(job)
