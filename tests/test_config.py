@@ -137,7 +137,7 @@ adress = "x"
         "watchrun.toml:1: error: jobs: must be a whole number >= 0 (0 = number of CPUs), not -1",
         "watchrun.toml:2: error: grace: must be a number of seconds >= 0, not 'soon'",
         "watchrun.toml:3: error: jbos: unknown key (did you mean 'jobs'?); allowed: "
-        "debounce_ms, executor, grace, ignore, jobs, preload, state_dir, tasks",
+        "debounce_ms, executor, grace, ignore, jobs, memory_budget, preload, state_dir, tasks",
         "watchrun.toml:4: error: debounce_ms: must be a whole number of milliseconds >= 0, "
         "not 1.5",
         "watchrun.toml:5: error: ignore: must be a list of glob patterns, not 'x'",

@@ -243,3 +243,15 @@ def test_a_request_fits_when_one_node_has_all_of_it() -> None:
     assert cluster.shortfall({"CPU": 1, "GPU": 2, "memory": 0}) == {"GPU": 1.0}
     cluster.nodes = {}  # nothing known (Ray Client): Ray decides
     assert cluster.shortfall({"CPU": 99, "GPU": 9, "memory": 0}) is None
+
+
+def test_a_jobs_parsed_resources_become_the_same_request() -> None:
+    # the executor reads the job's `resources` (parsed by the driver), not the header again
+    pytest.importorskip("ray")
+    from watchrun.executors.ray import ray_options, resources_table
+    from watchrun.project.model import Resources
+
+    assert ray_options(resources_table(None), persistent=True) == {"num_cpus": 0}
+    assert ray_options(resources_table(Resources(cpus=0.5, gpus=1, memory=2 * 2**30)),
+                       persistent=False) == {"num_cpus": 0.5, "num_gpus": 1,
+                                             "memory": 2 * 2**30}

@@ -102,7 +102,8 @@ class ProjectErrorsFound(Exception):
 def make_executor(kind: str, sink: Sink, jobs: int, grace: float, store: Store,
                   address: str = "", spare: int = 1,
                   connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
-                  preload: Callable[[], list[tuple[str, str]]] | None = None) -> Executor:
+                  preload: Callable[[], list[tuple[str, str]]] | None = None,
+                  memory_budget: int | None = None) -> Executor:
     """`spare`: warm local workers kept beyond the free slots, for the next persistent unit
     (or the replacement of a cancelled one). `preload`: what the warm template imports (see
     preload_source); None: workers are started with exec."""
@@ -117,6 +118,7 @@ def make_executor(kind: str, sink: Sink, jobs: int, grace: float, store: Store,
                                                       connect_timeout=connect_timeout)
         return executor
 
+    from watchrun.executors.limits import LocalLimits
     from watchrun.executors.local import LocalExecutor
 
     def on_pgroup(pgid: int, start_time: float | None) -> None:
@@ -126,7 +128,7 @@ def make_executor(kind: str, sink: Sink, jobs: int, grace: float, store: Store,
             store.record_pgroup(pgid, start_time)
 
     return LocalExecutor(sink, jobs=jobs, grace=grace, on_pgroup=on_pgroup, spare=spare,
-                         preload=preload,
+                         preload=preload, limits=LocalLimits(memory_budget=memory_budget),
                          objects=os.fspath(store.object_folder) if store.writable else None)
 
 
@@ -241,7 +243,8 @@ async def run_build(session: Session, targets: list[str], options: BuildOptions,
                                  address, spare=1 if persistent else 0,
                                  connect_timeout=session.config.executor_connect_timeout,
                                  preload=preload_source(lambda: session.project,
-                                                        session.config.preload))
+                                                        session.config.preload),
+                                 memory_budget=session.config.memory_budget)
         await check_executor(executor)
     scheduler = Scheduler(session.project, session.store, session.hasher, executor, bus,
                           options)

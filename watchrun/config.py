@@ -39,6 +39,9 @@ class Config(NamedTuple):
     jobs_given: bool = False
     # "auto" (the tasks' third-party imports), False, or module names ("auto", "!name")
     preload: str | bool | tuple[str, ...] = "auto"
+    # bytes of memory the units run locally may ask for at once (`resources.memory`); None:
+    # this machine's RAM
+    memory_budget: int | None = None
 
 
 def default_jobs() -> int:
@@ -69,7 +72,26 @@ def _settings(root: Path, raw: dict[str, Any], source: Path | None) -> Config:
         source=source,
         jobs_given=bool(jobs),
         preload=_preload_setting(raw.get("preload", "auto")),
+        memory_budget=_memory_setting(raw.get("memory_budget")),
     )
+
+
+def _memory_setting(value: Any) -> int | None:
+    from watchrun.project.header import memory_bytes  # it imports this module
+
+    return None if value is None else memory_bytes(value)
+
+
+def _is_memory(value: object) -> bool:
+    from watchrun.project.header import memory_bytes  # it imports this module
+
+    if not isinstance(value, (int, str)):
+        return False
+    try:
+        memory_bytes(value)
+    except ValueError:
+        return False
+    return True
 
 
 def _preload_setting(value: Any) -> str | bool | tuple[str, ...]:
@@ -158,6 +180,8 @@ _TOP_RULES: dict[str, _Rule] = {
     "debounce_ms": (lambda v: _is_int(v) and v >= 0, "a whole number of milliseconds >= 0"),
     "ignore": (_is_str_list, "a list of glob patterns"),
     "preload": (_is_preload, '"auto", false, or a list of module names ("auto", "!name")'),
+    "memory_budget": (_is_memory, 'a number of bytes or a size with a unit such as "512M", '
+                                  '"16G" (K, M, G, T count in 1024s, KB, MB, GB, TB in 1000s)'),
 }
 _EXECUTOR_RULES: dict[str, _Rule] = {
     "kind": (lambda v: v in EXECUTOR_KINDS, "one of " + ", ".join(map(repr, EXECUTOR_KINDS))),

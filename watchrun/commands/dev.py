@@ -110,7 +110,8 @@ def build_dev_engine(session: Session, targets: list[str], jobs: int, bus: Event
     executor = make_executor(config.executor_kind, sink, jobs, config.grace, session.store,
                              config.executor_address,
                              connect_timeout=config.executor_connect_timeout,
-                             preload=preload_source(lambda: holder[0].project, config.preload))
+                             preload=preload_source(lambda: holder[0].project, config.preload),
+                             memory_budget=config.memory_budget)
     loader = ProjectLoader(config, session.store, session.hasher, overrides=overrides)
     project = loader.load()
     engine = DevEngine(project, loader, session.store, session.hasher, executor, bus, targets)

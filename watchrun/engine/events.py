@@ -187,6 +187,23 @@ class UnitFailed(Event):
         self.time = _now() if time is None else time
 
 
+class UnitRetry(Event):
+    """A unit that failed runs again (its task's `retries`): `attempt` is the one starting
+    (2 for the first retry), `cause` why the previous one ended. Its unit_started follows."""
+
+    __slots__ = ("attempt", "cause", "iter", "task")
+    name = "unit_retry"
+    field_names = ("task", "iter", "attempt", "cause")
+
+    def __init__(self, *, task: str, iter: tuple[int, ...], attempt: int, cause: str,
+                 time: float | None = None) -> None:
+        self.task = task
+        self.iter = iter
+        self.attempt = attempt
+        self.cause = cause
+        self.time = _now() if time is None else time
+
+
 class UnitCancelled(Event):
     __slots__ = ("iter", "signal", "task")
     name = "unit_cancelled"

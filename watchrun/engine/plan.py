@@ -46,6 +46,9 @@ class TaskRank(NamedTuple):
     stage: int = 0  # longest path from a task without upstreams: later stages go first
     persistent: bool = False  # generators, collectors: a process of their own, outside `jobs`
     generator: str = ""  # the outermost generator of its scope ("" outside any scope)
+    slots: int = 1  # `jobs` slots one unit takes (its `resources.cpus`, see cpu_slots)
+    memory: int = 0  # bytes of the memory budget one unit takes (`resources.memory`)
+    gpus: int = 0  # GPUs one unit holds (`resources.gpus`)
 
 
 class Replan(NamedTuple):
@@ -97,6 +100,9 @@ class Plan(Generic[Payload, Live]):
         self._counter = itertools.count()
         self._backlog: dict[str, int] = {}  # outermost generator -> ready units of its scope
         self._held: set[str] = set()  # generators the driver was told to hold
+        # (memory budget in bytes, GPUs) of the machine running the units (the local
+        # executor); None: the executor places units itself (Ray). A budget of 0: no limit.
+        self.limits: tuple[int, int] | None = None
 
     # -- ready units ------------------------------------------------------------------------
     @property
@@ -137,8 +143,13 @@ class Plan(Generic[Payload, Live]):
         a place taken now would commit an earlier stage of a later iteration before it."""
         found: list[Payload] = []
         waiting: list[_Entry] = []
+        calls_found = 0
+        chosen: list[UnitKey] = []  # task units found in this call (they start now)
         for heap, persistent in ((self._ready_persistent, True), (self._ready, False)):
             while heap and (persistent or slots > 0 or (queued > 0 and not heap[0].unit.iter)):
+                if not persistent and not (self._fits(heap[0].unit, slots, calls_found)
+                                           and self._within_limits(heap[0].unit, chosen)):
+                    break  # the best unit waits for its slots: nothing overtakes it for ever
                 entry = heapq.heappop(heap)
                 if entry.unit in self.running:
                     waiting.append(entry)
@@ -148,13 +159,48 @@ class Plan(Generic[Payload, Live]):
                 if persistent:
                     pass
                 elif slots > 0:
-                    slots -= 1
+                    calls_found += 1
+                    chosen.append(entry.unit)
+                    slots = max(slots - self.ranks.get(entry.unit.task, _NO_RANK).slots, 0)
                 else:
                     queued -= 1
             for entry in waiting:
                 heapq.heappush(heap, entry)
             waiting.clear()
         return found
+
+    def _fits(self, unit: UnitKey, slots: int, calls_found: int) -> bool:
+        """A unit taking several slots (`resources.cpus`) starts once that many are free, or
+        alone when it asks for more than there are: once no other task unit runs or starts."""
+        need = self.ranks.get(unit.task, _NO_RANK).slots
+        if need <= 1 or need <= slots:
+            return True
+        alone = not calls_found and not any(not self.ranks.get(u.task, _NO_RANK).persistent
+                                      for u in self.running)
+        return alone and slots > 0
+
+    def _within_limits(self, unit: UnitKey, chosen: list[UnitKey]) -> bool:
+        """A unit asking for memory or GPUs starts once the units running (and those just
+        chosen) leave it its share. One asking for more than there is at all starts at
+        once: the executor fails it, saying so, rather than it waiting for ever."""
+        rank = self.ranks.get(unit.task, _NO_RANK)
+        if self.limits is None or not (rank.memory or rank.gpus):
+            return True
+        budget, gpus = self.limits
+        if rank.gpus > gpus or (budget and rank.memory > budget):
+            return True
+        used_memory = used_gpus = 0
+        for other in itertools.chain(self.running, chosen):
+            other_rank = self.ranks.get(other.task, _NO_RANK)
+            used_memory += other_rank.memory
+            used_gpus += other_rank.gpus
+        return ((not budget or used_memory + rank.memory <= budget)
+                and used_gpus + rank.gpus <= gpus)
+
+    def calls_slots(self) -> int:
+        """The slots the running task units take (each its `slots`)."""
+        return sum(self.ranks.get(u.task, _NO_RANK).slots for u, r in self.running.items()
+                   if not self.ranks.get(u.task, _NO_RANK).persistent and r.finished is None)
 
     def drop(self, tasks: Iterable[str]) -> None:
         """Forget the ready units of these tasks (they are planned again, or gone)."""

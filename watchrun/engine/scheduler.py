@@ -27,6 +27,7 @@ from watchrun.engine.layout import chain_files, log_path
 from watchrun.engine.plan import Plan, Readiness, TaskRank, Wake, stages
 from watchrun.engine.recorder import Recorder
 from watchrun.engine.resolve import Resolution, Resolver
+from watchrun.engine.retries import Attempts, Ending, Retry
 from watchrun.engine.scopes import (
     Consumer,
     Key,
@@ -34,10 +35,19 @@ from watchrun.engine.scopes import (
     decode_iteration,
     is_persistent,
 )
-from watchrun.executors.base import EventKind, ExecEvent, Executor, Job, Mode, UnitKey
+from watchrun.executors.base import (
+    EventKind,
+    ExecEvent,
+    Executor,
+    Job,
+    Mode,
+    UnitKey,
+    cpu_slots,
+)
+from watchrun.executors.limits import LocalLimits
 from watchrun.project.codemap import ArgSpec
 from watchrun.project.loader import Project
-from watchrun.project.model import Kind, Task
+from watchrun.project.model import Kind, Resources, Task
 from watchrun.state.hashing import FileHasher
 from watchrun.state.store import ObjectWriteError, Store, UnitStatus
 
@@ -47,6 +57,7 @@ CHECK_SLICE = 0.0001
 NONE_PICKLE = pickle.dumps(None)
 FRESH_ONE = 1 << 16  # values this big are read back from the store when wanted
 FRESH_BYTES = 32 << 20  # the recent values kept in memory, in all
+_NO_RESOURCES = Resources()  # a task whose header asks nothing: the executor's defaults
 FRESH_COUNT = 1 << 16  # and how many: a generator runs thousands of values ahead of its items
 Thunk = Callable[[], bytes]  # an argument's pickled value, produced only if run() asks for it
 
@@ -106,7 +117,9 @@ def task_ranks(project: Project) -> dict[str, TaskRank]:
     for name, task in project.tasks.items():
         scope = graph.scope.get(name, ())
         ranks[name] = TaskRank(task.priority, stage.get(name, 0),
-                               task.kind is not Kind.TASK, scope[0] if scope else "")
+                               task.kind is not Kind.TASK, scope[0] if scope else "",
+                               cpu_slots(task.resources.cpus), task.resources.memory or 0,
+                               task.resources.gpus)
     return ranks
 
 
@@ -157,6 +170,7 @@ class Scheduler:
         self.jobs = executor.free_slots()  # nothing is submitted yet: every slot is free
         window = max(8, 4 * self.jobs)
         self.plan: Plan[Resolution, Launched] = Plan(lambda: task_ranks(self.project), window)
+        self._plan_limits(executor)
         self.ranked = any(t.priority for t in project.tasks.values())
         self.running = self.plan.running
         self.all_tasks = False  # dev without targets: every task, also those added later
@@ -185,6 +199,8 @@ class Scheduler:
         self._fresh: dict[str, bytes] = {}
         self._fresh_bytes = 0
         self._log_dir_ready = False
+        self._attempts = Attempts()  # `retries`: each failing unit's attempts (retries.py)
+        self._timed_out: dict[UnitKey, Launched] = {}  # cancelled for running past `timeout`
         self._task_info: dict[str, tuple[tuple[ArgSpec, ...] | None, list[tuple[Path, str]],
                                          Path]] = {}
 
@@ -680,6 +696,9 @@ class Scheduler:
             kwargs=kwargs,
             log_path=log_path(self.project.config, task.name, key),
             ctx={"name": task.name, "root": str(root), "iter": key},
+            timeout=task.timeout,
+            retries=task.retries,
+            resources=None if task.resources == _NO_RESOURCES else task.resources,
         )
 
     def _info(self, task: Task) -> tuple[tuple[ArgSpec, ...] | None, list[tuple[Path, str]],
@@ -708,8 +727,7 @@ class Scheduler:
     def _launch_ready(self) -> None:
         while not self.stopping and not self.paused:
             free = self.executor.free_slots()
-            calls = sum(1 for r in self.running.values()
-                        if r.payload.mode is Mode.CALL and r.finished is None)
+            calls = self.plan.calls_slots()  # a unit asking for 2 cpus takes 2 slots
             slots = min(free, max(self.jobs - calls, 0))
             found = self.plan.find_work(slots, free - slots)
             if not found:
@@ -751,6 +769,7 @@ class Scheduler:
         task = self.project.tasks[resolution.task]
         self.plan.started(job.key, Launched(resolution, time.monotonic(), mode, task,
                                             job.start or 0))
+        self._limits_at_launch(job)
         self._done.clear()
         self.executor.submit(job)
         # said once the job is on its way: the reasons read the unit's history, and nothing
@@ -796,11 +815,11 @@ class Scheduler:
                     self._pump()
                 self._done_unit(run, event.data or NONE_PICKLE, duration)
             elif event.kind is EventKind.CANCELLED and run.failure is not None:
-                self._failed(run, run.failure, duration)
+                self._failed_or_retried(run, event, run.failure, duration)
             elif event.kind is EventKind.CANCELLED:
                 self._cancelled(run, event, duration)
             else:
-                self._failed(run, event.error or "failed", duration)
+                self._failed_or_retried(run, event, event.error or "failed", duration)
         self.recorder.soon()
         self._pump()
 
@@ -915,6 +934,65 @@ class Scheduler:
         self.bus.publish(ev.UnitCancelled(task=event.key.task, iter=event.key.iter,
                                           signal=event.signal or "SIGINT"))
         self._block_consumers(event.key.task, f"{event.key.format()} was cancelled")
+
+    # -- timeout and retries (the header's keys; the rule is engine/retries.py) -------------
+    def _plan_limits(self, executor: Executor) -> None:
+        """An executor that runs units on this machine (LocalLimits) has a memory budget
+        and GPUs: the plan starts a unit once its share is free. Ray places units itself."""
+        limits = getattr(executor, "limits", None)
+        if isinstance(limits, LocalLimits):
+            self.plan.limits = limits.totals()
+
+    def _limits_at_launch(self, job: Job) -> None:
+        """A retry appends to its log (the earlier attempts stay readable); a unit with a
+        `timeout` is cancelled once it has run that long, whichever executor runs it."""
+        if self._attempts.launched(job.key):
+            job.fresh_log = False
+        self._timed_out.pop(job.key, None)
+        if job.timeout is not None:
+            run = self.running[job.key].payload
+            asyncio.get_running_loop().call_later(job.timeout, self._time_out, job.key, run,
+                                                  job.timeout)
+
+    def _time_out(self, key: UnitKey, run: Launched, seconds: float) -> None:
+        state = self.running.get(key)
+        if (state is None or state.payload is not run or state.superseded
+                or state.finished is not None or run.failure is not None):
+            return  # it ended, or is ending for another reason
+        run.failure = f"timed out after {seconds:g} s"
+        self._timed_out[key] = run
+        self.executor.cancel(key)  # its CANCELLED then fails it with run.failure
+
+    def _failed_or_retried(self, run: Launched, event: ExecEvent, error: str,
+                           duration: float) -> None:
+        """A unit ended without a value: run it again if its task's `retries` allow (task
+        units only: a generator's or collector's values have streamed on already)."""
+        key = event.key
+        timed_out = self._timed_out.pop(key, None) is run
+        if run.mode is Mode.CALL:
+            ending = (Ending.TIMED_OUT if timed_out else Ending.REFUSED if event.refused else
+                      Ending.DIED if event.kind is EventKind.DIED else Ending.FAILED)
+            retry = self._attempts.after_failure(key, run.task.retries, ending, error,
+                                                 self.stopping)
+            if retry is not None:
+                self._retry(key, run, retry)
+                return
+            history = self._attempts.history(key, run.task.retries, error)
+            self._attempts.forget(key)
+            if history is not None:
+                error = f"{error.rstrip()}\n{history}"
+        self._failed(run, error, duration)
+
+    def _retry(self, key: UnitKey, run: Launched, retry: Retry) -> None:
+        path = log_path(self.project.config, key.task, key.iter)
+        try:
+            with open(path, "a", encoding="utf-8") as log_file:
+                log_file.write(f"\n--- watchrun: {retry.log_line()} ---\n")
+        except OSError:
+            pass  # the event still says it; the next attempt's worker reports a log it cannot open
+        self.bus.publish(ev.UnitRetry(task=key.task, iter=key.iter, attempt=retry.attempt,
+                                      cause=retry.cause))
+        self.plan.want(key, run.resolution)
 
     def _failed(self, run: Launched, error: str, duration: float) -> None:
         resolution = run.resolution

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import enum
 import logging
+import math
 import signal
 from collections.abc import Callable
 from pathlib import Path
 from typing import NamedTuple, Protocol
 
 from watchrun.executors.protocol import PICKLE_PROTOCOL as PICKLE_PROTOCOL  # re-exported
+from watchrun.project.model import Resources
 
 # PICKLE_PROTOCOL: every executor pickles outputs and yields with it, so a value gives the same
 # bytes (the same hash, for early cutoff) whichever executor produced it.
@@ -44,7 +46,7 @@ class Job:
     dataclasses costs every `watchrun build` milliseconds at start)."""
 
     __slots__ = ("chain", "ctx", "fresh_log", "gather_kwargs", "key", "kwargs", "log_path",
-                 "mode", "root", "start")
+                 "mode", "resources", "retries", "root", "start", "timeout")
 
     def __init__(
         self,
@@ -66,6 +68,12 @@ class Job:
         # appended to. Cheaper than creating it before submit: file creation costs 0.1-1 ms on
         # some disks, and the workers do it in parallel, off the scheduler's loop.
         fresh_log: bool = False,
+        # the task's header keys: seconds before the unit is cancelled and failed (None: no
+        # limit), reruns of a failed unit (the driver decides them), and what one unit needs
+        # (None: the header asks nothing, the executor's defaults apply)
+        timeout: float | None = None,
+        retries: int = 0,
+        resources: Resources | None = None,
     ) -> None:
         self.key = key
         self.mode = mode
@@ -77,9 +85,19 @@ class Job:
         self.gather_kwargs: dict[str, bytes] = {} if gather_kwargs is None else gather_kwargs
         self.ctx: dict[str, object] = {} if ctx is None else ctx
         self.fresh_log = fresh_log
+        self.timeout = timeout
+        self.retries = retries
+        self.resources = resources
 
     def __repr__(self) -> str:
         return f"Job({self.key.format()}, {self.mode.value})"
+
+
+def cpu_slots(cpus: float | None) -> int:
+    """The `jobs` slots a CALL unit asking for `cpus` takes on this machine: whole CPUs,
+    rounded up (a slot is a worker process; half of one cannot be lent to another unit), at
+    least one (every unit runs in a worker)."""
+    return 1 if cpus is None else max(1, math.ceil(cpus))
 
 
 class EventKind(enum.Enum):
@@ -95,11 +113,11 @@ class EventKind(enum.Enum):
 class ExecEvent:
     """What an executor reports about a unit (see EventKind for what each field means)."""
 
-    __slots__ = ("data", "duration", "error", "key", "kind", "pid", "signal")
+    __slots__ = ("data", "duration", "error", "key", "kind", "pid", "refused", "signal")
 
     def __init__(self, key: UnitKey, kind: EventKind, data: bytes | None = None,
                  error: str | None = None, signal: str | None = None, duration: float = 0.0,
-                 pid: int | None = None) -> None:
+                 pid: int | None = None, refused: bool = False) -> None:
         self.key = key
         self.kind = kind
         self.data = data
@@ -107,6 +125,9 @@ class ExecEvent:
         self.signal = signal
         self.duration = duration
         self.pid = pid
+        # FAILED without running: it asks for more than exists (GPUs, memory), so running it
+        # again cannot help (`retries` do not apply)
+        self.refused = refused
 
     def __repr__(self) -> str:
         return f"ExecEvent({self.key.format()}, {self.kind.value}, pid={self.pid})"

@@ -58,9 +58,11 @@ from watchrun.executors.base import (
     Mode,
     Sink,
     UnitKey,
+    cpu_slots,
     death_cause,
     hand_to_sink,
 )
+from watchrun.executors.limits import LocalLimits
 from watchrun.executors.protocol import Msg
 from watchrun.executors.spawn import (
     close_all,
@@ -384,6 +386,7 @@ class LocalExecutor:
         spare: int = SPARE_WORKERS,
         preload: PreloadSource | None = None,
         objects: str | None = None,
+        limits: LocalLimits | None = None,
     ) -> None:
         if jobs < 1:
             raise ValueError(f"jobs must be at least 1, not {jobs}")
@@ -400,6 +403,11 @@ class LocalExecutor:
         self._units: dict[UnitKey, _Unit] = {}
         self._busy_calls = 0  # CALL units submitted and not ended, queued ones included
         self._queued_calls = 0
+        # slots beyond one taken by running CALL units asking for several cpus (`resources`):
+        # a 2-cpu unit holds its worker and one more slot
+        self._extra_slots = 0
+        # the GPUs and memory budget of `resources`: what can never fit is refused at once
+        self.limits = LocalLimits() if limits is None else limits
         self._pipeline_below = pipeline_below  # 0: no pipelining
         self._spare = spare
         self._typical: dict[str, float] = {}  # task -> recent duration of its CALL units
@@ -446,7 +454,7 @@ class LocalExecutor:
             raise WorkerStartError(self._start_error)
 
     def free_slots(self) -> int:
-        free = self._jobs - self._busy_calls + self._queued_calls
+        free = self._jobs - self._busy_calls + self._queued_calls - self._extra_slots
         if free > 0 or self._pipeline_below <= 0 or self._queued_calls >= self._jobs:
             return max(free, 0)  # places in queues count once every worker is busy
         now = time.monotonic()
@@ -457,10 +465,21 @@ class LocalExecutor:
             raise RuntimeError("the executor is closed")
         if job.key in self._units:
             raise ValueError(f"{job.key.format()} is already running")
+        refusal = self.limits.refusal(job)
+        if refusal is not None:  # it would wait for ever: it fails now, on the next turn
+            event = ExecEvent(job.key, EventKind.FAILED, error=refusal, refused=True)
+            asyncio.get_running_loop().call_soon(hand_to_sink, self._sink, event)
+            return
+        gpu_env = self._gpu_env(job)
         host = None
         if job.mode is Mode.CALL:
-            if self._busy_calls - self._queued_calls >= self._jobs:
-                host = self._host()
+            extra = self._slots_of(job) - 1
+            if extra and self._busy_calls - self._queued_calls > 0 and (
+                    self.free_slots() < extra + 1):
+                raise RuntimeError(f"no {extra + 1} free slots for {job.key.format()}")
+            self._extra_slots += extra
+            if self._busy_calls - self._queued_calls + self._extra_slots - extra >= self._jobs:
+                host = self._host() if gpu_env is None else None
                 if host is None:
                     raise RuntimeError(
                         f"no free slot for {job.key.format()}: wait for free_slots()"
@@ -472,7 +491,10 @@ class LocalExecutor:
             self._queued_calls += 1
         else:
             self._check_installed()
-            worker = self._idle.pop() if self._idle else self._spawn()
+            if gpu_env is not None:
+                worker = self._spawn(gpu_env)
+            else:
+                worker = self._idle.pop() if self._idle else self._spawn()
             unit = _Unit(job, worker, time.monotonic())
             worker.unit = unit
         self._units[job.key] = unit
@@ -578,7 +600,15 @@ class LocalExecutor:
     # -- the pool -------------------------------------------------------------------------------
 
     def _target(self) -> int:
-        return max(self._jobs - self._busy_calls + self._queued_calls, 0) + self._spare
+        free = self._jobs - self._busy_calls + self._queued_calls - self._extra_slots
+        return max(free, 0) + self._spare
+
+    def _slots_of(self, job: Job) -> int:
+        """The slots a CALL job takes: its cpus, but never more than `jobs` (a unit asking
+        for more runs alone rather than never)."""
+        if job.resources is None:
+            return 1
+        return min(cpu_slots(job.resources.cpus), self._jobs)
 
     def _top_up(self) -> None:
         """Keep _target() idle workers. While a worker is starting, the idle ones wait for it
@@ -608,14 +638,25 @@ class LocalExecutor:
         if self._template is not None:  # it may hold old versions too: a new one, waited for
             self._template.wanted = []
             self._template.outdated = True
-    def _spawn(self) -> _Worker:
+    def _gpu_env(self, job: Job) -> dict[str, str] | None:
+        """A unit asking for GPUs: the environment of a worker of its own, started (with
+        exec, never forked from the template nor reused) with CUDA_VISIBLE_DEVICES set to the
+        GPUs it holds, which CUDA reads once, when a process first uses it."""
+        if job.resources is None or not job.resources.gpus:
+            return None
+        held = self.limits.take(job.key, job.resources.gpus)
+        return {**self._env, "CUDA_VISIBLE_DEVICES": ",".join(held)}
+
+    def _spawn(self, env: dict[str, str] | None = None) -> _Worker:
         loop = asyncio.get_running_loop()
         worker = _Worker(ready=loop.create_future())
-        worker.stamp = self._stamp
+        # a worker with an environment of its own serves its one unit: a stamp no other
+        # has makes _release end it
+        worker.stamp = self._stamp if env is None else (-1,)
         self._workers.add(worker)
         self._starting += 1
         try:
-            self._start_process(worker)
+            self._start_process(worker, env)
         except OSError as exc:  # could not even spawn it: _live reports it
             worker.stderr_tail += f"{type(exc).__name__}: {exc}".encode()
         worker.task = loop.create_task(self._live(worker))
@@ -657,14 +698,18 @@ class LocalExecutor:
             returncode = await self._reap(worker)
             self._gone(worker, returncode)
 
-    def _start_process(self, worker: _Worker) -> None:
+    def _start_process(self, worker: _Worker, env: dict[str, str] | None = None) -> None:
         """Spawn the worker's process, with its control socket (worker.sock), or adopt one
         that `watchrun build` started early (see spawn.py), or ask the warm template for one.
-        Our ends of its pipes are on the worker (closed by _reap)."""
-        if self._preload is not None and self._template_failures < _START_ATTEMPTS:
+        Our ends of its pipes are on the worker (closed by _reap). `env`: an environment of
+        its own (exec, never the template's)."""
+        if env is not None:
+            started = spawn(env)
+        elif self._preload is not None and self._template_failures < _START_ATTEMPTS:
             self._start_forked(worker)
             return
-        started = take_early(self._env) or spawn(self._env)
+        else:
+            started = take_early(self._env) or spawn(self._env)
         worker.spawned = started.spawned
         worker.life_fd = started.life_fd
         worker.stderr_fd = started.stderr_fd
@@ -1066,8 +1111,10 @@ class LocalExecutor:
             unit.timer.cancel()
             unit.timer = None
         del self._units[unit.job.key]
+        self.limits.give_back(unit.job.key)
         if unit.job.mode is Mode.CALL:
             self._busy_calls -= 1
+            self._extra_slots -= self._slots_of(unit.job) - 1
         if unit.queued:
             self._queued_calls -= 1
             unit.queued = False

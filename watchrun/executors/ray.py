@@ -67,7 +67,8 @@ from watchrun.executors.ray_connect import (
     is_loopback,
     resolve_address,
 )
-from watchrun.project.header import memory_bytes, parse_header
+from watchrun.project.header import memory_bytes
+from watchrun.project.model import Resources
 
 log = logging.getLogger("watchrun.executor")
 
@@ -228,35 +229,15 @@ class _Cluster:
         self.ray.shutdown()
 
 
-class _Requests:
-    """What each unit asks of the cluster: its task's `resources`, taken whole from the nearest
-    module of its chain that sets them (the header's own rule), read again when a file
-    changes."""
-
-    def __init__(self) -> None:
-        self._known: dict[str, tuple[tuple[int, int, int], dict[str, Any] | None]] = {}
-
-    def table(self, job: Job) -> dict[str, Any]:
-        for file, _ in reversed(job.chain):
-            data = self._header(os.fspath(file))
-            if data is not None and isinstance(data.get("resources"), dict):
-                table: dict[str, Any] = data["resources"]
-                return table
+def resources_table(resources: Resources | None) -> dict[str, Any]:
+    """A job's `resources` (as the driver parsed them from its task's header) as the table
+    ray_options reads; None (the header asks nothing): the empty table, Ray's defaults."""
+    if resources is None:
         return {}
-
-    def _header(self, file: str) -> dict[str, Any] | None:
-        try:
-            st = os.stat(file)
-            stamp = (st.st_mtime_ns, st.st_size, st.st_ino)
-            known = self._known.get(file)
-            if known is None or known[0] != stamp:
-                text = Path(file).read_text(encoding="utf-8")
-                header, _ = parse_header(text, Path(file))  # errors: reported by the build
-                known = (stamp, None if header is None else header.data)
-                self._known[file] = known
-        except (OSError, UnicodeDecodeError):
-            return None
-        return known[1]
+    table: dict[str, Any] = {"cpus": resources.cpus, "gpus": resources.gpus}
+    if resources.memory is not None:
+        table["memory"] = resources.memory
+    return table
 
 
 def ray_options(table: dict[str, Any], persistent: bool) -> dict[str, Any]:
@@ -360,7 +341,6 @@ class RayExecutor:
         self._connection: asyncio.Task[_Cluster] | None = None
         self._cluster: _Cluster | None = None
         self._sources = _Sources()
-        self._requests = _Requests()
         self._token = secrets.token_hex(16)
         self._token_path: Path | None = None
         self._all_finished: asyncio.Future[None] | None = None
@@ -563,7 +543,7 @@ class RayExecutor:
         return False
 
     async def _run_call(self, cluster: _Cluster, unit: _Unit) -> None:
-        options = ray_options(self._requests.table(unit.job), persistent=False)
+        options = ray_options(resources_table(unit.job.resources), persistent=False)
         if not await self._fits(cluster, unit, options) or unit.cancelling:
             return
         call = cluster.call.options(name=ray_name(unit.job), **options)
@@ -583,7 +563,7 @@ class RayExecutor:
                 ),
             )
             return
-        options = ray_options(self._requests.table(unit.job), persistent=True)
+        options = ray_options(resources_table(unit.job.resources), persistent=True)
         if not await self._fits(cluster, unit, options) or unit.cancelling:
             return
         node_job = self._node_job(unit.job)  # the actor preloads what its code imports

@@ -107,6 +107,9 @@ def _plain_line(event: ev.Event) -> str | None:
         return f"{'done':>9} {_unit(event.task, event.iter)}  {event.duration:.2f}s"
     if isinstance(event, ev.UnitCancelled):
         return f"{'cancelled':>9} {_unit(event.task, event.iter)}  ({event.signal})"
+    if isinstance(event, ev.UnitRetry):
+        return (f"{'retry':>9} {_unit(event.task, event.iter)}  attempt {event.attempt}: "
+                f"{printable(event.cause)}")
     if isinstance(event, ev.Gather):
         return f"{'gather':>9} {event.task}"
     if isinstance(event, ev.Change):
