@@ -593,4 +593,4 @@ def test_a_big_output_that_cannot_be_written_fails_its_unit_with_the_cause(
     job.objects = str(tmp_path / "state" / "objects")
     kind, fields = worker.run(job)[-1]
     assert kind is Msg.FAILED
-    assert str(fields[0]) == "output of task 'big': cannot write its output: Not a directory"
+    assert str(fields[0]) == "cannot write its output: Not a directory"  # as the store says it
