@@ -245,6 +245,7 @@ def test_a_request_fits_when_one_node_has_all_of_it() -> None:
     assert cluster.shortfall({"CPU": 99, "GPU": 9, "memory": 0}) is None
 
 
+@pytest.mark.ray
 def test_a_jobs_parsed_resources_become_the_same_request() -> None:
     # the executor reads the job's `resources` (parsed by the driver), not the header again
     pytest.importorskip("ray")
