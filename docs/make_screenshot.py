@@ -28,7 +28,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from watchrun.app import open_session  # noqa: E402
+from watchrun.session import open_session  # noqa: E402
 from watchrun.commands.dev import build_dev_engine  # noqa: E402
 from watchrun.engine import events as ev  # noqa: E402
 from watchrun.engine.events import EventBus  # noqa: E402

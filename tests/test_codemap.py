@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from watchrun.project import frozen
+from watchrun.project import frozen_init
 from watchrun.project.codemap import (
     MODULE_PART,
     ArgSpec,
@@ -726,7 +726,7 @@ def test_frozen_builds_what_the_class_would() -> None:
                         "module": analyze_module("x = 1\n", "lib.x")}),
     ]
     for cls, fields in cases:
-        made = frozen.build(cls, **fields)
+        made = frozen_init.build(cls, **fields)
         assert made == cls(**fields) and repr(made) == repr(cls(**fields))
         if cls not in (Header, FileAnalysis):  # those hold dicts: no hash either way
             assert hash(made) == hash(cls(**fields))

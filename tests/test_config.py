@@ -203,7 +203,7 @@ def test_connect_timeout_must_be_a_positive_number_of_seconds(tmp_path: Path) ->
 
 
 def test_jobs_default_to_the_ray_clusters_cpus_unless_given(tmp_path: Path) -> None:
-    from watchrun.app import choose_executor, effective_jobs
+    from watchrun.session import choose_executor, effective_jobs
 
     config, _ = load_config(tmp_path)
     ray = choose_executor(config, "ray", None)

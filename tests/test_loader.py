@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from watchrun.config import load_config
-from watchrun.project import cache, codemap, loader
+from watchrun.project import codemap, loader, snapshot
 from watchrun.project.loader import Project, ProjectLoader
 from watchrun.project.model import Kind
 from watchrun.state.hashing import FileHasher
@@ -520,7 +520,7 @@ def test_loads_without_store_or_hasher(tmp_path: Path) -> None:
 @pytest.fixture
 def settled(monkeypatch: pytest.MonkeyPatch) -> None:
     """Files written by the test count as settled at once: no racy window to wait out."""
-    monkeypatch.setattr(cache, "RACY_NS", 0)
+    monkeypatch.setattr(snapshot, "RACY_NS", 0)
 
 
 def reopen(opened: list[Opened], root: Path) -> tuple[Project, ProjectLoader]:
@@ -554,7 +554,7 @@ def test_the_project_cache_takes_the_stored_pickle_of_every_module(
         raise AssertionError(f"{self.module_name} pickled again")
 
     monkeypatch.setattr(codemap.ModuleInfo, "__reduce_ex__", pickled_again)
-    assert cache.dumps_project(project)
+    assert snapshot.dumps_project(project)
 
 
 @pytest.mark.usefixtures("settled")
@@ -583,7 +583,7 @@ def test_the_project_knows_each_tasks_entry_points_after_a_cached_load(
             """,
     })
     cold, _ = reopen(opened, tmp_path)
-    monkeypatch.setattr(cache.LazyModules, "__getitem__", None)  # modules are not read back
+    monkeypatch.setattr(snapshot.LazyModules, "__getitem__", None)  # modules are not read back
     warm, second = reopen(opened, tmp_path)
     assert second.cached and warm.entries == cold.entries
     entries = warm.entries["child"]
@@ -596,7 +596,7 @@ def test_the_project_knows_each_tasks_entry_points_after_a_cached_load(
 def test_paths_in_a_cached_project_come_back_the_same() -> None:
     paths = [Path("/proj/tasks/a.py"), Path("relative/b.py"), Path("/"), Path("."),
              Path("/proj/tasks/a.py").parent, Path("/x") / "y.z", Path("//double/slash")]
-    back = pickle.loads(cache.dumps_project(paths))
+    back = pickle.loads(snapshot.dumps_project(paths))
     assert back == paths and [str(p) for p in back] == [str(p) for p in paths]
     assert [type(p) for p in back] == [type(p) for p in paths]
     assert [p.parts for p in back] == [p.parts for p in paths]
@@ -648,7 +648,7 @@ def test_a_new_local_module_invalidates_the_cached_project(tmp_path: Path,
 def test_files_changed_just_before_the_load_are_not_trusted_by_stat(
         tmp_path: Path, opened: list[Opened], monkeypatch: pytest.MonkeyPatch) -> None:
     # within the racy window a rewrite may keep the stat key: the project is not cached then
-    monkeypatch.setattr(cache, "RACY_NS", 3600 * 10**9)
+    monkeypatch.setattr(snapshot, "RACY_NS", 3600 * 10**9)
     write(tmp_path, {"tasks/a.py": OK})
     reopen(opened, tmp_path)
     project, item = reopen(opened, tmp_path)
@@ -660,7 +660,7 @@ def test_a_damaged_cache_is_ignored(tmp_path: Path, opened: list[Opened],
     write(tmp_path, {"tasks/a.py": OK})
     first = open_project(opened, tmp_path)
     first.load()
-    first.store.kv_put(cache.PROJECT_CACHE_KEY, b"\x80\x05garbage")
+    first.store.kv_put(snapshot.PROJECT_CACHE_KEY, b"\x80\x05garbage")
     first.store.commit()
     project, item = reopen(opened, tmp_path)
     assert not item.cached and project.graph.order == ["a"]

@@ -96,7 +96,7 @@ def test_the_null_build_proof_imports_nothing_heavy(tmp_path: Path) -> None:
 # What a worker process must start without: a task's first unit waits for it.
 NOT_IN_A_WORKER = ("asyncio", "typing", "typer", "click", "textual", "sqlite3", "ast", "tomllib",
                    "blake3", "watchrun.engine", "watchrun.project", "watchrun.state",
-                   "watchrun.ui", "watchrun.cli", "watchrun.app")
+                   "watchrun.ui", "watchrun.cli", "watchrun.session")
 
 
 def test_the_worker_imports_nothing_heavy() -> None:

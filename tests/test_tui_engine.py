@@ -21,12 +21,12 @@ import pytest
 from textual.pilot import Pilot
 
 from tests.conftest import SESSION_TAG, gone, watchrun, worker_processes, write_project
-from watchrun.app import open_session
 from watchrun.commands.dev import build_dev_engine
 from watchrun.engine import events as ev
 from watchrun.engine.control import UnitState
 from watchrun.engine.dev import DevEngine
 from watchrun.engine.events import EventBus
+from watchrun.session import open_session
 from watchrun.ui.tui.app import WatchrunApp
 from watchrun.ui.tui.records import Records
 

@@ -27,9 +27,9 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tests/bench"))  # for workloads.chains
 
 from watchrun.config import load_config  # noqa: E402
-from watchrun.project import forkmap  # noqa: E402
-from watchrun.project.cache import PROJECT_CACHE_KEY  # noqa: E402
+from watchrun.project import parallel_map  # noqa: E402
 from watchrun.project.loader import Project, ProjectLoader  # noqa: E402
+from watchrun.project.snapshot import PROJECT_CACHE_KEY  # noqa: E402
 from watchrun.state.hashing import FileHasher  # noqa: E402
 from watchrun.state.store import Store  # noqa: E402
 
@@ -147,14 +147,14 @@ def first_load(root: Path, helpers: bool) -> tuple[float, float, int]:
     helpers (whose CPU is not counted: only this process's)."""
     config, _ = load_config(root)
     shutil.rmtree(config.state_dir, ignore_errors=True)
-    saved = forkmap.MIN_PER_PROCESS
-    forkmap.MIN_PER_PROCESS = saved if helpers else 10**9
+    saved = parallel_map.MIN_PER_PROCESS
+    parallel_map.MIN_PER_PROCESS = saved if helpers else 10**9
     try:
         started = time.perf_counter()
         _, cpu, parsed = load_once(root)
         return cpu, time.perf_counter() - started, parsed
     finally:
-        forkmap.MIN_PER_PROCESS = saved
+        parallel_map.MIN_PER_PROCESS = saved
 
 
 def generate_chains(root: Path, count: int) -> None:

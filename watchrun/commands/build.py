@@ -9,16 +9,6 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-from watchrun.app import (
-    EXIT_PROJECT,
-    Session,
-    choose_executor,
-    default_targets,
-    effective_jobs,
-    exit_code,
-    open_session,
-    run_build,
-)
 from watchrun.commands.common import (
     error,
     guarded,
@@ -36,6 +26,16 @@ from watchrun.project.overrides import (
     parse_overrides,
 )
 from watchrun.project.root import locate
+from watchrun.session import (
+    EXIT_PROJECT,
+    Session,
+    choose_executor,
+    default_targets,
+    effective_jobs,
+    exit_code,
+    open_session,
+    run_build,
+)
 
 
 def build_command(root: Path | None, targets: list[str], *, jobs: int | None, force: bool,

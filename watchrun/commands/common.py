@@ -8,10 +8,10 @@ import sys
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from watchrun.app import EXIT_PROJECT, ProjectErrorsFound, UsageError
 from watchrun.engine.events import Error
 from watchrun.errors import ProjectError
 from watchrun.project.loader import Project
+from watchrun.session import EXIT_PROJECT, ProjectErrorsFound, UsageError
 from watchrun.state.hashing import UnreadablePath
 from watchrun.state.store import ObjectMissing, StateFull, StoreError
 

@@ -10,17 +10,6 @@ import sys
 import threading
 from pathlib import Path
 
-from watchrun.app import (
-    ProjectErrorsFound,
-    Session,
-    UsageError,
-    check_executor,
-    choose_executor,
-    effective_jobs,
-    make_executor,
-    open_session,
-    preload_source,
-)
 from watchrun.commands.common import error, guarded, unknown_task_message
 from watchrun.engine.dev import DevEngine
 from watchrun.engine.events import EventBus, Subscriber
@@ -31,6 +20,17 @@ from watchrun.project.overrides import (
     Overrides,
     check_overrides,
     parse_overrides,
+)
+from watchrun.session import (
+    ProjectErrorsFound,
+    Session,
+    UsageError,
+    check_executor,
+    choose_executor,
+    effective_jobs,
+    make_executor,
+    open_session,
+    preload_source,
 )
 from watchrun.ui.running import RunningNow
 

@@ -7,7 +7,6 @@ import json
 import os
 from pathlib import Path
 
-from watchrun.app import EXIT_OK, EXIT_PROJECT, Session, open_session
 from watchrun.commands.common import (
     error,
     guarded,
@@ -19,6 +18,7 @@ from watchrun.engine.scopes import is_persistent
 from watchrun.engine.status import TaskReport, TaskState, report
 from watchrun.project.loader import Project
 from watchrun.project.model import Kind
+from watchrun.session import EXIT_OK, EXIT_PROJECT, Session, open_session
 from watchrun.state.store import UnitStatus
 from watchrun.ui.running import read_running
 

@@ -14,7 +14,7 @@ import stat
 import sys
 from pathlib import Path
 
-from watchrun.app import Session
+from watchrun.session import Session
 
 
 def declared_outputs(session: Session, names: list[str]) -> list[str]:

@@ -15,12 +15,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from watchrun.app import EXIT_OK, Session, open_session
 from watchrun.commands.common import error, guarded, unknown_task_message
-from watchrun.engine.layout import log_path
+from watchrun.engine.locations import log_path
 from watchrun.engine.scopes import decode_iteration, is_persistent
 from watchrun.executors import taskmodules
 from watchrun.project.model import Kind
+from watchrun.session import EXIT_OK, Session, open_session
 from watchrun.state.store import ObjectDamaged, UnitState, UnitStatus
 
 SHORT = reprlib.Repr()

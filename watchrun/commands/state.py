@@ -5,10 +5,10 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from watchrun.app import EXIT_OK, EXIT_PROJECT, open_session
 from watchrun.commands.common import error, guarded, print_project_errors, unknown_task_message
 from watchrun.commands.outputs import declared_outputs, remove_outputs
 from watchrun.engine.resolve import Resolver
+from watchrun.session import EXIT_OK, EXIT_PROJECT, open_session
 from watchrun.state.store import ResultRecord, UnitState, UnitStatus
 
 

@@ -23,11 +23,11 @@ from blake3 import blake3
 from watchrun.config import load_config
 from watchrun.engine import events as ev
 from watchrun.engine.control import ErrorView, ParamView, ProjectView, TaskView
-from watchrun.engine.layout import log_path
+from watchrun.engine.locations import log_path
 from watchrun.engine.scheduler import BuildOptions, Scheduler
 from watchrun.errors import ProjectError
 from watchrun.executors.base import ExecEvent, Executor, UnitKey
-from watchrun.project.incremental import ReverseIndex, reload_code
+from watchrun.project.dev_reload import ReverseIndex, reload_code
 from watchrun.project.loader import Project, ProjectLoader
 from watchrun.state.hashing import FileHasher
 from watchrun.state.store import Store

@@ -15,7 +15,7 @@ from blake3 import blake3
 
 from watchrun.engine.reasons import Reason, ReasonKind
 from watchrun.engine.scopes import is_persistent
-from watchrun.engine.units import (
+from watchrun.engine.signatures import (
     Manifest,
     canonical_json,
     explain,

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from watchrun.engine import events as ev
-from watchrun.engine.layout import chain_files, log_path
+from watchrun.engine.locations import chain_files, log_path
 from watchrun.engine.plan import Plan, Readiness, TaskRank, Wake, stages
 from watchrun.engine.recorder import Recorder
 from watchrun.engine.resolve import Resolution, Resolver

@@ -21,7 +21,7 @@ from typing import Any
 
 from watchrun.config import suggest
 from watchrun.errors import ProjectError
-from watchrun.project.frozen import build
+from watchrun.project.frozen_init import build
 from watchrun.toml import key_lines as toml_key_lines
 from watchrun.toml import parse_simple, parse_toml, toml_error_line
 

@@ -23,7 +23,6 @@ from pathlib import Path
 from watchrun.config import Config
 from watchrun.errors import ProjectError
 from watchrun.project import codemap
-from watchrun.project.cache import LazyModules, ProjectCache, ProjectFiles, quick_unpickle
 from watchrun.project.checks import CodeChecks
 from watchrun.project.codemap import (
     ANALYZER_VERSION,
@@ -34,12 +33,13 @@ from watchrun.project.codemap import (
     CodeIndex,
     ModuleInfo,
 )
-from watchrun.project.forkmap import MIN_PER_PROCESS, fork_map
-from watchrun.project.frozen import build
+from watchrun.project.frozen_init import build
 from watchrun.project.graph import Graph, build_graph
 from watchrun.project.header import Header, parse_header
 from watchrun.project.model import Task
 from watchrun.project.overrides import Overrides, apply_overrides
+from watchrun.project.parallel_map import MIN_PER_PROCESS, fork_map
+from watchrun.project.snapshot import LazyModules, ProjectCache, ProjectFiles, quick_unpickle
 from watchrun.project.tasks import (
     TaskSource,
     discover_files,

@@ -16,7 +16,7 @@ from typing import Any
 from watchrun.config import Config, suggest
 from watchrun.errors import ProjectError
 from watchrun.project.discovery import discover_in
-from watchrun.project.frozen import build
+from watchrun.project.frozen_init import build
 from watchrun.project.header import Header, memory_bytes
 from watchrun.project.model import Kind, Origin, Param, Resources, Task
 

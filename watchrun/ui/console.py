@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import NamedTuple, TextIO
 
 from watchrun.engine import events as ev
-from watchrun.ui.flushing import LoopFlush
+from watchrun.ui.batched_output import LoopFlush
 from watchrun.ui.summary import summary_line
 
 LOG_TAIL_LINES = 20

@@ -6,7 +6,7 @@ import sys
 from typing import TextIO
 
 from watchrun.engine.events import URGENT, Event, UnitStarted, json_head
-from watchrun.ui.flushing import LoopFlush
+from watchrun.ui.batched_output import LoopFlush
 
 
 class JsonLines:

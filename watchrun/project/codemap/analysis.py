@@ -18,7 +18,7 @@ from watchrun.project.codemap.scan import (
     is_bare_constant,
     with_prefixes,
 )
-from watchrun.project.frozen import build as _frozen
+from watchrun.project.frozen_init import build as _frozen
 
 
 def analyze_module(source: str, module_name: str, *, is_package: bool = False) -> ModuleInfo:

@@ -17,7 +17,7 @@ from watchrun.project.codemap.model import (
     ModuleInfo,
     text_digest,
 )
-from watchrun.project.frozen import build as _frozen
+from watchrun.project.frozen_init import build as _frozen
 
 # A node of the local-module graph: (module, definition name), (module, MODULE_PART) for its
 # top-level statements, (module, _WHOLE) for "every definition of it", or ("", top) for a

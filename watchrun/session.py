@@ -21,9 +21,9 @@ from watchrun.engine.scheduler import BuildOptions, BuildSummary, Scheduler
 from watchrun.errors import ProjectError
 from watchrun.executors.base import Executor, Sink
 from watchrun.nullproof import DEFAULT_STATE_DIR, Proof, config_stats, make_proof, write_proof
-from watchrun.project.cache import ProjectFiles
 from watchrun.project.loader import Project, ProjectLoader
 from watchrun.project.model import Kind
+from watchrun.project.snapshot import ProjectFiles
 from watchrun.state.hashing import FileHasher
 from watchrun.state.statkeys import StatKey
 from watchrun.state.store import LockedError, Store

@@ -11,10 +11,10 @@ import pytest
 
 from tests.conftest import write_project
 from watchrun.config import load_config
-from watchrun.project import forkmap, loader
-from watchrun.project.cache import PROJECT_CACHE_KEY
-from watchrun.project.forkmap import fork_map
+from watchrun.project import loader, parallel_map
 from watchrun.project.loader import ProjectLoader
+from watchrun.project.parallel_map import fork_map
+from watchrun.project.snapshot import PROJECT_CACHE_KEY
 from watchrun.state.hashing import FileHasher
 from watchrun.state.store import Store
 
@@ -80,7 +80,7 @@ def test_a_big_project_loads_the_same_with_and_without_helpers(
     with_helpers = forked.load()
     assert forked.parsed == 242  # every task file and lib/util.py, parsed once
     monkeypatch.setattr(loader, "MIN_PER_PROCESS", 10**9)
-    monkeypatch.setattr(forkmap, "MIN_PER_PROCESS", 10**9)
+    monkeypatch.setattr(parallel_map, "MIN_PER_PROCESS", 10**9)
     alone = ProjectLoader(config).load()
     assert with_helpers.errors == alone.errors == []
     assert with_helpers.graph.order == alone.graph.order

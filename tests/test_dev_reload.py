@@ -9,7 +9,7 @@ import pytest
 
 from tests.conftest import write_project
 from watchrun.config import load_config
-from watchrun.project.incremental import ReverseIndex, reload_code
+from watchrun.project.dev_reload import ReverseIndex, reload_code
 from watchrun.project.loader import Project, ProjectLoader
 from watchrun.state.hashing import FileHasher
 from watchrun.state.store import Store

@@ -16,9 +16,9 @@ from collections.abc import Iterable
 from dataclasses import replace
 from pathlib import Path
 
-from watchrun.project.cache import LazyModules
 from watchrun.project.codemap import ENTRY_POINTS, ChainLink, CodeIndex, ModuleInfo
 from watchrun.project.loader import FileAnalysis, Project, ProjectLoader, imported_modules
+from watchrun.project.snapshot import LazyModules
 
 
 class ReverseIndex:
