@@ -221,22 +221,21 @@ class Transactions:
             self._stall(exc)  # a read goes on with what is committed; commit() says it
 
     def _row(self, sql: str, params: tuple[Any, ...] = ()) -> Any:
-        if self._db is None:
-            return None
-        self._flush_pending()
-        try:
-            return self._db.execute(sql, params).fetchone()
-        except sqlite3.OperationalError:
-            raise
-        except sqlite3.DatabaseError as exc:
-            raise self._suspect(exc) from exc
+        return self._read(sql, params, all_rows=False)
 
     def _rows(self, sql: str, params: tuple[Any, ...] = ()) -> list[Any]:
+        rows: list[Any] = self._read(sql, params, all_rows=True)
+        return rows
+
+    def _read(self, sql: str, params: tuple[Any, ...], *, all_rows: bool) -> Any:
+        """A query after the queued writes are sent (it must see them); nothing (None, or no
+        rows) without a database. Damage SQLite reports is marked for the next writer."""
         if self._db is None:
-            return []
+            return [] if all_rows else None
         self._flush_pending()
         try:
-            return self._db.execute(sql, params).fetchall()
+            cursor = self._db.execute(sql, params)
+            return cursor.fetchall() if all_rows else cursor.fetchone()
         except sqlite3.OperationalError:
             raise
         except sqlite3.DatabaseError as exc:
