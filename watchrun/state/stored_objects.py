@@ -118,7 +118,7 @@ class StoredObjects(CacheTables):
     def load_object(self, digest: str) -> Any:
         """Unpickle an object, checked against its name first. A big one is hashed through a
         memory map and unpickled from its file: its bytes are never held in memory beside
-        the value (a 500 MB output costs 500 MB, not 1 GB). Errors as get_object; whatever
+        the value. Errors as get_object; whatever
         unpickling raises (a class that no longer imports) is the caller's."""
         path = self._big_object_file(digest)
         if path is None:

@@ -194,8 +194,8 @@ class Transactions:
 
     def _queue(self, sql: str, params: tuple[Any, ...]) -> None:
         """A hot insert (objects, results, unit states, iterations): kept in order and sent
-        with executemany when something reads, commits or writes otherwise, so a scope of
-        10,000 iterations costs a few statements per batch instead of one per row."""
+        with executemany when something reads, commits or writes otherwise: a batch of rows is
+        one statement, not one per row (the per-unit cost, CONTRIBUTING.md)."""
         self._check_writable()
         rows = self._pending.get(sql)
         if rows is None:

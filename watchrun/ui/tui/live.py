@@ -342,7 +342,7 @@ class LiveApp(App[str]):
     def on_dag_view_selected(self, message: DagView.Selected) -> None:
         if message.paging:
             # a page key may be held down: describing each task passed (a new layout of the
-            # pane, ~30 ms) would slow the scrolling; the flush describes where it stops
+            # pane) would slow the scrolling; the flush describes where it stops
             self._paged_at = time.monotonic()
             return
         self._paged_at = 0.0
