@@ -73,7 +73,6 @@ class FileAnalysis:
     module_blob: bytes | None = field(default=None, repr=False, compare=False)
 
 
-
 @dataclass
 class ClosureMemo:
     """Closures of the last load, for `reload`: task -> (chain, the content key of every module

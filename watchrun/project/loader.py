@@ -49,7 +49,6 @@ __all__ = ["FileAnalysis", "Project", "ProjectLoader", "analyse_text", "imported
 ANALYSIS_FORMAT = 4  # bump when FileAnalysis or Header change shape: invalidates cached analyses
 
 
-
 def analyse_text(text: str, path: Path, dotted: str) -> FileAnalysis:
     header, errors = parse_header(text, path)
     # a package's __init__ resolves `from .x import f` inside the package itself
@@ -313,7 +312,6 @@ class ProjectLoader:
 
             self._version_of = version_of
         return self._version_of(module)
-
 
 
 class _Parsed:

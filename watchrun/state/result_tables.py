@@ -22,8 +22,6 @@ def _iter_tuple(text: str) -> tuple[int, ...]:
 _UNIT_COLUMNS = "task, iter, signature, status, manifest, output, duration, error, finished"
 
 
-
-
 def _encode_outputs(outputs: dict[str, str]) -> str:
     # "path\0hash\0path\0hash": paths cannot hold NUL, and a split is all it takes to read
     # back (the null build reads every result: a hot path, CONTRIBUTING.md).
@@ -60,7 +58,6 @@ LAST_UNITS = ("SELECT u.task, u.iter, u.signature, r.output, r.outputs, r.durati
               " FROM unit_states u LEFT JOIN results r"
               " ON r.task = u.task AND r.signature = u.signature"
               " LEFT JOIN objects o ON o.digest = r.output")
-
 
 
 class ResultTables(StoredObjects):

@@ -65,7 +65,6 @@ def _identity(folder: Path) -> tuple[int, int] | None:
     return (st.st_dev, st.st_ino)
 
 
-
 class Store(ResultTables, RunTables):
     """Opens (creating if needed) `state_dir/state.db` and `state_dir/objects/`.
 

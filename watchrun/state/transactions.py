@@ -36,7 +36,6 @@ def _safe_row(row: tuple[Any, ...]) -> tuple[Any, ...]:
     return tuple(safe_text(v) if isinstance(v, str) else v for v in row)
 
 
-
 class Transactions:
     """The connection and its open transaction. Writes are buffered in one transaction;
     `commit()` ends it (the scheduler calls it every few milliseconds and at the end)."""

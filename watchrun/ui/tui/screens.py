@@ -41,7 +41,6 @@ brings it its inputs. Where a line passes a lane it does not join, the lane stay
 Press escape, ? or q to close."""
 
 
-
 class HelpScreen(ModalScreen[None]):
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("escape,question_mark,q", "dismiss", "Close"),
