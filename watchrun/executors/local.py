@@ -62,6 +62,7 @@ from watchrun.executors.base import (
     death_cause,
     hand_to_sink,
 )
+from watchrun.executors.escalation import escalate
 from watchrun.executors.limits import LocalLimits
 from watchrun.executors.protocol import Msg
 from watchrun.executors.spawn import (
@@ -83,7 +84,6 @@ SPARE_WORKERS = 1  # warm workers kept beyond the free CALL slots, for the next 
 _STDERR_TAIL = 4000  # bytes of a worker's own stderr kept to explain a failed start
 _READ_BUFFER = 1 << 16  # bytes read from a worker's socket at once (grows for larger frames)
 _CHANNEL_LINGER = 2.0  # seconds to read what a dead worker sent before its channel is closed
-_ESCALATION = {signal.SIGINT: signal.SIGTERM, signal.SIGTERM: signal.SIGKILL}
 _TERMINAL = {Msg.DONE, Msg.FAILED, Msg.CANCELLED}
 _YIELDED, _STARTED, _PUSHED = Msg.YIELDED, Msg.STARTED, Msg.PUSHED  # read for every frame
 _START_ATTEMPTS = 3  # workers in a row that die before they are ready: give up
@@ -111,12 +111,13 @@ class _Unit:
     __slots__ = (
         "cancel_signal",
         "cancel_wanted",
+        "ended",
+        "escalation",
         "finished",
         "job",
         "paused",
         "queued",
         "submitted",
-        "timer",
         "worker",
     )
 
@@ -125,11 +126,13 @@ class _Unit:
         self.worker = worker
         self.submitted = submitted  # time.monotonic()
         self.cancel_signal: str | None = None  # the last signal sent to cancel it
-        self.timer: asyncio.TimerHandle | None = None  # the next escalation step
+        self.escalation: asyncio.Task[signal.Signals] | None = None  # see escalation.py
+        self.ended: asyncio.Future[None] | None = None  # resolved when it ends, if cancelled
         self.paused = False
         self.finished = False
         self.queued = queued  # waits behind its worker's current unit (pipelining)
-        self.cancel_wanted = False  # cancelled while queued: signalled when it starts
+        # cancel() was called: the escalation runs (or starts when a queued unit starts)
+        self.cancel_wanted = False
 
 
 class _Process:
@@ -517,10 +520,10 @@ class LocalExecutor:
 
     def cancel(self, key: UnitKey) -> None:
         unit = self._units.get(key)
-        if unit is None or unit.cancel_signal is not None or unit.cancel_wanted:
+        if unit is None or unit.cancel_wanted:
             return
+        unit.cancel_wanted = True
         if unit.queued:  # not started: a signal now would reach the unit before it
-            unit.cancel_wanted = True
             return
         if not unit.worker.ready.done():
             # the worker is still starting, the unit has not begun: nothing to interrupt
@@ -528,7 +531,7 @@ class LocalExecutor:
             unit.cancel_signal = signal.SIGKILL.name
             self._retire(unit.worker)
             return
-        self._signal_cancel(unit, signal.SIGINT)
+        self._start_escalation(unit)
 
     def pause(self, key: UnitKey) -> bool:
         unit = self._units.get(key)
@@ -1107,9 +1110,8 @@ class LocalExecutor:
 
     def _end_unit(self, unit: _Unit) -> None:
         unit.finished = True
-        if unit.timer is not None:
-            unit.timer.cancel()
-            unit.timer = None
+        if unit.ended is not None:
+            unit.ended.set_result(None)  # the escalation stops
         del self._units[unit.job.key]
         self.limits.give_back(unit.job.key)
         if unit.job.mode is Mode.CALL:
@@ -1144,7 +1146,6 @@ class LocalExecutor:
             or unit.job.mode is not Mode.CALL
             or worker.retiring
             or unit.paused
-            or unit.cancel_signal is not None
             or unit.cancel_wanted
             or not worker.ready.done()
         ):
@@ -1189,7 +1190,7 @@ class LocalExecutor:
         self._queued_calls -= 1
         unit.submitted = time.monotonic()
         if unit.cancel_wanted:
-            self._signal_cancel(unit, signal.SIGINT)
+            self._start_escalation(unit)
         elif unit.paused:
             self._stop(worker)
 
@@ -1219,10 +1220,23 @@ class LocalExecutor:
 
     # -- cancel ---------------------------------------------------------------------------------
 
-    def _signal_cancel(self, unit: _Unit, sig: signal.Signals) -> None:
+    def _start_escalation(self, unit: _Unit) -> None:
+        loop = asyncio.get_running_loop()
+        ended = unit.ended = loop.create_future()
+        unit.escalation = loop.create_task(
+            escalate(
+                functools.partial(self._send_cancel_signal, unit),
+                functools.partial(asyncio.shield, ended),
+                self._grace,
+            )
+        )
+
+    def _send_cancel_signal(self, unit: _Unit, sig: signal.Signals) -> None:
+        if unit.finished:
+            return
         label = unit.job.key.format()
-        if sig is signal.SIGINT:
-            log.info("cancel %s: SIGINT to process group %s", label, unit.worker.pid)
+        if unit.cancel_signal is None:
+            log.info("cancel %s: %s to process group %s", label, sig.name, unit.worker.pid)
         else:
             log.warning(
                 "cancel %s: still running %.1f s after %s; %s to process group %s",
@@ -1237,15 +1251,6 @@ class LocalExecutor:
         if unit.paused:  # a stopped process cannot act on the signal
             unit.worker.signal_group(signal.SIGCONT)
             unit.paused = False
-        following = _ESCALATION.get(sig)
-        if following is not None:
-            loop = asyncio.get_running_loop()
-            unit.timer = loop.call_later(self._grace, self._escalate, unit, following)
-
-    def _escalate(self, unit: _Unit, sig: signal.Signals) -> None:
-        unit.timer = None
-        if not unit.finished:
-            self._signal_cancel(unit, sig)
 
     def _persistent(self, key: UnitKey) -> _Unit | None:
         unit = self._units.get(key)
