@@ -48,7 +48,6 @@ import socket
 import subprocess
 import time
 from collections.abc import Callable, Sequence
-from pathlib import Path
 
 from watchrun.executors import protocol as proto
 from watchrun.executors.base import (
@@ -63,6 +62,8 @@ from watchrun.executors.base import (
     hand_to_sink,
 )
 from watchrun.executors.escalation import escalate
+from watchrun.executors.job_wire import job_frame
+from watchrun.executors.job_wire import job_spec as job_spec  # ray.py imports it from here
 from watchrun.executors.limits import LocalLimits
 from watchrun.executors.protocol import Msg
 from watchrun.executors.spawn import (
@@ -501,7 +502,7 @@ class LocalExecutor:
             unit = _Unit(job, worker, time.monotonic())
             worker.unit = unit
         self._units[job.key] = unit
-        frame = _job_frame(job, self._objects)
+        frame = job_frame(job, self._objects)
         if host is not None:  # it waits anyway: no need to wake the worker now
             self._send_soon(host, frame)
         else:
@@ -1213,7 +1214,7 @@ class LocalExecutor:
         target.unit = unit
         unit.worker = target
         unit.submitted = time.monotonic()
-        target.send(_job_frame(unit.job, self._objects))
+        target.send(job_frame(unit.job, self._objects))
         if unit.paused:  # as pause() does, only if the worker has a process yet
             unit.paused = target.pid is not None
             self._stop(target)
@@ -1262,103 +1263,6 @@ class LocalExecutor:
 # ---------------------------------------------------------------------------------------------
 
 
-# the fields of a JobSpec, as the JOB frame carries them (`sources` left to its default)
-JobFields = tuple[
-    str,
-    str,
-    str,
-    str,
-    list[tuple[str, str]],
-    dict[str, bytes],
-    str,
-    int | None,
-    dict[str, bytes],
-    str,
-    str,
-    tuple[int, ...],
-    bool,
-]
-
-
-def job_spec(job: Job) -> proto.JobSpec:
-    """The plain-value form of a job that crosses to the worker."""
-    return proto.JobSpec(*_job_fields(job))
-
-
-def _job_frame(job: Job, objects: str | None = None) -> bytes:
-    """The JOB frame of a job: job_spec(job)'s fields, without making the JobSpec."""
-    if objects is None:
-        return proto.encode(Msg.JOB, *_job_fields(job))
-    return proto.encode(Msg.JOB, *_job_fields(job), None, objects)
-
-
-def _job_fields(job: Job) -> JobFields:
-    key = job.key
-    ctx = job.ctx
-    iteration = ctx.get("iter", key.iter)
-    assert isinstance(iteration, (tuple, list))
-    root = _root_text(job.root)
-    ctx_root = ctx.get("root", root)
-    return (
-        _label(key),
-        key.task,
-        _MODE_VALUES[job.mode],
-        root,
-        _absolute_chain(job.chain),
-        job.kwargs,
-        _absolute(job.log_path),
-        job.start,
-        job.gather_kwargs,
-        str(ctx.get("name", key.task)),
-        root if ctx_root == root else _absolute(str(ctx_root)),
-        tuple(iteration),
-        job.fresh_log,
-    )
-
-
-_MODE_VALUES = {mode: mode.value for mode in Mode}  # mode.value costs an enum property call
-
-
-class _LastRoot:
-    """The root of the last job (kept, so its id is not reused) and its absolute form: every
-    job of a project has the same root object, a Path whose conversion costs two calls."""
-
-    path: object = None
-    text = ""
-
-
-def _root_text(root: Path) -> str:
-    if root is not _LastRoot.path:
-        _LastRoot.text = _absolute(root)
-        _LastRoot.path = root
-    return _LastRoot.text
-
-
-def _label(key: UnitKey) -> str:
-    """key.format(), the common cases without its generator (a few microseconds a unit)."""
-    if not key.iter:
-        return key.task
-    if len(key.iter) == 1:
-        return f"{key.task}[{key.iter[0]}]"
-    return key.format()
-
-
-# chain list (by identity) -> its absolute form: the scheduler passes the same list for every
-# unit of a task, so a scope of 10,000 iterations converts it once
-_CHAINS: dict[int, tuple[list[tuple[Path, str]], list[tuple[str, str]]]] = {}
-
-
-def _absolute_chain(chain: list[tuple[Path, str]]) -> list[tuple[str, str]]:
-    known = _CHAINS.get(id(chain))
-    if known is not None and known[0] is chain:
-        return known[1]
-    absolute = [(_absolute(path), package) for path, package in chain]
-    if len(_CHAINS) >= 4096:  # each reload of a project brings new lists: forget the old
-        _CHAINS.clear()
-    _CHAINS[id(chain)] = (chain, absolute)  # the list is kept: its id cannot be reused
-    return absolute
-
-
 def _outdated(held: list[tuple[str, str]], wanted: list[tuple[str, str]]) -> bool:
     """Whether a template that preloaded `held` has a module whose version is not the one
     wanted now (one it lacks is only imported by the worker itself: not stale)."""
@@ -1368,13 +1272,6 @@ def _outdated(held: list[tuple[str, str]], wanted: list[tuple[str, str]]) -> boo
 
 def _started(worker: _Worker) -> float:
     return worker.unit.submitted if worker.unit is not None else 0.0
-
-
-def _absolute(path: str | os.PathLike[str]) -> str:
-    text = path if isinstance(path, str) else os.fspath(path)
-    # the worker changes directory: relative paths would mean something else there. (A leading
-    # slash is what os.path.isabs looks for on POSIX, the only system this executor runs on.)
-    return text if text[:1] == "/" else os.path.abspath(text)
 
 
 def _signal_group(pgid: int, sig: signal.Signals) -> None:

@@ -58,7 +58,10 @@ class Msg(enum.IntEnum):
 
 
 class JobSpec:
-    """What a worker needs to run one job: plain values only (str, bytes, ints, tuples)."""
+    """What a worker needs to run one job: plain values only (str, bytes, ints, tuples).
+
+    The one wire form of a job: fields() is what a JOB frame carries (and what the Ray relay
+    ships), JobSpec(*fields) reads it back. job_wire.job_spec makes it from a base.Job."""
 
     __slots__ = (
         "chain",
