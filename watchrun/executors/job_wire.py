@@ -20,20 +20,21 @@ def job_spec(job: Job, objects: str | None = None) -> proto.JobSpec:
     root = _root_text(job.root)
     ctx_root = ctx.get("root", root)
     return proto.JobSpec(
-        label=_label(key),
-        task=key.task,
-        mode=_MODE_VALUES[job.mode],
-        root=root,
-        chain=_absolute_chain(job.chain),
-        kwargs=job.kwargs,
-        log_path=_absolute(job.log_path),
-        start=job.start,
-        gather_kwargs=job.gather_kwargs,
-        ctx_name=str(ctx.get("name", key.task)),
-        ctx_root=root if ctx_root == root else _absolute(str(ctx_root)),
-        ctx_iter=tuple(iteration),
-        fresh_log=job.fresh_log,
-        objects=objects,
+        _label(key),
+        key.task,
+        _MODE_VALUES[job.mode],
+        root,
+        _absolute_chain(job.chain),
+        job.kwargs,
+        _absolute(job.log_path),
+        job.start,
+        job.gather_kwargs,
+        str(ctx.get("name", key.task)),  # ctx_name
+        root if ctx_root == root else _absolute(str(ctx_root)),  # ctx_root
+        tuple(iteration),  # ctx_iter
+        job.fresh_log,
+        None,  # sources: read by the worker from the files
+        objects,
     )
 
 
