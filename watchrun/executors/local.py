@@ -17,7 +17,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import logging
 import signal
@@ -32,6 +31,7 @@ from watchrun.executors.job_wire import job_spec as job_spec  # ray.py imports i
 from watchrun.executors.limits import LocalLimits
 from watchrun.executors.protocol import Msg
 from watchrun.executors.spawn import warm_supported, worker_env
+from watchrun.executors.unit_book import UnitBook
 from watchrun.executors.warm_forks import PreloadSource, WarmTemplates
 from watchrun.executors.worker_handle import Unit, WorkerHandle
 from watchrun.executors.worker_pool import PgroupCallback, WorkerPool
@@ -87,12 +87,11 @@ class LocalExecutor:
         self._sink = sink
         self._objects = objects
         self._grace = grace
-        self._units: dict[UnitKey, Unit] = {}
+        self._book: UnitBook[Unit] = UnitBook()
         self._slots = CallSlots(jobs, pipeline_below, spare)
         # the GPUs and memory budget of `resources`: what can never fit is refused at once
         self.limits = LocalLimits() if limits is None else limits
         self._outboxes: list[WorkerHandle] = []  # workers with frames to send at the turn's end
-        self._all_finished: asyncio.Future[None] | None = None
         env = worker_env()
         templates = WarmTemplates(
             preload if warm_supported() else None, env, lambda: self._pool.closing
@@ -121,10 +120,7 @@ class LocalExecutor:
         return self._slots.free(self._pool.workers)
 
     def submit(self, job: Job) -> None:
-        if self._pool.closing:
-            raise RuntimeError("the executor is closed")
-        if job.key in self._units:
-            raise ValueError(f"{job.key.format()} is already running")
+        self._book.check_new(job, self._pool.closing)
         refusal = self.limits.refusal(job)
         if refusal is not None:  # it would wait for ever: it fails now, on the next turn
             event = ExecEvent(job.key, EventKind.FAILED, error=refusal, refused=True)
@@ -142,7 +138,7 @@ class LocalExecutor:
             worker = self._pool.spawn(gpu_env) if gpu_env is not None else self._pool.take()
             unit = Unit(job, worker, time.monotonic())
             worker.unit = unit
-        self._units[job.key] = unit
+        self._book.add(unit)
         frame = job_frame(job, self._objects)
         if host is not None:  # it waits anyway: no need to wake the worker now
             self._send_soon(host, frame)
@@ -151,17 +147,17 @@ class LocalExecutor:
         self._pool.top_up()
 
     def push(self, key: UnitKey, kwargs: dict[str, bytes]) -> None:
-        unit = self._persistent(key)
+        unit = self._book.taking_input(key)
         if unit is not None:
             self._send_soon(unit.worker, proto.encode(Msg.PUSH, kwargs))
 
     def end_input(self, key: UnitKey) -> None:
-        unit = self._persistent(key)
+        unit = self._book.taking_input(key)
         if unit is not None:
             self._send_soon(unit.worker, proto.encode(Msg.END))
 
     def cancel(self, key: UnitKey) -> None:
-        unit = self._units.get(key)
+        unit = self._book.get(key)
         if unit is None or unit.cancel_wanted:
             return
         unit.cancel_wanted = True
@@ -176,7 +172,7 @@ class LocalExecutor:
         self._start_escalation(unit)
 
     def pause(self, key: UnitKey) -> bool:
-        unit = self._units.get(key)
+        unit = self._book.get(key)
         if unit is None or unit.worker.pid is None:
             return False
         if not unit.paused:
@@ -186,7 +182,7 @@ class LocalExecutor:
         return True
 
     def resume(self, key: UnitKey) -> bool:
-        unit = self._units.get(key)
+        unit = self._book.get(key)
         if unit is None or unit.worker.pid is None:
             return False
         if unit.paused:
@@ -196,19 +192,16 @@ class LocalExecutor:
         return True
 
     def running(self) -> list[UnitKey]:
-        return list(self._units)
+        return self._book.running()
 
     async def close(self) -> None:
         """Cancel what runs (the full SIGINT -> SIGTERM -> SIGKILL sequence, at most 2 x grace),
         then kill every group and reap every process."""
         self._pool.closing = True
-        for key in list(self._units):
+        for key in self._book.running():
             self.cancel(key)
-        if self._units:
-            self._all_finished = asyncio.get_running_loop().create_future()
-            # the escalation ends with SIGKILL after 2 x grace; the margin covers reaping
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._all_finished, 2 * self._grace + 5.0)
+        # the escalation ends with SIGKILL after 2 x grace; the margin covers reaping
+        await self._book.wait_all_ended(2 * self._grace + 5.0)
         await self._pool.close()
 
     # -- frames that can wait for the end of this turn of the loop ------------------------------
@@ -309,12 +302,10 @@ class LocalExecutor:
         unit.finished = True
         if unit.ended is not None:
             unit.ended.set_result(None)  # the escalation stops
-        del self._units[unit.job.key]
         self.limits.give_back(unit.job.key)
         self._slots.release(unit)
         unit.queued = False
-        if not self._units and self._all_finished is not None and not self._all_finished.done():
-            self._all_finished.set_result(None)
+        self._book.remove(unit)
 
     def _emit(
         self,
@@ -402,9 +393,3 @@ class LocalExecutor:
         if unit.paused:  # a stopped process cannot act on the signal
             unit.worker.signal_group(signal.SIGCONT)
             unit.paused = False
-
-    def _persistent(self, key: UnitKey) -> Unit | None:
-        unit = self._units.get(key)
-        if unit is not None and unit.job.mode not in (Mode.COLLECT, Mode.INNER_GENERATE):
-            raise ValueError(f"{key.format()} is a {unit.job.mode.value} unit: it takes no input")
-        return unit
