@@ -17,7 +17,7 @@ import contextlib
 import errno
 import os
 
-TYPE_CHECKING = False  # `typing` costs a worker's start; annotations are not evaluated
+TYPE_CHECKING = False  # the worker starts without `typing` (see worker.py)
 if TYPE_CHECKING:
     from typing import Any
 
