@@ -12,10 +12,9 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from watchrun.errors import ProjectError
+from watchrun.paths import CONFIG_FILE, PYPROJECT_FILE, STATE_DIR, TASKS_DIR
 from watchrun.toml import key_lines, parse_toml, toml_error_line
 
-CONFIG_FILE = "watchrun.toml"
-PYPROJECT_FILE = "pyproject.toml"
 EXECUTOR_KINDS = ("local", "ray")
 DEFAULT_CONNECT_TIMEOUT = 15.0  # seconds a Ray cluster has to answer watchrun's first question
 
@@ -54,14 +53,14 @@ def _under(root: Path, folder: str) -> Path:
 
 def _settings(root: Path, raw: dict[str, Any], source: Path | None) -> Config:
     """A Config from already validated raw values (missing keys take their defaults)."""
-    tasks = raw.get("tasks", "tasks")
+    tasks = raw.get("tasks", TASKS_DIR)
     folders = [tasks] if isinstance(tasks, str) else list(tasks)
     executor = raw.get("executor", {})
     jobs = raw.get("jobs", 0)
     return Config(
         root=root,
         tasks=tuple(_under(root, folder) for folder in folders),
-        state_dir=_under(root, raw.get("state_dir", ".watchrun")),
+        state_dir=_under(root, raw.get("state_dir", STATE_DIR)),
         jobs=jobs or default_jobs(),
         grace=float(raw.get("grace", 2.0)),
         debounce_ms=raw.get("debounce_ms", 10),

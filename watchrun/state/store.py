@@ -18,7 +18,7 @@ from collections.abc import Collection, Iterable, Iterator
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from watchrun.nullproof import discard_proof
+from watchrun.paths import DATABASE, LOCK, LOGS_DIR, OBJECTS_DIR
 from watchrun.state import database, owner, pgroups
 from watchrun.state.database import SCHEMA_VERSION
 from watchrun.state.hashing import hash_bytes, hash_file_content
@@ -30,6 +30,7 @@ from watchrun.state.objects import (
     check_digest,
     describe_write_error,
 )
+from watchrun.state.proof import discard_proof
 from watchrun.state.statkeys import key_of
 
 __all__ = [
@@ -221,10 +222,10 @@ class Store:
 
     def __init__(self, state_dir: Path, *, readonly: bool = False) -> None:
         self.state_dir = Path(state_dir)
-        self.db_path = self.state_dir / "state.db"
+        self.db_path = self.state_dir / DATABASE
         self.readonly = readonly
         self.messages = []
-        self._objects = ObjectFiles(self.state_dir / "objects")
+        self._objects = ObjectFiles(self.state_dir / OBJECTS_DIR)
         self._lock: WriterLock | None = None
         self._db: sqlite3.Connection | None = None
         self._pending: dict[str, list[tuple[Any, ...]]] = {}  # queued hot inserts, by statement
@@ -405,9 +406,9 @@ class Store:
 
     def _take_lock(self, command: str) -> WriterLock:
         try:
-            return acquire(self.state_dir / "lock", command)
+            return acquire(self.state_dir / LOCK, command)
         except OSError as exc:
-            raise StoreError(f"cannot take the lock {self.state_dir / 'lock'}: "
+            raise StoreError(f"cannot take the lock {self.state_dir / LOCK}: "
                              f"{exc.strerror or exc}") from exc
 
     # -- the single-writer lock ----------------------------------------------------------------
@@ -421,7 +422,7 @@ class Store:
         try:
             if self._db is None:
                 self._db = self._reopen_under_lock()
-            self._unplant_folder("logs")
+            self._unplant_folder(LOGS_DIR)
         except BaseException:
             lock.release()
             raise
@@ -470,7 +471,7 @@ class Store:
 
     def lock_holder(self) -> LockHolder | None:
         """Who holds the writer lock, as written in the lock file (None: nobody, or unknown)."""
-        return read_holder(self.state_dir / "lock")
+        return read_holder(self.state_dir / LOCK)
 
     def commit(self) -> None:
         """End the open transaction. StateFull when the database cannot take it (a full disk):
