@@ -18,7 +18,9 @@ STATE_DIR = ".watchrun"  # the default state folder
 
 # -- under the state folder -------------------------------------------------------------------
 DATABASE = "state.db"  # SQLite, with its -wal and -shm beside it
+DAMAGED_MARKER = "state.db.damaged"  # left when SQLite reports damage while in use
 OBJECTS_DIR = "objects"  # big outputs, each a file named by its blake3
+OBJECT_TEMP_PREFIX = ".tmp-"  # an object being written, in OBJECTS_DIR, renamed when durable
 LOGS_DIR = "logs"  # one log per unit: TASK[.ITER…].log
 LOCK = "lock"  # the single-writer lock, holding its holder's description
 OWNER_STAMP = "owner"  # says this user's watchrun wrote the database

@@ -18,7 +18,7 @@ from collections.abc import Collection, Iterable, Iterator
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from watchrun.paths import DATABASE, LOCK, LOGS_DIR, OBJECTS_DIR
+from watchrun.paths import DAMAGED_MARKER, DATABASE, LOCK, LOGS_DIR, OBJECTS_DIR
 from watchrun.state import database, owner, pgroups
 from watchrun.state.database import SCHEMA_VERSION
 from watchrun.state.hashing import hash_bytes, hash_file_content
@@ -54,7 +54,6 @@ __all__ = [
 INLINE_LIMIT = 64 * 1024  # objects smaller than this are rows, bigger ones files
 BACKLOG_PIECE = 64  # rows per transaction when kept statements are committed piece by piece
 # (halved each time a piece does not fit)
-DAMAGED_MARKER = "state.db.damaged"  # left when SQLite reports damage in use (see _suspect)
 
 
 class UnitStatus(enum.Enum):
