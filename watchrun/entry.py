@@ -1,7 +1,7 @@
 """The console script's entry: a plain `watchrun build` is read without importing Typer.
 
-`build` is the command scripts and CI run over and over, and Typer (with the pydantic adapters
-it builds for every parameter) takes longer to start than a null build of a thousand tasks. So
+`build` is the command scripts and CI run over and over, and Typer's start-up (it builds an
+adapter for every parameter) would dominate a null build (CONTRIBUTING.md, "Hot paths"). So
 its plain forms are read by `commands.options.prescan`, made from the same option table as the
 Typer command (`cli.py`); anything else goes to the Typer app, which owns help and error
 messages. `tests/test_entry.py` checks that both read every option of the table alike.
@@ -117,7 +117,7 @@ def _early_workers(jobs: int | None) -> int:
 def _end(code: int) -> None:
     """End the process at once: the build is committed, its workers reaped and its output
     written; what the interpreter would do on its way out (free every object of a project of
-    thousands of tasks, one by one) takes longer than a small build. Not after a Ray build:
+    thousands of tasks, one by one) is work nobody waits for. Not after a Ray build:
     Ray ends the processes it started from its exit handlers."""
     if "ray" in sys.modules:
         raise SystemExit(code)
