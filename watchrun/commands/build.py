@@ -134,8 +134,8 @@ def collector_paused() -> Iterator[None]:
     """The cyclic collector off while the project loads; once it is loaded, what the load made
     is frozen (left out of every later collection) and the collector runs again for the build.
     Loading a project of thousands of tasks allocates hundreds of thousands of objects that live
-    until the build ends, and each collection would walk them again. Only for one-shot
-    commands: `dev` replaces its project on every save."""
+    until the build ends, and each collection would walk them again, finding nothing to free.
+    Only for one-shot commands: `dev` replaces its project on every save."""
     enabled = gc.isenabled()
     gc.disable()
     try:
