@@ -12,9 +12,9 @@ import os
 import sqlite3
 from pathlib import Path
 
+from watchrun.paths import DAMAGED_MARKER, LOCK
 from watchrun.state import database, owner
 from watchrun.state.lock import LockedError, WriterLock, acquire
-from watchrun.state.transactions import DAMAGED_MARKER
 from watchrun.state.values import StoreError
 
 
@@ -164,7 +164,7 @@ class DatabaseOpener:
 
     def take_lock(self, command: str) -> WriterLock:
         try:
-            return acquire(self.state_dir / "lock", command)
+            return acquire(self.state_dir / LOCK, command)
         except OSError as exc:
-            raise StoreError(f"cannot take the lock {self.state_dir / 'lock'}: "
+            raise StoreError(f"cannot take the lock {self.state_dir / LOCK}: "
                              f"{exc.strerror or exc}") from exc

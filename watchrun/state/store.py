@@ -16,12 +16,13 @@ import os
 import stat as statmod
 from pathlib import Path
 
-from watchrun.nullproof import discard_proof
+from watchrun.paths import LOCK, LOGS_DIR
 from watchrun.state import database
 from watchrun.state.database import SCHEMA_VERSION
 from watchrun.state.lock import LockedError, LockHolder, WriterLock, read_holder
 from watchrun.state.objects import ObjectWriteError
 from watchrun.state.opening import DatabaseOpener
+from watchrun.state.proof import discard_proof
 from watchrun.state.result_tables import LAST_UNITS, ResultTables
 from watchrun.state.run_tables import RunTables
 from watchrun.state.stored_objects import INLINE_LIMIT
@@ -119,7 +120,7 @@ class Store(ResultTables, RunTables):
         try:
             if self._db is None:
                 self._db = self._opener.reopen_under_lock()
-            self._unplant_folder("logs")
+            self._unplant_folder(LOGS_DIR)
         except BaseException:
             lock.release()
             raise
@@ -168,7 +169,7 @@ class Store(ResultTables, RunTables):
 
     def lock_holder(self) -> LockHolder | None:
         """Who holds the writer lock, as written in the lock file (None: nobody, or unknown)."""
-        return read_holder(self.state_dir / "lock")
+        return read_holder(self.state_dir / LOCK)
 
 
     def close(self) -> None:

@@ -8,6 +8,7 @@ import stat as statmod
 from pathlib import Path
 from typing import Any
 
+from watchrun.paths import OBJECTS_DIR
 from watchrun.state.cache_tables import CacheTables
 from watchrun.state.hashing import hash_bytes, hash_file_content
 from watchrun.state.objects import (
@@ -26,7 +27,7 @@ INLINE_LIMIT = 64 * 1024  # objects smaller than this are rows, bigger ones file
 class StoredObjects(CacheTables):
     def __init__(self, state_dir: Path, readonly: bool) -> None:
         super().__init__(state_dir, readonly)
-        self._objects = ObjectFiles(self.state_dir / "objects")
+        self._objects = ObjectFiles(self.state_dir / OBJECTS_DIR)
         self._intact: dict[str, bool] = {}  # objects found whole (or not) by this store
 
     def put_object(self, data: bytes, digest: str | None = None) -> str:

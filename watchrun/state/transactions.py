@@ -12,12 +12,12 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
+from watchrun.paths import DAMAGED_MARKER, DATABASE
 from watchrun.state import database, owner
 from watchrun.state.values import ReadOnlyStoreError, StateDamaged, StateFull
 
 BACKLOG_PIECE = 64  # rows per transaction when kept statements are committed piece by piece
 # (halved each time a piece does not fit)
-DAMAGED_MARKER = "state.db.damaged"  # left when SQLite reports damage in use (see _suspect)
 
 Statements = list[tuple[str, list[tuple[Any, ...]]]]
 
@@ -42,7 +42,7 @@ class Transactions:
 
     def __init__(self, state_dir: Path, readonly: bool) -> None:
         self.state_dir = Path(state_dir)
-        self.db_path = self.state_dir / "state.db"
+        self.db_path = self.state_dir / DATABASE
         self.readonly = readonly
         self._db: sqlite3.Connection | None = None
         self._pending: dict[str, list[tuple[Any, ...]]] = {}  # queued hot inserts, by statement
