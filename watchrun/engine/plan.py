@@ -202,6 +202,11 @@ class Plan(Generic[Payload, Live]):
         return sum(self.ranks.get(u.task, _NO_RANK).slots for u, r in self.running.items()
                    if not self.ranks.get(u.task, _NO_RANK).persistent and r.finished is None)
 
+    def busy_calls(self) -> int:
+        """Task units (not persistent ones) handed to the executor and not ended there."""
+        return sum(1 for u, r in self.running.items()
+                   if not self.ranks.get(u.task, _NO_RANK).persistent and r.finished is None)
+
     def drop(self, tasks: Iterable[str]) -> None:
         """Forget the ready units of these tasks (they are planned again, or gone)."""
         names = set(tasks)

@@ -728,7 +728,7 @@ class Scheduler:
         while not self.stopping and not self.paused:
             free = self.executor.free_slots()
             calls = self.plan.calls_slots()  # a unit asking for 2 cpus takes 2 slots
-            slots = min(free, max(self.jobs - calls, 0))
+            slots = min(free, max(self._jobs_offered(free) - calls, 0))
             found = self.plan.find_work(slots, free - slots)
             if not found:
                 return
@@ -739,6 +739,18 @@ class Scheduler:
                 if persistent:
                     job.start = self._resume_point(resolution)
                 self._launch(job, resolution, mode)
+
+    def _jobs_offered(self, free: int) -> int:
+        """`jobs`: the executor's free slots when the build began, or more once an executor
+        that places units itself (Ray, `jobs` not set) has connected and counts the
+        cluster's CPUs: its free slots plus the units of ours it runs. (The local executor
+        offers places in busy workers' queues beyond `jobs`: its count never grows here.)"""
+        if self.plan.limits is None:
+            offered = free + self.plan.busy_calls()
+            if offered > self.jobs:
+                self.jobs = offered
+                self.plan.window = max(self.plan.window, 4 * offered)
+        return self.jobs
 
     def _throttle(self) -> None:
         """The bounded read-ahead window: a generator whose scope has enough units waiting
@@ -782,7 +794,7 @@ class Scheduler:
         """The one channel through which the executor reports."""
         state = self.running.get(event.key)
         if state is None or event.kind is EventKind.STARTED:
-            _drop_pickle_file(event.data)
+            self._unit_started_or_unknown(event)
             return
         run = state.payload
         if state.superseded:  # a change made it stale: say it was cancelled, keep nothing
@@ -822,6 +834,12 @@ class Scheduler:
                 self._failed_or_retried(run, event, event.error or "failed", duration)
         self.recorder.soon()
         self._pump()
+
+    def _unit_started_or_unknown(self, event: ExecEvent) -> None:
+        _drop_pickle_file(event.data)
+        if event.kind is EventKind.STARTED and self.plan.limits is None \
+                and self.plan.ready_count():
+            self._pump()  # connected: an executor that places units may offer more now
 
     def _yielded(self, name: str, run: Launched, data: bytes | tuple[str, str]) -> None:
         try:
