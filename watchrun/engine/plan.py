@@ -340,6 +340,34 @@ class Plan(Generic[Payload, Live]):
         return False
 
 
+def cutoff_waits(changed: Iterable[str], before: Graph, after: Graph,
+                 plain: Callable[[str], bool]) -> set[str]:
+    """The changed tasks whose downstream need not be touched until their new value is known
+    (early cutoff before the fact, SPEC section 4): while such a task reruns, everything below
+    it, running units, streaming generators and collectors included, goes on with the value it
+    has; the same value again leaves all of it as it is, another one resets it then.
+
+    A task qualifies when its value is one value (`plain`: a task outside any scope, with a
+    value known now and needed by this build), nobody reads its files (a rerun rewrites them
+    under their readers), and the change left every edge below it as it was (the same
+    upstream arguments, scopes and file edges), so that what runs below still stands for
+    the new project."""
+    waits = set()
+    for name in changed:
+        if name not in after.order or not plain(name) or after.scope.get(name):
+            continue
+        if any(name in producers for producers in after.implicit.values()):
+            continue
+        below = after.downstream_closure([name])
+        if below != before.downstream_closure([name]):
+            continue
+        if all(before.upstreams.get(t) == after.upstreams.get(t)
+               and before.scope.get(t) == after.scope.get(t)
+               and before.implicit.get(t) == after.implicit.get(t) for t in below):
+            waits.add(name)
+    return waits
+
+
 def stages(upstreams: Mapping[str, Iterable[str]], order: Iterable[str]) -> dict[str, int]:
     """Each task's stage: the length of the longest path from a task without upstreams
     (`order` is topological, so every upstream's stage is known before its downstream's)."""

@@ -24,7 +24,7 @@ from typing import NamedTuple
 
 from watchrun.engine import events as ev
 from watchrun.engine.locations import chain_files, log_path
-from watchrun.engine.plan import Plan, Readiness, TaskRank, Wake, stages
+from watchrun.engine.plan import Plan, Readiness, TaskRank, Wake, cutoff_waits, stages
 from watchrun.engine.recorder import Recorder
 from watchrun.engine.resolve import Resolution, Resolver
 from watchrun.engine.retries import Attempts, Ending, Retry
@@ -185,6 +185,9 @@ class Scheduler:
         self.stopping = False
         self.paused = False  # dev: scheduling stopped by the user
         self.targets: list[str] = []
+        # dev: changed tasks whose downstream goes on with their value before the change
+        # until their new value is known (see invalidate), and that value
+        self._cutoff: dict[str, str] = {}
         self.last_inputs: dict[str, dict[str, str | None]] = {}  # dev: inputs last resolved with
         self._done = asyncio.Event()
         # units to resolve (see _drain): those a result made checkable, first; then those the
@@ -280,6 +283,7 @@ class Scheduler:
         dropped if queued, and resolved again (early cutoff and the store make the unchanged
         ones skip). Other running units keep running. Returns the tasks reset."""
         same_graph = project.graph is self.graph
+        before = self.graph
         self.project = project
         self.graph = project.graph
         self.resolver.project = project
@@ -299,9 +303,16 @@ class Scheduler:
                    if t in project.tasks or t in self.consumers or t in running}
         for name in changed:
             self.resolver.forget_static(name)
-        reset = self.graph.downstream_closure([c for c in changed if c in project.tasks])
-        reset |= {t for t in changed if t not in project.tasks}
+        waits = cutoff_waits(changed, before, self.graph, self._has_plain_value)
+        reset = self.graph.downstream_closure([c for c in changed
+                                               if c in project.tasks and c not in waits])
+        reset |= {t for t in changed if t not in project.tasks} | waits
+        held = {name: self.values[(name, ())] for name in waits}
         self._reset_tasks(changed, reset)
+        for name, value in held.items():  # what the tasks below it run with, meanwhile
+            self._cutoff.setdefault(name, value)
+            self.readiness.values[(name, ())] = value
+            self.readiness.finished[name] = 1
         self.summary = BuildSummary()
         self._done.clear()
         order = [n for n in self.graph.order if n in self.needed and n in reset]
@@ -310,6 +321,27 @@ class Scheduler:
         self._check_tasks(order)
         self._pump()
         return reset
+
+    def _has_plain_value(self, name: str) -> bool:
+        """One value, known now, that this build needs (see plan.cutoff_waits)."""
+        return (name in self.needed and (name, ()) in self.values
+                and self.project.tasks[name].kind is Kind.TASK)
+
+    def _new_value_of_waited(self, name: str, value: str | None) -> None:
+        """A task whose downstream waited for its new value (see invalidate) has one, or
+        none (it failed or was cancelled: value None). The same as before: nothing below it
+        changes. Another: everything below is reset now, as a change to it would have been."""
+        before = self._cutoff.pop(name)
+        if value == before:
+            return
+        below = self.graph.downstream_closure([name]) - {name}
+        self.readiness.values.pop((name, ()), None)
+        self.readiness.finished.pop(name, None)
+        if value is not None:
+            self.readiness.values[(name, ())] = value
+            self.readiness.finished[name] = 1
+        self._reset_tasks(set(self.graph.downstreams.get(name, ())), below)
+        self._check_tasks([n for n in self.graph.order if n in self.needed and n in below])
 
     def _reset_tasks(self, changed: set[str], names: set[str]) -> None:
         """Forget everything about these tasks' units (one pass over the unit tables, however
@@ -322,6 +354,8 @@ class Scheduler:
             self.executor.cancel(key)
         self._checks = deque(c for c in self._checks if c[0] not in names)
         self.readiness.forget(names)
+        for name in names & self._cutoff.keys():
+            del self._cutoff[name]  # reset, or waited for again (invalidate puts it back)
         self.seen = {e for e in self.seen if e[0] not in names}
         self.new_values = {e for e in self.new_values if e[0] not in names}
         for name in names:
@@ -359,6 +393,8 @@ class Scheduler:
         return self.readiness.depth(upstream)
 
     def _set_value(self, name: str, key: Key, value: str) -> None:
+        if name in self._cutoff and not key:
+            self._new_value_of_waited(name, value)
         self._wake(self.readiness.value_known(name, key, value))
 
     def _wake(self, units: list[Wake]) -> None:
@@ -550,6 +586,8 @@ class Scheduler:
         if fixed is None:
             return
         if not c.live and not c.deferred:
+            if UnitKey(c.name) in self.running:
+                return  # its stale predecessor is still being cancelled: once it has ended
             if c.generator in self.live and not self.options.dry_run:
                 self._start_consumer(c, fixed, None)  # stream pushes as values arrive
             elif c.generator in self.gen_done:
@@ -797,14 +835,8 @@ class Scheduler:
             self._unit_started_or_unknown(event)
             return
         run = state.payload
-        if state.superseded:  # a change made it stale: say it was cancelled, keep nothing
-            _drop_pickle_file(event.data)
-            if event.kind not in (EventKind.YIELDED, EventKind.PUSHED):
-                self.plan.ended(event.key)
-                if event.kind is EventKind.CANCELLED:
-                    self.bus.publish(ev.UnitCancelled(task=event.key.task, iter=event.key.iter,
-                                                      signal=event.signal or "SIGINT"))
-                self._pump()
+        if state.superseded:
+            self._superseded_reported(event)
             return
         if state.speculative and event.kind in (EventKind.DONE, EventKind.FAILED,
                                                 EventKind.DIED):
@@ -833,6 +865,21 @@ class Scheduler:
             else:
                 self._failed_or_retried(run, event, event.error or "failed", duration)
         self.recorder.soon()
+        self._pump()
+
+    def _superseded_reported(self, event: ExecEvent) -> None:
+        """A change made the unit stale: it is said to be cancelled, and nothing it reports
+        is kept. A consumer of the new project waits for it to end (see _advance)."""
+        _drop_pickle_file(event.data)
+        if event.kind in (EventKind.YIELDED, EventKind.PUSHED):
+            return
+        self.plan.ended(event.key)
+        if event.kind is EventKind.CANCELLED:
+            self.bus.publish(ev.UnitCancelled(task=event.key.task, iter=event.key.iter,
+                                              signal=event.signal or "SIGINT"))
+        successor = self.consumers.get(event.key.task)
+        if successor is not None and not event.key.iter:
+            self._advance(successor)
         self._pump()
 
     def _unit_started_or_unknown(self, event: ExecEvent) -> None:
@@ -944,6 +991,8 @@ class Scheduler:
 
     def _cancelled(self, run: Launched, event: ExecEvent, duration: float) -> None:
         self.recorder.state(run.resolution, UnitStatus.CANCELLED, None, duration, None)
+        if event.key.task in self._cutoff and not event.key.iter:
+            self._new_value_of_waited(event.key.task, None)
         consumer = self.consumers.get(event.key.task)
         if consumer is not None and consumer.blocked:  # cancelled by us: its scope broke
             self.summary.blocked.append(event.key.task)
@@ -1015,6 +1064,8 @@ class Scheduler:
     def _failed(self, run: Launched, error: str, duration: float) -> None:
         resolution = run.resolution
         self.recorder.state(resolution, UnitStatus.FAILED, None, duration, error)
+        if resolution.task in self._cutoff and not resolution.iter:
+            self._new_value_of_waited(resolution.task, None)
         self.summary.failed += 1
         self.bus.publish(ev.UnitFailed(task=resolution.task, iter=resolution.iter,
                                        error=error))
