@@ -320,7 +320,7 @@ def streaming_below(output: str) -> dict[str, str]:
     }
 
 
-def test_a_streaming_scope_and_its_collector_go_on_while_their_upstream_reruns_the_same(project) -> None:  # type: ignore[no-untyped-def]
+def test_a_streaming_scope_goes_on_while_its_upstream_reruns_to_the_same_value(project) -> None:  # type: ignore[no-untyped-def]
     root: Path = project(streaming_below('"same"'))
     proc = DevProcess(root)
     proc.wait(lambda e: e["event"] == "push" and e["task"] == "total", what="the first push")

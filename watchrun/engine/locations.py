@@ -23,6 +23,5 @@ def chain_files(project: Project, task: Task) -> list[tuple[Path, str]]:
 
 def log_path(config: Config, task: str, iter: tuple[int, ...] = ()) -> str:
     suffix = "".join(f".{i}" for i in iter)
-    # a string, made in one join: this runs for every unit of a 100,000-iteration scope, and a
-    # Path would cost more than the rest of the job's making
+    # a string, made in one join: this runs for every unit of a scope
     return f"{config.state_dir}{os.sep}logs{os.sep}{task}{suffix}.log"
