@@ -3,7 +3,8 @@
 
 from __future__ import annotations
 
-from watchrun.engine.plan import Plan, Readiness, TaskRank, cutoff_waits, stages
+from watchrun.engine.plan import Plan, TaskRank, cutoff_waits, stages
+from watchrun.engine.readiness import Readiness
 from watchrun.executors.base import UnitKey
 from watchrun.project.graph import Graph
 

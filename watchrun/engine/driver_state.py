@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
 from watchrun.engine import events as ev
-from watchrun.engine.plan import Plan, Readiness, Running, Wake
+from watchrun.engine.plan import Plan, Running
+from watchrun.engine.readiness import Readiness, Wake
 from watchrun.engine.recorder import Recorder
 from watchrun.engine.resolve import Resolution, Resolver
 from watchrun.engine.retries import Attempts

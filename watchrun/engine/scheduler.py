@@ -27,7 +27,8 @@ from watchrun.engine.driver_state import (
     drop_pickle_file,
 )
 from watchrun.engine.endings import Endings
-from watchrun.engine.plan import Plan, Readiness, Wake
+from watchrun.engine.plan import Plan
+from watchrun.engine.readiness import Readiness, Wake
 from watchrun.engine.recorder import Recorder
 from watchrun.engine.replanning import Replanning
 from watchrun.engine.resolve import Resolution, Resolver
