@@ -131,6 +131,8 @@ class Dispatch(DriverState):
     def _launch_ready(self) -> None:
         while not self.stopping and not self.paused:
             free = self.executor.free_slots()
+            if free <= 0 and not self.plan.persistent_ready():
+                return  # every slot and queue place is taken: nothing ready can start
             calls = self.plan.calls_slots()  # a unit asking for 2 cpus takes 2 slots
             slots = min(free, max(self._jobs_offered(free) - calls, 0))
             found = self.plan.find_work(slots, free - slots)

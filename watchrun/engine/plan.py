@@ -130,6 +130,10 @@ class Plan(Generic[Payload, Live]):
         if rank.generator and unit.iter:
             self._backlog[rank.generator] = self._backlog.get(rank.generator, 0) + 1
 
+    def persistent_ready(self) -> bool:
+        """A generator or collector is ready: it starts whatever the free slots."""
+        return bool(self._ready_persistent)
+
     def ready_count(self) -> int:
         return len(self._ready) + len(self._ready_persistent)
 
