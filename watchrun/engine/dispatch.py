@@ -195,7 +195,7 @@ class Dispatch(DriverState):
         self.bus.publish(ev.UnitStarted(task=resolution.task, iter=resolution.iter,
                                         reasons=[r.format() for r in resolution.reasons]))
 
-    # -- timeout and retries (the header's keys; the rule is engine/retries.py) -------------
+    # -- limits: memory, GPUs, timeout (the header's keys) ---------------------------------
     def _plan_limits(self, executor: Executor) -> None:
         """An executor that runs units on this machine (LocalLimits) has a memory budget
         and GPUs: the plan starts a unit once its share is free. Ray places units itself."""

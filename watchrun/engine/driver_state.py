@@ -136,7 +136,6 @@ class DriverState:
     _timed_out: dict[UnitKey, Launched]
     _task_info: dict[str, tuple[tuple[ArgSpec, ...] | None, list[tuple[Path, str]], Path]]
 
-    # -- values and readiness ----------------------------------------------------------------
     @property
     def needed(self) -> set[str]:
         return self.readiness.needed

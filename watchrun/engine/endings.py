@@ -101,7 +101,7 @@ class Endings(DriverState):
             if UnitKey(down) in self.running:
                 self.executor.cancel(UnitKey(down))
 
-    # -- stopping and committing -------------------------------------------------------------
+    # -- stopping ----------------------------------------------------------------------------
     def _stop(self) -> None:
         self.stopping = True
         self.plan.clear()

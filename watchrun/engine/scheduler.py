@@ -192,6 +192,7 @@ class Scheduler(Dispatch, Streaming, Replanning, Endings, DriverState):
         if self._resume is None:
             self._drain()
 
+    # -- values and readiness ----------------------------------------------------------------
     def _upstream_values(self, name: str, key: Key, in_scope: bool = True
                          ) -> dict[str, str] | None:
         return self.readiness.upstream_values(name, key, in_scope)
