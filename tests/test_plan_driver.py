@@ -147,3 +147,33 @@ def test_an_executor_that_offers_what_it_offered_keeps_its_jobs(
     executor = ClusterExecutor(before=2, cluster=2)
     assert build_with(root, executor) == 6
     assert executor.most_at_once == 2
+
+
+def test_the_plan_is_asked_for_work_only_when_a_slot_is_free(
+        project: Callable[[dict[str, str]], Path]) -> None:
+    """A budget: the driver pumps several times per unit (a result, a wake, a check), and
+    every pump with units ready used to ask the plan for work even with every slot taken."""
+    root = project(independent_tasks(30))
+    executor = ClusterExecutor(before=2, cluster=2, run_for=0.001)
+    asked = 0
+
+    async def run() -> int:
+        nonlocal asked
+        with open_session(root, "build", write=True) as session:
+            scheduler = Scheduler(session.project, session.store, session.hasher, executor,
+                                  EventBus(), BuildOptions())
+            executor.sink = scheduler.on_exec
+            find_work = scheduler.plan.find_work
+
+            def counted(slots: int, queued: int = 0) -> list[object]:
+                nonlocal asked
+                asked += 1
+                return find_work(slots, queued)  # type: ignore[return-value]
+
+            scheduler.plan.find_work = counted  # type: ignore[method-assign,assignment]
+            summary = await asyncio.wait_for(
+                scheduler.build(default_targets(session.project)), 10)
+            return summary.ran
+
+    assert asyncio.run(run()) == 30
+    assert asked <= 2 * 30, asked
