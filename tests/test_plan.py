@@ -3,7 +3,8 @@
 
 from __future__ import annotations
 
-from watchrun.engine.plan import Plan, Readiness, TaskRank, stages
+from watchrun.engine.plan import Plan, TaskRank, cutoff_waits, stages
+from watchrun.engine.readiness import Readiness
 from watchrun.executors.base import UnitKey
 from watchrun.project.graph import Graph
 
@@ -349,3 +350,40 @@ def test_forget_drops_a_tasks_values_and_keys() -> None:
     ready.forget({"gen"})
     assert ready.keys == {} and ("gen", (0,)) not in ready.values
     assert ready.values == {("lookup", ()): "L"}
+
+
+# -- early cutoff before the fact: what a change leaves alone until a new value is known ------
+
+def cutoff_graph() -> Graph:
+    """scope_graph with its order: table, lookup, gen, a, b, total, report, reader."""
+    graph = scope_graph()
+    graph.order = ["table", "lookup", "gen", "a", "b", "total", "report", "reader"]
+    return graph
+
+
+def test_a_changed_plain_task_leaves_its_downstream_until_its_new_value_is_known() -> None:
+    # lookup feeds the scope (a) whole: while it reruns, a's units, the generator's scope
+    # and the collector `total` go on; table, under `gen`, too
+    graph = cutoff_graph()
+    assert cutoff_waits({"lookup", "table"}, graph, graph, lambda n: True) == {"lookup",
+                                                                              "table"}
+
+
+def test_units_in_a_scope_and_producers_of_read_files_do_not_wait() -> None:
+    graph = cutoff_graph()
+    # a: a value per iteration; a is also read as a file by `reader`
+    assert cutoff_waits({"a", "b"}, graph, graph, lambda n: True) == set()
+
+
+def test_a_task_without_a_known_value_resets_its_downstream_at_once() -> None:
+    graph = cutoff_graph()
+    assert cutoff_waits({"lookup"}, graph, graph, lambda n: n != "lookup") == set()
+
+
+def test_a_change_that_moved_edges_below_the_task_resets_at_once() -> None:
+    before, after = cutoff_graph(), cutoff_graph()
+    after.upstreams = {**after.upstreams, "b": {"renamed": "a"}}
+    assert cutoff_waits({"lookup"}, before, after, lambda n: True) == set()
+    gone = cutoff_graph()
+    gone.order = [n for n in gone.order if n != "lookup"]  # deleted, or broken
+    assert cutoff_waits({"lookup"}, before, gone, lambda n: True) == set()

@@ -272,3 +272,80 @@ def test_a_speculative_downstream_is_cancelled_when_its_upstream_fails(project) 
     assert of(events, "unit_failed", "up")
     assert of(events, "unit_cancelled", "down")
     proc.stop()
+
+
+def streaming_below(output: str) -> dict[str, str]:
+    """up (outside any scope) -> gen (a generator of 3 items, held until `gen.go` exists) ->
+    total (a collector): while gen waits, the collector is live, mid-scope."""
+    return {
+        "watchrun.toml": TOML,
+        "tasks/up.py": f'''
+            # /// task
+            # [params]
+            # x = 1
+            # ///
+            import time
+
+            def run(x):
+                time.sleep(0.5)
+                return {output}
+        ''',
+        "tasks/gen.py": '''
+            # /// task
+            # kind = "generator"
+            # after = ["up"]
+            # ///
+            import time
+            from pathlib import Path
+
+            def run(up):
+                yield f"{up}-0"
+                while not Path("gen.go").exists():
+                    time.sleep(0.01)
+                yield f"{up}-1"
+        ''',
+        "tasks/total.py": '''
+            # /// task
+            # kind = "collector"
+            # after = ["gen"]
+            # ///
+            seen = []
+
+            def run(gen):
+                seen.append(gen)
+
+            def gather():
+                return ",".join(seen)
+        ''',
+    }
+
+
+def test_a_streaming_scope_goes_on_while_its_upstream_reruns_to_the_same_value(project) -> None:  # type: ignore[no-untyped-def]
+    root: Path = project(streaming_below('"same"'))
+    proc = DevProcess(root)
+    proc.wait(lambda e: e["event"] == "push" and e["task"] == "total", what="the first push")
+    text = (root / "tasks/up.py").read_text()
+    (root / "tasks/up.py").write_text(text.replace("# x = 1", "# x = 2"))
+    proc.wait(lambda e: e["event"] == "unit_finished" and e["task"] == "up", what="up to rerun")
+    (root / "gen.go").write_text("")
+    events = proc.idle()
+    assert not [e for e in events if e["event"] == "unit_cancelled"], events
+    assert not of(events, "unit_started", "gen") and not of(events, "unit_started", "total")
+    proc.stop()
+    assert watchrun(root, "show", "total").stdout.strip() == "same-0,same-1"
+
+
+def test_a_streaming_scope_is_cancelled_once_its_upstreams_new_value_differs(project) -> None:  # type: ignore[no-untyped-def]
+    root: Path = project(streaming_below("x"))
+    proc = DevProcess(root)
+    proc.wait(lambda e: e["event"] == "push" and e["task"] == "total", what="the first push")
+    text = (root / "tasks/up.py").read_text()
+    (root / "tasks/up.py").write_text(text.replace("# x = 1", "# x = 2"))
+    finished = proc.wait(lambda e: e["event"] == "unit_finished" and e["task"] == "up")
+    cancelled = proc.wait(lambda e: e["event"] == "unit_cancelled" and e["task"] == "gen")
+    assert cancelled["time"] >= finished["time"]  # kept running until the value was known
+    wait_started(proc, "gen")
+    (root / "gen.go").write_text("")
+    proc.idle()
+    proc.stop()
+    assert watchrun(root, "show", "total").stdout.strip() == "2-0,2-1"

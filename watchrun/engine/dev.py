@@ -22,11 +22,10 @@ from blake3 import blake3
 
 from watchrun.config import load_config
 from watchrun.engine import events as ev
-from watchrun.engine.control import ErrorView, ParamView, ProjectView, TaskView
-from watchrun.engine.locations import log_path
+from watchrun.engine.dev_commands import DevCommands, rel_path
 from watchrun.engine.scheduler import BuildOptions, Scheduler
 from watchrun.errors import ProjectError
-from watchrun.executors.base import ExecEvent, Executor, UnitKey
+from watchrun.executors.base import ExecEvent, Executor
 from watchrun.paths import CONFIG_FILES
 from watchrun.project.dev_reload import ReverseIndex, reload_code
 from watchrun.project.loader import Project, ProjectLoader
@@ -58,15 +57,9 @@ def _present(hashes: dict[str, str | None]) -> dict[str, str]:
     return {path: digest for path, digest in hashes.items() if digest is not None}
 
 
-def _rel(root: Path, path: Path) -> str:
-    try:
-        return path.relative_to(root).as_posix()
-    except ValueError:
-        return path.as_posix()
-
-
-class DevEngine:
-    """Implements `engine.control.EngineControl` for UIs."""
+class DevEngine(DevCommands):
+    """`watchrun dev`: the watcher, reloads and the changes they make; what a UI may ask of it
+    (`engine.control.EngineControl`) is engine/dev_commands.py."""
 
     def __init__(self, project: Project, loader: ProjectLoader, store: Store,
                  hasher: FileHasher, executor: Executor, bus: ev.EventBus,
@@ -172,7 +165,7 @@ class DevEngine:
         reset = project.graph.downstream_closure(c for c in changed if c in project.tasks)
         dirty = {t for t in reset | changed
                  if t in project.tasks and not project.tasks[t].abstract}
-        rels = sorted(_rel(self.config.root, p) for p in paths)
+        rels = sorted(rel_path(self.config.root, p) for p in paths)
         self.bus.publish(ev.Change(paths=rels, dirty=sorted(dirty)))
         self.project = project
         if reloaded:
@@ -217,7 +210,7 @@ class DevEngine:
             else:
                 self.fingerprints.update(new)
             self._recomputed = None
-        rels = {_rel(self.config.root, p) for p in paths}
+        rels = {rel_path(self.config.root, p) for p in paths}
         tracked = self._inputs_changed(project, rels, changed)
         return changed, self._outputs_changed(project, rels, changed) or tracked
 
@@ -270,7 +263,7 @@ class DevEngine:
             self.bus.publish(ev.Error(
                 message=f"{name} changes its own inputs while it runs ({', '.join(paths)}): "
                         "not rerun until something else changes",
-                file=_rel(self.config.root, task.path) if task else None,
+                file=rel_path(self.config.root, task.path) if task else None,
                 line=task.line if task else None))
         return True
 
@@ -299,110 +292,9 @@ class DevEngine:
         for error in self.project.errors:
             if error in self._errors_shown:
                 continue
-            rel = _rel(self.config.root, error.file) if error.file else None
+            rel = rel_path(self.config.root, error.file) if error.file else None
             self.bus.publish(ev.Error(message=error.message, file=rel, line=error.line))
         self._errors_shown = list(self.project.errors)
-
-    # -- EngineControl -----------------------------------------------------------------------
-    def view(self) -> ProjectView:
-        project = self.project
-        graph = project.graph
-        names = list(graph.order) + sorted(n for n in project.broken if n in project.tasks)
-        tasks = []
-        for name in names:
-            task = project.tasks[name]
-            ups = tuple(sorted(graph.upstreams_of(name)))
-            downs = tuple(sorted(graph.downstreams.get(name, ())))
-            params = tuple(ParamView(k, repr(p.value), p.origin.format(project.config.root))
-                           for k, p in sorted(task.params.items()))
-            tasks.append(TaskView(name, task.kind.value, task.chain, ups, downs, params,
-                                  graph.scope.get(name, ()),
-                                  _rel(project.config.root, task.path), task.abstract,
-                                  task.priority))
-        errors = [ErrorView(_rel(project.config.root, e.file) if e.file else None, e.line,
-                            e.message) for e in project.errors]
-        return ProjectView(tasks, errors, self.watched)
-
-    def reasons(self, task: str) -> list[str]:
-        from watchrun.engine.status import report
-
-        if task not in self.project.tasks or task in self.project.broken:
-            return []
-        return [r for rep in report(self.project, self.store, self.hasher, [task])
-                for r in rep.reasons]
-
-    def log_path(self, task: str) -> str | None:
-        running = self.scheduler.running_units(task)
-        key = running[0].iter if running else ()
-        path = log_path(self.config, task, key)
-        return path if os.path.exists(path) else None
-
-    def pause(self, task: str) -> str | None:
-        units = self.scheduler.running_units(task)
-        if not units:
-            return f"{task} is not running"
-        if not all(self.executor.pause(k) for k in units):
-            return "this executor cannot pause a running unit (remote); scheduling only"
-        for key in units:
-            self.scheduler.plan.running[key].paused = True
-        return None
-
-    def resume(self, task: str) -> str | None:
-        for key in self.scheduler.running_units(task):
-            self.executor.resume(key)
-            self.scheduler.plan.running[key].paused = False
-        return None
-
-    def interrupt(self, task: str) -> None:
-        if self.scheduler.running_units(task):
-            self._interrupted.add(task)
-        self.scheduler.interrupt_task(task)
-
-    def rerun(self, task: str) -> None:
-        if task in self._interrupted:  # continue: the units it finished stay done
-            self._interrupted.discard(task)
-            if task in self.project.tasks:
-                self.scheduler.invalidate(self.project, {task})
-                self._busy.set()
-            return
-        self.force(task)
-
-    def continue_task(self, task: str) -> None:
-        """Run the task's units that are not done (interrupted, failed, dirty); clean ones stay
-        skipped. Never forced."""
-        self._interrupted.discard(task)
-        if task in self.project.tasks:
-            self.scheduler.invalidate(self.project, {task})
-            self._busy.set()
-
-    def force(self, task: str) -> None:
-        self._interrupted.discard(task)
-        if task in self.project.tasks:
-            self.scheduler.invalidate(self.project, {task}, forced={task})
-            self._busy.set()
-
-    def paused_tasks(self) -> set[str]:
-        return self.scheduler.plan.paused_tasks()
-
-    def pause_all(self) -> None:
-        self.scheduler.set_paused(True)
-        for key in self._all_running():
-            self.executor.pause(key)
-
-    def resume_all(self) -> None:
-        for key in self._all_running():
-            self.executor.resume(key)
-        self.scheduler.set_paused(False)
-
-    def _all_running(self) -> list[UnitKey]:
-        return [k for k, r in self.scheduler.running.items() if not r.superseded]
-
-    def quit(self, code: int | None = None) -> None:
-        """Stop: cancel what runs, end every process. `code` (e.g. 130 for Ctrl-C) replaces
-        the exit code; None keeps it."""
-        if code is not None:
-            self.exit_code = code
-        self.stop.set()
 
 
 class InputsIndex:

@@ -291,7 +291,7 @@ class Resolver:
     def _stored_result(self, name: str, signature: str, in_scope: bool) -> ResultRecord | None:
         """The stored result for a unit's signature. At the first unit resolved, the results
         under the latest signature of every unit are read in one query: a null build finds each
-        there (one query per unit costs ten times as much). A miss asks the store; for an
+        there (not one query per unit). A miss asks the store; for an
         iteration unit, at its task's first miss, for the set of every signature the task has a
         result for (a first build of 10,000 iterations would otherwise ask for each result that
         is not there)."""

@@ -115,6 +115,7 @@ def session(python: str, code: Path) -> dict[str, Any]:
          "# inputs = [\"data/services.csv\"]\n# [params]\n# note = 1\n")
     dev = Dev(python, code, root)
     steps: dict[str, float] = {}
+    marks: list[tuple[str, int]] = []  # (step, index of its first event)
     try:
         dev.idle()
 
@@ -125,6 +126,7 @@ def session(python: str, code: Path) -> dict[str, Any]:
             dev.until(lambda e: e["event"] == "unit_started" and e["task"] == "enrich.request")
             dev.pump(1.0)
             mark = time.monotonic()
+            marks.append((label, len(dev.events)))
             change()
             dev.idle()
             steps[label] = time.monotonic() - mark
@@ -147,6 +149,11 @@ def session(python: str, code: Path) -> dict[str, Any]:
         shutil.rmtree(work, ignore_errors=True)
     result = _thrown(dev.events)
     result["step_seconds"] = {k: round(v, 3) for k, v in steps.items()}
+    ends = [index for _, index in marks[1:]] + [len(dev.events)]
+    result["cancelled_by_step"] = {
+        label: _thrown(dev.events[:end])["cancelled"][len(_thrown(dev.events[:index])
+                                                          ["cancelled"]):]
+        for (label, index), end in zip(marks, ends, strict=True)}
     return result
 
 

@@ -15,6 +15,13 @@ editing src/c0.txt). For each run it prints:
 - the round trip of the first and of the last tenth of the units: a cost per unit that grows
   with the units already run shows as the second far above the first.
 
+`--driver`: the driver's own part, without worker processes. The scheduler runs in this
+process against an executor that does each unit's file work itself at once (reads the step's
+input, writes its output) and reports it done on the next turn of the loop, so what is measured
+is the driver: resolving, planning, recording, events. It prints, per build, the CPU time of
+this process per unit for W2 (a full build), W1 through the driver (every unit skipped) and W3
+(the rebuild of one chain): the figures to hold against a peer's whole time per unit.
+
 Python modules are compiled once into a pycache of its own (as an installed watchrun has them),
 whatever PYTHONDONTWRITEBYTECODE says. Peers are not run: this splits watchrun's own time; the
 ratios to doit come from run.py.
@@ -75,6 +82,119 @@ def build(python: str, root: Path, env: dict[str, str], jobs: int) -> dict[str, 
     }
 
 
+class InstantExecutor:
+    """Runs a chains step (tests/bench/workloads/chains.py) in this process at once."""
+
+    def __init__(self, root: Path, jobs: int) -> None:
+        import pickle
+
+        from watchrun.executors.base import EventKind, ExecEvent
+        self.root = root
+        self.jobs = jobs
+        self.sink: Any = None
+        self.busy: set[Any] = set()
+        self.cpu = 0.0  # spent on the units' own file work: a worker's part, not the driver's
+        self._done = (EventKind.DONE, ExecEvent, pickle.dumps(None))
+
+    async def start(self) -> None:
+        pass
+
+    def free_slots(self) -> int:
+        return self.jobs - len(self.busy)
+
+    def submit(self, job: Any) -> None:
+        import asyncio
+
+        started = time.process_time()
+        c, i = (int(part[1:]) for part in job.key.task.split("."))
+        text = (self.root / chains.dep(c, i)).read_text()
+        (self.root / chains.out(c, i)).write_text(text + "x")
+        self.cpu += time.process_time() - started
+        self.busy.add(job.key)
+        kind, event, data = self._done
+        asyncio.get_running_loop().call_soon(self._finish, event(job.key, kind, data,
+                                                                 duration=0.0))
+
+    def _finish(self, event: Any) -> None:
+        self.busy.discard(event.key)
+        self.sink(event)
+
+    def push(self, key: Any, kwargs: Any) -> None:
+        raise AssertionError("the chains project has no scopes")
+
+    def end_input(self, key: Any) -> None:
+        raise AssertionError("the chains project has no scopes")
+
+    def cancel(self, key: Any) -> None:
+        pass
+
+    def pause(self, key: Any) -> bool:
+        return False
+
+    def resume(self, key: Any) -> bool:
+        return False
+
+    def running(self) -> list[Any]:
+        return list(self.busy)
+
+    async def close(self) -> None:
+        pass
+
+
+def driver_build(root: Path, jobs: int, verbose: bool = False) -> tuple[float, int]:
+    """(CPU seconds of the driver, units resolved) for one `build` through the driver: this
+    process's CPU time without the units' own file work."""
+    import asyncio
+
+    from watchrun.engine.events import EventBus
+    from watchrun.engine.scheduler import BuildOptions, Scheduler
+    from watchrun.session import default_targets, open_session
+
+    async def run() -> tuple[float, int]:
+        with open_session(root, "build", write=True) as session:
+            executor = InstantExecutor(root, jobs)
+            bus = EventBus()
+            lines: list[str] = []
+            bus.subscribe(lambda event: lines.append(event.to_json()))  # as --json does
+            scheduler = Scheduler(session.project, session.store, session.hasher, executor,
+                                  bus, BuildOptions())
+            executor.sink = scheduler.on_exec
+            cpu = time.process_time()
+            summary = await scheduler.build(default_targets(session.project))
+            cpu = time.process_time() - cpu - executor.cpu
+            if not summary.ok:
+                raise SystemExit(f"the driver's build failed: {summary}")
+            return cpu, summary.ran + summary.skipped
+
+    return asyncio.run(run())
+
+
+def driver_main(args: argparse.Namespace) -> None:
+    sys.path.insert(0, str(args.code.resolve()))
+    work = Path(tempfile.mkdtemp(prefix="unit-split-driver-"))
+    try:
+        root = work / "project"
+        tool = Tool("watchrun", "builder", Path(sys.executable), [".watchrun"])
+        project = chains.make_project(tool, root, args.tasks)
+        for rnd in range(args.runs):
+            project.clean_state()
+            figures = []
+            cpu, units = driver_build(root, 1)
+            figures.append(f"W2 {1e6 * cpu / units:.0f} us/unit")
+            # outputs written within the stat cache's racy window are hashed again by the
+            # next build; the real W1 and W3 come long after the outputs were written
+            time.sleep(0.1)
+            driver_build(root, 1)
+            cpu, units = driver_build(root, 1)
+            figures.append(f"W1 (all skipped) {1e6 * cpu / units:.0f} us/unit")
+            (root / chains.src(0)).write_text(chains.source_text(0, rnd + 1000))
+            cpu, units = driver_build(root, 1)
+            figures.append(f"W3 {1e3 * cpu:.1f} ms for {units} units")
+            print(f"driver run {rnd + 1}: " + ", ".join(figures), flush=True)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
 def line(name: str, r: dict[str, Any]) -> str:
     return (f"{name}: start {r['start_s']:.3f} s, build {r['build_s']:.3f} s, {r['units']} units;"
             f" round trip {r['round_trip_ms']:.2f} ms (first tenth {r['first_tenth_ms']:.2f},"
@@ -88,7 +208,12 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--code", type=Path, default=HERE.parents[2], help="the watchrun checkout")
     p.add_argument("--tasks", type=int, default=1000)
     p.add_argument("--runs", type=int, default=3)
+    p.add_argument("--driver", action="store_true",
+                   help="the driver's part alone, in this process (see above)")
     args = p.parse_args(argv)
+    if args.driver:
+        driver_main(args)
+        return
     work = Path(tempfile.mkdtemp(prefix="unit-split-"))
     try:
         env = dict(os.environ, PYTHONPATH=str(args.code.resolve()),

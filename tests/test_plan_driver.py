@@ -1,0 +1,179 @@
+"""The driver (engine/scheduler.py) over a fake executor, on a real project and a real store:
+rules that live between the plan and an executor, without worker processes."""
+
+from __future__ import annotations
+
+import asyncio
+import pickle
+from collections.abc import Callable
+from pathlib import Path
+
+from watchrun.engine.events import EventBus
+from watchrun.engine.scheduler import BuildOptions, Scheduler
+from watchrun.executors.base import EventKind, ExecEvent, Job, Mode, Sink, UnitKey
+from watchrun.session import default_targets, open_session
+
+
+class ClusterExecutor:
+    """Places units itself, as Ray does: before it is connected it offers this machine's
+    CPUs; the first submit connects it (on a later turn of the loop), after which it offers
+    the cluster's. Each unit then reports STARTED, and DONE after `run_for` seconds; a
+    generator yields `yields` values (0, 1, ...) at once, outside the count of slots."""
+
+    def __init__(self, before: int, cluster: int, run_for: float = 0.05, yields: int = 0
+                 ) -> None:
+        self.jobs = before
+        self.yields = yields
+        self.cluster = cluster
+        self.run_for = run_for
+        self.sink: Sink | None = None
+        self.busy: set[UnitKey] = set()
+        self.connected = False
+        self.most_at_once = 0  # units running together before the first one ended
+        self.ended = 0
+
+    async def start(self) -> None:
+        pass
+
+    def free_slots(self) -> int:
+        return max(self.jobs - len(self.busy), 0)
+
+    def submit(self, job: Job) -> None:
+        loop = asyncio.get_running_loop()
+        if not self.connected:
+            self.connected = True
+            loop.call_soon(self._connect)
+        if job.mode is Mode.GENERATE:
+            for value in range(self.yields):
+                loop.call_soon(self._yield, job.key, value)
+            loop.call_soon(self._report, job.key, EventKind.DONE)
+            return
+        assert len(self.busy) < self.jobs, "submitted beyond free_slots()"
+        self.busy.add(job.key)
+        if not self.ended:
+            self.most_at_once = max(self.most_at_once, len(self.busy))
+        if self.connected:
+            loop.call_soon(self._report, job.key, EventKind.STARTED)
+        loop.call_later(self.run_for, self._report, job.key, EventKind.DONE)
+
+    def _yield(self, key: UnitKey, value: int) -> None:
+        assert self.sink is not None
+        self.sink(ExecEvent(key, EventKind.YIELDED, pickle.dumps(value)))
+
+    def _connect(self) -> None:
+        self.jobs = self.cluster
+        for key in sorted(self.busy):
+            self._report(key, EventKind.STARTED)
+
+    def _report(self, key: UnitKey, kind: EventKind) -> None:
+        assert self.sink is not None
+        if kind is EventKind.DONE:
+            self.busy.discard(key)
+            self.ended += 1
+        self.sink(ExecEvent(key, kind, pickle.dumps(None) if kind is EventKind.DONE else None))
+
+    def push(self, key: UnitKey, kwargs: dict[str, bytes]) -> None:
+        raise AssertionError("no scopes here")
+
+    def end_input(self, key: UnitKey) -> None:
+        raise AssertionError("no scopes here")
+
+    def cancel(self, key: UnitKey) -> None:
+        pass
+
+    def pause(self, key: UnitKey) -> bool:
+        return False
+
+    def resume(self, key: UnitKey) -> bool:
+        return False
+
+    def running(self) -> list[UnitKey]:
+        return sorted(self.busy)
+
+    async def close(self) -> None:
+        pass
+
+
+def build_with(root: Path, executor: ClusterExecutor) -> int:
+    """Build every task of the project at `root` through the driver; the units that ran."""
+
+    async def run() -> int:
+        with open_session(root, "build", write=True) as session:
+            scheduler = Scheduler(session.project, session.store, session.hasher, executor,
+                                  EventBus(), BuildOptions())
+            executor.sink = scheduler.on_exec
+            summary = await asyncio.wait_for(
+                scheduler.build(default_targets(session.project)), 10)
+            assert summary.ok, summary
+            return summary.ran
+
+    return asyncio.run(run())
+
+
+def independent_tasks(count: int) -> dict[str, str]:
+    return {f"tasks/t{i}.py": "# /// task\n# ///\ndef run():\n    return 1\n"
+            for i in range(count)}
+
+
+GENERATOR = {
+    "tasks/gen.py": "# /// task\n# kind = \"generator\"\n# ///\ndef run():\n    yield 0\n",
+    "tasks/item.py": "# /// task\n# after = [\"gen\"]\n# ///\ndef run(gen):\n    return gen\n",
+}
+
+
+def test_the_first_wave_fills_the_cluster_once_the_executor_is_connected(
+        project: Callable[[dict[str, str]], Path]) -> None:
+    root = project(independent_tasks(8))
+    executor = ClusterExecutor(before=2, cluster=4)
+    assert build_with(root, executor) == 8
+    # 2 units were submitted before the connection, 2 more as soon as it was made: the
+    # cluster's 4 CPUs were busy before any unit ended
+    assert executor.most_at_once == 4
+
+
+def test_a_scopes_first_wave_fills_the_cluster_once_connected(
+        project: Callable[[dict[str, str]], Path]) -> None:
+    """Units of a generator's scope take no places in busy workers' queues: only the jobs
+    the plan counts start them, and those follow the cluster once it is connected."""
+    root = project(GENERATOR)
+    executor = ClusterExecutor(before=2, cluster=4, yields=8)
+    assert build_with(root, executor) == 1 + 8
+    assert executor.most_at_once == 4
+
+
+def test_an_executor_that_offers_what_it_offered_keeps_its_jobs(
+        project: Callable[[dict[str, str]], Path]) -> None:
+    root = project(independent_tasks(6))
+    executor = ClusterExecutor(before=2, cluster=2)
+    assert build_with(root, executor) == 6
+    assert executor.most_at_once == 2
+
+
+def test_the_plan_is_asked_for_work_only_when_a_slot_is_free(
+        project: Callable[[dict[str, str]], Path]) -> None:
+    """A budget: the driver pumps several times per unit (a result, a wake, a check), and
+    every pump with units ready used to ask the plan for work even with every slot taken."""
+    root = project(independent_tasks(30))
+    executor = ClusterExecutor(before=2, cluster=2, run_for=0.001)
+    asked = 0
+
+    async def run() -> int:
+        nonlocal asked
+        with open_session(root, "build", write=True) as session:
+            scheduler = Scheduler(session.project, session.store, session.hasher, executor,
+                                  EventBus(), BuildOptions())
+            executor.sink = scheduler.on_exec
+            find_work = scheduler.plan.find_work
+
+            def counted(slots: int, queued: int = 0) -> list[object]:
+                nonlocal asked
+                asked += 1
+                return find_work(slots, queued)  # type: ignore[return-value]
+
+            scheduler.plan.find_work = counted  # type: ignore[method-assign,assignment]
+            summary = await asyncio.wait_for(
+                scheduler.build(default_targets(session.project)), 10)
+            return summary.ran
+
+    assert asyncio.run(run()) == 30
+    assert asked <= 2 * 30, asked
