@@ -16,6 +16,9 @@ screen it leads to: the next page is asked for once every row of this one has be
 Textual's compositor (which draws at most 60 times a second). Prints frames per second.
 Target: >= 30.
 
+Layout: the lane layout of a 300-task DAG (random edges, narrow and wide), the best of 5
+runs each. Target: under 20 ms, so a structural change redraws within a frame or two.
+
 With RUNS > 1 every measure is repeated and the medians of the runs are printed last.
 """
 
@@ -33,6 +36,7 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
 from tests.test_tui_app import FakeControl, project, task  # noqa: E402
+from tests.test_tui_layout import lay, random_dag  # noqa: E402
 from watchrun.engine import events as ev  # noqa: E402
 from watchrun.engine.control import ProjectView  # noqa: E402
 from watchrun.ui.tui.app import WatchrunApp  # noqa: E402
@@ -196,7 +200,23 @@ class Summary:
     fps: float
 
 
+def layout_times() -> str:
+    parts = []
+    for window in (10, 300):
+        names, edges = random_dag(300, 7, window=window)
+        best = min(_timed_layout(names, edges) for _ in range(5))
+        parts.append(f"window {window}: {best * 1000:.1f} ms")
+    return ", ".join(parts)
+
+
+def _timed_layout(names: list[str], edges: list[tuple[str, str]]) -> float:
+    start = time.perf_counter()
+    lay(names, edges)
+    return time.perf_counter() - start
+
+
 def run_once(seconds: float, rate: float) -> Summary:
+    print(f"layout of 300 tasks (best of 5): {layout_times()}")
     print(f"300 tasks, {rate:.0f} events/s for {seconds:.0f} s")
     print(f"baseline: lag {percentiles(asyncio.run(baseline(seconds, rate)))}")
     p99s = []
