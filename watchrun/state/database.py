@@ -231,27 +231,22 @@ def close_quietly(db: sqlite3.Connection) -> None:
         db.close()
 
 
-# Connections left open by `release`, until the process ends.
+# Connections `release` left open: referenced here so that nothing closes them before the
+# process ends.
 _PARKED: list[sqlite3.Connection] = []
 
 
-class ExitSoon:
-    """Set by the console script, whose process ends with os._exit right after its command.
+def release(db: sqlite3.Connection, *, exiting: bool = False) -> None:
+    """The end of a connection whose work is committed: closed, or, when the process is about
+    to end (`exiting`: the console script ends it with os._exit right after its command), left
+    open until then.
 
     Closing the last connection to a WAL database checkpoints it: every page the process wrote
     is copied back into the database file, with two fsyncs: at the end of a small build, more
-    than the build's own work. A process about to end leaves its connection open
-    instead (see `release`): its commits stay in the WAL, which the next connection reads back
-    and SQLite folds in at a later automatic checkpoint, exactly as after a crash, which WAL is
-    made to survive. Nothing committed is lost either way."""
-
-    enabled = False
-
-
-def release(db: sqlite3.Connection) -> None:
-    """The end of a connection whose work is committed: closed, or parked if the process is
-    about to end (see ExitSoon)."""
-    if ExitSoon.enabled:
+    than the build's own work. Left open, its commits stay in the WAL, which the next
+    connection reads back and SQLite folds in at a later automatic checkpoint, exactly as after
+    a crash, which WAL is made to survive. Nothing committed is lost either way."""
+    if exiting:
         _PARKED.append(db)
     else:
         close_quietly(db)

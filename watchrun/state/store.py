@@ -172,14 +172,16 @@ class Store(ResultTables, RunTables):
         return read_holder(self.state_dir / LOCK)
 
 
-    def close(self) -> None:
+    def close(self, *, exiting: bool = False) -> None:
+        """Commit and close. `exiting`: the process ends right after, so the database
+        connection may be left open (see database.release)."""
         try:
             if self._db is not None:
                 try:
                     if not self.readonly:
                         self.commit()
                 finally:
-                    database.release(self._db)
+                    database.release(self._db, exiting=exiting)
                     self._db = None
         finally:
             self.release_lock_quietly()
