@@ -16,10 +16,10 @@ from watchrun.state.objects import (
     ObjectFiles,
     ObjectWriteError,
     check_digest,
-    describe_write_error,
 )
 from watchrun.state.statkeys import key_of
 from watchrun.state.values import ObjectDamaged, ObjectMissing
+from watchrun.write_errors import describe_write_error
 
 INLINE_LIMIT = 64 * 1024  # objects smaller than this are rows, bigger ones files
 
