@@ -45,9 +45,6 @@ class ObjectFiles:
         check_digest(digest)
         return self.root / digest[:2] / digest[2:]
 
-    def exists(self, digest: str) -> bool:
-        return self.path(digest).is_file()
-
     def read(self, digest: str) -> bytes | None:
         """The object's bytes; None when there is no such file. Never through a symlink."""
         try:

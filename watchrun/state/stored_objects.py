@@ -179,11 +179,6 @@ class StoredObjects(CacheTables):
         self._refuse(digest)
         return False
 
-    def has_object(self, digest: str) -> bool:
-        if self._row("SELECT 1 FROM objects WHERE digest = ?", (digest,)) is not None:
-            return True
-        return self._objects.exists(digest)
-
     def _big_object_file(self, digest: str) -> Path | None:
         """The file of a big object (for streaming it), None if it is inline or missing."""
         path = self._objects.path(digest)
