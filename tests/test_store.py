@@ -16,6 +16,7 @@ import pytest
 from blake3 import blake3
 
 from tests.conftest import cli_env
+from tests.test_lock import children as children  # a fixture: processes a test starts
 from tests.test_lock import kill9, read_line
 from watchrun.state.pgroups import process_start_time
 from watchrun.state.store import (
@@ -32,20 +33,6 @@ from watchrun.state.store import (
 )
 
 # -- helpers ---------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def children() -> Iterator[list[subprocess.Popen[str]]]:
-    """Processes a test starts; whatever is left is killed afterwards."""
-    procs: list[subprocess.Popen[str]] = []
-    yield procs
-    for proc in procs:
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait()
-        for stream in (proc.stdin, proc.stdout):
-            if stream is not None:
-                stream.close()
 
 
 def spawn(children: list[subprocess.Popen[str]], code: str) -> subprocess.Popen[str]:
