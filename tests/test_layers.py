@@ -19,7 +19,8 @@ PACKAGE = REPO / "watchrun"
 # imports, the engine (the driver) calls the executors' interface, so it sits above them.
 LAYERS: list[tuple[str, ...]] = [
     # import nothing of watchrun's
-    ("watchrun", "watchrun.errors", "watchrun.toml", "watchrun.paths", "watchrun.stats"),
+    ("watchrun", "watchrun.errors", "watchrun.toml", "watchrun.paths", "watchrun.stats",
+     "watchrun.write_errors"),
     ("watchrun.config",),  # the settings: only the layer below
     ("watchrun.state",),  # the state folder: imports nothing above it
     ("watchrun.project", "watchrun.watch"),  # files -> the project as data

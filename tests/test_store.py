@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import select
-import signal
 import sqlite3
 import subprocess
 import sys
@@ -17,12 +16,15 @@ import pytest
 from blake3 import blake3
 
 from tests.conftest import cli_env
+from tests.test_lock import children as children  # a fixture: processes a test starts
+from tests.test_lock import kill9, read_line
 from watchrun.state.pgroups import process_start_time
 from watchrun.state.store import (
     INLINE_LIMIT,
     LAST_UNITS,
     SCHEMA_VERSION,
     LockedError,
+    ObjectMissing,
     ReadOnlyStoreError,
     ResultRecord,
     Store,
@@ -33,20 +35,6 @@ from watchrun.state.store import (
 # -- helpers ---------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def children() -> Iterator[list[subprocess.Popen[str]]]:
-    """Processes a test starts; whatever is left is killed afterwards."""
-    procs: list[subprocess.Popen[str]] = []
-    yield procs
-    for proc in procs:
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait()
-        for stream in (proc.stdin, proc.stdout):
-            if stream is not None:
-                stream.close()
-
-
 def spawn(children: list[subprocess.Popen[str]], code: str) -> subprocess.Popen[str]:
     """A Python child running `code`; it talks through stdout lines, and its stdin stays open
     so it can block on it."""
@@ -54,18 +42,6 @@ def spawn(children: list[subprocess.Popen[str]], code: str) -> subprocess.Popen[
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=cli_env())
     children.append(proc)
     return proc
-
-
-def read_line(proc: subprocess.Popen[str]) -> str:
-    assert proc.stdout is not None
-    line = proc.stdout.readline()
-    assert line, f"child exited early with code {proc.wait()}"
-    return line.strip()
-
-
-def kill9(proc: subprocess.Popen[str]) -> None:
-    proc.send_signal(signal.SIGKILL)
-    assert proc.wait() == -signal.SIGKILL
 
 
 def wait_gone(pid: int, timeout: float = 10.0) -> bool:
@@ -225,15 +201,6 @@ def test_caches_and_named_blobs(store: Store) -> None:
     assert store.kv_get("missing") is None and store.analysis_get("missing") is None
 
 
-def test_runs_are_recorded(state_dir: Path) -> None:
-    with Store(state_dir) as s:
-        run = s.begin_run("build a")
-        s.end_run(run, ok=False)
-    rows = sqlite3.connect(state_dir / "state.db").execute(
-        "SELECT command, pid, ok, finished >= started FROM runs").fetchall()
-    assert rows == [("build a", os.getpid(), 0, 1)]
-
-
 # -- objects ---------------------------------------------------------------------------------
 
 
@@ -249,8 +216,6 @@ def test_small_objects_live_in_the_database_and_big_ones_in_files(store: Store,
     assert files == [state_dir / "objects" / big_id[:2] / big_id[2:]]
     assert store.get_object(small_id) == small
     assert store.get_object(big_id) == big
-    assert store.has_object(small_id) and store.has_object(big_id)
-    assert not store.has_object("00" * 32)
     with pytest.raises(KeyError):
         store.get_object("00" * 32)
 
@@ -319,7 +284,8 @@ def test_kill_9_keeps_committed_results_and_drops_the_open_transaction(
     assert s.get_object(small) == b"small output"
     assert blake3(s.get_object(big_result.output)).hexdigest() == big
     assert s.find_result("pending", "sig") is None
-    assert not s.has_object(pending)  # inline objects go with their transaction
+    with pytest.raises(ObjectMissing):  # inline objects go with their transaction
+        s.get_object(pending)
     s.close()
 
 

@@ -210,7 +210,7 @@ def dev(tasks: list[str], *, no_tui: bool, json_out: bool, jobs: int | None,
     if web and (no_tui or json_out):
         typer.echo("watchrun: error: --web serves the TUI: not with --no-tui or --json", err=True)
         raise typer.Exit(2)
-    web_port = (8000 if port is None else port) if web else None
+    web_port = (table.WEB_PORT if port is None else port) if web else None
     raise typer.Exit(dev_command(project_root(), tasks, no_tui=no_tui, json_out=json_out,
                                  jobs=jobs, set_params=set_params, executor=executor,
                                  address=address, web_port=web_port))

@@ -81,21 +81,21 @@ def _main(args: list[str]) -> None:
             if code is not None:
                 report()
                 raise SystemExit(code)
-        from watchrun.executors import spawn
+        from watchrun.executors.spawn import EarlyWorkers
 
+        early = EarlyWorkers()
         if not options["dry_run"] and options["executor"] in (None, "local"):
-            spawn.spawn_early(_early_workers(options["jobs"]))
+            early.start(_early_workers(options["jobs"]))
         try:
             with span("import engine"):
                 from pathlib import Path
 
                 from watchrun.commands.build import build_command
-                from watchrun.state.database import ExitSoon
 
-            ExitSoon.enabled = True
-            code = build_command(Path(root), tasks, **options)
+            # _end() ends the process right after: the store may leave its database open
+            code = build_command(Path(root), tasks, early=early, exiting=True, **options)
         finally:
-            spawn.end_early()
+            early.end()
         report()
         _end(code)
     from watchrun.cli import main as typer_main

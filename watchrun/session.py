@@ -21,6 +21,7 @@ from watchrun.engine.scheduler import BuildOptions, BuildSummary, Scheduler
 from watchrun.engine.trace import BuildTrace
 from watchrun.errors import ProjectError
 from watchrun.executors.base import Executor, Sink
+from watchrun.executors.spawn import EarlyWorkers
 from watchrun.project.loader import Project, ProjectLoader
 from watchrun.project.model import Kind
 from watchrun.state.hashing import FileHasher
@@ -49,9 +50,12 @@ class Session:
 
 
 @contextlib.contextmanager
-def open_session(root: Path, command: str, *, write: bool) -> Iterator[Session]:
+def open_session(root: Path, command: str, *, write: bool, exiting: bool = False
+                 ) -> Iterator[Session]:
     """Load config and project, open the store (taking the writer lock when `write`).
-    Raises ProjectErrorsFound for config errors, UsageError for a held lock."""
+    `exiting`: the process ends (os._exit) right after the command, so the store may leave
+    its database connection open (see Store.close). Raises ProjectErrorsFound for config
+    errors, UsageError for a held lock."""
     if not root.is_dir():
         raise UsageError(f"the project folder {root} does not exist (see -C)")
     resolved = root.resolve()
@@ -88,7 +92,7 @@ def open_session(root: Path, command: str, *, write: bool) -> Iterator[Session]:
     finally:
         if write:
             store.release_lock()
-        store.close()
+        store.close(exiting=exiting)
 
 
 class ProjectErrorsFound(Exception):
@@ -102,10 +106,12 @@ def make_executor(kind: str, sink: Sink, jobs: int, grace: float, store: Store,
                   address: str = "", spare: int = 1,
                   connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
                   preload: Callable[[], list[tuple[str, str]]] | None = None,
-                  memory_budget: int | None = None) -> Executor:
+                  memory_budget: int | None = None,
+                  early: EarlyWorkers | None = None) -> Executor:
     """`spare`: warm local workers kept beyond the free slots, for the next persistent unit
     (or the replacement of a cancelled one). `preload`: what the warm template imports (see
-    preload_source); None: workers are started with exec."""
+    preload_source); None: workers are started with exec. `early`: local workers the console
+    script started before the engine was imported, for the executor to adopt."""
     if kind == "ray":
         try:
             ray_executor = importlib.import_module("watchrun.executors.ray")
@@ -128,7 +134,8 @@ def make_executor(kind: str, sink: Sink, jobs: int, grace: float, store: Store,
 
     return LocalExecutor(sink, jobs=jobs, grace=grace, on_pgroup=on_pgroup, spare=spare,
                          preload=preload, limits=LocalLimits(memory_budget=memory_budget),
-                         objects=os.fspath(store.object_folder) if store.writable else None)
+                         objects=os.fspath(store.object_folder) if store.writable else None,
+                         early=early)
 
 
 def preload_source(project: Callable[[], Project], setting: object
@@ -223,10 +230,12 @@ def effective_jobs(config: Config, override: int | None) -> int:
 async def run_build(session: Session, targets: list[str], options: BuildOptions,
                     subscribers: list[Subscriber], jobs: int, executor_kind: str,
                     address: str, proof_for: list[str] | None = None,
-                    proof_lines: list[tuple[str, str]] | None = None) -> BuildSummary:
+                    proof_lines: list[tuple[str, str]] | None = None,
+                    early: EarlyWorkers | None = None) -> BuildSummary:
     """`proof_for`: the targets as given on the command line, to leave a null-build proof
     for them if the build succeeds (see `nullproof`); `proof_lines`: the `--json` lines
-    printed meanwhile, which the proof of a null build can replay."""
+    printed meanwhile, which the proof of a null build can replay. `early`: see
+    make_executor."""
     bus = EventBus()
     for subscriber in subscribers:
         bus.subscribe(subscriber)
@@ -243,7 +252,7 @@ async def run_build(session: Session, targets: list[str], options: BuildOptions,
                                  connect_timeout=session.config.executor_connect_timeout,
                                  preload=preload_source(lambda: session.project,
                                                         session.config.preload),
-                                 memory_budget=session.config.memory_budget)
+                                 memory_budget=session.config.memory_budget, early=early)
         await check_executor(executor)
     scheduler = Scheduler(session.project, session.store, session.hasher, executor, bus,
                           options)

@@ -18,6 +18,7 @@ from watchrun.commands.common import (
 )
 from watchrun.engine.events import Subscriber
 from watchrun.engine.scheduler import BuildOptions
+from watchrun.executors.spawn import EarlyWorkers
 from watchrun.paths import LOGS_DIR
 from watchrun.project.loader import with_overrides
 from watchrun.project.overrides import (
@@ -42,8 +43,11 @@ from watchrun.session import (
 def build_command(root: Path | None, targets: list[str], *, jobs: int | None, force: bool,
                   dry_run: bool, json_out: bool, fail_fast: bool, verbose: bool,
                   executor: str | None, address: str | None,
-                  set_params: list[str] | None = None) -> int:
-    """`root`: None to look for the project from the current folder up."""
+                  set_params: list[str] | None = None, early: EarlyWorkers | None = None,
+                  exiting: bool = False) -> int:
+    """`root`: None to look for the project from the current folder up. From the console
+    script: `early`, the workers it started before importing the engine (see spawn.py), and
+    `exiting`, the process ends with os._exit right after (see Store.close)."""
     if jobs is not None and jobs < 0:
         return error(f"-j/--jobs must be 0 (one per CPU) or more, not {jobs}")
     found, problem = locate(None if root is None else str(root))
@@ -55,7 +59,8 @@ def build_command(root: Path | None, targets: list[str], *, jobs: int | None, fo
         return error(str(err))
 
     def body() -> int:
-        with open_session(Path(found), "watchrun build", write=not dry_run) as session:
+        with open_session(Path(found), "watchrun build", write=not dry_run,
+                          exiting=exiting) as session:
             gc.freeze()  # see collector_paused
             gc.enable()
             project = session.project
@@ -86,7 +91,7 @@ def build_command(root: Path | None, targets: list[str], *, jobs: int | None, fo
             summary = asyncio.run(run_build(
                 session, chosen, options, subscribers, effective_jobs(settings, jobs),
                 settings.executor_kind, settings.executor_address,
-                proof_for=None if dry_run else targets, proof_lines=lines))
+                proof_for=None if dry_run else targets, proof_lines=lines, early=early))
             return exit_code(summary)
 
     with collector_paused():

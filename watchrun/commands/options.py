@@ -81,6 +81,7 @@ BUILD_OPTIONS = (
     ADDRESS,
     SET,
 )
+WEB_PORT = 8000  # of `dev --web` without --port
 DEV_OPTIONS = (
     Option("no_tui", ("--no-tui",), FLAG, "Plain lines instead of the TUI"),
     JSON,
@@ -89,7 +90,7 @@ DEV_OPTIONS = (
     EXECUTOR,
     ADDRESS,
     Option("web", ("--web",), FLAG, "Serve the TUI to a browser on 127.0.0.1 (no auth)"),
-    Option("port", ("--port",), INT, "Port of --web (default 8000)"),
+    Option("port", ("--port",), INT, f"Port of --web (default {WEB_PORT})"),
 )
 
 

@@ -14,10 +14,10 @@ Kept light (the worker imports it): blake3 is imported only when a pickle turns 
 from __future__ import annotations
 
 import contextlib
-import errno
 import os
 
 from watchrun.paths import OBJECT_TEMP_PREFIX
+from watchrun.write_errors import describe_write_error
 
 TYPE_CHECKING = False  # the worker starts without `typing` (see worker.py)
 if TYPE_CHECKING:
@@ -36,17 +36,8 @@ _FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 StoredPickle = tuple[str, str]
 
 
-def write_error(exc: OSError) -> str:
-    """The user's message for a failed write (as objects.describe_write_error)."""
-    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-        return "no space left on device writing its output"
-    if exc.errno == errno.EROFS:
-        return "the state folder is on a read-only file system: cannot write its output"
-    return f"cannot write its output: {exc.strerror or exc}"
-
-
 class SinkError(Exception):
-    """The pickle could not be written (its message is the user's: `write_error`)."""
+    """The pickle could not be written (its message is the user's: `describe_write_error`)."""
 
 
 class PickleSink:
@@ -73,7 +64,7 @@ class PickleSink:
             try:
                 self._open()
             except OSError as exc:
-                raise SinkError(write_error(exc)) from None
+                raise SinkError(describe_write_error(exc)) from None
             self._buffer = None
             self._put(memoryview(buffer))
         self._put(view)
@@ -98,7 +89,7 @@ class PickleSink:
             while view:
                 view = view[os.write(self._fd, view):]
         except OSError as exc:
-            raise SinkError(write_error(exc)) from None
+            raise SinkError(describe_write_error(exc)) from None
 
     def finish(self) -> bytes | StoredPickle:
         """The pickle: its bytes, or the (path, digest) of its complete file."""

@@ -30,7 +30,7 @@ from watchrun.executors.job_wire import job_frame
 from watchrun.executors.job_wire import job_spec as job_spec  # ray.py imports it from here
 from watchrun.executors.limits import LocalLimits
 from watchrun.executors.protocol import Msg
-from watchrun.executors.spawn import warm_supported, worker_env
+from watchrun.executors.spawn import EarlyWorkers, warm_supported, worker_env
 from watchrun.executors.unit_book import UnitBook
 from watchrun.executors.warm_forks import PreloadSource, WarmTemplates
 from watchrun.executors.worker_handle import Unit, WorkerHandle
@@ -68,7 +68,10 @@ class LocalExecutor:
     None, or a system without fork and /proc: workers are started with exec.
 
     `objects`: the store's object folder: workers pickle a big output into a file there (the
-    DONE / YIELDED data is then its (path, digest), see bigpickle.py); None: as bytes."""
+    DONE / YIELDED data is then its (path, digest), see bigpickle.py); None: as bytes.
+
+    `early`: workers (or the warm template) started before this executor was made, adopted
+    before any new one is started (see spawn.py)."""
 
     def __init__(
         self,
@@ -81,6 +84,7 @@ class LocalExecutor:
         preload: PreloadSource | None = None,
         objects: str | None = None,
         limits: LocalLimits | None = None,
+        early: EarlyWorkers | None = None,
     ) -> None:
         if jobs < 1:
             raise ValueError(f"jobs must be at least 1, not {jobs}")
@@ -94,7 +98,7 @@ class LocalExecutor:
         self._outboxes: list[WorkerHandle] = []  # workers with frames to send at the turn's end
         env = worker_env()
         templates = WarmTemplates(
-            preload if warm_supported() else None, env, lambda: self._pool.closing
+            preload if warm_supported() else None, env, lambda: self._pool.closing, early
         )
         self._pool = WorkerPool(
             env, templates, self._on_message, self._worker_gone, self._slots.idle_target,

@@ -3,8 +3,9 @@ workers here before it imports the engine, so that their start-up runs beside th
 scheduler's own instead of after it. Only the standard library's
 lightest modules: this runs before asyncio is imported.
 
-The executor adopts these workers (`take_early`) as if it had just spawned them; those it never
-asks for are killed and reaped by `end_early` before the process ends.
+The executor adopts these workers (`EarlyWorkers`, handed down to it) as if it had just spawned
+them; those it never asks for are killed and reaped by `EarlyWorkers.end` before the process
+ends.
 """
 
 from __future__ import annotations
@@ -120,58 +121,61 @@ def close_all(fds: tuple[socket.socket | int, ...]) -> None:
                 os.close(fd)
 
 
-_early: list[Spawned] = []
-_early_env: dict[str, str] | None = None
-_early_template: list[TemplateProcess] = []
+class EarlyWorkers:
+    """The workers (or the warm template) `watchrun build` starts before it imports the
+    engine, held until the executor it then makes adopts them (`take`, `take_template`).
+    The console script makes one, hands it down to that executor, and calls `end` before the
+    process ends: what nothing took is killed and reaped there. A holder nothing was started
+    in gives nothing, so an executor made without the console script spawns its own."""
 
+    def __init__(self) -> None:
+        self._env: dict[str, str] | None = None  # the environment they were started in
+        self._workers: list[Spawned] = []
+        self._templates: list[TemplateProcess] = []
 
-def spawn_early(count: int) -> None:
-    """Start what the executor this process will make needs first: the warm template where
-    there is one (Linux), else `count` workers."""
-    global _early_env
-    _early_env = worker_env()
-    if warm_supported():
-        from watchrun.executors.warm import start_template
+    def start(self, count: int) -> None:
+        """Start what the executor this process will make needs first: the warm template
+        where there is one (Linux), else `count` workers."""
+        env = self._env = worker_env()
+        if warm_supported():
+            from watchrun.executors.warm import start_template
 
-        with contextlib.suppress(OSError):  # the executor will try again, and say what failed
-            _early_template.append(start_template(_early_env))
-        return
-    for _ in range(count):
-        try:
-            _early.append(spawn(_early_env))
-        except OSError:  # the executor will try again, and say what failed
+            with contextlib.suppress(OSError):  # the executor will try again, and say what failed
+                self._templates.append(start_template(env))
             return
+        for _ in range(count):
+            try:
+                self._workers.append(spawn(env))
+            except OSError:  # the executor will try again, and say what failed
+                return
+
+    def take(self, env: dict[str, str]) -> Spawned | None:
+        """A worker started early in the same environment, if one is left."""
+        if self._workers and env == self._env:
+            return self._workers.pop(0)
+        return None
+
+    def take_template(self, env: dict[str, str]) -> TemplateProcess | None:
+        """The template started early, if it was started in the same environment."""
+        if self._templates and env == self._env:
+            return self._templates.pop()
+        return None
+
+    def end(self) -> None:
+        """Kill and reap the workers (and the template) started early that nothing took (a
+        build with nothing to run, or one that stopped at a project error)."""
+        while self._templates:
+            self._templates.pop().kill(graceful=False)
+        while self._workers:
+            spawned = self._workers.pop()
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(spawned.popen.pid, signal.SIGKILL)
+            spawned.popen.wait()
+            spawned.sock.close()
+            os.close(spawned.life_fd)
+            os.close(spawned.stderr_fd)
 
 
 def warm_supported() -> bool:
     """Whether workers fork from a warm template here (fork, subreapers, /proc: Linux)."""
     return sys.platform.startswith("linux") and not os.environ.get("WATCHRUN_NO_TEMPLATE")
-
-
-def take_early(env: dict[str, str]) -> Spawned | None:
-    """A worker started early in the same environment, if one is left."""
-    if _early and env == _early_env:
-        return _early.pop(0)
-    return None
-
-
-def take_early_template(env: dict[str, str]) -> TemplateProcess | None:
-    """The template started early, if it was started in the same environment."""
-    if _early_template and env == _early_env:
-        return _early_template.pop()
-    return None
-
-
-def end_early() -> None:
-    """Kill and reap the workers (and the template) started early that nothing took (a
-    build with nothing to run, or one that stopped at a project error)."""
-    while _early_template:
-        _early_template.pop().kill(graceful=False)
-    while _early:
-        spawned = _early.pop()
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(spawned.popen.pid, signal.SIGKILL)
-        spawned.popen.wait()
-        spawned.sock.close()
-        os.close(spawned.life_fd)
-        os.close(spawned.stderr_fd)

@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable, Sequence
 
 from watchrun.executors.base import death_cause
-from watchrun.executors.spawn import popen_worker, take_early_template, worker_pipes
+from watchrun.executors.spawn import EarlyWorkers, popen_worker, worker_pipes
 from watchrun.executors.warm import TemplateLink, installed_stamp, preload_log, start_template
 from watchrun.executors.worker_handle import WorkerHandle
 from watchrun.executors.worker_process import SpawnedProcess, TemplateForkedProcess, signal_group
@@ -38,13 +38,17 @@ PreloadSource = Callable[[], Sequence[tuple[str, str]]]
 
 class WarmTemplates:
     """The template forks go to, a successor being built, and the workers waiting for them.
-    `closing()` tells whether the executor is closing (no new template then)."""
+    `closing()` tells whether the executor is closing (no new template then). `early`: what
+    the console script started before the executor existed (the first template, or workers
+    started with exec), taken before anything new is started."""
 
     def __init__(
-        self, preload: PreloadSource | None, env: dict[str, str], closing: Callable[[], bool]
+        self, preload: PreloadSource | None, env: dict[str, str], closing: Callable[[], bool],
+        early: EarlyWorkers | None = None,
     ) -> None:
         self._preload = preload
         self._env = env
+        self.early = EarlyWorkers() if early is None else early
         self._closing = closing
         self._template: TemplateLink | None = None
         self._successor: TemplateLink | None = None
@@ -166,7 +170,7 @@ class WarmTemplates:
 
     def _start_template(self, wanted: list[tuple[str, str]]) -> TemplateLink | None:
         try:
-            process = take_early_template(self._env) or start_template(self._env)
+            process = self.early.take_template(self._env) or start_template(self._env)
         except OSError as exc:
             log.warning("the warm template could not be started (%s): workers start cold", exc)
             self._failures = TEMPLATE_ATTEMPTS

@@ -25,7 +25,7 @@ from collections.abc import Callable
 
 from watchrun.executors.base import death_cause
 from watchrun.executors.protocol import Msg
-from watchrun.executors.spawn import spawn, take_early
+from watchrun.executors.spawn import spawn
 from watchrun.executors.warm_forks import WarmTemplates
 from watchrun.executors.worker_handle import ControlChannel, WorkerHandle
 from watchrun.executors.worker_process import SpawnedProcess, TemplateForkedProcess, signal_group
@@ -188,7 +188,7 @@ class WorkerPool:
             self.templates.start(worker)
             return
         else:
-            started = take_early(self.env) or spawn(self.env)
+            started = self.templates.early.take(self.env) or spawn(self.env)
         worker.spawned = started.spawned
         worker.life_fd = started.life_fd
         worker.stderr_fd = started.stderr_fd

@@ -86,7 +86,7 @@ CREATE TABLE IF NOT EXISTS pgroups (   -- task process groups in flight, for rea
     pgid INTEGER PRIMARY KEY,
     start_time REAL NOT NULL         -- the leader's start time: tells a reused pid apart
 );
-CREATE TABLE IF NOT EXISTS runs (
+CREATE TABLE IF NOT EXISTS runs (      -- unused: see the note under TABLES
     id INTEGER PRIMARY KEY,
     command TEXT NOT NULL,
     pid INTEGER NOT NULL,
@@ -96,8 +96,12 @@ CREATE TABLE IF NOT EXISTS runs (
 );
 """
 
+# The tables watchrun uses, each probed on opening (see _prepare). The schema also creates
+# `runs` (the commands that wrote the state), which nothing reads or writes any more: it stays
+# because a release before this one, opening a database of this SCHEMA_VERSION, probes every
+# table it knows and could not open one without it. Drop it with the next version's migration.
 TABLES = ("results", "unit_states", "manifests", "objects", "iterations", "generators",
-          "stat_cache", "analysis", "kv", "pgroups", "runs")
+          "stat_cache", "analysis", "kv", "pgroups")
 
 
 class Unusable(Exception):
@@ -231,27 +235,22 @@ def close_quietly(db: sqlite3.Connection) -> None:
         db.close()
 
 
-# Connections left open by `release`, until the process ends.
+# Connections `release` left open: referenced here so that nothing closes them before the
+# process ends.
 _PARKED: list[sqlite3.Connection] = []
 
 
-class ExitSoon:
-    """Set by the console script, whose process ends with os._exit right after its command.
+def release(db: sqlite3.Connection, *, exiting: bool = False) -> None:
+    """The end of a connection whose work is committed: closed, or, when the process is about
+    to end (`exiting`: the console script ends it with os._exit right after its command), left
+    open until then.
 
     Closing the last connection to a WAL database checkpoints it: every page the process wrote
     is copied back into the database file, with two fsyncs: at the end of a small build, more
-    than the build's own work. A process about to end leaves its connection open
-    instead (see `release`): its commits stay in the WAL, which the next connection reads back
-    and SQLite folds in at a later automatic checkpoint, exactly as after a crash, which WAL is
-    made to survive. Nothing committed is lost either way."""
-
-    enabled = False
-
-
-def release(db: sqlite3.Connection) -> None:
-    """The end of a connection whose work is committed: closed, or parked if the process is
-    about to end (see ExitSoon)."""
-    if ExitSoon.enabled:
+    than the build's own work. Left open, its commits stay in the WAL, which the next
+    connection reads back and SQLite folds in at a later automatic checkpoint, exactly as after
+    a crash, which WAL is made to survive. Nothing committed is lost either way."""
+    if exiting:
         _PARKED.append(db)
     else:
         close_quietly(db)

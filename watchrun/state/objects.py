@@ -17,6 +17,7 @@ from pathlib import Path
 
 from watchrun.paths import OBJECT_TEMP_PREFIX
 from watchrun.state.hashing import hash_file_content
+from watchrun.write_errors import describe_write_error
 
 TEMP_PREFIX = OBJECT_TEMP_PREFIX
 _HEX = frozenset("0123456789abcdef")
@@ -28,14 +29,6 @@ class ObjectWriteError(OSError):
 
     def __str__(self) -> str:
         return str(self.strerror)
-
-
-def describe_write_error(exc: OSError) -> str:
-    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-        return "no space left on device writing its output"
-    if exc.errno == errno.EROFS:
-        return "the state folder is on a read-only file system: cannot write its output"
-    return f"cannot write its output: {exc.strerror or exc}"
 
 
 def check_digest(digest: str) -> None:
@@ -51,9 +44,6 @@ class ObjectFiles:
     def path(self, digest: str) -> Path:
         check_digest(digest)
         return self.root / digest[:2] / digest[2:]
-
-    def exists(self, digest: str) -> bool:
-        return self.path(digest).is_file()
 
     def read(self, digest: str) -> bytes | None:
         """The object's bytes; None when there is no such file. Never through a symlink."""

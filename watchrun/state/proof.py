@@ -72,7 +72,7 @@ def database_identity(state_dir: str) -> tuple[object, ...] | None:
     truncated, replaced or written in place has another), and its header (SQLite's magic,
     page size and counters: a file overwritten in place is not a database of that shape).
     The WAL and the file do not change after the proof is written: the writer's connection is
-    left open until the process ends (`database.ExitSoon`)."""
+    left open until the process ends (`database.release`)."""
     path = os.path.join(state_dir, DATABASE)
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)

@@ -6,7 +6,7 @@ in the same transaction as the result that refers to them), and `lock` (see lock
 
 `Store` is the one object callers hold; its tables are written by concern, one class each:
 transactions.py (the open transaction and a full disk), cache_tables.py, stored_objects.py,
-result_tables.py, run_tables.py; opening.py opens and repairs the database.
+result_tables.py, pgroup_tables.py; opening.py opens and repairs the database.
 """
 
 from __future__ import annotations
@@ -22,9 +22,9 @@ from watchrun.state.database import SCHEMA_VERSION
 from watchrun.state.lock import LockedError, LockHolder, WriterLock, read_holder
 from watchrun.state.objects import ObjectWriteError
 from watchrun.state.opening import DatabaseOpener
+from watchrun.state.pgroup_tables import PgroupTables
 from watchrun.state.proof import discard_proof
 from watchrun.state.result_tables import LAST_UNITS, ResultTables
-from watchrun.state.run_tables import RunTables
 from watchrun.state.stored_objects import INLINE_LIMIT
 from watchrun.state.values import (
     ObjectDamaged,
@@ -66,7 +66,7 @@ def _identity(folder: Path) -> tuple[int, int] | None:
     return (st.st_dev, st.st_ino)
 
 
-class Store(ResultTables, RunTables):
+class Store(ResultTables, PgroupTables):
     """Opens (creating if needed) `state_dir/state.db` and `state_dir/objects/`.
 
     A store whose `user_version` is unknown or whose file is damaged is moved aside and rebuilt;
@@ -172,14 +172,16 @@ class Store(ResultTables, RunTables):
         return read_holder(self.state_dir / LOCK)
 
 
-    def close(self) -> None:
+    def close(self, *, exiting: bool = False) -> None:
+        """Commit and close. `exiting`: the process ends right after, so the database
+        connection may be left open (see database.release)."""
         try:
             if self._db is not None:
                 try:
                     if not self.readonly:
                         self.commit()
                 finally:
-                    database.release(self._db)
+                    database.release(self._db, exiting=exiting)
                     self._db = None
         finally:
             self.release_lock_quietly()

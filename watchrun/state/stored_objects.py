@@ -16,10 +16,10 @@ from watchrun.state.objects import (
     ObjectFiles,
     ObjectWriteError,
     check_digest,
-    describe_write_error,
 )
 from watchrun.state.statkeys import key_of
 from watchrun.state.values import ObjectDamaged, ObjectMissing
+from watchrun.write_errors import describe_write_error
 
 INLINE_LIMIT = 64 * 1024  # objects smaller than this are rows, bigger ones files
 
@@ -178,11 +178,6 @@ class StoredObjects(CacheTables):
             return True
         self._refuse(digest)
         return False
-
-    def has_object(self, digest: str) -> bool:
-        if self._row("SELECT 1 FROM objects WHERE digest = ?", (digest,)) is not None:
-            return True
-        return self._objects.exists(digest)
 
     def _big_object_file(self, digest: str) -> Path | None:
         """The file of a big object (for streaming it), None if it is inline or missing."""

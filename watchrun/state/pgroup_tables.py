@@ -1,17 +1,15 @@
-"""Process groups in flight (for reaping after a kill) and the runs of watchrun commands."""
+"""Process groups in flight, recorded for reaping after a kill."""
 
 from __future__ import annotations
 
 import contextlib
-import os
-import time
 
 from watchrun.state import pgroups
 from watchrun.state.transactions import Transactions
 from watchrun.state.values import StateFull
 
 
-class RunTables(Transactions):
+class PgroupTables(Transactions):
     def record_pgroup(self, pgid: int, start_time: float) -> None:
         """Committed at once (with whatever else is pending): a kill -9 of watchrun right after
         must leave the group findable."""
@@ -41,14 +39,3 @@ class RunTables(Transactions):
         self._write("DELETE FROM pgroups")
         self.commit()
         return ended
-
-    # -- runs ----------------------------------------------------------------------------------
-    def begin_run(self, command: str) -> int:
-        self._write("INSERT INTO runs (command, pid, started) VALUES (?, ?, ?)",
-                    (command, os.getpid(), time.time()))
-        row = self._row("SELECT max(id) FROM runs")
-        return int(row[0]) if row is not None and row[0] is not None else 0
-
-    def end_run(self, run_id: int, ok: bool) -> None:
-        self._write("UPDATE runs SET finished = ?, ok = ? WHERE id = ?",
-                    (time.time(), int(ok), run_id))
