@@ -136,7 +136,7 @@ def _main(args: list[str]) -> None:
         from watchrun.executors import spawn
 
         if not options["dry_run"] and options["executor"] in (None, "local"):
-            spawn.spawn_early(_early_workers(options["jobs"]))
+            spawn.spawn_early(_early_workers(options["jobs"]), root)
         try:
             with span("import engine"):
                 from pathlib import Path

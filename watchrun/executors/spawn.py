@@ -21,7 +21,7 @@ import watchrun
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from watchrun.executors.warm import TemplateProcess
+    from watchrun.executors.template_process import TemplateProcess
 
 # `-c`, not `-m watchrun.executors.worker`: the module runner's imports cost a worker ~1 ms
 WORKER_MAIN = "from watchrun.executors.worker import main; main()"
@@ -125,16 +125,19 @@ _early_env: dict[str, str] | None = None
 _early_template: list[TemplateProcess] = []
 
 
-def spawn_early(count: int) -> None:
+def spawn_early(count: int, root: str | None = None) -> None:
     """Start what the executor this process will make needs first: the warm template where
-    there is one (Linux), else `count` workers."""
+    there is one (Linux), importing at once what the last run in the project `root` preloaded
+    (see preload_hint.py), else `count` workers."""
     global _early_env
     _early_env = worker_env()
     if warm_supported():
-        from watchrun.executors.warm import start_template
+        from watchrun.executors.preload_hint import read_hint
+        from watchrun.executors.template_process import start_template
 
+        hint = None if root is None else read_hint(root)
         with contextlib.suppress(OSError):  # the executor will try again, and say what failed
-            _early_template.append(start_template(_early_env))
+            _early_template.append(start_template(_early_env, hint))
         return
     for _ in range(count):
         try:

@@ -47,7 +47,6 @@ import time
 from watchrun.executors import reaper
 from watchrun.executors.protocol import dumps, loads
 
-TEMPLATE_MAIN = "from watchrun.executors.template import main; main()"
 # what `ps` shows for a forked worker (the template's own argument space, rewritten in place):
 # a worker looks the same whether it was forked or started with exec
 WORKER_TITLE = "from watchrun.executors.worker import main; main()"

@@ -1,102 +1,35 @@
 """The executor's side of the warm template (see template.py): starting it, asking it to fork a
 worker, hearing which workers it forked and how they ended.
 
-A template is started with exec, in a session of its own, with two descriptors: its end of a
-SOCK_SEQPACKET control socket and the read end of a life pipe whose write end only watchrun
-holds. `watchrun build` starts it before the engine is imported (spawn.py), so that its start
-runs beside the scheduler's; the executor adopts it.
+A template is started with exec (template_process.py), in a session of its own, with two
+descriptors: its end of a SOCK_SEQPACKET control socket and the read end of a life pipe whose
+write end only watchrun holds. `watchrun build` starts it before the engine is imported
+(spawn.py), already importing what the last run preloaded (preload_hint.py), so that the
+libraries' import runs beside watchrun's own start instead of after it; the executor adopts it
+if it imports nothing the project does not want now.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
-import signal
 import socket
-import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
 from watchrun.executors.protocol import PICKLE_PROTOCOL, dumps, loads
-from watchrun.executors.template import MAX_MESSAGE, TEMPLATE_MAIN
+from watchrun.executors.template import MAX_MESSAGE
+from watchrun.executors.template_process import TemplateProcess as TemplateProcess
+from watchrun.executors.template_process import start_template as start_template
 
 log = logging.getLogger("watchrun.executor")
 # what was preloaded and what was left out (and why): on stderr with `build -v`
 preload_log = logging.getLogger("watchrun.preload")
 
 SUPPORTED = sys.platform.startswith("linux")  # fork, subreapers and /proc: see README
-_QUIT_WAIT = 2.0  # seconds a template gets to end its workers before it is killed
 _STDERR_TAIL = 4000  # bytes of a template's stderr kept to explain its end
-
-
-class TemplateProcess:
-    """A template just started: the process, our end of its control socket, our end of its
-    life pipe, the read end of its stderr."""
-
-    def __init__(self, popen: subprocess.Popen[bytes], sock: socket.socket, life_fd: int,
-                 stderr_fd: int, env: dict[str, str]) -> None:
-        self.popen = popen
-        self.sock = sock
-        self.life_fd = life_fd
-        self.stderr_fd = stderr_fd
-        self.env = env
-        self.started = time.perf_counter()
-
-    def kill(self, graceful: bool = True) -> None:
-        """End it now and reap it. `graceful`: it ends its workers first (told to quit, and
-        EOF on its socket and pipe); else (it never forked anything) SIGKILL at once."""
-        if not graceful:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.popen.pid, signal.SIGKILL)
-        with contextlib.suppress(OSError):
-            self.sock.send(dumps(("quit",), PICKLE_PROTOCOL))
-        self.sock.close()
-        with contextlib.suppress(OSError):
-            os.close(self.life_fd)
-        with contextlib.suppress(OSError):
-            os.close(self.stderr_fd)
-        try:
-            self.popen.wait(_QUIT_WAIT)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.popen.pid, signal.SIGKILL)
-            self.popen.wait()
-
-
-def start_template(env: dict[str, str]) -> TemplateProcess:
-    """Start a template process (no preload yet: that is the first message it gets)."""
-    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-    theirs_fds = [theirs.detach()]
-    ours_fds: list[int] = []
-    try:
-        life_read, life_write = os.pipe()
-        theirs_fds.append(life_read)
-        ours_fds.append(life_write)
-        stderr_read, stderr_write = os.pipe()
-        ours_fds.append(stderr_read)
-        theirs_fds.append(stderr_write)
-        popen = subprocess.Popen(
-            [sys.executable, "-c", TEMPLATE_MAIN, *map(str, theirs_fds[:2]), str(os.getpid())],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=stderr_write,
-            pass_fds=theirs_fds[:2],
-            start_new_session=True,
-            env=env,
-        )
-    except BaseException:
-        ours.close()
-        for fd in ours_fds:
-            os.close(fd)
-        raise
-    finally:
-        for fd in theirs_fds:
-            os.close(fd)
-    return TemplateProcess(popen, ours, life_write, stderr_read, env)
 
 
 class TemplateLink:
@@ -124,8 +57,31 @@ class TemplateLink:
         self._on_exited = on_exited
         self._on_gone = on_gone
         self._loop = asyncio.get_running_loop()
+        self._draining = False
+        self._seconds = 0.0  # its imports so far
+        self._answers_due = 0  # "preloaded" messages still to come
+        if not process.asked_for() <= set(modules):
+            # started early from the last run's hint, it imports a module not wanted now (the
+            # `preload` setting changed, or the module became the project's own): a worker
+            # forked from it would have that module, so a template without it is started
+            preload_log.info("the warm template started early imports %s, not wanted now: "
+                             "a new one is starting",
+                             ", ".join(sorted(process.asked_for() - set(modules))))
+            process.kill(graceful=False)
+            try:
+                process = start_template(process.env)
+            except OSError as exc:
+                self.stderr_tail += f"it could not be started again: {exc}".encode()
+                self.alive = False
+                self.ready.set_result(None)
+                self._loop.call_soon(self._on_gone, self)  # as if it had died at once
+                return
+            self.process = process
         process.sock.setblocking(True)  # small messages: the socket buffer takes them at once
-        self._send(("preload", modules))
+        # one started early may be importing already: it answers each list asked in turn, and
+        # is ready with the last (which it finds mostly imported)
+        process.preload(modules)
+        self._answers_due = len(process.preloads)
         self._loop.add_reader(process.sock.fileno(), self._readable)
         os.set_blocking(process.stderr_fd, False)
         self._loop.add_reader(process.stderr_fd, self._drain_stderr)
@@ -165,10 +121,6 @@ class TemplateLink:
             return False
         return True
 
-    def _send(self, message: tuple[Any, ...]) -> None:
-        with contextlib.suppress(OSError):
-            self.process.sock.send(dumps(message, PICKLE_PROTOCOL))
-
     def _readable(self) -> None:
         try:
             data = self.process.sock.recv(MAX_MESSAGE)
@@ -196,6 +148,11 @@ class TemplateLink:
 
     def _preloaded(self, loaded: list[str], skipped: list[tuple[str, str]], seconds: float,
                    restart: bool) -> None:
+        self._answers_due -= 1
+        self._seconds += seconds
+        if self._answers_due > 0 and not restart:
+            return  # the early list's answer: what this link asked comes next
+        seconds = self._seconds
         self.preloaded = loaded
         self.skipped = skipped
         self.restart = restart
