@@ -14,7 +14,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from tests.conftest import wait_for, watchrun, worker_processes
+from tests.conftest import wait_for, watchrun, worker_processes, write_project
 from tests.devproc import DevProcess
 from tests.test_dev_e2e import edit
 from watchrun.config import load_config
@@ -409,6 +409,30 @@ def test_a_template_started_from_the_last_runs_modules_is_dropped_if_they_are_no
     run = watchrun(root, "build", "-j2", "-v")
     assert run.code == 0, run.stderr
     assert not any(r[1] for r in results(root, 2))
+    assert "imports slowlib, not wanted now" in run.stderr
+
+
+def test_a_template_that_guessed_more_than_the_project_wants_is_not_the_workers_source(
+        project: Make, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # a first build: the template guesses from the task files' imports, an abstract task's
+    # too (its children usually inherit them); here nothing extends it, so the code map
+    # preloads nothing, and the workers must not come from the template that guessed slowlib
+    root, _ = slow_project(project, tmp_path, monkeypatch, tasks=1)
+    write_project(root, {"tasks/base.py": """
+        # /// task
+        # abstract = true
+        # ///
+        import slowlib
+
+        def run():
+            return slowlib.total(3)
+    """})
+    (root / "tasks/t0.py").write_text(
+        (root / "tasks/t0.py").read_text().replace("import slowlib", "").replace(
+            "slowlib.total(0)", "0"))
+    run = watchrun(root, "build", "-v")
+    assert run.code == 0, run.stderr
+    assert results(root, 1)[0][1] is False, "the worker came from the template that guessed"
     assert "imports slowlib, not wanted now" in run.stderr
 
 

@@ -128,7 +128,8 @@ _early_template: list[TemplateProcess] = []
 def spawn_early(count: int, root: str | None = None) -> None:
     """Start what the executor this process will make needs first: the warm template where
     there is one (Linux), importing at once what the last run in the project `root` preloaded
-    (see preload_hint.py), else `count` workers."""
+    (see preload_hint.py) or, in a project that has no such hint, what the template guesses
+    from its files (preload_guess.py); else `count` workers."""
     global _early_env
     _early_env = worker_env()
     if warm_supported():
@@ -137,7 +138,7 @@ def spawn_early(count: int, root: str | None = None) -> None:
 
         hint = None if root is None else read_hint(root)
         with contextlib.suppress(OSError):  # the executor will try again, and say what failed
-            _early_template.append(start_template(_early_env, hint))
+            _early_template.append(start_template(_early_env, hint, guess_for=root))
         return
     for _ in range(count):
         try:

@@ -3,9 +3,10 @@ it (warm.py): `watchrun build` starts it before it imports the engine (spawn.py)
 to the standard library's light modules (no asyncio, no logging).
 
 A template started early may be told at once what to import, from the hint the last run left
-(preload_hint.py): its imports then run beside the engine's import and the project's loading
-instead of after them. The executor that adopts it checks that those modules are among the
-ones it wants (warm.TemplateLink).
+(preload_hint.py), or else to guess it from the project's files (preload_guess.py): its imports
+then run beside the engine's import and the project's loading instead of after them. The
+executor that adopts it checks that those modules are among the ones it wants
+(warm.TemplateLink).
 """
 
 from __future__ import annotations
@@ -38,18 +39,27 @@ class TemplateProcess:
         self.stderr_fd = stderr_fd
         self.env = env
         self.started = time.perf_counter()
-        self.preloads: list[list[str]] = []
+        # what it was asked to preload, in order (None: what it guesses, see guess()); it
+        # answers each once imported
+        self.preloads: list[list[str] | None] = []
 
     def preload(self, modules: list[str]) -> None:
-        """Ask it to import these (it answers once they are imported, in the order asked);
-        a template that is gone says so by closing its socket."""
+        """Ask it to import these; a template that is gone says so by closing its socket."""
         self.preloads.append(list(modules))
-        with contextlib.suppress(OSError):
-            self.sock.send(dumps(("preload", list(modules)), PICKLE_PROTOCOL))
+        self._send(("preload", list(modules)))
+
+    def guess(self, root: str) -> None:
+        """Ask it to import what it guesses the project at `root` wants (it tells which)."""
+        self.preloads.append(None)
+        self._send(("guess", root))
 
     def asked_for(self) -> set[str]:
-        """Every module it was asked to preload."""
-        return {module for modules in self.preloads for module in modules}
+        """Every module it was asked to preload by name."""
+        return {module for modules in self.preloads if modules for module in modules}
+
+    def _send(self, message: tuple[object, ...]) -> None:
+        with contextlib.suppress(OSError):
+            self.sock.send(dumps(message, PICKLE_PROTOCOL))
 
     def kill(self, graceful: bool = True) -> None:
         """End it now and reap it. `graceful`: it ends its workers first (told to quit, and
@@ -72,9 +82,10 @@ class TemplateProcess:
             self.popen.wait()
 
 
-def start_template(env: dict[str, str], preload: list[str] | None = None) -> TemplateProcess:
-    """Start a template process; `preload`: what it imports as soon as it is up (else it
-    waits to be told)."""
+def start_template(env: dict[str, str], preload: list[str] | None = None,
+                   guess_for: str | None = None) -> TemplateProcess:
+    """Start a template process; `preload`: what it imports as soon as it is up, else (if
+    given) what it guesses the project at `guess_for` wants; else it waits to be told."""
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     theirs_fds = [theirs.detach()]
     ours_fds: list[int] = []
@@ -103,6 +114,9 @@ def start_template(env: dict[str, str], preload: list[str] | None = None) -> Tem
         for fd in theirs_fds:
             os.close(fd)
     process = TemplateProcess(popen, ours, life_write, stderr_read, env)
-    if preload:
-        process.preload(preload)
+    if preload is not None:
+        if preload:
+            process.preload(preload)
+    elif guess_for is not None:
+        process.guess(guess_for)
     return process

@@ -60,32 +60,48 @@ class TemplateLink:
         self._draining = False
         self._seconds = 0.0  # its imports so far
         self._answers_due = 0  # "preloaded" messages still to come
-        if not process.asked_for() <= set(modules):
-            # started early from the last run's hint, it imports a module not wanted now (the
-            # `preload` setting changed, or the module became the project's own): a worker
-            # forked from it would have that module, so a template without it is started
-            preload_log.info("the warm template started early imports %s, not wanted now: "
-                             "a new one is starting",
-                             ", ".join(sorted(process.asked_for() - set(modules))))
-            process.kill(graceful=False)
-            try:
-                process = start_template(process.env)
-            except OSError as exc:
-                self.stderr_tail += f"it could not be started again: {exc}".encode()
-                self.alive = False
-                self.ready.set_result(None)
-                self._loop.call_soon(self._on_gone, self)  # as if it had died at once
-                return
-            self.process = process
+        unwanted = _not_wanted(process.asked_for(), modules)
+        if unwanted and not self._start_afresh(unwanted):
+            self._loop.call_soon(self._on_gone, self)  # as if it had died at once
+            return
+        self._talk()
+
+    def _talk(self) -> None:
+        """Ask for our modules and listen. A template started early (see template_process.py)
+        may be importing already: it answers each list asked in turn, and is ready with the
+        last, which it then finds mostly imported."""
+        process = self.process
         process.sock.setblocking(True)  # small messages: the socket buffer takes them at once
-        # one started early may be importing already: it answers each list asked in turn, and
-        # is ready with the last (which it finds mostly imported)
-        process.preload(modules)
+        process.preload(self.modules)
         self._answers_due = len(process.preloads)
         self._loop.add_reader(process.sock.fileno(), self._readable)
         os.set_blocking(process.stderr_fd, False)
         self._loop.add_reader(process.stderr_fd, self._drain_stderr)
         self._draining = True
+
+    def _start_afresh(self, unwanted: list[str]) -> bool:
+        """The template, started early, imports modules not wanted now (the last run's, or
+        its guess; the `preload` setting changed, or a module is the project's own): a worker
+        forked from it would have them. Replace it by a new one (it has forked nothing yet).
+        False: none could be started (then this link is gone)."""
+        preload_log.info("the warm template started early imports %s, not wanted now: a new "
+                         "one is starting", ", ".join(unwanted))
+        old = self.process
+        if self._draining:
+            self._stop_draining()
+            self._loop.remove_reader(old.sock.fileno())
+        old.kill(graceful=False)
+        try:
+            self.process = start_template(old.env)
+        except OSError as exc:
+            self.stderr_tail += f"it could not be started again: {exc}".encode()
+            self.alive = False
+            if not self.ready.done():
+                self.ready.set_result(None)
+            return False
+        self.importing = None
+        self._seconds = 0.0
+        return True
 
     def _drain_stderr(self) -> None:
         """Keep its stderr pipe empty (a full pipe would block its imports) and its tail."""
@@ -142,6 +158,13 @@ class TemplateLink:
             self._on_exited(message[1], message[2])
         elif kind == "importing":
             self.importing = message[1]
+        elif kind == "guessed":
+            unwanted = _not_wanted(set(message[1]), self.modules)
+            if unwanted:
+                if self._start_afresh(unwanted):
+                    self._talk()
+                else:
+                    self._on_gone(self)
         elif kind == "preloaded":
             self.importing = None
             self._preloaded(*message[1:])
@@ -184,6 +207,14 @@ class TemplateLink:
         if not self.ready.done():
             self.ready.set_result(None)
         self.process.kill(graceful=graceful)
+
+
+def _not_wanted(modules: set[str], wanted: list[str]) -> list[str]:
+    """Those of `modules` that preloading `wanted` would not import: neither one of them nor
+    the package of one (importing `a.b` imports `a`)."""
+    chosen = set(wanted)
+    return sorted(module for module in modules if module not in chosen
+                  and not any(name.startswith(module + ".") for name in chosen))
 
 
 # a `pip install` adds and removes entries in these folders: their mtimes tell that installed
