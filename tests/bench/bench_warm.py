@@ -331,13 +331,18 @@ def first_build(workdir: Path, rounds: int, before: Path | None) -> dict[str, An
             ", no state folder" if fresh else ", after clean")
         samples.setdefault(key, []).append(timed([*watchrun, "build", "-j2"], env))
 
-    for _ in range(rounds):
-        for label, repo in sources.items():
-            build(label, repo, '"auto"', fresh=False)
-            build(label, repo, '"auto"', fresh=True)
-            build(label, repo, "false", fresh=False)
-        samples.setdefault("python: import pandas + the work", []).append(
-            timed([PYTHON, "-c", IMPORT_AND_WORK]))
+    settings = [(label, repo, preload, fresh) for label, repo in sources.items()
+                for preload, fresh in (('"auto"', False), ('"auto"', True), ("false", False))]
+    for n in range(rounds):
+        # each round in another order: a measure does not always follow the same one
+        shift = n % (len(settings) + 1)
+        steps: list[tuple[str, Path, str, bool] | None] = [*settings, None]
+        for step in steps[shift:] + steps[:shift]:
+            if step is None:
+                samples.setdefault("python: import pandas + the work", []).append(
+                    timed([PYTHON, "-c", IMPORT_AND_WORK]))
+            else:
+                build(*step)
         loads.append(loadavg())
     one = samples["python: import pandas + the work"]
     result: dict[str, Any] = {"rounds": rounds, "loadavg_1min": loads}
@@ -402,6 +407,8 @@ def main() -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     # the parts not run this time keep their last results (the command says which ran)
     kept = json.loads(out.read_text()) if out.exists() else {}
+    if kept.get("command") and set(parts) != {"save", "gather", "build"}:
+        results["command"] = f"{kept['command']}; then {results['command']}"
     out.write_text(json.dumps({**kept, **results}, indent=1))
     print(f"raw results: {out}")
 
