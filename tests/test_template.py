@@ -448,3 +448,30 @@ def test_the_hint_of_what_to_preload_is_only_read_if_this_user_wrote_it(tmp_path
     hint = state / HINT_FILE
     hint.write_bytes(hint.read_bytes().replace(b"sklearn.ensemble", b"antigravity\n"))
     assert read_hint(str(tmp_path)) is None
+
+
+def test_the_templates_guess_names_modules_as_the_code_map_does(tmp_path: Path) -> None:
+    from watchrun.executors.preload_guess import guess
+
+    write_project(tmp_path, {
+        "watchrun.toml": 'preload = ["auto", "!numpy", "rich"]\n',
+        "lib/__init__.py": "",
+        "tasks/helper.py": "import psutil\n",  # not a task: what it imports is not guessed
+        "tasks/a.py": """
+            # /// task
+            # ///
+            from __future__ import annotations
+            import os, json as j
+            import pandas.io.formats, numpy as np  # the numpy excluded by the setting
+            from sklearn.ensemble import RandomForestClassifier
+            from lib import thing
+            from . import sibling
+            import caf\u00e9
+
+            def run():
+                import typer  # inside a function: left to the code map
+        """,
+    })
+    assert guess(str(tmp_path)) == ["rich", "pandas", "pandas.io.formats", "sklearn.ensemble"]
+    (tmp_path / "watchrun.toml").write_text("preload = false\n")
+    assert guess(str(tmp_path)) == []

@@ -6,20 +6,25 @@ The guess reads the settings' `preload` and the task files' module-level imports
 the project: a cheap look at what the code map will say. It only ever gives a head start: the
 executor adopts the template only if every module guessed is wanted (or is the package of one
 that is), else it starts a template without them (warm.TemplateLink). Runs in the template
-process, which never imports the project's own modules: it parses the files, it does not run
+process, which never imports the project's own modules: it reads the files, it does not run
 them; a project too big to read quickly is guessed from its first files only.
 """
 
 from __future__ import annotations
 
-import ast
 import os
+import re
 import sys
 import time
 from pathlib import Path
 
 _STDLIB = frozenset(sys.stdlib_module_names) | frozenset(sys.builtin_module_names)
-TASK_MARK = "# /// task"
+TASK_MARK = b"# /// task"
+# module-level import statements: they start a line (the code map reads the same at the top
+# level; a line inside a string that looks like one only makes the guess wider, which the
+# executor then refuses)
+_IMPORT = re.compile(rb"^import[ \t]+([\w. \t,]+?)[ \t]*(?:[#;\r\n]|$)"
+                     rb"|^from[ \t]+(\w[\w.]*)[ \t]+import\b", re.MULTILINE)
 SCAN_BUDGET = 0.1  # seconds of reading and parsing: past it, the executor's own list is near
 
 
@@ -61,25 +66,26 @@ def _imported(root: Path, folders: tuple[Path, ...], state_dir: str) -> list[str
         try:
             with open(path, "rb") as f:
                 source = f.read()
-            if TASK_MARK.encode() not in source:
-                continue  # a helper module: the code map preloads only what tasks import
-            tree = ast.parse(source)
-        except (OSError, SyntaxError, ValueError):
+        except OSError:
             continue
-        found += _module_level_imports(tree)
+        if TASK_MARK in source:  # else a helper module: the code map preloads what tasks import
+            found += _module_level_imports(source)
     return [name for name in dict.fromkeys(found)
             if not _local_or_stdlib(name.partition(".")[0], root, folders)]
 
 
-def _module_level_imports(tree: ast.Module) -> list[str]:
+def _module_level_imports(source: bytes) -> list[str]:
     names: list[str] = []
-    for stmt in tree.body:
-        if isinstance(stmt, ast.Import):
-            for alias in stmt.names:
-                top = alias.name.partition(".")[0]
-                names += [alias.name] if alias.asname else [top, alias.name]
-        elif isinstance(stmt, ast.ImportFrom) and stmt.level == 0 and stmt.module:
-            names.append(stmt.module)
+    for match in _IMPORT.finditer(source):
+        if match[2] is not None:
+            names.append(match[2].decode())
+            continue
+        for item in match[1].decode().split(","):
+            words = item.split()
+            if len(words) == 3 and words[1] == "as":
+                names.append(words[0])
+            elif len(words) == 1:
+                names += dict.fromkeys([words[0].partition(".")[0], words[0]])
     return names
 
 
