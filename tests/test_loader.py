@@ -535,7 +535,7 @@ def test_an_unchanged_project_comes_whole_from_the_cache(
     cold, first = reopen(opened, tmp_path)
     assert not first.cached
     forbid_parsing(monkeypatch)
-    monkeypatch.setattr(loader, "_Build", None)  # no resolution either
+    monkeypatch.setattr(loader, "ProjectBuild", None)  # no resolution either
     warm, second = reopen(opened, tmp_path)
     assert second.cached and second.parsed == 0
     assert warm.tasks == cold.tasks and warm.graph.order == cold.graph.order

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import cli_env
-from watchrun.state.lock import LockedError
+from watchrun.state.lock import LockedError, try_lock
 from watchrun.state.store import ReadOnlyStoreError, Store
 
 
@@ -174,3 +174,29 @@ def test_a_holder_that_has_not_described_itself_yet_is_unknown(
         s.acquire_lock("build")
     assert locked.value.holder is None
     assert "another process" in locked.value.message()
+
+
+def test_a_brief_look_never_creates_the_lock_and_never_overlaps_a_writer(
+        state_dir: Path, children: list[subprocess.Popen[str]]) -> None:
+    """`try_lock`, as the null-build check takes it: no lock file, no look (and nothing made);
+    looks share the lock with each other but not with a writer in another process."""
+    with try_lock(str(state_dir)) as held:
+        assert not held
+    assert not state_dir.exists()
+    with Store(state_dir) as store:
+        store.acquire_lock("build")
+        store.release_lock()
+    with try_lock(str(state_dir), shared=True) as one, \
+            try_lock(str(state_dir), shared=True) as two:
+        assert one and two
+        with Store(state_dir) as store, pytest.raises(LockedError):
+            store.acquire_lock("build")
+    with try_lock(str(state_dir)) as alone, try_lock(str(state_dir), shared=True) as other:
+        assert alone and not other  # exclusive: nobody else looks meanwhile
+    holder = spawn_holder(children, state_dir)
+    assert read_line(holder) == "locked"
+    with try_lock(str(state_dir), shared=True) as held:
+        assert not held
+    kill9(holder)
+    with try_lock(str(state_dir), shared=True) as held:
+        assert held  # the kernel released a killed writer's lock

@@ -238,6 +238,21 @@ def test_the_proof_never_answers_while_another_writer_holds_the_lock(built: Path
         writer.communicate(timeout=30)
 
 
+def test_null_builds_look_together_but_a_writer_waits_for_them(built: Path) -> None:
+    """The check holds the lock shared: another null build looking at the same moment is
+    answered too, while a writer is kept out until the look is over."""
+    from watchrun.state.lock import try_lock
+
+    state_dir = str(built / ".watchrun")
+    with try_lock(state_dir, shared=True) as looking:  # another null build, mid-check
+        assert looking
+        proved, out = answered_by_proof(built)
+        assert proved and ran(out) == 0
+        forced = watchrun(built, "build", "--force")  # a writer
+        assert forced.code == 2 and "another watchrun" in forced.stderr
+    assert watchrun(built, "build", "--force").code == 0
+
+
 def test_random_changes_agree_with_status(built: Path) -> None:
     """Differential: whatever changed, what `status` (the scheduler's dry run) says would run
     is what `build` runs, proof or not."""

@@ -6,19 +6,16 @@ Run with `pytest -m tmux`. A private tmux server (`tmux -L <unique>`) is used an
 
 from __future__ import annotations
 
-import shlex
 import shutil
-import subprocess
 import sys
-import time
-import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
 import pytest
 
 from tests.conftest import REPO, SESSION_TAG, gone, watchrun, worker_processes, write_project
+from tests.tui_sessions import HOLD_PROJECT, LINES, Terminal, open_terminal, poll
 
 pytestmark = [
     pytest.mark.tmux,
@@ -27,128 +24,12 @@ pytestmark = [
     pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed"),
 ]
 
-COLUMNS, LINES = 120, 40
-
-# hold runs until hold.go exists; report follows it. Each run of hold rewrites its pid file (the
-# pid of the worker it runs in).
-PROJECT = {
-    "watchrun.toml": "jobs = 2\ngrace = 0.3\n",
-    "tasks/hold.py": '''
-        # /// task
-        # ///
-        import os
-        import time
-        from pathlib import Path
-
-        def run():
-            Path("hold.pid.tmp").write_text(str(os.getpid()))
-            os.replace("hold.pid.tmp", "hold.pid")
-            while not Path("hold.go").exists():
-                print("hold: waiting", flush=True)
-                time.sleep(0.1)
-            return "held"
-    ''',
-    "tasks/report.py": '''
-        # /// task
-        # after = ["hold"]
-        # ///
-        def run(hold):
-            return hold.upper()
-    ''',
-}
-
-
-class Terminal:
-    """One tmux session on a private server, running one command."""
-
-    def __init__(self, workdir: Path, size: tuple[int, int] = (COLUMNS, LINES)) -> None:
-        self.columns, self.lines = size
-        self.socket = f"watchrun-test-{uuid.uuid4().hex[:12]}"
-        self.config = workdir / "tmux.conf"
-        self.status_file = workdir / "exit-status"
-        self.process: psutil.Process | None = None
-        self.socket_path: Path | None = None
-        # The pane stays after the command exits (its last screen can be read). The window
-        # has its final size from the start: a resize while the app starts may be missed.
-        self.config.write_text("set -g remain-on-exit on\nset -g status off\n"
-                               f"set -g default-size {self.columns}x{self.lines}\n")
-
-    def tmux(self, *args: str) -> str:
-        proc = subprocess.run(["tmux", "-L", self.socket, "-f", str(self.config), *args],
-                              capture_output=True, text=True, timeout=10, check=True)
-        return proc.stdout
-
-    def start(self, command: list[str], env: dict[str, str]) -> psutil.Process:
-        """Run the command in the pane (under a shell that writes its exit status to
-        `self.status_file`); returns its process."""
-        script = '"$@"; echo $? > ' + shlex.quote(str(self.status_file))
-        # COLUMNS and LINES (the test runner may have them) would override the pane's size
-        line = "exec env -u COLUMNS -u LINES " + shlex.join(
-            [f"{k}={v}" for k, v in env.items()] + ["sh", "-c", script, "sh", *command])
-        self.tmux("new-session", "-d", "-s", "main", "-x", str(self.columns), "-y",
-                  str(self.lines), line)
-        self.socket_path = Path(self.pane("socket_path"))
-        shell = psutil.Process(int(self.pane("pane_pid")))
-        poll(lambda: bool(shell.children()), "the command to start")
-        self.process = shell.children()[0]
-        return self.process
-
-    def exit_status(self, timeout: float = 20.0) -> int:
-        poll(lambda: self.status_file.exists() and self.status_file.read_text().strip() != "",
-             "the command to exit", timeout)
-        return int(self.status_file.read_text())
-
-    def pane(self, field: str) -> str:
-        return self.tmux("display-message", "-p", "-t", "main", f"#{{{field}}}").strip()
-
-    def screen(self) -> str:
-        return self.tmux("capture-pane", "-p", "-t", "main")
-
-    def keys(self, *keys: str) -> None:
-        self.tmux("send-keys", "-t", "main", *keys)
-
-    def wait(self, predicate: Callable[[str], bool], what: str, timeout: float = 15.0) -> str:
-        """Poll the screen until it satisfies the predicate."""
-        deadline = time.monotonic() + timeout
-        while True:
-            screen = self.screen()
-            if predicate(screen):
-                return screen
-            if time.monotonic() > deadline:
-                raise AssertionError(f"timed out waiting for {what}; the screen:\n{screen}")
-            time.sleep(0.05)
-
-    def wait_text(self, text: str, timeout: float = 15.0) -> str:
-        return self.wait(lambda screen: text in screen, repr(text), timeout)
-
-    def kill(self) -> None:
-        subprocess.run(["tmux", "-L", self.socket, "kill-server"], capture_output=True,
-                       timeout=10)
-        if self.socket_path is not None:  # the server leaves its socket file behind
-            self.socket_path.unlink(missing_ok=True)
-
-
-def poll(predicate: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.02)
+PROJECT = HOLD_PROJECT
 
 
 @pytest.fixture
 def terminal(tmp_path: Path) -> Iterator[Terminal]:
-    term = Terminal(tmp_path)
-    try:
-        yield term
-    finally:
-        proc = term.process
-        if proc is not None and not gone(proc.pid):  # the test failed before q: stop it
-            proc.terminate()
-            _, alive = psutil.wait_procs([proc], timeout=10)
-            for left in alive:
-                left.kill()
-        term.kill()
+    yield from open_terminal(tmp_path)
 
 
 def test_keys_steer_real_processes_and_q_leaves_nothing(tmp_path: Path,

@@ -17,7 +17,7 @@ import psutil
 import pytest
 
 from tests.conftest import REPO, SESSION_TAG, gone, watchrun, worker_processes, write_project
-from tests.test_tui_tmux import Terminal, poll
+from tests.tui_sessions import Terminal, open_terminal, poll
 
 pytestmark = [
     pytest.mark.tmux,
@@ -91,20 +91,6 @@ def project(tmp_path: Path) -> Path:
     root = write_project(tmp_path / "proj", PROJECT)
     assert watchrun(root, "build", "prep").code == 0  # an earlier session
     return root
-
-
-def open_terminal(tmp_path: Path, size: tuple[int, int]) -> Iterator[Terminal]:
-    term = Terminal(tmp_path, size)
-    try:
-        yield term
-    finally:
-        proc = term.process
-        if proc is not None and not gone(proc.pid):
-            proc.terminate()
-            _, alive = psutil.wait_procs([proc], timeout=10)
-            for left in alive:
-                left.kill()
-        term.kill()
 
 
 @pytest.fixture

@@ -1,16 +1,21 @@
 """The command line: parse options, open the project, call the engine, pick a UI.
 
-Heavy modules (the engine, Textual, Ray) are imported inside the commands, so `--help` and
-read-only commands start fast.
+The options of `build` and `dev` are declared from their tables in `commands/options.py`
+(shared with the console script's pre-scan of `build`). Heavy modules (the engine, Textual,
+Ray) are imported inside the commands, so `--help` and read-only commands start fast.
 """
 
 from __future__ import annotations
 
+import inspect
+from collections.abc import Callable
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
+
+from watchrun.commands import options as table
 
 app = typer.Typer(
     name="watchrun",
@@ -50,8 +55,7 @@ def _version(value: bool) -> None:
 def _root(
     directory: Annotated[
         Optional[Path],  # noqa: UP045
-        typer.Option("-C", "--directory",
-                     help="Project root (default: the nearest project folder from here up)"),
+        typer.Option(*table.DIRECTORY.flags, help=table.DIRECTORY.help),
     ] = None,
     version: Annotated[
         bool, typer.Option("--version", help="Print the version and exit", is_eager=True,
@@ -61,46 +65,59 @@ def _root(
     State.directory = directory
 
 
-SET_HELP = "Override a param for this run: TASK.PARAM=VALUE (VALUE in TOML, else a string)"
+def _enum(option: table.Option) -> type[Enum]:
+    return Enum(option.name.title(), {c: c for c in option.choices}, type=str)  # type: ignore[return-value]
 
 
-class ExecutorKind(str, Enum):
-    local = "local"
-    ray = "ray"
+_TYPES: dict[str, Any] = {table.FLAG: bool, table.INT: int, table.TEXT: str,
+                          table.MULTI: list[str], table.PATH: Path}
+
+
+def declared(options: tuple[table.Option, ...], arguments: str
+             ) -> Callable[[Callable[..., None]], Callable[..., None]]:
+    """The signature Typer reads, made from an option table: the command's task names
+    (`arguments`: their help), then one parameter per row. The function receives
+    each option as the pre-scan gives it (`Option.initial` when not given, a choice as its
+    text)."""
+    parameters = [inspect.Parameter(
+        "tasks", inspect.Parameter.POSITIONAL_OR_KEYWORD, default=None,
+        annotation=Annotated[Optional[list[str]], typer.Argument(help=arguments)])]  # noqa: UP045
+    choices = {o.name: _enum(o) for o in options if o.kind == table.CHOICE}
+    for option in options:
+        kind = choices[option.name] if option.name in choices else _TYPES[option.kind]
+        parameters.append(inspect.Parameter(
+            option.name, inspect.Parameter.KEYWORD_ONLY,
+            default=None if option.kind == table.MULTI else option.default,
+            annotation=Annotated[kind if option.kind == table.FLAG else Optional[kind],  # noqa: UP045
+                                 typer.Option(*option.flags, help=option.help)]))
+
+    def declare(function: Callable[..., None]) -> Callable[..., None]:
+        def command(tasks: list[str] | None = None, **given: Any) -> None:
+            function(tasks or [], **{o.name: _plain(o, given[o.name]) for o in options})
+
+        command.__signature__ = inspect.Signature(parameters)  # type: ignore[attr-defined]
+        command.__annotations__ = {p.name: p.annotation for p in parameters}
+        command.__doc__ = function.__doc__
+        command.__name__ = function.__name__
+        return command
+
+    return declare
+
+
+def _plain(option: table.Option, value: Any) -> Any:
+    if value is None:
+        return option.initial()
+    return value.value if isinstance(value, Enum) else value
 
 
 @app.command()
-def build(
-    tasks: Annotated[
-        Optional[list[str]], typer.Argument(help="Tasks to build (default: all)")  # noqa: UP045
-    ] = None,
-    jobs: Annotated[
-        Optional[int], typer.Option("-j", "--jobs", help="Task processes at once")  # noqa: UP045
-    ] = None,
-    force: Annotated[bool, typer.Option("--force", help="Rerun these tasks even if clean")] = False,
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="Say what would run and why")] = False,
-    json_out: Annotated[bool, typer.Option("--json", help="Print events as JSON lines")] = False,
-    fail_fast: Annotated[
-        bool, typer.Option("--fail-fast", help="Stop at the first failure")
-    ] = False,
-    verbose: Annotated[
-        bool, typer.Option("-v", "--verbose",
-                           help="List every unit, clean ones too, and stream task output live")
-    ] = False,
-    executor: Annotated[Optional[ExecutorKind], typer.Option("--executor")] = None,  # noqa: UP045
-    address: Annotated[Optional[str], typer.Option("--address", help="Ray cluster address")] = None,  # noqa: UP045
-    set_params: Annotated[
-        Optional[list[str]], typer.Option("--set", help=SET_HELP)  # noqa: UP045
-    ] = None,
-) -> None:
+@declared(table.BUILD_OPTIONS, "Tasks to build (default: all)")
+def build(tasks: list[str], **options: Any) -> None:
     """Run these tasks (default: every non-abstract task) with what they need, skipping clean
     units."""
     from watchrun.commands.build import build_command
 
-    code = build_command(State.directory, tasks or [], jobs=jobs, force=force,
-                         dry_run=dry_run, json_out=json_out, fail_fast=fail_fast,
-                         verbose=verbose, executor=executor.value if executor else None,
-                         address=address, set_params=set_params or [])
+    code = build_command(State.directory, tasks, **options)
     from watchrun.stats import report
 
     report()
@@ -180,25 +197,10 @@ def accept(tasks: list[str]) -> None:
 
 
 @app.command()
-def dev(
-    tasks: Annotated[Optional[list[str]], typer.Argument()] = None,  # noqa: UP045
-    no_tui: Annotated[
-        bool, typer.Option("--no-tui", help="Plain lines instead of the TUI")
-    ] = False,
-    json_out: Annotated[bool, typer.Option("--json", help="Print events as JSON lines")] = False,
-    jobs: Annotated[Optional[int], typer.Option("-j", "--jobs")] = None,  # noqa: UP045
-    set_params: Annotated[
-        Optional[list[str]], typer.Option("--set", help=SET_HELP)  # noqa: UP045
-    ] = None,
-    executor: Annotated[Optional[ExecutorKind], typer.Option("--executor")] = None,  # noqa: UP045
-    address: Annotated[Optional[str], typer.Option("--address", help="Ray cluster address")] = None,  # noqa: UP045
-    web: Annotated[
-        bool, typer.Option("--web", help="Serve the TUI to a browser on 127.0.0.1 (no auth)")
-    ] = False,
-    port: Annotated[
-        Optional[int], typer.Option("--port", help="Port of --web (default 8000)")  # noqa: UP045
-    ] = None,
-) -> None:
+@declared(table.DEV_OPTIONS, "Tasks to build and watch (default: all)")
+def dev(tasks: list[str], *, no_tui: bool, json_out: bool, jobs: int | None,
+        set_params: list[str], executor: str | None, address: str | None, web: bool,
+        port: int | None) -> None:
     """Build, then watch and rerun on every change (a TUI on a terminal)."""
     from watchrun.commands.dev import dev_command
 
@@ -209,9 +211,8 @@ def dev(
         typer.echo("watchrun: error: --web serves the TUI: not with --no-tui or --json", err=True)
         raise typer.Exit(2)
     web_port = (8000 if port is None else port) if web else None
-    raise typer.Exit(dev_command(project_root(), tasks or [], no_tui=no_tui, json_out=json_out,
-                                 jobs=jobs, set_params=set_params or [],
-                                 executor=executor.value if executor else None,
+    raise typer.Exit(dev_command(project_root(), tasks, no_tui=no_tui, json_out=json_out,
+                                 jobs=jobs, set_params=set_params, executor=executor,
                                  address=address, web_port=web_port))
 
 

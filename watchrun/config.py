@@ -7,15 +7,15 @@ and the line of the key; the key then keeps its default so the rest of the setti
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, NamedTuple
 
 from watchrun.errors import ProjectError
+from watchrun.paths import CONFIG_FILE, PYPROJECT_FILE, STATE_DIR, TASKS_DIR
 from watchrun.toml import key_lines, parse_toml, toml_error_line
 
-CONFIG_FILE = "watchrun.toml"
-PYPROJECT_FILE = "pyproject.toml"
 EXECUTOR_KINDS = ("local", "ray")
 DEFAULT_CONNECT_TIMEOUT = 15.0  # seconds a Ray cluster has to answer watchrun's first question
 
@@ -54,14 +54,14 @@ def _under(root: Path, folder: str) -> Path:
 
 def _settings(root: Path, raw: dict[str, Any], source: Path | None) -> Config:
     """A Config from already validated raw values (missing keys take their defaults)."""
-    tasks = raw.get("tasks", "tasks")
+    tasks = raw.get("tasks", TASKS_DIR)
     folders = [tasks] if isinstance(tasks, str) else list(tasks)
     executor = raw.get("executor", {})
     jobs = raw.get("jobs", 0)
     return Config(
         root=root,
         tasks=tuple(_under(root, folder) for folder in folders),
-        state_dir=_under(root, raw.get("state_dir", ".watchrun")),
+        state_dir=_under(root, raw.get("state_dir", STATE_DIR)),
         jobs=jobs or default_jobs(),
         grace=float(raw.get("grace", 2.0)),
         debounce_ms=raw.get("debounce_ms", 10),
@@ -77,14 +77,10 @@ def _settings(root: Path, raw: dict[str, Any], source: Path | None) -> Config:
 
 
 def _memory_setting(value: Any) -> int | None:
-    from watchrun.project.header import memory_bytes  # it imports this module
-
     return None if value is None else memory_bytes(value)
 
 
 def _is_memory(value: object) -> bool:
-    from watchrun.project.header import memory_bytes  # it imports this module
-
     if not isinstance(value, (int, str)):
         return False
     try:
@@ -92,6 +88,34 @@ def _is_memory(value: object) -> bool:
     except ValueError:
         return False
     return True
+
+
+# K, M, G, T and their KiB forms count in 1024s (as Slurm and Docker do); KB, MB, GB, TB in 1000s
+_MEMORY_UNITS = {"": 1, "B": 1}
+for _power, _letter in enumerate("KMGT", start=1):
+    _MEMORY_UNITS.update({_letter: 1024 ** _power, f"{_letter}I": 1024 ** _power,
+                          f"{_letter}IB": 1024 ** _power, f"{_letter}B": 1000 ** _power})
+_MEMORY = re.compile(r"\s*(\d+(?:\.\d+)?|\.\d+)\s*([A-Za-z]*)\s*")
+
+
+def memory_bytes(value: int | str) -> int:
+    """A `memory` value in bytes: an int, or a string with a unit ("512M", "2G", "1.5GiB").
+    ValueError with what is accepted."""
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    if isinstance(value, str):
+        match = _MEMORY.fullmatch(value)
+        if match and match[2].upper() in _MEMORY_UNITS:
+            return int(float(match[1]) * _MEMORY_UNITS[match[2].upper()])
+    raise ValueError(
+        f"resources.memory must be a number of bytes or a size with a unit such as \"512M\", "
+        f"\"2G\", \"1.5GiB\" (K, M, G, T count in 1024s, KB, MB, GB, TB in 1000s), not "
+        f"{_short_repr(value)}")
+
+
+def _short_repr(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def _preload_setting(value: Any) -> str | bool | tuple[str, ...]:

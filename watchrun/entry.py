@@ -1,16 +1,17 @@
-"""The console script's entry: `watchrun build` without importing Typer.
+"""The console script's entry: a plain `watchrun build` is read without importing Typer.
 
-Typer (0.2x) builds pydantic adapters for every parameter at start-up, which costs more than a
-null build of 1,000 tasks. `build` is the command scripts and CI run over and over, so its plain
-forms are parsed here; anything else — another command, `--help`, an unknown or malformed option —
-goes to the Typer app in `cli.py`, which owns help and error messages. `tests/test_entry.py`
-checks that both parsers give the same arguments for the same command line.
+`build` is the command scripts and CI run over and over, and Typer's start-up (it builds an
+adapter for every parameter) would dominate a null build (CONTRIBUTING.md, "Hot paths"). So
+its plain forms are read by `commands.options.prescan`, made from the same option table as the
+Typer command (`cli.py`); anything else goes to the Typer app, which owns help and error
+messages. `tests/test_entry.py` checks that both read every option of the table alike.
 """
 
 from __future__ import annotations
 
 import sys
 
+from watchrun.commands.options import BUILD_OPTIONS, prescan
 from watchrun.stats import report, span
 
 TYPE_CHECKING = False  # on the null-build path: see CONTRIBUTING.md, "Hot paths"
@@ -18,11 +19,6 @@ if TYPE_CHECKING:
     from pathlib import Path
     from typing import Any
 
-FLAGS = {"--force": "force", "--dry-run": "dry_run", "--json": "json_out",
-         "--fail-fast": "fail_fast", "-v": "verbose", "--verbose": "verbose"}
-VALUED = {"-j": "jobs", "--jobs": "jobs", "--executor": "executor", "--address": "address",
-          "--set": "set_params"}
-EXECUTORS = ("local", "ray")
 EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, what a shell reports for a writer killed by it
 EXIT_INTERRUPTED = 130  # Ctrl-C, as SPEC section 7 says
 
@@ -42,31 +38,7 @@ def parse_build(argv: list[str]) -> tuple[Path | None, list[str], dict[str, Any]
 def split_build(argv: list[str]) -> tuple[str | None, list[str], dict[str, Any]] | None:
     """`parse_build` with the root as given: what the null-build check needs, before pathlib
     is even imported."""
-    args = list(argv)
-    root: str | None = None
-    if args and args[0] in ("-C", "--directory") and len(args) > 1:
-        root, args = args[1], args[2:]
-    elif args and args[0].startswith("--directory="):
-        root, args = args[0].split("=", 1)[1], args[1:]
-    if not args or args[0] != "build":
-        return None
-    options: dict[str, Any] = {"jobs": None, "force": False, "dry_run": False,
-                               "json_out": False, "fail_fast": False, "verbose": False,
-                               "executor": None, "address": None, "set_params": []}
-    tasks: list[str] = []
-    rest = args[1:]
-    while rest:
-        arg = rest.pop(0)
-        if arg == "--":
-            tasks.extend(rest)
-            break
-        if not arg.startswith("-") or arg == "-":
-            tasks.append(arg)
-        elif arg in FLAGS:
-            options[FLAGS[arg]] = True
-        elif not _take_value(arg, rest, options):
-            return None
-    return root, tasks, options
+    return prescan(argv, "build", BUILD_OPTIONS)
 
 
 def _may_prove_clean(options: dict[str, Any]) -> bool:
@@ -76,30 +48,6 @@ def _may_prove_clean(options: dict[str, Any]) -> bool:
     return not (options["force"] or options["dry_run"] or options["verbose"]
                 or options["set_params"] or options["address"] is not None
                 ) and options["executor"] in (None, "local")
-
-
-def _take_value(arg: str, rest: list[str], options: dict[str, Any]) -> bool:
-    if arg.startswith("-j") and arg[2:].isdigit():  # `-j2`, as Click reads it
-        arg = f"--jobs={arg[2:]}"
-    name, eq, value = arg.partition("=")
-    if name not in VALUED or (not eq and not rest) or (eq and name == "-j"):
-        return False
-    if not eq:
-        value = rest.pop(0)
-    key = VALUED[name]
-    if key == "jobs":
-        if not value.isdigit():  # `-j -1` too: the full command line says what is wrong
-            return False
-        options[key] = int(value)
-    elif key == "set_params":
-        options[key] = [*options[key], value]
-    elif key == "executor":
-        if value not in EXECUTORS:
-            return False
-        options[key] = value
-    else:
-        options[key] = value
-    return True
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -169,7 +117,7 @@ def _early_workers(jobs: int | None) -> int:
 def _end(code: int) -> None:
     """End the process at once: the build is committed, its workers reaped and its output
     written; what the interpreter would do on its way out (free every object of a project of
-    thousands of tasks, one by one) takes longer than a small build. Not after a Ray build:
+    thousands of tasks, one by one) is work nobody waits for. Not after a Ray build:
     Ray ends the processes it started from its exit handlers."""
     if "ray" in sys.modules:
         raise SystemExit(code)

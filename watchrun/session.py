@@ -18,16 +18,16 @@ from pathlib import Path
 from watchrun.config import DEFAULT_CONNECT_TIMEOUT, Config, load_config
 from watchrun.engine.events import EventBus, Subscriber
 from watchrun.engine.scheduler import BuildOptions, BuildSummary, Scheduler
+from watchrun.engine.trace import BuildTrace
 from watchrun.errors import ProjectError
 from watchrun.executors.base import Executor, Sink
-from watchrun.nullproof import DEFAULT_STATE_DIR, Proof, config_stats, make_proof, write_proof
 from watchrun.project.loader import Project, ProjectLoader
 from watchrun.project.model import Kind
-from watchrun.project.snapshot import ProjectFiles
 from watchrun.state.hashing import FileHasher
-from watchrun.state.statkeys import StatKey
+from watchrun.state.proof import settings_stats
 from watchrun.state.store import LockedError, Store
 from watchrun.stats import span
+from watchrun.ui.summary import summary_line
 
 EXIT_OK, EXIT_FAILED, EXIT_PROJECT, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -40,14 +40,12 @@ class Session:
     """An open project."""
 
     def __init__(self, config: Config, store: Store, hasher: FileHasher, project: Project,
-                 config_stats: dict[str, StatKey | None], proven: ProjectFiles | None) -> None:
+                 trace: BuildTrace) -> None:
         self.config = config
         self.store = store
         self.hasher = hasher
         self.project = project
-        self.config_stats = config_stats  # the settings files as they were read
-        self.proven = proven  # the files the project is known to be built from
-        self.proof: Proof | None = None  # a null-build proof to leave once results are committed
+        self.trace = trace  # what a build observes, sealed into the null-build proof
 
 
 @contextlib.contextmanager
@@ -58,7 +56,7 @@ def open_session(root: Path, command: str, *, write: bool) -> Iterator[Session]:
         raise UsageError(f"the project folder {root} does not exist (see -C)")
     resolved = root.resolve()
     with span("settings"):
-        config_seen = config_stats(os.fspath(resolved))  # before reading: a later edit shows
+        settings_seen = settings_stats(os.fspath(resolved))  # before reading: a later edit shows
         config, errors = load_config(resolved)
     if errors:
         raise ProjectErrorsFound(errors, config.root)
@@ -78,14 +76,15 @@ def open_session(root: Path, command: str, *, write: bool) -> Iterator[Session]:
             hasher = FileHasher(store)
             loader = ProjectLoader(config, store, hasher)
             project = loader.load()
-        session = Session(config, store, hasher, project, config_seen, loader.proven)
+        trace = BuildTrace(os.fspath(config.root), os.fspath(config.state_dir), settings_seen)
+        trace.project_loaded(map(os.fspath, config.tasks), loader.proven)
+        session = Session(config, store, hasher, project, trace)
         yield session
         if write:
             with span("commit"):
                 hasher.flush()
                 store.commit()
-                if session.proof is not None:  # only now: it speaks of committed results
-                    write_proof(os.fspath(config.state_dir), session.proof)
+                trace.seal()  # only now: the proof speaks of committed results
     finally:
         if write:
             store.release_lock()
@@ -261,9 +260,9 @@ async def run_build(session: Session, targets: list[str], options: BuildOptions,
         # to run starts no process at all
         with span("build: resolve, plan, run"):
             summary = await scheduler.build(targets)
-        if proof_for is not None and executor_kind == "local":
+        if proof_for is not None and executor_kind == session.config.executor_kind == "local":
             with span("proof prepare"):
-                leave_proof(session, scheduler, proof_for,
+                trace_build(session.trace, scheduler, proof_for,
                             None if scheduler.summary.ran else proof_lines)
         return summary
     finally:
@@ -273,26 +272,17 @@ async def run_build(session: Session, targets: list[str], options: BuildOptions,
             loop.remove_signal_handler(sig)
 
 
-def leave_proof(session: Session, scheduler: Scheduler, targets: list[str],
+def trace_build(trace: BuildTrace, scheduler: Scheduler, targets: list[str],
                 lines: list[tuple[str, str]] | None) -> None:
-    """Prepare the null-build proof of a build that succeeded: everything it looked at is now
-    clean, unless something changed while it looked (then the next build decides)."""
-    summary, config, resolver = scheduler.summary, session.config, scheduler.resolver
-    root = os.fspath(config.root)
-    state_dir = os.fspath(config.state_dir)
-    if (not summary.ok or scheduler.options.dry_run or resolver.unsteady
-            or session.proven is None or config.executor_kind != "local"
-            or state_dir != os.path.join(root, DEFAULT_STATE_DIR)):
+    """Hand the trace what the plan observed, once a build succeeded; a dry run or a failed
+    build leaves no proof."""
+    summary, resolver = scheduler.summary, scheduler.resolver
+    if not summary.ok or scheduler.options.dry_run:
         return
-    hasher = session.hasher
-    proven = session.proven
-    session.proof = make_proof(
-        root=root, targets=targets, state_dir=state_dir, configs=session.config_stats,
-        folders=[os.fspath(f) for f in config.tasks], discovered=proven.discovered,
-        project=proven.stats, absent=proven.absent, expansions=resolver.expansions.values(),
-        observed=resolver.observed, entry_of=hasher.cached_entry, is_file=hasher.knows_file,
-        entries_below=hasher.cached_below, units=summary.ran + summary.skipped,
-        events=lines)
+    trace.files_observed(resolver.observed, resolver.expansions.values(), resolver.unsteady)
+    trace.hashes_known(scheduler.hasher)
+    clean = summary.ran + summary.skipped
+    trace.build_finished(targets, clean, lines, summary_line(True, "ran", 0, clean, 0, 0))
 
 
 def exit_code(summary: BuildSummary) -> int:

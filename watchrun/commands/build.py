@@ -18,6 +18,7 @@ from watchrun.commands.common import (
 )
 from watchrun.engine.events import Subscriber
 from watchrun.engine.scheduler import BuildOptions
+from watchrun.paths import LOGS_DIR
 from watchrun.project.loader import with_overrides
 from watchrun.project.overrides import (
     OverrideError,
@@ -96,7 +97,7 @@ def _subscribers(session: Session, targets: int, json_out: bool, dry_run: bool,
                  verbose: bool, lines: list[tuple[str, str]] | None) -> list[Subscriber]:
     """What shows the build: JSON lines (kept in `lines`, for a proof to replay), a live
     display on a terminal, else plain lines; with -v, also the tasks' output as it comes."""
-    log_dir = session.config.state_dir / "logs"
+    log_dir = session.config.state_dir / LOGS_DIR
     subscriber: Subscriber
     if json_out:
         from watchrun.ui.jsonl import JsonLines
@@ -124,7 +125,7 @@ def _override(session: Session, overrides: Overrides) -> str | None:
     except OverrideError as err:
         return str(err)
     session.project = with_overrides(session.project, overrides)
-    session.proven = None  # a build with --set leaves no null-build proof
+    session.trace.spoil()  # a build with --set leaves no null-build proof
     return None
 
 
@@ -133,8 +134,8 @@ def collector_paused() -> Iterator[None]:
     """The cyclic collector off while the project loads; once it is loaded, what the load made
     is frozen (left out of every later collection) and the collector runs again for the build.
     Loading a project of thousands of tasks allocates hundreds of thousands of objects that live
-    until the build ends, and each collection would walk them again (40-80 ms of a 1,000-task
-    build). Only for one-shot commands: `dev` replaces its project on every save."""
+    until the build ends, and each collection would walk them again, finding nothing to free.
+    Only for one-shot commands: `dev` replaces its project on every save."""
     enabled = gc.isenabled()
     gc.disable()
     try:

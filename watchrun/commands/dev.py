@@ -14,6 +14,7 @@ from watchrun.commands.common import error, guarded, unknown_task_message
 from watchrun.engine.dev import DevEngine
 from watchrun.engine.events import EventBus, Subscriber
 from watchrun.executors.base import ExecEvent
+from watchrun.paths import LOGS_DIR
 from watchrun.project.loader import ProjectLoader
 from watchrun.project.overrides import (
     OverrideError,
@@ -131,7 +132,7 @@ async def run_dev(session: Session, targets: list[str], json_out: bool, use_tui:
     try:
         if use_tui:
             return await _with_tui(engine, bus)
-        bus.subscribe(_printer(json_out, config.state_dir / "logs"))
+        bus.subscribe(_printer(json_out, config.state_dir / LOGS_DIR))
         bus.subscribe(RunningNow(config.state_dir))
         return await engine.run()
     finally:

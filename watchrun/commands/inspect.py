@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 from watchrun.commands.common import (
@@ -271,6 +272,25 @@ def _text(project: Project, names: list[str]) -> list[str]:
     return lines
 
 
+def _file_lines(project: Project, names: list[str], ident: dict[str, str],
+                node: Callable[[str, str], str], edge: Callable[[str, str, str], str]
+                ) -> list[str]:
+    """The declared files of a drawing, each drawn once (`node(id, path)`), and their edges
+    (`edge(from, to, label)`): an input points at the task that reads it, a task at its
+    output. Mermaid and DOT differ only in the syntax of the two."""
+    lines: list[str] = []
+    file_ids: dict[str, str] = {}
+    for task, way, path in _files(project, names):
+        if path not in file_ids:
+            file_ids[path] = f"f{len(file_ids)}"
+            lines.append(node(file_ids[path], path))
+        if way == "in":
+            lines.append(edge(file_ids[path], ident[task], "input"))
+        else:
+            lines.append(edge(ident[task], file_ids[path], "output"))
+    return lines
+
+
 def _mermaid_text(text: str) -> str:
     return text.replace('"', "#quot;")
 
@@ -290,15 +310,9 @@ def _mermaid(project: Project, names: list[str]) -> list[str]:
     lines += [f"    {ident[a]} -->|{arg}| {ident[b]}" for a, b, arg in _edges(project)]
     lines += [f"    {ident[n]} -.->|extends| {ident[project.tasks[n].parent or n]}"
               for n in names if project.tasks[n].parent in ident]
-    file_ids: dict[str, str] = {}
-    for task, way, path in _files(project, names):
-        if path not in file_ids:
-            file_ids[path] = f"f{len(file_ids)}"
-            lines.append(f'    {file_ids[path]}[/"{_mermaid_text(path)}"/]')
-        if way == "in":
-            lines.append(f"    {file_ids[path]} -.->|input| {ident[task]}")
-        else:
-            lines.append(f"    {ident[task]} -.->|output| {file_ids[path]}")
+    lines += _file_lines(project, names, ident,
+                         lambda node, path: f'    {node}[/"{_mermaid_text(path)}"/]',
+                         lambda a, b, label: f"    {a} -.->|{label}| {b}")
     return lines
 
 
@@ -320,14 +334,8 @@ def _dot(project: Project, names: list[str]) -> list[str]:
     lines += [f'    {ident[n]} -> {ident[project.tasks[n].parent or n]} '
               f'[style=dashed, label="extends"];'
               for n in names if project.tasks[n].parent in ident]
-    file_ids: dict[str, str] = {}
-    for task, way, path in _files(project, names):
-        if path not in file_ids:
-            file_ids[path] = f"f{len(file_ids)}"
-            lines.append(f'    {file_ids[path]} [shape=note, label="{_dot_text(path)}"];')
-        if way == "in":
-            lines.append(f'    {file_ids[path]} -> {ident[task]} [style=dotted, label="input"];')
-        else:
-            lines.append(f'    {ident[task]} -> {file_ids[path]} [style=dotted, label="output"];')
+    lines += _file_lines(project, names, ident,
+                         lambda node, path: f'    {node} [shape=note, label="{_dot_text(path)}"];',
+                         lambda a, b, label: f'    {a} -> {b} [style=dotted, label="{label}"];')
     lines.append("}")
     return lines

@@ -27,6 +27,7 @@ from watchrun.engine.locations import log_path
 from watchrun.engine.scheduler import BuildOptions, Scheduler
 from watchrun.errors import ProjectError
 from watchrun.executors.base import ExecEvent, Executor, UnitKey
+from watchrun.paths import CONFIG_FILES
 from watchrun.project.dev_reload import ReverseIndex, reload_code
 from watchrun.project.loader import Project, ProjectLoader
 from watchrun.state.hashing import FileHasher
@@ -149,7 +150,7 @@ class DevEngine:
             self.quit(2)
             return set()
         self.hasher.forget_recent(paths)  # a save in the tick of an earlier hash: hash again
-        config_files = {self.config.root / "watchrun.toml", self.config.root / "pyproject.toml"}
+        config_files = {self.config.root / name for name in CONFIG_FILES}
         sources = {p for p in paths if p.suffix == ".py"}
         if paths & config_files:
             config, errors = load_config(self.config.root)

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from watchrun.config import Config
+from watchrun.paths import log_file
 from watchrun.project.loader import Project
 from watchrun.project.model import Task
 
@@ -22,7 +22,4 @@ def chain_files(project: Project, task: Task) -> list[tuple[Path, str]]:
 
 
 def log_path(config: Config, task: str, iter: tuple[int, ...] = ()) -> str:
-    suffix = "".join(f".{i}" for i in iter)
-    # a string, made in one join: this runs for every unit of a 100,000-iteration scope, and a
-    # Path would cost more than the rest of the job's making
-    return f"{config.state_dir}{os.sep}logs{os.sep}{task}{suffix}.log"
+    return log_file(config.state_dir, task, iter)

@@ -42,8 +42,8 @@ class UnitKey(NamedTuple):
 
 
 class Job:
-    """One unit for an executor to run. A plain class with slots (not a dataclass: making
-    dataclasses costs every `watchrun build` milliseconds at start)."""
+    """One unit for an executor to run. A plain class with slots, not a dataclass: the
+    dataclasses module stays off the start-up path of `watchrun build`."""
 
     __slots__ = ("chain", "ctx", "fresh_log", "gather_kwargs", "key", "kwargs", "log_path",
                  "mode", "resources", "retries", "root", "start", "timeout")
@@ -65,8 +65,8 @@ class Job:
         gather_kwargs: dict[str, bytes] | None = None,
         ctx: dict[str, object] | None = None,  # name, root, iter: for the `ctx` argument
         # True: the log starts empty (created or truncated by the worker) instead of being
-        # appended to. Cheaper than creating it before submit: file creation costs 0.1-1 ms on
-        # some disks, and the workers do it in parallel, off the scheduler's loop.
+        # appended to. The workers do it, in parallel and off the scheduler's loop, rather
+        # than the scheduler before submit (see unit_log.py).
         fresh_log: bool = False,
         # the task's header keys: seconds before the unit is cancelled and failed (None: no
         # limit), reruns of a failed unit (the driver decides them), and what one unit needs

@@ -17,14 +17,16 @@ import contextlib
 import errno
 import os
 
-TYPE_CHECKING = False  # `typing` costs a worker's start; annotations are not evaluated
+from watchrun.paths import OBJECT_TEMP_PREFIX
+
+TYPE_CHECKING = False  # the worker starts without `typing` (see worker.py)
 if TYPE_CHECKING:
     from typing import Any
 
 # Store.INLINE_LIMIT, repeated: the worker must not import the store (sqlite3). A pickle this
 # big would be a file in the store anyway. tests/test_bigpickle.py checks they agree.
 BIG_PICKLE = 64 * 1024
-TEMP_PREFIX = ".tmp-"  # objects.TEMP_PREFIX, likewise checked
+TEMP_PREFIX = OBJECT_TEMP_PREFIX
 
 _FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 import enum
 import os
 
-try:  # the C pickler directly: `pickle` itself pulls in `re` and costs a worker ~5 ms at start
+try:  # the C pickler directly: `pickle` itself imports `re`, which a worker's start avoids
     from _pickle import Pickler as Pickler
     from _pickle import dumps as dumps
     from _pickle import loads as loads
@@ -36,8 +36,8 @@ PICKLE_PROTOCOL = 5
 HEADER_SIZE = 4
 _READ_CHUNK = 1 << 16
 
-# The values of base.Mode, repeated here because the worker must not import base.py (dataclasses
-# costs it ~10 ms at start). tests/test_worker.py checks they agree.
+# The values of base.Mode, repeated here because the worker does not import base.py (it is kept
+# to the modules every job needs). tests/test_worker.py checks they agree.
 CALL = "call"
 GENERATE = "generate"
 COLLECT = "collect"
@@ -58,7 +58,10 @@ class Msg(enum.IntEnum):
 
 
 class JobSpec:
-    """What a worker needs to run one job: plain values only (str, bytes, ints, tuples)."""
+    """What a worker needs to run one job: plain values only (str, bytes, ints, tuples).
+
+    The one wire form of a job: fields() is what a JOB frame carries (and what the Ray relay
+    ships), JobSpec(*fields) reads it back. job_wire.job_spec makes it from a base.Job."""
 
     __slots__ = (
         "chain",
@@ -117,7 +120,7 @@ class JobSpec:
         self.objects = objects
 
     def fields(self) -> tuple[object, ...]:
-        """The JOB frame's fields (a tuple pickles much faster than an object)."""
+        """The JOB frame's fields: the wire form (plain values, no class to import)."""
         return (
             self.label,
             self.task,
@@ -138,7 +141,7 @@ class JobSpec:
 
 
 def encode(kind: Msg, *fields: object) -> bytes:
-    body = dumps((int(kind), *fields), PICKLE_PROTOCOL)  # int(): kind.value is a slower property
+    body = dumps((int(kind), *fields), PICKLE_PROTOCOL)
     return len(body).to_bytes(HEADER_SIZE, "big") + body
 
 
@@ -146,7 +149,7 @@ def body_size(header: bytes | bytearray) -> int:
     return int.from_bytes(header, "big")
 
 
-_BY_VALUE = {kind.value: kind for kind in Msg}  # Msg(value) costs microseconds, this does not
+_BY_VALUE = {kind.value: kind for kind in Msg}  # read for every frame
 
 
 def decode(body: bytes | bytearray | memoryview) -> tuple[Msg, tuple[object, ...]]:

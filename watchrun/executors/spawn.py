@@ -1,6 +1,6 @@
 """Starting a local worker process, apart from the executor: `watchrun build` starts its first
-workers here before it imports the engine, so that their start-up (tens of milliseconds of a
-core each) runs beside the scheduler's own instead of after it. Only the standard library's
+workers here before it imports the engine, so that their start-up runs beside the
+scheduler's own instead of after it. Only the standard library's
 lightest modules: this runs before asyncio is imported.
 
 The executor adopts these workers (`take_early`) as if it had just spawned them; those it never
@@ -23,7 +23,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from watchrun.executors.template_process import TemplateProcess
 
-# `-c`, not `-m watchrun.executors.worker`: the module runner's imports cost a worker ~1 ms
+# `-c`, not `-m watchrun.executors.worker`: a worker starts without the module runner's imports
 WORKER_MAIN = "from watchrun.executors.worker import main; main()"
 
 

@@ -3,10 +3,10 @@
 Most saves edit a function body. Then the tasks, their headers, the graph and the set of
 project-local modules are all unchanged, and only the closures that reach the saved file can
 differ. This module re-analyses the saved files and recomputes exactly those closures, through a
-reverse index from file to tasks, so a one-file edit in a 10,000-task project costs
-milliseconds. Anything that may change structure — a header, the imports, the parameters of an
-entry point, a syntax error appearing or going away, a file added or removed — is left to the
-full (cached) reload.
+reverse index from file to tasks, so a one-file edit does work in proportion to what the file
+reaches, not to the project. Anything that may change structure — a header, the imports, the
+parameters of an entry point, a syntax error appearing or going away, a file added or
+removed — is left to the full (cached) reload.
 """
 
 from __future__ import annotations

@@ -60,7 +60,7 @@ def _provides(dist: metadata.Distribution, top_module: str) -> bool:
     if top_level is not None:
         return top_module in top_level.split()
     # no top_level.txt (newer build backends): look for "pkg/…", "mod.py", "ext.cpython-….so" in
-    # RECORD; plain string tests, as building `dist.files` costs milliseconds for big packages
+    # RECORD; plain string tests: `dist.files` would make a path object per file of a package
     record = dist.read_text("RECORD") or ""
     prefixes = (f"{top_module}/", f"{top_module}.")
     return any(line.startswith(prefixes) for line in record.splitlines())

@@ -13,12 +13,12 @@ between is `#` or `# ` followed by TOML. A file without an opener is a helper mo
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from watchrun.config import memory_bytes as memory_bytes  # its home is the settings' module
 from watchrun.config import suggest
 from watchrun.errors import ProjectError
 from watchrun.project.frozen_init import build
@@ -262,29 +262,6 @@ def _is_number(value: Any) -> bool:
 
 
 RESOURCE_KEYS = ("cpus", "gpus", "memory")
-# K, M, G, T and their KiB forms count in 1024s (as Slurm and Docker do); KB, MB, GB, TB in 1000s
-_MEMORY_UNITS = {"": 1, "B": 1}
-for _power, _letter in enumerate("KMGT", start=1):
-    _MEMORY_UNITS.update({_letter: 1024 ** _power, f"{_letter}I": 1024 ** _power,
-                          f"{_letter}IB": 1024 ** _power, f"{_letter}B": 1000 ** _power})
-_MEMORY = re.compile(r"\s*(\d+(?:\.\d+)?|\.\d+)\s*([A-Za-z]*)\s*")
-
-
-def memory_bytes(value: int | str) -> int:
-    """A `memory` value in bytes: an int, or a string with a unit ("512M", "2G", "1.5GiB").
-    ValueError with what is accepted."""
-    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
-        return value
-    if isinstance(value, str):
-        match = _MEMORY.fullmatch(value)
-        if match and match[2].upper() in _MEMORY_UNITS:
-            return int(float(match[1]) * _MEMORY_UNITS[match[2].upper()])
-    raise ValueError(
-        f"resources.memory must be a number of bytes or a size with a unit such as \"512M\", "
-        f"\"2G\", \"1.5GiB\" (K, M, G, T count in 1024s, KB, MB, GB, TB in 1000s), not "
-        f"{_describe(value)}")
-
-
 def _check_resource(name: str, value: Any) -> str | None:
     if name == "cpus":
         if _is_number(value) and value > 0:

@@ -8,6 +8,7 @@ Two caches make loading cheap:
 
 A broken task never prevents loading the healthy ones: every problem becomes a ProjectError, the
 tasks concerned (and their downstream) go into `Project.broken`, the rest is usable.
+Assembling the project from the analyses is assembly.py's.
 """
 
 from __future__ import annotations
@@ -16,78 +17,36 @@ import gc
 import os
 import pickle
 import time
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable, Iterable
+from dataclasses import replace
 from pathlib import Path
 
 from watchrun.config import Config
 from watchrun.errors import ProjectError
 from watchrun.project import codemap
-from watchrun.project.checks import CodeChecks
-from watchrun.project.codemap import (
-    ANALYZER_VERSION,
-    ENTRY_POINTS,
-    ArgSpec,
-    ChainLink,
-    CodeClosure,
-    CodeIndex,
-    ModuleInfo,
+from watchrun.project.assembly import (
+    ClosureMemo,
+    FileAnalysis,
+    Project,
+    ProjectBuild,
+    imported_modules,
+    relative,
+    with_overrides,
 )
+from watchrun.project.codemap import ANALYZER_VERSION, ModuleInfo
 from watchrun.project.frozen_init import build
-from watchrun.project.graph import Graph, build_graph
-from watchrun.project.header import Header, parse_header
-from watchrun.project.model import Task
-from watchrun.project.overrides import Overrides, apply_overrides
+from watchrun.project.header import parse_header
+from watchrun.project.overrides import Overrides
 from watchrun.project.parallel_map import MIN_PER_PROCESS, fork_map
-from watchrun.project.snapshot import LazyModules, ProjectCache, ProjectFiles, quick_unpickle
-from watchrun.project.tasks import (
-    TaskSource,
-    discover_files,
-    is_package_init,
-    module_name,
-    relative_parts,
-    resolve_tasks,
-    task_name,
-    tasks_dir_of,
-)
+from watchrun.project.snapshot import ProjectCache, ProjectFiles, quick_unpickle
+from watchrun.project.tasks import discover_files, module_name, tasks_dir_of
 from watchrun.state.hashing import FileHasher, hash_bytes
 from watchrun.state.store import Store
 
+__all__ = ["FileAnalysis", "Project", "ProjectLoader", "analyse_text", "imported_modules",
+           "module_name_of", "with_overrides"]
+
 ANALYSIS_FORMAT = 4  # bump when FileAnalysis or Header change shape: invalidates cached analyses
-
-
-@dataclass
-class Project:
-    config: Config
-    tasks: dict[str, Task]  # every resolved task, abstract ones included
-    graph: Graph
-    modules: Mapping[str, ModuleInfo]  # task modules and the project-local modules they reach
-    module_files: dict[str, Path]  # dotted module name -> absolute file
-    closures: dict[str, CodeClosure]  # non-abstract, non-broken tasks
-    errors: list[ProjectError]
-    broken: set[str]  # task names with errors, and their downstream (some may not be in `tasks`)
-    task_modules: dict[str, str] = field(default_factory=dict)  # task -> dotted module name
-    # task -> entry point -> the parameters of its winning definition (None: not a function),
-    # for the entry points its chain defines: what each job asks for, known without reading
-    # the modules back from the project cache (a dev reload that changes them is a full one)
-    entries: dict[str, dict[str, tuple[ArgSpec, ...] | None]] = field(default_factory=dict)
-
-    @property
-    def root(self) -> Path:
-        return self.config.root
-
-
-@dataclass(frozen=True)
-class FileAnalysis:
-    """Everything derived from one file's text alone: what the caches hold."""
-
-    header: Header | None
-    header_errors: tuple[tuple[int | None, str], ...]  # (line, message): the path is added back
-    module: ModuleInfo
-    problem: str | None = None  # the file could not be read or decoded
-    # the pickle of `module` once one is made: the store's copy of the analysis holds it, and the
-    # project cache takes it as it is instead of pickling every module again
-    module_blob: bytes | None = field(default=None, repr=False, compare=False)
 
 
 def analyse_text(text: str, path: Path, dotted: str) -> FileAnalysis:
@@ -103,7 +62,7 @@ _READ_FLAGS = os.O_RDONLY | getattr(os, "O_BINARY", 0) | getattr(os, "O_CLOEXEC"
 
 def _read(path: Path) -> bytes:
     """A file's bytes with plain os calls: Path.read_bytes builds a buffered file object first,
-    which is half the cost of reading a small source file."""
+    for every file of a first load."""
     fd = os.open(path, _READ_FLAGS)
     try:
         chunks = []
@@ -133,7 +92,7 @@ def _decode(data: bytes) -> str | None:
 def _plain_utf8(data: bytes) -> bool:
     """Whether Python reads these bytes as plain UTF-8 text: no BOM, no carriage return (to be
     translated), no coding cookie (it can only be in the first two lines). Then a strict UTF-8
-    decode gives what `decode_source` would, at a fraction of its cost."""
+    decode gives what `decode_source` would, and is the common case."""
     if data.startswith(b"\xef\xbb\xbf") or b"\r" in data:
         return False
     first = data.find(b"\n")
@@ -155,7 +114,7 @@ class ProjectLoader:
         self._version_of = version_of
         # the latest analysis of each module: dotted name -> (cache key, analysis)
         self._memory: dict[str, tuple[str, FileAnalysis]] = {}
-        self.closure_memo = _ClosureMemo()
+        self.closure_memo = ClosureMemo()
         self.parsed = 0  # files read and analysed by this loader (a null build parses none)
         self.cached = False  # whether the last load came whole from the project cache
         self.proven: ProjectFiles | None = None  # what the last load is known to be built from
@@ -185,7 +144,7 @@ class ProjectLoader:
     def _missing_folders(self) -> list[ProjectError]:
         config = self.config
         return [ProjectError(config.source, None,
-                             f"the tasks folder {_relative(folder, config.root)!r} does not exist")
+                             f"the tasks folder {relative(folder, config.root)!r} does not exist")
                 for folder in config.tasks if not os.path.isdir(folder)]
 
     def reload(self, changed: Iterable[Path] = ()) -> Project:
@@ -213,7 +172,7 @@ class ProjectLoader:
         hashes = self._hash(paths)
         names = {p: module_name_of(p, config) for p in paths}
         files = self._analyse_all(paths, names, hashes)
-        build = _Build(config, files, names, self)
+        build = ProjectBuild(config, files, names, self)
         project = build.run()
         cache.put(project, found, [os.fspath(p) for p in build.local_paths], build.absent,
                   started_ns)
@@ -355,16 +314,6 @@ class ProjectLoader:
         return self._version_of(module)
 
 
-@dataclass
-class _ClosureMemo:
-    """Closures of the last load, for `reload`: task -> (chain, the content key of every module
-    the closure depends on, the closure), valid while the set of local modules is the same."""
-
-    modules: frozenset[str] = frozenset()
-    entries: dict[str, tuple[tuple[ChainLink, ...], dict[str, str | None], CodeClosure]] = \
-        field(default_factory=dict)
-
-
 class _Parsed:
     """An analysis made by `fork_map`. A forked child sends it as the pickle the store keeps
     (`blob`), so that the parent, which unpickles it anyway, does not pickle it again."""
@@ -407,7 +356,7 @@ def _pickled(analysis: FileAnalysis) -> tuple[FileAnalysis, bytes]:
         module_blob = pickle.dumps(analysis.module, pickle.HIGHEST_PROTOCOL)
         analysis = build(FileAnalysis, header=analysis.header, module=analysis.module,
                          header_errors=analysis.header_errors, problem=analysis.problem,
-                         module_blob=module_blob)  # not replace(): 10x its cost
+                         module_blob=module_blob)  # once per module: see frozen_init.py
     stored = (analysis.header, analysis.header_errors, module_blob, analysis.problem)
     return analysis, pickle.dumps(stored, pickle.HIGHEST_PROTOCOL)
 
@@ -431,262 +380,3 @@ def module_name_of(path: Path, config: Config) -> str:
     except ValueError:  # a task folder outside the root: name it from the folder's parent
         folder = tasks_dir_of(path, config)
         return module_name(path, folder.parent if folder else path.parent)
-
-
-# -- one load -----------------------------------------------------------------------------------
-
-class _Build:
-    """The resolution of one load, from the analyses of the discovered files."""
-
-    def __init__(self, config: Config, files: dict[Path, FileAnalysis],
-                 names: dict[Path, str], loader: ProjectLoader) -> None:
-        self.config = config
-        self.root = config.root
-        self.files = files
-        self.names = names
-        self.loader = loader
-        self.errors: list[ProjectError] = []
-        self.seed_broken: set[str] = set()  # tasks broken before the graph is built
-        self.modules: dict[str, ModuleInfo] = {}
-        self.module_blobs: dict[str, bytes] = {}  # their pickles, where the analysis has one
-        self.module_files: dict[str, Path] = {}
-        self.local_paths: list[Path] = []  # reached modules outside the discovered files
-        self.absent: set[str] = set()  # probed paths that did not exist (a later file there
-        # would change what is local)
-        self.by_name = {dotted: path for path, dotted in names.items() if path in files}
-        self.imports: dict[str, set[str]] = {}  # module -> the local modules it imports
-        self.candidates: dict[str, list[tuple[str, Path]]] = {}
-
-    def run(self) -> Project:
-        sources = self._sources()
-        tasks, errors = resolve_tasks(sources, self.root)
-        self.errors += errors
-        self.seed_broken |= set(sources) - set(tasks)
-        task_modules = {name: source.module_name for name, source in sources.items()}
-        self._reach_local_modules(task_modules)
-        for name, task in tasks.items():
-            if any(link in self.seed_broken for link in task.chain):
-                self.seed_broken.add(name)
-        graph, errors = build_graph(tasks, self.root, self.seed_broken)
-        self.errors += errors
-        checks = CodeChecks(tasks, graph, self.modules, task_modules, self.module_files)
-        self.errors += checks.run()
-        mark_broken(graph, checks.failed)
-        closures = self._closures(tasks, graph, task_modules)
-        errors_sorted = sorted(set(self.errors), key=_error_order)
-        modules = LazyModules(self.modules, self.module_blobs)
-        entries = {name: entry_points(task, task_modules, self.modules)
-                   for name, task in tasks.items()}
-        return Project(self.config, tasks, graph, modules, self.module_files,
-                       closures, errors_sorted, set(graph.broken), task_modules, entries)
-
-    def _sources(self) -> dict[str, TaskSource]:
-        sources: dict[str, TaskSource] = {}
-        for path, analysis in self.files.items():
-            if analysis.problem is not None:
-                self.errors.append(ProjectError(path, None, analysis.problem))
-            for line, message in analysis.header_errors:
-                self.errors.append(ProjectError(path, line, message))
-            if analysis.header is None:
-                continue
-            if is_package_init(path):
-                self.errors.append(ProjectError(
-                    path, analysis.header.line,
-                    "a package's __init__.py cannot be a task; move the header and run() into "
-                    "a module of their own"))
-                continue
-            folder = tasks_dir_of(path, self.config)
-            assert folder is not None  # discovered below a task folder
-            name = task_name(path, folder)
-            if name in sources:
-                self.errors.append(ProjectError(
-                    path, analysis.header.line,
-                    f"task {name!r} is defined twice: here and in {sources[name].path}"))
-                self.seed_broken.add(name)
-                continue
-            sources[name] = TaskSource(name, path, analysis.header, self.names[path])
-            if analysis.header_errors:
-                self.seed_broken.add(name)
-        return sources
-
-    # -- project-local modules ----------------------------------------------------------------
-
-    def _reach_local_modules(self, task_modules: dict[str, str]) -> None:
-        """Add the task modules and every project-local module they import, transitively; report
-        syntax errors in any of them, and mark the tasks that reach one as broken."""
-        todo: list[str] = []
-        for dotted in sorted(set(task_modules.values())):
-            path = self.by_name[dotted]
-            self._add_module(dotted, path, self.files[path])
-            todo.append(dotted)
-        while todo:
-            importer = todo.pop()
-            edges = self.imports.setdefault(importer, set())
-            for imported in imported_modules(self.modules[importer]):
-                for local, path in self._local_candidates(imported):
-                    edges.add(local)
-                    if local in self.modules:
-                        continue
-                    analysis = self.files.get(path) or self.loader.analysis_of(path, local)
-                    if analysis is None:
-                        continue
-                    if path not in self.files:
-                        self.local_paths.append(path)
-                    self._add_module(local, path, analysis)
-                    todo.append(local)
-        self._taint_tasks(task_modules)
-
-    def _add_module(self, dotted: str, path: Path, analysis: FileAnalysis) -> None:
-        info = self.modules[dotted] = analysis.module
-        self.module_files[dotted] = path
-        if analysis.module_blob is not None:
-            self.module_blobs[dotted] = analysis.module_blob
-        if analysis.problem is not None:
-            self.errors.append(ProjectError(path, None, analysis.problem))
-        elif info.syntax_error is not None:
-            line, message = info.syntax_error
-            self.errors.append(ProjectError(path, line, f"syntax error: {message}"))
-
-    def _local_candidates(self, dotted: str) -> list[tuple[str, Path]]:
-        """The project-local modules an import of `dotted` executes: each package along the way
-        (`a/__init__.py`, `a/b/__init__.py`) and the module itself, when they exist below the
-        root. A folder without `__init__.py` is a namespace package: no file of its own."""
-        known = self.candidates.get(dotted)
-        if known is not None:
-            return known
-        found: list[tuple[str, Path]] = []
-        parts = dotted.split(".")
-        folder = self.root
-        for depth, part in enumerate(parts, start=1):
-            name = ".".join(parts[:depth])
-            path = self.by_name.get(name) or self._probe(folder / part / "__init__.py") \
-                or self._probe(folder / f"{part}.py")
-            folder = folder / part
-            if path is None:
-                if not self._probe_dir(folder):
-                    break  # neither a module nor a package here: not project-local
-                continue
-            found.append((name, path))
-            if not is_package_init(path):
-                break  # a plain module has no submodules
-        self.candidates[dotted] = found
-        return found
-
-    def _probe(self, path: Path) -> Path | None:
-        if os.path.isfile(path):
-            return path
-        self.absent.add(os.fspath(path))
-        return None
-
-    def _probe_dir(self, path: Path) -> bool:
-        if os.path.isdir(path):
-            return True
-        self.absent.add(os.fspath(path))
-        return False
-
-    def _taint_tasks(self, task_modules: dict[str, str]) -> None:
-        """Tasks whose modules (or the local modules they import) have a syntax error."""
-        importers: dict[str, set[str]] = {}
-        for importer, imported in self.imports.items():
-            for local in imported:
-                importers.setdefault(local, set()).add(importer)
-        tainted = {m for m, info in self.modules.items() if info.syntax_error is not None}
-        todo = list(tainted)
-        while todo:
-            for importer in importers.get(todo.pop(), ()):
-                if importer not in tainted:
-                    tainted.add(importer)
-                    todo.append(importer)
-        for name, dotted in task_modules.items():
-            if dotted in tainted:
-                self.seed_broken.add(name)
-
-    # -- closures -----------------------------------------------------------------------------
-
-    def _closures(self, tasks: dict[str, Task], graph: Graph, task_modules: dict[str, str]
-                  ) -> dict[str, CodeClosure]:
-        """The code closure of every healthy task. A closure computed by an earlier load of this
-        loader is reused when the same local modules exist and none it depends on changed."""
-        wanted = [n for n in graph.order if not tasks[n].abstract]
-        files = {name: _relative(path, self.root) for name, path in self.module_files.items()}
-        index = CodeIndex(self.modules, files, self.loader.version_of)
-        memo = self.loader.closure_memo
-        if memo.modules != frozenset(self.modules):  # what is local changed: start afresh
-            memo.modules, memo.entries = frozenset(self.modules), {}
-        closures: dict[str, CodeClosure] = {}
-        link_of: dict[str, ChainLink] = {}  # one link per task: a chain shares its ancestors'
-        module_key = self.loader.module_key
-        for name in wanted:
-            links = tuple([link_of.get(t) or _link(t, task_modules[t], files, link_of)
-                           for t in reversed(tasks[name].chain)])
-            known = memo.entries.get(name)
-            if known is not None and known[0] == links and all(
-                    module_key(m) == key for m, key in known[1].items()):
-                closures[name] = known[2]
-                continue
-            closure, reached = index.task_result(links)
-            closures[name] = closure
-            used = {link.module_name for link in links}.union(reached)
-            memo.entries[name] = (links, {m: module_key(m) for m in used}, closure)
-        return closures
-
-
-def _link(task: str, module: str, files: dict[str, str], link_of: dict[str, ChainLink]
-          ) -> ChainLink:
-    link = link_of[task] = build(ChainLink, task=task, module_name=module, file=files[module])
-    return link
-
-
-def _relative(path: Path, root: Path) -> str:
-    try:
-        return "/".join(relative_parts(path, root))
-    except ValueError:
-        return path.as_posix()
-
-
-def _error_order(error: ProjectError) -> tuple[str, int, str]:
-    return (os.fspath(error.file) if error.file else "", error.line or 0, error.message)
-
-
-def entry_points(task: Task, task_modules: Mapping[str, str],
-                 modules: Mapping[str, ModuleInfo]) -> dict[str, tuple[ArgSpec, ...] | None]:
-    """The parameters of each entry point the task's chain defines, the nearest definition
-    winning (None: that name is bound to something other than a function)."""
-    found: dict[str, tuple[ArgSpec, ...] | None] = {}
-    for name in task.chain:
-        info = modules.get(task_modules.get(name, ""))
-        if info is None:
-            continue
-        for entry in ENTRY_POINTS:
-            definition = info.definitions.get(entry)
-            if definition is not None and entry not in found:
-                found[entry] = definition.args if definition.kind == "function" else None
-    return found
-
-
-def imported_modules(info: ModuleInfo) -> list[str]:
-    """Dotted names of every module a module's top-level imports may execute. For `from a
-    import b`, `a.b` is listed too: `b` may be a submodule."""
-    found: list[str] = []
-    for definition in info.definitions.values():
-        if definition.kind != "import" or definition.import_module is None:
-            continue
-        found.append(definition.import_module)
-        found.extend(definition.also_imports)
-        if definition.import_attr is not None:
-            found.append(f"{definition.import_module}.{definition.import_attr}")
-    return found
-
-
-def with_overrides(project: Project, overrides: Overrides) -> Project:
-    """The project with params set on the command line (`--set`)."""
-    tasks = apply_overrides(project.tasks, overrides)
-    return replace(project, tasks=tasks, graph=replace(project.graph, tasks=tasks))
-
-
-def mark_broken(graph: Graph, names: Iterable[str]) -> None:
-    """Add tasks (and their downstream) to the broken part of the graph."""
-    names = set(names)
-    if names:
-        graph.broken |= graph.downstream_closure(names)
-        graph.order = [n for n in graph.order if n not in graph.broken]

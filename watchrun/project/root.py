@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import os
 
-CONFIG_FILE = "watchrun.toml"
-PYPROJECT_FILE = "pyproject.toml"
-MARKER_FOLDERS = ("tasks", ".watchrun")
+from watchrun.paths import CONFIG_FILE, PYPROJECT_FILE, STATE_DIR, TASKS_DIR
+
+MARKER_FOLDERS = (TASKS_DIR, STATE_DIR)
 NOT_FOUND = ("no watchrun project here or in any parent folder (a project has a watchrun.toml, "
              "a [tool.watchrun] table in pyproject.toml, or a tasks/ folder); "
              "use -C DIR to name one")

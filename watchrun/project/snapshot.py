@@ -14,9 +14,9 @@ from pathlib import PosixPath, PurePath, WindowsPath
 from typing import Any
 
 from watchrun.config import Config
-from watchrun.nullproof import site_mtimes
 from watchrun.project.codemap import ANALYZER_VERSION, ModuleInfo
 from watchrun.state.hashing import RACY_NS, hash_bytes
+from watchrun.state.proof import site_mtimes
 from watchrun.state.statkeys import StatKey, key_of
 from watchrun.state.store import Store
 

@@ -239,8 +239,8 @@ class ExitSoon:
     """Set by the console script, whose process ends with os._exit right after its command.
 
     Closing the last connection to a WAL database checkpoints it: every page the process wrote
-    is copied back into the database file, with two fsyncs (10-40 ms at the end of a build,
-    more than a small build's own work). A process about to end leaves its connection open
+    is copied back into the database file, with two fsyncs: at the end of a small build, more
+    than the build's own work. A process about to end leaves its connection open
     instead (see `release`): its commits stay in the WAL, which the next connection reads back
     and SQLite folds in at a later automatic checkpoint, exactly as after a crash, which WAL is
     made to survive. Nothing committed is lost either way."""

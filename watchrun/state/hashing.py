@@ -35,8 +35,7 @@ if TYPE_CHECKING:
 BIG_FILE = 4 * 1024 * 1024  # from here on, a file hashed alone is split across blake3's threads
 # Files are read in pieces of this size into one reusable buffer per thread: the buffer and
 # blake3's pass over it stay in a core's L2 cache (often 1-2 MiB), so each byte comes from memory
-# once, in the kernel's copy. Measured on 1 GB of 5 MB files from the page cache, one thread:
-# from 512 KiB to 4 MiB the size hardly matters (0.31-0.32 s CPU), 128 KiB costs more calls.
+# once, in the kernel's copy; smaller pieces would mean more calls.
 CHUNK = 1024 * 1024
 RACY_NS = 50_000_000  # well above the kernel's timestamp granularity (1-10 ms)
 PARALLEL_BYTES = 1024 * 1024  # less than this to hash in total: threads cost more than they save
@@ -89,8 +88,7 @@ def hash_file_content(path: str, size: int, *, threads: int = blake3.AUTO) -> st
 
 def _read_and_hash(path: str) -> str:
     # Read, not mmap: a map costs more CPU than the copy it saves (a page table entry for every
-    # 4 KiB page, then blake3 reading memory through them). Measured on 1 GB of 5 MB files, two
-    # threads, a file each: 0.42 s CPU mapped, 0.34 read.
+    # 4 KiB page, then blake3 reading memory through them).
     # O_NONBLOCK: if a fifo took the file's place since its stat, opening it must not wait for
     # a writer (for a regular file the flag changes nothing).
     fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
@@ -114,8 +112,8 @@ def _read_buffer() -> memoryview:
     cost more than reading a small file (allocating and zeroing 1 MiB).
 
     An anonymous map, not a bytearray: it starts on a page boundary. The kernel's copy into a
-    destination 16 bytes past a cache line (where malloc puts a bytearray's bytes) takes twice
-    as long: measured 0.22 s per GB against 0.11 page-aligned."""
+    destination 16 bytes past a cache line (where malloc puts a bytearray's bytes) is slower
+    than into a page-aligned one."""
     view: memoryview | None = getattr(_buffers, "view", None)
     if view is None:
         view = _buffers.view = memoryview(mmap.mmap(-1, CHUNK))
@@ -312,8 +310,8 @@ class FileHasher:
         # Largest first, so one big file does not start last and finish alone.
         order = sorted(todo.items(), key=lambda item: -item[1].st_size)
         cpus = os.cpu_count() or 1
-        # Enough files to keep every CPU busy: one thread per file costs less (measured on 200
-        # files of 5 MB, 2 threads: 0.32 s CPU against 0.38) than each file split by blake3.
+        # Enough files to keep every CPU busy: one thread per file costs less than each file
+        # split by blake3's threads.
         threads = 1 if len(order) >= cpus else blake3.AUTO
         digests = _map_in_threads(lambda item: self._hash_file(item[0], item[1], threads),
                                   order, min(len(order), cpus))

@@ -14,21 +14,44 @@ children (`os.register_at_fork`); closing a duplicate releases nothing in the pa
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
-import json
 import os
 import time
-import weakref
-from pathlib import Path
-from typing import NamedTuple
+
+from watchrun.paths import LOCK
+
+TYPE_CHECKING = False  # the lock is checked on the null-build path: see CONTRIBUTING.md
+if TYPE_CHECKING:
+    import weakref
+    from collections.abc import Iterator
+    from pathlib import Path
 
 
-class LockHolder(NamedTuple):
-    pid: int
-    command: str
-    started: float
-    host: str
+class LockHolder:
+    """Who holds the lock, as it described itself."""
+
+    __slots__ = ("command", "host", "pid", "started")
+
+    def __init__(self, pid: int, command: str, started: float, host: str) -> None:
+        self.pid = pid
+        self.command = command
+        self.started = started
+        self.host = host
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, LockHolder) and self._fields() == other._fields()
+
+    def __hash__(self) -> int:
+        return hash(self._fields())
+
+    def __repr__(self) -> str:
+        return (f"LockHolder(pid={self.pid}, command={self.command!r}, "
+                f"started={self.started}, host={self.host!r})")
+
+    def _fields(self) -> tuple[int, str, float, str]:
+        return (self.pid, self.command, self.started, self.host)
 
     def describe(self) -> str:
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(self.started))
@@ -52,17 +75,20 @@ class WriterLock:
     """A held lock; `release()` (or the death of the process) gives it back."""
 
     def __init__(self, path: Path, fd: int) -> None:
-        global _fork_hook_installed
+        global _held
         self.path = path
         self._fd: int | None = fd
-        if not _fork_hook_installed:
+        if _held is None:  # the first lock taken: the null-build check takes none of these
+            import weakref
+
+            _held = weakref.WeakValueDictionary()
             os.register_at_fork(after_in_child=_after_fork_in_child)
-            _fork_hook_installed = True
         _held[id(self)] = self
 
     def release(self) -> None:
         fd, self._fd = self._fd, None
-        _held.pop(id(self), None)
+        if _held is not None:
+            _held.pop(id(self), None)
         if fd is None:
             return
         # Empty the description first, so nobody reads a holder that is gone.
@@ -80,14 +106,14 @@ class WriterLock:
         return self._fd is not None
 
 
-_held: weakref.WeakValueDictionary[int, WriterLock] = weakref.WeakValueDictionary()
-_fork_hook_installed = False
+_held: weakref.WeakValueDictionary[int, WriterLock] | None = None  # every lock not released
 
 
 def _after_fork_in_child() -> None:
-    for lock in list(_held.values()):
+    for lock in list(_held.values()) if _held is not None else ():
         lock._close_in_child()
-    _held.clear()
+    if _held is not None:
+        _held.clear()
 
 
 def acquire(path: Path, command: str) -> WriterLock:
@@ -110,7 +136,10 @@ def acquire(path: Path, command: str) -> WriterLock:
         raise OSError(f"the lock file {path} keeps being replaced")
     holder = LockHolder(pid=os.getpid(), command=command, started=time.time(),
                         host=os.uname().nodename)
-    data = json.dumps(holder._asdict()).encode()
+    import json
+
+    data = json.dumps({"pid": holder.pid, "command": holder.command,
+                       "started": holder.started, "host": holder.host}).encode()
     try:
         os.ftruncate(fd, 0)
         os.pwrite(fd, data, 0)
@@ -156,6 +185,8 @@ def read_holder(path: Path) -> LockHolder | None:
             pass  # held: the description is the holder's
         else:
             return None  # nobody holds it: what the file says is a dead holder's
+        import json
+
         raw = json.loads(os.pread(fd, 4096, 0))
         holder = LockHolder(pid=int(raw["pid"]), command=str(raw["command"]),
                             started=float(raw["started"]), host=str(raw["host"]))
@@ -164,3 +195,25 @@ def read_holder(path: Path) -> LockHolder | None:
     finally:
         os.close(fd)  # releases the shared lock, if it was taken
     return holder
+
+
+@contextlib.contextmanager
+def try_lock(state_dir: str, *, shared: bool = False) -> Iterator[bool]:
+    """The lock of a state folder taken at once for a short look, or not at all: yields
+    whether it is held. It never creates the lock file (no lock file: no writer ever ran
+    here, so nothing to look at) and never describes a holder; `shared` lets readers look
+    together while keeping every writer out."""
+    try:
+        fd = os.open(os.path.join(state_dir, LOCK), os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        yield False
+        return
+    try:
+        try:
+            fcntl.flock(fd, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
+        except OSError:
+            yield False  # a writer holds it
+            return
+        yield True
+    finally:
+        os.close(fd)  # releases the lock

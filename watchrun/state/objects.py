@@ -15,9 +15,10 @@ import os
 import stat as statmod
 from pathlib import Path
 
+from watchrun.paths import OBJECT_TEMP_PREFIX
 from watchrun.state.hashing import hash_file_content
 
-TEMP_PREFIX = ".tmp-"
+TEMP_PREFIX = OBJECT_TEMP_PREFIX
 _HEX = frozenset("0123456789abcdef")
 
 

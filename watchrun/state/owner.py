@@ -28,11 +28,13 @@ import stat as statmod
 from _blake2 import blake2b  # hashlib's, without importing OpenSSL on the null-build path
 from _operator import _compare_digest  # hmac.compare_digest, without importing hmac
 
+from watchrun.paths import OWNER_STAMP, USER_KEY
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from pathlib import Path
 
-STAMP_FILE = "owner"
+STAMP_FILE = OWNER_STAMP
 STAMP_HEADER = b"watchrun-owner 2 "
 KEY_BYTES = 32
 MAC_BYTES = 32
@@ -54,7 +56,7 @@ _cached: dict[str, bytes] = {}
 def user_key() -> bytes:
     """This user's key, made on first use (readable by this user only)."""
     folder = key_dir()
-    path = os.path.join(folder, "key")
+    path = os.path.join(folder, USER_KEY)
     found = _cached.get(path)
     if found is not None:
         return found

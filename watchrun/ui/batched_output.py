@@ -1,8 +1,9 @@
 """Flushing an output stream once per turn of the event loop instead of once per line.
 
-A build of 10,000 units prints 20,000 lines; a write system call for each cost more than the
-lines themselves. Lines written while the loop handles one batch of events are flushed together
-right after it, so a reader still sees each event within the turn that produced it.
+A build of thousands of units prints thousands of lines, and a write system call for each
+outweighs the lines themselves. Lines written while the loop handles one batch of events are
+flushed together right after it, so a reader still sees each event within the turn that
+produced it.
 """
 
 from __future__ import annotations

@@ -14,8 +14,9 @@ import time
 from pathlib import Path
 
 from watchrun.engine import events as ev
+from watchrun.paths import DEV_RUNNING
 
-FILE_NAME = "dev-running"
+FILE_NAME = DEV_RUNNING
 WRITE_EVERY = 0.2  # seconds
 
 

@@ -1,5 +1,5 @@
-"""The last line of a build: shared by the consoles and the null-build proof, which prints it
-without loading them."""
+"""The last line of a build, shared by the consoles and by the null-build proof, which is handed
+the line a null build prints and replays it without loading any of them."""
 
 from __future__ import annotations
 

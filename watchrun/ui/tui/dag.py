@@ -86,15 +86,6 @@ def bar_cells(progress: Progress, cells: int = BAR) -> tuple[int, int, int] | No
     return done, running, cells - done - running
 
 
-def text_bar(progress: Progress, cells: int = BAR) -> str:
-    """The bar as plain text: done █, running ▓, to do ░ (also readable without colour)."""
-    parts = bar_cells(progress, cells)
-    if parts is None:
-        return ""
-    done, running, todo = parts
-    return "█" * done + "▓" * running + "░" * todo
-
-
 def format_count(progress: Progress | None) -> str:
     """'57/100' with a total, '57' while it is unknown."""
     if progress is None:
@@ -102,17 +93,6 @@ def format_count(progress: Progress | None) -> str:
     if progress.total is None:
         return f"{progress.done}"
     return f"{progress.done}/{progress.total}"
-
-
-def format_progress(progress: Progress | None, wide: bool) -> str:
-    """'iter 57/100 ████▒░░░' with a total, 'iter 57' while it is unknown."""
-    if progress is None:
-        return ""
-    count = format_count(progress)
-    if not wide:
-        return count
-    bar = text_bar(progress)
-    return f"iter {count} {bar}" if bar else f"iter {count}"
 
 
 class DagView(ScrollView, can_focus=True):

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from watchrun.paths import DATABASE, log_file
+
 RECENT = 12  # runs listed per task
 
 
@@ -59,8 +61,7 @@ class Records:
         `logs/<task>[.<i>…].log` under the state folder."""
         if self.state_dir is None:
             return None
-        suffix = "".join(f".{i}" for i in iter)
-        return self.state_dir / "logs" / f"{task}{suffix}.log"
+        return Path(log_file(self.state_dir, task, iter))
 
     def last_run(self, task: str) -> LastRun | None:
         row = self._query(
@@ -107,7 +108,7 @@ class Records:
     def _connect(self) -> sqlite3.Connection | None:
         if self._db is not None or self.state_dir is None:
             return self._db
-        path = self.state_dir / "state.db"
+        path = self.state_dir / DATABASE
         if not path.is_file():
             return None
         try:

@@ -21,7 +21,6 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 HOST = "127.0.0.1"
-DEFAULT_PORT = 8000
 # set in the served process's environment: its stdout is Textual's web driver, not a terminal,
 # and it must draw the TUI all the same
 WEB_SESSION_ENV = "WATCHRUN_WEB_SESSION"
