@@ -14,7 +14,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from tests.conftest import wait_for, watchrun, worker_processes
+from tests.conftest import wait_for, watchrun, worker_processes, write_project
 from tests.devproc import DevProcess
 from tests.test_dev_e2e import edit
 from watchrun.config import load_config
@@ -330,3 +330,148 @@ def test_a_module_that_kills_the_template_at_import_does_not_stop_the_build(
     assert run.code == 0, run.stderr
     assert run.stderr.count("not preloaded: crasher: the warm template died importing it") == 1
     assert watchrun(root, "show", "plain").stdout.strip() == "7"
+
+
+# -- a first build pays the imports once ------------------------------------------------------
+
+def install_slowlib(site: Path, imports_log: Path) -> None:
+    """A third-party package (a dist-info says so) slow to import, whose module-level code
+    appends this process's pid to `imports_log` each time it runs."""
+    (site / "slowlib").mkdir(parents=True, exist_ok=True)
+    (site / "slowlib/__init__.py").write_text(
+        "import os, time\n"
+        f"with open({str(imports_log)!r}, 'a') as f:\n"
+        "    f.write(f'{os.getpid()}\\n')\n"
+        "time.sleep(0.3)\n"
+        "def total(n):\n"
+        "    return sum(range(n))\n")
+    info = site / "slowlib-1.0.dist-info"
+    info.mkdir(exist_ok=True)
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: slowlib\nVersion: 1.0\n")
+
+
+SLOW_TASK = '''
+    # /// task
+    # ///
+    import os, sys
+    PRELOADED = "slowlib" in sys.modules
+    import slowlib
+
+    def run():
+        return [slowlib.total({n}), PRELOADED, os.getpid()]
+'''
+
+
+def slow_project(project: Make, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                 tasks: int = 6) -> tuple[Path, Path]:
+    imports_log = tmp_path / "slowlib-imports"
+    site = tmp_path / "lib" / "site-packages"
+    install_slowlib(site, imports_log)
+    monkeypatch.setenv("PYTHONPATH", str(site) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    files = {f"tasks/t{n}.py": SLOW_TASK.format(n=n) for n in range(tasks)}
+    return project(files), imports_log
+
+
+def results(root: Path, tasks: int) -> list[list[object]]:
+    return [json.loads(watchrun(root, "show", f"t{n}", "--json").stdout) for n in range(tasks)]
+
+
+def test_a_first_build_runs_a_librarys_import_once_whatever_the_workers(
+        project: Make, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    root, imports_log = slow_project(project, tmp_path, monkeypatch)
+    # a build with no state yet (the modules to preload come from the project), then after
+    # `clean` (the template starts importing what the last run preloaded, before the project
+    # is loaded): each time the library's module-level code runs once, in the template, and
+    # every unit, on either worker, finds it imported
+    for attempt in ("first", "after clean"):
+        imports_log.unlink(missing_ok=True)
+        run = watchrun(root, "build", "-j2", "--json")
+        assert run.code == 0, run.stderr
+        assert len(run.units("unit_finished")) == 6
+        importers = imports_log.read_text().split()
+        assert len(importers) == 1, f"{attempt}: slowlib imported by {importers}"
+        found = results(root, 6)
+        assert [r[0] for r in found] == [sum(range(n)) for n in range(6)]
+        assert all(r[1] for r in found), f"{attempt}: a unit had to import slowlib itself"
+        assert int(importers[0]) not in {r[2] for r in found}  # not a worker: the template
+        assert watchrun(root, "clean").code == 0
+
+
+def test_a_template_started_from_the_last_runs_modules_is_dropped_if_they_are_no_longer_wanted(
+        project: Make, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    root, _ = slow_project(project, tmp_path, monkeypatch, tasks=2)
+    assert watchrun(root, "build", "-j2").code == 0
+    assert all(r[1] for r in results(root, 2))
+    # now preloading is off: the template the next build starts early imports slowlib (the
+    # last run's modules), and must not be the one the workers come from
+    (root / "watchrun.toml").write_text("preload = false\n")
+    assert watchrun(root, "clean").code == 0
+    run = watchrun(root, "build", "-j2", "-v")
+    assert run.code == 0, run.stderr
+    assert not any(r[1] for r in results(root, 2))
+    assert "imports slowlib, not wanted now" in run.stderr
+
+
+def test_a_template_that_guessed_more_than_the_project_wants_is_not_the_workers_source(
+        project: Make, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # a first build: the template guesses from the task files' imports, an abstract task's
+    # too (its children usually inherit them); here nothing extends it, so the code map
+    # preloads nothing, and the workers must not come from the template that guessed slowlib
+    root, _ = slow_project(project, tmp_path, monkeypatch, tasks=1)
+    write_project(root, {"tasks/base.py": """
+        # /// task
+        # abstract = true
+        # ///
+        import slowlib
+
+        def run():
+            return slowlib.total(3)
+    """})
+    (root / "tasks/t0.py").write_text(
+        (root / "tasks/t0.py").read_text().replace("import slowlib", "").replace(
+            "slowlib.total(0)", "0"))
+    run = watchrun(root, "build", "-v")
+    assert run.code == 0, run.stderr
+    assert results(root, 1)[0][1] is False, "the worker came from the template that guessed"
+    assert "imports slowlib, not wanted now" in run.stderr
+
+
+def test_the_hint_of_what_to_preload_is_only_read_if_this_user_wrote_it(tmp_path: Path) -> None:
+    from watchrun.executors.preload_hint import HINT_FILE, read_hint, remember
+
+    state = tmp_path / ".watchrun"
+    state.mkdir()
+    assert read_hint(str(tmp_path)) is None
+    remember(state, ["pandas", "sklearn.ensemble"])
+    assert read_hint(str(tmp_path)) == ["pandas", "sklearn.ensemble"]
+    # a hint that came with the project (not authenticated by this user's key): ignored
+    hint = state / HINT_FILE
+    hint.write_bytes(hint.read_bytes().replace(b"sklearn.ensemble", b"antigravity\n"))
+    assert read_hint(str(tmp_path)) is None
+
+
+def test_the_templates_guess_names_modules_as_the_code_map_does(tmp_path: Path) -> None:
+    from watchrun.executors.preload_guess import guess
+
+    write_project(tmp_path, {
+        "watchrun.toml": 'preload = ["auto", "!numpy", "rich"]\n',
+        "lib/__init__.py": "",
+        "tasks/helper.py": "import psutil\n",  # not a task: what it imports is not guessed
+        "tasks/a.py": """
+            # /// task
+            # ///
+            from __future__ import annotations
+            import os, json as j
+            import pandas.io.formats, numpy as np  # the numpy excluded by the setting
+            from sklearn.ensemble import RandomForestClassifier
+            from lib import thing
+            from . import sibling
+            import caf\u00e9
+
+            def run():
+                import typer  # inside a function: left to the code map
+        """,
+    })
+    assert guess(str(tmp_path)) == ["rich", "pandas", "pandas.io.formats", "sklearn.ensemble"]
+    (tmp_path / "watchrun.toml").write_text("preload = false\n")
+    assert guess(str(tmp_path)) == []

@@ -85,7 +85,7 @@ def _main(args: list[str]) -> None:
 
         early = EarlyWorkers()
         if not options["dry_run"] and options["executor"] in (None, "local"):
-            early.start(_early_workers(options["jobs"]))
+            early.start(_early_workers(options["jobs"]), root)
         try:
             with span("import engine"):
                 from pathlib import Path

@@ -149,6 +149,7 @@ def preload_source(project: Callable[[], Project], setting: object
     loaded anyway); only the modules of those tasks are then read for what exactly they import
     (`import matplotlib.pyplot`, imports inside functions), so a project of plain tasks costs
     nothing here (its module maps stay pickled)."""
+    from watchrun.executors.preload_hint import remember
     from watchrun.executors.warm import imported_modules, installed_stamp, wanted_modules
     from watchrun.project.externals import PYTHON_VERSION, version_of
 
@@ -161,6 +162,8 @@ def preload_source(project: Callable[[], Project], setting: object
             version_of.cache_clear()
         if not memo or memo[0][0] is not current or memo[0][1] != stamp:
             memo[:] = [(current, stamp, wanted_modules(_third_party(current), setting))]
+            # for the next build's template, started before its project is loaded
+            remember(current.config.state_dir, [module for module, _ in memo[0][2]])
         return memo[0][2]
 
     def _third_party(current: Project) -> list[tuple[str, str]]:

@@ -13,7 +13,9 @@ Parts:
   gather   a collector in a project importing the three libraries: its gather() is edited;
            save -> gather running (the collector replays its pushes from stored values).
   build    first build of 8 tasks that each import pandas, -j 2: wall time against one
-           `python -c "import pandas"`, with the template and with `preload = false`.
+           `python -c` importing pandas and doing the tasks' work, rounds interleaved: after
+           `clean`, with no state folder, with `preload = false` (and with --before DIR, the
+           same for the watchrun source in DIR); medians, min-max, the load average.
 Also the peak RSS of the template and of the workers (VmHWM) at the end of the save part.
 
 The libraries are not dependencies of watchrun: install them into the interpreter that runs
@@ -278,8 +280,7 @@ def gather_latency(workdir: Path, saves: int) -> dict[str, Any]:
 
 # -- first build ----------------------------------------------------------------------------
 
-def first_build(workdir: Path, rounds: int) -> dict[str, Any]:
-    task = '''# /// task
+BUILD_TASK = '''# /// task
 # ///
 import pandas
 
@@ -287,38 +288,92 @@ import pandas
 def run():
     return int(pandas.Series(range({i} + 10)).sum())
 '''
-    result: dict[str, Any] = {}
-    for preload in ('"auto"', "false"):
-        root = workdir / f"build-{preload.strip(chr(34))}"
-        files = {f"tasks/t{i}.py": task.format(i=i) for i in range(8)}
+# the peer: one interpreter importing pandas once and doing the 8 tasks' work
+IMPORT_AND_WORK = "import pandas; [int(pandas.Series(range(i + 10)).sum()) for i in range(8)]"
+
+
+def loadavg() -> float:
+    return float(Path("/proc/loadavg").read_text().split()[0])
+
+
+def timed(argv: list[str], env: dict[str, str] | None = None) -> float:
+    started = time.perf_counter()
+    proc = subprocess.run(argv, env=env, capture_output=True, text=True)
+    elapsed = time.perf_counter() - started
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(argv)}: {proc.stderr[-500:]}")
+    return elapsed
+
+
+def first_build(workdir: Path, rounds: int, before: Path | None) -> dict[str, Any]:
+    """Rounds interleaved, so that every setting meets the same load: `watchrun build -j2` on
+    8 tasks that import pandas, after `watchrun clean` (the template starts from the hint the
+    last run left) and with no state folder at all (it guesses from the task files); with
+    `preload = false`; `before`: the same with the watchrun source in that folder (a checkout
+    of an earlier commit); and one interpreter importing pandas and doing the 8 tasks' work."""
+    sources = {"": peers.REPO, **({"before ": before} if before is not None else {})}
+    samples: dict[str, list[float]] = {}
+    loads = [loadavg()]
+
+    def build(label: str, repo: Path, preload: str, fresh: bool) -> None:
+        root = workdir / f"build-{label.strip() or 'now'}-{preload.strip(chr(34))}"
+        files = {f"tasks/t{i}.py": BUILD_TASK.format(i=i) for i in range(8)}
         files["watchrun.toml"] = f"preload = {preload}\n"
         write_files(root, files)
-        times = []
-        for _ in range(rounds):
-            subprocess.run([PYTHON, "-m", "watchrun", "-C", str(root), "clean"],
-                           env=watchrun_env(), capture_output=True, check=True)
-            started = time.perf_counter()
-            proc = subprocess.run([PYTHON, "-m", "watchrun", "-C", str(root), "build", "-j2"],
-                                  env=watchrun_env(), capture_output=True, text=True)
-            times.append(time.perf_counter() - started)
-            if proc.returncode != 0:
-                return {"failed": proc.stderr[-500:]}
-        result[f"build_preload_{preload.strip(chr(34))}_s"] = percentile(times, 50)
-    imports = []
-    for _ in range(rounds):
-        started = time.perf_counter()
-        subprocess.run([PYTHON, "-c", "import pandas"], check=True)
-        imports.append(time.perf_counter() - started)
-    result["python_import_pandas_s"] = percentile(imports, 50)
-    one_import = result["python_import_pandas_s"]
-    result["ratio_to_one_import"] = result["build_preload_auto_s"] / one_import
+        env = dict(os.environ, PYTHONPATH=str(repo) + os.pathsep + os.environ.get(
+            "PYTHONPATH", ""))
+        watchrun = [PYTHON, "-m", "watchrun", "-C", str(root)]
+        if fresh:
+            subprocess.run(["rm", "-rf", str(root / ".watchrun")], check=True)
+        else:
+            subprocess.run([*watchrun, "clean"], env=env, capture_output=True, check=True)
+        key = f"{label}build preload={preload.strip(chr(34))}" + (
+            ", no state folder" if fresh else ", after clean")
+        samples.setdefault(key, []).append(timed([*watchrun, "build", "-j2"], env))
+
+    settings = [(label, repo, preload, fresh) for label, repo in sources.items()
+                for preload, fresh in (('"auto"', False), ('"auto"', True), ("false", False))]
+    for n in range(rounds):
+        # each round in another order: a measure does not always follow the same one
+        shift = n % (len(settings) + 1)
+        steps: list[tuple[str, Path, str, bool] | None] = [*settings, None]
+        for step in steps[shift:] + steps[:shift]:
+            if step is None:
+                samples.setdefault("python: import pandas + the work", []).append(
+                    timed([PYTHON, "-c", IMPORT_AND_WORK]))
+            else:
+                build(*step)
+        loads.append(loadavg())
+    one = samples["python: import pandas + the work"]
+    result: dict[str, Any] = {"rounds": rounds, "loadavg_1min": loads}
+    for key, values in samples.items():
+        result[key] = {
+            "median_s": percentile(values, 50), "min_s": min(values), "max_s": max(values),
+            "ratio_of_medians": percentile(values, 50) / percentile(one, 50),
+            # rounds are paired: the ratio within a round is steadier under a drifting load
+            "median_ratio_per_round": percentile(
+                [v / o for v, o in zip(values, one, strict=True)], 50),
+        }
     return result
+
+
+def print_build_table(result: dict[str, Any]) -> None:
+    loads = result["loadavg_1min"]
+    print(f"| measure ({result['rounds']} rounds, load average {min(loads):.1f}-{max(loads):.1f})"
+          " | median | min-max | / import (medians) | / import (median per round) |")
+    print("| --- | --- | --- | --- | --- |")
+    for key, row in result.items():
+        if isinstance(row, dict):
+            print(f"| {key} | {row['median_s']:.3f} s | {row['min_s']:.3f}-{row['max_s']:.3f} s"
+                  f" | {row['ratio_of_medians']:.2f}x | {row['median_ratio_per_round']:.2f}x |")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--saves", type=int, default=30)
-    parser.add_argument("--rounds", type=int, default=5, help="first builds per setting")
+    parser.add_argument("--rounds", type=int, default=7, help="first builds per setting")
+    parser.add_argument("--before", type=Path, default=None,
+                        help="build part: also measure the watchrun source in this folder")
     parser.add_argument("--parts", default="save,gather,build")
     parser.add_argument("--tools", default="watchrun,entr,nodemon,watchfiles,doit-auto")
     parser.add_argument("--workdir", type=Path,
@@ -345,11 +400,16 @@ def main() -> None:
         print(f"    {results['gather'].get('start')}", flush=True)
     if "build" in parts and has(IMPORTS["pandas"]):
         print("W9 first build ...", flush=True)
-        results["build"] = first_build(args.workdir, args.rounds)
-        print(f"    {results['build']}", flush=True)
+        results["build"] = first_build(args.workdir, args.rounds, args.before)
+        results["build"]["command"] = results["command"]
+        print_build_table(results["build"])
     out = HERE / "results" / "warm.json"
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=1))
+    # the parts not run this time keep their last results (the command says which ran)
+    kept = json.loads(out.read_text()) if out.exists() else {}
+    if kept.get("command") and set(parts) != {"save", "gather", "build"}:
+        results["command"] = f"{kept['command']}; then {results['command']}"
+    out.write_text(json.dumps({**kept, **results}, indent=1))
     print(f"raw results: {out}")
 
 

@@ -22,7 +22,7 @@ import watchrun
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from watchrun.executors.warm import TemplateProcess
+    from watchrun.executors.template_process import TemplateProcess
 
 # `-c`, not `-m watchrun.executors.worker`: a worker starts without the module runner's imports
 WORKER_MAIN = "from watchrun.executors.worker import main; main()"
@@ -133,15 +133,19 @@ class EarlyWorkers:
         self._workers: list[Spawned] = []
         self._templates: list[TemplateProcess] = []
 
-    def start(self, count: int) -> None:
+    def start(self, count: int, root: str | None = None) -> None:
         """Start what the executor this process will make needs first: the warm template
-        where there is one (Linux), else `count` workers."""
+        where there is one (Linux), importing at once what the last run in the project `root`
+        preloaded (see preload_hint.py) or, in a project that has no such hint, what the
+        template guesses from its files (preload_guess.py); else `count` workers."""
         env = self._env = worker_env()
         if warm_supported():
-            from watchrun.executors.warm import start_template
+            from watchrun.executors.preload_hint import read_hint
+            from watchrun.executors.template_process import start_template
 
+            hint = None if root is None else read_hint(root)
             with contextlib.suppress(OSError):  # the executor will try again, and say what failed
-                self._templates.append(start_template(env))
+                self._templates.append(start_template(env, hint, guess_for=root))
             return
         for _ in range(count):
             try:

@@ -25,10 +25,13 @@ code and so always holds its own interpreter:
 Control: a SOCK_SEQPACKET socket (one message per send, descriptors attached). Each message is a
 pickled tuple:
 
-    watchrun -> template:  ("preload", [module, ...])   first, once
+    watchrun -> template:  ("preload", [module, ...])   first (more than once: each answered)
+                           ("guess", project root)      instead: preload what it guesses the
+                                                        project wants (preload_guess.py)
                            ("fork", token)  + 3 descriptors: control socket, life pipe, stderr
                            ("quit",)
-    template -> watchrun:  ("importing", module)           before each preloaded import
+    template -> watchrun:  ("guessed", [module, ...])      what a "guess" is preloading
+                           ("importing", module)           before each preloaded import
                            ("preloaded", [loaded], [(module, why not)], seconds, restart)
                            ("forked", token, pid)        pid 0: the fork failed
                            ("exited", pid, exit code as subprocess gives it)
@@ -47,7 +50,6 @@ import time
 from watchrun.executors import reaper
 from watchrun.executors.protocol import dumps, loads
 
-TEMPLATE_MAIN = "from watchrun.executors.template import main; main()"
 # what `ps` shows for a forked worker (the template's own argument space, rewritten in place):
 # a worker looks the same whether it was forked or started with exec
 WORKER_TITLE = "from watchrun.executors.worker import main; main()"
@@ -281,12 +283,23 @@ def _handle(state: _State) -> bool:
         return True
     for fd in fds:
         os.close(fd)
+    if kind == "guess":
+        from watchrun.executors.preload_guess import guess
+
+        modules = guess(message[1])
+        _send(state, "guessed", modules)
+        return _preload_and_answer(state, modules)
     if kind == "preload":
-        started = time.perf_counter()
-        loaded, skipped, restart = preload(message[1], state)
-        _send(state, "preloaded", loaded, skipped, time.perf_counter() - started, restart)
-        return not restart
+        return _preload_and_answer(state, message[1])
     return kind != "quit"
+
+
+def _preload_and_answer(state: _State, modules: list[str]) -> bool:
+    """False: a module made this process unsafe to fork (it ends; see preload)."""
+    started = time.perf_counter()
+    loaded, skipped, restart = preload(modules, state)
+    _send(state, "preloaded", loaded, skipped, time.perf_counter() - started, restart)
+    return not restart
 
 
 def _guard(state: _State) -> None:

@@ -1,102 +1,35 @@
 """The executor's side of the warm template (see template.py): starting it, asking it to fork a
 worker, hearing which workers it forked and how they ended.
 
-A template is started with exec, in a session of its own, with two descriptors: its end of a
-SOCK_SEQPACKET control socket and the read end of a life pipe whose write end only watchrun
-holds. `watchrun build` starts it before the engine is imported (spawn.py), so that its start
-runs beside the scheduler's; the executor adopts it.
+A template is started with exec (template_process.py), in a session of its own, with two
+descriptors: its end of a SOCK_SEQPACKET control socket and the read end of a life pipe whose
+write end only watchrun holds. `watchrun build` starts it before the engine is imported
+(spawn.py), already importing what the last run preloaded (preload_hint.py), so that the
+libraries' import runs beside watchrun's own start instead of after it; the executor adopts it
+if it imports nothing the project does not want now.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
-import signal
 import socket
-import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
 from watchrun.executors.protocol import PICKLE_PROTOCOL, dumps, loads
-from watchrun.executors.template import MAX_MESSAGE, TEMPLATE_MAIN
+from watchrun.executors.template import MAX_MESSAGE
+from watchrun.executors.template_process import TemplateProcess as TemplateProcess
+from watchrun.executors.template_process import start_template as start_template
 
 log = logging.getLogger("watchrun.executor")
 # what was preloaded and what was left out (and why): on stderr with `build -v`
 preload_log = logging.getLogger("watchrun.preload")
 
 SUPPORTED = sys.platform.startswith("linux")  # fork, subreapers and /proc: see README
-_QUIT_WAIT = 2.0  # seconds a template gets to end its workers before it is killed
 _STDERR_TAIL = 4000  # bytes of a template's stderr kept to explain its end
-
-
-class TemplateProcess:
-    """A template just started: the process, our end of its control socket, our end of its
-    life pipe, the read end of its stderr."""
-
-    def __init__(self, popen: subprocess.Popen[bytes], sock: socket.socket, life_fd: int,
-                 stderr_fd: int, env: dict[str, str]) -> None:
-        self.popen = popen
-        self.sock = sock
-        self.life_fd = life_fd
-        self.stderr_fd = stderr_fd
-        self.env = env
-        self.started = time.perf_counter()
-
-    def kill(self, graceful: bool = True) -> None:
-        """End it now and reap it. `graceful`: it ends its workers first (told to quit, and
-        EOF on its socket and pipe); else (it never forked anything) SIGKILL at once."""
-        if not graceful:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.popen.pid, signal.SIGKILL)
-        with contextlib.suppress(OSError):
-            self.sock.send(dumps(("quit",), PICKLE_PROTOCOL))
-        self.sock.close()
-        with contextlib.suppress(OSError):
-            os.close(self.life_fd)
-        with contextlib.suppress(OSError):
-            os.close(self.stderr_fd)
-        try:
-            self.popen.wait(_QUIT_WAIT)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.popen.pid, signal.SIGKILL)
-            self.popen.wait()
-
-
-def start_template(env: dict[str, str]) -> TemplateProcess:
-    """Start a template process (no preload yet: that is the first message it gets)."""
-    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-    theirs_fds = [theirs.detach()]
-    ours_fds: list[int] = []
-    try:
-        life_read, life_write = os.pipe()
-        theirs_fds.append(life_read)
-        ours_fds.append(life_write)
-        stderr_read, stderr_write = os.pipe()
-        ours_fds.append(stderr_read)
-        theirs_fds.append(stderr_write)
-        popen = subprocess.Popen(
-            [sys.executable, "-c", TEMPLATE_MAIN, *map(str, theirs_fds[:2]), str(os.getpid())],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=stderr_write,
-            pass_fds=theirs_fds[:2],
-            start_new_session=True,
-            env=env,
-        )
-    except BaseException:
-        ours.close()
-        for fd in ours_fds:
-            os.close(fd)
-        raise
-    finally:
-        for fd in theirs_fds:
-            os.close(fd)
-    return TemplateProcess(popen, ours, life_write, stderr_read, env)
 
 
 class TemplateLink:
@@ -124,12 +57,51 @@ class TemplateLink:
         self._on_exited = on_exited
         self._on_gone = on_gone
         self._loop = asyncio.get_running_loop()
+        self._draining = False
+        self._seconds = 0.0  # its imports so far
+        self._answers_due = 0  # "preloaded" messages still to come
+        unwanted = _not_wanted(process.asked_for(), modules)
+        if unwanted and not self._start_afresh(unwanted):
+            self._loop.call_soon(self._on_gone, self)  # as if it had died at once
+            return
+        self._talk()
+
+    def _talk(self) -> None:
+        """Ask for our modules and listen. A template started early (see template_process.py)
+        may be importing already: it answers each list asked in turn, and is ready with the
+        last, which it then finds mostly imported."""
+        process = self.process
         process.sock.setblocking(True)  # small messages: the socket buffer takes them at once
-        self._send(("preload", modules))
+        process.preload(self.modules)
+        self._answers_due = len(process.preloads)
         self._loop.add_reader(process.sock.fileno(), self._readable)
         os.set_blocking(process.stderr_fd, False)
         self._loop.add_reader(process.stderr_fd, self._drain_stderr)
         self._draining = True
+
+    def _start_afresh(self, unwanted: list[str]) -> bool:
+        """The template, started early, imports modules not wanted now (the last run's, or
+        its guess; the `preload` setting changed, or a module is the project's own): a worker
+        forked from it would have them. Replace it by a new one (it has forked nothing yet).
+        False: none could be started (then this link is gone)."""
+        preload_log.info("the warm template started early imports %s, not wanted now: a new "
+                         "one is starting", ", ".join(unwanted))
+        old = self.process
+        if self._draining:
+            self._stop_draining()
+            self._loop.remove_reader(old.sock.fileno())
+        old.kill(graceful=False)
+        try:
+            self.process = start_template(old.env)
+        except OSError as exc:
+            self.stderr_tail += f"it could not be started again: {exc}".encode()
+            self.alive = False
+            if not self.ready.done():
+                self.ready.set_result(None)
+            return False
+        self.importing = None
+        self._seconds = 0.0
+        return True
 
     def _drain_stderr(self) -> None:
         """Keep its stderr pipe empty (a full pipe would block its imports) and its tail."""
@@ -165,10 +137,6 @@ class TemplateLink:
             return False
         return True
 
-    def _send(self, message: tuple[Any, ...]) -> None:
-        with contextlib.suppress(OSError):
-            self.process.sock.send(dumps(message, PICKLE_PROTOCOL))
-
     def _readable(self) -> None:
         try:
             data = self.process.sock.recv(MAX_MESSAGE)
@@ -190,12 +158,24 @@ class TemplateLink:
             self._on_exited(message[1], message[2])
         elif kind == "importing":
             self.importing = message[1]
+        elif kind == "guessed":
+            unwanted = _not_wanted(set(message[1]), self.modules)
+            if unwanted:
+                if self._start_afresh(unwanted):
+                    self._talk()
+                else:
+                    self._on_gone(self)
         elif kind == "preloaded":
             self.importing = None
             self._preloaded(*message[1:])
 
     def _preloaded(self, loaded: list[str], skipped: list[tuple[str, str]], seconds: float,
                    restart: bool) -> None:
+        self._answers_due -= 1
+        self._seconds += seconds
+        if self._answers_due > 0 and not restart:
+            return  # the early list's answer: what this link asked comes next
+        seconds = self._seconds
         self.preloaded = loaded
         self.skipped = skipped
         self.restart = restart
@@ -227,6 +207,14 @@ class TemplateLink:
         if not self.ready.done():
             self.ready.set_result(None)
         self.process.kill(graceful=graceful)
+
+
+def _not_wanted(modules: set[str], wanted: list[str]) -> list[str]:
+    """Those of `modules` that preloading `wanted` would not import: neither one of them nor
+    the package of one (importing `a.b` imports `a`)."""
+    chosen = set(wanted)
+    return sorted(module for module in modules if module not in chosen
+                  and not any(name.startswith(module + ".") for name in chosen))
 
 
 # a `pip install` adds and removes entries in these folders: their mtimes tell that installed
