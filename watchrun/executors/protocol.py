@@ -6,10 +6,13 @@ dataclasses, no typing machinery at run time.
 
 Parent -> worker:  JOB(*JobSpec fields)  PUSH(kwargs)  END()
 Worker -> parent:  READY(pid)  STARTED()  YIELDED(data)  PUSHED()
-                   DONE(data, duration)  FAILED(error, duration)  CANCELLED(error, duration)
+                   DONE(data, duration, claims)  FAILED(error, duration)
+                   CANCELLED(error, duration)
 
 `data` is a pickle's bytes, or, for a big one when the job names an object folder, the
-(path, digest) of a temporary file holding it there (see bigpickle.py).
+(path, digest) of a temporary file holding it there (see bigpickle.py). `claims`: the worker's
+hashes of the declared outputs it just wrote, as (path, size, mtime_ns, inode, ctime_ns, blake3)
+tuples (worker_outputs.py).
 
 A unit's STARTED is written together with its first other frame (for a short unit, its DONE),
 or alone once the unit has run a while without sending anything (worker.START_NOTICE).

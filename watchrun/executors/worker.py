@@ -47,6 +47,7 @@ from watchrun.executors.worker_modes import (
 )
 from watchrun.executors.worker_modules import FileSnapshot as FileSnapshot
 from watchrun.executors.worker_modules import LocalModules, TaskCode, newest_module
+from watchrun.executors.worker_outputs import OutputHash, hash_written_outputs
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -72,6 +73,7 @@ class Worker:
         self._since = 0.0  # time.perf_counter() when the running unit started
         self._ticker = _Ticker(self._tick)
         self._baseline = Baseline()
+        self._claims: tuple[OutputHash, ...] = ()  # the running unit's (worker_outputs.py)
 
     def serve(self) -> None:
         self._channel.send(Msg.READY, os.getpid())
@@ -101,6 +103,7 @@ class Worker:
         before = newest_module()
         kind: Msg
         payload: object
+        self._claims = ()
         try:
             self._redirect(spec.log_path, spec.fresh_log, started)
         except OSError as exc:
@@ -117,7 +120,18 @@ class Worker:
         reaper.end_descendants()
         self._baseline.restore()
         self._ticker.unit_ended()
-        self._channel.send(kind, payload, time.perf_counter() - started)
+        if kind is Msg.DONE:
+            self._channel.send(kind, payload, time.perf_counter() - started, self._claims)
+        else:
+            self._channel.send(kind, payload, time.perf_counter() - started)
+
+    def _hash_outputs(self, spec: proto.JobSpec) -> tuple[OutputHash, ...]:
+        """The DONE frame's claims about the outputs just written (worker_outputs.py). A
+        failure to hash leaves the driver to do it; it never fails a unit that succeeded."""
+        try:
+            return hash_written_outputs(spec.root, spec.chain)
+        except Exception:
+            return ()
 
     def _execute(self, spec: proto.JobSpec) -> tuple[Msg, object]:
         try:
@@ -130,6 +144,7 @@ class Worker:
 
                     bigpickle.discard_file(result[0])
                 raise UnitFailure(missing)
+            self._claims = self._hash_outputs(spec)
             return Msg.DONE, result
         except (UnitFailure, taskmodules.TaskModuleError) as failure:
             return Msg.FAILED, str(failure)
