@@ -12,6 +12,7 @@ import subprocess
 import sys
 import textwrap
 import time
+import types
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -21,9 +22,12 @@ import pytest
 
 from watchrun.engine.driver_state import BuildOptions
 from watchrun.executors import protocol as proto
+from watchrun.executors import taskmodules
 from watchrun.executors.base import Mode
 from watchrun.executors.protocol import Msg
+from watchrun.executors.unit_baseline import Baseline
 from watchrun.executors.worker import FileSnapshot
+from watchrun.executors.worker_modules import _keys_after, newest_module
 from watchrun.session import default_targets, open_session, run_build
 from watchrun.state.hashing import hash_bytes
 
@@ -671,3 +675,33 @@ def test_a_build_reads_back_none_of_the_outputs_its_workers_hashed(
     assert ran == 6
     assert read == 0
     assert outputs == {"out/t5.txt": hash_bytes(b"5")}
+
+
+def test_the_modules_a_unit_imported_are_found_without_looking_at_older_ones() -> None:
+    """A budget: record_new looks at the modules imported since the marker taken before the
+    unit. The marker was the newest module, often the previous task's own, which the next
+    unit drops: then every module of the worker was looked at, at every unit."""
+    previous = taskmodules.PREFIX + "previous_task"
+    new_names = [taskmodules.PREFIX + "next_task", "a_helper_the_unit_imported"]
+    sys.modules[previous] = types.ModuleType(previous)
+    try:
+        marker = newest_module()
+        del sys.modules[previous]  # as the next unit, of another task, does
+        for name in new_names:
+            sys.modules[name] = types.ModuleType(name)
+        assert list(_keys_after(marker)) == new_names[::-1]
+    finally:
+        for name in (previous, *new_names):
+            sys.modules.pop(name, None)
+
+
+def test_the_workers_own_variable_stays_and_a_units_goes(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(taskmodules.ROOT_ENV, raising=False)
+    monkeypatch.delenv("SET_BY_A_UNIT", raising=False)
+    baseline = Baseline()
+    baseline.include_env(taskmodules.ROOT_ENV, "/project")
+    os.environ["SET_BY_A_UNIT"] = "1"
+    baseline.restore()
+    assert "SET_BY_A_UNIT" not in os.environ
+    assert os.environ[taskmodules.ROOT_ENV] == "/project"
+    monkeypatch.delenv(taskmodules.ROOT_ENV)

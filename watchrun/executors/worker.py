@@ -156,6 +156,7 @@ class Worker:
     def _prepare(self, root: str) -> None:
         if os.getcwd() != root:  # a chdir resolves the path again each time
             os.chdir(root)
+        self._baseline.include_env(taskmodules.ROOT_ENV, root)
         if not sys.path or sys.path[0] != root:
             if root in sys.path:
                 sys.path.remove(root)
