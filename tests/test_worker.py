@@ -705,3 +705,45 @@ def test_the_workers_own_variable_stays_and_a_units_goes(monkeypatch: pytest.Mon
     assert "SET_BY_A_UNIT" not in os.environ
     assert os.environ[taskmodules.ROOT_ENV] == "/project"
     monkeypatch.delenv(taskmodules.ROOT_ENV)
+
+
+OUTPUT_TASK = '''
+# /// task
+# outputs = ["out/a.txt"]
+# ///
+import os
+def run(write=True):
+    if write:
+        os.makedirs("out", exist_ok=True)
+        with open("out/a.txt", "w") as f:
+            f.write("written")
+'''
+
+
+def test_a_job_that_carries_its_outputs_is_checked_without_reading_the_task_header(
+    tmp_path: Path, worker: WorkerProcess
+) -> None:
+    """The driver sends the declared outputs with the job: the worker neither reads the task
+    file again nor imports the header parser (TOML, dataclasses) to find them."""
+    write(tmp_path / "tasks" / "out.py", OUTPUT_TASK)
+    write(tmp_path / "tasks" / "mods.py", "import sys\ndef run():\n    return sorted(sys.modules)\n")
+    job = spec(tmp_path, ["out"])
+    job.outputs = (str(tmp_path / "out" / "a.txt"),)
+    kind, fields = worker.run(job)[-1]
+    assert kind is Msg.DONE, fields
+    [claim] = fields[2]  # type: ignore[misc]
+    assert claim[0] == str(tmp_path / "out" / "a.txt") and claim[5] == hash_bytes(b"written")
+    loaded = set(output(worker.run(spec(tmp_path, ["mods"]))))
+    assert {"watchrun.project.header", "dataclasses", "tokenize"} & loaded == set()
+
+
+def test_a_carried_output_the_unit_did_not_write_fails_it_naming_the_header(
+    tmp_path: Path, worker: WorkerProcess
+) -> None:
+    write(tmp_path / "tasks" / "out.py", OUTPUT_TASK)
+    job = spec(tmp_path, ["out"], kwargs={"write": False})
+    job.outputs = (str(tmp_path / "out" / "a.txt"),)
+    kind, fields = worker.run(job)[-1]
+    assert kind is Msg.FAILED
+    assert fields[0] == ("task 'out' finished without writing its declared output 'out/a.txt' "
+                         "(outputs at tasks/out.py:2)")

@@ -47,7 +47,7 @@ class Job:
     dataclasses module stays off the start-up path of `watchrun build`."""
 
     __slots__ = ("chain", "ctx", "fresh_log", "gather_kwargs", "key", "kwargs", "log_path",
-                 "mode", "resources", "retries", "root", "start", "timeout")
+                 "mode", "outputs", "resources", "retries", "root", "start", "timeout")
 
     def __init__(
         self,
@@ -75,6 +75,10 @@ class Job:
         timeout: float | None = None,
         retries: int = 0,
         resources: Resources | None = None,
+        # the task's declared outputs, absolute: what the worker checks the unit wrote and
+        # hashes for the driver (worker_outputs.py). None: the worker reads them from the
+        # task's header itself
+        outputs: tuple[str, ...] | None = None,
     ) -> None:
         self.key = key
         self.mode = mode
@@ -89,6 +93,7 @@ class Job:
         self.timeout = timeout
         self.retries = retries
         self.resources = resources
+        self.outputs = outputs
 
     def __repr__(self) -> str:
         return f"Job({self.key.format()}, {self.mode.value})"

@@ -78,6 +78,7 @@ class JobSpec:
         "log_path",
         "mode",
         "objects",
+        "outputs",
         "root",
         "sources",
         "start",
@@ -101,6 +102,7 @@ class JobSpec:
         fresh_log: bool = False,
         sources: dict[str, bytes] | None = None,
         objects: str | None = None,
+        outputs: tuple[str, ...] | None = None,
     ) -> None:
         self.label = label  # the unit as users see it: "task[3]"
         self.task = task
@@ -121,6 +123,8 @@ class JobSpec:
         # the store's object folder: a big output or yield is pickled into a file there
         # (bigpickle.py); None: always as bytes in the frame (Ray: a node may not see it)
         self.objects = objects
+        # the declared outputs, absolute (None: the worker reads them from the task's header)
+        self.outputs = outputs
 
     def fields(self) -> tuple[object, ...]:
         """The JOB frame's fields: the wire form (plain values, no class to import)."""
@@ -140,6 +144,7 @@ class JobSpec:
             self.fresh_log,
             self.sources,
             self.objects,
+            self.outputs,
         )
 
 

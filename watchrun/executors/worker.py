@@ -47,7 +47,12 @@ from watchrun.executors.worker_modes import (
 )
 from watchrun.executors.worker_modules import FileSnapshot as FileSnapshot
 from watchrun.executors.worker_modules import LocalModules, TaskCode, newest_module
-from watchrun.executors.worker_outputs import OutputHash, hash_written_outputs
+from watchrun.executors.worker_outputs import (
+    OutputHash,
+    declared_paths,
+    hash_written_outputs,
+    missing_output,
+)
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -125,11 +130,11 @@ class Worker:
         else:
             self._channel.send(kind, payload, time.perf_counter() - started)
 
-    def _hash_outputs(self, spec: proto.JobSpec) -> tuple[OutputHash, ...]:
+    def _hash_outputs(self, paths: tuple[str, ...]) -> tuple[OutputHash, ...]:
         """The DONE frame's claims about the outputs just written (worker_outputs.py). A
         failure to hash leaves the driver to do it; it never fails a unit that succeeded."""
         try:
-            return hash_written_outputs(spec.root, spec.chain)
+            return hash_written_outputs(paths)
         except Exception:
             return ()
 
@@ -137,14 +142,16 @@ class Worker:
         try:
             self._prepare(spec.root)
             result = self._modes.run(spec)
-            missing = taskmodules.missing_output(spec.label, spec.root, spec.chain)
+            paths = declared_paths(spec.root, spec.chain, spec.outputs)
+            missing = missing_output(spec.label, spec.root, spec.chain, paths,
+                                     spec.outputs is not None)
             if missing is not None:
                 if isinstance(result, tuple):  # its pickle's file will not be adopted
                     from watchrun.executors import bigpickle
 
                     bigpickle.discard_file(result[0])
                 raise UnitFailure(missing)
-            self._claims = self._hash_outputs(spec)
+            self._claims = self._hash_outputs(paths)
             return Msg.DONE, result
         except (UnitFailure, taskmodules.TaskModuleError) as failure:
             return Msg.FAILED, str(failure)

@@ -1,4 +1,4 @@
-"""A unit's declared outputs, hashed by the worker that just wrote them.
+"""A unit's declared outputs, checked and hashed by the worker that just wrote them.
 
 The worker has the files in its page cache and the workers of a build hash in parallel, where the
 driver, on its single loop, would read every output back once more. What the worker sends with
@@ -16,19 +16,39 @@ import stat as statmod
 OutputHash = tuple[str, int, int, int, int, str]
 
 
-def hash_written_outputs(root: str, chain: list[tuple[str, str]]) -> tuple[OutputHash, ...]:
-    """The claims for the task's declared outputs that are regular files. A folder, a missing
-    path or one that changed while it was read gets no claim: the driver hashes it itself."""
+def declared_paths(root: str, chain: list[tuple[str, str]], given: tuple[str, ...] | None
+                   ) -> tuple[str, ...]:
+    """The unit's declared outputs, absolute: as its job carries them (the driver's own paths),
+    or, for a job that does not, from the task's header."""
+    if given is not None:
+        return given
     from watchrun.executors.taskmodules import declared_output_names
 
-    outputs = declared_output_names(chain)
-    if not outputs:
+    return tuple(os.path.normpath(os.path.join(root, path))  # an absolute one stays itself
+                 for path in declared_output_names(chain))
+
+
+def missing_output(label: str, root: str, chain: list[tuple[str, str]],
+                   paths: tuple[str, ...], given: bool) -> str | None:
+    """Why a unit that returned normally still fails: a declared output it did not write.
+    When the job carried the outputs, the task's header is read only to say where they are
+    declared, once one is missing."""
+    from watchrun.executors import taskmodules
+
+    if given and all(os.path.lexists(path) for path in paths):
+        return None
+    return taskmodules.missing_output(label, root, chain)
+
+
+def hash_written_outputs(paths: tuple[str, ...]) -> tuple[OutputHash, ...]:
+    """The claims for the declared outputs that are regular files. A folder, a missing path or
+    one that changed while it was read gets no claim: the driver hashes it itself."""
+    if not paths:
         return ()
     from watchrun.state.content_hash import hash_file_content
 
     claims: list[OutputHash] = []
-    for declared in outputs:
-        path = os.path.normpath(os.path.join(root, declared))  # an absolute one stays itself
+    for path in paths:
         try:
             before = os.stat(path)
             if not statmod.S_ISREG(before.st_mode):
