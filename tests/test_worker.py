@@ -726,7 +726,8 @@ def test_a_job_that_carries_its_outputs_is_checked_without_reading_the_task_head
     """The driver sends the declared outputs with the job: the worker neither reads the task
     file again nor imports the header parser (TOML, dataclasses) to find them."""
     write(tmp_path / "tasks" / "out.py", OUTPUT_TASK)
-    write(tmp_path / "tasks" / "mods.py", "import sys\ndef run():\n    return sorted(sys.modules)\n")
+    modules = "import sys\ndef run():\n    return sorted(sys.modules)\n"
+    write(tmp_path / "tasks" / "mods.py", modules)
     job = spec(tmp_path, ["out"])
     job.outputs = (str(tmp_path / "out" / "a.txt"),)
     kind, fields = worker.run(job)[-1]
