@@ -231,6 +231,54 @@ def test_a_rewritten_outputs_fresh_hash_is_not_hidden_by_its_stored_one(tmp_path
     assert hasher.files_read == 1
 
 
+def claim_for(path: Path, digest: str) -> tuple[str, int, int, int, int, str]:
+    """What a worker sends with DONE for an output it just wrote (worker_outputs.py)."""
+    st = path.stat()
+    return (str(path), st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns, digest)
+
+
+def test_a_workers_hash_of_an_output_as_it_left_it_is_taken_without_reading(tmp_path: Path
+                                                                           ) -> None:
+    path = tmp_path / "output"
+    path.write_bytes(b"written by the unit")
+    digest = blake3(b"written by the unit").hexdigest()
+    hasher = FileHasher(None)
+    assert hasher.hash_files_claimed([str(path)], [claim_for(path, digest)]) == {
+        str(path): digest}
+    assert hasher.files_read == 0
+    # and it serves the rest of the build, e.g. as the next task's input
+    assert hasher.hash_files([str(path)]) == {str(path): digest}
+    assert hasher.files_read == 0
+
+
+def test_an_output_rewritten_after_its_worker_reported_is_hashed_again_not_trusted(
+        tmp_path: Path) -> None:
+    path = tmp_path / "output"
+    path.write_bytes(b"as the unit wrote it")
+    claim = claim_for(path, blake3(b"as the unit wrote it").hexdigest())
+    path.write_bytes(b"rewritten by someone else since")  # a new stat key
+    hasher = FileHasher(None)
+    assert hasher.hash_files_claimed([str(path)], [claim]) == {
+        str(path): blake3(b"rewritten by someone else since").hexdigest()}
+    assert hasher.files_read == 1
+
+
+def test_a_claim_for_a_path_now_gone_or_a_folder_is_not_taken(tmp_path: Path) -> None:
+    gone, folder, other = tmp_path / "gone", tmp_path / "folder", tmp_path / "unclaimed"
+    for path in (gone, folder):
+        path.write_bytes(b"x")
+    claims = [claim_for(gone, "f" * 64), claim_for(folder, "f" * 64)]
+    gone.unlink()
+    folder.unlink()
+    make_tree(folder, {"a": b"1"})
+    other.write_bytes(b"y")
+    hasher = FileHasher(None)
+    found = hasher.hash_files_claimed([str(gone), str(folder), str(other)], claims)
+    assert found[str(gone)] is None
+    assert found[str(folder)] == FileHasher(None).hash_path(folder)
+    assert found[str(other)] == blake3(b"y").hexdigest()
+
+
 def test_a_file_that_became_a_folder_or_vanished(tmp_path: Path) -> None:
     path = tmp_path / "thing"
     path.write_bytes(b"file")

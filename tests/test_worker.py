@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import importlib.util
 import os
 import pickle
@@ -11,16 +12,23 @@ import subprocess
 import sys
 import textwrap
 import time
+import types
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import psutil
 import pytest
 
+from watchrun.engine.driver_state import BuildOptions
 from watchrun.executors import protocol as proto
+from watchrun.executors import taskmodules
 from watchrun.executors.base import Mode
 from watchrun.executors.protocol import Msg
+from watchrun.executors.unit_baseline import Baseline
 from watchrun.executors.worker import FileSnapshot
+from watchrun.executors.worker_modules import _keys_after, newest_module
+from watchrun.session import default_targets, open_session, run_build
 from watchrun.state.hashing import hash_bytes
 
 REPO = Path(__file__).resolve().parents[1]
@@ -594,3 +602,149 @@ def test_a_big_output_that_cannot_be_written_fails_its_unit_with_the_cause(
     kind, fields = worker.run(job)[-1]
     assert kind is Msg.FAILED
     assert str(fields[0]) == "cannot write its output: Not a directory"  # as the store says it
+
+
+# -- the outputs a unit wrote, hashed where they were written (issue 14) --------------------------
+
+
+def test_done_carries_the_hash_and_stat_key_of_each_declared_output_it_wrote(
+    tmp_path: Path, worker: WorkerProcess
+) -> None:
+    write(
+        tmp_path / "tasks" / "out.py",
+        '''
+        # /// task
+        # outputs = ["out/a.txt", "out/folder"]
+        # ///
+        import os
+        def run():
+            os.makedirs("out/folder", exist_ok=True)
+            with open("out/a.txt", "w") as f:
+                f.write("written")
+            with open("out/folder/b.txt", "w") as f:
+                f.write("below")
+        ''',
+    )
+    kind, fields = worker.run(spec(tmp_path, ["out"]))[-1]
+    assert kind is Msg.DONE, fields
+    written = tmp_path / "out" / "a.txt"
+    st = written.stat()
+    # a folder gets no claim: the driver hashes it itself
+    assert fields[2] == ((str(written), st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns,
+                          hash_bytes(b"written")),)
+
+
+def test_a_unit_without_declared_outputs_claims_nothing(
+    tmp_path: Path, worker: WorkerProcess
+) -> None:
+    write(tmp_path / "tasks" / "plain.py", "def run():\n    return 1\n")
+    kind, fields = worker.run(spec(tmp_path, ["plain"]))[-1]
+    assert kind is Msg.DONE and fields[2] == ()
+
+
+def test_a_build_reads_back_none_of_the_outputs_its_workers_hashed(
+    project: Callable[[dict[str, str]], Path], no_leaks: None
+) -> None:
+    """A budget: the driver hashed every declared output once more after its unit (the largest
+    single part of its time per unit in a full build); now the worker's claims serve, also as
+    the next task's input. Outputs are written as the driver would see them either way."""
+    files = {
+        f"tasks/t{i}.py": (
+            f'# /// task\n# outputs = ["out/t{i}.txt"]\n'
+            + (f'# inputs = ["out/t{i - 1}.txt"]\n' if i else "")
+            + f"# ///\ndef run():\n    open('out/t{i}.txt', 'w').write('{i}')\n"
+        )
+        for i in range(6)
+    }
+    files["tasks/__init__.py"] = ""
+    root = project(files)
+    (root / "out").mkdir()
+
+    async def build() -> tuple[int, int, dict[str, str | None]]:
+        with open_session(root, "build", write=True) as session:
+            loading = session.hasher.files_read  # the task modules, read to load the project
+            summary = await run_build(session, default_targets(session.project), BuildOptions(),
+                                      [], 2, "local", "")
+            assert summary.ok, summary
+            session.store.commit()
+            _, results = session.store.last_units()
+            [stored] = [r for r in results if r.task == "t5"]
+            return summary.ran, session.hasher.files_read - loading, dict(stored.outputs)
+
+    ran, read, outputs = asyncio.run(build())
+    assert ran == 6
+    assert read == 0
+    assert outputs == {"out/t5.txt": hash_bytes(b"5")}
+
+
+def test_the_modules_a_unit_imported_are_found_without_looking_at_older_ones() -> None:
+    """A budget: record_new looks at the modules imported since the marker taken before the
+    unit. The marker was the newest module, often the previous task's own, which the next
+    unit drops: then every module of the worker was looked at, at every unit."""
+    previous = taskmodules.PREFIX + "previous_task"
+    new_names = [taskmodules.PREFIX + "next_task", "a_helper_the_unit_imported"]
+    sys.modules[previous] = types.ModuleType(previous)
+    try:
+        marker = newest_module()
+        del sys.modules[previous]  # as the next unit, of another task, does
+        for name in new_names:
+            sys.modules[name] = types.ModuleType(name)
+        assert list(_keys_after(marker)) == new_names[::-1]
+    finally:
+        for name in (previous, *new_names):
+            sys.modules.pop(name, None)
+
+
+def test_the_workers_own_variable_stays_and_a_units_goes(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(taskmodules.ROOT_ENV, raising=False)
+    monkeypatch.delenv("SET_BY_A_UNIT", raising=False)
+    baseline = Baseline()
+    baseline.include_env(taskmodules.ROOT_ENV, "/project")
+    os.environ["SET_BY_A_UNIT"] = "1"
+    baseline.restore()
+    assert "SET_BY_A_UNIT" not in os.environ
+    assert os.environ[taskmodules.ROOT_ENV] == "/project"
+    monkeypatch.delenv(taskmodules.ROOT_ENV)
+
+
+OUTPUT_TASK = '''
+# /// task
+# outputs = ["out/a.txt"]
+# ///
+import os
+def run(write=True):
+    if write:
+        os.makedirs("out", exist_ok=True)
+        with open("out/a.txt", "w") as f:
+            f.write("written")
+'''
+
+
+def test_a_job_that_carries_its_outputs_is_checked_without_reading_the_task_header(
+    tmp_path: Path, worker: WorkerProcess
+) -> None:
+    """The driver sends the declared outputs with the job: the worker neither reads the task
+    file again nor imports the header parser (TOML, dataclasses) to find them."""
+    write(tmp_path / "tasks" / "out.py", OUTPUT_TASK)
+    modules = "import sys\ndef run():\n    return sorted(sys.modules)\n"
+    write(tmp_path / "tasks" / "mods.py", modules)
+    job = spec(tmp_path, ["out"])
+    job.outputs = (str(tmp_path / "out" / "a.txt"),)
+    kind, fields = worker.run(job)[-1]
+    assert kind is Msg.DONE, fields
+    [claim] = fields[2]  # type: ignore[misc]
+    assert claim[0] == str(tmp_path / "out" / "a.txt") and claim[5] == hash_bytes(b"written")
+    loaded = set(output(worker.run(spec(tmp_path, ["mods"]))))
+    assert {"watchrun.project.header", "dataclasses", "tokenize"} & loaded == set()
+
+
+def test_a_carried_output_the_unit_did_not_write_fails_it_naming_the_header(
+    tmp_path: Path, worker: WorkerProcess
+) -> None:
+    write(tmp_path / "tasks" / "out.py", OUTPUT_TASK)
+    job = spec(tmp_path, ["out"], kwargs={"write": False})
+    job.outputs = (str(tmp_path / "out" / "a.txt"),)
+    kind, fields = worker.run(job)[-1]
+    assert kind is Msg.FAILED
+    assert fields[0] == ("task 'out' finished without writing its declared output 'out/a.txt' "
+                         "(outputs at tasks/out.py:2)")

@@ -103,6 +103,7 @@ class Dispatch(DriverState):
             timeout=task.timeout,
             retries=task.retries,
             resources=None if task.resources == _NO_RESOURCES else task.resources,
+            outputs=tuple(self.resolver.output_paths(task).values()),
         )
 
     def _info(self, task: Task) -> tuple[tuple[ArgSpec, ...] | None, list[tuple[Path, str]],

@@ -8,7 +8,7 @@ from __future__ import annotations
 import functools
 import json
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from blake3 import blake3
@@ -23,6 +23,7 @@ from watchrun.engine.signatures import (
     task_prefix,
     unit_signature,
 )
+from watchrun.executors.worker_outputs import OutputHash
 from watchrun.project.inputs import expand_inputs, has_magic, with_exclusions
 from watchrun.project.loader import Project
 from watchrun.project.model import Task
@@ -192,13 +193,15 @@ class Resolver:
         self._outputs[task.name] = (task.outputs, paths)
         return paths
 
-    def hash_outputs(self, task: Task, produced: bool = False) -> dict[str, str | None]:
+    def hash_outputs(self, task: Task, produced: bool = False,
+                     claims: Sequence[OutputHash] = ()) -> dict[str, str | None]:
         """`produced`: the task has just written them, so they may differ from what was
-        seen before it ran (but not from what another task took as its input)."""
+        seen before it ran (but not from what another task took as its input). `claims`:
+        the hashes its worker sent with DONE, used where the files are as it left them."""
         paths = self.output_paths(task)
         if not paths:
             return {}
-        hashes = self.hasher.hash_files(list(paths.values()))
+        hashes = self.hasher.hash_files_claimed(list(paths.values()), claims)
         self._observe(hashes, produced)
         return {rel: hashes[p] for rel, p in paths.items()}
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
+from collections.abc import Sequence
 from pathlib import Path
 
 from watchrun.engine import events as ev
@@ -47,6 +48,7 @@ from watchrun.executors.base import (
     Mode,
     UnitKey,
 )
+from watchrun.executors.worker_outputs import OutputHash
 from watchrun.project.codemap import ArgSpec
 from watchrun.project.loader import Project
 from watchrun.project.model import Kind, Task
@@ -328,7 +330,7 @@ class Scheduler(Dispatch, Streaming, Replanning, Endings, DriverState):
                     # the result goes first: the unit it makes ready (the next stage of this
                     # iteration) is the one to start next (depth first)
                     self._pump()
-                self._done_unit(run, event.data or NONE_PICKLE, duration)
+                self._done_unit(run, event.data or NONE_PICKLE, duration, event.output_claims)
             elif event.kind is EventKind.CANCELLED and run.failure is not None:
                 self._failed_or_retried(run, event, run.failure, duration)
             elif event.kind is EventKind.CANCELLED:
@@ -367,8 +369,8 @@ class Scheduler(Dispatch, Streaming, Replanning, Endings, DriverState):
         path, digest = data
         return self.store.adopt_object(Path(path), digest)
 
-    def _done_unit(self, run: Launched, data: bytes | tuple[str, str], duration: float
-                   ) -> None:
+    def _done_unit(self, run: Launched, data: bytes | tuple[str, str], duration: float,
+                   claims: Sequence[OutputHash] = ()) -> None:
         resolution = run.resolution
         name, key = resolution.task, resolution.iter
         if name in self.consumers:
@@ -381,8 +383,9 @@ class Scheduler(Dispatch, Streaming, Replanning, Endings, DriverState):
             return
         if isinstance(data, bytes):  # its downstream units and pushes will want it soon
             self._remember(output, data)
-        # before any downstream unit looks at them: they are this unit's products
-        produced = self.resolver.hash_outputs(task, produced=True)
+        # before any downstream unit looks at them: they are this unit's products (hashed
+        # by its worker as it wrote them, where they are still as it left them)
+        produced = self.resolver.hash_outputs(task, produced=True, claims=claims)
         outputs = {k: v for k, v in produced.items() if v is not None}
         if task.outputs:
             self.last_outputs[name] = produced

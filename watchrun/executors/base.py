@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import NamedTuple, Protocol
 
 from watchrun.executors.protocol import PICKLE_PROTOCOL as PICKLE_PROTOCOL  # re-exported
+from watchrun.executors.worker_outputs import OutputHash
 from watchrun.project.model import Resources
 
 # PICKLE_PROTOCOL: every executor pickles outputs and yields with it, so a value gives the same
@@ -46,7 +47,7 @@ class Job:
     dataclasses module stays off the start-up path of `watchrun build`."""
 
     __slots__ = ("chain", "ctx", "fresh_log", "gather_kwargs", "key", "kwargs", "log_path",
-                 "mode", "resources", "retries", "root", "start", "timeout")
+                 "mode", "outputs", "resources", "retries", "root", "start", "timeout")
 
     def __init__(
         self,
@@ -74,6 +75,10 @@ class Job:
         timeout: float | None = None,
         retries: int = 0,
         resources: Resources | None = None,
+        # the task's declared outputs, absolute: what the worker checks the unit wrote and
+        # hashes for the driver (worker_outputs.py). None: the worker reads them from the
+        # task's header itself
+        outputs: tuple[str, ...] | None = None,
     ) -> None:
         self.key = key
         self.mode = mode
@@ -88,6 +93,7 @@ class Job:
         self.timeout = timeout
         self.retries = retries
         self.resources = resources
+        self.outputs = outputs
 
     def __repr__(self) -> str:
         return f"Job({self.key.format()}, {self.mode.value})"
@@ -113,11 +119,13 @@ class EventKind(enum.Enum):
 class ExecEvent:
     """What an executor reports about a unit (see EventKind for what each field means)."""
 
-    __slots__ = ("data", "duration", "error", "key", "kind", "pid", "refused", "signal")
+    __slots__ = ("data", "duration", "error", "key", "kind", "output_claims", "pid", "refused",
+                 "signal")
 
     def __init__(self, key: UnitKey, kind: EventKind, data: bytes | None = None,
                  error: str | None = None, signal: str | None = None, duration: float = 0.0,
-                 pid: int | None = None, refused: bool = False) -> None:
+                 pid: int | None = None, refused: bool = False,
+                 output_claims: tuple[OutputHash, ...] = ()) -> None:
         self.key = key
         self.kind = kind
         self.data = data
@@ -128,6 +136,9 @@ class ExecEvent:
         # FAILED without running: it asks for more than exists (GPUs, memory), so running it
         # again cannot help (`retries` do not apply)
         self.refused = refused
+        # DONE: the worker's hashes of the declared outputs it just wrote, trusted by the
+        # driver only while each file's stat key is the one claimed (worker_outputs.py)
+        self.output_claims = output_claims
 
     def __repr__(self) -> str:
         return f"ExecEvent({self.key.format()}, {self.kind.value}, pid={self.pid})"

@@ -35,6 +35,7 @@ def job_spec(job: Job, objects: str | None = None) -> proto.JobSpec:
         job.fresh_log,
         None,  # sources: read by the worker from the files
         objects,
+        job.outputs,
     )
 
 

@@ -34,6 +34,7 @@ from watchrun.executors.spawn import EarlyWorkers, warm_supported, worker_env
 from watchrun.executors.unit_book import UnitBook
 from watchrun.executors.warm_forks import PreloadSource, WarmTemplates
 from watchrun.executors.worker_handle import Unit, WorkerHandle
+from watchrun.executors.worker_outputs import OutputHash
 from watchrun.executors.worker_pool import PgroupCallback, WorkerPool
 
 log = logging.getLogger("watchrun.executor")
@@ -257,7 +258,7 @@ class LocalExecutor:
     def _settle(
         self, worker: WorkerHandle, unit: Unit, kind: Msg, fields: tuple[object, ...]
     ) -> None:
-        payload, duration = fields
+        payload, duration = fields[0], fields[1]
         assert isinstance(duration, float)
         worker.unit = None
         self._end_unit(unit)
@@ -277,7 +278,9 @@ class LocalExecutor:
                 self._pool.release(worker)
         self._pool.top_up()
         if kind is Msg.DONE:
-            self._emit(unit, EventKind.DONE, data=payload, duration=duration)  # type: ignore[arg-type]
+            claims = fields[2] if len(fields) > 2 else ()
+            self._emit(unit, EventKind.DONE, data=payload, duration=duration,  # type: ignore[arg-type]
+                       output_claims=claims)  # type: ignore[arg-type]
         elif kind is Msg.CANCELLED and unit.cancel_signal is not None:
             self._emit(unit, EventKind.CANCELLED, signal=unit.cancel_signal, duration=duration)
         else:  # FAILED, or a KeyboardInterrupt nobody asked for: the task raised it
@@ -320,8 +323,10 @@ class LocalExecutor:
         error: str | None = None,
         signal: str | None = None,
         duration: float = 0.0,
+        output_claims: tuple[OutputHash, ...] = (),
     ) -> None:
-        event = ExecEvent(unit.job.key, kind, data, error, signal, duration, unit.worker.pid)
+        event = ExecEvent(unit.job.key, kind, data, error, signal, duration, unit.worker.pid,
+                          output_claims=output_claims)
         hand_to_sink(self._sink, event)
 
     # -- units queued behind another (pipelining) -----------------------------------------------

@@ -6,10 +6,13 @@ dataclasses, no typing machinery at run time.
 
 Parent -> worker:  JOB(*JobSpec fields)  PUSH(kwargs)  END()
 Worker -> parent:  READY(pid)  STARTED()  YIELDED(data)  PUSHED()
-                   DONE(data, duration)  FAILED(error, duration)  CANCELLED(error, duration)
+                   DONE(data, duration, claims)  FAILED(error, duration)
+                   CANCELLED(error, duration)
 
 `data` is a pickle's bytes, or, for a big one when the job names an object folder, the
-(path, digest) of a temporary file holding it there (see bigpickle.py).
+(path, digest) of a temporary file holding it there (see bigpickle.py). `claims`: the worker's
+hashes of the declared outputs it just wrote, as (path, size, mtime_ns, inode, ctime_ns, blake3)
+tuples (worker_outputs.py).
 
 A unit's STARTED is written together with its first other frame (for a short unit, its DONE),
 or alone once the unit has run a while without sending anything (worker.START_NOTICE).
@@ -75,6 +78,7 @@ class JobSpec:
         "log_path",
         "mode",
         "objects",
+        "outputs",
         "root",
         "sources",
         "start",
@@ -98,6 +102,7 @@ class JobSpec:
         fresh_log: bool = False,
         sources: dict[str, bytes] | None = None,
         objects: str | None = None,
+        outputs: tuple[str, ...] | None = None,
     ) -> None:
         self.label = label  # the unit as users see it: "task[3]"
         self.task = task
@@ -118,6 +123,8 @@ class JobSpec:
         # the store's object folder: a big output or yield is pickled into a file there
         # (bigpickle.py); None: always as bytes in the frame (Ray: a node may not see it)
         self.objects = objects
+        # the declared outputs, absolute (None: the worker reads them from the task's header)
+        self.outputs = outputs
 
     def fields(self) -> tuple[object, ...]:
         """The JOB frame's fields: the wire form (plain values, no class to import)."""
@@ -137,6 +144,7 @@ class JobSpec:
             self.fresh_log,
             self.sources,
             self.objects,
+            self.outputs,
         )
 
 

@@ -111,6 +111,13 @@ def declared_outputs(root: str, chain: list[tuple[str, str]]) -> list[Path]:
     return [Path(path) for path in (found[0] if found else ())]
 
 
+def declared_output_names(chain: list[tuple[str, str]]) -> tuple[str, ...]:
+    """The task's declared outputs as written in its header (a relative one is relative to the
+    project root); no pathlib, for the worker's hot path (worker_outputs.py)."""
+    found = _declared(chain)
+    return found[0] if found else ()
+
+
 def missing_output(label: str, root: str, chain: list[tuple[str, str]]) -> str | None:
     """Why a unit that returned normally still fails: a declared output it did not write."""
     found = _declared(chain)

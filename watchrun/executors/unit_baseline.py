@@ -31,6 +31,14 @@ class Baseline:
         }
         self._warnings = _warning_filters()
 
+    def include_env(self, name: str, value: str) -> None:
+        """Make `name=value` part of the baseline (the worker's own variables, e.g. the
+        project root its task modules import from): set once, not unset by every restore
+        and set again by the next unit, which made each restore rebuild the environment."""
+        if os.environ.get(name) != value:
+            os.environ[name] = value
+            self._environ = dict(_environ_data())
+
     def restore(self) -> None:
         data = _environ_data()
         if data != self._environ:

@@ -47,6 +47,12 @@ from watchrun.executors.worker_modes import (
 )
 from watchrun.executors.worker_modules import FileSnapshot as FileSnapshot
 from watchrun.executors.worker_modules import LocalModules, TaskCode, newest_module
+from watchrun.executors.worker_outputs import (
+    OutputHash,
+    declared_paths,
+    hash_written_outputs,
+    missing_output,
+)
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -72,6 +78,7 @@ class Worker:
         self._since = 0.0  # time.perf_counter() when the running unit started
         self._ticker = _Ticker(self._tick)
         self._baseline = Baseline()
+        self._claims: tuple[OutputHash, ...] = ()  # the running unit's (worker_outputs.py)
 
     def serve(self) -> None:
         self._channel.send(Msg.READY, os.getpid())
@@ -101,6 +108,7 @@ class Worker:
         before = newest_module()
         kind: Msg
         payload: object
+        self._claims = ()
         try:
             self._redirect(spec.log_path, spec.fresh_log, started)
         except OSError as exc:
@@ -117,19 +125,33 @@ class Worker:
         reaper.end_descendants()
         self._baseline.restore()
         self._ticker.unit_ended()
-        self._channel.send(kind, payload, time.perf_counter() - started)
+        if kind is Msg.DONE:
+            self._channel.send(kind, payload, time.perf_counter() - started, self._claims)
+        else:
+            self._channel.send(kind, payload, time.perf_counter() - started)
+
+    def _hash_outputs(self, paths: tuple[str, ...]) -> tuple[OutputHash, ...]:
+        """The DONE frame's claims about the outputs just written (worker_outputs.py). A
+        failure to hash leaves the driver to do it; it never fails a unit that succeeded."""
+        try:
+            return hash_written_outputs(paths)
+        except Exception:
+            return ()
 
     def _execute(self, spec: proto.JobSpec) -> tuple[Msg, object]:
         try:
             self._prepare(spec.root)
             result = self._modes.run(spec)
-            missing = taskmodules.missing_output(spec.label, spec.root, spec.chain)
+            paths = declared_paths(spec.root, spec.chain, spec.outputs)
+            missing = missing_output(spec.label, spec.root, spec.chain, paths,
+                                     spec.outputs is not None)
             if missing is not None:
                 if isinstance(result, tuple):  # its pickle's file will not be adopted
                     from watchrun.executors import bigpickle
 
                     bigpickle.discard_file(result[0])
                 raise UnitFailure(missing)
+            self._claims = self._hash_outputs(paths)
             return Msg.DONE, result
         except (UnitFailure, taskmodules.TaskModuleError) as failure:
             return Msg.FAILED, str(failure)
@@ -141,6 +163,7 @@ class Worker:
     def _prepare(self, root: str) -> None:
         if os.getcwd() != root:  # a chdir resolves the path again each time
             os.chdir(root)
+        self._baseline.include_env(taskmodules.ROOT_ENV, root)
         if not sys.path or sys.path[0] != root:
             if root in sys.path:
                 sys.path.remove(root)

@@ -154,9 +154,14 @@ def _keys_after(marker: tuple[str, object] | None) -> Iterator[str]:
 
 
 def newest_module() -> tuple[str, object] | None:
-    """The last entry of sys.modules: what record_new counts from."""
-    name = next(reversed(sys.modules), None)
-    return None if name is None else (name, sys.modules[name])
+    """The last entry of sys.modules that the next unit leaves in place: what record_new
+    counts from. Not a task's own module: the next unit of another task drops it
+    (taskmodules.namespace_for), and with the marker gone record_new would look at every
+    module the worker has, at every unit."""
+    for name in reversed(sys.modules):
+        if not name.startswith(taskmodules.PREFIX):
+            return name, sys.modules[name]
+    return None
 
 
 class TaskCode:

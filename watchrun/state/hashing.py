@@ -14,8 +14,6 @@ recorded with it. Two holes in that rule are closed here:
 
 from __future__ import annotations
 
-import errno
-import mmap
 import os
 import stat as statmod
 import threading
@@ -25,6 +23,12 @@ from typing import TYPE_CHECKING, TypeVar
 
 from blake3 import blake3
 
+from watchrun.state.content_hash import BIG_FILE as BIG_FILE
+from watchrun.state.content_hash import CHUNK as CHUNK
+from watchrun.state.content_hash import _read_buffer as _read_buffer
+from watchrun.state.content_hash import _special_hash
+from watchrun.state.content_hash import hash_bytes as hash_bytes
+from watchrun.state.content_hash import hash_file_content as hash_file_content
 from watchrun.state.statkeys import CacheEntry, key_of
 
 if TYPE_CHECKING:
@@ -32,16 +36,9 @@ if TYPE_CHECKING:
 
     from watchrun.state.store import Store
 
-BIG_FILE = 4 * 1024 * 1024  # from here on, a file hashed alone is split across blake3's threads
-# Files are read in pieces of this size into one reusable buffer per thread: the buffer and
-# blake3's pass over it stay in a core's L2 cache (often 1-2 MiB), so each byte comes from memory
-# once, in the kernel's copy; smaller pieces would mean more calls.
-CHUNK = 1024 * 1024
 RACY_NS = 50_000_000  # well above the kernel's timestamp granularity (1-10 ms)
 PARALLEL_BYTES = 1024 * 1024  # less than this to hash in total: threads cost more than they save
 SKIP_DIRS = frozenset({"__pycache__"})
-
-_buffers = threading.local()  # each thread's read buffer (see `_read_buffer`)
 
 
 class UnreadablePath(OSError):
@@ -65,64 +62,6 @@ def _shown(path: str) -> str:
 
 def _unreadable(exc: OSError, path: str) -> UnreadablePath:
     return UnreadablePath(exc.errno, exc.strerror or str(exc), path)
-
-
-def hash_bytes(data: bytes) -> str:
-    """blake3 hex of `data` (the name of an object in the store)."""
-    if len(data) >= BIG_FILE:
-        return blake3(data, max_threads=blake3.AUTO).hexdigest()
-    return blake3(data).hexdigest()
-
-
-def hash_file_content(path: str, size: int, *, threads: int = blake3.AUTO) -> str:
-    """blake3 hex of a file's bytes; `size` (from stat) picks the method. `threads`: blake3's
-    own threads for a big file (AUTO: one per CPU), over a memory map; with threads=1, or for
-    a smaller file, the file is read in CHUNK pieces on this thread. Something other than a
-    regular file found at `path` by then (a fifo or device) is not read."""
-    if size >= BIG_FILE and threads != 1:
-        hasher = blake3(max_threads=threads)
-        hasher.update_mmap(path)
-        return hasher.hexdigest()
-    return _read_and_hash(path)
-
-
-def _read_and_hash(path: str) -> str:
-    # Read, not mmap: a map costs more CPU than the copy it saves (a page table entry for every
-    # 4 KiB page, then blake3 reading memory through them).
-    # O_NONBLOCK: if a fifo took the file's place since its stat, opening it must not wait for
-    # a writer (for a regular file the flag changes nothing).
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
-    try:
-        st = os.fstat(fd)
-        if statmod.S_ISDIR(st.st_mode):  # what reading it would have said (open() does not)
-            raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), path)
-        if not statmod.S_ISREG(st.st_mode):
-            return _special_hash(st)
-        hasher = blake3()
-        view = _read_buffer()
-        while size := os.readv(fd, [view]):
-            hasher.update(view[:size])  # blake3 lets go of the GIL for all but tiny pieces
-        return hasher.hexdigest()
-    finally:
-        os.close(fd)
-
-
-def _read_buffer() -> memoryview:
-    """This thread's CHUNK-sized read buffer, made at its first use: a new one per file would
-    cost more than reading a small file (allocating and zeroing 1 MiB).
-
-    An anonymous map, not a bytearray: it starts on a page boundary. The kernel's copy into a
-    destination 16 bytes past a cache line (where malloc puts a bytearray's bytes) is slower
-    than into a page-aligned one."""
-    view: memoryview | None = getattr(_buffers, "view", None)
-    if view is None:
-        view = _buffers.view = memoryview(mmap.mmap(-1, CHUNK))
-    return view
-
-
-def _special_hash(st: os.stat_result) -> str:
-    # A fifo or device is not read (it could block forever); its kind stands for its content.
-    return hash_bytes(f"special file, mode {statmod.S_IFMT(st.st_mode):o}".encode())
 
 
 P = TypeVar("P", str, "Path")
@@ -203,6 +142,44 @@ class FileHasher:
                 return self.hash_many(list(paths))
         if todo:
             result.update(self._hash_files(todo))
+        return result
+
+    def hash_files_claimed(self, paths: Sequence[str],
+                           claims: Sequence[tuple[str, int, int, int, int, str]]
+                           ) -> dict[str, str | None]:
+        """`hash_files`, taking a worker's hash of a file it just wrote (path, stat key,
+        blake3; see executors/worker_outputs.py) instead of reading the file again, as long
+        as the file's stat key is still the claimed one. A file changed since (another
+        writer, a rewrite) is hashed here like any other.
+
+        An accepted claim is kept for this process only, like any fresh file's hash (see
+        `_recent`): its writer's clock may not be ours, so it cannot show the hash settled."""
+        if not claims:
+            return self.hash_files(paths)
+        claimed = {claim[0]: claim for claim in claims}
+        result: dict[str, str | None] = {}
+        rest: list[str] = []
+        for path in paths:
+            claim = claimed.get(path)
+            if claim is None:
+                rest.append(path)
+                continue
+            try:
+                st = os.stat(path)
+            except OSError:
+                rest.append(path)  # what it is now, hash_files says
+                continue
+            if (claim[1] == st.st_size and claim[2] == st.st_mtime_ns
+                    and claim[3] == st.st_ino and claim[4] == st.st_ctime_ns
+                    and statmod.S_ISREG(st.st_mode)):
+                entry = claim[1:]
+                if self._cache.get(path) != entry:
+                    self._recent[path] = entry
+                result[path] = claim[5]
+            else:
+                rest.append(path)
+        if rest:
+            result.update(self.hash_files(rest))
         return result
 
     def hash_many(self, paths: Sequence[P]) -> dict[P, str | None]:

@@ -109,11 +109,20 @@ class InstantExecutor:
         c, i = (int(part[1:]) for part in job.key.task.split("."))
         text = (self.root / chains.dep(c, i)).read_text()
         (self.root / chains.out(c, i)).write_text(text + "x")
+        # what a worker sends with DONE: its hash of the output it wrote (worker_outputs.py)
+        claims = self._claims(job.root, job.chain)
         self.cpu += time.process_time() - started
         self.busy.add(job.key)
         kind, event, data = self._done
         asyncio.get_running_loop().call_soon(self._finish, event(job.key, kind, data,
-                                                                 duration=0.0))
+                                                                 duration=0.0,
+                                                                 output_claims=claims))
+
+    @staticmethod
+    def _claims(root: Path, chain: list[tuple[Path, str]]) -> Any:
+        from watchrun.executors.worker_outputs import hash_written_outputs
+
+        return hash_written_outputs(str(root), [(str(file), pkg) for file, pkg in chain])
 
     def _finish(self, event: Any) -> None:
         self.busy.discard(event.key)
@@ -141,9 +150,10 @@ class InstantExecutor:
         pass
 
 
-def driver_build(root: Path, jobs: int, verbose: bool = False) -> tuple[float, int]:
+def driver_build(root: Path, jobs: int, profile: str | None = None) -> tuple[float, int]:
     """(CPU seconds of the driver, units resolved) for one `build` through the driver: this
-    process's CPU time without the units' own file work."""
+    process's CPU time without the units' own file work. `profile`: a cProfile of the build
+    is written there (its CPU figure then includes the profiler's)."""
     import asyncio
 
     from watchrun.engine.events import EventBus
@@ -160,7 +170,15 @@ def driver_build(root: Path, jobs: int, verbose: bool = False) -> tuple[float, i
                                   bus, BuildOptions())
             executor.sink = scheduler.on_exec
             cpu = time.process_time()
+            if profile is not None:
+                import cProfile
+
+                profiler = cProfile.Profile()
+                profiler.enable()
             summary = await scheduler.build(default_targets(session.project))
+            if profile is not None:
+                profiler.disable()
+                profiler.dump_stats(profile)
             cpu = time.process_time() - cpu - executor.cpu
             if not summary.ok:
                 raise SystemExit(f"the driver's build failed: {summary}")
@@ -179,7 +197,7 @@ def driver_main(args: argparse.Namespace) -> None:
         for rnd in range(args.runs):
             project.clean_state()
             figures = []
-            cpu, units = driver_build(root, 1)
+            cpu, units = driver_build(root, 1, _profile(args, "W2", rnd))
             figures.append(f"W2 {1e6 * cpu / units:.0f} us/unit")
             # outputs written within the stat cache's racy window are hashed again by the
             # next build; the real W1 and W3 come long after the outputs were written
@@ -188,11 +206,17 @@ def driver_main(args: argparse.Namespace) -> None:
             cpu, units = driver_build(root, 1)
             figures.append(f"W1 (all skipped) {1e6 * cpu / units:.0f} us/unit")
             (root / chains.src(0)).write_text(chains.source_text(0, rnd + 1000))
-            cpu, units = driver_build(root, 1)
+            cpu, units = driver_build(root, 1, _profile(args, "W3", rnd))
             figures.append(f"W3 {1e3 * cpu:.1f} ms for {units} units")
             print(f"driver run {rnd + 1}: " + ", ".join(figures), flush=True)
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def _profile(args: argparse.Namespace, workload: str, rnd: int) -> str | None:
+    if args.profile is None:
+        return None
+    return f"{args.profile}-{workload}-{rnd + 1}.prof"
 
 
 def line(name: str, r: dict[str, Any]) -> str:
@@ -210,6 +234,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--runs", type=int, default=3)
     p.add_argument("--driver", action="store_true",
                    help="the driver's part alone, in this process (see above)")
+    p.add_argument("--profile", help="with --driver: write a cProfile of each W2 and W3 build "
+                   "to PROFILE-W2-1.prof, PROFILE-W3-1.prof ... (its figures then include the "
+                   "profiler's own cost)")
     args = p.parse_args(argv)
     if args.driver:
         driver_main(args)
