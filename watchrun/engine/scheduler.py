@@ -789,9 +789,12 @@ class Scheduler:
             _drop_pickle_file(event.data)
             if event.kind not in (EventKind.YIELDED, EventKind.PUSHED):
                 self.plan.ended(event.key)
-                if event.kind is EventKind.CANCELLED:
-                    self.bus.publish(ev.UnitCancelled(task=event.key.task, iter=event.key.iter,
-                                                      signal=event.signal or "SIGINT"))
+                # also when it ended on its own before the cancel reached it (a remote node
+                # hears of a cancel late): its unit_started must not stay open
+                sent = ((event.signal or "SIGINT") if event.kind is EventKind.CANCELLED
+                        else "none")
+                self.bus.publish(ev.UnitCancelled(task=event.key.task, iter=event.key.iter,
+                                                  signal=sent))
                 self._pump()
             return
         if state.speculative and event.kind in (EventKind.DONE, EventKind.FAILED,

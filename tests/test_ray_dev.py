@@ -1,0 +1,118 @@
+"""`watchrun dev --no-tui --json` on the real two-node Ray cluster (tests/ray_fixtures.py), as a
+JSON consumer sees it: every unit that starts ends with one event before it starts again, a
+cancel that reaches a unit whose node worker is still starting is not lost, and pausing a task
+stops its units on their nodes and its scheduling."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from tests.devproc import DevProcess
+from tests.ray_fixtures import TwoNodes, on_two_nodes
+
+TERMINAL = {"unit_finished", "unit_failed", "unit_cancelled"}
+
+
+def on_ray(cluster: TwoNodes) -> tuple[str, ...]:
+    return ("--executor", "ray", "--address", cluster.address)
+
+
+def unpaired(events: list[dict[str, Any]]) -> list[str]:
+    """What breaks the rule "each `unit_started` is followed by exactly one terminal event of
+    that unit (or a `unit_retry`: that attempt ended) before the unit starts again", and the
+    units still open at the end."""
+    running: dict[tuple[str, tuple[int, ...]], int] = {}
+    problems = []
+    for index, event in enumerate(events):
+        name = event["event"]
+        if name not in TERMINAL and name not in ("unit_started", "unit_retry"):
+            continue
+        unit = (event["task"], tuple(event["iter"]))
+        if name == "unit_started":
+            if unit in running:
+                problems.append(f"{unit} started again at event {index} without ending "
+                                f"(started at {running[unit]})")
+            running[unit] = index
+        elif running.pop(unit, None) is None:
+            problems.append(f"{name} of {unit} at event {index}, which was not running")
+    problems += [f"{unit} started at event {i} never ended" for unit, i in running.items()]
+    return problems
+
+
+def settle(proc: DevProcess, quiet_for: float = 3.0, timeout: float = 150.0) -> None:
+    """Wait until the session is idle and stays quiet: the last change is fully handled."""
+    deadline = time.monotonic() + timeout
+    while True:
+        proc.idle(timeout=max(deadline - time.monotonic(), 1.0))
+        if not proc.quiet(quiet_for):
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"the session never settled: {proc.events[-20:]}")
+
+
+HELPER = "K = {version}\n"
+
+QUICK = """
+# /// task
+# ///
+import time
+from lib import helpers
+
+def run():
+    time.sleep({sleep})
+    return helpers.K
+"""
+
+GENERATOR = """
+# /// task
+# kind = "generator"
+# ///
+def run():
+    yield from range(4)
+"""
+
+STEP = """
+# /// task
+# after = ["gen"]
+# ///
+import time
+from lib import helpers
+
+def run(gen):
+    time.sleep(0.15 + 0.05 * gen)
+    return (gen, helpers.K)
+"""
+
+
+@on_two_nodes
+def test_every_started_unit_ends_once_through_many_quick_saves(
+        project: Callable[[dict[str, str]], Path], two_nodes: TwoNodes) -> None:
+    """Saves that come while units run make them stale; some finish before the cancel
+    reaches them on their node. Each start still gets its one end, and nothing stays open."""
+    files = {f"tasks/quick{i}.py": QUICK.replace("{sleep}", str(0.1 + 0.1 * i))
+             for i in range(3)}
+    files.update({"lib/__init__.py": "", "lib/helpers.py": HELPER.format(version=0),
+                  "tasks/gen.py": GENERATOR, "tasks/step.py": STEP})
+    root = project(files)
+    proc = DevProcess(root, *on_ray(two_nodes))
+    try:
+        proc.idle(timeout=150)
+        for version in range(1, 16):
+            (root / "lib/helpers.py").write_text(HELPER.format(version=version))
+            time.sleep(0.1 + 0.05 * (version % 5))  # saves that land at every moment of a unit
+        settle(proc)
+    finally:
+        assert proc.stop(timeout=60) in (0, 130), proc.stderr()
+    events = proc.events
+    problems = unpaired(events)
+    assert not problems, problems
+    # the last version ran to the end, every unit of it
+    finished = [e for e in events if e["event"] == "unit_finished"]
+    assert {e["task"] for e in finished} >= {"quick0", "quick1", "quick2", "step"}
+    cancelled = [e for e in events if e["event"] == "unit_cancelled"]
+    assert cancelled, "no save made a running unit stale: the test proves nothing"
+    late = [e for e in cancelled if e["signal"] == "none"]
+    print(f"{len(cancelled)} stale units, {len(late)} of them ended before the cancel came")
