@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import json
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -43,6 +44,13 @@ def short_temp_dir() -> Path:
     """A Ray node's temp dir, short: its sockets live below it, in a session folder with a long
     name, and a Unix socket's path has at most 107 bytes (a pytest tmp path is too long)."""
     return Path(tempfile.mkdtemp(prefix="wr-ray-", dir="/tmp" if os.path.isdir("/tmp") else None))
+
+
+def heavy_import_gate() -> Path:
+    """The folder where tests/ray_heavy_import.py says it is being imported and waits for
+    `go` (the same computation as there)."""
+    tag = re.sub(r"[^0-9A-Za-z.-]", "_", SESSION_TAG)
+    return Path("/tmp" if os.path.isdir("/tmp") else ".") / f"watchrun-heavy-import-{tag}"
 
 
 def _free_port() -> int:

@@ -5,12 +5,15 @@ stops its units on their nodes and its scheduling."""
 
 from __future__ import annotations
 
+import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from tests.conftest import wait_for
 from tests.devproc import DevProcess
+from tests.ray_cluster import heavy_import_gate
 from tests.ray_fixtures import TwoNodes, on_two_nodes
 
 TERMINAL = {"unit_finished", "unit_failed", "unit_cancelled"}
@@ -116,3 +119,52 @@ def test_every_started_unit_ends_once_through_many_quick_saves(
     assert cancelled, "no save made a running unit stale: the test proves nothing"
     late = [e for e in cancelled if e["signal"] == "none"]
     print(f"{len(cancelled)} stale units, {len(late)} of them ended before the cancel came")
+
+
+HEAVY = """
+# /// task
+# ///
+import os
+from pathlib import Path
+
+import tests.ray_heavy_import  # a library that takes seconds to import (see that module)
+
+def run():
+    Path("ran.1").write_text(str(os.getpid()))
+    return 1
+"""
+
+
+@on_two_nodes
+def test_a_cancel_that_comes_while_the_node_worker_starts_ends_it_at_once(
+        project: Callable[[dict[str, str]], Path], two_nodes: TwoNodes) -> None:
+    """The unit's worker waits for its node template to import what the task imports when a
+    save makes the unit stale: the worker is ended at once, and the stale unit never runs."""
+    gate = heavy_import_gate()
+    shutil.rmtree(gate, ignore_errors=True)
+    gate.mkdir()
+    root = project({"tasks/heavy.py": HEAVY})
+    proc = DevProcess(root, *on_ray(two_nodes))
+    try:
+        wait_for(lambda: any(gate.glob("importing.*")), timeout=120,
+                 what="the node to start the unit's worker")
+        (root / "tasks/heavy.py").write_text(HEAVY.replace("ran.1", "ran.2"))
+        proc.wait(lambda e: e["event"] == "change", timeout=30, what="the change")
+        time.sleep(2.0)  # ray.cancel reaches the Ray worker while its watchrun worker starts
+        (gate / "go").write_text("")
+        let_go = time.monotonic()
+        cancelled = proc.wait(lambda e: e["event"] == "unit_cancelled", timeout=60,
+                              what="the stale unit's cancel")
+        ended_in = time.monotonic() - let_go
+        wait_for(lambda: (root / "ran.2").exists(), timeout=120, what="the new version to run")
+        settle(proc)
+    finally:
+        (gate / "go").write_text("")
+        assert proc.stop(timeout=60) in (0, 130), proc.stderr()
+        shutil.rmtree(gate, ignore_errors=True)
+    assert not (root / "ran.1").exists(), "the stale unit ran"
+    assert (cancelled["task"], cancelled["signal"]) == ("heavy", "SIGKILL")  # as locally
+    # at once, not after the cancel sequence (2 x grace) and the driver's own deadline
+    print(f"cancelled {ended_in:.2f} s after the import ended: {cancelled}")
+    assert ended_in < 2 * 2.0, ended_in
+    assert not unpaired(proc.events), proc.events

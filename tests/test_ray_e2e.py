@@ -18,6 +18,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -136,13 +137,73 @@ def test_node_cancel_escalates_and_ends_the_task_subprocesses(
     def interrupt_when_running(relay: ray_node.Relay, item: tuple[Any, ...]) -> None:
         if item[0] == "started":
             read_pid(tmp_path / "kid.pid")
-            relay.interrupted = True  # what ray.cancel does, through run_call's handler
+            relay.interrupt.set()  # what ray.cancel does, through run_call's handler
 
     items = relay_items(node_job(tmp_path, "stubborn", source), child, interrupt_when_running)
     assert items[-1][1:3] == ("cancelled", "SIGTERM")  # SIGINT was ignored
     assert 0.3 <= items[-1][3] < 10
     wait_for(lambda: gone(read_pid(tmp_path / "kid.pid")), what="the task's child to die")
     assert not child.alive()  # a cancelled worker is not reused
+
+
+MARKS_ITS_START = """
+    from pathlib import Path
+
+    def run():
+        Path("ran").write_text("")
+        return 1
+"""
+
+
+def still_starting(worker: ray_node.ChildWorker) -> None:
+    """Hold the worker where it starts: its guard stopped before it could fork the watchrun
+    worker (the guard's own interpreter takes tens of ms to start; this comes first)."""
+    os.kill(worker.guard.pid, signal.SIGSTOP)
+    assert worker.pid is None, "the worker said READY before its guard could be stopped"
+
+
+def test_node_cancel_before_the_job_is_sent_ends_a_starting_worker_at_once(
+        tmp_path: Path, child: ray_node.ChildWorker) -> None:
+    still_starting(child)
+    interrupt = threading.Event()
+    interrupt.set()  # ray.cancel came while the Ray worker was starting the watchrun worker
+    relay = ray_node.Relay(node_job(tmp_path, "late", MARKS_ITS_START, grace=5.0), child,
+                           interrupt)
+    items = list(relay.events())
+    assert [i[0] for i in items] == ["end"]
+    assert items[-1][1:3] == ("cancelled", "SIGKILL")
+    assert items[-1][3] < 5.0  # at once: not after the cancel sequence's grace
+    assert not child.alive() and not relay.reusable
+    assert not (tmp_path / "ran").exists()
+
+
+def test_node_cancel_while_the_worker_starts_ends_it_at_once(
+        tmp_path: Path, child: ray_node.ChildWorker) -> None:
+    """The job is on its way, the worker has not said READY: its group is not known, and a
+    SIGINT would be lost. It is ended at once; the unit never runs."""
+    still_starting(child)
+
+    def cancel_when_sent(relay: ray_node.Relay, item: tuple[Any, ...]) -> None:
+        if item[0] == "started":
+            child.inputs.put(("cancel",))
+
+    items = relay_items(node_job(tmp_path, "late", MARKS_ITS_START, grace=5.0), child,
+                        cancel_when_sent)
+    assert items[-1][1:3] == ("cancelled", "SIGKILL")
+    assert items[-1][3] < 5.0
+    assert not (tmp_path / "ran").exists()
+
+
+def test_node_cancel_before_the_job_is_sent_keeps_an_idle_warm_worker(
+        tmp_path: Path, child: ray_node.ChildWorker) -> None:
+    warm = ray_node.Relay(node_job(tmp_path, "a", "def run():\n    return 1\n"), child)
+    assert list(warm.events())[-1][1] == "done" and warm.reusable
+    interrupt = threading.Event()
+    interrupt.set()
+    relay = ray_node.Relay(node_job(tmp_path, "late", MARKS_ITS_START), child, interrupt)
+    assert [i[:3] for i in relay.events()] == [("end", "cancelled", "SIGINT")]
+    assert relay.reusable and child.alive()  # it was sent nothing: the next unit takes it
+    assert not (tmp_path / "ran").exists()
 
 
 def test_node_worker_is_reused_after_a_normal_end_and_reports_a_death(

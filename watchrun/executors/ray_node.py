@@ -35,6 +35,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections import deque
 from collections.abc import Iterator
 from typing import Any
 
@@ -206,13 +207,14 @@ class ChildWorker:
 class Relay:
     """Runs one NodeJob on a ChildWorker and produces its items. Commands reach it as `inputs`
     items (("cancel",), ("pause",), ("resume",), ("push", seq, kwargs), ("end_input", seq))
-    or, for a task cancelled by Ray (see run_call), as the `interrupted` flag, read every
+    or, for a task cancelled by Ray (see run_call), as the `interrupt` event, read every
     TICK."""
 
-    def __init__(self, job: NodeJob, worker: ChildWorker) -> None:
+    def __init__(self, job: NodeJob, worker: ChildWorker,
+                 interrupt: threading.Event | None = None) -> None:
         self.job = job
         self.worker = worker
-        self.interrupted = False
+        self.interrupt = interrupt or threading.Event()
         self.reusable = False  # after events(): the worker may run another unit
         self._host = socket.gethostname()
         self._cancel_signal: signal.Signals | None = None
@@ -220,6 +222,7 @@ class Relay:
         self._paused = False
         self._next_seq = 0
         self._early: dict[int, Item] = {}  # pushes that arrived before their turn
+        self._pending: deque[Item] = deque()  # inputs read before the job was sent
         self._log_copy: str | None = None  # the node-local log, when the driver's is not here
 
     def events(self) -> Iterator[Item]:
@@ -227,6 +230,9 @@ class Relay:
         problem = self._prepare()
         if problem is not None:
             yield self._end("failed", problem, started)
+            return
+        if self._cancelled_before_start():
+            yield self._end("cancelled", self._cancel_signal_name(), started)
             return
         self.worker.send(Msg.JOB, *self.job.fields)
         yield ("started", self._host, self.worker.guard.pid)
@@ -268,8 +274,33 @@ class Relay:
             self.job = NodeJob(tuple(fields), self.job.grace, "", "")
         return None
 
+    def _cancelled_before_start(self) -> bool:
+        """Whether a cancel came before the job was sent (while Ray placed the unit, or its
+        worker started): then the unit must not begin. A worker still starting is ended at
+        once, as the local executor does; an idle warm one did nothing and stays reusable."""
+        while True:  # what came meanwhile, in order, for the loop to handle after
+            try:
+                self._pending.append(self.worker.inputs.get_nowait())
+            except queue.Empty:
+                break
+        if not (self.interrupt.is_set() or any(item[0] == "cancel" for item in self._pending)):
+            return False
+        if self.worker.pid is None:
+            self._cancel_signal = signal.SIGKILL
+            self.worker.end()
+        else:
+            self.reusable = self.worker.alive()
+        return True
+
+    def _cancel_signal_name(self) -> str:
+        """The last signal the cancel sent; SIGINT when it had to send none (as the driver
+        says of a unit cancelled before it reached the cluster)."""
+        return self._cancel_signal.name if self._cancel_signal is not None else "SIGINT"
+
     def _next_input(self) -> Item | None:
-        if self.interrupted and self._cancel_signal is None:
+        if self._pending:
+            return self._pending.popleft()
+        if self.interrupt.is_set() and self._cancel_signal is None:
             self._cancel(signal.SIGINT)
         timeout = TICK
         if self._cancel_signal is not None:
@@ -308,6 +339,10 @@ class Relay:
                     self.worker.send(Msg.END)
 
     def _cancel(self, sig: signal.Signals) -> None:
+        if self.worker.pid is None:
+            # the worker has not said READY: the unit has not begun, and a signal to a group
+            # not known yet would be lost. End the worker now (it never runs the unit)
+            sig = signal.SIGKILL
         self._cancel_signal = sig
         self._next_step = time.monotonic() + self.job.grace
         self.worker.signal_group(sig)
@@ -426,13 +461,14 @@ def run_call(job: NodeJob) -> Item:
 
     `ray.cancel(ref)` reaches a running task as a simulated SIGINT in this, the main thread
     (Ray calls `_thread.interrupt_main`): while the unit runs, a handler of ours turns it into
-    the relay's `interrupted` flag, and the relay sends SIGINT, SIGTERM and SIGKILL to the
+    the relay's `interrupt` event, and the relay sends SIGINT, SIGTERM and SIGKILL to the
     unit's group in turn, then returns how it ended."""
-    relay: Relay | None = None
+    # set by the handler, read by the relay: also a cancel that comes before the relay exists
+    # (while this Ray worker starts the unit's watchrun worker)
+    interrupt = threading.Event()
 
     def on_interrupt(signum: int, frame: object) -> None:
-        if relay is not None:
-            relay.interrupted = True
+        interrupt.set()
 
     previous = signal.signal(signal.SIGINT, on_interrupt)
     try:
@@ -443,7 +479,7 @@ def run_call(job: NodeJob) -> Item:
             worker = None
         if worker is None:
             worker = ChildWorker(template)
-        relay = Relay(job, worker)
+        relay = Relay(job, worker, interrupt)
         last: Item = ()
         for item in relay.events():
             last = item
