@@ -5,15 +5,18 @@ stops its units on their nodes and its scheduling."""
 
 from __future__ import annotations
 
+import json
 import shutil
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from tests.conftest import wait_for
+from tests.conftest import cli_env, wait_for
 from tests.devproc import DevProcess
-from tests.ray_cluster import heavy_import_gate
+from tests.ray_cluster import WORK_SCOPE, heavy_import_gate
 from tests.ray_fixtures import TwoNodes, on_two_nodes
 
 TERMINAL = {"unit_finished", "unit_failed", "unit_cancelled"}
@@ -163,8 +166,32 @@ def test_a_cancel_that_comes_while_the_node_worker_starts_ends_it_at_once(
         assert proc.stop(timeout=60) in (0, 130), proc.stderr()
         shutil.rmtree(gate, ignore_errors=True)
     assert not (root / "ran.1").exists(), "the stale unit ran"
-    assert (cancelled["task"], cancelled["signal"]) == ("heavy", "SIGKILL")  # as locally
+    # the node ends the starting worker (SIGKILL, as locally); Ray may also report the task
+    # as cancelled itself (then the driver says SIGINT)
+    assert cancelled["task"] == "heavy" and cancelled["signal"] in ("SIGKILL", "SIGINT")
     # at once, not after the cancel sequence (2 x grace) and the driver's own deadline
     print(f"cancelled {ended_in:.2f} s after the import ended: {cancelled}")
     assert ended_in < 2 * 2.0, ended_in
     assert not unpaired(proc.events), proc.events
+
+
+@on_two_nodes
+def test_space_in_the_tui_pauses_a_task_on_its_nodes_and_its_scheduling(
+        project: Callable[[dict[str, str]], Path], two_nodes: TwoNodes) -> None:
+    """`watchrun dev` with its TUI (tests/ray_cluster.py, tui_pause_scenario): `space` on a
+    task whose units run on the cluster stops them on their nodes (SIGSTOP: their tick files
+    stand still) and starts no new unit of it; `space` again resumes, and every unit ends."""
+    toml = (f'jobs = 0\ngrace = 0.5\n[executor]\nkind = "ray"\n'
+            f'address = "{two_nodes.address}"\n')
+    root = project({**WORK_SCOPE, "watchrun.toml": toml})
+    out = subprocess.run([sys.executable, "-m", "tests.ray_cluster", "tuipause", str(root)],
+                         capture_output=True, text=True, timeout=170, env=cli_env(),
+                         stdin=subprocess.DEVNULL)
+    assert out.returncode == 0, out.stderr[-3000:]
+    seen = json.loads(out.stdout.strip().splitlines()[-1])
+    print({k: v for k, v in seen.items() if k != 'ticked_while_paused'})
+    assert seen["said_on_pause"] == "work: paused (space resumes)", seen
+    before, after = seen["ticked_while_paused"]
+    assert before == after and seen["started_while_paused"] == 0, seen
+    assert seen["said_on_resume"] == "work: resumed", seen
+    assert seen["finished"] == 6, seen

@@ -436,7 +436,7 @@ def tagged_processes(exclude: set[int]) -> list[str]:
 
 
 @on_the_cluster
-def test_pause_stops_a_persistent_unit_and_declines_a_task(tmp_path: Path,
+def test_pause_stops_a_persistent_unit_and_a_task_unit_on_their_node(tmp_path: Path,
                                                            ray_env: RayCluster) -> None:
     proc = subprocess.run(
         [sys.executable, "-m", "tests.ray_cluster", "pause", str(tmp_path), ray_env.address],
@@ -444,9 +444,11 @@ def test_pause_stops_a_persistent_unit_and_declines_a_task(tmp_path: Path,
         stdin=subprocess.DEVNULL)
     assert proc.returncode == 0, proc.stderr[-3000:]
     seen = json.loads(proc.stdout.splitlines()[-1])
-    assert seen["call_pause"] is False  # a running Ray task cannot be reached: the UI says so
+    # a task unit through its node's NodeControl (a marker its relay sees), a generator
+    # through its actor: both stopped on their node, both going on once resumed
+    assert seen["call_pause"] is True and seen["waiter_ticked_while_paused"] is False
     assert seen["generator_pause"] is True and seen["ticked_while_paused"] is False
-    assert seen["resume"] is True and seen["yields"] > 0
+    assert seen["resume"] is True and seen["call_resume"] is True and seen["yields"] > 0
     assert seen["ticker"] == ["CANCELLED", "SIGINT"] and seen["waiter"] == ["DONE", None]
 
 

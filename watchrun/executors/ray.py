@@ -21,8 +21,10 @@ Cancel: SIGINT to the unit's group on its node, SIGTERM after `grace`, SIGKILL a
 `grace`, each sent by the node (a CALL task learns of the cancel through `ray.cancel`, an actor
 through its `cancel` method). If the node does not answer within 2 x grace + FORCE_AFTER, its
 Ray worker is killed (`ray.cancel(force=True)`, `ray.kill`), and the unit's group dies with it
-(see ray_guard.py). Pause: SIGSTOP / SIGCONT for persistent units; a running CALL task
-cannot be reached, so pause() returns False for it (the dev UI says so).
+(see ray_guard.py). Pause: SIGSTOP / SIGCONT to the unit's group, sent by its node too: an
+actor through its `pause` and `resume` methods; a CALL task, which takes no calls while it
+runs, through a marker file that a NodeControl actor on each node makes and removes, and that
+the task's relay looks at (see ray_node.NodeControl).
 
 Ray is connected on the first submit, in a thread (ray.init takes seconds), so a build with
 nothing to run never starts it. Address "" starts a Ray instance on this machine, listening on
@@ -172,9 +174,17 @@ class _Cluster:
             max_task_retries=0,
             concurrency_groups={"inbox": 1},
         )(ray_where.PlacedScope)
+        self.control = ray.remote(num_cpus=0, max_restarts=0)(ray_node.NodeControl)
         self.nodes: dict[str, _Node] = {}
         self.known: dict[str, _Node] = {}  # every node seen alive, for names of lost ones
         self.refresh_nodes()
+
+    def control_on(self, node_id: str) -> Any:
+        """A NodeControl actor on this node (it pauses the CALL units running there)."""
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        pinned = NodeAffinitySchedulingStrategy(node_id=node_id, soft=False)
+        return self.control.options(scheduling_strategy=pinned).remote()
 
     def refresh_nodes(self) -> None:
         """Ask the cluster which nodes are alive (blocking: one call to its GCS)."""
@@ -317,6 +327,8 @@ class _Unit:
     driver: asyncio.Task[None] | None = None
     finished: bool = False
     node: str = ""  # the Ray node id it runs on, once known
+    control: str = ""  # CALL: its name among the nodes' pause markers ("RUN/SERIAL")
+    marked: bool = False  # CALL: the nodes were told to pause it at least once
 
 
 class RayExecutor:
@@ -344,6 +356,11 @@ class RayExecutor:
         self._token = secrets.token_hex(16)
         self._token_path: Path | None = None
         self._all_finished: asyncio.Future[None] | None = None
+        self._run = secrets.token_hex(8)  # names this run's pause markers on the nodes
+        self._serial = 0
+        self._controls: dict[str, Any] = {}  # node id -> its NodeControl actor
+        # pause and resume reach the nodes in the order they were asked (see _mark)
+        self._marking: asyncio.Lock | None = None
 
     # -- the Executor protocol ------------------------------------------------------------------
 
@@ -373,6 +390,9 @@ class RayExecutor:
         if self._token_path is None:
             self._write_token(Path(job.log_path).parent)
         unit = _Unit(job, time.monotonic())
+        if job.mode is Mode.CALL:
+            self._serial += 1
+            unit.control = f"{self._run}/{self._serial}"
         self._units[job.key] = unit
         unit.driver = asyncio.get_running_loop().create_task(self._drive(unit))
 
@@ -408,23 +428,30 @@ class RayExecutor:
         unit.timer = loop.call_later(2 * self._grace + FORCE_AFTER, self._force, unit)
 
     def pause(self, key: UnitKey) -> bool:
-        """SIGSTOP on its node for a persistent unit; False for a CALL task, which nothing
-        can reach while it runs."""
+        """SIGSTOP to the unit's group on its node: a persistent unit through its actor, a
+        CALL unit through the nodes' NodeControl actors (a running Ray task takes no calls).
+        A CALL unit not on the cluster yet is stopped when it starts."""
         unit = self._units.get(key)
-        if unit is None or unit.job.mode is Mode.CALL or unit.cancelling:
+        if unit is None or unit.cancelling:
             return False
         if not unit.paused:
-            self._call(unit, "pause")
             unit.paused = True
+            if unit.job.mode is Mode.CALL:
+                self._mark(unit, "pause")
+            else:
+                self._call(unit, "pause")
         return True
 
     def resume(self, key: UnitKey) -> bool:
         unit = self._units.get(key)
-        if unit is None or unit.job.mode is Mode.CALL or unit.cancelling:
+        if unit is None or unit.cancelling:
             return False
         if unit.paused:
-            self._call(unit, "resume")
             unit.paused = False
+            if unit.job.mode is Mode.CALL:
+                self._mark(unit, "resume")
+            else:
+                self._call(unit, "resume")
         return True
 
     def running(self) -> list[UnitKey]:
@@ -442,6 +469,7 @@ class RayExecutor:
                 await asyncio.wait_for(self._all_finished, 2 * self._grace + 2 * FORCE_AFTER + 1)
         for unit in list(self._units.values()):
             self._abandon(unit)
+        await self._end_controls()
         cluster = self._cluster
         if self._connection is not None and not self._connection.done():
             # still connecting: nothing ran there; ray.init goes on in its daemon thread,
@@ -492,6 +520,53 @@ class RayExecutor:
             log.warning("cannot write %s (%s): logs come back with the results", path, exc)
         self._token_path = path
 
+    # -- pausing task units ---------------------------------------------------------------------
+
+    def _mark(self, unit: _Unit, verb: str) -> None:
+        """Tell every node to pause (or resume) a CALL unit: the driver does not know where
+        Ray runs it until it ends. Not before it is on the cluster (_run_call marks it then)."""
+        if unit.ref is None or self._cluster is None:
+            return
+        if verb == "pause":
+            unit.marked = True
+        if self._marking is None:
+            self._marking = asyncio.Lock()
+        asyncio.get_running_loop().create_task(self._send_mark(self._cluster, unit, verb))
+
+    async def _send_mark(self, cluster: _Cluster, unit: _Unit, verb: str) -> None:
+        assert self._marking is not None
+        async with self._marking:  # in the order asked: a resume must not overtake its pause
+            # a node that joined since: Ray may run the unit there
+            await in_daemon_thread(asyncio.get_running_loop(), cluster.refresh_nodes)
+            for node_id in cluster.nodes:
+                try:
+                    control = self._controls.get(node_id)
+                    if control is None:
+                        control = self._controls[node_id] = cluster.control_on(node_id)
+                    getattr(control, verb).remote(unit.control)
+                except Exception as exc:  # a node going away: its units end anyway
+                    log.info("cannot %s %s on node %s: %s", verb, unit.job.key.format(),
+                             cluster.label(node_id), exc)
+
+    async def _end_controls(self) -> None:
+        """Remove this run's pause markers from the nodes, and end the NodeControl actors."""
+        if not self._controls or self._cluster is None:
+            return
+        cluster = self._cluster
+        if self._marking is not None:
+            async with self._marking:
+                pass  # the marks on their way are sent before the markers are cleared
+        cleared = []
+        for control in self._controls.values():
+            with contextlib.suppress(Exception):
+                cleared.append(control.clear.remote(self._run))
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(asyncio.gather(*cleared, return_exceptions=True), 5.0)
+        for control in self._controls.values():
+            with contextlib.suppress(Exception):
+                cluster.ray.kill(control)
+        self._controls.clear()
+
     # -- one unit's life ------------------------------------------------------------------------
 
     async def _drive(self, unit: _Unit) -> None:
@@ -520,11 +595,11 @@ class RayExecutor:
                 with contextlib.suppress(Exception):
                     cluster.ray.kill(unit.actor)
 
-    def _node_job(self, job: Job) -> ray_node.NodeJob:
+    def _node_job(self, job: Job, control: str = "") -> ray_node.NodeJob:
         spec = job_spec(job)
         spec.sources = self._sources.read([file for file, _ in spec.chain])
         token_path = "" if self._token_path is None else str(self._token_path)
-        return ray_node.NodeJob(spec.fields(), self._grace, token_path, self._token)
+        return ray_node.NodeJob(spec.fields(), self._grace, token_path, self._token, control)
 
     async def _fits(self, cluster: _Cluster, unit: _Unit, options: dict[str, Any]) -> bool:
         """Whether some node of the cluster can ever run the unit; if none can, the unit fails
@@ -547,7 +622,9 @@ class RayExecutor:
         if not await self._fits(cluster, unit, options) or unit.cancelling:
             return
         call = cluster.call.options(name=ray_name(unit.job), **options)
-        unit.ref = call.remote(self._node_job(unit.job))
+        unit.ref = call.remote(self._node_job(unit.job, unit.control))
+        if unit.paused:  # paused before it reached the cluster: it starts stopped
+            self._mark(unit, "pause")
         self._end(unit, await unit.ref)
 
     async def _run_persistent(self, cluster: _Cluster, unit: _Unit) -> None:
@@ -718,6 +795,8 @@ class RayExecutor:
         del self._units[unit.job.key]
         if unit.job.mode is Mode.CALL:
             self._busy_calls -= 1
+            if unit.marked and unit.paused:  # its marker stays on the nodes: remove it
+                self._mark(unit, "resume")
         if not self._units and self._all_finished is not None and not self._all_finished.done():
             self._all_finished.set_result(None)
         if duration is None:

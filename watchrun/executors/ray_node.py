@@ -30,6 +30,7 @@ import os
 import queue
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import tempfile
@@ -56,17 +57,20 @@ Item = tuple[Any, ...]
 
 class NodeJob:
     """What the driver sends with each unit: the worker's JOB fields (chain sources included),
-    the cancel grace, and the token that tells whether this node sees the driver's log folder."""
+    the cancel grace, the token that tells whether this node sees the driver's log folder, and
+    for a CALL unit its name among the pause markers (see NodeControl; "" for none)."""
 
-    __slots__ = ("fields", "grace", "token", "token_path")
+    __slots__ = ("control", "fields", "grace", "token", "token_path")
 
     def __init__(
-        self, fields: tuple[object, ...], grace: float, token_path: str, token: str
+        self, fields: tuple[object, ...], grace: float, token_path: str, token: str,
+        control: str = "",
     ) -> None:
         self.fields = fields
         self.grace = grace
         self.token_path = token_path
         self.token = token
+        self.control = control
 
 
 # ---------------------------------------------------------------------------------------------
@@ -223,6 +227,8 @@ class Relay:
         self._next_seq = 0
         self._early: dict[int, Item] = {}  # pushes that arrived before their turn
         self._pending: deque[Item] = deque()  # inputs read before the job was sent
+        # a CALL unit's pause marker, which this node's NodeControl creates and removes
+        self._marker = pause_marker(job.control) if job.control else None
         self._log_copy: str | None = None  # the node-local log, when the driver's is not here
 
     def events(self) -> Iterator[Item]:
@@ -234,6 +240,7 @@ class Relay:
         if self._cancelled_before_start():
             yield self._end("cancelled", self._cancel_signal_name(), started)
             return
+        self._stop_if_paused_already()
         self.worker.send(Msg.JOB, *self.job.fields)
         yield ("started", self._host, self.worker.guard.pid)
         while True:
@@ -298,6 +305,8 @@ class Relay:
         return self._cancel_signal.name if self._cancel_signal is not None else "SIGINT"
 
     def _next_input(self) -> Item | None:
+        if self._marker is not None:
+            self._follow_pause_marker(self._marker)
         if self._pending:
             return self._pending.popleft()
         if self.interrupt.is_set() and self._cancel_signal is None:
@@ -314,6 +323,25 @@ class Relay:
             return self.worker.inputs.get(timeout=timeout)
         except queue.Empty:
             return None
+
+    def _stop_if_paused_already(self) -> None:
+        """A CALL unit paused before it started here is stopped before it gets its job (so it
+        does not run a moment first): once its worker said READY, its group is known."""
+        if self._marker is None or not os.path.exists(self._marker):
+            return
+        deadline = time.monotonic() + _REAP_WAIT * 6
+        while (self.worker.pid is None and self.worker.alive() and time.monotonic() < deadline
+               and not self.interrupt.is_set()):
+            time.sleep(TICK / 5)
+        self._follow_pause_marker(self._marker)
+
+    def _follow_pause_marker(self, marker: str) -> None:
+        """Pause or resume as the marker says (a running Ray task takes no calls: its relay
+        looks at the marker at every TICK). Not before the worker said READY: its group is
+        not known yet."""
+        if (self._cancel_signal is None and self.worker.pid is not None
+                and os.path.exists(marker) != self._paused):
+            self._command(("resume",) if self._paused else ("pause",))
 
     # -- commands --------------------------------------------------------------------------------
 
@@ -488,6 +516,59 @@ def run_call(job: NodeJob) -> Item:
         return last
     finally:
         signal.signal(signal.SIGINT, previous)
+
+
+def pause_markers(run: str) -> str:
+    """The folder where this node marks the paused CALL units of one driver's run: on the
+    node's own disk, in a folder of this user's (see NodeControl)."""
+    return os.path.join(tempfile.gettempdir(), f"watchrun-pause-{os.getuid()}", run)
+
+
+def pause_marker(control: str) -> str:
+    """A unit's marker (`control` is "RUN/UNIT")."""
+    run, _, unit = control.partition("/")
+    return os.path.join(pause_markers(run), unit)
+
+
+class NodeControl:
+    """Pauses and resumes CALL units on one node: a Ray actor the driver pins to each node.
+
+    A running Ray task takes no calls (only `ray.cancel`), so the driver cannot tell a CALL
+    unit's relay to pause as it tells a scope actor. It tells every node's NodeControl
+    instead; each marks the unit with a file on its node, and the relay that runs the unit
+    there sees the marker (it looks every TICK) and stops its group (SIGSTOP), or resumes it
+    once the marker is gone. A marker made before the unit started is seen when it starts."""
+
+    def pause(self, control: str) -> None:
+        path = pause_marker(control)
+        folder = os.path.dirname(path)
+        if not _own_folder(os.path.dirname(folder)) or not _own_folder(folder):
+            return  # not a folder of ours: someone else's, or a link; pause nothing
+        with contextlib.suppress(FileExistsError):
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600))
+
+    def resume(self, control: str) -> None:
+        with contextlib.suppress(OSError):
+            os.unlink(pause_marker(control))
+
+    def clear(self, run: str) -> None:
+        """The driver's run ends: its markers go."""
+        folder = pause_markers(run)
+        with contextlib.suppress(OSError):
+            for name in os.listdir(folder):
+                os.unlink(os.path.join(folder, name))
+            os.rmdir(folder)
+
+
+def _own_folder(path: str) -> bool:
+    """Make the folder (private) if needed; whether it is a real folder of this user's."""
+    with contextlib.suppress(FileExistsError):
+        os.mkdir(path, 0o700)
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return False
+    return stat.S_ISDIR(st.st_mode) and st.st_uid == os.getuid()
 
 
 class ScopeActor:
