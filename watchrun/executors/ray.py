@@ -99,8 +99,7 @@ def _init_ray(address: str, connect_timeout: float) -> Any:
         # the cluster runs on this machine: its workers import watchrun from where we do
         options["job_config"] = job_config
     else:
-        # the cluster need not have watchrun installed: its package travels with the job (a
-        # runtime_env costs each run fresh Ray workers, about a second)
+        # the cluster need not have watchrun installed: its package travels with the job
         options["runtime_env"] = {"py_modules": [package]}
     enable_faulthandler_on_the_terminal()
     _quiet_cluster_errors(ray)
@@ -365,8 +364,8 @@ class RayExecutor:
     # -- the Executor protocol ------------------------------------------------------------------
 
     async def preflight(self) -> None:
-        """Check the address before anything is planned (no `ray.init`: cheap enough for a null
-        build). Raises RayConnectError: a wrong or silent address, or a missing token."""
+        """Check the address before anything is planned (no `ray.init`, which a null build must
+        not wait for). Raises RayConnectError: a wrong or silent address, or a missing token."""
         address, timeout = self._address, self._connect_timeout
         await in_daemon_thread(asyncio.get_running_loop(),
                                lambda: check_address(address, timeout))

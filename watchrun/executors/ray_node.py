@@ -42,6 +42,7 @@ from typing import Any
 
 from watchrun.executors import protocol as proto
 from watchrun.executors.base import death_cause as base_death_cause
+from watchrun.executors.escalation import Escalation
 from watchrun.executors.node_template import ForkedProcess, NodeTemplate, third_party_imports
 from watchrun.executors.protocol import Msg
 from watchrun.executors.spawn import warm_supported, worker_env
@@ -49,7 +50,6 @@ from watchrun.executors.spawn import warm_supported, worker_env
 TICK = 0.05  # seconds between checks of a cancel that arrived as a flag (see run_call)
 LOG_LIMIT = 1 << 20  # bytes of a log shipped back to the driver: its tail
 _REAP_WAIT = 5.0  # seconds to wait for a killed worker to be reaped
-_ESCALATION = {signal.SIGINT: signal.SIGTERM, signal.SIGTERM: signal.SIGKILL}
 _TERMINAL = {Msg.DONE, Msg.FAILED, Msg.CANCELLED}
 _ROOT, _LOG_PATH, _FRESH_LOG, _SOURCES = 3, 6, 12, 13  # indexes of JobSpec.fields()
 Item = tuple[Any, ...]
@@ -222,7 +222,7 @@ class Relay:
         self.reusable = False  # after events(): the worker may run another unit
         self._host = socket.gethostname()
         self._cancel_signal: signal.Signals | None = None
-        self._next_step = 0.0  # time.monotonic() of the next escalation step
+        self._escalation: Escalation | None = None  # once cancelled: its signals, in turn
         self._paused = False
         self._next_seq = 0
         self._early: dict[int, Item] = {}  # pushes that arrived before their turn
@@ -310,15 +310,16 @@ class Relay:
         if self._pending:
             return self._pending.popleft()
         if self.interrupt.is_set() and self._cancel_signal is None:
-            self._cancel(signal.SIGINT)
+            self._cancel()
         timeout = TICK
-        if self._cancel_signal is not None:
-            left = self._next_step - time.monotonic()
-            following = _ESCALATION.get(self._cancel_signal)
-            if following is not None and left <= 0:
-                self._cancel(following)
-                left = self.job.grace
-            timeout = min(timeout, max(left, 0.001))
+        if self._escalation is not None:
+            now = time.monotonic()
+            due = self._escalation.next_signal(now)
+            if due is not None:
+                self._send_cancel(due)
+            left = self._escalation.seconds_left(now)
+            if left is not None:
+                timeout = min(timeout, max(left, 0.001))
         try:
             return self.worker.inputs.get(timeout=timeout)
         except queue.Empty:
@@ -349,7 +350,7 @@ class Relay:
         name = item[0]
         if name == "cancel":
             if self._cancel_signal is None:
-                self._cancel(signal.SIGINT)
+                self._cancel()
         elif name == "pause" and not self._paused and self._cancel_signal is None:
             self.worker.signal_group(signal.SIGSTOP)
             self._paused = True
@@ -366,13 +367,22 @@ class Relay:
                 else:
                     self.worker.send(Msg.END)
 
-    def _cancel(self, sig: signal.Signals) -> None:
+    def _cancel(self) -> None:
+        """Start the cancel sequence (escalation.py): SIGINT now, the next signals from
+        _next_input as they fall due."""
         if self.worker.pid is None:
             # the worker has not said READY: the unit has not begun, and a signal to a group
             # not known yet would be lost. End the worker now (it never runs the unit)
-            sig = signal.SIGKILL
+            self._send_cancel(signal.SIGKILL)
+            return
+        now = time.monotonic()
+        self._escalation = Escalation(self.job.grace, now)
+        first = self._escalation.next_signal(now)
+        assert first is not None
+        self._send_cancel(first)
+
+    def _send_cancel(self, sig: signal.Signals) -> None:
         self._cancel_signal = sig
-        self._next_step = time.monotonic() + self.job.grace
         self.worker.signal_group(sig)
         if self._paused:  # a stopped process cannot act on the signal
             self.worker.signal_group(signal.SIGCONT)
