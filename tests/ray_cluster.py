@@ -65,6 +65,7 @@ class RayCluster:
         self.base = base
         self.num_cpus = num_cpus
         self.port = _free_port()
+        self.client_port = _free_port()  # Ray Client's server (ray://)
         self.token_path = base / "token"
         self.temp_dir = short_temp_dir()
         self._pgid: int | None = None
@@ -101,7 +102,7 @@ class RayCluster:
             "--disable-usage-stats",
             f"--temp-dir={self.temp_dir}",
             # the fixed default ports, so that clusters of other sessions do not collide
-            f"--ray-client-server-port={_free_port()}",
+            f"--ray-client-server-port={self.client_port}",
             f"--dashboard-port={_free_port()}",
             f"--dashboard-agent-listen-port={_free_port()}",
         ]

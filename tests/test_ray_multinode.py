@@ -70,6 +70,11 @@ def test_units_land_on_both_nodes(project: Callable[[dict[str, str]], Path],
         assert watchrun(root, "show", name).stdout.strip() == "together"
     nodes = {node_of(root, name) for name in names}
     assert len(nodes) == 2 and two_nodes.node.node_id[:8] in nodes, nodes
+    # the events say it too: each unit's end names the node it ran on (its full id)
+    ended = {e["task"]: e["node"] for e in run.events if e["event"] == "unit_finished"}
+    assert set(ended) == set(names) and len(set(ended.values())) == 2, ended
+    assert two_nodes.node.node_id in ended.values(), ended
+    assert {node[:8] for node in ended.values()} == nodes
 
 
 @on_two_nodes
@@ -256,3 +261,22 @@ def test_a_jobs_parsed_resources_become_the_same_request() -> None:
     assert ray_options(resources_table(Resources(cpus=0.5, gpus=1, memory=2 * 2**30)),
                        persistent=False) == {"num_cpus": 0.5, "num_gpus": 1,
                                              "memory": 2 * 2**30}
+
+
+def test_the_tui_detail_names_the_node_of_the_latest_unit() -> None:
+    """The engine's events carry the node (Ray); the detail pane shows it. No cluster: the
+    board and the pane folded from events, as the app does."""
+    from watchrun.engine import events as ev
+    from watchrun.engine.control import ProjectView, TaskView
+    from watchrun.ui.tui.detail import describe
+    from watchrun.ui.tui.state import Board
+
+    view = TaskView(name="train", kind="task", chain=("train",), upstreams=(),
+                    downstreams=(), params=(), scope=(), file="tasks/train.py")
+    board = Board(ProjectView([view], [], 1), clock=lambda: 0.0)
+    board.apply(ev.UnitStarted(task="train", iter=(), reasons=["never run"], time=1.0))
+    assert "node" not in str(describe(board, "train", []))  # not known yet
+    node = "1a2b3c4d" + "0" * 48
+    board.apply(ev.UnitFinished(task="train", iter=(), duration=1.0, node=node, time=2.0))
+    assert "node       1a2b3c4d\n" in str(describe(board, "train", []))
+

@@ -97,7 +97,7 @@ class Launched:
     """The driver's record of a unit submitted to the executor and not ended yet (its
     scheduling state, e.g. superseded or speculative, is the plan's `Running`)."""
 
-    __slots__ = ("failure", "mode", "next_index", "resolution", "started", "task")
+    __slots__ = ("failure", "mode", "next_index", "node", "resolution", "started", "task")
 
     def __init__(self, resolution: Resolution, started: float, mode: Mode, task: Task,
                  next_index: int = 0) -> None:
@@ -107,6 +107,7 @@ class Launched:
         self.task = task  # as it was launched: a task deleted or broken meanwhile still ends
         self.next_index = next_index  # GENERATE: the index of the next yield
         self.failure: str | None = None  # cancelled because its yield could not be stored
+        self.node: str | None = None  # where it runs, once the executor says (Ray)
 
 
 def task_ranks(project: Project) -> dict[str, TaskRank]:
@@ -781,6 +782,8 @@ class Scheduler:
     def on_exec(self, event: ExecEvent) -> None:
         """The one channel through which the executor reports."""
         state = self.running.get(event.key)
+        if state is not None and event.node is not None:
+            state.payload.node = event.node  # for its terminal event
         if state is None or event.kind is EventKind.STARTED:
             _drop_pickle_file(event.data)
             return
@@ -794,7 +797,7 @@ class Scheduler:
                 sent = ((event.signal or "SIGINT") if event.kind is EventKind.CANCELLED
                         else "none")
                 self.bus.publish(ev.UnitCancelled(task=event.key.task, iter=event.key.iter,
-                                                  signal=sent))
+                                                  signal=sent, node=run.node))
                 self._pump()
             return
         if state.speculative and event.kind in (EventKind.DONE, EventKind.FAILED,
@@ -885,7 +888,7 @@ class Scheduler:
         if task.outputs:
             self.last_outputs[name] = produced
         self.summary.ran += 1
-        self.bus.publish(ev.UnitFinished(task=name, iter=key, duration=duration))
+        self.bus.publish(ev.UnitFinished(task=name, iter=key, duration=duration, node=run.node))
         if task.kind is Kind.COLLECTOR:
             self.bus.publish(ev.Gather(task=name, iter=key))
         if task.kind is Kind.GENERATOR:
@@ -935,7 +938,7 @@ class Scheduler:
             return
         self.summary.cancelled += 1
         self.bus.publish(ev.UnitCancelled(task=event.key.task, iter=event.key.iter,
-                                          signal=event.signal or "SIGINT"))
+                                          signal=event.signal or "SIGINT", node=run.node))
         self._block_consumers(event.key.task, f"{event.key.format()} was cancelled")
 
     # -- timeout and retries (the header's keys; the rule is engine/retries.py) -------------
@@ -1002,7 +1005,7 @@ class Scheduler:
         self.recorder.state(resolution, UnitStatus.FAILED, None, duration, error)
         self.summary.failed += 1
         self.bus.publish(ev.UnitFailed(task=resolution.task, iter=resolution.iter,
-                                       error=error))
+                                       error=error, node=run.node))
         unit = UnitKey(resolution.task, resolution.iter).format()
         self._block_consumers(resolution.task, f"{unit} failed")
         for down in sorted(self.graph.downstream_closure([resolution.task]) - {resolution.task}):

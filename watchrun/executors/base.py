@@ -113,11 +113,12 @@ class EventKind(enum.Enum):
 class ExecEvent:
     """What an executor reports about a unit (see EventKind for what each field means)."""
 
-    __slots__ = ("data", "duration", "error", "key", "kind", "pid", "refused", "signal")
+    __slots__ = ("data", "duration", "error", "key", "kind", "node", "pid", "refused", "signal")
 
     def __init__(self, key: UnitKey, kind: EventKind, data: bytes | None = None,
                  error: str | None = None, signal: str | None = None, duration: float = 0.0,
-                 pid: int | None = None, refused: bool = False) -> None:
+                 pid: int | None = None, refused: bool = False,
+                 node: str | None = None) -> None:
         self.key = key
         self.kind = kind
         self.data = data
@@ -128,6 +129,9 @@ class ExecEvent:
         # FAILED without running: it asks for more than exists (GPUs, memory), so running it
         # again cannot help (`retries` do not apply)
         self.refused = refused
+        # where the unit runs or ran, when the executor knows (Ray: the node's id); the
+        # scheduler passes it on with the unit's terminal event
+        self.node = node
 
     def __repr__(self) -> str:
         return f"ExecEvent({self.key.format()}, {self.kind.value}, pid={self.pid})"

@@ -24,7 +24,8 @@ Ray worker is killed (`ray.cancel(force=True)`, `ray.kill`), and the unit's grou
 (see ray_guard.py). Pause: SIGSTOP / SIGCONT to the unit's group, sent by its node too: an
 actor through its `pause` and `resume` methods; a CALL task, which takes no calls while it
 runs, through a marker file that a NodeControl actor on each node makes and removes, and that
-the task's relay looks at (see ray_node.NodeControl).
+the task's relay looks at (see ray_control.py). Through Ray Client, the driver also sends the
+nodes a heartbeat: a unit whose driver was killed is cancelled by its node within seconds.
 
 Ray is connected on the first submit, in a thread (ray.init takes seconds), so a build with
 nothing to run never starts it. Address "" starts a Ray instance on this machine, listening on
@@ -44,6 +45,7 @@ import os
 import re
 import secrets
 import socket
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -56,7 +58,7 @@ if importlib.util.find_spec("ray") is None:
 
 import watchrun
 from watchrun.config import DEFAULT_CONNECT_TIMEOUT, default_jobs
-from watchrun.executors import ray_node, ray_where
+from watchrun.executors import ray_control, ray_node, ray_where
 from watchrun.executors.base import EventKind, ExecEvent, Job, Mode, Sink, UnitKey, hand_to_sink
 from watchrun.executors.local import job_spec
 from watchrun.executors.ray_connect import (
@@ -173,13 +175,13 @@ class _Cluster:
             max_task_retries=0,
             concurrency_groups={"inbox": 1},
         )(ray_where.PlacedScope)
-        self.control = ray.remote(num_cpus=0, max_restarts=0)(ray_node.NodeControl)
+        self.control = ray.remote(num_cpus=0, max_restarts=0)(ray_control.NodeControl)
         self.nodes: dict[str, _Node] = {}
         self.known: dict[str, _Node] = {}  # every node seen alive, for names of lost ones
         self.refresh_nodes()
 
     def control_on(self, node_id: str) -> Any:
-        """A NodeControl actor on this node (it pauses the CALL units running there)."""
+        """A NodeControl actor on this node (see ray_control.py)."""
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
         pinned = NodeAffinitySchedulingStrategy(node_id=node_id, soft=False)
@@ -358,6 +360,8 @@ class RayExecutor:
         self._run = secrets.token_hex(8)  # names this run's pause markers on the nodes
         self._serial = 0
         self._controls: dict[str, Any] = {}  # node id -> its NodeControl actor
+        self._controls_lock = threading.Lock()  # the loop and the heartbeat thread make them
+        self._beating: threading.Event | None = None  # set: the heartbeat stops
         # pause and resume reach the nodes in the order they were asked (see _mark)
         self._marking: asyncio.Lock | None = None
 
@@ -505,6 +509,8 @@ class RayExecutor:
                                   f"{explain_init_failure(address, exc)}") from exc
         log.info("connected to Ray %s in %.1f s", where, time.perf_counter() - started)
         self._cluster = cluster
+        if cluster.client:
+            self._start_heartbeat(cluster)
         if self._jobs_from_cluster and cluster.cpus() > 0:
             self._jobs = cluster.cpus()
         return cluster
@@ -539,16 +545,44 @@ class RayExecutor:
             await in_daemon_thread(asyncio.get_running_loop(), cluster.refresh_nodes)
             for node_id in cluster.nodes:
                 try:
-                    control = self._controls.get(node_id)
-                    if control is None:
-                        control = self._controls[node_id] = cluster.control_on(node_id)
-                    getattr(control, verb).remote(unit.control)
+                    getattr(self._control_for(cluster, node_id), verb).remote(unit.control)
                 except Exception as exc:  # a node going away: its units end anyway
                     log.info("cannot %s %s on node %s: %s", verb, unit.job.key.format(),
                              cluster.label(node_id), exc)
 
+    def _control_for(self, cluster: _Cluster, node_id: str) -> Any:
+        with self._controls_lock:
+            control = self._controls.get(node_id)
+            if control is None:
+                control = self._controls[node_id] = cluster.control_on(node_id)
+            return control
+
+    def _start_heartbeat(self, cluster: _Cluster) -> None:
+        """Ray Client only: a killed driver's job lives on for the client's reconnect grace
+        (about 30 s), its units with it. Every BEAT the nodes hear that the driver is alive;
+        a relay that stops hearing it cancels its unit (see ray_control.py). From a thread of
+        its own: a loop busy for a moment must not look like a dead driver."""
+        stop = self._beating = threading.Event()
+
+        def beat() -> None:
+            beats = 0
+            while not stop.is_set():
+                if beats % 25 == 0:  # a node that joined since hears it too
+                    cluster.refresh_nodes()
+                beats += 1
+                for node_id in list(cluster.nodes):
+                    try:
+                        self._control_for(cluster, node_id).beat.remote(self._run)
+                    except Exception as exc:  # a node going away, or Ray shutting down
+                        log.info("heartbeat to %s: %s", cluster.label(node_id), exc)
+                stop.wait(ray_control.BEAT)
+
+        threading.Thread(target=beat, name="watchrun-ray-heartbeat", daemon=True).start()
+
     async def _end_controls(self) -> None:
         """Remove this run's pause markers from the nodes, and end the NodeControl actors."""
+        if self._beating is not None:
+            self._beating.set()
         if not self._controls or self._cluster is None:
             return
         cluster = self._cluster
@@ -598,7 +632,9 @@ class RayExecutor:
         spec = job_spec(job)
         spec.sources = self._sources.read([file for file, _ in spec.chain])
         token_path = "" if self._token_path is None else str(self._token_path)
-        return ray_node.NodeJob(spec.fields(), self._grace, token_path, self._token, control)
+        heartbeat = self._run if self._cluster is not None and self._cluster.client else ""
+        return ray_node.NodeJob(spec.fields(), self._grace, token_path, self._token, control,
+                                heartbeat)
 
     async def _fits(self, cluster: _Cluster, unit: _Unit, options: dict[str, Any]) -> bool:
         """Whether some node of the cluster can ever run the unit; if none can, the unit fails
@@ -723,6 +759,7 @@ class RayExecutor:
             self._finish(unit, EventKind.CANCELLED, signal="SIGKILL" if unit.forced else "SIGINT")
             return
         if node:
+            unit.node = node if node != "?" else unit.node
             label = self._cluster.label(node) if self._cluster is not None else node[:8]
             self._append_log(unit.job, f"[watchrun] node lost: Ray node {label}\n")
             self._finish(unit, EventKind.DIED, error=f"node lost: Ray node {label} died while "
@@ -812,7 +849,8 @@ class RayExecutor:
         signal: str | None = None,
         duration: float = 0.0,
     ) -> None:
-        hand_to_sink(self._sink, ExecEvent(unit.job.key, kind, data, error, signal, duration, None))
+        hand_to_sink(self._sink, ExecEvent(unit.job.key, kind, data, error, signal, duration,
+                                           None, node=unit.node or None))
 
     def _persistent(self, key: UnitKey) -> _Unit | None:
         unit = self._units.get(key)

@@ -30,7 +30,6 @@ import os
 import queue
 import signal
 import socket
-import stat
 import subprocess
 import sys
 import tempfile
@@ -45,6 +44,12 @@ from watchrun.executors.base import death_cause as base_death_cause
 from watchrun.executors.escalation import Escalation
 from watchrun.executors.node_template import ForkedProcess, NodeTemplate, third_party_imports
 from watchrun.executors.protocol import Msg
+from watchrun.executors.ray_control import (
+    BEAT,
+    driver_alive_file,
+    driver_silent,
+    pause_marker,
+)
 from watchrun.executors.spawn import warm_supported, worker_env
 
 TICK = 0.05  # seconds between checks of a cancel that arrived as a flag (see run_call)
@@ -60,17 +65,20 @@ class NodeJob:
     the cancel grace, the token that tells whether this node sees the driver's log folder, and
     for a CALL unit its name among the pause markers (see NodeControl; "" for none)."""
 
-    __slots__ = ("control", "fields", "grace", "token", "token_path")
+    __slots__ = ("control", "fields", "grace", "heartbeat", "token", "token_path")
 
     def __init__(
         self, fields: tuple[object, ...], grace: float, token_path: str, token: str,
-        control: str = "",
+        control: str = "", heartbeat: str = "",
     ) -> None:
         self.fields = fields
         self.grace = grace
         self.token_path = token_path
         self.token = token
         self.control = control
+        # the driver's run, when it sends heartbeats (ray://): a unit whose driver fell silent
+        # is cancelled here (see ray_control.py)
+        self.heartbeat = heartbeat
 
 
 # ---------------------------------------------------------------------------------------------
@@ -229,6 +237,7 @@ class Relay:
         self._pending: deque[Item] = deque()  # inputs read before the job was sent
         # a CALL unit's pause marker, which this node's NodeControl creates and removes
         self._marker = pause_marker(job.control) if job.control else None
+        self._driver = driver_alive_file(job.heartbeat) if job.heartbeat else None
         self._log_copy: str | None = None  # the node-local log, when the driver's is not here
 
     def events(self) -> Iterator[Item]:
@@ -278,7 +287,8 @@ class Relay:
             os.close(fd)
             fields = list(self.job.fields)
             fields[_LOG_PATH], fields[_FRESH_LOG] = self._log_copy, True
-            self.job = NodeJob(tuple(fields), self.job.grace, "", "")
+            self.job = NodeJob(tuple(fields), self.job.grace, "", "", self.job.control,
+                               self.job.heartbeat)
         return None
 
     def _cancelled_before_start(self) -> bool:
@@ -309,7 +319,9 @@ class Relay:
             self._follow_pause_marker(self._marker)
         if self._pending:
             return self._pending.popleft()
-        if self.interrupt.is_set() and self._cancel_signal is None:
+        if self._cancel_signal is None and (
+                self.interrupt.is_set() or (self._driver is not None
+                                            and driver_silent(self._driver))):
             self._cancel()
         timeout = TICK
         if self._escalation is not None:
@@ -470,6 +482,36 @@ class _Warm:
 
     worker: ChildWorker | None = None
     template: NodeTemplate | None = None
+    lock = threading.Lock()  # the unit's thread and the watchdog (see watch_the_driver)
+    busy = False  # a unit runs in this process
+    watched = ""  # the heartbeat file the watchdog looks at
+
+
+def watch_the_driver(job: NodeJob) -> None:
+    """With heartbeats (ray://), a thread that ends what this Ray worker process keeps warm
+    (its idle watchrun worker, its template) once the driver fell silent: a killed driver's
+    job lives on for Ray Client's reconnect grace, and would keep them that long. A unit
+    running here is its relay's to cancel."""
+    if not job.heartbeat or _Warm.watched:
+        return
+    _Warm.watched = driver_alive_file(job.heartbeat)
+    threading.Thread(target=_end_warm_when_silent, args=(_Warm.watched,), daemon=True).start()
+
+
+def _end_warm_when_silent(path: str) -> None:
+    while True:
+        time.sleep(BEAT)
+        if not driver_silent(path):
+            continue
+        with _Warm.lock:
+            if _Warm.busy:
+                continue
+            worker, _Warm.worker = _Warm.worker, None
+            template, _Warm.template = _Warm.template, None
+        if worker is not None:
+            worker.end()
+        if template is not None:
+            template.close()
 
 
 def node_template(job: NodeJob) -> NodeTemplate | None:
@@ -509,9 +551,13 @@ def run_call(job: NodeJob) -> Item:
         interrupt.set()
 
     previous = signal.signal(signal.SIGINT, on_interrupt)
+    watch_the_driver(job)
+    relay: Relay | None = None
     try:
-        template = node_template(job)
-        worker, _Warm.worker = _Warm.worker, None
+        with _Warm.lock:
+            _Warm.busy = True
+            template = node_template(job)
+            worker, _Warm.worker = _Warm.worker, None
         if worker is not None and not worker.alive():  # it died while idle (or its template)
             worker.end()
             worker = None
@@ -521,64 +567,13 @@ def run_call(job: NodeJob) -> Item:
         last: Item = ()
         for item in relay.events():
             last = item
-        if relay.reusable:
-            _Warm.worker = worker
         return last
     finally:
+        with _Warm.lock:
+            if relay is not None and relay.reusable:
+                _Warm.worker = relay.worker
+            _Warm.busy = False
         signal.signal(signal.SIGINT, previous)
-
-
-def pause_markers(run: str) -> str:
-    """The folder where this node marks the paused CALL units of one driver's run: on the
-    node's own disk, in a folder of this user's (see NodeControl)."""
-    return os.path.join(tempfile.gettempdir(), f"watchrun-pause-{os.getuid()}", run)
-
-
-def pause_marker(control: str) -> str:
-    """A unit's marker (`control` is "RUN/UNIT")."""
-    run, _, unit = control.partition("/")
-    return os.path.join(pause_markers(run), unit)
-
-
-class NodeControl:
-    """Pauses and resumes CALL units on one node: a Ray actor the driver pins to each node.
-
-    A running Ray task takes no calls (only `ray.cancel`), so the driver cannot tell a CALL
-    unit's relay to pause as it tells a scope actor. It tells every node's NodeControl
-    instead; each marks the unit with a file on its node, and the relay that runs the unit
-    there sees the marker (it looks every TICK) and stops its group (SIGSTOP), or resumes it
-    once the marker is gone. A marker made before the unit started is seen when it starts."""
-
-    def pause(self, control: str) -> None:
-        path = pause_marker(control)
-        folder = os.path.dirname(path)
-        if not _own_folder(os.path.dirname(folder)) or not _own_folder(folder):
-            return  # not a folder of ours: someone else's, or a link; pause nothing
-        with contextlib.suppress(FileExistsError):
-            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600))
-
-    def resume(self, control: str) -> None:
-        with contextlib.suppress(OSError):
-            os.unlink(pause_marker(control))
-
-    def clear(self, run: str) -> None:
-        """The driver's run ends: its markers go."""
-        folder = pause_markers(run)
-        with contextlib.suppress(OSError):
-            for name in os.listdir(folder):
-                os.unlink(os.path.join(folder, name))
-            os.rmdir(folder)
-
-
-def _own_folder(path: str) -> bool:
-    """Make the folder (private) if needed; whether it is a real folder of this user's."""
-    with contextlib.suppress(FileExistsError):
-        os.mkdir(path, 0o700)
-    try:
-        st = os.lstat(path)
-    except OSError:
-        return False
-    return stat.S_ISDIR(st.st_mode) and st.st_uid == os.getuid()
 
 
 class ScopeActor:
@@ -596,6 +591,7 @@ class ScopeActor:
         self._worker = ChildWorker(template)
 
     def run(self, job: NodeJob) -> Iterator[Item]:
+        watch_the_driver(job)
         try:
             yield from Relay(job, self._worker).events()
         finally:
