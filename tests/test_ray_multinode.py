@@ -280,3 +280,51 @@ def test_the_tui_detail_names_the_node_of_the_latest_unit() -> None:
     board.apply(ev.UnitFinished(task="train", iter=(), duration=1.0, node=node, time=2.0))
     assert "node       1a2b3c4d\n" in str(describe(board, "train", []))
 
+
+
+RETRIED_WAITER = WAITER.replace("# ///\n", "# retries = 1\n# ///\n", 1)
+
+
+@on_two_nodes
+def test_a_unit_lost_with_its_node_reruns_on_another_with_retries(
+        project: Callable[[dict[str, str]], Path], two_nodes: TwoNodes) -> None:
+    """retries = 1: the units of the node whose raylet is killed run again on the head, the
+    build ends 0, and every result is kept (with retries = 0 they fail "node lost": see
+    test_a_lost_node_fails_only_its_units_and_a_rerun_runs_only_those)."""
+    names = ("w1", "w2", "w3")
+    files = {f"tasks/{n}.py": RETRIED_WAITER.replace("{name}", n) for n in names}
+    # the first wave takes this machine's CPU count (2) until Ray is joined: a unit that
+    # ends lets the scheduler use the cluster's three
+    files["tasks/quick.py"] = "# /// task\n# ///\ndef run():\n    return 'quick'\n"
+    root = project(files)
+    build = spawn_watchrun(root, "build", "--json", *on_ray(two_nodes))
+    try:
+        wait_for(lambda: len(list((root / "started").glob("*"))) == 3, timeout=120,
+                 what="the three waiters to run")
+        pids = {n: read_pid(root / "started" / n) for n in names}
+        lost = {n for n, pid in pids.items() if on_second_node(two_nodes, pid)}
+        assert lost and lost != set(names), f"the second node runs {lost}"
+        two_nodes.node.kill_raylet()
+        for name in set(names) - lost:
+            (root / f"go.{name}").write_text("")
+        for name in lost:  # once the first attempt is gone, its rerun may finish
+            wait_for(lambda: gone(pids[name]), timeout=30,  # noqa: B023 - used at once
+                     what="the lost unit's process to end")
+            (root / f"go.{name}").write_text("")
+        stdout, stderr = build.communicate(timeout=150)
+    finally:
+        if build.poll() is None:
+            build.kill()
+            build.wait()
+    run = Run(build.returncode, stdout, stderr)
+    assert run.code == 0, run.stdout + run.stderr
+    retried = {e["task"]: e["cause"] for e in run.events if e["event"] == "unit_retry"}
+    assert set(retried) == lost, retried
+    for name in lost:
+        assert "node lost: Ray node " in retried[name], retried[name]
+    finished = {e["task"]: e.get("node") for e in run.events if e["event"] == "unit_finished"}
+    assert set(finished) == {*names, "quick"}, finished
+    for name in lost:  # the rerun ran on a node that is left: the head
+        assert finished[name] and finished[name] != two_nodes.node.node_id, finished
+    for name in names:
+        assert watchrun(root, "show", name).stdout.strip() == f"{name} done"
