@@ -221,7 +221,7 @@ def test_dev_cancels_a_unit_running_on_the_second_node(
 @pytest.mark.ray
 def test_resources_become_the_ray_request() -> None:
     pytest.importorskip("ray")
-    from watchrun.executors.ray import ray_options
+    from watchrun.executors.ray_nodes import ray_options
 
     assert ray_options({}, persistent=False) == {"num_cpus": 1}
     assert ray_options({}, persistent=True) == {"num_cpus": 0}
@@ -234,12 +234,12 @@ def test_resources_become_the_ray_request() -> None:
 @pytest.mark.ray
 def test_a_request_fits_when_one_node_has_all_of_it() -> None:
     pytest.importorskip("ray")
-    from watchrun.executors.ray import _Cluster, _Node
+    from watchrun.executors.ray_nodes import Cluster, Node
 
-    cluster = object.__new__(_Cluster)
+    cluster = object.__new__(Cluster)
     cluster.nodes = {
-        "a": _Node("a", "10.0.0.1", {"CPU": 8.0, "memory": 2.0**34}),
-        "b": _Node("b", "10.0.0.2", {"CPU": 2.0, "GPU": 1.0, "memory": 2.0**33}),
+        "a": Node("a", "10.0.0.1", {"CPU": 8.0, "memory": 2.0**34}),
+        "b": Node("b", "10.0.0.2", {"CPU": 2.0, "GPU": 1.0, "memory": 2.0**33}),
     }
     assert cluster.shortfall({"CPU": 8, "GPU": 0, "memory": 0}) is None
     assert cluster.shortfall({"CPU": 2, "GPU": 1, "memory": 0}) is None
@@ -254,7 +254,7 @@ def test_a_request_fits_when_one_node_has_all_of_it() -> None:
 def test_a_jobs_parsed_resources_become_the_same_request() -> None:
     # the executor reads the job's `resources` (parsed by the driver), not the header again
     pytest.importorskip("ray")
-    from watchrun.executors.ray import ray_options, resources_table
+    from watchrun.executors.ray_nodes import ray_options, resources_table
     from watchrun.project.model import Resources
 
     assert ray_options(resources_table(None), persistent=True) == {"num_cpus": 0}

@@ -10,16 +10,25 @@ time of the driver's last heartbeat (the mtime of a file, on the node's clock). 
 look at both at every TICK: a marker stops the unit's group (SIGSTOP) until it is removed; a
 heartbeat older than DRIVER_SILENCE starts the cancel sequence, as if the driver had asked.
 
-Stdlib only: this module runs in Ray worker processes, imported by ray_node.
+NodeControl and the helpers above it run in Ray worker processes (imported by ray_node);
+Controls is the driver's side. Stdlib only: `ray` is reached through the driver's cluster.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import logging
 import os
 import stat
 import tempfile
+import threading
 import time
+from typing import Any
+
+from watchrun.executors.ray_connect import in_daemon_thread
+
+log = logging.getLogger("watchrun.executor")
 
 BEAT = 0.4  # seconds between the driver's heartbeats (ray:// only)
 DRIVER_SILENCE = 2.0  # seconds without one after which the driver is taken for gone
@@ -96,3 +105,83 @@ def _own_folder(path: str) -> bool:
     except OSError:
         return False
     return stat.S_ISDIR(st.st_mode) and st.st_uid == os.getuid()
+
+
+class Controls:
+    """The driver's side: a NodeControl actor on each node, made when first needed; pause and
+    resume marks sent in the order asked; the heartbeat (Ray Client only). `cluster` is the
+    driver's ray_nodes.Cluster (its nodes, `control_on`, `refresh_nodes`, `label`, `ray`)."""
+
+    def __init__(self, cluster: Any, run: str) -> None:
+        self.cluster = cluster
+        self.run = run
+        self._actors: dict[str, Any] = {}  # node id -> its NodeControl
+        self._actors_lock = threading.Lock()  # the loop and the heartbeat thread make them
+        self._order = asyncio.Lock()  # a resume must not overtake its pause
+        self._beating: threading.Event | None = None  # set: the heartbeat stops
+
+    def mark(self, control: str, verb: str, unit: str) -> None:
+        """Tell every node to pause (or resume) a task unit (`control` is its "RUN/UNIT";
+        `unit` names it in the log): the driver does not know where Ray runs it until it
+        ends. Sent from a task of the running loop."""
+        asyncio.get_running_loop().create_task(self._send(control, verb, unit))
+
+    async def _send(self, control: str, verb: str, unit: str) -> None:
+        cluster = self.cluster
+        async with self._order:
+            # a node that joined since: Ray may run the unit there
+            await in_daemon_thread(asyncio.get_running_loop(), cluster.refresh_nodes)
+            for node_id in cluster.nodes:
+                try:
+                    getattr(self._actor(node_id), verb).remote(control)
+                except Exception as exc:  # a node going away: its units end anyway
+                    log.info("cannot %s %s on node %s: %s", verb, unit, cluster.label(node_id),
+                             exc)
+
+    def _actor(self, node_id: str) -> Any:
+        with self._actors_lock:
+            actor = self._actors.get(node_id)
+            if actor is None:
+                actor = self._actors[node_id] = self.cluster.control_on(node_id)
+            return actor
+
+    def start_heartbeat(self) -> None:
+        """Every BEAT, the nodes hear that the driver is alive; a relay that stops hearing it
+        cancels its unit. From a thread of its own: a loop busy for a moment must not look
+        like a dead driver."""
+        stop = self._beating = threading.Event()
+        cluster = self.cluster
+
+        def beat() -> None:
+            beats = 0
+            while not stop.is_set():
+                if beats % 25 == 0:  # a node that joined since hears it too
+                    cluster.refresh_nodes()
+                beats += 1
+                for node_id in list(cluster.nodes):
+                    try:
+                        self._actor(node_id).beat.remote(self.run)
+                    except Exception as exc:  # a node going away, or Ray shutting down
+                        log.info("heartbeat to %s: %s", cluster.label(node_id), exc)
+                stop.wait(BEAT)
+
+        threading.Thread(target=beat, name="watchrun-ray-heartbeat", daemon=True).start()
+
+    async def end(self) -> None:
+        """Stop the heartbeat, remove this run's markers from the nodes, end the actors."""
+        if self._beating is not None:
+            self._beating.set()
+        if not self._actors:
+            return
+        async with self._order:
+            pass  # the marks on their way are sent before the markers are cleared
+        cleared = []
+        for actor in self._actors.values():
+            with contextlib.suppress(Exception):
+                cleared.append(actor.clear.remote(self.run))
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(asyncio.gather(*cleared, return_exceptions=True), 5.0)
+        for actor in self._actors.values():
+            with contextlib.suppress(Exception):
+                self.cluster.ray.kill(actor)
+        self._actors.clear()
