@@ -6,7 +6,8 @@ and process group of its own, relays its frames back to the driver as plain tupl
 its group when the driver cancels, pauses or resumes the unit. So the unit's subprocesses get the
 same signals on every node. Between the Ray worker and the watchrun worker sits a guard process
 (ray_guard.py): a Ray worker that exits or dies (job ended, force-cancelled, killed) takes the
-guard with it, and the watchrun worker, seeing its parent gone, ends its whole group.
+guard with it, and the watchrun worker, seeing its parent gone, ends its whole group (the worker
+itself: ray_child.py).
 
 This module imports neither ray nor anything heavy: the driver wraps its functions with
 `ray.remote`, and a Ray worker imports it when it runs one.
@@ -30,8 +31,6 @@ import os
 import queue
 import signal
 import socket
-import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -39,22 +38,21 @@ from collections import deque
 from collections.abc import Iterator
 from typing import Any
 
-from watchrun.executors import protocol as proto
 from watchrun.executors.base import death_cause as base_death_cause
 from watchrun.executors.escalation import Escalation
-from watchrun.executors.node_template import ForkedProcess, NodeTemplate, third_party_imports
+from watchrun.executors.node_template import NodeTemplate, third_party_imports
 from watchrun.executors.protocol import Msg
+from watchrun.executors.ray_child import REAP_WAIT, ChildWorker, tail
 from watchrun.executors.ray_control import (
     BEAT,
     driver_alive_file,
     driver_silent,
     pause_marker,
 )
-from watchrun.executors.spawn import warm_supported, worker_env
+from watchrun.executors.spawn import warm_supported
 
 TICK = 0.05  # seconds between checks of a cancel that arrived as a flag (see run_call)
 LOG_LIMIT = 1 << 20  # bytes of a log shipped back to the driver: its tail
-_REAP_WAIT = 5.0  # seconds to wait for a killed worker to be reaped
 _TERMINAL = {Msg.DONE, Msg.FAILED, Msg.CANCELLED}
 _ROOT, _LOG_PATH, _FRESH_LOG, _SOURCES = 3, 6, 12, 13  # indexes of JobSpec.fields()
 Item = tuple[Any, ...]
@@ -79,136 +77,6 @@ class NodeJob:
         # the driver's run, when it sends heartbeats (ray://): a unit whose driver fell silent
         # is cancelled here (see ray_control.py)
         self.heartbeat = heartbeat
-
-
-# ---------------------------------------------------------------------------------------------
-# The watchrun worker process, started from a Ray worker.
-# ---------------------------------------------------------------------------------------------
-
-
-class ChildWorker:
-    """A watchrun worker (`python -m watchrun.executors.worker`) in a session of its own,
-    started through a guard process (see ray_guard.py). A reader thread turns its frames into
-    `inputs` items ("frame", kind, fields), then ("eof",); a writer thread sends what `send`
-    queues, so the relay never blocks on the channel (a worker busy in a unit does not read its
-    pushes, and must not wait for us while it writes its yields)."""
-
-    def __init__(self, template: NodeTemplate | None = None) -> None:
-        self.inputs: queue.Queue[Item] = queue.Queue()
-        self.pid: int | None = None  # the watchrun worker's, from its READY frame
-        self.stderr_tail = ""  # after end(): the end of what the worker wrote to stderr
-        self._outbox: queue.Queue[bytes | None] = queue.Queue()
-        self._life_fd: int | None = None  # ours, when forked from the node's template
-        ours, theirs = socket.socketpair()
-        self._stderr = tempfile.TemporaryFile()  # noqa: SIM115 - lives as long as the worker
-        self.guard: subprocess.Popen[bytes] | ForkedProcess
-        forked = self._fork(template, theirs) if template is not None else None
-        try:
-            if forked is not None:
-                self.guard = forked
-            else:
-                self.guard = self._spawn_guard(theirs)
-        except BaseException:
-            ours.close()
-            self._stderr.close()
-            raise
-        finally:
-            theirs.close()
-        self._sock = ours
-        threading.Thread(target=self._read, daemon=True).start()
-        threading.Thread(target=self._write, daemon=True).start()
-
-    def _fork(self, template: NodeTemplate, theirs: socket.socket) -> ForkedProcess | None:
-        """The worker, forked from the node's template (None: it could not)."""
-        life_read, life_write = os.pipe()
-        try:
-            forked = template.fork((theirs.fileno(), life_read, self._stderr.fileno()))
-        finally:
-            os.close(life_read)
-        if forked is None:
-            os.close(life_write)
-            return None
-        self._life_fd = life_write
-        return forked
-
-    def _spawn_guard(self, theirs: socket.socket) -> subprocess.Popen[bytes]:
-        return subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "watchrun.executors.ray_guard",
-                    str(theirs.fileno()),
-                    str(os.getpid()),
-                ],
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
-                stderr=self._stderr,
-                pass_fds=(theirs.fileno(),),
-                env=worker_env(),  # the watchrun imported here: installed, or a py_module
-            )
-
-    def alive(self) -> bool:
-        return self.guard.poll() is None
-
-    def send(self, kind: Msg, *fields: object) -> None:
-        self._outbox.put(proto.encode(kind, *fields))
-
-    def signal_group(self, sig: signal.Signals) -> None:
-        """Signal the unit's process group. Before the worker said READY its group is not
-        known: then only SIGKILL does something, to the guard (the worker ends its group)."""
-        if self.guard.returncode is not None:
-            return  # the guard is reaped: the worker is gone, its pid may be reused
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            if self.pid is not None:
-                os.killpg(self.pid, sig)
-            elif sig is signal.SIGKILL:
-                self.guard.kill()
-
-    def end(self) -> int | None:
-        """Kill the whole group, reap the guard (which exits as the worker did), close the
-        channel. Returns the worker's exit status (as the guard mirrors it)."""
-        if self._stderr.closed:  # ended already
-            return self.guard.returncode
-        self.signal_group(signal.SIGKILL)
-        try:
-            returncode = self.guard.wait(_REAP_WAIT)
-        except subprocess.TimeoutExpired:  # pragma: no cover - the worker is unkillable
-            self.guard.kill()
-            returncode = self.guard.wait()
-        if self.pid is not None:  # members the worker forked may remain in its group
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(self.pid, signal.SIGKILL)
-        self._outbox.put(None)
-        with contextlib.suppress(OSError):
-            self._sock.shutdown(socket.SHUT_RDWR)
-        self._sock.close()
-        self.stderr_tail = _tail(self._stderr, 2000).decode(errors="replace").strip()
-        self._stderr.close()
-        if self._life_fd is not None:
-            os.close(self._life_fd)
-            self._life_fd = None
-        return returncode
-
-    def _read(self) -> None:
-        reader = proto.FrameReader(self._sock.fileno())
-        try:
-            while True:
-                kind, fields = reader.read()
-                if kind is Msg.READY:
-                    self.pid = int(fields[0])  # type: ignore[call-overload]
-                    continue
-                self.inputs.put(("frame", kind, fields))
-        except (EOFError, OSError, ValueError):
-            pass
-        finally:
-            self.inputs.put(("eof",))
-
-    def _write(self) -> None:
-        while (frame := self._outbox.get()) is not None:
-            try:
-                proto.write_all(self._sock.fileno(), frame)
-            except (OSError, ValueError):  # the worker is gone: the reader reports it
-                return
 
 
 # ---------------------------------------------------------------------------------------------
@@ -342,7 +210,7 @@ class Relay:
         does not run a moment first): once its worker said READY, its group is known."""
         if self._marker is None or not os.path.exists(self._marker):
             return
-        deadline = time.monotonic() + _REAP_WAIT * 6
+        deadline = time.monotonic() + REAP_WAIT * 6
         while (self.worker.pid is None and self.worker.alive() and time.monotonic() < deadline
                and not self.interrupt.is_set()):
             time.sleep(TICK / 5)
@@ -448,21 +316,11 @@ def _read_tail(path: str, limit: int) -> bytes:
     try:
         with open(path, "rb") as f:
             size = os.fstat(f.fileno()).st_size
-            data = _tail(f, limit)
+            data = tail(f, limit)
     except OSError:
         return b""
     if size > limit:
         data = f"[watchrun: the first {size - limit} bytes of this log were cut]\n".encode() + data
-    return data
-
-
-def _tail(f: Any, limit: int) -> bytes:
-    try:
-        f.seek(0, os.SEEK_END)
-        f.seek(max(f.tell() - limit, 0))
-        data: bytes = f.read()
-    except (OSError, ValueError):
-        return b""
     return data
 
 
