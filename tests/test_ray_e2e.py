@@ -43,7 +43,7 @@ from tests.conftest import (
 )
 from tests.devproc import DevProcess, started
 from tests.ray_cluster import RayCluster
-from tests.ray_fixtures import on_the_cluster
+from tests.ray_fixtures import on_the_cluster, session_ray_pids
 from watchrun.executors import protocol as proto
 from watchrun.executors import ray_node
 
@@ -416,7 +416,8 @@ def test_empty_address_starts_ray_on_this_machine_and_stops_it(
     run = watchrun(root, "build", "--json", timeout=120)
     assert run.code == 0, run.stdout + run.stderr
     assert watchrun(root, "show", "total").stdout.strip() == "5"
-    ours = {p.pid for p in ray_env.processes()}
+    # the session's clusters (this module's, and the two-node one of other modules) stay up
+    ours = session_ray_pids()
     wait_for(lambda: not tagged_processes(ours), timeout=30, what="the Ray it started to stop")
 
 
