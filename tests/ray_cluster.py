@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import json
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -45,6 +46,13 @@ def short_temp_dir() -> Path:
     return Path(tempfile.mkdtemp(prefix="wr-ray-", dir="/tmp" if os.path.isdir("/tmp") else None))
 
 
+def heavy_import_gate() -> Path:
+    """The folder where tests/ray_heavy_import.py says it is being imported and waits for
+    `go` (the same computation as there)."""
+    tag = re.sub(r"[^0-9A-Za-z.-]", "_", SESSION_TAG)
+    return Path("/tmp" if os.path.isdir("/tmp") else ".") / f"watchrun-heavy-import-{tag}"
+
+
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -57,6 +65,7 @@ class RayCluster:
         self.base = base
         self.num_cpus = num_cpus
         self.port = _free_port()
+        self.client_port = _free_port()  # Ray Client's server (ray://)
         self.token_path = base / "token"
         self.temp_dir = short_temp_dir()
         self._pgid: int | None = None
@@ -93,7 +102,7 @@ class RayCluster:
             "--disable-usage-stats",
             f"--temp-dir={self.temp_dir}",
             # the fixed default ports, so that clusters of other sessions do not collide
-            f"--ray-client-server-port={_free_port()}",
+            f"--ray-client-server-port={self.client_port}",
             f"--dashboard-port={_free_port()}",
             f"--dashboard-agent-listen-port={_free_port()}",
         ]
@@ -306,14 +315,17 @@ from pathlib import Path
 
 def run():
     Path("waiter.started").write_text("")
+    i = 0
     while not Path("go").exists():
+        Path("wticks").write_text(str(i))
+        i += 1
         time.sleep(0.01)
     return "went"
 """
 
 
-def _ticks(root: Path) -> int:
-    text = (root / "ticks").read_text() if (root / "ticks").exists() else ""
+def _ticks(root: Path, name: str = "ticks") -> int:
+    text = (root / name).read_text() if (root / name).exists() else ""
     return int(text) if text.isdigit() else -1
 
 
@@ -323,6 +335,19 @@ async def _until(condition: Any, what: str, timeout: float = 60.0) -> None:
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
         await asyncio.sleep(0.01)
+
+
+async def _until_still(root: Path, name: str, timeout: float = 60.0) -> None:
+    """Until the tick file stops changing (for 0.3 s)."""
+    deadline = time.monotonic() + timeout
+    last = _ticks(root, name)
+    while time.monotonic() < deadline:
+        await asyncio.sleep(0.3)
+        now = _ticks(root, name)
+        if now == last:
+            return
+        last = now
+    raise AssertionError(f"{name} kept ticking")
 
 
 async def pause_scenario(root: Path, address: str) -> dict[str, Any]:
@@ -356,14 +381,20 @@ async def pause_scenario(root: Path, address: str) -> dict[str, Any]:
                              f"resources {ray.available_resources()}") from None
     seen["call_pause"] = executor.pause(UnitKey("waiter"))
     seen["generator_pause"] = executor.pause(UnitKey("ticker"))
-    # nothing to wait for: a stopped unit does nothing. Give SIGSTOP time to arrive, then look
+    # nothing to wait for: a stopped unit does nothing. Give SIGSTOP time to arrive (the task
+    # unit's through a NodeControl actor, which Ray starts on the first pause), then look
     # twice, a while apart
-    await asyncio.sleep(1.0)
-    before = _ticks(root)
+    started = time.monotonic()
+    await _until_still(root, "wticks")
+    seen["call_paused_in"] = time.monotonic() - started
+    before, waited = _ticks(root), _ticks(root, "wticks")
     await asyncio.sleep(0.5)
     seen["ticked_while_paused"] = _ticks(root) != before
+    seen["waiter_ticked_while_paused"] = _ticks(root, "wticks") != waited
     seen["resume"] = executor.resume(UnitKey("ticker"))
+    seen["call_resume"] = executor.resume(UnitKey("waiter"))
     await _until(lambda: _ticks(root) > before + 5, "the ticker to tick again")
+    await _until(lambda: _ticks(root, "wticks") > waited + 5, "the waiter to tick again")
     executor.cancel(UnitKey("ticker"))
     await _until(lambda: ended("ticker") is not None, "the ticker to end")
     (root / "go").write_text("")
@@ -390,8 +421,107 @@ async def slots_scenario(address: str) -> dict[str, Any]:
     return {"before": before, "after": after}
 
 
+# `python -m tests.ray_cluster tuipause ROOT`: `watchrun dev` with its TUI on the project's
+# Ray cluster (its watchrun.toml says which), as `commands.dev` wires it; `space` pauses the
+# task `work` while its units run, and again resumes it.
+
+WORK_SCOPE = {
+    "tasks/gen.py": "# /// task\n# kind = \"generator\"\n# ///\n"
+                    "def run():\n    yield from range(6)\n",
+    "tasks/work.py": """# /// task
+# after = ["gen"]
+# ///
+import os
+import time
+from pathlib import Path
+
+def run(gen):
+    Path("ticks").mkdir(exist_ok=True)
+    Path("pids").mkdir(exist_ok=True)
+    Path("pids", f"{gen}.tmp").write_text(str(os.getpid()))
+    os.replace(Path("pids", f"{gen}.tmp"), Path("pids", str(gen)))
+    for i in range(150):
+        Path("ticks", str(gen)).write_text(str(i))
+        time.sleep(0.02)
+    return gen
+""",
+}
+
+
+def _all_ticks(root: Path) -> dict[str, str]:
+    folder = root / "ticks"
+    return {p.name: p.read_text() for p in sorted(folder.iterdir())} if folder.is_dir() else {}
+
+
+async def tui_pause_scenario(root: Path) -> dict[str, Any]:
+    from watchrun.commands.dev import build_dev_engine
+    from watchrun.engine import events as ev
+    from watchrun.engine.events import EventBus
+    from watchrun.session import open_session
+    from watchrun.ui.tui.app import WatchrunApp
+    from watchrun.ui.tui.records import Records
+
+    seen: dict[str, Any] = {}
+    with open_session(root, "watchrun dev", write=True) as session:
+        bus = EventBus()
+        events: list[ev.Event] = []
+        bus.subscribe(events.append)
+        engine = build_dev_engine(session, [], 0, bus)
+        app = WatchrunApp(engine, records=Records(session.config.state_dir))
+        bus.subscribe(app.inbox.put)
+
+        def work_events(kind: type[ev.Event]) -> int:
+            return sum(1 for e in events
+                       if isinstance(e, kind) and getattr(e, "task", "") == "work")
+
+        async with app.run_test(size=(140, 45)) as pilot:
+            engine_task = asyncio.create_task(engine.run())
+            try:
+                await _until(lambda: any(int(t or 0) > 5 for t in _all_ticks(root).values()),
+                             "work units to run", timeout=150)
+                while app.dag.selected != "work":
+                    await pilot.press("j")
+                await pilot.press("space")
+                seen["said_on_pause"] = str(app.feedback.render())
+                started = time.monotonic()
+                await _until(lambda: _running_stopped(root, events), "SIGSTOP on the nodes")
+                seen["paused_in"] = time.monotonic() - started
+                await asyncio.sleep(1.0)  # a unit that was just starting is stopped too
+                seen["started_when_paused"] = work_events(ev.UnitStarted)
+                ticks = _all_ticks(root)
+                await asyncio.sleep(1.5)  # a unit of work would finish or start meanwhile
+                seen["started_while_paused"] = work_events(ev.UnitStarted) - seen[
+                    "started_when_paused"]
+                seen["ticked_while_paused"] = [ticks, _all_ticks(root)]
+                await pilot.press("space")
+                seen["said_on_resume"] = str(app.feedback.render())
+                await _until(lambda: work_events(ev.UnitFinished) >= 6, "every unit of work",
+                             timeout=150)
+                seen["finished"] = work_events(ev.UnitFinished)
+            finally:
+                engine.quit()
+                seen["exit"] = await asyncio.wait_for(asyncio.shield(engine_task), 60)
+    return seen
+
+
+def _running_stopped(root: Path, events: list[Any]) -> bool:
+    """Whether the process of every unit of `work` that runs (it wrote its pid) is stopped."""
+    from watchrun.engine import events as ev
+
+    ended = {e.iter for e in events if isinstance(e, ev.UnitFinished) and e.task == "work"}
+    pids = [int(p.read_text() or 0) for p in (root / "pids").iterdir()
+            if (int(p.name),) not in ended] if (root / "pids").is_dir() else []
+    try:
+        return all(pid and psutil.Process(pid).status() == psutil.STATUS_STOPPED
+                   for pid in pids)
+    except psutil.NoSuchProcess:  # it ended meanwhile
+        return False
+
+
 if __name__ == "__main__":
-    if sys.argv[1] == "slots":
+    if sys.argv[1] == "tuipause":
+        print(json.dumps(asyncio.run(tui_pause_scenario(Path(sys.argv[2])))))
+    elif sys.argv[1] == "slots":
         print(json.dumps(asyncio.run(slots_scenario(sys.argv[2]))))
     else:
         print(json.dumps(asyncio.run(pause_scenario(Path(sys.argv[2]), sys.argv[3]))))

@@ -21,6 +21,15 @@ needs_ray = [
 ]
 
 
+# every Ray cluster and node this session started, for tests that look for processes of their
+# own and must leave those out
+session_nodes: list[RayCluster | RayNode] = []
+
+
+def session_ray_pids() -> set[int]:
+    return {p.pid for node in session_nodes for p in node.processes()}
+
+
 def on_the_cluster(test: Callable[..., None]) -> Callable[..., None]:
     for mark in needs_ray:
         test = mark(test)
@@ -31,6 +40,7 @@ def on_the_cluster(test: Callable[..., None]) -> Callable[..., None]:
 def ray_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RayCluster]:
     cluster = RayCluster(tmp_path_factory.mktemp("ray"))
     cluster.start()
+    session_nodes.append(cluster)
     yield cluster
     cluster.stop()
     assert not cluster.processes(), "Ray processes outlived the test session"
@@ -67,6 +77,7 @@ class TwoNodes:
             self.node = RayNode(self.head, self.node.base.with_name(self.node.base.name + "+"),
                                 num_cpus=2)
             self.node.start()
+            session_nodes.append(self.node)
 
 
 @pytest.fixture(scope="session")
@@ -75,12 +86,14 @@ def two_node_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TwoNo
     base = tmp_path_factory.mktemp("ray2")
     head = RayCluster(base / "head", num_cpus=1)
     head.start()
+    session_nodes.append(head)
     node = RayNode(head, base / "node", num_cpus=2)
     try:
         node.start()
     except BaseException:
         head.stop()
         raise
+    session_nodes.append(node)
     cluster = TwoNodes(head, node)
     yield cluster
     cluster.node.stop()

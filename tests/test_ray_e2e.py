@@ -18,6 +18,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -42,7 +43,7 @@ from tests.conftest import (
 )
 from tests.devproc import DevProcess, started
 from tests.ray_cluster import RayCluster
-from tests.ray_fixtures import on_the_cluster
+from tests.ray_fixtures import on_the_cluster, session_ray_pids
 from watchrun.executors import protocol as proto
 from watchrun.executors import ray_node
 
@@ -136,13 +137,73 @@ def test_node_cancel_escalates_and_ends_the_task_subprocesses(
     def interrupt_when_running(relay: ray_node.Relay, item: tuple[Any, ...]) -> None:
         if item[0] == "started":
             read_pid(tmp_path / "kid.pid")
-            relay.interrupted = True  # what ray.cancel does, through run_call's handler
+            relay.interrupt.set()  # what ray.cancel does, through run_call's handler
 
     items = relay_items(node_job(tmp_path, "stubborn", source), child, interrupt_when_running)
     assert items[-1][1:3] == ("cancelled", "SIGTERM")  # SIGINT was ignored
     assert 0.3 <= items[-1][3] < 10
     wait_for(lambda: gone(read_pid(tmp_path / "kid.pid")), what="the task's child to die")
     assert not child.alive()  # a cancelled worker is not reused
+
+
+MARKS_ITS_START = """
+    from pathlib import Path
+
+    def run():
+        Path("ran").write_text("")
+        return 1
+"""
+
+
+def still_starting(worker: ray_node.ChildWorker) -> None:
+    """Hold the worker where it starts: its guard stopped before it could fork the watchrun
+    worker (the guard's own interpreter takes tens of ms to start; this comes first)."""
+    os.kill(worker.guard.pid, signal.SIGSTOP)
+    assert worker.pid is None, "the worker said READY before its guard could be stopped"
+
+
+def test_node_cancel_before_the_job_is_sent_ends_a_starting_worker_at_once(
+        tmp_path: Path, child: ray_node.ChildWorker) -> None:
+    still_starting(child)
+    interrupt = threading.Event()
+    interrupt.set()  # ray.cancel came while the Ray worker was starting the watchrun worker
+    relay = ray_node.Relay(node_job(tmp_path, "late", MARKS_ITS_START, grace=5.0), child,
+                           interrupt)
+    items = list(relay.events())
+    assert [i[0] for i in items] == ["end"]
+    assert items[-1][1:3] == ("cancelled", "SIGKILL")
+    assert items[-1][3] < 5.0  # at once: not after the cancel sequence's grace
+    assert not child.alive() and not relay.reusable
+    assert not (tmp_path / "ran").exists()
+
+
+def test_node_cancel_while_the_worker_starts_ends_it_at_once(
+        tmp_path: Path, child: ray_node.ChildWorker) -> None:
+    """The job is on its way, the worker has not said READY: its group is not known, and a
+    SIGINT would be lost. It is ended at once; the unit never runs."""
+    still_starting(child)
+
+    def cancel_when_sent(relay: ray_node.Relay, item: tuple[Any, ...]) -> None:
+        if item[0] == "started":
+            child.inputs.put(("cancel",))
+
+    items = relay_items(node_job(tmp_path, "late", MARKS_ITS_START, grace=5.0), child,
+                        cancel_when_sent)
+    assert items[-1][1:3] == ("cancelled", "SIGKILL")
+    assert items[-1][3] < 5.0
+    assert not (tmp_path / "ran").exists()
+
+
+def test_node_cancel_before_the_job_is_sent_keeps_an_idle_warm_worker(
+        tmp_path: Path, child: ray_node.ChildWorker) -> None:
+    warm = ray_node.Relay(node_job(tmp_path, "a", "def run():\n    return 1\n"), child)
+    assert list(warm.events())[-1][1] == "done" and warm.reusable
+    interrupt = threading.Event()
+    interrupt.set()
+    relay = ray_node.Relay(node_job(tmp_path, "late", MARKS_ITS_START), child, interrupt)
+    assert [i[:3] for i in relay.events()] == [("end", "cancelled", "SIGINT")]
+    assert relay.reusable and child.alive()  # it was sent nothing: the next unit takes it
+    assert not (tmp_path / "ran").exists()
 
 
 def test_node_worker_is_reused_after_a_normal_end_and_reports_a_death(
@@ -355,7 +416,8 @@ def test_empty_address_starts_ray_on_this_machine_and_stops_it(
     run = watchrun(root, "build", "--json", timeout=120)
     assert run.code == 0, run.stdout + run.stderr
     assert watchrun(root, "show", "total").stdout.strip() == "5"
-    ours = {p.pid for p in ray_env.processes()}
+    # the session's clusters (this module's, and the two-node one of other modules) stay up
+    ours = session_ray_pids()
     wait_for(lambda: not tagged_processes(ours), timeout=30, what="the Ray it started to stop")
 
 
@@ -375,7 +437,7 @@ def tagged_processes(exclude: set[int]) -> list[str]:
 
 
 @on_the_cluster
-def test_pause_stops_a_persistent_unit_and_declines_a_task(tmp_path: Path,
+def test_pause_stops_a_persistent_unit_and_a_task_unit_on_their_node(tmp_path: Path,
                                                            ray_env: RayCluster) -> None:
     proc = subprocess.run(
         [sys.executable, "-m", "tests.ray_cluster", "pause", str(tmp_path), ray_env.address],
@@ -383,9 +445,11 @@ def test_pause_stops_a_persistent_unit_and_declines_a_task(tmp_path: Path,
         stdin=subprocess.DEVNULL)
     assert proc.returncode == 0, proc.stderr[-3000:]
     seen = json.loads(proc.stdout.splitlines()[-1])
-    assert seen["call_pause"] is False  # a running Ray task cannot be reached: the UI says so
+    # a task unit through its node's NodeControl (a marker its relay sees), a generator
+    # through its actor: both stopped on their node, both going on once resumed
+    assert seen["call_pause"] is True and seen["waiter_ticked_while_paused"] is False
     assert seen["generator_pause"] is True and seen["ticked_while_paused"] is False
-    assert seen["resume"] is True and seen["yields"] > 0
+    assert seen["resume"] is True and seen["call_resume"] is True and seen["yields"] > 0
     assert seen["ticker"] == ["CANCELLED", "SIGINT"] and seen["waiter"] == ["DONE", None]
 
 

@@ -70,6 +70,11 @@ def test_units_land_on_both_nodes(project: Callable[[dict[str, str]], Path],
         assert watchrun(root, "show", name).stdout.strip() == "together"
     nodes = {node_of(root, name) for name in names}
     assert len(nodes) == 2 and two_nodes.node.node_id[:8] in nodes, nodes
+    # the events say it too: each unit's end names the node it ran on (its full id)
+    ended = {e["task"]: e["node"] for e in run.events if e["event"] == "unit_finished"}
+    assert set(ended) == set(names) and len(set(ended.values())) == 2, ended
+    assert two_nodes.node.node_id in ended.values(), ended
+    assert {node[:8] for node in ended.values()} == nodes
 
 
 @on_two_nodes
@@ -216,7 +221,7 @@ def test_dev_cancels_a_unit_running_on_the_second_node(
 @pytest.mark.ray
 def test_resources_become_the_ray_request() -> None:
     pytest.importorskip("ray")
-    from watchrun.executors.ray import ray_options
+    from watchrun.executors.ray_nodes import ray_options
 
     assert ray_options({}, persistent=False) == {"num_cpus": 1}
     assert ray_options({}, persistent=True) == {"num_cpus": 0}
@@ -229,12 +234,12 @@ def test_resources_become_the_ray_request() -> None:
 @pytest.mark.ray
 def test_a_request_fits_when_one_node_has_all_of_it() -> None:
     pytest.importorskip("ray")
-    from watchrun.executors.ray import _Cluster, _Node
+    from watchrun.executors.ray_nodes import Cluster, Node
 
-    cluster = object.__new__(_Cluster)
+    cluster = object.__new__(Cluster)
     cluster.nodes = {
-        "a": _Node("a", "10.0.0.1", {"CPU": 8.0, "memory": 2.0**34}),
-        "b": _Node("b", "10.0.0.2", {"CPU": 2.0, "GPU": 1.0, "memory": 2.0**33}),
+        "a": Node("a", "10.0.0.1", {"CPU": 8.0, "memory": 2.0**34}),
+        "b": Node("b", "10.0.0.2", {"CPU": 2.0, "GPU": 1.0, "memory": 2.0**33}),
     }
     assert cluster.shortfall({"CPU": 8, "GPU": 0, "memory": 0}) is None
     assert cluster.shortfall({"CPU": 2, "GPU": 1, "memory": 0}) is None
@@ -249,10 +254,77 @@ def test_a_request_fits_when_one_node_has_all_of_it() -> None:
 def test_a_jobs_parsed_resources_become_the_same_request() -> None:
     # the executor reads the job's `resources` (parsed by the driver), not the header again
     pytest.importorskip("ray")
-    from watchrun.executors.ray import ray_options, resources_table
+    from watchrun.executors.ray_nodes import ray_options, resources_table
     from watchrun.project.model import Resources
 
     assert ray_options(resources_table(None), persistent=True) == {"num_cpus": 0}
     assert ray_options(resources_table(Resources(cpus=0.5, gpus=1, memory=2 * 2**30)),
                        persistent=False) == {"num_cpus": 0.5, "num_gpus": 1,
                                              "memory": 2 * 2**30}
+
+
+def test_the_tui_detail_names_the_node_of_the_latest_unit() -> None:
+    """The engine's events carry the node (Ray); the detail pane shows it. No cluster: the
+    board and the pane folded from events, as the app does."""
+    from watchrun.engine import events as ev
+    from watchrun.engine.control import ProjectView, TaskView
+    from watchrun.ui.tui.detail import describe
+    from watchrun.ui.tui.state import Board
+
+    view = TaskView(name="train", kind="task", chain=("train",), upstreams=(),
+                    downstreams=(), params=(), scope=(), file="tasks/train.py")
+    board = Board(ProjectView([view], [], 1), clock=lambda: 0.0)
+    board.apply(ev.UnitStarted(task="train", iter=(), reasons=["never run"], time=1.0))
+    assert "node" not in str(describe(board, "train", []))  # not known yet
+    node = "1a2b3c4d" + "0" * 48
+    board.apply(ev.UnitFinished(task="train", iter=(), duration=1.0, node=node, time=2.0))
+    assert "node       1a2b3c4d\n" in str(describe(board, "train", []))
+
+
+
+RETRIED_WAITER = WAITER.replace("# ///\n", "# retries = 1\n# ///\n", 1)
+
+
+@on_two_nodes
+def test_a_unit_lost_with_its_node_reruns_on_another_with_retries(
+        project: Callable[[dict[str, str]], Path], two_nodes: TwoNodes) -> None:
+    """retries = 1: the units of the node whose raylet is killed run again on the head, the
+    build ends 0, and every result is kept (with retries = 0 they fail "node lost": see
+    test_a_lost_node_fails_only_its_units_and_a_rerun_runs_only_those)."""
+    names = ("w1", "w2", "w3")
+    files = {f"tasks/{n}.py": RETRIED_WAITER.replace("{name}", n) for n in names}
+    # the first wave takes this machine's CPU count (2) until Ray is joined: a unit that
+    # ends lets the scheduler use the cluster's three
+    files["tasks/quick.py"] = "# /// task\n# ///\ndef run():\n    return 'quick'\n"
+    root = project(files)
+    build = spawn_watchrun(root, "build", "--json", *on_ray(two_nodes))
+    try:
+        wait_for(lambda: len(list((root / "started").glob("*"))) == 3, timeout=120,
+                 what="the three waiters to run")
+        pids = {n: read_pid(root / "started" / n) for n in names}
+        lost = {n for n, pid in pids.items() if on_second_node(two_nodes, pid)}
+        assert lost and lost != set(names), f"the second node runs {lost}"
+        two_nodes.node.kill_raylet()
+        for name in set(names) - lost:
+            (root / f"go.{name}").write_text("")
+        for name in lost:  # once the first attempt is gone, its rerun may finish
+            wait_for(lambda: gone(pids[name]), timeout=30,  # noqa: B023 - used at once
+                     what="the lost unit's process to end")
+            (root / f"go.{name}").write_text("")
+        stdout, stderr = build.communicate(timeout=150)
+    finally:
+        if build.poll() is None:
+            build.kill()
+            build.wait()
+    run = Run(build.returncode, stdout, stderr)
+    assert run.code == 0, run.stdout + run.stderr
+    retried = {e["task"]: e["cause"] for e in run.events if e["event"] == "unit_retry"}
+    assert set(retried) == lost, retried
+    for name in lost:
+        assert "node lost: Ray node " in retried[name], retried[name]
+    finished = {e["task"]: e.get("node") for e in run.events if e["event"] == "unit_finished"}
+    assert set(finished) == {*names, "quick"}, finished
+    for name in lost:  # the rerun ran on a node that is left: the head
+        assert finished[name] and finished[name] != two_nodes.node.node_id, finished
+    for name in names:
+        assert watchrun(root, "show", name).stdout.strip() == f"{name} done"

@@ -27,6 +27,9 @@ node with 2, tests/ray_cluster.py), instead:
    killed (SIGKILL), and the time until the executor reports the unit lost ("node lost") is
    measured, for a task unit (a Ray task) and a generator (a Ray actor). The node is started
    again for the next run.
+6. kill -9 of `watchrun build` with two units running (each with a subprocess of its own), over
+   HOST:PORT and over Ray Client (ray://): the time until the units and their subprocesses are
+   gone (Ray Client alone keeps a dead driver's job ~30 s; watchrun's heartbeat ends them).
 """
 
 from __future__ import annotations
@@ -171,6 +174,55 @@ async def node_loss(cluster: TwoNodes, root: Path, name: str, mode: Mode) -> flo
     return lost_after
 
 
+SPAWNER = """# /// task
+# ///
+import os, subprocess, time
+from pathlib import Path
+
+def run():
+    kid = subprocess.Popen(["sleep", "300"])
+    Path("pids").mkdir(exist_ok=True)
+    Path("pids", "{name}").write_text(f"{os.getpid()} {kid.pid}")
+    time.sleep(300)
+"""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def kill_9_cleanup(root: Path, address: str) -> float:
+    """Seconds from kill -9 of `watchrun build` to its two units and their subprocesses gone."""
+    shutil.rmtree(root, ignore_errors=True)
+    (root / "tasks").mkdir(parents=True)
+    for name in ("a", "b"):
+        (root / "tasks" / f"{name}.py").write_text(SPAWNER.replace("{name}", name))
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    build = subprocess.Popen([sys.executable, "-m", "watchrun", "-C", str(root), "build",
+                              "--executor", "ray", "--address", address],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    deadline = time.monotonic() + 150
+    while len(list((root / "pids").glob("*")) if (root / "pids").is_dir() else []) < 2:
+        if time.monotonic() > deadline:
+            build.kill()
+            raise RuntimeError(f"the units did not start over {address}")
+        time.sleep(0.05)
+    pids = [int(p) for f in (root / "pids").iterdir() for p in f.read_text().split()]
+    time.sleep(2.0)  # the heartbeat (ray://) has reached the nodes
+    build.kill()
+    killed_at = time.monotonic()
+    build.wait()
+    while any(_alive(pid) for pid in pids):
+        if time.monotonic() > killed_at + 90:
+            raise RuntimeError(f"units still alive 90 s after kill -9 ({address})")
+        time.sleep(0.05)
+    return time.monotonic() - killed_at
+
+
 def run_two_nodes(work: Path, args: argparse.Namespace) -> None:
     from watchrun.executors.ray import RayExecutor
 
@@ -209,6 +261,17 @@ def run_two_nodes(work: Path, args: argparse.Namespace) -> None:
         print(f"\nraylet of the second node killed -> its unit reported 'node lost' "
               f"(median of {args.runs}):")
         for kind, times in lost.items():
+            print(f"  {kind:9} {statistics.median(times):6.1f} s  "
+                  f"(runs: {', '.join(f'{t:.1f}' for t in times)})")
+        cleanup: dict[str, list[float]] = {"HOST:PORT": [], "ray://": []}
+        client = f"ray://127.0.0.1:{head.client_port}"
+        for _ in range(args.runs):
+            cluster.ensure_second_node()
+            for kind, address in (("HOST:PORT", cluster.address), ("ray://", client)):
+                cleanup[kind].append(kill_9_cleanup(work / "kill9", address))
+        print(f"\nkill -9 of watchrun -> its units and their subprocesses gone "
+              f"(median of {args.runs}):")
+        for kind, times in cleanup.items():
             print(f"  {kind:9} {statistics.median(times):6.1f} s  "
                   f"(runs: {', '.join(f'{t:.1f}' for t in times)})")
     finally:

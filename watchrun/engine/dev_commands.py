@@ -86,6 +86,8 @@ class DevCommands:
         for key in self.scheduler.running_units(task):
             self.executor.resume(key)
             self.scheduler.plan.running[key].paused = False
+        # the plan held its ready units while it was paused: they may start now
+        self.scheduler.set_paused(self.scheduler.paused)
         return None
 
     def interrupt(self, task: str) -> None:

@@ -75,7 +75,7 @@ class Launched:
     """The driver's record of a unit submitted to the executor and not ended yet (its
     scheduling state, e.g. superseded or speculative, is the plan's `Running`)."""
 
-    __slots__ = ("failure", "mode", "next_index", "resolution", "started", "task")
+    __slots__ = ("failure", "mode", "next_index", "node", "resolution", "started", "task")
 
     def __init__(self, resolution: Resolution, started: float, mode: Mode, task: Task,
                  next_index: int = 0) -> None:
@@ -85,6 +85,7 @@ class Launched:
         self.task = task  # as it was launched: a task deleted or broken meanwhile still ends
         self.next_index = next_index  # GENERATE: the index of the next yield
         self.failure: str | None = None  # cancelled because its yield could not be stored
+        self.node: str | None = None  # where it runs, once the executor says (Ray)
 
 
 class DriverState:

@@ -32,7 +32,7 @@ class Endings(DriverState):
             return
         self.summary.cancelled += 1
         self.bus.publish(ev.UnitCancelled(task=event.key.task, iter=event.key.iter,
-                                          signal=event.signal or "SIGINT"))
+                                          signal=event.signal or "SIGINT", node=run.node))
         self._block_consumers(event.key.task, f"{event.key.format()} was cancelled")
 
     def _time_out(self, key: UnitKey, run: Launched, seconds: float) -> None:
@@ -82,7 +82,7 @@ class Endings(DriverState):
             self._new_value_of_waited(resolution.task, None)
         self.summary.failed += 1
         self.bus.publish(ev.UnitFailed(task=resolution.task, iter=resolution.iter,
-                                       error=error))
+                                       error=error, node=run.node))
         unit = UnitKey(resolution.task, resolution.iter).format()
         self._block_consumers(resolution.task, f"{unit} failed")
         for down in sorted(self.graph.downstream_closure([resolution.task]) - {resolution.task}):

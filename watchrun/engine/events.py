@@ -24,12 +24,19 @@ class Event:
     __slots__ = ("time",)
     name: ClassVar[str] = "event"
     field_names: ClassVar[tuple[str, ...]] = ()
+    # fields written only when they are not None (what a line says stays as it was without)
+    optional_names: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, *, time: float | None = None) -> None:
         self.time = _now() if time is None else time
 
     def fields(self) -> dict[str, Any]:
-        return {key: getattr(self, key) for key in self.field_names}
+        found = {key: getattr(self, key) for key in self.field_names}
+        for key in self.optional_names:
+            value = getattr(self, key)
+            if value is not None:
+                found[key] = value
+        return found
 
     def __eq__(self, other: object) -> bool:
         return type(other) is type(self) and self.time == other.time \
@@ -51,6 +58,10 @@ class Event:
         parts = [json_head(self.name), _json_value(when)]
         for key in self.field_names:  # field names are identifiers: nothing to escape
             parts.append(f', "{key}": {_json_value(getattr(self, key))}')
+        for key in self.optional_names:
+            value = getattr(self, key)
+            if value is not None:
+                parts.append(f', "{key}": {_json_value(value)}')
         parts.append("}")
         return "".join(parts)
 
@@ -123,20 +134,26 @@ class BuildStarted(Event):
 
 
 class UnitStarted(Event):
-    __slots__ = ("iter", "reasons", "task")
+    """`node`: where the unit runs, when the executor knows it as the unit starts (optional;
+    on Ray a task unit's node is known when it ends: see the terminal events)."""
+
+    __slots__ = ("iter", "node", "reasons", "task")
     name = "unit_started"
     field_names = ("task", "iter", "reasons")
+    optional_names = ("node",)
 
     def __init__(self, *, task: str, iter: tuple[int, ...], reasons: list[str],
-                 time: float | None = None) -> None:
+                 node: str | None = None, time: float | None = None) -> None:
         self.task = task
         self.iter = iter
         self.reasons = reasons
+        self.node = node
         self.time = _now() if time is None else time
 
     def _json(self, when: float) -> str:
         reasons = self.reasons
-        if not (_plain_unit(self.task, self.iter, when) and type(reasons) is list
+        if self.node is not None or not (_plain_unit(self.task, self.iter, when)
+                                         and type(reasons) is list
                 and all(type(r) is str for r in reasons)):
             return super()._json(when)
         return (f'{json_head(self.name)}{float.__repr__(when)}, '
@@ -151,22 +168,27 @@ class UnitSkipped(_UnitEvent):
 
 
 class UnitFinished(Event):
-    __slots__ = ("duration", "iter", "task")
+    """`node` (optional): the node it ran on, when the executor says (Ray: its node id)."""
+
+    __slots__ = ("duration", "iter", "node", "task")
     name = "unit_finished"
     field_names = ("task", "iter", "duration")
+    optional_names = ("node",)
 
     def __init__(self, *, task: str, iter: tuple[int, ...], duration: float,
-                 time: float | None = None) -> None:
+                 node: str | None = None, time: float | None = None) -> None:
         self.task = task
         self.iter = iter
         self.duration = duration
+        self.node = node
         self.time = _now() if time is None else time
 
     def _json(self, when: float) -> str:
         # one line per unit that ran: written out like _UnitEvent's
         duration = self.duration
-        if not (_plain_unit(self.task, self.iter, when) and type(duration) is float
-                and duration - duration == 0):
+        if self.node is not None or not (_plain_unit(self.task, self.iter, when)
+                                         and type(duration) is float
+                                         and duration - duration == 0):
             return super()._json(when)
         return (f'{json_head(self.name)}{float.__repr__(when)}, '
                 f'"task": {_json_string(self.task)}, '
@@ -175,15 +197,17 @@ class UnitFinished(Event):
 
 
 class UnitFailed(Event):
-    __slots__ = ("error", "iter", "task")
+    __slots__ = ("error", "iter", "node", "task")
     name = "unit_failed"
     field_names = ("task", "iter", "error")
+    optional_names = ("node",)  # as unit_finished's
 
     def __init__(self, *, task: str, iter: tuple[int, ...], error: str,
-                 time: float | None = None) -> None:
+                 node: str | None = None, time: float | None = None) -> None:
         self.task = task
         self.iter = iter
         self.error = error
+        self.node = node
         self.time = _now() if time is None else time
 
 
@@ -205,15 +229,17 @@ class UnitRetry(Event):
 
 
 class UnitCancelled(Event):
-    __slots__ = ("iter", "signal", "task")
+    __slots__ = ("iter", "node", "signal", "task")
     name = "unit_cancelled"
     field_names = ("task", "iter", "signal")
+    optional_names = ("node",)  # as unit_finished's
 
     def __init__(self, *, task: str, iter: tuple[int, ...], signal: str,
-                 time: float | None = None) -> None:
+                 node: str | None = None, time: float | None = None) -> None:
         self.task = task
         self.iter = iter
         self.signal = signal
+        self.node = node
         self.time = _now() if time is None else time
 
 

@@ -139,7 +139,8 @@ class Plan(Generic[Payload, Live]):
 
     def find_work(self, slots: int, queued: int = 0) -> list[Payload]:
         """Every ready persistent unit, then up to `slots` other ready units, best first. A
-        unit whose stale predecessor is still being cancelled waits for it.
+        unit whose stale predecessor is still being cancelled waits for it, and so do the
+        units of a task the user paused (one of its running units is paused).
 
         `queued`: places in the queue of a busy worker, beyond the free slots. Only a unit
         outside any scope takes one: in a scope, the unit that a finishing worker's result
@@ -149,8 +150,12 @@ class Plan(Generic[Payload, Live]):
         waiting: list[_Entry] = []
         calls_found = 0
         chosen: list[UnitKey] = []  # task units found in this call (they start now)
+        held = self.paused_tasks()  # the user paused them: none of their units starts
         for heap, persistent in ((self._ready_persistent, True), (self._ready, False)):
             while heap and (persistent or slots > 0 or (queued > 0 and not heap[0].unit.iter)):
+                if held and heap[0].unit.task in held:
+                    waiting.append(heapq.heappop(heap))
+                    continue
                 if not persistent and not (self._fits(heap[0].unit, slots, calls_found)
                                            and self._within_limits(heap[0].unit, chosen)):
                     break  # the best unit waits for its slots: nothing overtakes it for ever

@@ -304,12 +304,14 @@ class Scheduler(Dispatch, Streaming, Replanning, Endings, DriverState):
     def on_exec(self, event: ExecEvent) -> None:
         """The one channel through which the executor reports."""
         state = self.running.get(event.key)
+        if state is not None and event.node is not None:
+            state.payload.node = event.node  # for its terminal event
         if state is None or event.kind is EventKind.STARTED:
             self._unit_started_or_unknown(event)
             return
         run = state.payload
         if state.superseded:
-            self._superseded_reported(event)
+            self._superseded_reported(event, run)
             return
         if state.speculative and event.kind in (EventKind.DONE, EventKind.FAILED,
                                                 EventKind.DIED):
@@ -340,16 +342,18 @@ class Scheduler(Dispatch, Streaming, Replanning, Endings, DriverState):
         self.recorder.soon()
         self._pump()
 
-    def _superseded_reported(self, event: ExecEvent) -> None:
+    def _superseded_reported(self, event: ExecEvent, run: Launched) -> None:
         """A change made the unit stale: it is said to be cancelled, and nothing it reports
         is kept. A consumer of the new project waits for it to end (see _advance)."""
         drop_pickle_file(event.data)
         if event.kind in (EventKind.YIELDED, EventKind.PUSHED):
             return
         self.plan.ended(event.key)
-        if event.kind is EventKind.CANCELLED:
-            self.bus.publish(ev.UnitCancelled(task=event.key.task, iter=event.key.iter,
-                                              signal=event.signal or "SIGINT"))
+        # also when it ended on its own before the cancel reached it (a remote node hears of a
+        # cancel late): its unit_started must not stay open
+        sent = (event.signal or "SIGINT") if event.kind is EventKind.CANCELLED else "none"
+        self.bus.publish(ev.UnitCancelled(task=event.key.task, iter=event.key.iter, signal=sent,
+                                          node=run.node))
         successor = self.consumers.get(event.key.task)
         if successor is not None and not event.key.iter:
             self._advance(successor)
@@ -390,7 +394,7 @@ class Scheduler(Dispatch, Streaming, Replanning, Endings, DriverState):
         if task.outputs:
             self.last_outputs[name] = produced
         self.summary.ran += 1
-        self.bus.publish(ev.UnitFinished(task=name, iter=key, duration=duration))
+        self.bus.publish(ev.UnitFinished(task=name, iter=key, duration=duration, node=run.node))
         if task.kind is Kind.COLLECTOR:
             self.bus.publish(ev.Gather(task=name, iter=key))
         if task.kind is Kind.GENERATOR:

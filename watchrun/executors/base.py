@@ -119,13 +119,13 @@ class EventKind(enum.Enum):
 class ExecEvent:
     """What an executor reports about a unit (see EventKind for what each field means)."""
 
-    __slots__ = ("data", "duration", "error", "key", "kind", "output_claims", "pid", "refused",
-                 "signal")
+    __slots__ = ("data", "duration", "error", "key", "kind", "node", "output_claims", "pid",
+                 "refused", "signal")
 
     def __init__(self, key: UnitKey, kind: EventKind, data: bytes | None = None,
                  error: str | None = None, signal: str | None = None, duration: float = 0.0,
                  pid: int | None = None, refused: bool = False,
-                 output_claims: tuple[OutputHash, ...] = ()) -> None:
+                 output_claims: tuple[OutputHash, ...] = (), node: str | None = None) -> None:
         self.key = key
         self.kind = kind
         self.data = data
@@ -139,6 +139,9 @@ class ExecEvent:
         # DONE: the worker's hashes of the declared outputs it just wrote, trusted by the
         # driver only while each file's stat key is the one claimed (worker_outputs.py)
         self.output_claims = output_claims
+        # where the unit runs or ran, when the executor knows (Ray: the node's id); the
+        # scheduler passes it on with the unit's terminal event
+        self.node = node
 
     def __repr__(self) -> str:
         return f"ExecEvent({self.key.format()}, {self.kind.value}, pid={self.pid})"

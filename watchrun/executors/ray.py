@@ -21,8 +21,11 @@ Cancel: SIGINT to the unit's group on its node, SIGTERM after `grace`, SIGKILL a
 `grace`, each sent by the node (a CALL task learns of the cancel through `ray.cancel`, an actor
 through its `cancel` method). If the node does not answer within 2 x grace + FORCE_AFTER, its
 Ray worker is killed (`ray.cancel(force=True)`, `ray.kill`), and the unit's group dies with it
-(see ray_guard.py). Pause: SIGSTOP / SIGCONT for persistent units; a running CALL task
-cannot be reached, so pause() returns False for it (the dev UI says so).
+(see ray_guard.py). Pause: SIGSTOP / SIGCONT to the unit's group, sent by its node too: an
+actor through its `pause` and `resume` methods; a CALL task, which takes no calls while it
+runs, through a marker file that a NodeControl actor on each node makes and removes, and that
+the task's relay looks at (see ray_control.py). Through Ray Client, the driver also sends the
+nodes a heartbeat: a unit whose driver was killed is cancelled by its node within seconds.
 
 Ray is connected on the first submit, in a thread (ray.init takes seconds), so a build with
 nothing to run never starts it. Address "" starts a Ray instance on this machine, listening on
@@ -41,34 +44,36 @@ import logging
 import os
 import re
 import secrets
-import socket
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 if importlib.util.find_spec("ray") is None:
-    # `ray` itself is imported when the executor connects (see _init_ray): an environment
-    # variable it reads at import time depends on the address
+    # `ray` itself is imported when the executor connects (see ray_nodes.init_ray): an
+    # environment variable it reads at import time depends on the address
     raise ImportError("No module named 'ray'", name="ray")
 
-import watchrun
 from watchrun.config import DEFAULT_CONNECT_TIMEOUT, default_jobs
-from watchrun.executors import ray_node, ray_where
+from watchrun.executors import ray_control, ray_node
 from watchrun.executors.base import EventKind, ExecEvent, Job, Mode, Sink, UnitKey, hand_to_sink
 from watchrun.executors.local import job_spec
 from watchrun.executors.ray_connect import (
     RayConnectError,
     check_address,
-    enable_faulthandler_on_the_terminal,
     explain_init_failure,
     first_line,
     in_daemon_thread,
-    is_loopback,
-    resolve_address,
 )
-from watchrun.project.header import memory_bytes
-from watchrun.project.model import Resources
+from watchrun.executors.ray_nodes import (
+    ANSI,
+    Cluster,
+    infeasible_message,
+    init_ray,
+    needs,
+    ray_options,
+    resources_table,
+)
 
 log = logging.getLogger("watchrun.executor")
 
@@ -77,201 +82,7 @@ FORCE_AFTER = 5.0  # seconds past the cancel sequence (2 x grace) before the Ray
 # its node died (Ray marks a node dead after missed health checks, not at once)
 NODE_DEATH_WAIT = 30.0
 TOKEN_NAME = ".ray-token"  # in the log folder: tells a node whether it sees that folder
-_ANSI = re.compile(r"\x1b\[[0-9;]*m")
 _NODE_ID = re.compile(r"node id:? ([0-9a-f]{16,})", re.IGNORECASE)
-
-
-def _init_ray(address: str, connect_timeout: float) -> Any:
-    """Resolve the address, ask the cluster, then import and initialise Ray (blocking:
-    seconds). Returns the ray module. Raises RayConnectError."""
-    check_address(address, connect_timeout)
-    import ray
-
-    address = resolve_address(address)
-    client = address.startswith("ray://")
-    options: dict[str, Any] = {"log_to_driver": False, "logging_level": logging.ERROR}
-    package = os.path.dirname(os.path.abspath(watchrun.__file__))
-    local = address == "" or is_loopback(address)
-    job_config = _local_job_config(ray, os.path.dirname(package)) if local and not client else None
-    if job_config is not None:
-        # the cluster runs on this machine: its workers import watchrun from where we do
-        options["job_config"] = job_config
-    else:
-        # the cluster need not have watchrun installed: its package travels with the job (a
-        # runtime_env costs each run fresh Ray workers, about a second)
-        options["runtime_env"] = {"py_modules": [package]}
-    enable_faulthandler_on_the_terminal()
-    _quiet_cluster_errors(ray)
-    try:
-        if address:
-            ray.init(address=address, **options)
-        else:
-            ray.init(address="local", include_dashboard=False, _node_ip_address="127.0.0.1",
-                     **options)
-    except Exception as exc:
-        raise RayConnectError(explain_init_failure(address, exc)) from exc
-    return ray
-
-
-def _quiet_cluster_errors(ray: Any) -> None:
-    """Ray's driver prints the cluster's error messages (a raylet that died, with 20 lines of
-    its log; a node marked dead) on stdout, from a thread of its own: into `--json` output and
-    over the TUI. Each unit they concern already ends saying why ("node lost: …"): the messages
-    go to watchrun's log instead. The printer is a private function of Ray's, looked up when
-    called; a Ray without it keeps printing."""
-    worker_module: Any = getattr(getattr(ray, "_private", None), "worker", None)
-    if worker_module is None or not hasattr(worker_module, "print_to_stdstream"):
-        return
-
-    def to_the_log(data: dict[str, Any], ignore_prefix: bool = False) -> None:
-        lines = [str(line) for line in data.get("lines", ())]
-        if lines:
-            log.info("Ray (%s): %s", data.get("pid", "?"), first_line(_ANSI.sub("", lines[0])))
-
-    worker_module.print_to_stdstream = to_the_log
-
-
-def _local_job_config(ray: Any, home: str) -> Any:
-    """A job config that puts `home` on the Ray workers' sys.path, if this Ray has the (private)
-    option; None otherwise."""
-    try:
-        return ray.job_config.JobConfig(_py_driver_sys_path=[home])
-    except (TypeError, AttributeError):
-        return None
-
-
-@dataclass(frozen=True)
-class _Node:
-    node_id: str
-    address: str  # its IP
-    resources: dict[str, float]  # what it has in all ("CPU", "GPU", "memory", …)
-    raylet_port: int = 0  # its node manager's port; 0: not known
-
-    def label(self) -> str:
-        return f"{self.node_id[:8]} ({self.address})"
-
-
-class _Cluster:
-    """A connected Ray: the module, the node functions wrapped as remote ones, and the nodes
-    it last said were alive."""
-
-    def __init__(self, ray: Any, client: bool) -> None:
-        self.ray = ray
-        self.client = client  # Ray Client (ray://): no streaming, no concurrency groups
-        self.error: type[BaseException] = ray.exceptions.RayError
-        self.cancelled: type[BaseException] = ray.exceptions.TaskCancelledError
-        self.node_died: type[BaseException] = ray.exceptions.NodeDiedError
-        # what a lost node looks like from an actor or a task: its worker gone
-        self.worker_lost: tuple[type[BaseException], ...] = (
-            ray.exceptions.RayActorError, ray.exceptions.WorkerCrashedError)
-        # max_retries stays 0: watchrun's own plan decides about reruns (`retries`)
-        self.call = ray.remote(num_cpus=1, max_retries=0)(ray_where.run_call_where)
-        self.scope = ray.remote(
-            num_cpus=0,
-            max_restarts=0,
-            max_task_retries=0,
-            concurrency_groups={"inbox": 1},
-        )(ray_where.PlacedScope)
-        self.nodes: dict[str, _Node] = {}
-        self.known: dict[str, _Node] = {}  # every node seen alive, for names of lost ones
-        self.refresh_nodes()
-
-    def refresh_nodes(self) -> None:
-        """Ask the cluster which nodes are alive (blocking: one call to its GCS)."""
-        try:
-            found = self.ray.nodes()
-        except Exception as exc:  # Ray Client may not answer: feasibility is then not checked
-            log.info("cannot list the Ray cluster's nodes: %s", exc)
-            return
-        self.nodes = {
-            str(n["NodeID"]): _Node(str(n["NodeID"]), str(n.get("NodeManagerAddress", "")),
-                                    {k: float(v) for k, v in n.get("Resources", {}).items()},
-                                    int(n.get("NodeManagerPort", 0) or 0))
-            for n in found if n.get("Alive")
-        }
-        self.known.update(self.nodes)
-
-    def cpus(self) -> int:
-        return int(sum(node.resources.get("CPU", 0.0) for node in self.nodes.values()))
-
-    def label(self, node_id: str) -> str:
-        node = self.known.get(node_id)
-        return node.label() if node is not None else node_id[:8]
-
-    def shortfall(self, need: dict[str, float]) -> dict[str, float] | None:
-        """None if some alive node has all of `need`; else, for each resource no node has
-        enough of, the most any node has."""
-        if not self.nodes:
-            return None  # nothing known (Ray Client): let Ray decide
-        wanted = {k: v for k, v in need.items() if v > 0}
-        for node in self.nodes.values():
-            if all(node.resources.get(k, 0.0) >= v for k, v in wanted.items()):
-                return None
-        most = {k: max(n.resources.get(k, 0.0) for n in self.nodes.values()) for k in wanted}
-        return {k: most[k] for k, v in wanted.items() if most[k] < v} or most
-
-    def raylet_refuses(self, node_id: str) -> bool:
-        """Whether the node's raylet refuses connections: it is gone, though the cluster has
-        not marked the node dead yet (that waits for missed health checks, about 15 s).
-        Blocking: one TCP connect."""
-        node = self.known.get(node_id)
-        if node is None or not node.raylet_port or not node.address:
-            return False
-        try:
-            with socket.create_connection((node.address, node.raylet_port), timeout=1.0):
-                return False
-        except ConnectionRefusedError:
-            return True
-        except OSError:  # unreachable or silent: a network problem may pass; ask the cluster
-            return False
-
-    def shutdown(self) -> None:
-        self.ray.shutdown()
-
-
-def resources_table(resources: Resources | None) -> dict[str, Any]:
-    """A job's `resources` (as the driver parsed them from its task's header) as the table
-    ray_options reads; None (the header asks nothing): the empty table, Ray's defaults."""
-    if resources is None:
-        return {}
-    table: dict[str, Any] = {"cpus": resources.cpus, "gpus": resources.gpus}
-    if resources.memory is not None:
-        table["memory"] = resources.memory
-    return table
-
-
-def ray_options(table: dict[str, Any], persistent: bool) -> dict[str, Any]:
-    """A `resources` table as Ray's request. A CALL unit takes 1 CPU unless it says; a
-    persistent unit none (as locally, it is outside the `jobs` count) unless it says."""
-    options: dict[str, Any] = {"num_cpus": table.get("cpus", 0 if persistent else 1)}
-    if table.get("gpus"):
-        options["num_gpus"] = table["gpus"]
-    if table.get("memory") is not None:
-        options["memory"] = memory_bytes(table["memory"])
-    return options
-
-
-def _needs(options: dict[str, Any]) -> dict[str, float]:
-    return {"CPU": float(options.get("num_cpus", 0)), "GPU": float(options.get("num_gpus", 0)),
-            "memory": float(options.get("memory", 0))}
-
-
-def _amount(resource: str, value: float) -> str:
-    if resource == "memory":
-        if value >= 2**30:
-            return f"{value / 2**30:.4g} GiB memory"
-        return f"{value / 2**20:.4g} MiB memory"
-    count = f"{value:g}"
-    return f"{count} {resource}" + ("s" if value != 1 else "")
-
-
-def infeasible_message(task: str, need: dict[str, float], most: dict[str, float],
-                       where: str) -> str:
-    wanted = ", ".join(_amount(k, need[k]) for k in most)
-    has = ", ".join(_amount(k, v) for k, v in most.items())
-    return (f"{task} asks for {wanted} (its `resources`), and no node of the Ray cluster "
-            f"{where} has that much (the most one node has: {has}); Ray would keep it waiting "
-            "for ever. Lower the request, or add a node that has it")
 
 
 class _Sources:
@@ -317,6 +128,8 @@ class _Unit:
     driver: asyncio.Task[None] | None = None
     finished: bool = False
     node: str = ""  # the Ray node id it runs on, once known
+    control: str = ""  # CALL: its name among the nodes' pause markers ("RUN/SERIAL")
+    marked: bool = False  # CALL: the nodes were told to pause it at least once
 
 
 class RayExecutor:
@@ -338,18 +151,21 @@ class RayExecutor:
         self._units: dict[UnitKey, _Unit] = {}
         self._busy_calls = 0
         self._closing = False
-        self._connection: asyncio.Task[_Cluster] | None = None
-        self._cluster: _Cluster | None = None
+        self._connection: asyncio.Task[Cluster] | None = None
+        self._cluster: Cluster | None = None
         self._sources = _Sources()
         self._token = secrets.token_hex(16)
         self._token_path: Path | None = None
         self._all_finished: asyncio.Future[None] | None = None
+        self._run = secrets.token_hex(8)  # names this run's pause markers on the nodes
+        self._serial = 0
+        self._controls: ray_control.Controls | None = None  # once connected
 
     # -- the Executor protocol ------------------------------------------------------------------
 
     async def preflight(self) -> None:
-        """Check the address before anything is planned (no `ray.init`: cheap enough for a null
-        build). Raises RayConnectError: a wrong or silent address, or a missing token."""
+        """Check the address before anything is planned (no `ray.init`, which a null build must
+        not wait for). Raises RayConnectError: a wrong or silent address, or a missing token."""
         address, timeout = self._address, self._connect_timeout
         await in_daemon_thread(asyncio.get_running_loop(),
                                lambda: check_address(address, timeout))
@@ -373,6 +189,9 @@ class RayExecutor:
         if self._token_path is None:
             self._write_token(Path(job.log_path).parent)
         unit = _Unit(job, time.monotonic())
+        if job.mode is Mode.CALL:
+            self._serial += 1
+            unit.control = f"{self._run}/{self._serial}"
         self._units[job.key] = unit
         unit.driver = asyncio.get_running_loop().create_task(self._drive(unit))
 
@@ -408,23 +227,30 @@ class RayExecutor:
         unit.timer = loop.call_later(2 * self._grace + FORCE_AFTER, self._force, unit)
 
     def pause(self, key: UnitKey) -> bool:
-        """SIGSTOP on its node for a persistent unit; False for a CALL task, which nothing
-        can reach while it runs."""
+        """SIGSTOP to the unit's group on its node: a persistent unit through its actor, a
+        CALL unit through the nodes' NodeControl actors (a running Ray task takes no calls).
+        A CALL unit not on the cluster yet is stopped when it starts."""
         unit = self._units.get(key)
-        if unit is None or unit.job.mode is Mode.CALL or unit.cancelling:
+        if unit is None or unit.cancelling:
             return False
         if not unit.paused:
-            self._call(unit, "pause")
             unit.paused = True
+            if unit.job.mode is Mode.CALL:
+                self._mark(unit, "pause")
+            else:
+                self._call(unit, "pause")
         return True
 
     def resume(self, key: UnitKey) -> bool:
         unit = self._units.get(key)
-        if unit is None or unit.job.mode is Mode.CALL or unit.cancelling:
+        if unit is None or unit.cancelling:
             return False
         if unit.paused:
-            self._call(unit, "resume")
             unit.paused = False
+            if unit.job.mode is Mode.CALL:
+                self._mark(unit, "resume")
+            else:
+                self._call(unit, "resume")
         return True
 
     def running(self) -> list[UnitKey]:
@@ -442,6 +268,8 @@ class RayExecutor:
                 await asyncio.wait_for(self._all_finished, 2 * self._grace + 2 * FORCE_AFTER + 1)
         for unit in list(self._units.values()):
             self._abandon(unit)
+        if self._controls is not None:
+            await self._controls.end()
         cluster = self._cluster
         if self._connection is not None and not self._connection.done():
             # still connecting: nothing ran there; ray.init goes on in its daemon thread,
@@ -455,7 +283,7 @@ class RayExecutor:
 
     # -- connecting -----------------------------------------------------------------------------
 
-    def _connected(self) -> asyncio.Task[_Cluster]:
+    def _connected(self) -> asyncio.Task[Cluster]:
         failed = self._connection is not None and self._connection.done() and (
             self._connection.cancelled() or self._connection.exception() is not None)
         if self._connection is None or (failed and self._cluster is None):
@@ -463,14 +291,14 @@ class RayExecutor:
             self._connection = asyncio.get_running_loop().create_task(self._connect())
         return self._connection
 
-    async def _connect(self) -> _Cluster:
+    async def _connect(self) -> Cluster:
         where = f"at {self._address}" if self._address else "on this machine"
         started = time.perf_counter()
         address, timeout = self._address, self._connect_timeout
         try:
             ray = await in_daemon_thread(asyncio.get_running_loop(),
-                                         lambda: _init_ray(address, timeout), stay=True)
-            cluster = _Cluster(ray, self._address.startswith("ray://"))
+                                         lambda: init_ray(address, timeout), stay=True)
+            cluster = Cluster(ray, self._address.startswith("ray://"))
         except RayConnectError as exc:
             raise RayConnectError(f"could not start or join Ray {where}: {exc}") from exc
         except Exception as exc:
@@ -478,6 +306,9 @@ class RayExecutor:
                                   f"{explain_init_failure(address, exc)}") from exc
         log.info("connected to Ray %s in %.1f s", where, time.perf_counter() - started)
         self._cluster = cluster
+        self._controls = ray_control.Controls(cluster, self._run)
+        if cluster.client:
+            self._controls.start_heartbeat()
         if self._jobs_from_cluster and cluster.cpus() > 0:
             self._jobs = cluster.cpus()
         return cluster
@@ -491,6 +322,15 @@ class RayExecutor:
         except OSError as exc:
             log.warning("cannot write %s (%s): logs come back with the results", path, exc)
         self._token_path = path
+
+    def _mark(self, unit: _Unit, verb: str) -> None:
+        """Pause or resume a CALL unit through the nodes' NodeControl actors; not before it is
+        on the cluster (_run_call marks it then)."""
+        if unit.ref is None or self._controls is None:
+            return
+        if verb == "pause":
+            unit.marked = True
+        self._controls.mark(unit.control, verb, unit.job.key.format())
 
     # -- one unit's life ------------------------------------------------------------------------
 
@@ -520,17 +360,19 @@ class RayExecutor:
                 with contextlib.suppress(Exception):
                     cluster.ray.kill(unit.actor)
 
-    def _node_job(self, job: Job) -> ray_node.NodeJob:
+    def _node_job(self, job: Job, control: str = "") -> ray_node.NodeJob:
         spec = job_spec(job)
         spec.sources = self._sources.read([file for file, _ in spec.chain])
         token_path = "" if self._token_path is None else str(self._token_path)
-        return ray_node.NodeJob(spec.fields(), self._grace, token_path, self._token)
+        heartbeat = self._run if self._cluster is not None and self._cluster.client else ""
+        return ray_node.NodeJob(spec.fields(), self._grace, token_path, self._token, control,
+                                heartbeat)
 
-    async def _fits(self, cluster: _Cluster, unit: _Unit, options: dict[str, Any]) -> bool:
+    async def _fits(self, cluster: Cluster, unit: _Unit, options: dict[str, Any]) -> bool:
         """Whether some node of the cluster can ever run the unit; if none can, the unit fails
         now (Ray would keep it pending for ever). A request that fits no node known asks the
         cluster again first: a node may have joined."""
-        need = _needs(options)
+        need = needs(options)
         if cluster.shortfall(need) is None:
             return True
         await in_daemon_thread(asyncio.get_running_loop(), cluster.refresh_nodes)
@@ -542,15 +384,17 @@ class RayExecutor:
                      error=infeasible_message(unit.job.key.task, need, most, where))
         return False
 
-    async def _run_call(self, cluster: _Cluster, unit: _Unit) -> None:
+    async def _run_call(self, cluster: Cluster, unit: _Unit) -> None:
         options = ray_options(resources_table(unit.job.resources), persistent=False)
         if not await self._fits(cluster, unit, options) or unit.cancelling:
             return
         call = cluster.call.options(name=ray_name(unit.job), **options)
-        unit.ref = call.remote(self._node_job(unit.job))
+        unit.ref = call.remote(self._node_job(unit.job, unit.control))
+        if unit.paused:  # paused before it reached the cluster: it starts stopped
+            self._mark(unit, "pause")
         self._end(unit, await unit.ref)
 
-    async def _run_persistent(self, cluster: _Cluster, unit: _Unit) -> None:
+    async def _run_persistent(self, cluster: Cluster, unit: _Unit) -> None:
         if cluster.client:
             kind = "generator" if unit.job.mode is not Mode.COLLECT else "collector"
             self._finish(
@@ -614,14 +458,14 @@ class RayExecutor:
         else:
             self._finish(unit, EventKind.FAILED, error=str(payload), duration=duration)
 
-    async def _lost_node(self, cluster: _Cluster, unit: _Unit, exc: BaseException) -> str:
+    async def _lost_node(self, cluster: Cluster, unit: _Unit, exc: BaseException) -> str:
         """The id of the node whose loss ended the unit, or "" when its node is alive (or
         unknown): a NodeDiedError names it; a lost actor or worker on a node the cluster then
         marks dead counts too (Ray takes some seconds to mark it)."""
         if unit.finished or unit.cancelling:
             return ""
         if isinstance(exc, cluster.node_died):
-            named = _NODE_ID.search(_ANSI.sub("", str(exc)))
+            named = _NODE_ID.search(ANSI.sub("", str(exc)))
             return named[1] if named else unit.node or "?"
         if not unit.node or not isinstance(exc, cluster.worker_lost):
             return ""
@@ -647,6 +491,7 @@ class RayExecutor:
             self._finish(unit, EventKind.CANCELLED, signal="SIGKILL" if unit.forced else "SIGINT")
             return
         if node:
+            unit.node = node if node != "?" else unit.node
             label = self._cluster.label(node) if self._cluster is not None else node[:8]
             self._append_log(unit.job, f"[watchrun] node lost: Ray node {label}\n")
             self._finish(unit, EventKind.DIED, error=f"node lost: Ray node {label} died while "
@@ -718,6 +563,8 @@ class RayExecutor:
         del self._units[unit.job.key]
         if unit.job.mode is Mode.CALL:
             self._busy_calls -= 1
+            if unit.marked and unit.paused:  # its marker stays on the nodes: remove it
+                self._mark(unit, "resume")
         if not self._units and self._all_finished is not None and not self._all_finished.done():
             self._all_finished.set_result(None)
         if duration is None:
@@ -734,7 +581,8 @@ class RayExecutor:
         signal: str | None = None,
         duration: float = 0.0,
     ) -> None:
-        hand_to_sink(self._sink, ExecEvent(unit.job.key, kind, data, error, signal, duration, None))
+        hand_to_sink(self._sink, ExecEvent(unit.job.key, kind, data, error, signal, duration,
+                                           None, node=unit.node or None))
 
     def _persistent(self, key: UnitKey) -> _Unit | None:
         unit = self._units.get(key)
@@ -750,5 +598,5 @@ def ray_name(job: Job) -> str:
 
 def _describe(exc: BaseException) -> str:
     """A Ray error in one line: its type and the first line of its message, no colours."""
-    first = first_line(_ANSI.sub("", str(exc)))
+    first = first_line(ANSI.sub("", str(exc)))
     return f"{type(exc).__name__}: {first}" if first else type(exc).__name__

@@ -3,9 +3,9 @@
 `ray.init` on a wrong address retries for many minutes while its C++ client prints a warning a
 second, and it cannot be interrupted: it runs in a thread of ours, and Python only delivers
 Ctrl-C to the main thread. So before calling it we ask the cluster's GCS one question of our own
-(`GetClusterId`, with a deadline), which tells in milliseconds whether anything listens at the
-address, whether it is a Ray GCS, and whether it wants a token. Only a cluster that answered is
-given to `ray.init`, in a daemon thread that nothing waits for when watchrun stops.
+(`GetClusterId`, with a deadline), which tells whether anything listens at the address, whether
+it is a Ray GCS, and whether it wants a token. Only a cluster that answered is given to
+`ray.init`, in a daemon thread that nothing waits for when watchrun stops.
 """
 
 from __future__ import annotations

@@ -6,7 +6,8 @@ and process group of its own, relays its frames back to the driver as plain tupl
 its group when the driver cancels, pauses or resumes the unit. So the unit's subprocesses get the
 same signals on every node. Between the Ray worker and the watchrun worker sits a guard process
 (ray_guard.py): a Ray worker that exits or dies (job ended, force-cancelled, killed) takes the
-guard with it, and the watchrun worker, seeing its parent gone, ends its whole group.
+guard with it, and the watchrun worker, seeing its parent gone, ends its whole group (the worker
+itself: ray_child.py).
 
 This module imports neither ray nor anything heavy: the driver wraps its functions with
 `ray.remote`, and a Ray worker imports it when it runs one.
@@ -30,24 +31,28 @@ import os
 import queue
 import signal
 import socket
-import subprocess
-import sys
 import tempfile
 import threading
 import time
+from collections import deque
 from collections.abc import Iterator
 from typing import Any
 
-from watchrun.executors import protocol as proto
 from watchrun.executors.base import death_cause as base_death_cause
-from watchrun.executors.node_template import ForkedProcess, NodeTemplate, third_party_imports
+from watchrun.executors.escalation import Escalation
+from watchrun.executors.node_template import NodeTemplate, third_party_imports
 from watchrun.executors.protocol import Msg
-from watchrun.executors.spawn import warm_supported, worker_env
+from watchrun.executors.ray_child import REAP_WAIT, ChildWorker, tail
+from watchrun.executors.ray_control import (
+    BEAT,
+    driver_alive_file,
+    driver_silent,
+    pause_marker,
+)
+from watchrun.executors.spawn import warm_supported
 
 TICK = 0.05  # seconds between checks of a cancel that arrived as a flag (see run_call)
 LOG_LIMIT = 1 << 20  # bytes of a log shipped back to the driver: its tail
-_REAP_WAIT = 5.0  # seconds to wait for a killed worker to be reaped
-_ESCALATION = {signal.SIGINT: signal.SIGTERM, signal.SIGTERM: signal.SIGKILL}
 _TERMINAL = {Msg.DONE, Msg.FAILED, Msg.CANCELLED}
 _ROOT, _LOG_PATH, _FRESH_LOG, _SOURCES = 3, 6, 12, 13  # indexes of JobSpec.fields()
 Item = tuple[Any, ...]
@@ -55,147 +60,23 @@ Item = tuple[Any, ...]
 
 class NodeJob:
     """What the driver sends with each unit: the worker's JOB fields (chain sources included),
-    the cancel grace, and the token that tells whether this node sees the driver's log folder."""
+    the cancel grace, the token that tells whether this node sees the driver's log folder, and
+    for a CALL unit its name among the pause markers (see NodeControl; "" for none)."""
 
-    __slots__ = ("fields", "grace", "token", "token_path")
+    __slots__ = ("control", "fields", "grace", "heartbeat", "token", "token_path")
 
     def __init__(
-        self, fields: tuple[object, ...], grace: float, token_path: str, token: str
+        self, fields: tuple[object, ...], grace: float, token_path: str, token: str,
+        control: str = "", heartbeat: str = "",
     ) -> None:
         self.fields = fields
         self.grace = grace
         self.token_path = token_path
         self.token = token
-
-
-# ---------------------------------------------------------------------------------------------
-# The watchrun worker process, started from a Ray worker.
-# ---------------------------------------------------------------------------------------------
-
-
-class ChildWorker:
-    """A watchrun worker (`python -m watchrun.executors.worker`) in a session of its own,
-    started through a guard process (see ray_guard.py). A reader thread turns its frames into
-    `inputs` items ("frame", kind, fields), then ("eof",); a writer thread sends what `send`
-    queues, so the relay never blocks on the channel (a worker busy in a unit does not read its
-    pushes, and must not wait for us while it writes its yields)."""
-
-    def __init__(self, template: NodeTemplate | None = None) -> None:
-        self.inputs: queue.Queue[Item] = queue.Queue()
-        self.pid: int | None = None  # the watchrun worker's, from its READY frame
-        self.stderr_tail = ""  # after end(): the end of what the worker wrote to stderr
-        self._outbox: queue.Queue[bytes | None] = queue.Queue()
-        self._life_fd: int | None = None  # ours, when forked from the node's template
-        ours, theirs = socket.socketpair()
-        self._stderr = tempfile.TemporaryFile()  # noqa: SIM115 - lives as long as the worker
-        self.guard: subprocess.Popen[bytes] | ForkedProcess
-        forked = self._fork(template, theirs) if template is not None else None
-        try:
-            if forked is not None:
-                self.guard = forked
-            else:
-                self.guard = self._spawn_guard(theirs)
-        except BaseException:
-            ours.close()
-            self._stderr.close()
-            raise
-        finally:
-            theirs.close()
-        self._sock = ours
-        threading.Thread(target=self._read, daemon=True).start()
-        threading.Thread(target=self._write, daemon=True).start()
-
-    def _fork(self, template: NodeTemplate, theirs: socket.socket) -> ForkedProcess | None:
-        """The worker, forked from the node's template (None: it could not)."""
-        life_read, life_write = os.pipe()
-        try:
-            forked = template.fork((theirs.fileno(), life_read, self._stderr.fileno()))
-        finally:
-            os.close(life_read)
-        if forked is None:
-            os.close(life_write)
-            return None
-        self._life_fd = life_write
-        return forked
-
-    def _spawn_guard(self, theirs: socket.socket) -> subprocess.Popen[bytes]:
-        return subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "watchrun.executors.ray_guard",
-                    str(theirs.fileno()),
-                    str(os.getpid()),
-                ],
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
-                stderr=self._stderr,
-                pass_fds=(theirs.fileno(),),
-                env=worker_env(),  # the watchrun imported here: installed, or a py_module
-            )
-
-    def alive(self) -> bool:
-        return self.guard.poll() is None
-
-    def send(self, kind: Msg, *fields: object) -> None:
-        self._outbox.put(proto.encode(kind, *fields))
-
-    def signal_group(self, sig: signal.Signals) -> None:
-        """Signal the unit's process group. Before the worker said READY its group is not
-        known: then only SIGKILL does something, to the guard (the worker ends its group)."""
-        if self.guard.returncode is not None:
-            return  # the guard is reaped: the worker is gone, its pid may be reused
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            if self.pid is not None:
-                os.killpg(self.pid, sig)
-            elif sig is signal.SIGKILL:
-                self.guard.kill()
-
-    def end(self) -> int | None:
-        """Kill the whole group, reap the guard (which exits as the worker did), close the
-        channel. Returns the worker's exit status (as the guard mirrors it)."""
-        if self._stderr.closed:  # ended already
-            return self.guard.returncode
-        self.signal_group(signal.SIGKILL)
-        try:
-            returncode = self.guard.wait(_REAP_WAIT)
-        except subprocess.TimeoutExpired:  # pragma: no cover - the worker is unkillable
-            self.guard.kill()
-            returncode = self.guard.wait()
-        if self.pid is not None:  # members the worker forked may remain in its group
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(self.pid, signal.SIGKILL)
-        self._outbox.put(None)
-        with contextlib.suppress(OSError):
-            self._sock.shutdown(socket.SHUT_RDWR)
-        self._sock.close()
-        self.stderr_tail = _tail(self._stderr, 2000).decode(errors="replace").strip()
-        self._stderr.close()
-        if self._life_fd is not None:
-            os.close(self._life_fd)
-            self._life_fd = None
-        return returncode
-
-    def _read(self) -> None:
-        reader = proto.FrameReader(self._sock.fileno())
-        try:
-            while True:
-                kind, fields = reader.read()
-                if kind is Msg.READY:
-                    self.pid = int(fields[0])  # type: ignore[call-overload]
-                    continue
-                self.inputs.put(("frame", kind, fields))
-        except (EOFError, OSError, ValueError):
-            pass
-        finally:
-            self.inputs.put(("eof",))
-
-    def _write(self) -> None:
-        while (frame := self._outbox.get()) is not None:
-            try:
-                proto.write_all(self._sock.fileno(), frame)
-            except (OSError, ValueError):  # the worker is gone: the reader reports it
-                return
+        self.control = control
+        # the driver's run, when it sends heartbeats (ray://): a unit whose driver fell silent
+        # is cancelled here (see ray_control.py)
+        self.heartbeat = heartbeat
 
 
 # ---------------------------------------------------------------------------------------------
@@ -206,20 +87,25 @@ class ChildWorker:
 class Relay:
     """Runs one NodeJob on a ChildWorker and produces its items. Commands reach it as `inputs`
     items (("cancel",), ("pause",), ("resume",), ("push", seq, kwargs), ("end_input", seq))
-    or, for a task cancelled by Ray (see run_call), as the `interrupted` flag, read every
+    or, for a task cancelled by Ray (see run_call), as the `interrupt` event, read every
     TICK."""
 
-    def __init__(self, job: NodeJob, worker: ChildWorker) -> None:
+    def __init__(self, job: NodeJob, worker: ChildWorker,
+                 interrupt: threading.Event | None = None) -> None:
         self.job = job
         self.worker = worker
-        self.interrupted = False
+        self.interrupt = interrupt or threading.Event()
         self.reusable = False  # after events(): the worker may run another unit
         self._host = socket.gethostname()
         self._cancel_signal: signal.Signals | None = None
-        self._next_step = 0.0  # time.monotonic() of the next escalation step
+        self._escalation: Escalation | None = None  # once cancelled: its signals, in turn
         self._paused = False
         self._next_seq = 0
         self._early: dict[int, Item] = {}  # pushes that arrived before their turn
+        self._pending: deque[Item] = deque()  # inputs read before the job was sent
+        # a CALL unit's pause marker, which this node's NodeControl creates and removes
+        self._marker = pause_marker(job.control) if job.control else None
+        self._driver = driver_alive_file(job.heartbeat) if job.heartbeat else None
         self._log_copy: str | None = None  # the node-local log, when the driver's is not here
 
     def events(self) -> Iterator[Item]:
@@ -228,6 +114,10 @@ class Relay:
         if problem is not None:
             yield self._end("failed", problem, started)
             return
+        if self._cancelled_before_start():
+            yield self._end("cancelled", self._cancel_signal_name(), started)
+            return
+        self._stop_if_paused_already()
         self.worker.send(Msg.JOB, *self.job.fields)
         yield ("started", self._host, self.worker.guard.pid)
         while True:
@@ -265,24 +155,74 @@ class Relay:
             os.close(fd)
             fields = list(self.job.fields)
             fields[_LOG_PATH], fields[_FRESH_LOG] = self._log_copy, True
-            self.job = NodeJob(tuple(fields), self.job.grace, "", "")
+            self.job = NodeJob(tuple(fields), self.job.grace, "", "", self.job.control,
+                               self.job.heartbeat)
         return None
 
+    def _cancelled_before_start(self) -> bool:
+        """Whether a cancel came before the job was sent (while Ray placed the unit, or its
+        worker started): then the unit must not begin. A worker still starting is ended at
+        once, as the local executor does; an idle warm one did nothing and stays reusable."""
+        while True:  # what came meanwhile, in order, for the loop to handle after
+            try:
+                self._pending.append(self.worker.inputs.get_nowait())
+            except queue.Empty:
+                break
+        if not (self.interrupt.is_set() or any(item[0] == "cancel" for item in self._pending)):
+            return False
+        if self.worker.pid is None:
+            self._cancel_signal = signal.SIGKILL
+            self.worker.end()
+        else:
+            self.reusable = self.worker.alive()
+        return True
+
+    def _cancel_signal_name(self) -> str:
+        """The last signal the cancel sent; SIGINT when it had to send none (as the driver
+        says of a unit cancelled before it reached the cluster)."""
+        return self._cancel_signal.name if self._cancel_signal is not None else "SIGINT"
+
     def _next_input(self) -> Item | None:
-        if self.interrupted and self._cancel_signal is None:
-            self._cancel(signal.SIGINT)
+        if self._marker is not None:
+            self._follow_pause_marker(self._marker)
+        if self._pending:
+            return self._pending.popleft()
+        if self._cancel_signal is None and (
+                self.interrupt.is_set() or (self._driver is not None
+                                            and driver_silent(self._driver))):
+            self._cancel()
         timeout = TICK
-        if self._cancel_signal is not None:
-            left = self._next_step - time.monotonic()
-            following = _ESCALATION.get(self._cancel_signal)
-            if following is not None and left <= 0:
-                self._cancel(following)
-                left = self.job.grace
-            timeout = min(timeout, max(left, 0.001))
+        if self._escalation is not None:
+            now = time.monotonic()
+            due = self._escalation.next_signal(now)
+            if due is not None:
+                self._send_cancel(due)
+            left = self._escalation.seconds_left(now)
+            if left is not None:
+                timeout = min(timeout, max(left, 0.001))
         try:
             return self.worker.inputs.get(timeout=timeout)
         except queue.Empty:
             return None
+
+    def _stop_if_paused_already(self) -> None:
+        """A CALL unit paused before it started here is stopped before it gets its job (so it
+        does not run a moment first): once its worker said READY, its group is known."""
+        if self._marker is None or not os.path.exists(self._marker):
+            return
+        deadline = time.monotonic() + REAP_WAIT * 6
+        while (self.worker.pid is None and self.worker.alive() and time.monotonic() < deadline
+               and not self.interrupt.is_set()):
+            time.sleep(TICK / 5)
+        self._follow_pause_marker(self._marker)
+
+    def _follow_pause_marker(self, marker: str) -> None:
+        """Pause or resume as the marker says (a running Ray task takes no calls: its relay
+        looks at the marker at every TICK). Not before the worker said READY: its group is
+        not known yet."""
+        if (self._cancel_signal is None and self.worker.pid is not None
+                and os.path.exists(marker) != self._paused):
+            self._command(("resume",) if self._paused else ("pause",))
 
     # -- commands --------------------------------------------------------------------------------
 
@@ -290,7 +230,7 @@ class Relay:
         name = item[0]
         if name == "cancel":
             if self._cancel_signal is None:
-                self._cancel(signal.SIGINT)
+                self._cancel()
         elif name == "pause" and not self._paused and self._cancel_signal is None:
             self.worker.signal_group(signal.SIGSTOP)
             self._paused = True
@@ -307,9 +247,22 @@ class Relay:
                 else:
                     self.worker.send(Msg.END)
 
-    def _cancel(self, sig: signal.Signals) -> None:
+    def _cancel(self) -> None:
+        """Start the cancel sequence (escalation.py): SIGINT now, the next signals from
+        _next_input as they fall due."""
+        if self.worker.pid is None:
+            # the worker has not said READY: the unit has not begun, and a signal to a group
+            # not known yet would be lost. End the worker now (it never runs the unit)
+            self._send_cancel(signal.SIGKILL)
+            return
+        now = time.monotonic()
+        self._escalation = Escalation(self.job.grace, now)
+        first = self._escalation.next_signal(now)
+        assert first is not None
+        self._send_cancel(first)
+
+    def _send_cancel(self, sig: signal.Signals) -> None:
         self._cancel_signal = sig
-        self._next_step = time.monotonic() + self.job.grace
         self.worker.signal_group(sig)
         if self._paused:  # a stopped process cannot act on the signal
             self.worker.signal_group(signal.SIGCONT)
@@ -363,21 +316,11 @@ def _read_tail(path: str, limit: int) -> bytes:
     try:
         with open(path, "rb") as f:
             size = os.fstat(f.fileno()).st_size
-            data = _tail(f, limit)
+            data = tail(f, limit)
     except OSError:
         return b""
     if size > limit:
         data = f"[watchrun: the first {size - limit} bytes of this log were cut]\n".encode() + data
-    return data
-
-
-def _tail(f: Any, limit: int) -> bytes:
-    try:
-        f.seek(0, os.SEEK_END)
-        f.seek(max(f.tell() - limit, 0))
-        data: bytes = f.read()
-    except (OSError, ValueError):
-        return b""
     return data
 
 
@@ -397,6 +340,36 @@ class _Warm:
 
     worker: ChildWorker | None = None
     template: NodeTemplate | None = None
+    lock = threading.Lock()  # the unit's thread and the watchdog (see watch_the_driver)
+    busy = False  # a unit runs in this process
+    watched = ""  # the heartbeat file the watchdog looks at
+
+
+def watch_the_driver(job: NodeJob) -> None:
+    """With heartbeats (ray://), a thread that ends what this Ray worker process keeps warm
+    (its idle watchrun worker, its template) once the driver fell silent: a killed driver's
+    job lives on for Ray Client's reconnect grace, and would keep them that long. A unit
+    running here is its relay's to cancel."""
+    if not job.heartbeat or _Warm.watched:
+        return
+    _Warm.watched = driver_alive_file(job.heartbeat)
+    threading.Thread(target=_end_warm_when_silent, args=(_Warm.watched,), daemon=True).start()
+
+
+def _end_warm_when_silent(path: str) -> None:
+    while True:
+        time.sleep(BEAT)
+        if not driver_silent(path):
+            continue
+        with _Warm.lock:
+            if _Warm.busy:
+                continue
+            worker, _Warm.worker = _Warm.worker, None
+            template, _Warm.template = _Warm.template, None
+        if worker is not None:
+            worker.end()
+        if template is not None:
+            template.close()
 
 
 def node_template(job: NodeJob) -> NodeTemplate | None:
@@ -426,31 +399,38 @@ def run_call(job: NodeJob) -> Item:
 
     `ray.cancel(ref)` reaches a running task as a simulated SIGINT in this, the main thread
     (Ray calls `_thread.interrupt_main`): while the unit runs, a handler of ours turns it into
-    the relay's `interrupted` flag, and the relay sends SIGINT, SIGTERM and SIGKILL to the
+    the relay's `interrupt` event, and the relay sends SIGINT, SIGTERM and SIGKILL to the
     unit's group in turn, then returns how it ended."""
-    relay: Relay | None = None
+    # set by the handler, read by the relay: also a cancel that comes before the relay exists
+    # (while this Ray worker starts the unit's watchrun worker)
+    interrupt = threading.Event()
 
     def on_interrupt(signum: int, frame: object) -> None:
-        if relay is not None:
-            relay.interrupted = True
+        interrupt.set()
 
     previous = signal.signal(signal.SIGINT, on_interrupt)
+    watch_the_driver(job)
+    relay: Relay | None = None
     try:
-        template = node_template(job)
-        worker, _Warm.worker = _Warm.worker, None
+        with _Warm.lock:
+            _Warm.busy = True
+            template = node_template(job)
+            worker, _Warm.worker = _Warm.worker, None
         if worker is not None and not worker.alive():  # it died while idle (or its template)
             worker.end()
             worker = None
         if worker is None:
             worker = ChildWorker(template)
-        relay = Relay(job, worker)
+        relay = Relay(job, worker, interrupt)
         last: Item = ()
         for item in relay.events():
             last = item
-        if relay.reusable:
-            _Warm.worker = worker
         return last
     finally:
+        with _Warm.lock:
+            if relay is not None and relay.reusable:
+                _Warm.worker = relay.worker
+            _Warm.busy = False
         signal.signal(signal.SIGINT, previous)
 
 
@@ -469,6 +449,7 @@ class ScopeActor:
         self._worker = ChildWorker(template)
 
     def run(self, job: NodeJob) -> Iterator[Item]:
+        watch_the_driver(job)
         try:
             yield from Relay(job, self._worker).events()
         finally:

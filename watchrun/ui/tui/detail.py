@@ -93,6 +93,8 @@ def describe(board: Board, name: str, reasons: list[str], stored: LastRun | None
         lines.append(_section("progress", *progress_parts(progress)))
     lines.append(_why(state, row.reasons, reasons))
     lines.append(_time(board, name, state, stored))
+    if row.node is not None:  # Ray: the node of its latest unit (its id's first 8 digits)
+        lines.append(_section("node", row.node[:8]))
     for error in board.errors:
         if row.broken and error.file and same_file(view.file, error.file):
             lines.append(Content.assemble((f"error      line {error.line}: ", "bold $text-error"),

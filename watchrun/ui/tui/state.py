@@ -37,6 +37,7 @@ class TaskRow:
     error: str | None = None  # traceback of the last failure
     error_iter: tuple[int, ...] = ()
     reasons: list[str] = field(default_factory=list)  # why the last unit started
+    node: str | None = None  # where its latest unit runs or ran (Ray), when the engine said
     starts: int = 0  # bumps with each start: the latest unit's log may be another file
     last_iter: tuple[int, ...] = ()  # the latest unit started (its log is followed)
     max_iter: tuple[int, ...] = ()  # the furthest iteration started in this session
@@ -185,6 +186,7 @@ class Board:
             return
         row.running[event.iter] = row.running.get(event.iter, 0) + 1
         row.reasons = event.reasons
+        row.node = event.node
         row.starts += 1
         row.last_iter = event.iter
         if event.iter > row.max_iter:
@@ -238,6 +240,9 @@ class Board:
     def _settle(self, row: TaskRow, event: ev.Event, state: UnitState) -> None:
         """A unit ended: the row's resting state, unless one of its units already failed."""
         row.ended = event.time
+        node = getattr(event, "node", None)
+        if node is not None:
+            row.node = node
         if row.failures and state is not UnitState.CANCELLED:
             state = UnitState.FAILED
         row.base = state
