@@ -222,7 +222,8 @@ class DetailPane(Vertical):
             content = describe(board, name, reasons, stored)
         if content == self._shown:
             return
-        # A new layout (costly, 10 ms and more) only if the text may take another height.
+        # A new layout only if the text may take another height: Textual's layout pass
+        # walks the whole screen, while a text of the same shape redraws in place.
         width = self.info.size.width
         lines = content.plain.split("\n")
         shape = (len(lines), width) if max(map(len, lines)) < width else None
