@@ -7,7 +7,8 @@
            away (from each cancelled unit's start to its cancel), and the units cancelled.
   stream   a scope of --items items (generator -> per-item task -> collector) under
            `watchrun build --json`: the time to the collector's first push, and the peak RSS of
-           the largest watchrun process, sampled until --limit seconds or the end.
+           the largest watchrun process and of the watchrun process itself (the driver),
+           sampled until --limit seconds or the end, and at 1,000 ... 1,000,000 pushes.
 
     python tests/bench/workloads/plan_session.py session --code . --python /path/to/python
     python tests/bench/workloads/plan_session.py stream --code . --items 1000000 --limit 60
@@ -237,6 +238,8 @@ def stream(python: str, code: Path, items: int, limit: float) -> dict[str, Any]:
     peak = 0.0
     pushes = 0
     rss_at: dict[int, float] = {}
+    driver_peak = 0.0  # the watchrun process itself (the plan and driver live there)
+    driver_at: dict[int, float] = {}
     deadline = time.monotonic() + limit
     try:
         while time.monotonic() < deadline:
@@ -248,9 +251,12 @@ def stream(python: str, code: Path, items: int, limit: float) -> dict[str, Any]:
             pushes = new_pushes
             rss = _largest_rss_mb(build.proc.pid)
             peak = max(peak, rss)
-            for mark in (1_000, 10_000, 100_000, 1_000_000):
+            driver = _rss_mb(build.proc.pid)
+            driver_peak = max(driver_peak, driver)
+            for mark in MARKS:
                 if pushes >= mark and mark not in rss_at:
                     rss_at[mark] = round(peak, 1)
+                    driver_at[mark] = round(driver, 1)
             build.events = [e for e in build.events if e["event"] in ("push", "build_finished")]
             build.arrived = build.arrived[-len(build.events):] if build.events else []
             if not alive:
@@ -260,7 +266,18 @@ def stream(python: str, code: Path, items: int, limit: float) -> dict[str, Any]:
         shutil.rmtree(work, ignore_errors=True)
     return {"items": items, "first_push_seconds": first_push, "pushes_seen": pushes,
             "peak_rss_mb": round(peak, 1), "peak_rss_mb_by_pushes": rss_at,
+            "driver_peak_rss_mb": round(driver_peak, 1), "driver_rss_mb_by_pushes": driver_at,
             "seconds": round(time.monotonic() - build.started, 1)}
+
+
+MARKS = (1_000, 10_000, 20_000, 100_000, 200_000, 500_000, 1_000_000)
+
+
+def _rss_mb(pid: int) -> float:
+    try:
+        return float(psutil.Process(pid).memory_info().rss) / 2**20
+    except psutil.Error:
+        return 0.0
 
 
 def _largest_rss_mb(pid: int) -> float:
