@@ -302,10 +302,10 @@ class Resolver:
         found = known.records.get(signature)
         if found is not None:
             return found
-        if in_scope and self._released.get(name, 0):
+        if in_scope and self._released.get(name, 0) and known.signatures is not None \
+                and signature not in known.signatures:
             # a released unit's signature left the set: the store says whether it has one
-            if known.signatures is not None and signature not in known.signatures:
-                return self.store.find_result(name, signature)
+            return self.store.find_result(name, signature)
         if known.signatures is None:  # the first miss: which signatures have a result at all
             if in_scope:
                 known.signatures = self.store.result_signatures(name) | known.recorded
