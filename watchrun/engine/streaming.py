@@ -18,6 +18,7 @@ from watchrun.engine.scopes import (
     Key,
     contribution,
     decode_iteration,
+    finished_by_consumers,
 )
 from watchrun.executors.base import (
     Mode,
@@ -277,17 +278,8 @@ class Streaming(DriverState):
         for gen, keys in self.keys.items():
             if not isinstance(keys, DenseKeys) or gen not in self.needed:
                 continue
-            upto = len(keys)
-            for c in self.consumers.values():
-                if c.generator != gen or (c.ended and not c.live):
-                    continue
-                if not c.live:
-                    upto = 0  # deferred or not started: it pushes the scope from the start
-                    break
-                upto = min(upto, c.acked)
-            if upto <= self.readiness.released.get(gen, 0) and all(
-                    self.readiness.released.get(t, 0) >= upto for t in self._scope_tasks(gen)):
-                continue
+            upto = finished_by_consumers(
+                len(keys), (c for c in self.consumers.values() if c.generator == gen))
             tasks = self._scope_tasks(gen)
             upto = self.readiness.releasable(gen, upto, tasks)
             dropped = self.readiness.release(gen, upto, tasks)
