@@ -17,6 +17,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import queue
@@ -270,6 +271,45 @@ def stream(python: str, code: Path, items: int, limit: float) -> dict[str, Any]:
             "seconds": round(time.monotonic() - build.started, 1)}
 
 
+def stream_doit(items: int, limit: float) -> dict[str, Any]:
+    """The same scope under doit, as W6 writes it (tests/bench/workloads/generators.py: a
+    task creator yields one sub-task per value, the collector takes them all with getargs):
+    doit has no stream, so nothing reaches the collector before every item ran; reported are
+    the time until the collector's output exists and the peak RSS of doit's process, sampled
+    until --limit seconds or the end. doit from the bench's venv (peers.py --setup)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from peers import venv_bin
+    from workloads.generators import WRITERS
+
+    work = Path(tempfile.mkdtemp(prefix="plan-stream-doit-"))
+    (work / "out").mkdir()
+    for rel, text in WRITERS["doit"](items).items():
+        (work / rel).write_text(text)
+    started = time.monotonic()
+    proc = subprocess.Popen([str(venv_bin("doit", "doit")), "-n", "1"], cwd=work,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            start_new_session=True)
+    peak = 0.0
+    collected: float | None = None
+    deadline = started + limit
+    try:
+        while time.monotonic() < deadline and proc.poll() is None:
+            peak = max(peak, _largest_rss_mb(proc.pid))
+            if collected is None and (work / "out/total.txt").exists():
+                collected = time.monotonic() - started
+            time.sleep(0.2)
+        if collected is None and (work / "out/total.txt").exists():
+            collected = time.monotonic() - started
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        shutil.rmtree(work, ignore_errors=True)
+    return {"tool": "doit", "items": items, "collector_output_seconds": collected,
+            "peak_rss_mb": round(peak, 1), "finished": collected is not None,
+            "seconds": round(time.monotonic() - started, 1)}
+
+
 MARKS = (1_000, 10_000, 20_000, 100_000, 200_000, 500_000, 1_000_000)
 
 
@@ -298,7 +338,7 @@ def _largest_rss_mb(pid: int) -> float:
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("what", choices=["session", "long", "stream"])
+    p.add_argument("what", choices=["session", "long", "stream", "stream-doit"])
     p.add_argument("--code", type=Path, default=Path.cwd(), help="the checkout to measure")
     p.add_argument("--python", default=sys.executable)
     p.add_argument("--items", type=int, default=1_000_000)
@@ -309,6 +349,8 @@ def main(argv: list[str] | None = None) -> None:
         result = session(args.python, code)
     elif args.what == "long":
         result = long_session(args.python, code)
+    elif args.what == "stream-doit":
+        result = stream_doit(args.items, args.limit)
     else:
         result = stream(args.python, code, args.items, args.limit)
     print(json.dumps(result, indent=2))
