@@ -155,6 +155,7 @@ def test_a_scope_holds_a_bounded_number_of_iterations_and_a_replan_reads_back_th
             # resolved again, reading the released ones back from the store; all are clean
             # (their results are there), and only the collector runs again
             calls = executor.calls
+            watch.scheduler = None  # the bound is the build's: a replan resolves at once
             scheduler.invalidate(session.project, {"item"})
             await asyncio.wait_for(scheduler.wait_idle(), 60)
             again = scheduler.summary
@@ -167,7 +168,7 @@ def test_a_scope_holds_a_bounded_number_of_iterations_and_a_replan_reads_back_th
 
     total, total_again, held_after = asyncio.run(run())
     assert total == total_again == sum(2 * i for i in range(ITEMS))
-    assert watch.pushes == 2 * ITEMS
+    assert watch.pushes == ITEMS
     # what finishes between two commits (every 50 ms) plus the read-ahead window, far below
     # the scope's size; without the release rule these reach ITEMS
     assert watch.most_held <= ITEMS // 5, watch.most_held
