@@ -257,7 +257,8 @@ def stream(python: str, code: Path, items: int, limit: float) -> dict[str, Any]:
             for mark in MARKS:
                 if pushes >= mark and mark not in rss_at:
                     rss_at[mark] = round(peak, 1)
-                    driver_at[mark] = round(driver, 1)
+                    if driver:  # 0: the build ended before this sample
+                        driver_at[mark] = round(driver, 1)
             build.events = [e for e in build.events if e["event"] in ("push", "build_finished")]
             build.arrived = build.arrived[-len(build.events):] if build.events else []
             if not alive:
