@@ -4,7 +4,8 @@
 from __future__ import annotations
 
 from watchrun.engine.plan import Plan, TaskRank, cutoff_waits, stages
-from watchrun.engine.readiness import Readiness
+from watchrun.engine.readiness import DenseKeys, Readiness
+from watchrun.engine.scopes import Consumer, finished_by_consumers
 from watchrun.executors.base import UnitKey
 from watchrun.project.graph import Graph
 
@@ -387,3 +388,100 @@ def test_a_change_that_moved_edges_below_the_task_resets_at_once() -> None:
     gone = cutoff_graph()
     gone.order = [n for n in gone.order if n != "lookup"]  # deleted, or broken
     assert cutoff_waits({"lookup"}, before, gone, lambda n: True) == set()
+
+
+# -- releasing finished iterations: a scope of millions of items in bounded memory ------------
+
+def streamed(ready: Readiness, count: int, *, missing: tuple[tuple[str, int], ...] = ()
+             ) -> None:
+    """`count` iterations of gen, each through a and b, but for the units in `missing`."""
+    ready.value_known("lookup", (), "L")
+    for i in range(count):
+        ready.iteration("gen", (i,), f"v{i}")
+        for name in ("a", "b"):
+            if (name, i) not in missing:
+                ready.value_known(name, (i,), f"{name}{i}")
+
+
+def consumer(*, live: bool = True, acked: int = 0, ended: bool = False) -> Consumer:
+    c = Consumer("total", "gen", {"b": "b"}, {})
+    c.live, c.acked, c.ended = live, acked, ended
+    return c
+
+
+def test_the_keys_of_a_generator_outside_scopes_are_a_count() -> None:
+    ready = readiness()
+    streamed(ready, 3)
+    keys = ready.keys["gen"]
+    assert isinstance(keys, DenseKeys) and len(keys) == 3
+    assert list(keys) == [(0,), (1,), (2,)] and keys[2] == (2,) and keys[1:] == [(1,), (2,)]
+    ready.iteration("gen", (7,), "v7")  # not dense after all (never made so): kept one by one
+    assert ready.keys["gen"] == [(0,), (1,), (2,), (7,)]
+
+
+def test_an_iteration_is_finished_once_the_slowest_consumer_confirmed_its_push() -> None:
+    assert finished_by_consumers(10, [consumer(acked=7), consumer(acked=4)]) == 4
+    assert finished_by_consumers(10, []) == 10  # a scope with no consumer: its units decide
+    # decided clean without running: it pushes nothing again
+    assert finished_by_consumers(10, [consumer(live=False, ended=True), consumer(acked=6)]) == 6
+    # replayed from the store and deferred, or not started: it pushes the scope from (0,)
+    assert finished_by_consumers(10, [consumer(live=False), consumer(acked=6)]) == 0
+
+
+def test_an_iteration_is_released_once_every_unit_of_it_has_its_value() -> None:
+    ready = readiness()
+    streamed(ready, 6, missing=(("b", 3),))  # b[3] still runs
+    tasks = ["a", "b"]
+    assert ready.releasable("gen", 5, tasks) == 3
+    dropped = ready.release("gen", 3, tasks)
+    assert sorted(dropped) == sorted((n, (i,), f"{p}{i}") for n, p in
+                                     (("gen", "v"), ("a", "a"), ("b", "b")) for i in range(3))
+    assert ("a", (0,)) not in ready.values and ("a", (3,)) in ready.values
+    assert ready.held_iterations("gen") == 3
+    assert ready.is_released("b", (2,)) and not ready.is_released("b", (3,))
+    # released keys are never woken again (a whole value re-known wakes the rest only)
+    assert ready.value_known("lookup", (), "L") == [("a", (3,)), ("a", (4,)), ("a", (5,))]
+    ready.value_known("b", (3,), "b3")
+    assert ready.releasable("gen", 6, tasks) == 6
+    ready.release("gen", 6, tasks)
+    assert ready.held_iterations("gen") == 0 and ready.values == {("lookup", ()): "L"}
+    assert len(ready.keys["gen"]) == 6 and "gen" not in ready.gen_done
+
+
+def test_a_released_value_asked_for_again_is_read_back_and_dropped_again() -> None:
+    ready = readiness()
+    store = {("gen", (0,)): "v0", ("a", (0,)): "a0", ("b", (0,)): "b0"}  # what is committed
+    asked: list[tuple[str, tuple[int, ...]]] = []
+
+    def read_back(name: str, key: tuple[int, ...]) -> str | None:
+        asked.append((name, key))
+        return store.get((name, key))
+
+    ready.read_back = read_back
+    streamed(ready, 2)
+    ready.release("gen", 1, ["a", "b"])
+    assert ready.upstream_values("b", (1,)) == {"a": "a1"}  # held: no read back
+    assert ready.upstream_values("total", (0,)) == {"b": "b0"} and asked == [("b", (0,))]
+    assert ready.upstream_values("total", (0,)) == {"b": "b0"} and len(asked) == 1  # held now
+    assert ready.value("a", (5,)) is None and len(asked) == 1  # never known: nothing to read
+    ready.release("gen", 2, ["a", "b"])
+    assert ready.values == {("lookup", ()): "L"}  # what was read back is dropped too
+
+
+def test_a_replan_after_release_resolves_the_reset_tasks_units_again() -> None:
+    """dev: b changed after its first iterations were released. Its units are woken again
+    for every key, their upstream a read back from the store; a's released units stay done."""
+    ready = readiness()
+    ready.read_back = lambda name, key: f"stored-{name}{key[0]}"
+    streamed(ready, 4)
+    ready.release("gen", 3, ["a", "b"])
+    ready.forget({"b"})
+    assert not ready.is_released("b", (0,)) and ready.is_released("a", (0,))
+    assert ready.reach("b", ()) == [("b", (i,)) for i in range(4)]
+    assert ready.upstream_values("b", (0,)) == {"a": "stored-a0"}
+    assert ready.upstream_values("b", (3,)) == {"a": "a3"}
+    ready.value_known("b", (0,), "new-b0")
+    # b's new values are released again once finished; a's cursor stays where it was
+    assert ready.releasable("gen", 4, ["a", "b"]) == 1
+    ready.release("gen", 1, ["a", "b"])
+    assert ("b", (0,)) not in ready.values and ready.released["a"] == 3

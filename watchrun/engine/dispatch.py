@@ -88,7 +88,8 @@ class Dispatch(DriverState):
         for arg, up in self.graph.upstreams.get(task.name, {}).items():
             if skip and arg in skip:
                 continue
-            digest = self.values[(up, key[: self._depth(up)])]
+            # the values its signature was made of (a released one is no longer held)
+            digest = resolution.upstream.get(arg) or self.values[(up, key[: self._depth(up)])]
             offered[arg] = functools.partial(self._object, digest)
         args, chain, root = self._info(task)
         kwargs = {n: offered[n]() for n in wanted_names(args, offered)}

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, NamedTuple
 
 from watchrun.engine import events as ev
 from watchrun.engine.plan import Plan, Running
-from watchrun.engine.readiness import Readiness, Wake
+from watchrun.engine.readiness import Keys, Readiness, Wake
 from watchrun.engine.recorder import Recorder
 from watchrun.engine.resolve import Resolution, Resolver
 from watchrun.engine.retries import Attempts
@@ -107,7 +107,8 @@ class DriverState:
     consumers: dict[str, Consumer]
     readiness: Readiness
     values: dict[tuple[str, Key], str]
-    keys: dict[str, list[Key]]
+    keys: dict[str, Keys]
+    _gen_signatures: dict[str, str]
     gen_done: set[str]
     seen: set[tuple[str, Key]]
     jobs: int
@@ -165,6 +166,8 @@ class DriverState:
         def _start_generator(self, resolution: Resolution) -> None: ...
         def _replay(self, name: str, signature: str, upto: int | None = None) -> int: ...
         def _generator_done(self, name: str) -> None: ...
+        def _release_committed(self) -> None: ...
+        def _read_back_value(self, name: str, key: Key) -> str | None: ...
         def _new_consumer(self, name: str) -> None: ...
         def _advance(self, c: Consumer) -> None: ...
         def _remember(self, digest: str, data: bytes) -> None: ...

@@ -4,12 +4,49 @@ the build plan (engine/plan.py): synchronous, free of processes, files and SQLit
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
+from typing import overload
 
 from watchrun.project.graph import Graph
 
 Key = tuple[int, ...]
 Wake = tuple[str, "Key | None"]  # a unit to resolve now, or (consumer, None): advance it
+
+
+class DenseKeys(Sequence[Key]):
+    """The keys of a generator outside any scope: always (0,), (1,), (2,)... in order, so a
+    count stands for them all (a scope of 1,000,000 items holds no list of a million keys)."""
+
+    __slots__ = ("size",)
+
+    def __init__(self) -> None:
+        self.size = 0
+
+    def __len__(self) -> int:
+        return self.size
+
+    @overload
+    def __getitem__(self, index: int) -> Key: ...
+    @overload
+    def __getitem__(self, index: slice) -> list[Key]: ...
+    def __getitem__(self, index: int | slice) -> Key | list[Key]:
+        if isinstance(index, slice):
+            return [(i,) for i in range(*index.indices(self.size))]
+        if index < 0:
+            index += self.size
+        if not 0 <= index < self.size:
+            raise IndexError(index)
+        return (index,)
+
+    def __iter__(self) -> Iterator[Key]:
+        return ((i,) for i in range(self.size))
+
+    def append(self, key: Key) -> None:
+        assert key == (self.size,), key
+        self.size += 1
+
+
+Keys = DenseKeys | list[Key]
 
 
 class Readiness:
@@ -29,7 +66,13 @@ class Readiness:
         self.is_consumer = is_consumer
         self.needed: set[str] = set()  # the tasks this build (or session) runs
         self.values: dict[tuple[str, Key], str] = {}
-        self.keys: dict[str, list[Key]] = {}  # generator -> its iteration keys, in order
+        self.keys: dict[str, Keys] = {}  # generator -> its iteration keys, in order
+        # Released iterations (see `release`): task -> n, the values of its units (0,) to
+        # (n - 1,) are no longer held here; they are committed, and `read_back` fetches one
+        # from the store when a replay or a replan still asks for it.
+        self.released: dict[str, int] = {}
+        self.read_back: Callable[[str, Key], str | None] = lambda name, key: None
+        self._read_back: set[tuple[str, Key]] = set()  # values fetched again, held for now
         self.gen_done: set[str] = set()  # generators whose keys are all known
         self.finished: dict[str, int] = {}  # task -> units with a value
         self._downs: dict[str, list[str]] = {}
@@ -44,8 +87,10 @@ class Readiness:
         """Everything about these tasks' units (they are planned again, or gone)."""
         for item in [k for k in self.values if k[0] in names]:
             del self.values[item]
+        self._read_back = {k for k in self._read_back if k[0] not in names}
         for name in names:
             self.keys.pop(name, None)
+            self.released.pop(name, None)  # its new values are held until released again
             self.gen_done.discard(name)
             self.finished.pop(name, None)
 
@@ -64,7 +109,7 @@ class Readiness:
             depth = self.depth(up)
             if depth and not in_scope:
                 continue
-            value = self.values.get((up, key[:depth]))
+            value = self.value(up, key[:depth])
             if value is None:
                 return None
             result[arg] = value
@@ -72,6 +117,68 @@ class Readiness:
             if up in self.needed and not self.complete(up):
                 return None
         return result
+
+    def value(self, name: str, key: Key) -> str | None:
+        """The value of the unit (name, key), or of a generator's iteration; a released one
+        is read back from the store (and held until the next release)."""
+        value = self.values.get((name, key))
+        if value is None and key and key[0] < self.released.get(name, 0):
+            value = self.read_back(name, key)
+            if value is not None:
+                self.values[(name, key)] = value
+                self._read_back.add((name, key))
+        return value
+
+    def keys_of(self, gen: str) -> Keys:
+        """The generator's keys, made empty if none yet: a count for a generator outside
+        any scope (its keys are dense), a list for an inner one."""
+        keys = self.keys.get(gen)
+        if keys is None:
+            keys = self.keys[gen] = DenseKeys() if not self.graph.scope.get(gen) else []
+        return keys
+
+    def is_released(self, name: str, key: Key) -> bool:
+        """The unit finished, its results are committed and its bookkeeping is dropped."""
+        return bool(key) and key[0] < self.released.get(name, 0)
+
+    def releasable(self, gen: str, upto: int, tasks: Sequence[str]) -> int:
+        """How far the iterations of `gen`'s scope can be released, up to `upto` (every
+        consumer of the scope has finished the iterations before it): while every unit of
+        `tasks` (the scope's per-iteration tasks) at the key has its value, or had it
+        released before."""
+        released = self.released
+        names = (gen, *tasks)
+        i = min(released.get(name, 0) for name in names)
+        values = self.values
+        while i < upto:
+            key = (i,)
+            if any(released.get(name, 0) <= i and (name, key) not in values for name in names):
+                break
+            i += 1
+        return i
+
+    def release(self, gen: str, upto: int, tasks: Sequence[str]) -> list[tuple[str, Key, str]]:
+        """Drop the values of the iterations (0,) to (upto - 1,) of `gen` and of `tasks`
+        (see `releasable`); returns what was dropped, for the driver's own bookkeeping.
+        The keys stay a count (`DenseKeys`); the values are read back when asked for."""
+        dropped: list[tuple[str, Key, str]] = []
+        values = self.values
+        for name in (gen, *tasks):
+            start = self.released.get(name, 0)
+            for i in range(start, upto):
+                value = values.pop((name, (i,)), None)
+                if value is not None:
+                    dropped.append((name, (i,), value))
+            if upto > start:
+                self.released[name] = upto
+        for item in [k for k in self._read_back if k[1][0] < self.released.get(k[0], 0)]:
+            self._read_back.discard(item)
+            values.pop(item, None)
+        return dropped
+
+    def held_iterations(self, gen: str) -> int:
+        """The iterations of a generator's scope whose values are held in memory."""
+        return len(self.keys.get(gen, ())) - self.released.get(gen, 0)
 
     def complete(self, name: str) -> bool:
         """Every unit of the task has a value (all its scope's iterations, once known)."""
@@ -99,7 +206,10 @@ class Readiness:
         return wake
 
     def iteration(self, gen: str, key: Key, value: str) -> list[Wake]:
-        self.keys.setdefault(gen, []).append(key)
+        keys = self.keys_of(gen)
+        if isinstance(keys, DenseKeys) and key != (len(keys),):
+            keys = self.keys[gen] = list(keys)  # not dense after all: keep them one by one
+        keys.append(key)
         return self.value_known(gen, key, value, counts=False)
 
     def generator_done(self, name: str) -> list[Wake]:
@@ -140,7 +250,7 @@ class Readiness:
             wake.append((down, key))
         elif len(key) < len(scope):  # a value outside the scope: every key so far
             for k in self.keys.get(scope[-1], []):
-                if k[: len(key)] == key:
+                if k[: len(key)] == key and not self.is_released(down, k):
                     wake.append((down, k))
 
     def _downstreams(self, name: str) -> list[str]:

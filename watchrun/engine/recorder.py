@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import Callable
 
 from watchrun.engine.resolve import Resolution, Resolver
 from watchrun.engine.scopes import Key, encode_iteration
@@ -30,6 +31,8 @@ class Recorder:
         self._manifest_ids: dict[str, str] = {}  # static identity -> stored manifest id
         self._commit_handle: asyncio.TimerHandle | None = None
         self._state_full = False  # the last commit failed for want of space (said once)
+        # called after each commit: what is committed can be dropped from memory
+        self.committed: Callable[[], None] | None = None
 
     def ran(self, task: Task, resolution: Resolution, output: str, outputs: dict[str, str],
             duration: float) -> dict[str, str | None] | None:
@@ -110,4 +113,6 @@ class Recorder:
             return f"{full}; results are kept in memory and saved when space allows" \
                 if first else None
         self._state_full = False
+        if self.committed is not None:
+            self.committed()
         return None

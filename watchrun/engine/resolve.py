@@ -108,6 +108,9 @@ class Resolver:
         self._top_states: dict[str, UnitState] | None = None  # units outside any scope
         self._results: dict[str, _KnownResults] | None = None  # by task: see _stored_result
         self._signatures: dict[tuple[str, tuple[int, ...]], str] | None = None  # last_signature
+        # task -> n: what this resolver held of its units (0,) to (n - 1,) is dropped (their
+        # iterations are released, see Streaming._release_committed): the store answers
+        self._released: dict[str, int] = {}
         # What this build's signatures were made of, for the null-build proof (nullproof.py):
         # absolute path -> the hash used, and task -> (its input patterns, what they matched).
         self.observed: dict[str, str | None] = {}
@@ -302,6 +305,10 @@ class Resolver:
         found = known.records.get(signature)
         if found is not None:
             return found
+        if in_scope and self._released.get(name, 0) and known.signatures is not None \
+                and signature not in known.signatures:
+            # a released unit's signature left the set: the store says whether it has one
+            return self.store.find_result(name, signature)
         if known.signatures is None:  # the first miss: which signatures have a result at all
             if in_scope:
                 known.signatures = self.store.result_signatures(name) | known.recorded
@@ -356,11 +363,32 @@ class Resolver:
             if top is None:
                 top = self._top_states = {s.task: s for s in self.store.top_level_states()}
             return top.get(name)
+        if iter[0] < self._released.get(name, 0):
+            return self.store.unit_state(name, iter)
         states = self._states.get(name)
         if states is None:
             states = {s.iter: s for s in self.store.unit_states(name)}
             self._states[name] = states
         return states.get(iter)
+
+    def release(self, name: str, keys: list[tuple[int, ...]]) -> None:
+        """Drop what is held of these units of a task (their iterations are finished and
+        committed): their states, last signatures and the signatures of their results. The
+        store answers for them from now on (`last_state`, `last_signature`,
+        `_stored_result`)."""
+        states = self._states.get(name)
+        signatures = self._signatures
+        known = self._results.get(name) if self._results is not None else None
+        for key in keys:
+            if states is not None:
+                states.pop(key, None)
+            signature = signatures.pop((name, key), None) if signatures is not None else None
+            if signature is not None and known is not None:
+                known.recorded.discard(signature)
+                if known.signatures is not None:
+                    known.signatures.discard(signature)
+            if key and key[0] >= self._released.get(name, 0):
+                self._released[name] = key[0] + 1
 
     def note_state(self, state: UnitState) -> None:
         if not state.iter and self._top_states is not None:
@@ -374,7 +402,11 @@ class Resolver:
     def last_signature(self, name: str, iter: tuple[int, ...]) -> str | None:
         """The signature of a unit's latest state. Every unit's is read in one query the first
         time one is asked for (a null build asks for each), and kept current by `note_state`."""
-        return self._all_signatures().get((name, iter))
+        found = self._all_signatures().get((name, iter))
+        if found is None and iter and iter[0] < self._released.get(name, 0):
+            state = self.store.unit_state(name, iter)
+            return None if state is None else state.signature
+        return found
 
     def _all_signatures(self) -> dict[tuple[str, tuple[int, ...]], str]:
         if self._signatures is None:

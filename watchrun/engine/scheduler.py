@@ -90,6 +90,11 @@ class Scheduler(Dispatch, Streaming, Replanning, Endings, DriverState):
         self.keys = self.readiness.keys  # generator -> its iteration keys, in order
         self.gen_done = self.readiness.gen_done
         self.seen: set[tuple[str, Key]] = set()  # units resolved (so never twice)
+        # released iterations (streaming.py, _release_committed) are read back from the
+        # store; a generator outside any scope -> the signature its iterations are stored by
+        self._gen_signatures: dict[str, str] = {}
+        self.readiness.read_back = self._read_back_value
+        self.recorder.committed = self._release_committed
         # a generator's scope is read ahead of its slowest consumer by a few units per job
         self.jobs = executor.free_slots()  # nothing is submitted yet: every slot is free
         window = max(8, 4 * self.jobs)
@@ -263,7 +268,7 @@ class Scheduler(Dispatch, Streaming, Replanning, Endings, DriverState):
         return bool(self._urgent or self._checks or self._current is not None)
 
     def _check_now(self, name: str, key: Key) -> None:
-        if self.stopping or (name, key) in self.seen:
+        if self.stopping or (name, key) in self.seen or self.readiness.is_released(name, key):
             return
         if name in self.consumers:
             self._advance(self.consumers[name])

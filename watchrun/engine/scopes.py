@@ -12,6 +12,8 @@ get `i = n`, the number of upstream iterations.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from blake3 import blake3
 
 from watchrun.project.loader import Project
@@ -76,3 +78,18 @@ class Consumer:
         for arg in sorted(values):
             self.sequence.update(f"\0{arg}={values[arg]}".encode())
         self.sequence.update(b"\n")
+
+
+def finished_by_consumers(count: int, consumers: Iterable[Consumer]) -> int:
+    """How many leading iterations of a scope (of `count` so far) every one of its consumers
+    has finished: the pushes its worker confirmed. A consumer decided without running (ended,
+    never live) needs none again; one deferred or not started yet would push the whole scope
+    from the start, so nothing is finished until it runs."""
+    upto = count
+    for c in consumers:
+        if c.ended and not c.live:
+            continue
+        if not c.live:
+            return 0
+        upto = min(upto, c.acked)
+    return upto

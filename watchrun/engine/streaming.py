@@ -11,12 +11,14 @@ from watchrun.engine.driver_state import (
     DriverState,
     Launched,
 )
+from watchrun.engine.readiness import DenseKeys, Keys
 from watchrun.engine.resolve import Resolution
 from watchrun.engine.scopes import (
     Consumer,
     Key,
     contribution,
     decode_iteration,
+    finished_by_consumers,
 )
 from watchrun.executors.base import (
     Mode,
@@ -36,7 +38,8 @@ class Streaming(DriverState):
     # -- generators --------------------------------------------------------------------------
     def _start_generator(self, resolution: Resolution) -> None:
         name = resolution.task
-        self.keys.setdefault(name, [])
+        self.readiness.keys_of(name)
+        self._gen_signatures[name] = resolution.signature  # where its iterations are stored
         complete = self.store.generator_complete(name, resolution.signature)
         if complete is not None and resolution.clean:
             self._skip(name, (), resolution)
@@ -84,7 +87,7 @@ class Streaming(DriverState):
     def _scope_values(self, c: Consumer, key: Key) -> dict[str, str] | None:
         values = {}
         for arg, up in c.in_scope.items():
-            value = self.values.get((up, key[: self._depth(up)]))
+            value = self.readiness.value(up, key[: self._depth(up)])
             if value is None:
                 return None
             values[arg] = value
@@ -116,7 +119,7 @@ class Streaming(DriverState):
             self.executor.end_input(UnitKey(c.name))
         self._pump()
 
-    def _push_known(self, c: Consumer, fixed: dict[str, str], keys: list[Key]) -> None:
+    def _push_known(self, c: Consumer, fixed: dict[str, str], keys: Keys) -> None:
         """Take the scope's values in key order, as far as they are known."""
         while c.pushed < len(keys):
             key = keys[c.pushed]
@@ -135,7 +138,7 @@ class Streaming(DriverState):
         return any((up, key[: self._depth(up)]) in self.new_values
                    for up in c.in_scope.values())
 
-    def _go_live(self, c: Consumer, fixed: dict[str, str], keys: list[Key]) -> None:
+    def _go_live(self, c: Consumer, fixed: dict[str, str], keys: Keys) -> None:
         """A deferred consumer (its scope replayed from the store) whose scope has a new
         value must run: it starts now and takes the values so far, rather than waiting for
         the whole scope, so the rest of the scope streams through it (and on below it)."""
@@ -155,7 +158,7 @@ class Streaming(DriverState):
             complete = self.store.generator_complete(c.name, resolution.signature)
             if complete is not None and resolution.clean:
                 c.ended = True
-                self.keys.setdefault(c.name, [])
+                self.readiness.keys_of(c.name)
                 self._skip(c.name, (), resolution)
                 self._replay(c.name, resolution.signature)
                 self._generator_done(c.name)
@@ -194,7 +197,7 @@ class Streaming(DriverState):
             job.gather_kwargs[arg] = offered[arg]()
         self._launch(job, resolution, mode)
         if task.kind is Kind.GENERATOR:  # an inner generator: its own consumers may stream
-            self.keys.setdefault(c.name, [])
+            self.readiness.keys_of(c.name)
             self.live.add(c.name)
             self._consumers_of_scope(c.name)
 
@@ -262,3 +265,44 @@ class Streaming(DriverState):
     def _final_consumer_resolution(self, c: Consumer, resolution: Resolution) -> Resolution:
         fixed = self._upstream_values(c.name, (), in_scope=False) or {}
         return self.resolver.resolve(c.name, fixed, (), c.sequence.hexdigest())
+
+    # -- releasing finished iterations (bounded memory) ----------------------------------
+    def _release_committed(self) -> None:
+        """After a commit: drop what the driver holds for the iterations of a scope that
+        every consumer has finished and whose units are all committed (their values, the
+        units resolved, the resolver's per-unit state). A consumer that would push the
+        scope again (deferred: replayed from the store, or not started) holds the whole
+        scope; an inner generator's own iterations are kept (it records them at its end).
+        What is asked for after that (a replan, a consumer restarted) is read back from
+        the store (see `_read_back_value`)."""
+        for gen, keys in self.keys.items():
+            if not isinstance(keys, DenseKeys) or gen not in self.needed:
+                continue
+            upto = finished_by_consumers(
+                len(keys), (c for c in self.consumers.values() if c.generator == gen))
+            tasks = self._scope_tasks(gen)
+            upto = self.readiness.releasable(gen, upto, tasks)
+            dropped = self.readiness.release(gen, upto, tasks)
+            by_task: dict[str, list[Key]] = {}
+            for name, key, value in dropped:
+                self.seen.discard((name, key))
+                self.new_values.discard((name, key))
+                self._fresh_bytes -= len(self._fresh.pop(value, b""))
+                if name != gen:
+                    by_task.setdefault(name, []).append(key)
+            for name, released in by_task.items():
+                self.resolver.release(name, released)
+
+    def _scope_tasks(self, gen: str) -> list[str]:
+        """The per-iteration tasks of a generator's scope (not nested in an inner one)."""
+        return [t for t, scope in self.graph.scope.items()
+                if scope == (gen,) and t in self.needed and t not in self.consumers]
+
+    def _read_back_value(self, name: str, key: Key) -> str | None:
+        """A released value, asked for again: a generator's iteration from the stored
+        iterations of its run, a unit's output from its stored state."""
+        if name in self._gen_signatures and len(key) == 1:
+            text = self.store.iteration(name, self._gen_signatures[name], key[0])
+            return None if text is None else decode_iteration(text)[1]
+        state = self.store.unit_state(name, key)
+        return None if state is None else state.output

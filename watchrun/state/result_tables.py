@@ -182,6 +182,13 @@ class ResultTables(StoredObjects):
             values.append(value)
         return values
 
+    def iteration(self, task: str, signature: str, index: int) -> str | None:
+        """One stored iteration of a generator run (a value released from memory, asked for
+        again)."""
+        row = self._row("SELECT value FROM iterations WHERE task = ? AND signature = ? "
+                        "AND idx = ?", (task, signature, index))
+        return None if row is None else str(row[0])
+
     def mark_generator_complete(self, task: str, signature: str, count: int) -> None:
         # not queued: it must follow the iterations it counts, also when kept statements are
         # committed piece by piece after a full disk

@@ -7,7 +7,8 @@
            away (from each cancelled unit's start to its cancel), and the units cancelled.
   stream   a scope of --items items (generator -> per-item task -> collector) under
            `watchrun build --json`: the time to the collector's first push, and the peak RSS of
-           the largest watchrun process, sampled until --limit seconds or the end.
+           the largest watchrun process and of the watchrun process itself (the driver),
+           sampled until --limit seconds or the end, and at 1,000 ... 1,000,000 pushes.
 
     python tests/bench/workloads/plan_session.py session --code . --python /path/to/python
     python tests/bench/workloads/plan_session.py stream --code . --items 1000000 --limit 60
@@ -16,6 +17,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import queue
@@ -237,6 +239,8 @@ def stream(python: str, code: Path, items: int, limit: float) -> dict[str, Any]:
     peak = 0.0
     pushes = 0
     rss_at: dict[int, float] = {}
+    driver_peak = 0.0  # the watchrun process itself (the plan and driver live there)
+    driver_at: dict[int, float] = {}
     deadline = time.monotonic() + limit
     try:
         while time.monotonic() < deadline:
@@ -248,9 +252,13 @@ def stream(python: str, code: Path, items: int, limit: float) -> dict[str, Any]:
             pushes = new_pushes
             rss = _largest_rss_mb(build.proc.pid)
             peak = max(peak, rss)
-            for mark in (1_000, 10_000, 100_000, 1_000_000):
+            driver = _rss_mb(build.proc.pid)
+            driver_peak = max(driver_peak, driver)
+            for mark in MARKS:
                 if pushes >= mark and mark not in rss_at:
                     rss_at[mark] = round(peak, 1)
+                    if driver:  # 0: the build ended before this sample
+                        driver_at[mark] = round(driver, 1)
             build.events = [e for e in build.events if e["event"] in ("push", "build_finished")]
             build.arrived = build.arrived[-len(build.events):] if build.events else []
             if not alive:
@@ -260,7 +268,57 @@ def stream(python: str, code: Path, items: int, limit: float) -> dict[str, Any]:
         shutil.rmtree(work, ignore_errors=True)
     return {"items": items, "first_push_seconds": first_push, "pushes_seen": pushes,
             "peak_rss_mb": round(peak, 1), "peak_rss_mb_by_pushes": rss_at,
+            "driver_peak_rss_mb": round(driver_peak, 1), "driver_rss_mb_by_pushes": driver_at,
             "seconds": round(time.monotonic() - build.started, 1)}
+
+
+def stream_doit(items: int, limit: float) -> dict[str, Any]:
+    """The same scope under doit, as W6 writes it (tests/bench/workloads/generators.py: a
+    task creator yields one sub-task per value, the collector takes them all with getargs):
+    doit has no stream, so nothing reaches the collector before every item ran; reported are
+    the time until the collector's output exists and the peak RSS of doit's process, sampled
+    until --limit seconds or the end. doit from the bench's venv (peers.py --setup)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from peers import venv_bin
+    from workloads.generators import WRITERS
+
+    work = Path(tempfile.mkdtemp(prefix="plan-stream-doit-"))
+    (work / "out").mkdir()
+    for rel, text in WRITERS["doit"](items).items():
+        (work / rel).write_text(text)
+    started = time.monotonic()
+    proc = subprocess.Popen([str(venv_bin("doit", "doit")), "-n", "1"], cwd=work,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            start_new_session=True)
+    peak = 0.0
+    collected: float | None = None
+    deadline = started + limit
+    try:
+        while time.monotonic() < deadline and proc.poll() is None:
+            peak = max(peak, _largest_rss_mb(proc.pid))
+            if collected is None and (work / "out/total.txt").exists():
+                collected = time.monotonic() - started
+            time.sleep(0.2)
+        if collected is None and (work / "out/total.txt").exists():
+            collected = time.monotonic() - started
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        shutil.rmtree(work, ignore_errors=True)
+    return {"tool": "doit", "items": items, "collector_output_seconds": collected,
+            "peak_rss_mb": round(peak, 1), "finished": collected is not None,
+            "seconds": round(time.monotonic() - started, 1)}
+
+
+MARKS = (1_000, 10_000, 20_000, 100_000, 200_000, 500_000, 1_000_000)
+
+
+def _rss_mb(pid: int) -> float:
+    try:
+        return float(psutil.Process(pid).memory_info().rss) / 2**20
+    except psutil.Error:
+        return 0.0
 
 
 def _largest_rss_mb(pid: int) -> float:
@@ -281,7 +339,7 @@ def _largest_rss_mb(pid: int) -> float:
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("what", choices=["session", "long", "stream"])
+    p.add_argument("what", choices=["session", "long", "stream", "stream-doit"])
     p.add_argument("--code", type=Path, default=Path.cwd(), help="the checkout to measure")
     p.add_argument("--python", default=sys.executable)
     p.add_argument("--items", type=int, default=1_000_000)
@@ -292,6 +350,8 @@ def main(argv: list[str] | None = None) -> None:
         result = session(args.python, code)
     elif args.what == "long":
         result = long_session(args.python, code)
+    elif args.what == "stream-doit":
+        result = stream_doit(args.items, args.limit)
     else:
         result = stream(args.python, code, args.items, args.limit)
     print(json.dumps(result, indent=2))
