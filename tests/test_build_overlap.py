@@ -56,9 +56,11 @@ def test_a_dirty_chain_runs_while_the_clean_units_are_skipped(
     assert events.count("unit_skipped") == CLEAN
     assert events.count("unit_finished") == CHAIN
     last_skip = len(events) - 1 - events[::-1].index("unit_skipped")
-    finished_meanwhile = events[:last_skip].count("unit_finished")
-    # before, every clean unit was skipped before the first result was even read
-    assert finished_meanwhile >= 1, "the chain waited for all the skips"
+    # the chain's first unit goes to a worker before the clean units are all resolved; how
+    # far the chain gets meanwhile depends on how soon the OS runs that worker, so the rule
+    # that a result read meanwhile starts the next unit at once is proven over a fake
+    # executor (test_plan_driver.py::test_a_dirty_chain_advances_while_the_clean_units_...)
+    assert events[:last_skip].count("unit_started") >= 1, "the chain waited for all the skips"
     assert (root / f"out/s{CHAIN - 1}.txt").read_text() == "1\n" + "x" * CHAIN
 
 

@@ -177,3 +177,63 @@ def test_the_plan_is_asked_for_work_only_when_a_slot_is_free(
 
     assert asyncio.run(run()) == 30
     assert asked <= 2 * 30, asked
+
+
+class CountingExecutor(ClusterExecutor):
+    """Every unit ends at once (on the loop's next turn) with a value no unit had before, so
+    each unit of a dirty chain changes what the next one reads."""
+
+    def __init__(self) -> None:
+        super().__init__(before=1, cluster=1, run_for=0.0)
+        self.connected = True  # nothing to join
+        self.values = 0
+
+    def _report(self, key: UnitKey, kind: EventKind) -> None:
+        assert self.sink is not None
+        if kind is not EventKind.DONE:
+            self.sink(ExecEvent(key, kind))
+            return
+        self.busy.discard(key)
+        self.values += 1
+        self.sink(ExecEvent(key, kind, pickle.dumps(self.values)))
+
+
+def overlap_project(chain: int, clean: int) -> dict[str, str]:
+    # `a<i>` sort before every `z<i>`: the dirty chain is the first thing the build starts
+    files = {"src.txt": "0\n",
+             "tasks/a00.py": '# /// task\n# inputs = ["src.txt"]\n# ///\ndef run():\n'
+                             "    return 0\n"}
+    for i in range(1, chain):
+        files[f"tasks/a{i:02d}.py"] = (f'# /// task\n# after = ["a{i - 1:02d}"]\n# ///\n'
+                                       f"def run(a{i - 1:02d}):\n    return 0\n")
+    for i in range(clean):
+        files[f"tasks/z{i:04d}.py"] = f"# /// task\n# ///\ndef run():\n    return {i}\n"
+    return files
+
+
+def test_a_dirty_chain_advances_while_the_clean_units_are_still_being_skipped(
+        project: Callable[[dict[str, str]], Path]) -> None:
+    """The decision behind test_build_overlap, without worker processes: a result that comes
+    in while thousands of clean units are being resolved starts the next unit of the chain
+    at once, rather than after the last skip."""
+    root = project(overlap_project(chain=10, clean=2000))
+    assert build_with(root, CountingExecutor()) == 10 + 2000
+    (root / "src.txt").write_text("1\n")
+    executor = CountingExecutor()
+    executor.values = 10**6  # none of the first build's values
+    seen: list[str] = []
+
+    async def run() -> None:
+        with open_session(root, "build", write=True) as session:
+            bus = EventBus()
+            bus.subscribe(lambda event: seen.append(event.name))
+            scheduler = Scheduler(session.project, session.store, session.hasher, executor,
+                                  bus, BuildOptions())
+            executor.sink = scheduler.on_exec
+            summary = await asyncio.wait_for(
+                scheduler.build(default_targets(session.project)), 20)
+            assert summary.ok and summary.ran == 10 and summary.skipped == 2000, summary
+
+    asyncio.run(run())
+    last_skip = len(seen) - 1 - seen[::-1].index("unit_skipped")
+    assert seen[:last_skip].count("unit_finished") >= 5, "the chain waited for the skips"
