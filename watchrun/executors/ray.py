@@ -41,11 +41,8 @@ import asyncio
 import contextlib
 import importlib.util
 import logging
-import os
-import re
 import secrets
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -55,81 +52,30 @@ if importlib.util.find_spec("ray") is None:
     raise ImportError("No module named 'ray'", name="ray")
 
 from watchrun.config import DEFAULT_CONNECT_TIMEOUT, default_jobs
-from watchrun.executors import ray_control, ray_node
+from watchrun.executors import ray_control
 from watchrun.executors.base import EventKind, ExecEvent, Job, Mode, Sink, UnitKey, hand_to_sink
-from watchrun.executors.local import job_spec
 from watchrun.executors.ray_connect import (
     RayConnectError,
     check_address,
     explain_init_failure,
-    first_line,
     in_daemon_thread,
 )
-from watchrun.executors.ray_nodes import (
-    ANSI,
-    Cluster,
-    infeasible_message,
-    init_ray,
-    needs,
-    ray_options,
-    resources_table,
+from watchrun.executors.ray_nodes import Cluster, init_ray, ray_options, resources_table
+from watchrun.executors.ray_units import (
+    RayUnit,
+    Shipping,
+    append_log,
+    describe,
+    lost_node,
+    ray_name,
+    unfit,
+    write_log,
 )
+from watchrun.executors.unit_book import UnitBook
 
 log = logging.getLogger("watchrun.executor")
 
 FORCE_AFTER = 5.0  # seconds past the cancel sequence (2 x grace) before the Ray worker is killed
-# seconds to wait, after a unit's actor or Ray worker was lost, for the cluster to say whether
-# its node died (Ray marks a node dead after missed health checks, not at once)
-NODE_DEATH_WAIT = 30.0
-TOKEN_NAME = ".ray-token"  # in the log folder: tells a node whether it sees that folder
-_NODE_ID = re.compile(r"node id:? ([0-9a-f]{16,})", re.IGNORECASE)
-
-
-class _Sources:
-    """The chain files' sources, shipped with each job; read again only when they change."""
-
-    def __init__(self) -> None:
-        self._known: dict[str, tuple[tuple[int, int, int], bytes]] = {}
-
-    def read(self, files: list[str]) -> dict[str, bytes]:
-        sources = {}
-        for file in files:
-            try:
-                st = os.stat(file)
-                stamp = (st.st_mtime_ns, st.st_size, st.st_ino)
-                known = self._known.get(file)
-                if known is None or known[0] != stamp:
-                    known = (stamp, Path(file).read_bytes())
-                    self._known[file] = known
-            except OSError:
-                continue  # the worker reads it itself, and says what is wrong
-            sources[file] = known[1]
-        return sources
-
-
-# ---------------------------------------------------------------------------------------------
-# The executor.
-# ---------------------------------------------------------------------------------------------
-
-
-@dataclass(eq=False)
-class _Unit:
-    job: Job
-    submitted: float  # time.monotonic()
-    ref: Any = None  # CALL: the Ray task's ObjectRef
-    actor: Any = None  # persistent: its actor
-    inbox: list[tuple[str, tuple[object, ...]]] = field(default_factory=list)  # calls made
-    # before the actor existed (Ray still connecting)
-    seq: int = 0  # pushes and end_input, numbered: the node applies them in this order
-    cancelling: bool = False
-    forced: bool = False  # the cancel got no answer: its Ray worker was killed
-    paused: bool = False
-    timer: asyncio.TimerHandle | None = None
-    driver: asyncio.Task[None] | None = None
-    finished: bool = False
-    node: str = ""  # the Ray node id it runs on, once known
-    control: str = ""  # CALL: its name among the nodes' pause markers ("RUN/SERIAL")
-    marked: bool = False  # CALL: the nodes were told to pause it at least once
 
 
 class RayExecutor:
@@ -148,15 +94,12 @@ class RayExecutor:
         self._grace = grace
         self._address = address.strip()
         self._connect_timeout = connect_timeout
-        self._units: dict[UnitKey, _Unit] = {}
+        self._book: UnitBook[RayUnit] = UnitBook()
         self._busy_calls = 0
         self._closing = False
         self._connection: asyncio.Task[Cluster] | None = None
         self._cluster: Cluster | None = None
-        self._sources = _Sources()
-        self._token = secrets.token_hex(16)
-        self._token_path: Path | None = None
-        self._all_finished: asyncio.Future[None] | None = None
+        self._shipping = Shipping(grace)
         self._run = secrets.token_hex(8)  # names this run's pause markers on the nodes
         self._serial = 0
         self._controls: ray_control.Controls | None = None  # once connected
@@ -178,37 +121,31 @@ class RayExecutor:
         return max(self._jobs - self._busy_calls, 0)
 
     def submit(self, job: Job) -> None:
-        if self._closing:
-            raise RuntimeError("the executor is closed")
-        if job.key in self._units:
-            raise ValueError(f"{job.key.format()} is already running")
+        self._book.check_new(job, self._closing)
         if job.mode is Mode.CALL:
             if self._busy_calls >= self._jobs:
                 raise RuntimeError(f"no free slot for {job.key.format()}: wait for free_slots()")
             self._busy_calls += 1
-        if self._token_path is None:
-            self._write_token(Path(job.log_path).parent)
-        unit = _Unit(job, time.monotonic())
+        self._shipping.write_token(Path(job.log_path).parent)
+        unit = RayUnit(job, time.monotonic())
         if job.mode is Mode.CALL:
             self._serial += 1
             unit.control = f"{self._run}/{self._serial}"
-        self._units[job.key] = unit
+        self._book.add(unit)
         unit.driver = asyncio.get_running_loop().create_task(self._drive(unit))
 
     def push(self, key: UnitKey, kwargs: dict[str, bytes]) -> None:
-        unit = self._persistent(key)
+        unit = self._book.taking_input(key)
         if unit is not None:
-            self._call(unit, "push", unit.seq, kwargs)
-            unit.seq += 1
+            unit.call_in_order("push", kwargs)
 
     def end_input(self, key: UnitKey) -> None:
-        unit = self._persistent(key)
+        unit = self._book.taking_input(key)
         if unit is not None:
-            self._call(unit, "end_input", unit.seq)
-            unit.seq += 1
+            unit.call_in_order("end_input")
 
     def cancel(self, key: UnitKey) -> None:
-        unit = self._units.get(key)
+        unit = self._book.get(key)
         if unit is None or unit.cancelling:
             return
         unit.cancelling = True
@@ -223,14 +160,14 @@ class RayExecutor:
             assert self._cluster is not None
             self._cluster.ray.cancel(unit.ref)
         else:
-            self._call(unit, "cancel")
+            unit.call("cancel")
         unit.timer = loop.call_later(2 * self._grace + FORCE_AFTER, self._force, unit)
 
     def pause(self, key: UnitKey) -> bool:
         """SIGSTOP to the unit's group on its node: a persistent unit through its actor, a
         CALL unit through the nodes' NodeControl actors (a running Ray task takes no calls).
         A CALL unit not on the cluster yet is stopped when it starts."""
-        unit = self._units.get(key)
+        unit = self._book.get(key)
         if unit is None or unit.cancelling:
             return False
         if not unit.paused:
@@ -238,11 +175,11 @@ class RayExecutor:
             if unit.job.mode is Mode.CALL:
                 self._mark(unit, "pause")
             else:
-                self._call(unit, "pause")
+                unit.call("pause")
         return True
 
     def resume(self, key: UnitKey) -> bool:
-        unit = self._units.get(key)
+        unit = self._book.get(key)
         if unit is None or unit.cancelling:
             return False
         if unit.paused:
@@ -250,23 +187,20 @@ class RayExecutor:
             if unit.job.mode is Mode.CALL:
                 self._mark(unit, "resume")
             else:
-                self._call(unit, "resume")
+                unit.call("resume")
         return True
 
     def running(self) -> list[UnitKey]:
-        return list(self._units)
+        return self._book.running()
 
     async def close(self) -> None:
         """Cancel what runs (at most 2 x grace, then the Ray workers are killed), disconnect,
         and stop the Ray instance if this executor started it."""
         self._closing = True
-        for key in list(self._units):
+        for key in self._book.running():
             self.cancel(key)
-        if self._units:
-            self._all_finished = asyncio.get_running_loop().create_future()
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._all_finished, 2 * self._grace + 2 * FORCE_AFTER + 1)
-        for unit in list(self._units.values()):
+        await self._book.wait_all_ended(2 * self._grace + 2 * FORCE_AFTER + 1)
+        for unit in self._book.units():
             self._abandon(unit)
         if self._controls is not None:
             await self._controls.end()
@@ -277,9 +211,7 @@ class RayExecutor:
             self._connection.cancel()
         if cluster is not None:
             await in_daemon_thread(asyncio.get_running_loop(), cluster.shutdown)
-        if self._token_path is not None:
-            with contextlib.suppress(OSError):
-                self._token_path.unlink()
+        self._shipping.remove_token()
 
     # -- connecting -----------------------------------------------------------------------------
 
@@ -308,22 +240,13 @@ class RayExecutor:
         self._cluster = cluster
         self._controls = ray_control.Controls(cluster, self._run)
         if cluster.client:
+            self._shipping.heartbeat = self._run
             self._controls.start_heartbeat()
         if self._jobs_from_cluster and cluster.cpus() > 0:
             self._jobs = cluster.cpus()
         return cluster
 
-    def _write_token(self, log_dir: Path) -> None:
-        """Nodes that find this token where the driver wrote it write logs there directly."""
-        path = log_dir / TOKEN_NAME
-        try:
-            log_dir.mkdir(parents=True, exist_ok=True)
-            path.write_text(self._token, encoding="utf-8")
-        except OSError as exc:
-            log.warning("cannot write %s (%s): logs come back with the results", path, exc)
-        self._token_path = path
-
-    def _mark(self, unit: _Unit, verb: str) -> None:
+    def _mark(self, unit: RayUnit, verb: str) -> None:
         """Pause or resume a CALL unit through the nodes' NodeControl actors; not before it is
         on the cluster (_run_call marks it then)."""
         if unit.ref is None or self._controls is None:
@@ -334,7 +257,7 @@ class RayExecutor:
 
     # -- one unit's life ------------------------------------------------------------------------
 
-    async def _drive(self, unit: _Unit) -> None:
+    async def _drive(self, unit: RayUnit) -> None:
         try:
             cluster = await asyncio.shield(self._connected())
         except RayConnectError as exc:
@@ -350,8 +273,7 @@ class RayExecutor:
         except cluster.cancelled:  # by ray.cancel: a task still waiting to start, or forced
             self._lost(unit, None, cancelled=True)
         except cluster.error as exc:
-            lost_node = await self._lost_node(cluster, unit, exc)
-            self._lost(unit, exc, node=lost_node)
+            self._lost(unit, exc, node=await lost_node(cluster, unit, exc))
         except Exception as exc:  # a bug of ours: the unit must still end, and say why
             log.exception("running %s on Ray failed", unit.job.key.format())
             self._finish(unit, EventKind.DIED, error=f"the Ray executor failed: {exc!r}")
@@ -360,41 +282,25 @@ class RayExecutor:
                 with contextlib.suppress(Exception):
                     cluster.ray.kill(unit.actor)
 
-    def _node_job(self, job: Job, control: str = "") -> ray_node.NodeJob:
-        spec = job_spec(job)
-        spec.sources = self._sources.read([file for file, _ in spec.chain])
-        token_path = "" if self._token_path is None else str(self._token_path)
-        heartbeat = self._run if self._cluster is not None and self._cluster.client else ""
-        return ray_node.NodeJob(spec.fields(), self._grace, token_path, self._token, control,
-                                heartbeat)
-
-    async def _fits(self, cluster: Cluster, unit: _Unit, options: dict[str, Any]) -> bool:
-        """Whether some node of the cluster can ever run the unit; if none can, the unit fails
-        now (Ray would keep it pending for ever). A request that fits no node known asks the
-        cluster again first: a node may have joined."""
-        need = needs(options)
-        if cluster.shortfall(need) is None:
-            return True
-        await in_daemon_thread(asyncio.get_running_loop(), cluster.refresh_nodes)
-        most = cluster.shortfall(need)
-        if most is None:
-            return True
+    async def _fits(self, cluster: Cluster, unit: RayUnit, options: dict[str, Any]) -> bool:
+        """Whether some node can ever run the unit; if none can, it fails now."""
         where = f"at {self._address}" if self._address else "on this machine"
-        self._finish(unit, EventKind.FAILED,
-                     error=infeasible_message(unit.job.key.task, need, most, where))
-        return False
+        why = await unfit(cluster, unit.job, options, where)
+        if why is not None:
+            self._finish(unit, EventKind.FAILED, error=why)
+        return why is None
 
-    async def _run_call(self, cluster: Cluster, unit: _Unit) -> None:
+    async def _run_call(self, cluster: Cluster, unit: RayUnit) -> None:
         options = ray_options(resources_table(unit.job.resources), persistent=False)
         if not await self._fits(cluster, unit, options) or unit.cancelling:
             return
         call = cluster.call.options(name=ray_name(unit.job), **options)
-        unit.ref = call.remote(self._node_job(unit.job, unit.control))
+        unit.ref = call.remote(self._shipping.node_job(unit.job, unit.control))
         if unit.paused:  # paused before it reached the cluster: it starts stopped
             self._mark(unit, "pause")
         self._end(unit, await unit.ref)
 
-    async def _run_persistent(self, cluster: Cluster, unit: _Unit) -> None:
+    async def _run_persistent(self, cluster: Cluster, unit: RayUnit) -> None:
         if cluster.client:
             kind = "generator" if unit.job.mode is not Mode.COLLECT else "collector"
             self._finish(
@@ -410,12 +316,10 @@ class RayExecutor:
         options = ray_options(resources_table(unit.job.resources), persistent=True)
         if not await self._fits(cluster, unit, options) or unit.cancelling:
             return
-        node_job = self._node_job(unit.job)  # the actor preloads what its code imports
+        node_job = self._shipping.node_job(unit.job)  # the actor preloads what its code imports
         unit.actor = cluster.scope.options(**options).remote(node_job)
         stream = unit.actor.run.options(name=ray_name(unit.job)).remote(node_job)
-        for method, args in unit.inbox:
-            self._call(unit, method, *args)
-        unit.inbox.clear()
+        unit.deliver_inbox()
         unit.node = await unit.actor.where.options(concurrency_group="inbox").remote()
         async for ref in stream:
             item = await ref
@@ -433,21 +337,14 @@ class RayExecutor:
                 return
         self._lost(unit, None)  # the stream ended without an outcome
 
-    def _call(self, unit: _Unit, method: str, *args: object) -> None:
-        """Call a method of the unit's actor in its inbox group (or keep it for later)."""
-        if unit.actor is None:
-            unit.inbox.append((method, args))
-            return
-        getattr(unit.actor, method).options(concurrency_group="inbox").remote(*args)
-
-    def _end(self, unit: _Unit, item: tuple[Any, ...]) -> None:
+    def _end(self, unit: RayUnit, item: tuple[Any, ...]) -> None:
         _, outcome, payload, duration, log_bytes, _host = item[:6]
         if len(item) > 6:  # a CALL unit says its node with its outcome
             unit.node = item[6]
         if log_bytes is not None:
-            self._write_log(unit.job, log_bytes)
+            write_log(unit.job, log_bytes)
         if unit.node and self._cluster is not None:
-            self._append_log(unit.job, f"[watchrun] ran on Ray node "
+            append_log(unit.job, f"[watchrun] ran on Ray node "
                                        f"{self._cluster.label(unit.node)}\n")
         if outcome == "done":
             self._finish(unit, EventKind.DONE, data=payload, duration=duration)
@@ -458,30 +355,7 @@ class RayExecutor:
         else:
             self._finish(unit, EventKind.FAILED, error=str(payload), duration=duration)
 
-    async def _lost_node(self, cluster: Cluster, unit: _Unit, exc: BaseException) -> str:
-        """The id of the node whose loss ended the unit, or "" when its node is alive (or
-        unknown): a NodeDiedError names it; a lost actor or worker on a node the cluster then
-        marks dead counts too (Ray takes some seconds to mark it)."""
-        if unit.finished or unit.cancelling:
-            return ""
-        if isinstance(exc, cluster.node_died):
-            named = _NODE_ID.search(ANSI.sub("", str(exc)))
-            return named[1] if named else unit.node or "?"
-        if not unit.node or not isinstance(exc, cluster.worker_lost):
-            return ""
-        loop = asyncio.get_running_loop()
-        node = unit.node
-        if await in_daemon_thread(loop, lambda: cluster.raylet_refuses(node)):
-            return node
-        deadline = time.monotonic() + NODE_DEATH_WAIT
-        while time.monotonic() < deadline and not unit.finished:
-            await in_daemon_thread(loop, cluster.refresh_nodes)
-            if node not in cluster.nodes:
-                return node
-            await asyncio.sleep(0.5)
-        return ""
-
-    def _lost(self, unit: _Unit, exc: BaseException | None, cancelled: bool = False,
+    def _lost(self, unit: RayUnit, exc: BaseException | None, cancelled: bool = False,
               node: str = "") -> None:
         """The Ray task or actor ended without an outcome: cancelled by Ray, killed, lost
         with its node."""
@@ -493,31 +367,16 @@ class RayExecutor:
         if node:
             unit.node = node if node != "?" else unit.node
             label = self._cluster.label(node) if self._cluster is not None else node[:8]
-            self._append_log(unit.job, f"[watchrun] node lost: Ray node {label}\n")
+            append_log(unit.job, f"[watchrun] node lost: Ray node {label}\n")
             self._finish(unit, EventKind.DIED, error=f"node lost: Ray node {label} died while "
                                                       "running it")
             return
-        why = "its stream ended early" if exc is None else _describe(exc)
+        why = "its stream ended early" if exc is None else describe(exc)
         self._finish(unit, EventKind.DIED, error=f"the Ray worker running it was lost: {why}")
-
-    def _append_log(self, job: Job, line: str) -> None:
-        try:
-            with open(job.log_path, "a", encoding="utf-8") as f:
-                f.write(line)
-        except OSError as exc:
-            log.warning("cannot write the log %s: %s", job.log_path, exc)
-
-    def _write_log(self, job: Job, data: bytes) -> None:
-        try:
-            os.makedirs(os.path.dirname(job.log_path), exist_ok=True)
-            with open(job.log_path, "wb" if job.fresh_log else "ab") as f:
-                f.write(data)
-        except OSError as exc:
-            log.warning("cannot write the log %s: %s", job.log_path, exc)
 
     # -- the end of a unit ----------------------------------------------------------------------
 
-    def _force(self, unit: _Unit) -> None:
+    def _force(self, unit: RayUnit) -> None:
         unit.timer = None
         if unit.finished or self._cluster is None:
             return
@@ -535,7 +394,7 @@ class RayExecutor:
         loop = asyncio.get_running_loop()
         unit.timer = loop.call_later(FORCE_AFTER, self._abandon, unit)
 
-    def _abandon(self, unit: _Unit) -> None:
+    def _abandon(self, unit: RayUnit) -> None:
         """Ray does not answer at all: end the unit here."""
         unit.timer = None
         if unit.finished:
@@ -547,7 +406,7 @@ class RayExecutor:
 
     def _finish(
         self,
-        unit: _Unit,
+        unit: RayUnit,
         kind: EventKind,
         data: bytes | None = None,
         error: str | None = None,
@@ -560,20 +419,18 @@ class RayExecutor:
         if unit.timer is not None:
             unit.timer.cancel()
             unit.timer = None
-        del self._units[unit.job.key]
+        self._book.remove(unit)
         if unit.job.mode is Mode.CALL:
             self._busy_calls -= 1
             if unit.marked and unit.paused:  # its marker stays on the nodes: remove it
                 self._mark(unit, "resume")
-        if not self._units and self._all_finished is not None and not self._all_finished.done():
-            self._all_finished.set_result(None)
         if duration is None:
             duration = time.monotonic() - unit.submitted
         self._emit(unit, kind, data=data, error=error, signal=signal, duration=duration)
 
     def _emit(
         self,
-        unit: _Unit,
+        unit: RayUnit,
         kind: EventKind,
         *,
         data: bytes | None = None,
@@ -583,20 +440,3 @@ class RayExecutor:
     ) -> None:
         hand_to_sink(self._sink, ExecEvent(unit.job.key, kind, data, error, signal, duration,
                                            None, node=unit.node or None))
-
-    def _persistent(self, key: UnitKey) -> _Unit | None:
-        unit = self._units.get(key)
-        if unit is not None and unit.job.mode not in (Mode.COLLECT, Mode.INNER_GENERATE):
-            raise ValueError(f"{key.format()} is a {unit.job.mode.value} unit: it takes no input")
-        return unit
-
-
-def ray_name(job: Job) -> str:
-    """The name Ray shows for a unit (its process title, `ray list tasks`, the dashboard)."""
-    return f"watchrun:{job.key.format()}"
-
-
-def _describe(exc: BaseException) -> str:
-    """A Ray error in one line: its type and the first line of its message, no colours."""
-    first = first_line(ANSI.sub("", str(exc)))
-    return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
