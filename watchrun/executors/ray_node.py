@@ -331,7 +331,8 @@ def _this_node() -> str | None:
     """This node as the driver labels it in logs (ray_nodes.Node.label): its id's first 8
     digits and its IP; None outside a Ray worker."""
     ray = sys.modules.get("ray")  # a Ray worker imported it; anywhere else there is no node
-    if ray is None:
+    # not connected: asking for the node would start a Ray of its own
+    if ray is None or not ray.is_initialized():
         return None
     try:
         node_id = ray.get_runtime_context().get_node_id()
