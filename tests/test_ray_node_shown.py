@@ -123,6 +123,11 @@ async def test_a_new_unit_s_log_replaces_the_node_of_the_last_one(tmp_path: Path
         plain.write_text("hello\n")
         Following(pane, local, plain).poll()
         assert node_line(pane) is None
+        # one that draws a progress bar (no newline) names none either
+        bar = tmp_path / "bar.log"
+        bar.write_text("\r".join(f"{i}%" for i in range(100)))
+        Following(pane, local, bar).poll()
+        assert node_line(pane) is None
 
 
 # a unit that waits for the test, so its log can be read while it runs

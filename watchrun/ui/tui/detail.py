@@ -105,7 +105,7 @@ class LogNode:
         except OSError:
             return  # not there yet
         first, newline, _ = head.decode(errors="replace").partition("\n")
-        if not newline:
+        if not newline and len(head) < HEAD_BYTES:
             return  # being written, or empty so far: look again when it grows
         self._head_read = True
         found = NODE_LINE.match(first)
