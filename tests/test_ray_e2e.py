@@ -392,8 +392,10 @@ def test_build_options_choose_ray_and_its_results_are_the_local_executors(
     assert run.code == 0, run.stdout + run.stderr
     assert sorted(run.ran()) == ["count", "squares", "total"]
     assert watchrun(root, "show", "total").stdout.strip() == "5"
-    # the unit's output, then the node it ran on (the session cluster has one)
-    assert re.fullmatch(r"counting\n\[watchrun\] ran on Ray node [0-9a-f]{8} \(127\.0\.0\.1\)\n",
+    # the node it runs on (written as it starts), the unit's output, then the node it ran on
+    # (the session cluster has one)
+    assert re.fullmatch(r"\[watchrun\] runs on Ray node ([0-9a-f]{8}) \(127\.0\.0\.1\)\n"
+                        r"counting\n\[watchrun\] ran on Ray node \1 \(127\.0\.0\.1\)\n",
                         (root / ".watchrun/logs/count.log").read_text())
     assert not (root / ".watchrun/logs/.ray-token").exists()
     # the same signatures and store: what Ray built is clean for the local executor, and back

@@ -18,6 +18,11 @@ Items a relay produces (tuples of plain values, the first element names it):
     ("yielded", data)           a pickled value (GENERATE, INNER_GENERATE)
     ("pushed",)                 run() consumed a push (COLLECT, INNER_GENERATE)
     ("end", outcome, payload, duration, log, host)
+
+A unit's log starts with the node it runs on, `[watchrun] runs on Ray node 1a2b3c4d (10.0.0.5)`
+(the driver ends it with `[watchrun] ran on Ray node …` in the same format): Ray tells the driver
+where a task runs only when it returns, and the TUI reads this line to show where a unit runs
+while it runs (detail.py).
         outcome "done" (payload: pickled output), "failed" (payload: the traceback),
         "cancelled" (payload: the last signal sent), "died" (payload: the cause);
         log: the unit's log as bytes when the node could not write it where the driver
@@ -31,6 +36,7 @@ import os
 import queue
 import signal
 import socket
+import sys
 import tempfile
 import threading
 import time
@@ -53,6 +59,7 @@ from watchrun.executors.spawn import warm_supported
 
 TICK = 0.05  # seconds between checks of a cancel that arrived as a flag (see run_call)
 LOG_LIMIT = 1 << 20  # bytes of a log shipped back to the driver: its tail
+RUNS_ON = "[watchrun] runs on Ray node"  # the log's first line, before the node's label
 _TERMINAL = {Msg.DONE, Msg.FAILED, Msg.CANCELLED}
 _ROOT, _LOG_PATH, _FRESH_LOG, _SOURCES = 3, 6, 12, 13  # indexes of JobSpec.fields()
 Item = tuple[Any, ...]
@@ -118,6 +125,7 @@ class Relay:
             yield self._end("cancelled", self._cancel_signal_name(), started)
             return
         self._stop_if_paused_already()
+        self._name_the_node_in_the_log()
         self.worker.send(Msg.JOB, *self.job.fields)
         yield ("started", self._host, self.worker.guard.pid)
         while True:
@@ -158,6 +166,24 @@ class Relay:
             self.job = NodeJob(tuple(fields), self.job.grace, "", "", self.job.control,
                                self.job.heartbeat)
         return None
+
+    def _name_the_node_in_the_log(self) -> None:
+        """Start the unit's log with the node it runs on (see the module's docstring). The
+        worker then appends to the log instead of truncating it. Without Ray (or when the log
+        cannot be written: the worker says so) the log is left to the worker."""
+        label = _this_node()
+        if label is None:
+            return
+        fields = list(self.job.fields)
+        path, fresh = str(fields[_LOG_PATH]), bool(fields[_FRESH_LOG])
+        try:
+            with open(path, "wb" if fresh else "ab") as f:
+                f.write(f"{RUNS_ON} {label}\n".encode())
+        except OSError:
+            return
+        fields[_FRESH_LOG] = False
+        self.job = NodeJob(tuple(fields), self.job.grace, self.job.token_path, self.job.token,
+                           self.job.control, self.job.heartbeat)
 
     def _cancelled_before_start(self) -> bool:
         """Whether a cancel came before the job was sent (while Ray placed the unit, or its
@@ -299,6 +325,23 @@ class Relay:
             with contextlib.suppress(OSError):
                 os.unlink(self._log_copy)
         return ("end", outcome, payload, time.monotonic() - started, log, self._host)
+
+
+def _this_node() -> str | None:
+    """This node as the driver labels it in logs (ray_nodes.Node.label): its id's first 8
+    digits and its IP; None outside a Ray worker."""
+    ray = sys.modules.get("ray")  # a Ray worker imported it; anywhere else there is no node
+    # not connected: asking for the node would start a Ray of its own
+    if ray is None or not ray.is_initialized():
+        return None
+    try:
+        node_id = ray.get_runtime_context().get_node_id()
+        address = ray.util.get_node_ip_address()
+    except Exception:  # not connected, or a Ray without these: no header
+        return None
+    if not node_id:
+        return None
+    return f"{node_id[:8]} ({address})"
 
 
 def _sees_driver_logs(token_path: str, token: str) -> bool:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import codecs
 import os
+import re
 import time
 from collections.abc import Iterable
 from pathlib import Path
@@ -29,6 +30,11 @@ FIRST_READ = 64 * 1024  # bytes of an existing log shown when it is first opened
 MOST_PER_READ = 256 * 1024  # a log growing faster than this per poll is skipped ahead
 LOG_LINES = 2000
 DETAIL_BAR = 16  # cells of the progress bar in the detail pane
+# The node a Ray unit runs on, first line of its log (ray_node.py), and the one it ran on, added
+# at its end by the driver: its id's first 8 digits, then its IP when known
+NODE_LINE = re.compile(r"^\[watchrun\] (?:runs|ran) on Ray node ([0-9a-f]{8}(?: \([^)\n]*\))?)$",
+                       re.MULTILINE)
+HEAD_BYTES = 256  # of a log read for its first line: the node's is short
 
 
 class LogTail:
@@ -70,6 +76,43 @@ class LogTail:
         return restart, self._decoder.decode(data)
 
 
+class LogNode:
+    """The Ray node a followed log names: its first line while the unit runs (that line may
+    be older than what the pane reads of a long log), the driver's last line once it ended."""
+
+    def __init__(self, path: Path | None) -> None:
+        self.path = path
+        self.label: str | None = None  # "1a2b3c4d (10.0.0.5)"
+        self._head_read = path is None  # its first line was read whole (or there is none)
+
+    def update(self, restart: bool, text: str) -> bool:
+        """Take what the log's tail just read; True if the node it names changed."""
+        before = self.label
+        if restart and self.path is not None:  # rewritten: another attempt, maybe elsewhere
+            self._head_read = False
+        if not self._head_read:
+            self._read_head()
+        found = NODE_LINE.findall(text)
+        if found:
+            self.label = found[-1]
+        return self.label != before
+
+    def _read_head(self) -> None:
+        assert self.path is not None
+        try:
+            with open(self.path, "rb") as f:
+                head = f.read(HEAD_BYTES)
+        except OSError:
+            return  # not there yet
+        first, newline, _ = head.decode(errors="replace").partition("\n")
+        if not newline and len(head) < HEAD_BYTES:
+            return  # being written, or empty so far: look again when it grows
+        self._head_read = True
+        found = NODE_LINE.match(first)
+        if found:
+            self.label = found[1]
+
+
 def _section(label: str, *parts: str | tuple[str, str] | Content) -> Content:
     return Content.assemble((f"{label:<11}", "bold"), *parts, "\n")
 
@@ -78,10 +121,11 @@ def _names(names: Iterable[str]) -> str:
     return ", ".join(names) or "—"
 
 
-def describe(board: Board, name: str, reasons: list[str], stored: LastRun | None = None
-             ) -> Content:
+def describe(board: Board, name: str, reasons: list[str], stored: LastRun | None = None,
+             log_node: str | None = None) -> Content:
     """Everything the pane says about a task, above its log: first what matters while it runs
-    (state, progress, why, time), so a short pane still shows it; then where it comes from."""
+    (state, progress, why, time), so a short pane still shows it; then where it comes from.
+    `log_node`: the Ray node the log shown names (LogNode)."""
     row = board.rows[name]
     view, state = row.view, board.state(name)
     lines = [
@@ -93,8 +137,9 @@ def describe(board: Board, name: str, reasons: list[str], stored: LastRun | None
         lines.append(_section("progress", *progress_parts(progress)))
     lines.append(_why(state, row.reasons, reasons))
     lines.append(_time(board, name, state, stored))
-    if row.node is not None:  # Ray: the node of its latest unit (its id's first 8 digits)
-        lines.append(_section("node", row.node[:8]))
+    node = _node(row.node, log_node, state)
+    if node is not None:
+        lines.append(_section("node", node))
     for error in board.errors:
         if row.broken and error.file and same_file(view.file, error.file):
             lines.append(Content.assemble((f"error      line {error.line}: ", "bold $text-error"),
@@ -119,6 +164,16 @@ def describe(board: Board, name: str, reasons: list[str], stored: LastRun | None
     lines.append(_section("upstream", _names(view.upstreams)))
     lines.append(_section("downstream", _names(view.downstreams)))
     return Content("").join(lines).rstrip("\n")  # no blank line under it: rows are dear
+
+
+def _node(ended_on: str | None, log_node: str | None, state: UnitState) -> str | None:
+    """Ray: where the task's unit runs, as its log says (Ray tells the driver only when a
+    unit ends), else where its latest unit ran (the id's first 8 digits; with the IP when
+    the log shown says the same node)."""
+    if log_node is not None and (state in (UnitState.RUNNING, UnitState.PAUSED)
+                                 or ended_on is None or log_node.startswith(ended_on[:8])):
+        return log_node
+    return ended_on[:8] if ended_on is not None else None
 
 
 def progress_parts(progress: Progress) -> list[str | tuple[str, str]]:
@@ -207,6 +262,8 @@ class DetailPane(Vertical):
         self.log_view = Log(id="log", max_lines=LOG_LINES)
         self._shown: Content | None = None
         self._shape: tuple[int, int] | None = None  # lines and width, if none wraps
+        self._node = LogNode(None)  # the node the followed log names
+        self._last: tuple[Board, str | None, list[str], LastRun | None] | None = None
 
     def compose(self) -> ComposeResult:
         with VerticalScroll(id="info-scroll"):
@@ -216,10 +273,11 @@ class DetailPane(Vertical):
 
     def show(self, board: Board, name: str | None, reasons: list[str],
              stored: LastRun | None = None) -> None:
+        self._last = (board, name, reasons, stored)
         if name is None or name not in board.rows:
             content = Content("No task selected.")
         else:
-            content = describe(board, name, reasons, stored)
+            content = describe(board, name, reasons, stored, self._node.label)
         if content == self._shown:
             return
         # A new layout only if the text may take another height: Textual's layout pass
@@ -236,11 +294,17 @@ class DetailPane(Vertical):
         self.log_title.update(title, layout=False)
         if traceback:
             self.log_view.write(traceback.rstrip() + "\n── its output ──\n")
+        had = self._node.label
+        self._node = LogNode(tail.path)
+        if had is not None:  # that node was another log's
+            self._show_again()
 
     def retitle(self, title: str) -> None:
         self.log_title.update(title, layout=False)
 
     def append(self, restart: bool, text: str, traceback: str | None = None) -> None:
+        if self._node.update(restart, text):
+            self._show_again()
         if restart and self.log_view.line_count:
             self.log_view.clear()
             if traceback:
@@ -251,3 +315,8 @@ class DetailPane(Vertical):
             # out (a new selection) would stay at its top. Scroll again once it has a size.
             self.log_view.call_after_refresh(self.log_view.scroll_end, animate=False,
                                              x_axis=False)
+
+    def _show_again(self) -> None:
+        """Describe the task again: the node its log names changed."""
+        if self._last is not None:
+            self.show(*self._last)
