@@ -544,3 +544,30 @@ def test_process_start_time_names_one_process() -> None:
     assert mine < time.time()
     pid_max = int(Path("/proc/sys/kernel/pid_max").read_text())
     assert process_start_time(pid_max + 1) is None
+
+
+def test_results_are_committed_once_a_megabyte_waits_without_waiting_for_the_timer(
+        store: Store, state_dir: Path) -> None:
+    """A transaction holds at most about COMMIT_BYTES of results: a disk that fills mid-build
+    (or a crash) can take no more than that, and what fitted stays committed."""
+    import asyncio
+
+    from watchrun.engine.recorder import COMMIT_BYTES, Recorder
+    from watchrun.state.hashing import FileHasher
+
+    size = 60_000  # stored as a row (under INLINE_LIMIT)
+    recorder = Recorder(store, FileHasher(store), resolver=None)  # type: ignore[arg-type]
+
+    def committed_objects() -> int:
+        with sqlite3.connect(state_dir / "state.db") as other:
+            return int(other.execute("SELECT count(*) FROM objects").fetchone()[0])
+
+    async def record() -> int:
+        for _ in range(40):  # never awaiting: the COMMIT_EVERY timer cannot fire meanwhile
+            store.put_object(os.urandom(size))
+            recorder.soon()
+        return committed_objects()
+
+    seen = asyncio.run(record())
+    per_commit = COMMIT_BYTES // size + 1
+    assert seen == (40 // per_commit) * per_commit >= per_commit

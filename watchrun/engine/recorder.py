@@ -19,6 +19,9 @@ from watchrun.state.store import ResultRecord, StateFull, Store, UnitState, Unit
 
 COMMIT_EVERY = 0.05  # seconds: results are committed in batches, never later than this
 RETRY_FULL = 1.0  # seconds between two commits tried while the disk is full
+# ...and never more than this many bytes of results in one transaction: what a full disk (or
+# a crash) can take from a build is bounded, and a disk that fills mid-build keeps what fitted
+COMMIT_BYTES = 1 << 20
 
 
 class Recorder:
@@ -87,7 +90,11 @@ class Recorder:
         self.store.mark_generator_complete(name, signature, count)
 
     def soon(self) -> None:
-        """Commit within COMMIT_EVERY seconds (one commit for every result meanwhile)."""
+        """Commit within COMMIT_EVERY seconds (one commit for every result meanwhile), or now
+        when the results waiting make COMMIT_BYTES."""
+        if self.store.uncommitted_bytes >= COMMIT_BYTES and not self._state_full:
+            self.flush()
+            return
         if self._commit_handle is None:
             loop = asyncio.get_running_loop()
             self._commit_handle = loop.call_later(COMMIT_EVERY, self.flush)

@@ -44,6 +44,7 @@ class StoredObjects(CacheTables):
         if len(data) < INLINE_LIMIT:
             self._queue("INSERT OR IGNORE INTO objects (digest, data) VALUES (?, ?)",
                         (digest, data))
+            self.uncommitted_bytes += len(data)
         else:
             self._objects.write(digest, data)
             self._note_intact(digest)

@@ -52,12 +52,15 @@ class Transactions:
         # by the next commit; nothing is run meanwhile
         self._backlog: Statements | None = None
         self._stall_cause = ""
+        # bytes of objects written as rows since the last commit (the bulk of a transaction)
+        self.uncommitted_bytes = 0
 
     def commit(self) -> None:
         """End the open transaction. StateFull when the database cannot take it (a full disk):
         nothing committed before is lost and these writes are kept for the next commit."""
         if self._db is None:
             return
+        self.uncommitted_bytes = 0
         if self._backlog is not None:
             self._retry_backlog()
             return
