@@ -76,13 +76,15 @@ Ours = tuple[socket.socket, int, int]
 Theirs = tuple[int, int, int]
 
 
-def worker_pipes() -> tuple[Ours, Theirs]:
-    """The descriptors a worker is started with, ours and its own (all to be closed)."""
-    ours_sock, theirs_sock = socket.socketpair()
+def worker_pipes(kind: int = socket.SOCK_STREAM, blocking: bool = False
+                 ) -> tuple[Ours, Theirs]:
+    """The descriptors a worker (or the warm template: a SOCK_SEQPACKET channel, read
+    blocking) is started with: ours and its own, all to be closed."""
+    ours_sock, theirs_sock = socket.socketpair(socket.AF_UNIX, kind)
     theirs_fds = [theirs_sock.detach()]
     ours_fds: list[int] = []
     try:
-        ours_sock.setblocking(False)
+        ours_sock.setblocking(blocking)
         life_read, life_write = os.pipe()
         theirs_fds.append(life_read)
         ours_fds.append(life_write)

@@ -20,6 +20,7 @@ import sys
 import time
 
 from watchrun.executors.protocol import PICKLE_PROTOCOL, dumps
+from watchrun.executors.spawn import close_all, worker_pipes
 
 # what runs in the template process (template.main), and in `ps` is how it is recognised
 TEMPLATE_MAIN = "from watchrun.executors.template import main; main()"
@@ -86,33 +87,23 @@ def start_template(env: dict[str, str], preload: list[str] | None = None,
                    guess_for: str | None = None) -> TemplateProcess:
     """Start a template process; `preload`: what it imports as soon as it is up, else (if
     given) what it guesses the project at `guess_for` wants; else it waits to be told."""
-    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-    theirs_fds = [theirs.detach()]
-    ours_fds: list[int] = []
+    (ours, life_write, stderr_read), theirs = worker_pipes(socket.SOCK_SEQPACKET, blocking=True)
+    ctl, life_read, stderr_write = theirs
     try:
-        life_read, life_write = os.pipe()
-        theirs_fds.append(life_read)
-        ours_fds.append(life_write)
-        stderr_read, stderr_write = os.pipe()
-        ours_fds.append(stderr_read)
-        theirs_fds.append(stderr_write)
         popen = subprocess.Popen(
-            [sys.executable, "-c", TEMPLATE_MAIN, *map(str, theirs_fds[:2]), str(os.getpid())],
+            [sys.executable, "-c", TEMPLATE_MAIN, str(ctl), str(life_read), str(os.getpid())],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=stderr_write,
-            pass_fds=theirs_fds[:2],
+            pass_fds=(ctl, life_read),
             start_new_session=True,
             env=env,
         )
     except BaseException:
-        ours.close()
-        for fd in ours_fds:
-            os.close(fd)
+        close_all((ours, life_write, stderr_read))
         raise
     finally:
-        for fd in theirs_fds:
-            os.close(fd)
+        close_all(theirs)
     process = TemplateProcess(popen, ours, life_write, stderr_read, env)
     if preload is not None:
         if preload:
