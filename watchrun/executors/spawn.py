@@ -100,11 +100,13 @@ def worker_pipes(kind: int = socket.SOCK_STREAM, blocking: bool = False
     return (ours_sock, ours_fds[0], ours_fds[1]), (theirs_fds[0], theirs_fds[1], theirs_fds[2])
 
 
-def popen_worker(env: dict[str, str], theirs: Theirs) -> subprocess.Popen[bytes]:
-    """Exec a worker with its descriptors (ours to close afterwards)."""
+def popen_worker(env: dict[str, str], theirs: Theirs, main: str = WORKER_MAIN
+                 ) -> subprocess.Popen[bytes]:
+    """Exec a worker (or, with its `main`, the warm template) with its descriptors (ours to
+    close afterwards)."""
     ctl, life, stderr = theirs
     return subprocess.Popen(
-        [sys.executable, "-c", WORKER_MAIN, str(ctl), str(life), str(os.getpid())],
+        [sys.executable, "-c", main, str(ctl), str(life), str(os.getpid())],
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
         stderr=stderr,

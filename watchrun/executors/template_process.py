@@ -16,11 +16,10 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import time
 
 from watchrun.executors.protocol import PICKLE_PROTOCOL, dumps
-from watchrun.executors.spawn import close_all, worker_pipes
+from watchrun.executors.spawn import close_all, popen_worker, worker_pipes
 
 # what runs in the template process (template.main), and in `ps` is how it is recognised
 TEMPLATE_MAIN = "from watchrun.executors.template import main; main()"
@@ -88,17 +87,8 @@ def start_template(env: dict[str, str], preload: list[str] | None = None,
     """Start a template process; `preload`: what it imports as soon as it is up, else (if
     given) what it guesses the project at `guess_for` wants; else it waits to be told."""
     (ours, life_write, stderr_read), theirs = worker_pipes(socket.SOCK_SEQPACKET, blocking=True)
-    ctl, life_read, stderr_write = theirs
     try:
-        popen = subprocess.Popen(
-            [sys.executable, "-c", TEMPLATE_MAIN, str(ctl), str(life_read), str(os.getpid())],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=stderr_write,
-            pass_fds=(ctl, life_read),
-            start_new_session=True,
-            env=env,
-        )
+        popen = popen_worker(env, theirs, TEMPLATE_MAIN)
     except BaseException:
         close_all((ours, life_write, stderr_read))
         raise
