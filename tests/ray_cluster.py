@@ -53,6 +53,17 @@ def heavy_import_gate() -> Path:
     return Path("/tmp" if os.path.isdir("/tmp") else ".") / f"watchrun-heavy-import-{tag}"
 
 
+def _listens(host: str, port: int, within: float) -> bool:
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection((host, port), timeout=1.0):
+                return True
+        except OSError:
+            time.sleep(0.1)
+    return False
+
+
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -111,10 +122,17 @@ class RayCluster:
         proc = subprocess.run(command, env=env, capture_output=True, text=True,
                               start_new_session=True, timeout=120, stdin=subprocess.DEVNULL)
         self._pgid = _group_of(self.temp_dir, "gcs_server")
-        self.started_in = time.perf_counter() - started
         if proc.returncode != 0 or self._pgid is None:
             self.stop()
             raise RuntimeError(f"ray start failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
+        # `ray start` returns once the GCS and the raylet are up; Ray Client's server is a
+        # process of its own that listens seconds later on a slow machine, and a driver that
+        # comes first is refused (watchrun says so at once: tests/test_ray_connect.py)
+        if not _listens("127.0.0.1", self.client_port, within=90.0):
+            self.stop()
+            raise RuntimeError(f"Ray Client's server did not listen on {self.client_port} "
+                               "within 90 s of `ray start`")
+        self.started_in = time.perf_counter() - started
 
     def processes(self) -> list[psutil.Process]:
         """Every process of this cluster: its daemons (in its process group), the Ray workers

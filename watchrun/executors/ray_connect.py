@@ -140,9 +140,21 @@ def _accepts_connections(address: str, timeout: float) -> None:
         raise RayConnectError(f"cannot connect to {address}: {exc.strerror or exc}") from None
 
 
+def session_start_failed(exc: BaseException) -> bool:
+    """Whether Ray Client's server (ray://) failed to start the process that serves this
+    driver: its process exits at once now and then on a fresh cluster (Ray's proxier forks it
+    while its own gRPC threads run), and a second attempt gets a new one."""
+    return isinstance(exc, ConnectionAbortedError) and \
+        "initialization failure from server" in str(exc).lower()
+
+
 def explain_init_failure(address: str, exc: BaseException) -> str:
     """`ray.init` failed after the cluster answered: most often a token it refused."""
     text = f"{type(exc).__name__}: {first_line(str(exc))}"
+    if session_start_failed(exc):
+        return (f"Ray Client's server at {address} could not start a session for this driver "
+                f"({text}); its reasons are in ray_client_server*.err among the head node's "
+                "Ray logs")
     if os.environ.get("RAY_AUTH_MODE", "").lower() == "token" and isinstance(exc, ConnectionError):
         return (f"the Ray cluster at {address} refused this driver's token ({text}): check "
                 "RAY_AUTH_TOKEN / RAY_AUTH_TOKEN_PATH")
