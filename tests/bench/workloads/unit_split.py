@@ -110,7 +110,7 @@ class InstantExecutor:
         text = (self.root / chains.dep(c, i)).read_text()
         (self.root / chains.out(c, i)).write_text(text + "x")
         # what a worker sends with DONE: its hash of the output it wrote (worker_outputs.py)
-        claims = self._claims(job.root, job.chain)
+        claims = self._claims(job.outputs or ())
         self.cpu += time.process_time() - started
         self.busy.add(job.key)
         kind, event, data = self._done
@@ -119,10 +119,10 @@ class InstantExecutor:
                                                                  output_claims=claims))
 
     @staticmethod
-    def _claims(root: Path, chain: list[tuple[Path, str]]) -> Any:
+    def _claims(outputs: tuple[str, ...]) -> Any:
         from watchrun.executors.worker_outputs import hash_written_outputs
 
-        return hash_written_outputs(str(root), [(str(file), pkg) for file, pkg in chain])
+        return hash_written_outputs(outputs)
 
     def _finish(self, event: Any) -> None:
         self.busy.discard(event.key)
