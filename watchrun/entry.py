@@ -5,6 +5,8 @@ adapter for every parameter) would dominate a null build (CONTRIBUTING.md, "Hot 
 its plain forms are read by `commands.options.prescan`, made from the same option table as the
 Typer command (`cli.py`); anything else goes to the Typer app, which owns help and error
 messages. `tests/test_entry.py` checks that both read every option of the table alike.
+A plain `dev` is read the same way (tests/test_entry_dev.py), so that it too starts the warm
+template before the engine is imported.
 """
 
 from __future__ import annotations
