@@ -448,6 +448,34 @@ def test_an_iteration_is_released_once_every_unit_of_it_has_its_value() -> None:
     assert len(ready.keys["gen"]) == 6 and "gen" not in ready.gen_done
 
 
+def test_an_iteration_where_a_unit_failed_is_released_once_the_rest_of_it_settled() -> None:
+    """A bad item of a sweep: a[2] failed, so b[2] (waiting for it) will never have a value
+    either; iteration 2 is settled and the release goes on past it. Where b[2] failed while
+    a[2] still runs, iteration 2 waits for a[2]."""
+    ready = readiness()
+    streamed(ready, 5, missing=(("a", 2), ("b", 2)))
+    tasks = ["a", "b"]
+    assert ready.releasable("gen", 5, tasks) == 2  # nothing known of iteration 2 yet
+    ready.unit_failed("gen", "a", (2,))
+    assert ready.releasable("gen", 5, tasks) == 5
+    dropped = ready.release("gen", 5, tasks)
+    assert ("a", (2,), "") in dropped and ("b", (2,), "") in dropped  # settled, no value
+    assert ready.held_iterations("gen") == 0
+
+    ready = readiness()
+    streamed(ready, 5, missing=(("a", 2), ("b", 2)))
+    ready.unit_failed("gen", "b", (2,))
+    assert ready.releasable("gen", 5, tasks) == 2  # a[2] may still give its value
+    ready.value_known("a", (2,), "a2")
+    assert ready.releasable("gen", 5, tasks) == 5
+
+
+def test_a_consumer_that_cannot_complete_holds_no_iteration() -> None:
+    blocked = consumer(acked=2)
+    blocked.blocked = "item[2] failed"
+    assert finished_by_consumers(10, [blocked, consumer(acked=6)]) == 6
+
+
 def test_a_released_value_asked_for_again_is_read_back_and_dropped_again() -> None:
     ready = readiness()
     store = {("gen", (0,)): "v0", ("a", (0,)): "a0", ("b", (0,)): "b0"}  # what is committed

@@ -174,3 +174,76 @@ def test_a_scope_holds_a_bounded_number_of_iterations_and_a_replan_reads_back_th
     assert watch.most_held <= ITEMS // 5, watch.most_held
     assert watch.most_values <= 3 * (ITEMS // 5), watch.most_values
     assert held_after == 0
+
+
+class FailingAt(ScopeExecutor):
+    """The same, but the unit of `item` for the value `bad` fails."""
+
+    def __init__(self, items: int, bad: int) -> None:
+        super().__init__(items)
+        self.bad = bad
+
+    def submit(self, job: Job) -> None:
+        if job.mode is Mode.CALL and pickle.loads(job.kwargs["gen"]) == self.bad:
+            self.busy.add(job.key)
+            asyncio.get_running_loop().call_later(
+                self.run_for, self._fail, job.key)
+            return
+        super().submit(job)
+
+    def _fail(self, key: UnitKey) -> None:
+        self.busy.discard(key)
+        self._report(ExecEvent(key, EventKind.FAILED, error="ValueError: bad item\n"))
+
+    def cancel(self, key: UnitKey) -> None:
+        """The collector, which can no longer complete, is cancelled (as a worker would be)."""
+        if self.sums.pop(key, None) is not None:
+            asyncio.get_running_loop().call_soon(
+                self._report, ExecEvent(key, EventKind.CANCELLED))
+
+
+class HeldAtEachUnit:
+    """The iterations the driver holds, sampled at every unit that finishes."""
+
+    def __init__(self) -> None:
+        self.scheduler: Scheduler | None = None
+        self.most_held = 0
+        self.finished = 0
+
+    def __call__(self, event: ev.Event) -> None:
+        if isinstance(event, ev.UnitFinished) and self.scheduler is not None:
+            self.finished += 1
+            self.most_held = max(self.most_held, self.scheduler.readiness.held_iterations("gen"))
+
+
+def test_a_failed_unit_does_not_stop_the_release_of_the_iterations_after_it(
+        project: Callable[[dict[str, str]], Path]) -> None:
+    """A sweep of a million items with one bad item must not hold every item after it: the
+    failed unit's iteration is settled (the unit and what waits for it will have no value),
+    so the release goes on past it."""
+    root = project(pipeline(ITEMS))
+    executor = FailingAt(ITEMS, bad=5)
+    watch = HeldAtEachUnit()
+
+    async def run() -> tuple[int, int]:
+        with open_session(root, "build", write=True) as session:
+            bus = EventBus()
+            bus.subscribe(watch)
+            scheduler = Scheduler(session.project, session.store, session.hasher, executor,
+                                  bus, BuildOptions())
+            watch.scheduler = scheduler
+            executor.sink = scheduler.on_exec
+            summary = await asyncio.wait_for(
+                scheduler.build(default_targets(session.project)), 60)
+            assert not summary.ok and summary.failed == 1, summary
+            scheduler.flush()
+            state = session.store.unit_state("item", (5,))
+            assert state is not None and state.output is None  # the failure is recorded
+            return summary.ran, scheduler.readiness.held_iterations("gen")
+
+    ran, held_after = asyncio.run(run())
+    assert ran == 1 + ITEMS - 1  # every other item ran; the collector could not complete
+    assert watch.finished == ITEMS
+    # without the rule, every iteration after the bad one stays held: ITEMS - 5
+    assert watch.most_held <= ITEMS // 5, watch.most_held
+    assert held_after == 0

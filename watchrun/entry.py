@@ -5,13 +5,15 @@ adapter for every parameter) would dominate a null build (CONTRIBUTING.md, "Hot 
 its plain forms are read by `commands.options.prescan`, made from the same option table as the
 Typer command (`cli.py`); anything else goes to the Typer app, which owns help and error
 messages. `tests/test_entry.py` checks that both read every option of the table alike.
+A plain `dev` is read the same way (tests/test_entry_dev.py), so that it too starts the warm
+template before the engine is imported.
 """
 
 from __future__ import annotations
 
 import sys
 
-from watchrun.commands.options import BUILD_OPTIONS, prescan
+from watchrun.commands.options import BUILD_OPTIONS, DEV_OPTIONS, prescan
 from watchrun.stats import report, span
 
 TYPE_CHECKING = False  # on the null-build path: see CONTRIBUTING.md, "Hot paths"
@@ -98,9 +100,41 @@ def _main(args: list[str]) -> None:
             early.end()
         report()
         _end(code)
+    dev = prescan(args, "dev", DEV_OPTIONS)
+    if dev is not None and not (dev[2]["web"] or dev[2]["port"] is not None):
+        _dev(*dev)
     from watchrun.cli import main as typer_main
 
     typer_main(args)
+
+
+def _dev(given: str | None, tasks: list[str], options: dict[str, Any]) -> None:
+    """A plain `watchrun dev` (not --web: each of its pages runs one of these): the warm
+    template starts before the engine is imported, as for `build`, so that the first build's
+    tasks find their libraries imported sooner."""
+    from watchrun.project.root import locate
+
+    root, problem = locate(given)
+    if root is None:
+        sys.stderr.write(f"watchrun: error: {problem}\n")
+        raise SystemExit(2)
+    from watchrun.executors.spawn import EarlyWorkers
+
+    early = EarlyWorkers()
+    if options["executor"] in (None, "local"):
+        early.start(_early_workers(options["jobs"]), root)
+    try:
+        from pathlib import Path
+
+        from watchrun.commands.dev import dev_command
+
+        code = dev_command(Path(root), tasks, no_tui=options["no_tui"],
+                           json_out=options["json_out"], jobs=options["jobs"],
+                           set_params=options["set_params"], executor=options["executor"],
+                           address=options["address"], early=early)
+    finally:
+        early.end()
+    raise SystemExit(code)
 
 
 def _early_workers(jobs: int | None) -> int:

@@ -14,6 +14,7 @@ from watchrun.commands.common import error, guarded, unknown_task_message
 from watchrun.engine.dev import DevEngine
 from watchrun.engine.events import EventBus, Subscriber
 from watchrun.executors.base import ExecEvent
+from watchrun.executors.spawn import EarlyWorkers
 from watchrun.paths import LOGS_DIR
 from watchrun.project.loader import ProjectLoader
 from watchrun.project.overrides import (
@@ -46,7 +47,9 @@ APP_CLOSE = 1.0  # seconds the app of a hung-up TUI has to close once the engine
 def dev_command(root: Path, targets: list[str], *, no_tui: bool, json_out: bool,
                 jobs: int | None, set_params: list[str] | None = None,
                 executor: str | None = None, address: str | None = None,
-                web_port: int | None = None) -> int:
+                web_port: int | None = None, early: EarlyWorkers | None = None) -> int:
+    """`early`: the warm template the console script started before importing this (see
+    session.make_executor)."""
     from watchrun.ui.tui.web import in_web_session
 
     if jobs is not None and jobs < 0:
@@ -76,7 +79,8 @@ def dev_command(root: Path, targets: list[str], *, no_tui: bool, json_out: bool,
                     return 2
             use_tui = not (no_tui or json_out) and (sys.stdout.isatty() or in_web_session())
             return asyncio.run(run_dev(session, targets, json_out, use_tui,
-                                       effective_jobs(session.config, jobs), overrides))
+                                       effective_jobs(session.config, jobs), overrides,
+                                       early=early))
 
     return guarded(json_out, body)
 
@@ -100,7 +104,8 @@ def _serve_web(root: Path, targets: list[str], jobs: int | None, port: int,
 
 
 def build_dev_engine(session: Session, targets: list[str], jobs: int, bus: EventBus,
-                     overrides: Overrides | None = None) -> DevEngine:
+                     overrides: Overrides | None = None, early: EarlyWorkers | None = None
+                     ) -> DevEngine:
     """The dev engine over an open session, with its executor (also used by the TUI's tests)."""
     holder: list[DevEngine] = []
 
@@ -112,7 +117,7 @@ def build_dev_engine(session: Session, targets: list[str], jobs: int, bus: Event
                              config.executor_address,
                              connect_timeout=config.executor_connect_timeout,
                              preload=preload_source(lambda: holder[0].project, config.preload),
-                             memory_budget=config.memory_budget)
+                             memory_budget=config.memory_budget, early=early)
     loader = ProjectLoader(config, session.store, session.hasher, overrides=overrides)
     project = loader.load()
     engine = DevEngine(project, loader, session.store, session.hasher, executor, bus, targets)
@@ -121,9 +126,10 @@ def build_dev_engine(session: Session, targets: list[str], jobs: int, bus: Event
 
 
 async def run_dev(session: Session, targets: list[str], json_out: bool, use_tui: bool,
-                  jobs: int, overrides: Overrides | None = None) -> int:
+                  jobs: int, overrides: Overrides | None = None,
+                  early: EarlyWorkers | None = None) -> int:
     bus = EventBus()
-    engine = build_dev_engine(session, targets, jobs, bus, overrides)
+    engine = build_dev_engine(session, targets, jobs, bus, overrides, early)
     await check_executor(engine.executor)
     config = session.config
     loop = asyncio.get_running_loop()

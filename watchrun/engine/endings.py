@@ -78,6 +78,9 @@ class Endings(DriverState):
     def _failed(self, run: Launched, error: str, duration: float) -> None:
         resolution = run.resolution
         self.recorder.state(resolution, UnitStatus.FAILED, None, duration, error)
+        scope = self.graph.scope.get(resolution.task, ())
+        if len(scope) == 1:  # its iteration can still be released (streaming.py)
+            self.readiness.unit_failed(scope[0], resolution.task, resolution.iter)
         if resolution.task in self._cutoff and not resolution.iter:
             self._new_value_of_waited(resolution.task, None)
         self.summary.failed += 1

@@ -73,6 +73,9 @@ class Readiness:
         self.released: dict[str, int] = {}
         self.read_back: Callable[[str, Key], str | None] = lambda name, key: None
         self._read_back: set[tuple[str, Key]] = set()  # values fetched again, held for now
+        # units of a scope that failed for good, by generator and iteration: their iteration
+        # is settled without their value (and without their downstream's), see `releasable`
+        self._failed: dict[str, dict[int, set[str]]] = {}
         self.gen_done: set[str] = set()  # generators whose keys are all known
         self.finished: dict[str, int] = {}  # task -> units with a value
         self._downs: dict[str, list[str]] = {}
@@ -88,7 +91,11 @@ class Readiness:
         for item in [k for k in self.values if k[0] in names]:
             del self.values[item]
         self._read_back = {k for k in self._read_back if k[0] not in names}
+        for failed in self._failed.values():
+            for tasks in failed.values():
+                tasks -= names
         for name in names:
+            self._failed.pop(name, None)
             self.keys.pop(name, None)
             self.released.pop(name, None)  # its new values are held until released again
             self.gen_done.discard(name)
@@ -141,36 +148,58 @@ class Readiness:
         """The unit finished, its results are committed and its bookkeeping is dropped."""
         return bool(key) and key[0] < self.released.get(name, 0)
 
+    def unit_failed(self, gen: str, name: str, key: Key) -> None:
+        """A unit of `gen`'s scope failed for good (no retry left): it will have no value in
+        this run, nor will its downstream at that iteration."""
+        if key:
+            self._failed.setdefault(gen, {}).setdefault(key[0], set()).add(name)
+
     def releasable(self, gen: str, upto: int, tasks: Sequence[str]) -> int:
         """How far the iterations of `gen`'s scope can be released, up to `upto` (every
         consumer of the scope has finished the iterations before it): while every unit of
         `tasks` (the scope's per-iteration tasks) at the key has its value, or had it
-        released before."""
+        released before, or will never have one (it failed, or a unit it waits for at that
+        iteration did)."""
         released = self.released
         names = (gen, *tasks)
         i = min(released.get(name, 0) for name in names)
         values = self.values
+        failed = self._failed.get(gen, {})
         while i < upto:
             key = (i,)
-            if any(released.get(name, 0) <= i and (name, key) not in values for name in names):
+            waiting = [name for name in names
+                       if released.get(name, 0) <= i and (name, key) not in values]
+            if waiting and not (i in failed and self._never_valued(waiting, failed[i])):
                 break
             i += 1
         return i
 
+    def _never_valued(self, names: list[str], failed: set[str]) -> bool:
+        """Whether none of these units can get a value at an iteration where `failed` did
+        not: each failed, or waits (through the scope) for one that did."""
+        return all(name in failed or self.graph.upstream_closure([name]) & failed
+                   for name in names)
+
     def release(self, gen: str, upto: int, tasks: Sequence[str]) -> list[tuple[str, Key, str]]:
         """Drop the values of the iterations (0,) to (upto - 1,) of `gen` and of `tasks`
-        (see `releasable`); returns what was dropped, for the driver's own bookkeeping.
-        The keys stay a count (`DenseKeys`); the values are read back when asked for."""
+        (see `releasable`); returns what was dropped, for the driver's own bookkeeping (a
+        unit settled without a value comes with the value ""). The keys stay a count
+        (`DenseKeys`); the values are read back when asked for."""
         dropped: list[tuple[str, Key, str]] = []
         values = self.values
+        failed = self._failed.get(gen, {})
         for name in (gen, *tasks):
             start = self.released.get(name, 0)
             for i in range(start, upto):
                 value = values.pop((name, (i,)), None)
                 if value is not None:
                     dropped.append((name, (i,), value))
+                elif i in failed:
+                    dropped.append((name, (i,), ""))
             if upto > start:
                 self.released[name] = upto
+        for i in [i for i in failed if i < upto]:
+            del failed[i]
         for item in [k for k in self._read_back if k[1][0] < self.released.get(k[0], 0)]:
             self._read_back.discard(item)
             values.pop(item, None)

@@ -83,11 +83,12 @@ class Consumer:
 def finished_by_consumers(count: int, consumers: Iterable[Consumer]) -> int:
     """How many leading iterations of a scope (of `count` so far) every one of its consumers
     has finished: the pushes its worker confirmed. A consumer decided without running (ended,
-    never live) needs none again; one deferred or not started yet would push the whole scope
-    from the start, so nothing is finished until it runs."""
+    never live) needs none again, nor does one that cannot complete (blocked: a unit of its
+    scope failed; it is pushed nothing more); one deferred or not started yet would push the
+    whole scope from the start, so nothing is finished until it runs."""
     upto = count
     for c in consumers:
-        if c.ended and not c.live:
+        if (c.ended and not c.live) or c.blocked:
             continue
         if not c.live:
             return 0

@@ -254,9 +254,18 @@ def _stop_asked() -> bool:
 
 
 def _serve(state: _State) -> None:
+    worker_imported = False
     while not state.stopping and not _Stop.asked:
         watched: list[int] = [state.sock.fileno(), state.life_fd, state.wake_read]
-        ready, _, _ = select.select(watched, [], [])
+        # what every worker needs is imported once here, but after the libraries a message
+        # already waiting asks for (sent as the template was started): they are what the
+        # first units wait for
+        ready, _, _ = select.select(watched, [], [], None if worker_imported else 0)
+        if not ready and not worker_imported:
+            from watchrun.executors import worker  # noqa: F401
+
+            worker_imported = True
+            continue
         if _stop_asked():
             return
         if state.life_fd in ready and not os.read(state.life_fd, 512):
@@ -333,9 +342,6 @@ def main(argv: list[str] | None = None) -> None:
     signal.signal(signal.SIGCHLD, lambda signum, frame: None)  # wakes select through the pipe
     signal.signal(signal.SIGTERM, _on_stop)
     signal.signal(signal.SIGHUP, _on_stop)
-    # what every worker needs, imported once here
-    from watchrun.executors import worker  # noqa: F401
-
     try:
         _serve(state)
     finally:
