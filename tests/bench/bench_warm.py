@@ -16,6 +16,8 @@ Parts:
            `python -c` importing pandas and doing the tasks' work, rounds interleaved: after
            `clean`, with no state folder, with `preload = false` (and with --before DIR, the
            same for the watchrun source in DIR); medians, min-max, the load average.
+  devfirst the same 8 tasks' first build in `watchrun dev --no-tui --json -j2` after `clean`
+           (to its build_finished), against the same peer (and --before DIR).
 Also the peak RSS of the template and of the workers (VmHWM) at the end of the save part.
 
 The libraries are not dependencies of watchrun: install them into the interpreter that runs
@@ -28,6 +30,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -344,6 +347,60 @@ def first_build(workdir: Path, rounds: int, before: Path | None) -> dict[str, An
             else:
                 build(*step)
         loads.append(loadavg())
+    return _table(rounds, loads, samples)
+
+
+def timed_dev(argv: list[str], env: dict[str, str]) -> float:
+    """`watchrun dev --json`: from its start to the end of its first build (`build_finished`),
+    then stopped with Ctrl-C."""
+    started = time.perf_counter()
+    proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                            stdin=subprocess.DEVNULL, text=True)
+    assert proc.stdout is not None
+    elapsed = None
+    try:
+        for line in proc.stdout:
+            if '"build_finished"' in line:
+                elapsed = time.perf_counter() - started
+                break
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=30)
+        proc.stdout.close()
+    if elapsed is None:
+        raise RuntimeError(f"{' '.join(argv)}: no build_finished ({proc.returncode})")
+    return elapsed
+
+
+def first_dev_build(workdir: Path, rounds: int, before: Path | None) -> dict[str, Any]:
+    """The same 8 tasks, their first build in `watchrun dev --no-tui --json -j2` after
+    `watchrun clean` (the template started from the hint, before the engine's import, or, in
+    `before`, where dev did not start it early), rounds interleaved with the peer."""
+    sources = {"": peers.REPO, **({"before ": before} if before is not None else {})}
+    samples: dict[str, list[float]] = {}
+    loads = [loadavg()]
+    root = workdir / "devfirst"
+    write_files(root, {f"tasks/t{i}.py": BUILD_TASK.format(i=i) for i in range(8)})
+    for n in range(rounds):
+        steps: list[tuple[str, Path] | None] = [*sources.items(), None]
+        shift = n % len(steps)
+        for step in steps[shift:] + steps[:shift]:
+            if step is None:
+                samples.setdefault("python: import pandas + the work", []).append(
+                    timed([PYTHON, "-c", IMPORT_AND_WORK]))
+                continue
+            label, repo = step
+            env = dict(os.environ, PYTHONPATH=str(repo) + os.pathsep + os.environ.get(
+                "PYTHONPATH", ""))
+            watchrun = [PYTHON, "-m", "watchrun", "-C", str(root)]
+            subprocess.run([*watchrun, "clean"], env=env, capture_output=True, check=True)
+            samples.setdefault(f"{label}dev: first build, after clean", []).append(
+                timed_dev([*watchrun, "dev", "--no-tui", "--json", "-j2"], env))
+        loads.append(loadavg())
+    return _table(rounds, loads, samples)
+
+
+def _table(rounds: int, loads: list[float], samples: dict[str, list[float]]) -> dict[str, Any]:
     one = samples["python: import pandas + the work"]
     result: dict[str, Any] = {"rounds": rounds, "loadavg_1min": loads}
     for key, values in samples.items():
@@ -374,7 +431,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=7, help="first builds per setting")
     parser.add_argument("--before", type=Path, default=None,
                         help="build part: also measure the watchrun source in this folder")
-    parser.add_argument("--parts", default="save,gather,build")
+    parser.add_argument("--parts", default="save,gather,build,devfirst")
     parser.add_argument("--tools", default="watchrun,entr,nodemon,watchfiles,doit-auto")
     parser.add_argument("--workdir", type=Path,
                         default=Path(tempfile.gettempdir()) / "watchrun-bench-w9")
@@ -403,11 +460,16 @@ def main() -> None:
         results["build"] = first_build(args.workdir, args.rounds, args.before)
         results["build"]["command"] = results["command"]
         print_build_table(results["build"])
+    if "devfirst" in parts and has(IMPORTS["pandas"]):
+        print("W9 first build in dev ...", flush=True)
+        results["devfirst"] = first_dev_build(args.workdir, args.rounds, args.before)
+        results["devfirst"]["command"] = results["command"]
+        print_build_table(results["devfirst"])
     out = HERE / "results" / "warm.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     # the parts not run this time keep their last results (the command says which ran)
     kept = json.loads(out.read_text()) if out.exists() else {}
-    if kept.get("command") and set(parts) != {"save", "gather", "build"}:
+    if kept.get("command") and set(parts) != {"save", "gather", "build", "devfirst"}:
         results["command"] = f"{kept['command']}; then {results['command']}"
     out.write_text(json.dumps({**kept, **results}, indent=1))
     print(f"raw results: {out}")
