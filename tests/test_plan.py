@@ -146,6 +146,19 @@ def test_dropping_ready_units_lowers_the_backlog() -> None:
     assert not plan.more_to_do()
 
 
+def test_units_of_a_task_whose_code_on_disk_is_not_the_plans_wait() -> None:
+    """dev: a task file saved with an error holds its units (others go on); the fix lets them
+    start, in their order."""
+    plan, runner = make(jobs=2)
+    want(plan, unit("a", 0), unit("a", 1), unit("cheap"))
+    plan.code_held = frozenset({"a"})
+    assert runner.fill() == [unit("cheap")]
+    assert plan.ready_count() == 2 and plan.more_to_do()
+    runner.finish(unit("cheap"))
+    plan.code_held = frozenset()
+    assert runner.fill() == [unit("a", 0), unit("a", 1)]
+
+
 def test_null_build_nothing_to_do() -> None:
     plan, runner = make()
     assert not plan.more_to_do()

@@ -147,6 +147,51 @@ def test_a_project_error_cancels_nothing_and_its_fix_lets_the_unit_finish(projec
     assert watchrun(root, "status").stdout.split()[0] == "clean"
 
 
+ITEMS = 30
+SWEEP = {
+    "watchrun.toml": TOML,
+    "tasks/gen.py": f"# /// task\n# kind = 'generator'\n# ///\ndef run():\n"
+                    f"    yield from range({ITEMS})\n",
+    "tasks/item.py": """
+        # /// task
+        # after = ["gen"]
+        # ///
+        import time
+
+        def run(gen):
+            time.sleep(0.05)
+            return gen * 2
+    """,
+}
+
+
+def test_a_typo_saved_for_a_moment_mid_sweep_fails_no_unit_and_the_sweep_completes(
+        project) -> None:  # type: ignore[no-untyped-def]
+    """An editor's autosave with a syntax error while a sweep runs: the units that start
+    meanwhile would compile the broken file. None of them counts as failed; they wait for the
+    fix (the same code as planned) and run then."""
+    root: Path = project(SWEEP)
+    proc = DevProcess(root)
+    proc.wait(lambda e: e["event"] == "unit_finished" and e["task"] == "item",
+              what="the sweep to be under way")
+    item = root / "tasks/item.py"
+    good = item.read_text()
+    item.write_text(good.replace("def run(gen):", "def run(gen:"))
+    error = proc.wait(lambda e: e["event"] == "error", what="the project error")
+    assert error["file"] == "tasks/item.py"
+    time.sleep(0.3)  # the broken file stays a while: no unit of `item` may start meanwhile
+    item.write_text(good)
+    events = proc.idle()
+    everything = proc.events
+    assert not [e for e in everything if e["event"] == "unit_failed"], everything
+    finished = {tuple(e["iter"]) for e in everything
+                if e["event"] == "unit_finished" and e["task"] == "item"}
+    assert finished == {(i,) for i in range(ITEMS)}, sorted(finished)
+    assert events[-1]["event"] == "idle"
+    proc.stop()
+    assert watchrun(root, "status").stdout.split()[0] == "clean"
+
+
 def speculative(output: str) -> dict[str, str]:
     return {
         "watchrun.toml": TOML,

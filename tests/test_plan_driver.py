@@ -237,3 +237,65 @@ def test_a_dirty_chain_advances_while_the_clean_units_are_still_being_skipped(
     asyncio.run(run())
     last_skip = len(seen) - 1 - seen[::-1].index("unit_skipped")
     assert seen[:last_skip].count("unit_finished") >= 5, "the chain waited for the skips"
+
+
+class FailsOnce(ClusterExecutor):
+    """Fails the first unit it is given (as a worker that compiled a broken file would), then
+    runs every unit to the end."""
+
+    def __init__(self) -> None:
+        super().__init__(before=2, cluster=2, run_for=0.01)
+        self.connected = True  # nothing to connect: no STARTED reports
+        self.submitted: list[UnitKey] = []
+
+    def submit(self, job: Job) -> None:
+        self.submitted.append(job.key)
+        if len(self.submitted) == 1:
+            self.busy.add(job.key)
+            asyncio.get_running_loop().call_soon(self._fail, job.key)
+            return
+        super().submit(job)
+
+    def _fail(self, key: UnitKey) -> None:
+        assert self.sink is not None
+        self.busy.discard(key)
+        self.sink(ExecEvent(key, EventKind.FAILED, error="SyntaxError: invalid syntax"))
+
+
+def test_a_unit_that_failed_while_its_file_changed_waits_for_the_reload_instead(
+        project: Callable[[dict[str, str]], Path]) -> None:
+    """dev: the file of a task changed after the project was read, and its unit failed (it
+    compiled the new text). That is not the planned code failing: the unit is said to be
+    cancelled and waits, held, until the next read of the project lets it go; a failure with
+    the files as they were read stays a failure."""
+    import os
+    import time
+
+    from watchrun.engine import events as ev
+
+    root = project({"tasks/t.py": "# /// task\n# ///\ndef run():\n    return 1\n"})
+    executor = FailsOnce()
+    seen: list[ev.Event] = []
+
+    async def run() -> None:
+        with open_session(root, "dev", write=True) as session:
+            bus = EventBus()
+            bus.subscribe(seen.append)
+            scheduler = Scheduler(session.project, session.store, session.hasher, executor,
+                                  bus, BuildOptions())
+            scheduler.code_read_ns = time.time_ns() - 10**9
+            os.utime(root / "tasks/t.py")  # written after the read
+            executor.sink = scheduler.on_exec
+            scheduler.start(default_targets(session.project))
+            for _ in range(50):
+                await asyncio.sleep(0.01)
+            assert executor.submitted == [UnitKey("t")]  # held: not started again
+            assert scheduler.plan.code_held == {"t"} and scheduler.plan.ready_count() == 1
+            scheduler.code_read_ns = time.time_ns()  # the reload: the same code, no error
+            scheduler.hold_code(set())
+            await asyncio.wait_for(scheduler.wait_idle(), 10)
+            scheduler.flush()
+
+    asyncio.run(run())
+    kinds = [type(e).__name__ for e in seen if getattr(e, "task", None) == "t"]
+    assert kinds == ["UnitStarted", "UnitCancelled", "UnitStarted", "UnitFinished"], kinds

@@ -16,12 +16,14 @@ import fnmatch
 import glob
 import json
 import os
+import time
 from pathlib import Path
 
 from blake3 import blake3
 
 from watchrun.config import load_config
 from watchrun.engine import events as ev
+from watchrun.engine.code_on_disk import with_broken_code
 from watchrun.engine.dev_commands import DevCommands, rel_path
 from watchrun.engine.scheduler import BuildOptions, Scheduler
 from watchrun.errors import ProjectError
@@ -74,6 +76,7 @@ class DevEngine(DevCommands):
         self.targets = targets
         self.scheduler = Scheduler(project, store, hasher, executor, bus, BuildOptions())
         self.scheduler.all_tasks = not targets  # tasks added while watching are built too
+        self.scheduler.code_read_ns = loader.read_ns or time.time_ns()
         self.fingerprints = {n: fingerprint(project, n) for n in project.tasks}
         self.stop = asyncio.Event()
         self.exit_code = 0
@@ -96,6 +99,7 @@ class DevEngine(DevCommands):
     # -- the main loop -----------------------------------------------------------------------
     async def run(self) -> int:
         self._publish_errors()
+        self.scheduler.hold_code(with_broken_code(self.project, self.project))
         self.scheduler.start(self._targets())
         self.loader.warm()  # so that the first save already takes the incremental path
         self._index = ReverseIndex(self.project)
@@ -145,6 +149,7 @@ class DevEngine(DevCommands):
         self.hasher.forget_recent(paths)  # a save in the tick of an earlier hash: hash again
         config_files = {self.config.root / name for name in CONFIG_FILES}
         sources = {p for p in paths if p.suffix == ".py"}
+        read_ns = time.time_ns()
         if paths & config_files:
             config, errors = load_config(self.config.root)
             if errors:
@@ -160,7 +165,15 @@ class DevEngine(DevCommands):
             project = self.project
         changed, tracked = self._changed_tasks(project, paths)
         reloaded = project is not self.project
+        held: set[str] | None = None
+        if sources or paths & config_files:
+            # what was read is known now: units of tasks with an error wait for a fix (held
+            # once the changes below are planned: a unit let go must start with its new plan)
+            self.scheduler.code_read_ns = read_ns
+            held = with_broken_code(project, self.scheduler.project)
         if not (reloaded or tracked):
+            if held is not None:
+                self.scheduler.hold_code(held)
             return set()  # e.g. an output nobody reads: not worth a line
         reset = project.graph.downstream_closure(c for c in changed if c in project.tasks)
         dirty = {t for t in reset | changed
@@ -173,6 +186,8 @@ class DevEngine(DevCommands):
         if changed:
             self.scheduler.invalidate(project, changed)
             self._busy.set()
+        if held is not None:
+            self.scheduler.hold_code(held)
         return reset
 
     def _reload(self, sources: set[Path]) -> Project:

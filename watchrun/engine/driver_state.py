@@ -125,6 +125,7 @@ class DriverState:
     targets: list[str]
     _cutoff: dict[str, str]
     last_inputs: dict[str, dict[str, str | None]]
+    code_read_ns: int | None
     _done: asyncio.Event
     _urgent: deque[tuple[str, Key]]
     _checks: deque[tuple[str, Key]]

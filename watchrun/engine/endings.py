@@ -4,6 +4,7 @@ build; what they block downstream."""
 from __future__ import annotations
 
 from watchrun.engine import events as ev
+from watchrun.engine.code_on_disk import changed_since
 from watchrun.engine.driver_state import (
     DriverState,
     Launched,
@@ -50,6 +51,14 @@ class Endings(DriverState):
         units only: a generator's or collector's values have streamed on already)."""
         key = event.key
         timed_out = self._timed_out.pop(key, None) is run
+        if run.mode is Mode.CALL and not timed_out and self._ran_other_code(run):
+            # not this plan's code: the unit waits for the reload, which decides (the same
+            # code runs it again)
+            self.bus.publish(ev.UnitCancelled(task=key.task, iter=key.iter, signal="none",
+                                              node=run.node))
+            self.plan.code_held = self.plan.code_held | {key.task}
+            self.plan.want(key, run.resolution)
+            return
         if run.mode is Mode.CALL:
             ending = (Ending.TIMED_OUT if timed_out else Ending.REFUSED if event.refused else
                       Ending.DIED if event.kind is EventKind.DIED else Ending.FAILED)
@@ -63,6 +72,14 @@ class Endings(DriverState):
             if history is not None:
                 error = f"{error.rstrip()}\n{history}"
         self._failed(run, error, duration)
+
+    def _ran_other_code(self, run: Launched) -> bool:
+        """dev: the task's code on disk has an error, or changed since it was last read: what
+        failed is not the code the unit's signature was made of."""
+        if self.code_read_ns is None:
+            return False
+        return run.task.name in self.plan.code_held or changed_since(
+            self.project, run.task.name, self.code_read_ns)
 
     def _retry(self, key: UnitKey, run: Launched, retry: Retry) -> None:
         path = log_path(self.project.config, key.task, key.iter)

@@ -100,6 +100,10 @@ class Plan(Generic[Payload, Live]):
         self._counter = itertools.count()
         self._backlog: dict[str, int] = {}  # outermost generator -> ready units of its scope
         self._held: set[str] = set()  # generators the driver was told to hold
+        # tasks whose code on disk is not what this plan decided on (dev: a file saved with an
+        # error, or changed under a unit that then failed): none of their units starts until
+        # the project is read again (`hold_tasks`)
+        self.code_held: frozenset[str] = frozenset()
         # (memory budget in bytes, GPUs) of the machine running the units (the local
         # executor); None: the executor places units itself (Ray). A budget of 0: no limit.
         self.limits: tuple[int, int] | None = None
@@ -150,7 +154,9 @@ class Plan(Generic[Payload, Live]):
         waiting: list[_Entry] = []
         calls_found = 0
         chosen: list[UnitKey] = []  # task units found in this call (they start now)
-        held = self.paused_tasks()  # the user paused them: none of their units starts
+        # the user paused them, or their code on disk is not the plan's: none of their
+        # units starts
+        held = self.paused_tasks() | self.code_held
         for heap, persistent in ((self._ready_persistent, True), (self._ready, False)):
             while heap and (persistent or slots > 0 or (queued > 0 and not heap[0].unit.iter)):
                 if held and heap[0].unit.task in held:

@@ -118,6 +118,9 @@ class Scheduler(Dispatch, Streaming, Replanning, Endings, DriverState):
         # until their new value is known (see invalidate), and that value
         self._cutoff: dict[str, str] = {}
         self.last_inputs: dict[str, dict[str, str | None]] = {}  # dev: inputs last resolved with
+        # dev: time.time_ns() when the project's files were last read (engine/code_on_disk.py);
+        # None in a build, where a unit's failure is always its own
+        self.code_read_ns: int | None = None
         self._done = asyncio.Event()
         # units to resolve (see _drain): those a result made checkable, first; then those the
         # start of the build (or a change) did; the queue of the unit being resolved, if any
@@ -304,6 +307,12 @@ class Scheduler(Dispatch, Streaming, Replanning, Endings, DriverState):
         self.summary.ran += 1
         self.bus.publish(ev.UnitStarted(task=resolution.task, iter=resolution.iter,
                                         reasons=[r.format() for r in resolution.reasons]))
+
+    def hold_code(self, tasks: set[str]) -> None:
+        """dev, after each read of the project: the units of these tasks (their code on disk
+        has an error) do not start; the others held before may start now."""
+        self.plan.code_held = frozenset(tasks)
+        self._pump()
 
     # -- results -----------------------------------------------------------------------------
     def on_exec(self, event: ExecEvent) -> None:

@@ -118,6 +118,7 @@ class ProjectLoader:
         self.parsed = 0  # files read and analysed by this loader (a null build parses none)
         self.cached = False  # whether the last load came whole from the project cache
         self.proven: ProjectFiles | None = None  # what the last load is known to be built from
+        self.read_ns = 0  # time.time_ns() when the last load began reading the files
         self.project: Project | None = None
 
     # -- public -------------------------------------------------------------------------------
@@ -128,6 +129,7 @@ class ProjectLoader:
         # nothing.
         collecting = gc.isenabled()
         gc.disable()
+        self.read_ns = time.time_ns()
         try:
             project = self._load()
         finally:

@@ -1,0 +1,52 @@
+"""Whether a task's code on disk is still the code the plan decided on (`watchrun dev`).
+
+A worker reads a task's files when its unit starts. Between a save and the reload the watcher
+brings (tens of milliseconds), or while a saved file has an error (an editor's autosave in the
+middle of a word), a unit would run code that is not the one its signature was made of. So in
+`dev` the driver does not start the units of a task whose files have an error, and a unit that
+fails while its files changed since they were last read is not counted as failed: it waits for
+the reload, which decides whether it runs again (the same code: it does) or is planned anew.
+"""
+
+from __future__ import annotations
+
+import os
+
+from watchrun.engine.locations import chain_files
+from watchrun.project.assembly import Project
+
+
+def code_files(project: Project, name: str) -> set[str]:
+    """The files a task's code comes from: its chain of modules and the project-local modules
+    its closure reaches (absolute paths)."""
+    task = project.tasks.get(name)
+    if task is None:
+        return set()
+    files = {os.fspath(path) for path, _ in chain_files(project, task)}
+    closure = project.closures.get(name)
+    if closure is not None:
+        root = project.config.root
+        files |= {os.path.join(root, part.file) for part in closure.parts}
+    return files
+
+
+def with_broken_code(project: Project, valid: Project) -> set[str]:
+    """The tasks of `valid` (the plan's project) whose code files have an error in `project`
+    (the one just read): their units must not start. A task broken only because an upstream
+    is (its downstream) is not held: its own code is the plan's."""
+    bad = {os.path.abspath(error.file) for error in project.errors if error.file is not None}
+    if not bad:
+        return set()
+    return {name for name in project.broken if code_files(valid, name) & bad}
+
+
+def changed_since(project: Project, name: str, read_ns: int) -> bool:
+    """Whether one of the task's code files was written at or after `read_ns` (time.time_ns()
+    when the project was last read), or is gone."""
+    for path in code_files(project, name):
+        try:
+            if os.stat(path).st_mtime_ns >= read_ns:
+                return True
+        except OSError:
+            return True
+    return False
