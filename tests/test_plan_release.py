@@ -13,7 +13,7 @@ from watchrun.engine import events as ev
 from watchrun.engine.events import EventBus
 from watchrun.engine.scheduler import BuildOptions, Scheduler
 from watchrun.executors.base import EventKind, ExecEvent, Job, Mode, Sink, UnitKey
-from watchrun.session import default_targets, open_session
+from watchrun.session import Session, default_targets, open_session
 
 ITEMS = 1500
 
@@ -132,6 +132,18 @@ class Watch:
             self.most_values = max(self.most_values, len(s.values), len(s.seen))
 
 
+def watched_scheduler(session: Session, executor: ScopeExecutor,
+                      watch: Watch | HeldAtEachUnit) -> Scheduler:
+    """The driver over the fake executor, its events sampled by `watch`."""
+    bus = EventBus()
+    bus.subscribe(watch)
+    scheduler = Scheduler(session.project, session.store, session.hasher, executor, bus,
+                          BuildOptions())
+    watch.scheduler = scheduler
+    executor.sink = scheduler.on_exec
+    return scheduler
+
+
 def test_a_scope_holds_a_bounded_number_of_iterations_and_a_replan_reads_back_the_rest(
         project: Callable[[dict[str, str]], Path]) -> None:
     root = project(pipeline(ITEMS))
@@ -140,12 +152,7 @@ def test_a_scope_holds_a_bounded_number_of_iterations_and_a_replan_reads_back_th
 
     async def run() -> tuple[int, int, int]:
         with open_session(root, "build", write=True) as session:
-            bus = EventBus()
-            bus.subscribe(watch)
-            scheduler = Scheduler(session.project, session.store, session.hasher, executor,
-                                  bus, BuildOptions())
-            watch.scheduler = scheduler
-            executor.sink = scheduler.on_exec
+            scheduler = watched_scheduler(session, executor, watch)
             summary = await asyncio.wait_for(
                 scheduler.build(default_targets(session.project)), 60)
             assert summary.ok and summary.ran == 1 + ITEMS + 1, summary
@@ -227,12 +234,7 @@ def test_a_failed_unit_does_not_stop_the_release_of_the_iterations_after_it(
 
     async def run() -> tuple[int, int]:
         with open_session(root, "build", write=True) as session:
-            bus = EventBus()
-            bus.subscribe(watch)
-            scheduler = Scheduler(session.project, session.store, session.hasher, executor,
-                                  bus, BuildOptions())
-            watch.scheduler = scheduler
-            executor.sink = scheduler.on_exec
+            scheduler = watched_scheduler(session, executor, watch)
             summary = await asyncio.wait_for(
                 scheduler.build(default_targets(session.project)), 60)
             assert not summary.ok and summary.failed == 1, summary
