@@ -21,6 +21,8 @@ if TYPE_CHECKING:
     from pathlib import Path
     from typing import Any
 
+    from watchrun.executors.spawn import EarlyWorkers
+
 EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, what a shell reports for a writer killed by it
 EXIT_INTERRUPTED = 130  # Ctrl-C, as SPEC section 7 says
 
@@ -69,12 +71,7 @@ def _main(args: list[str]) -> None:
     parsed = split_build(args)
     if parsed is not None:
         given, tasks, options = parsed
-        from watchrun.project.root import locate
-
-        root, problem = locate(given)
-        if root is None:
-            sys.stderr.write(f"watchrun: error: {problem}\n")
-            raise SystemExit(2)
+        root = _project_root(given)
         if _may_prove_clean(options):
             with span("null-build proof"):
                 from watchrun.nullproof import try_null_build
@@ -83,11 +80,7 @@ def _main(args: list[str]) -> None:
             if code is not None:
                 report()
                 raise SystemExit(code)
-        from watchrun.executors.spawn import EarlyWorkers
-
-        early = EarlyWorkers()
-        if not options["dry_run"] and options["executor"] in (None, "local"):
-            early.start(_early_workers(options["jobs"]), root)
+        early = _started_early(root, options, runs_units=not options["dry_run"])
         try:
             with span("import engine"):
                 from pathlib import Path
@@ -112,17 +105,8 @@ def _dev(given: str | None, tasks: list[str], options: dict[str, Any]) -> None:
     """A plain `watchrun dev` (not --web: each of its pages runs one of these): the warm
     template starts before the engine is imported, as for `build`, so that the first build's
     tasks find their libraries imported sooner."""
-    from watchrun.project.root import locate
-
-    root, problem = locate(given)
-    if root is None:
-        sys.stderr.write(f"watchrun: error: {problem}\n")
-        raise SystemExit(2)
-    from watchrun.executors.spawn import EarlyWorkers
-
-    early = EarlyWorkers()
-    if options["executor"] in (None, "local"):
-        early.start(_early_workers(options["jobs"]), root)
+    root = _project_root(given)
+    early = _started_early(root, options, runs_units=True)
     try:
         from pathlib import Path
 
@@ -135,6 +119,28 @@ def _dev(given: str | None, tasks: list[str], options: dict[str, Any]) -> None:
     finally:
         early.end()
     raise SystemExit(code)
+
+
+def _project_root(given: str | None) -> str:
+    """The project folder (`-C` as given, else found from here up); none: exit 2, saying why."""
+    from watchrun.project.root import locate
+
+    root, problem = locate(given)
+    if root is None:
+        sys.stderr.write(f"watchrun: error: {problem}\n")
+        raise SystemExit(2)
+    return root
+
+
+def _started_early(root: str, options: dict[str, Any], runs_units: bool) -> EarlyWorkers:
+    """The workers (or warm template) this command starts before the engine is imported:
+    none unless it runs units on the local executor."""
+    from watchrun.executors.spawn import EarlyWorkers
+
+    early = EarlyWorkers()
+    if runs_units and options["executor"] in (None, "local"):
+        early.start(_early_workers(options["jobs"]), root)
+    return early
 
 
 def _early_workers(jobs: int | None) -> int:
