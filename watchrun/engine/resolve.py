@@ -15,19 +15,13 @@ from blake3 import blake3
 
 from watchrun.engine.reasons import Reason, ReasonKind
 from watchrun.engine.scopes import is_persistent
-from watchrun.engine.signatures import (
-    Manifest,
-    canonical_json,
-    explain,
-    static_identity,
-    task_prefix,
-    unit_signature,
-)
+from watchrun.engine.signatures import Manifest, canonical_json, explain, task_prefix
 from watchrun.executors.worker_outputs import OutputHash
 from watchrun.project.inputs import expand_inputs, has_magic, with_exclusions
 from watchrun.project.loader import Project
 from watchrun.project.model import Task
 from watchrun.state.hashing import FileHasher, UnreadablePath
+from watchrun.state.signing import static_identity, unit_signature
 from watchrun.state.store import ResultRecord, Store, UnitState
 
 

@@ -14,11 +14,10 @@ import json
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from blake3 import blake3
-
 from watchrun.engine.reasons import Reason, ReasonKind
 from watchrun.project.codemap import CodeClosure
 from watchrun.project.model import Task
+from watchrun.state.signing import static_identity
 from watchrun.state.store import ResultRecord, UnitState, UnitStatus
 
 SIGNATURE_VERSION = "1"
@@ -70,25 +69,6 @@ def task_prefix(code_digest: str, params: dict[str, Any], kind: str, args: list[
     """The part of a task's identity that does not depend on its inputs' contents (computed
     once per task and build)."""
     return canonical_json(["v" + SIGNATURE_VERSION, code_digest, params, kind, args])
-
-
-def static_identity(prefix: str, inputs: dict[str, str | None]) -> str:
-    h = blake3(prefix.encode())
-    for path in sorted(inputs):
-        # surrogatepass: a file name that is not UTF-8 (os.listdir gives it lone surrogates)
-        # hashes like any other; valid text encodes as before
-        h.update(f"\0{path}={inputs[path]}".encode("utf-8", "surrogatepass"))
-    return h.hexdigest()
-
-
-def unit_signature(static: str, upstream: dict[str, str], value: str | None = None) -> str:
-    """static: Manifest.identity(); upstream: arg name -> output hash; value: iteration value."""
-    h = blake3(static.encode())
-    for name in sorted(upstream):
-        h.update(f"\0{name}={upstream[name]}".encode())
-    if value is not None:
-        h.update(f"\0value={value}".encode())
-    return h.hexdigest()
 
 
 def explain(
