@@ -526,3 +526,49 @@ def test_a_replan_after_release_resolves_the_reset_tasks_units_again() -> None:
     assert ready.releasable("gen", 4, ["a", "b"]) == 1
     ready.release("gen", 1, ["a", "b"])
     assert ("b", (0,)) not in ready.values and ready.released["a"] == 3
+
+
+# -- followers: the unit queued behind a running one on its worker (`build`) ------------------
+
+CHAIN_RANKS = {"s0": TaskRank(stage=0), "s1": TaskRank(stage=1), "s2": TaskRank(stage=2),
+               "side": TaskRank(stage=1), "big": TaskRank(stage=1, slots=2),
+               "mem": TaskRank(stage=1, memory=1 << 30), "coll": TaskRank(stage=1, persistent=True),
+               "head": TaskRank(stage=0), "urgent": TaskRank(stage=0, priority=3)}
+
+
+def test_the_follower_is_the_candidate_first_in_the_streaming_order() -> None:
+    plan: Plan[str, str] = Plan(CHAIN_RANKS)
+    plan.started(unit("s0"), "s0")
+    assert plan.follower(unit("s0"), [unit("side"), unit("s2")]) == unit("s2")  # later stage
+    assert plan.follower(unit("s0"), [unit("side")]) == unit("side")
+    assert plan.follower(unit("s0"), []) is None
+
+
+def test_only_a_plain_unit_follows_a_plain_unit() -> None:
+    """One taking several slots, memory, a process of its own or an iteration of a scope waits
+    for the plan's launch; nothing follows a unit of a scope or a persistent one."""
+    plan: Plan[str, str] = Plan({**CHAIN_RANKS, **RANKS})
+    plan.started(unit("s0"), "s0")
+    for other in (unit("big"), unit("mem"), unit("coll"), unit("a", 0)):
+        assert plan.follower(unit("s0"), [other]) is None, other
+    assert plan.follower(unit("a", 0), [unit("s1")]) is None
+    assert plan.follower(unit("coll"), [unit("s1")]) is None
+
+
+def test_no_follower_while_a_ready_unit_would_start_before_it() -> None:
+    plan: Plan[str, str] = Plan(CHAIN_RANKS)
+    plan.started(unit("s0"), "s0")
+    plan.want(unit("head"), "head")  # stage 0: s1 (stage 1) goes first, depth first
+    assert plan.follower(unit("s0"), [unit("s1")]) == unit("s1")
+    plan.want(unit("urgent"), "urgent")  # a higher priority: it takes the slot s0 frees
+    assert plan.follower(unit("s0"), [unit("s1")]) is None
+
+
+def test_no_follower_of_a_task_held_by_the_user_or_by_broken_code() -> None:
+    plan: Plan[str, str] = Plan(CHAIN_RANKS)
+    plan.started(unit("s0"), "s0")
+    plan.code_held = frozenset({"s1"})
+    assert plan.follower(unit("s0"), [unit("s1")]) is None
+    plan.code_held = frozenset()
+    plan.started(unit("s1"), "s1").paused = True
+    assert plan.follower(unit("s0"), [unit("s1")]) is None

@@ -82,7 +82,7 @@ def build_command(root: Path | None, targets: list[str], *, jobs: int | None, fo
                 warn_unmatched_inputs(project, project.graph.upstream_closure(chosen))
             lines: list[tuple[str, str]] | None = [] if json_out else None  # for a proof
             subscribers = _subscribers(session, len(chosen), json_out, dry_run, verbose, lines)
-            options = BuildOptions(force=force, dry_run=dry_run, fail_fast=fail_fast)
+            options = BuildOptions(force=force, dry_run=dry_run, fail_fast=fail_fast, follow=True)
             if verbose:
                 from watchrun.executors.warm import report_preload
 

@@ -27,6 +27,7 @@ from watchrun.executors.base import (
     UnitKey,
     cpu_slots,
 )
+from watchrun.executors.job_wire import job_label
 from watchrun.executors.limits import LocalLimits
 from watchrun.project.codemap import ArgSpec
 from watchrun.project.loader import Project
@@ -82,14 +83,17 @@ class Dispatch(DriverState):
         return {k: v for k, v in offered.items() if k not in exclude}
 
     def _job(self, resolution: Resolution, mode: Mode, skip: set[str] | None = None) -> Job:
-        task = self.project.tasks[resolution.task]
-        key = resolution.iter
+        return self._job_of(resolution.task, resolution.iter, resolution.upstream, mode, skip)
+
+    def _job_of(self, name: str, key: tuple[int, ...], upstream: dict[str, str], mode: Mode,
+                skip: set[str] | None = None) -> Job:
+        task = self.project.tasks[name]
         offered = self._offered(task, skip or set())
         for arg, up in self.graph.upstreams.get(task.name, {}).items():
             if skip and arg in skip:
                 continue
             # the values its signature was made of (a released one is no longer held)
-            digest = resolution.upstream.get(arg) or self.values[(up, key[: self._depth(up)])]
+            digest = upstream.get(arg) or self.values[(up, key[: self._depth(up)])]
             offered[arg] = functools.partial(self._object, digest)
         args, chain, root = self._info(task)
         kwargs = {n: offered[n]() for n in wanted_names(args, offered)}
@@ -186,16 +190,64 @@ class Dispatch(DriverState):
             os.makedirs(os.path.dirname(job.log_path), exist_ok=True)
             self._log_dir_ready = True
         job.fresh_log = True  # the worker truncates it: file creation stays off this loop
+        self._runs(job, resolution, mode, submit=True)
+
+    def _runs(self, job: Job, resolution: Resolution, mode: Mode, submit: bool) -> None:
+        """The unit runs: submitted now, or (a follower) already started by its worker."""
         task = self.project.tasks[resolution.task]
         self.plan.started(job.key, Launched(resolution, time.monotonic(), mode, task,
                                             job.start or 0))
         self._limits_at_launch(job)
         self._done.clear()
-        self.executor.submit(job)
+        if submit:
+            self.executor.submit(job)
         # said once the job is on its way: the reasons read the unit's history, and nothing
         # the executor reports about the unit can come before this turn of the loop ends
         self.bus.publish(ev.UnitStarted(task=resolution.task, iter=resolution.iter,
                                         reasons=[r.format() for r in resolution.reasons]))
+        if mode is Mode.CALL and self._follow is not None and not resolution.iter:
+            self._queue_follower(resolution.task)
+
+    # -- followers: the next unit of a chain waits on the worker (build only) ---------------
+    def _queue_follower(self, leader: str) -> None:
+        """Queue behind the unit of `leader` (just started) the unit of a task that its end
+        alone makes ready, if the plan picks one (Plan.follower): the worker goes on with
+        it the moment the leader ends DONE, when its new outputs make it dirty
+        (executors/follow.py), while the driver records the leader. The driver adopts it as
+        it resolves it (`_adopt`)."""
+        assert self._follow is not None
+        if self.stopping:
+            return
+        candidates: dict[UnitKey, dict[str, str]] = {}
+        for down in sorted(self.graph.downstreams.get(leader, ())):
+            upstream = self.readiness.ready_after(down, leader)
+            if upstream is not None and (down, ()) not in self.seen:
+                candidates[UnitKey(down)] = upstream
+        unit = self.plan.follower(UnitKey(leader), candidates)
+        if unit is None or self.project.tasks[unit.task].resources != _NO_RESOURCES:
+            return
+        follows = self.resolver.follow(unit.task, leader, job_label(UnitKey(leader)),
+                                       candidates[unit], forced=unit.task in self.forced)
+        if follows is None:
+            return
+        job = self._job_of(unit.task, (), candidates[unit], Mode.CALL)
+        job.fresh_log = True
+        job.follows = follows
+        if self._follow(job, UnitKey(leader)):
+            self.followers.queued(UnitKey(leader), job)
+
+    def _adopt(self, job: Job) -> None:
+        """A follower its worker started as its leader ended: resolved now (its leader's
+        value was all it waited for), and running from here on like any launched unit."""
+        name = job.key.task
+        upstream = self._upstream_values(name, ())
+        if upstream is None:  # cannot be: it waited for its leader alone. Not ours to run
+            self.executor.cancel(job.key)
+            return
+        self.seen.add((name, ()))
+        resolution = self.resolver.resolve(name, upstream, forced=name in self.forced)
+        self.last_inputs[name] = resolution.inputs
+        self._runs(job, resolution, Mode.CALL, submit=False)
 
     # -- limits: memory, GPUs, timeout (the header's keys) ---------------------------------
     def _plan_limits(self, executor: Executor) -> None:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
 from watchrun.engine import events as ev
+from watchrun.engine.followers import Followers
 from watchrun.engine.plan import Plan, Running
 from watchrun.engine.readiness import Keys, Readiness, Wake
 from watchrun.engine.recorder import Recorder
@@ -48,6 +49,10 @@ class BuildOptions(NamedTuple):
     force: bool = False
     dry_run: bool = False
     fail_fast: bool = False
+    # queue the next unit of a chain behind the running one on its worker (engine/followers.py):
+    # `watchrun build` only. In `dev` a save may make a queued unit stale before it starts,
+    # and only units the plan has started can be cancelled
+    follow: bool = False
 
 
 class BuildSummary:
@@ -138,6 +143,8 @@ class DriverState:
     _attempts: Attempts
     _timed_out: dict[UnitKey, Launched]
     _task_info: dict[str, tuple[tuple[ArgSpec, ...] | None, list[tuple[Path, str]], Path]]
+    followers: Followers
+    _follow: Callable[[Job, UnitKey], bool] | None  # the executor's `follow`, if used
 
     @property
     def needed(self) -> set[str]:

@@ -247,6 +247,32 @@ class Plan(Generic[Payload, Live]):
         if gen and unit.iter:
             self._backlog[gen] = max(self._backlog.get(gen, 0) - 1, 0)
 
+    def follower(self, leader: UnitKey, candidates: Iterable[UnitKey]) -> UnitKey | None:
+        """The unit to queue behind `leader` on its worker (`watchrun build`, executors/
+        follow.py): of `candidates` (units the leader's end alone makes ready), the first in
+        the streaming order, if nothing ready now would come before it. It starts there the
+        moment the leader ends, when it must run; so only a plain unit qualifies: a task
+        unit outside any scope taking one slot and no memory or GPUs, behind a task unit
+        outside any scope, neither held by the user nor by broken code."""
+        ranks = self.ranks
+        rank = ranks.get(leader.task)
+        if rank is None or rank.persistent or leader.iter:
+            return None
+        held = self.paused_tasks() | self.code_held
+        best: tuple[tuple[int, tuple[int, ...], int], UnitKey] | None = None
+        for unit in candidates:
+            rank = ranks.get(unit.task)
+            if rank is None or rank.persistent or rank.generator or unit.iter \
+                    or rank.slots != 1 or rank.memory or rank.gpus \
+                    or unit.task in held or unit in self.running:
+                continue
+            order = (-rank.priority, unit.iter, -rank.stage)
+            if best is None or order < best[0]:
+                best = (order, unit)
+        if best is None or (self._ready and self._ready[0].order[:3] <= best[0]):
+            return None
+        return best[1]
+
     # -- the bounded read-ahead window --------------------------------------------------------
     def throttled(self) -> tuple[list[str], list[str]]:
         """(generators to hold now, generators to let go now). A generator is held once its

@@ -125,6 +125,24 @@ class Readiness:
                 return None
         return result
 
+    def ready_after(self, name: str, producer: str) -> dict[str, str] | None:
+        """For a task outside any scope that reads files `producer` writes (a file edge, not
+        a value): its upstream values if `producer` is all it still waits for; else None."""
+        graph = self.graph
+        if name not in self.needed or graph.scope.get(name) \
+                or producer not in graph.implicit.get(name, ()):
+            return None
+        values = {}
+        for arg, up in graph.upstreams.get(name, {}).items():
+            value = self.values.get((up, ()))
+            if value is None or self.depth(up):
+                return None
+            values[arg] = value
+        for up in graph.implicit[name]:
+            if up != producer and up in self.needed and not self.complete(up):
+                return None
+        return values
+
     def value(self, name: str, key: Key) -> str | None:
         """The value of the unit (name, key), or of a generator's iteration; a released one
         is read back from the store (and held until the next release)."""

@@ -16,6 +16,7 @@ from blake3 import blake3
 from watchrun.engine.reasons import Reason, ReasonKind
 from watchrun.engine.scopes import is_persistent
 from watchrun.engine.signatures import Manifest, canonical_json, explain, task_prefix
+from watchrun.executors.follow import Follow
 from watchrun.executors.worker_outputs import OutputHash
 from watchrun.project.inputs import expand_inputs, has_magic, with_exclusions
 from watchrun.project.loader import Project
@@ -218,12 +219,7 @@ class Resolver:
         if cached is None:
             task = self.project.tasks[name]
             inputs = self.hash_inputs(task)
-            prefix = self._prefixes.get(name)
-            if prefix is None:
-                closure = self.project.closures[name]
-                params = {k: p.value for k, p in task.params.items()}
-                prefix = task_prefix(closure.digest, params, task.kind.value, sorted(task.after))
-                self._prefixes[name] = prefix
+            prefix = self._prefix(task)
 
             built: list[Manifest] = []
 
@@ -236,6 +232,43 @@ class Resolver:
             cached = (make, static_identity(prefix, inputs), inputs)
             self._static[name] = cached
         return cached
+
+    def _prefix(self, task: Task) -> str:
+        prefix = self._prefixes.get(task.name)
+        if prefix is None:
+            closure = self.project.closures[task.name]
+            params = {k: p.value for k, p in task.params.items()}
+            prefix = task_prefix(closure.digest, params, task.kind.value, sorted(task.after))
+            self._prefixes[task.name] = prefix
+        return prefix
+
+    def follow(self, name: str, leader: str, leader_label: str, upstream: dict[str, str],
+               forced: bool) -> Follow | None:
+        """What decides, once the unit `leader` (outside any scope) has run, whether the
+        unit of task `name` (outside any scope) must run (executors/follow.py): its
+        signature as `resolve` will make it, but for the hashes of the files the leader
+        writes. None if its inputs are not plain paths or none of them is the leader's."""
+        task = self.project.tasks[name]
+        plain = self._plain_inputs(task)
+        if plain is None:
+            return None
+        written = set(self.output_paths(self.project.tasks[leader]).values())
+        read = {given: path for given, path in zip(*plain, strict=True) if path in written}
+        if not read:
+            return None
+        others = [path for path in plain[1] if path not in written]
+        try:
+            hashes = self.hasher.hash_files(others)
+        except OSError:
+            return None
+        inputs = {given: digest for given, path in zip(*plain, strict=True)
+                  if path not in written and (digest := hashes[path]) is not None}
+        known = self._known_results(name)
+        if known.signatures is None:
+            self._read_signatures_outside_scopes()
+        stored = frozenset() if forced else frozenset(
+            (known.signatures or set()) | known.records.keys())
+        return Follow(leader_label, self._prefix(task), inputs, read, dict(upstream), stored)
 
     def forget_static(self, name: str | None = None) -> None:
         """Inputs (or, with a new project, code and params) may have changed."""

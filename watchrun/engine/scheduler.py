@@ -28,6 +28,7 @@ from watchrun.engine.driver_state import (
     drop_pickle_file,
 )
 from watchrun.engine.endings import Endings
+from watchrun.engine.followers import Followers
 from watchrun.engine.plan import Plan
 from watchrun.engine.readiness import Readiness, Wake
 from watchrun.engine.recorder import Recorder
@@ -61,6 +62,8 @@ CHECK_SLICE = 0.0001
 
 
 __all__ = ["BuildOptions", "BuildSummary", "Scheduler"]
+
+_ENDS = frozenset({EventKind.DONE, EventKind.FAILED, EventKind.CANCELLED, EventKind.DIED})
 
 
 class Scheduler(Dispatch, Streaming, Replanning, Endings, DriverState):
@@ -138,6 +141,9 @@ class Scheduler(Dispatch, Streaming, Replanning, Endings, DriverState):
         self._timed_out: dict[UnitKey, Launched] = {}  # cancelled for running past `timeout`
         self._task_info: dict[str, tuple[tuple[ArgSpec, ...] | None, list[tuple[Path, str]],
                                          Path]] = {}
+        self.followers = Followers()
+        # an executor that can queue a unit behind another on its worker (the local one)
+        self._follow = getattr(executor, "follow", None) if options.follow else None
 
     # -- entry point -------------------------------------------------------------------------
     async def build(self, targets: list[str]) -> BuildSummary:
@@ -271,6 +277,11 @@ class Scheduler(Dispatch, Streaming, Replanning, Endings, DriverState):
         return bool(self._urgent or self._checks or self._current is not None)
 
     def _check_now(self, name: str, key: Key) -> None:
+        if self.followers:
+            job = self.followers.take_started(UnitKey(name, key))
+            if job is not None:  # it runs already (also when the build is stopping)
+                self._adopt(job)
+                return
         if self.stopping or (name, key) in self.seen or self.readiness.is_released(name, key):
             return
         if name in self.consumers:
@@ -324,6 +335,8 @@ class Scheduler(Dispatch, Streaming, Replanning, Endings, DriverState):
             self._unit_started_or_unknown(event)
             return
         run = state.payload
+        if self.followers and event.kind in _ENDS:
+            self.followers.leader_ended(event.key, event.follower)
         if state.superseded:
             self._superseded_reported(event, run)
             return

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import NamedTuple, Protocol
 
+from watchrun.executors.follow import Follow
 from watchrun.executors.protocol import PICKLE_PROTOCOL as PICKLE_PROTOCOL  # re-exported
 from watchrun.executors.worker_outputs import OutputHash
 from watchrun.project.model import Resources
@@ -46,8 +47,9 @@ class Job:
     """One unit for an executor to run. A plain class with slots, not a dataclass: the
     dataclasses module stays off the start-up path of `watchrun build`."""
 
-    __slots__ = ("chain", "ctx", "fresh_log", "gather_kwargs", "key", "kwargs", "log_path",
-                 "mode", "outputs", "resources", "retries", "root", "start", "timeout")
+    __slots__ = ("chain", "ctx", "follows", "fresh_log", "gather_kwargs", "key", "kwargs",
+                 "log_path", "mode", "outputs", "resources", "retries", "root", "start",
+                 "timeout")
 
     def __init__(
         self,
@@ -79,6 +81,9 @@ class Job:
         # hashes for the driver (worker_outputs.py). None: the worker reads them from the
         # task's header itself
         outputs: tuple[str, ...] | None = None,
+        # a CALL job queued behind `follows.leader` on its worker, run only if what that one
+        # wrote makes it dirty (follow.py; submitted with an executor's `follow`)
+        follows: Follow | None = None,
     ) -> None:
         self.key = key
         self.mode = mode
@@ -94,6 +99,7 @@ class Job:
         self.retries = retries
         self.resources = resources
         self.outputs = outputs
+        self.follows = follows
 
     def __repr__(self) -> str:
         return f"Job({self.key.format()}, {self.mode.value})"
@@ -119,13 +125,14 @@ class EventKind(enum.Enum):
 class ExecEvent:
     """What an executor reports about a unit (see EventKind for what each field means)."""
 
-    __slots__ = ("data", "duration", "error", "key", "kind", "node", "output_claims", "pid",
-                 "refused", "signal")
+    __slots__ = ("data", "duration", "error", "follower", "key", "kind", "node",
+                 "output_claims", "pid", "refused", "signal")
 
     def __init__(self, key: UnitKey, kind: EventKind, data: bytes | None = None,
                  error: str | None = None, signal: str | None = None, duration: float = 0.0,
                  pid: int | None = None, refused: bool = False,
-                 output_claims: tuple[OutputHash, ...] = (), node: str | None = None) -> None:
+                 output_claims: tuple[OutputHash, ...] = (), node: str | None = None,
+                 follower: UnitKey | None = None) -> None:
         self.key = key
         self.kind = kind
         self.data = data
@@ -142,6 +149,9 @@ class ExecEvent:
         # where the unit runs or ran, when the executor knows (Ray: the node's id); the
         # scheduler passes it on with the unit's terminal event
         self.node = node
+        # DONE: the unit queued behind this one (a Job's `follows`) that its worker started
+        # on it; any other end, or a follower that need not run: None, and it never starts
+        self.follower = follower
 
     def __repr__(self) -> str:
         return f"ExecEvent({self.key.format()}, {self.kind.value}, pid={self.pid})"

@@ -73,6 +73,12 @@ class CallSlots:
         self.busy += 1
         return host
 
+    def admit_follower(self) -> None:
+        """Count in a CALL job queued behind its leader (follow.py): it holds no slot until
+        it starts there."""
+        self.queued += 1
+        self.busy += 1
+
     def started_queued(self) -> None:
         """A queued unit starts (its worker went on with it, or it moved to another one)."""
         self.queued -= 1

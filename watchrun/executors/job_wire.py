@@ -20,7 +20,7 @@ def job_spec(job: Job, objects: str | None = None) -> proto.JobSpec:
     root = _root_text(job.root)
     ctx_root = ctx.get("root", root)
     return proto.JobSpec(
-        _label(key),
+        job_label(key),
         key.task,
         _MODE_VALUES[job.mode],
         root,
@@ -36,6 +36,7 @@ def job_spec(job: Job, objects: str | None = None) -> proto.JobSpec:
         None,  # sources: read by the worker from the files
         objects,
         job.outputs,
+        None if job.follows is None else job.follows.fields(),
     )
 
 
@@ -63,7 +64,7 @@ def _root_text(root: Path) -> str:
     return _LastRoot.text
 
 
-def _label(key: UnitKey) -> str:
+def job_label(key: UnitKey) -> str:
     """key.format(), the common cases without its generator."""
     if not key.iter:
         return key.task

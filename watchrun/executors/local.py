@@ -26,7 +26,8 @@ from watchrun.executors import protocol as proto
 from watchrun.executors.base import EventKind, ExecEvent, Job, Mode, Sink, UnitKey, hand_to_sink
 from watchrun.executors.call_slots import CallSlots
 from watchrun.executors.escalation import escalate
-from watchrun.executors.job_wire import job_frame
+from watchrun.executors.follow import runs
+from watchrun.executors.job_wire import job_frame, job_label
 from watchrun.executors.job_wire import job_spec as job_spec  # ray.py imports it from here
 from watchrun.executors.limits import LocalLimits
 from watchrun.executors.protocol import Msg
@@ -151,6 +152,28 @@ class LocalExecutor:
             unit.worker.send(frame)
         self._pool.top_up()
 
+    def follow(self, job: Job, leader_key: UnitKey) -> bool:
+        """Queue a CALL job behind the unit `leader_key` (running on a worker of ours with
+        nothing queued behind it), to start there as that one ends DONE if what it wrote
+        makes the job dirty (`job.follows`, follow.py). False: not queued (the leader has
+        ended, or its worker cannot take it); the caller submits it as usual when ready."""
+        assert job.follows is not None and job.mode is Mode.CALL
+        self._book.check_new(job, self._pool.closing)
+        leader = self._book.get(leader_key)
+        if leader is None or leader.queued or leader.finished or leader.cancel_wanted \
+                or leader.paused or leader.job.mode is not Mode.CALL:
+            return False
+        host = leader.worker
+        if host.unit is not leader or host.queued is not None or host.retiring \
+                or not host.ready.done() or job.resources is not None:
+            return False
+        self._slots.admit_follower()
+        unit = Unit(job, host, time.monotonic(), queued=True)
+        host.queued = unit
+        self._book.add(unit)
+        self._send_soon(host, job_frame(job, self._objects))
+        return True
+
     def push(self, key: UnitKey, kwargs: dict[str, bytes]) -> None:
         unit = self._book.taking_input(key)
         if unit is not None:
@@ -260,8 +283,10 @@ class LocalExecutor:
     ) -> None:
         payload, duration = fields[0], fields[1]
         assert isinstance(duration, float)
+        claims = fields[2] if kind is Msg.DONE and len(fields) > 2 else ()
         worker.unit = None
         self._end_unit(unit)
+        follower = self._follower_of(worker, unit, kind is Msg.DONE, claims)  # type: ignore[arg-type]
         if kind is Msg.DONE and unit.job.mode is Mode.CALL:
             self._slots.record(unit.job.key.task, duration)
         if unit.cancel_signal is not None:
@@ -278,13 +303,28 @@ class LocalExecutor:
                 self._pool.release(worker)
         self._pool.top_up()
         if kind is Msg.DONE:
-            claims = fields[2] if len(fields) > 2 else ()
             self._emit(unit, EventKind.DONE, data=payload, duration=duration,  # type: ignore[arg-type]
-                       output_claims=claims)  # type: ignore[arg-type]
+                       output_claims=claims, follower=follower)  # type: ignore[arg-type]
         elif kind is Msg.CANCELLED and unit.cancel_signal is not None:
             self._emit(unit, EventKind.CANCELLED, signal=unit.cancel_signal, duration=duration)
         else:  # FAILED, or a KeyboardInterrupt nobody asked for: the task raised it
             self._emit(unit, EventKind.FAILED, error=str(payload), duration=duration)
+
+    def _follower_of(self, worker: WorkerHandle, leader: Unit, done: bool,
+                     claims: tuple[OutputHash, ...]) -> UnitKey | None:
+        """The leader just ended: the key of the job queued behind it (`follows`) if its
+        worker goes on with it, as the worker decides (follow.runs, the same data). One that
+        does not run is forgotten without an event: it never started, and the driver, told
+        by the leader's event, resolves it as usual."""
+        queued = worker.queued
+        if queued is None or queued.job.follows is None:
+            return None
+        if leader.cancel_signal is None and runs(queued.job.follows, job_label(leader.job.key),
+                                                 done, claims):
+            return queued.job.key
+        worker.queued = None
+        self._end_unit(queued)
+        return None
 
     def _worker_gone(self, worker: WorkerHandle, cause: str) -> None:
         """A worker was reaped: its queued unit moves, its running unit ends."""
@@ -324,9 +364,10 @@ class LocalExecutor:
         signal: str | None = None,
         duration: float = 0.0,
         output_claims: tuple[OutputHash, ...] = (),
+        follower: UnitKey | None = None,
     ) -> None:
         event = ExecEvent(unit.job.key, kind, data, error, signal, duration, unit.worker.pid,
-                          output_claims=output_claims)
+                          output_claims=output_claims, follower=follower)
         hand_to_sink(self._sink, event)
 
     # -- units queued behind another (pipelining) -----------------------------------------------
@@ -352,6 +393,9 @@ class LocalExecutor:
         if unit is None:
             return
         worker.queued = None
+        if unit.job.follows is not None:  # its leader did not end DONE here: it never runs
+            self._end_unit(unit)
+            return
         if unit.cancel_wanted or self._pool.closing:
             self._end_unit(unit)
             asyncio.get_running_loop().call_soon(

@@ -71,6 +71,7 @@ class JobSpec:
         "ctx_iter",
         "ctx_name",
         "ctx_root",
+        "follows",
         "fresh_log",
         "gather_kwargs",
         "kwargs",
@@ -103,6 +104,7 @@ class JobSpec:
         sources: dict[str, bytes] | None = None,
         objects: str | None = None,
         outputs: tuple[str, ...] | None = None,
+        follows: tuple[object, ...] | None = None,
     ) -> None:
         self.label = label  # the unit as users see it: "task[3]"
         self.task = task
@@ -125,6 +127,9 @@ class JobSpec:
         self.objects = objects
         # the declared outputs, absolute (None: the worker reads them from the task's header)
         self.outputs = outputs
+        # queued behind another job on this worker: the fields of a follow.Follow, which
+        # say whether it runs once that one ends (None: it runs)
+        self.follows = follows
 
     def fields(self) -> tuple[object, ...]:
         """The JOB frame's fields: the wire form (plain values, no class to import)."""
@@ -145,6 +150,7 @@ class JobSpec:
             self.sources,
             self.objects,
             self.outputs,
+            self.follows,
         )
 
 

@@ -79,6 +79,9 @@ class Worker:
         self._ticker = _Ticker(self._tick)
         self._baseline = Baseline()
         self._claims: tuple[OutputHash, ...] = ()  # the running unit's (worker_outputs.py)
+        # the last job's label, whether it ended DONE, and its claims: what a job queued
+        # behind it (its `follows`) is decided on
+        self._last: tuple[str, bool, tuple[OutputHash, ...]] = ("", False, ())
 
     def serve(self) -> None:
         self._channel.send(Msg.READY, os.getpid())
@@ -88,8 +91,17 @@ class Worker:
             except EOFError:
                 return
             if kind is Msg.JOB:
-                self.run_job(proto.JobSpec(*fields))  # type: ignore[arg-type]
+                spec = proto.JobSpec(*fields)  # type: ignore[arg-type]
+                if spec.follows is None or self._follows(spec.follows):
+                    self.run_job(spec)
             # PUSH / END left over from a job that already ended are dropped
+
+    def _follows(self, fields: tuple[object, ...]) -> bool:
+        """A job queued behind the last one runs only if that one's outputs make it dirty
+        (follow.py); the executor decides the same from the same DONE frame."""
+        from watchrun.executors.follow import Follow, runs
+
+        return runs(Follow(*fields), *self._last)  # type: ignore[arg-type]
 
     def _tick(self, now: float) -> None:
         """The ticker's work while a unit runs (in its thread: no interrupts here)."""
@@ -125,6 +137,7 @@ class Worker:
         reaper.end_descendants()
         self._baseline.restore()
         self._ticker.unit_ended()
+        self._last = (spec.label, kind is Msg.DONE, self._claims)
         if kind is Msg.DONE:
             self._channel.send(kind, payload, time.perf_counter() - started, self._claims)
         else:
