@@ -190,12 +190,13 @@ PRELOAD_MIX = {
         # /// task
         # ///
         import os
+        import textwrap
         import helpers.plots
         import rich.text  # not used by run(): imported at every unit all the same
 
         def run():
             import typer  # imported inside the function: the task uses a library
-            return os.getpid()
+            return textwrap.dedent(str(os.getpid()))
     ''',
 }
 
@@ -206,9 +207,10 @@ def test_what_the_tasks_import_from_outside_the_project_is_preloaded(project: Ma
     assert run.code == 0, run.stderr
     line = next(x for x in run.stderr.splitlines() if "preloaded in the warm template" in x)
     preloaded = line.split(": ", 2)[-1].split(", ")
-    # every third-party import of a task module that uses a library; no stdlib, no helpers
-    # (psutil: only imported by a helper module run() does not reach)
-    assert preloaded == ["rich", "rich.text", "typer"]
+    # every third-party import of a task module that uses a library, and the standard
+    # library's modules the task reaches that cost an import (textwrap; not os, which every
+    # interpreter has); nothing of a helper module run() does not reach (its json, psutil)
+    assert preloaded == ["rich", "rich.text", "textwrap", "typer"]
 
 
 def test_a_bad_preload_setting_names_the_file_and_line(tmp_path: Path) -> None:
