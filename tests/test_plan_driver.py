@@ -299,3 +299,49 @@ def test_a_unit_that_failed_while_its_file_changed_waits_for_the_reload_instead(
     asyncio.run(run())
     kinds = [type(e).__name__ for e in seen if getattr(e, "task", None) == "t"]
     assert kinds == ["UnitStarted", "UnitCancelled", "UnitStarted", "UnitFinished"], kinds
+
+
+def test_a_unit_that_succeeded_while_its_file_changed_is_not_recorded_under_the_old_code(
+        project: Callable[[dict[str, str]], Path]) -> None:
+    """dev: the unit ran the file saved after the project was read (a worker reads it when
+    the unit starts). Its result belongs to no signature the plan knows: storing it under the
+    old code's would make an exact revert of the edit find the new code's result clean. It is
+    said to be cancelled, nothing is recorded, and it waits for the reload."""
+    import os
+    import time
+
+    from watchrun.engine import events as ev
+
+    root = project({"tasks/t.py": "# /// task\n# ///\ndef run():\n    return 1\n"})
+    executor = ClusterExecutor(before=1, cluster=1, run_for=0.01)
+    executor.connected = True
+    seen: list[ev.Event] = []
+    recorded: list[object] = []
+
+    async def run() -> None:
+        with open_session(root, "dev", write=True) as session:
+            bus = EventBus()
+            bus.subscribe(seen.append)
+            scheduler = Scheduler(session.project, session.store, session.hasher, executor,
+                                  bus, BuildOptions())
+            scheduler.code_read_ns = time.time_ns() - 10**9
+            os.utime(root / "tasks/t.py")  # written after the read
+            executor.sink = scheduler.on_exec
+            scheduler.start(default_targets(session.project))
+            for _ in range(50):
+                await asyncio.sleep(0.01)
+            scheduler.flush()
+            recorded.append(session.store.last_units()[1])
+            assert scheduler.plan.code_held == {"t"} and scheduler.plan.ready_count() == 1
+            scheduler.code_read_ns = time.time_ns()  # the reload: the same code
+            scheduler.hold_code(set())
+            await asyncio.wait_for(scheduler.wait_idle(), 10)
+            scheduler.flush()
+            recorded.append(session.store.last_units()[1])
+
+    asyncio.run(run())
+    kinds = [type(e).__name__ for e in seen if getattr(e, "task", None) == "t"]
+    assert kinds == ["UnitStarted", "UnitCancelled", "UnitStarted", "UnitFinished"], kinds
+    cancelled = next(e for e in seen if isinstance(e, ev.UnitCancelled))
+    assert cancelled.signal == "none"
+    assert recorded[0] == [] and len(recorded[1]) == 1  # stored only once it ran the read code

@@ -51,13 +51,7 @@ class Endings(DriverState):
         units only: a generator's or collector's values have streamed on already)."""
         key = event.key
         timed_out = self._timed_out.pop(key, None) is run
-        if run.mode is Mode.CALL and not timed_out and self._ran_other_code(run):
-            # not this plan's code: the unit waits for the reload, which decides (the same
-            # code runs it again)
-            self.bus.publish(ev.UnitCancelled(task=key.task, iter=key.iter, signal="none",
-                                              node=run.node))
-            self.plan.code_held = self.plan.code_held | {key.task}
-            self.plan.want(key, run.resolution)
+        if not timed_out and self._waits_for_reload(run, key):
             return
         if run.mode is Mode.CALL:
             ending = (Ending.TIMED_OUT if timed_out else Ending.REFUSED if event.refused else
@@ -73,13 +67,22 @@ class Endings(DriverState):
                 error = f"{error.rstrip()}\n{history}"
         self._failed(run, error, duration)
 
-    def _ran_other_code(self, run: Launched) -> bool:
-        """dev: the task's code on disk has an error, or changed since it was last read: what
-        failed is not the code the unit's signature was made of."""
-        if self.code_read_ns is None:
+    def _waits_for_reload(self, run: Launched, key: UnitKey) -> bool:
+        """dev: a task unit that ended, failed or done, while its task's code on disk has an
+        error or changed since it was last read ran code its signature was not made of: a
+        failure is not the plan's code failing, and a result would be stored under the old
+        code's signature (an exact revert of the edit would then find it clean). It is said
+        to be cancelled and waits for the reload, which decides (the same code runs it
+        again). True if so."""
+        if run.mode is not Mode.CALL or self.code_read_ns is None or not (
+                run.task.name in self.plan.code_held
+                or changed_since(self.project, run.task.name, self.code_read_ns)):
             return False
-        return run.task.name in self.plan.code_held or changed_since(
-            self.project, run.task.name, self.code_read_ns)
+        self.bus.publish(ev.UnitCancelled(task=key.task, iter=key.iter, signal="none",
+                                          node=run.node))
+        self.plan.code_held = self.plan.code_held | {key.task}
+        self.plan.want(key, run.resolution)
+        return True
 
     def _retry(self, key: UnitKey, run: Launched, retry: Retry) -> None:
         path = log_path(self.project.config, key.task, key.iter)

@@ -350,24 +350,30 @@ class Scheduler(Dispatch, Streaming, Replanning, Endings, DriverState):
         elif event.kind is EventKind.PUSHED:
             self._pushed(event.key.task)
         else:
-            self.plan.ended(event.key)
-            duration = event.duration or (time.monotonic() - run.started)
-            if event.kind is EventKind.DONE:
-                if not event.key.iter and run.mode is Mode.CALL and self.plan.ready_count():
-                    # outside scopes the freed slot takes the next ready unit before this
-                    # result is looked at, so the worker does not wait meanwhile; in a scope
-                    # the result goes first: the unit it makes ready (the next stage of this
-                    # iteration) is the one to start next (depth first)
-                    self._pump()
-                self._done_unit(run, event.data or NONE_PICKLE, duration, event.output_claims)
-            elif event.kind is EventKind.CANCELLED and run.failure is not None:
-                self._failed_or_retried(run, event, run.failure, duration)
-            elif event.kind is EventKind.CANCELLED:
-                self._cancelled(run, event, duration)
-            else:
-                self._failed_or_retried(run, event, event.error or "failed", duration)
+            self._ended(run, event)
         self.recorder.soon()
         self._pump()
+
+    def _ended(self, run: Launched, event: ExecEvent) -> None:
+        """The unit's terminal event (done, failed, cancelled or died)."""
+        self.plan.ended(event.key)
+        duration = event.duration or (time.monotonic() - run.started)
+        if event.kind is EventKind.DONE and self._waits_for_reload(run, event.key):
+            drop_pickle_file(event.data)  # not the plan's code: nothing of it is kept
+        elif event.kind is EventKind.DONE:
+            if not event.key.iter and run.mode is Mode.CALL and self.plan.ready_count():
+                # outside scopes the freed slot takes the next ready unit before this
+                # result is looked at, so the worker does not wait meanwhile; in a scope
+                # the result goes first: the unit it makes ready (the next stage of this
+                # iteration) is the one to start next (depth first)
+                self._pump()
+            self._done_unit(run, event.data or NONE_PICKLE, duration, event.output_claims)
+        elif event.kind is EventKind.CANCELLED and run.failure is not None:
+            self._failed_or_retried(run, event, run.failure, duration)
+        elif event.kind is EventKind.CANCELLED:
+            self._cancelled(run, event, duration)
+        else:
+            self._failed_or_retried(run, event, event.error or "failed", duration)
 
     def _superseded_reported(self, event: ExecEvent, run: Launched) -> None:
         """A change made the unit stale: it is said to be cancelled, and nothing it reports
