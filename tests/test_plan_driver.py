@@ -4,17 +4,21 @@ rules that live between the plan and an executor, without worker processes."""
 from __future__ import annotations
 
 import asyncio
+import os
 import pickle
+import time
 from collections.abc import Callable
 from pathlib import Path
 
-from watchrun.engine.events import EventBus
-from watchrun.engine.scheduler import BuildOptions, Scheduler
-from watchrun.executors.base import EventKind, ExecEvent, Job, Mode, Sink, UnitKey
+from tests.fake_executors import FakeExecutorBase, driver_for
+from watchrun.engine.events import Event, UnitCancelled
+from watchrun.engine.scheduler import Scheduler
+from watchrun.executors.base import EventKind, ExecEvent, Job, Mode, UnitKey
 from watchrun.session import default_targets, open_session
+from watchrun.state.store import Store
 
 
-class ClusterExecutor:
+class ClusterExecutor(FakeExecutorBase):
     """Places units itself, as Ray does: before it is connected it offers this machine's
     CPUs; the first submit connects it (on a later turn of the loop), after which it offers
     the cluster's. Each unit then reports STARTED, and DONE after `run_for` seconds; a
@@ -22,18 +26,14 @@ class ClusterExecutor:
 
     def __init__(self, before: int, cluster: int, run_for: float = 0.05, yields: int = 0
                  ) -> None:
+        super().__init__()
         self.jobs = before
         self.yields = yields
         self.cluster = cluster
         self.run_for = run_for
-        self.sink: Sink | None = None
-        self.busy: set[UnitKey] = set()
         self.connected = False
         self.most_at_once = 0  # units running together before the first one ended
         self.ended = 0
-
-    async def start(self) -> None:
-        pass
 
     def free_slots(self) -> int:
         return max(self.jobs - len(self.busy), 0)
@@ -72,36 +72,13 @@ class ClusterExecutor:
             self.ended += 1
         self.sink(ExecEvent(key, kind, pickle.dumps(None) if kind is EventKind.DONE else None))
 
-    def push(self, key: UnitKey, kwargs: dict[str, bytes]) -> None:
-        raise AssertionError("no scopes here")
-
-    def end_input(self, key: UnitKey) -> None:
-        raise AssertionError("no scopes here")
-
-    def cancel(self, key: UnitKey) -> None:
-        pass
-
-    def pause(self, key: UnitKey) -> bool:
-        return False
-
-    def resume(self, key: UnitKey) -> bool:
-        return False
-
-    def running(self) -> list[UnitKey]:
-        return sorted(self.busy)
-
-    async def close(self) -> None:
-        pass
-
 
 def build_with(root: Path, executor: ClusterExecutor) -> int:
     """Build every task of the project at `root` through the driver; the units that ran."""
 
     async def run() -> int:
         with open_session(root, "build", write=True) as session:
-            scheduler = Scheduler(session.project, session.store, session.hasher, executor,
-                                  EventBus(), BuildOptions())
-            executor.sink = scheduler.on_exec
+            scheduler = driver_for(session, executor)
             summary = await asyncio.wait_for(
                 scheduler.build(default_targets(session.project)), 10)
             assert summary.ok, summary
@@ -160,9 +137,7 @@ def test_the_plan_is_asked_for_work_only_when_a_slot_is_free(
     async def run() -> int:
         nonlocal asked
         with open_session(root, "build", write=True) as session:
-            scheduler = Scheduler(session.project, session.store, session.hasher, executor,
-                                  EventBus(), BuildOptions())
-            executor.sink = scheduler.on_exec
+            scheduler = driver_for(session, executor)
             find_work = scheduler.plan.find_work
 
             def counted(slots: int, queued: int = 0) -> list[object]:
@@ -221,20 +196,17 @@ def test_a_dirty_chain_advances_while_the_clean_units_are_still_being_skipped(
     (root / "src.txt").write_text("1\n")
     executor = CountingExecutor()
     executor.values = 10**6  # none of the first build's values
-    seen: list[str] = []
+    events: list[Event] = []
 
     async def run() -> None:
         with open_session(root, "build", write=True) as session:
-            bus = EventBus()
-            bus.subscribe(lambda event: seen.append(event.name))
-            scheduler = Scheduler(session.project, session.store, session.hasher, executor,
-                                  bus, BuildOptions())
-            executor.sink = scheduler.on_exec
+            scheduler = driver_for(session, executor, events)
             summary = await asyncio.wait_for(
                 scheduler.build(default_targets(session.project)), 20)
             assert summary.ok and summary.ran == 10 and summary.skipped == 2000, summary
 
     asyncio.run(run())
+    seen = [event.name for event in events]
     last_skip = len(seen) - 1 - seen[::-1].index("unit_skipped")
     assert seen[:last_skip].count("unit_finished") >= 5, "the chain waited for the skips"
 
@@ -262,41 +234,50 @@ class FailsOnce(ClusterExecutor):
         self.sink(ExecEvent(key, EventKind.FAILED, error="SyntaxError: invalid syntax"))
 
 
+def run_with_a_save_after_the_read(root: Path, executor: ClusterExecutor, seen: list[Event],
+                                   held: Callable[[Scheduler, Store], None],
+                                   after: Callable[[Scheduler, Store], None]) -> None:
+    """dev: the task file is written after the project was read, and the build starts; once
+    its units have ended, `held` looks at the driver; then the reload (the same code, no
+    error) lets what waits go, and `after` looks once everything has run."""
+
+    async def run() -> None:
+        with open_session(root, "dev", write=True) as session:
+            scheduler = driver_for(session, executor, seen)
+            scheduler.code_read_ns = time.time_ns() - 10**9
+            os.utime(root / "tasks/t.py")  # written after the read
+            scheduler.start(default_targets(session.project))
+            for _ in range(50):
+                await asyncio.sleep(0.01)
+            scheduler.flush()
+            held(scheduler, session.store)
+            scheduler.code_read_ns = time.time_ns()
+            scheduler.hold_code(set())
+            await asyncio.wait_for(scheduler.wait_idle(), 10)
+            scheduler.flush()
+            after(scheduler, session.store)
+
+    asyncio.run(run())
+
+
+ONE_TASK = {"tasks/t.py": "# /// task\n# ///\ndef run():\n    return 1\n"}
+
+
 def test_a_unit_that_failed_while_its_file_changed_waits_for_the_reload_instead(
         project: Callable[[dict[str, str]], Path]) -> None:
     """dev: the file of a task changed after the project was read, and its unit failed (it
     compiled the new text). That is not the planned code failing: the unit is said to be
     cancelled and waits, held, until the next read of the project lets it go; a failure with
     the files as they were read stays a failure."""
-    import os
-    import time
-
-    from watchrun.engine import events as ev
-
-    root = project({"tasks/t.py": "# /// task\n# ///\ndef run():\n    return 1\n"})
     executor = FailsOnce()
-    seen: list[ev.Event] = []
+    seen: list[Event] = []
 
-    async def run() -> None:
-        with open_session(root, "dev", write=True) as session:
-            bus = EventBus()
-            bus.subscribe(seen.append)
-            scheduler = Scheduler(session.project, session.store, session.hasher, executor,
-                                  bus, BuildOptions())
-            scheduler.code_read_ns = time.time_ns() - 10**9
-            os.utime(root / "tasks/t.py")  # written after the read
-            executor.sink = scheduler.on_exec
-            scheduler.start(default_targets(session.project))
-            for _ in range(50):
-                await asyncio.sleep(0.01)
-            assert executor.submitted == [UnitKey("t")]  # held: not started again
-            assert scheduler.plan.code_held == {"t"} and scheduler.plan.ready_count() == 1
-            scheduler.code_read_ns = time.time_ns()  # the reload: the same code, no error
-            scheduler.hold_code(set())
-            await asyncio.wait_for(scheduler.wait_idle(), 10)
-            scheduler.flush()
+    def held(scheduler: Scheduler, store: Store) -> None:
+        assert executor.submitted == [UnitKey("t")]  # held: not started again
+        assert scheduler.plan.code_held == {"t"} and scheduler.plan.ready_count() == 1
 
-    asyncio.run(run())
+    run_with_a_save_after_the_read(project(ONE_TASK), executor, seen, held,
+                                   lambda scheduler, store: None)
     kinds = [type(e).__name__ for e in seen if getattr(e, "task", None) == "t"]
     assert kinds == ["UnitStarted", "UnitCancelled", "UnitStarted", "UnitFinished"], kinds
 
@@ -307,41 +288,20 @@ def test_a_unit_that_succeeded_while_its_file_changed_is_not_recorded_under_the_
     the unit starts). Its result belongs to no signature the plan knows: storing it under the
     old code's would make an exact revert of the edit find the new code's result clean. It is
     said to be cancelled, nothing is recorded, and it waits for the reload."""
-    import os
-    import time
-
-    from watchrun.engine import events as ev
-
-    root = project({"tasks/t.py": "# /// task\n# ///\ndef run():\n    return 1\n"})
     executor = ClusterExecutor(before=1, cluster=1, run_for=0.01)
     executor.connected = True
-    seen: list[ev.Event] = []
-    recorded: list[object] = []
+    seen: list[Event] = []
+    recorded: list[int] = []
 
-    async def run() -> None:
-        with open_session(root, "dev", write=True) as session:
-            bus = EventBus()
-            bus.subscribe(seen.append)
-            scheduler = Scheduler(session.project, session.store, session.hasher, executor,
-                                  bus, BuildOptions())
-            scheduler.code_read_ns = time.time_ns() - 10**9
-            os.utime(root / "tasks/t.py")  # written after the read
-            executor.sink = scheduler.on_exec
-            scheduler.start(default_targets(session.project))
-            for _ in range(50):
-                await asyncio.sleep(0.01)
-            scheduler.flush()
-            recorded.append(session.store.last_units()[1])
-            assert scheduler.plan.code_held == {"t"} and scheduler.plan.ready_count() == 1
-            scheduler.code_read_ns = time.time_ns()  # the reload: the same code
-            scheduler.hold_code(set())
-            await asyncio.wait_for(scheduler.wait_idle(), 10)
-            scheduler.flush()
-            recorded.append(session.store.last_units()[1])
+    def held(scheduler: Scheduler, store: Store) -> None:
+        recorded.append(len(store.last_units()[1]))
+        assert scheduler.plan.code_held == {"t"} and scheduler.plan.ready_count() == 1
 
-    asyncio.run(run())
+    run_with_a_save_after_the_read(project(ONE_TASK), executor, seen, held,
+                                   lambda scheduler, store: recorded.append(
+                                       len(store.last_units()[1])))
     kinds = [type(e).__name__ for e in seen if getattr(e, "task", None) == "t"]
     assert kinds == ["UnitStarted", "UnitCancelled", "UnitStarted", "UnitFinished"], kinds
-    cancelled = next(e for e in seen if isinstance(e, ev.UnitCancelled))
+    cancelled = next(e for e in seen if isinstance(e, UnitCancelled))
     assert cancelled.signal == "none"
-    assert recorded[0] == [] and len(recorded[1]) == 1  # stored only once it ran the read code
+    assert recorded == [0, 1]  # stored only once it ran the code that was read

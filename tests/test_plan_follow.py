@@ -12,9 +12,10 @@ import pickle
 from collections.abc import Callable
 from pathlib import Path
 
-from watchrun.engine.events import EventBus, UnitFinished, UnitSkipped, UnitStarted
-from watchrun.engine.scheduler import BuildOptions, BuildSummary, Scheduler
-from watchrun.executors.base import EventKind, ExecEvent, Job, Sink, UnitKey
+from tests.fake_executors import FakeExecutorBase, driver_for
+from watchrun.engine.events import Event, UnitFinished, UnitSkipped, UnitStarted
+from watchrun.engine.scheduler import BuildOptions, BuildSummary
+from watchrun.executors.base import EventKind, ExecEvent, Job, UnitKey
 from watchrun.executors.follow import runs
 from watchrun.executors.job_wire import job_label
 from watchrun.executors.worker_outputs import hash_written_outputs
@@ -32,7 +33,7 @@ def chain_task(i: int) -> str:
 CHAIN = {f"tasks/s{i}.py": chain_task(i) for i in range(STEPS)}
 
 
-class FileExecutor:
+class FileExecutor(FakeExecutorBase):
     """Runs a unit by writing `content(task)` to each of its declared outputs, on the next
     turn of the loop, and reports DONE with the worker's claims (their hashes). A job queued
     with `follow` runs right after its leader if `runs` says so, as a worker would; `fail`
@@ -40,16 +41,12 @@ class FileExecutor:
 
     def __init__(self, content: Callable[[str], str], fail: frozenset[str] = frozenset()
                  ) -> None:
+        super().__init__()
         self.content = content
         self.fail = fail
-        self.sink: Sink | None = None
-        self.busy: set[UnitKey] = set()
         self.queued: dict[UnitKey, Job] = {}  # leader -> follower job
         self.ran: list[str] = []
         self.followed: list[str] = []  # followers that ran behind their leader
-
-    async def start(self) -> None:
-        pass
 
     def free_slots(self) -> int:
         return max(1 - len(self.busy), 0)
@@ -89,39 +86,14 @@ class FileExecutor:
         self.sink(ExecEvent(job.key, EventKind.DONE, pickle.dumps(None), output_claims=claims,
                             follower=started))
 
-    def push(self, key: UnitKey, kwargs: dict[str, bytes]) -> None:
-        raise AssertionError("no scopes here")
-
-    def end_input(self, key: UnitKey) -> None:
-        raise AssertionError("no scopes here")
-
-    def cancel(self, key: UnitKey) -> None:
-        raise AssertionError("nothing is cancelled here")
-
-    def pause(self, key: UnitKey) -> bool:
-        return False
-
-    def resume(self, key: UnitKey) -> bool:
-        return False
-
-    def running(self) -> list[UnitKey]:
-        return sorted(self.busy)
-
-    async def close(self) -> None:
-        pass
-
 
 def build(root: Path, executor: FileExecutor, follow: bool = True
-          ) -> tuple[BuildSummary, list[object]]:
-    events: list[object] = []
+          ) -> tuple[BuildSummary, list[Event]]:
+    events: list[Event] = []
 
     async def run() -> BuildSummary:
         with open_session(root, "build", write=True) as session:
-            bus = EventBus()
-            bus.subscribe(events.append)
-            scheduler = Scheduler(session.project, session.store, session.hasher, executor,
-                                  bus, BuildOptions(follow=follow))
-            executor.sink = scheduler.on_exec
+            scheduler = driver_for(session, executor, events, BuildOptions(follow=follow))
             return await asyncio.wait_for(
                 scheduler.build(default_targets(session.project)), 10)
 
