@@ -6,10 +6,11 @@ stops the chain there; two chains at -j2 both complete."""
 
 from __future__ import annotations
 
+import signal
 from collections.abc import Callable
 from pathlib import Path
 
-from tests.conftest import watchrun
+from tests.conftest import read_pid, spawn_watchrun, wait_for, watchrun, worker_processes
 
 
 def chain(name: str, steps: int, source: str, body: str = "") -> dict[str, str]:
@@ -86,3 +87,33 @@ def test_a_failing_step_stops_its_chain_and_the_other_chain_completes(
     assert (root / "out" / "a4.txt").read_text() == "good 4\n"  # as the last success left it
     finished = [e for e in run.events if e["event"] == "build_finished"]
     assert finished and finished[0]["failed"] == 1
+
+
+def test_ctrl_c_in_a_chain_cancels_the_running_step_and_its_follower_never_starts(
+        project: Callable[[dict[str, str]], Path]) -> None:
+    """Ctrl-C while s2 runs (s3 waits behind it on its worker): s2 is cancelled, s3 never
+    starts, no worker is left, and the next build goes on from s2."""
+    slow = ("import os, time\n    if Path('src.txt').read_text() == 'slow\\n' and "
+            "os.path.basename(__file__) == 's2.py' and not Path('s2.started').exists():\n"
+            "        Path('s2.started').write_text(str(os.getpid()))\n"
+            "        time.sleep(60)")
+    root = project({**chain("s", 5, "src.txt", slow), "src.txt": "fast\n", "out/.keep": "",
+                    "watchrun.toml": "grace = 0.5\n"})
+    assert watchrun(root, "build", "-j1").code == 0
+    (root / "src.txt").write_text("slow\n")
+    proc = spawn_watchrun(root, "build", "--json", "-j1")
+    try:
+        read_pid(root / "s2.started", timeout=20)
+    finally:
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=20)
+    assert proc.returncode == 130, err
+    started = [line for line in out.splitlines() if '"unit_started"' in line]
+    assert [s for s in ("s3", "s4") if any(f'"{s}"' in line for line in started)] == []
+    assert any('"s2"' in line for line in out.splitlines() if '"unit_cancelled"' in line)
+    assert (root / "out" / "s3.txt").read_text() == "fast 3\n"  # as the last build left it
+    wait_for(lambda: not worker_processes(), what="workers to end")
+    again = watchrun(root, "build", "--json", "-j1")  # s2 does not sleep a second time
+    assert again.code == 0, again.stderr
+    assert again.ran() == ["s2", "s3", "s4"]  # what s0 and s1 finished stays done
+    assert (root / "out" / "s4.txt").read_text() == "slow 4\n"
