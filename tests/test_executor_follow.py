@@ -111,6 +111,9 @@ def test_follow_is_refused_behind_a_unit_that_is_not_running(tmp_path: Path) -> 
     async def scenario(h: Harness) -> None:
         assert not h.executor.follow(follower_job(tmp_path), leader.key)  # not submitted
         h.submit(leader)
+        itself = follower_job(tmp_path)
+        itself.key = leader.key
+        assert not h.executor.follow(itself, leader.key)  # that unit runs already
         assert h.executor.follow(follower_job(tmp_path), leader.key)
         other = follower_job(tmp_path)
         other.key = UnitKey("follower", (1,))

@@ -158,7 +158,8 @@ class LocalExecutor:
         makes the job dirty (`job.follows`, follow.py). False: not queued (the leader has
         ended, or its worker cannot take it); the caller submits it as usual when ready."""
         assert job.follows is not None and job.mode is Mode.CALL
-        self._book.check_new(job, self._pool.closing)
+        if self._pool.closing or self._book.get(job.key) is not None:
+            return False
         leader = self._book.get(leader_key)
         if leader is None or leader.queued or leader.finished or leader.cancel_wanted \
                 or leader.paused or leader.job.mode is not Mode.CALL:
