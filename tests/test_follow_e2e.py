@@ -117,3 +117,27 @@ def test_ctrl_c_in_a_chain_cancels_the_running_step_and_its_follower_never_start
     assert again.code == 0, again.stderr
     assert again.ran() == ["s2", "s3", "s4"]  # what s0 and s1 finished stays done
     assert (root / "out" / "s4.txt").read_text() == "slow 4\n"
+
+
+def test_a_follower_that_fails_is_retried_and_one_that_times_out_is_failed(
+        project: Callable[[dict[str, str]], Path]) -> None:
+    """A step that ran behind its leader is a launched unit like any other: its `retries` run
+    it again, its `timeout` cancels and fails it."""
+    flaky = ("import os, time\n    if os.path.basename(__file__) == 's1.py' and "
+             "not Path('s1.failed').exists():\n"
+             "        Path('s1.failed').write_text('once')\n"
+             "        raise RuntimeError('s1 fails once')\n"
+             "    if os.path.basename(__file__) == 's3.py':\n"
+             "        time.sleep(60)")
+    files = chain("s", 4, "src.txt", flaky)
+    files["tasks/s1.py"] = files["tasks/s1.py"].replace("# ///\n", "# retries = 1\n# ///\n", 1)
+    files["tasks/s3.py"] = files["tasks/s3.py"].replace("# ///\n", "# timeout = 1\n# ///\n", 1)
+    root = project({**files, "src.txt": "one\n", "out/.keep": "", "watchrun.toml": "grace = 0.5\n"})
+    run = watchrun(root, "build", "--json", "-j1", timeout=60)
+    assert run.code == 1, run.stderr
+    assert run.ran() == ["s0", "s1", "s1", "s2", "s3"]
+    assert [t for t, _ in run.units("unit_retry")] == ["s1"]
+    failed = [e for e in run.events if e["event"] == "unit_failed"]
+    assert [e["task"] for e in failed] == ["s3"] and "timed out" in failed[0]["error"]
+    assert (root / "out" / "s2.txt").read_text() == "one 2\n"
+    wait_for(lambda: not worker_processes(), what="workers to end")
