@@ -305,3 +305,30 @@ def test_a_unit_that_succeeded_while_its_file_changed_is_not_recorded_under_the_
     cancelled = next(e for e in seen if isinstance(e, UnitCancelled))
     assert cancelled.signal == "none"
     assert recorded == [0, 1]  # stored only once it ran the code that was read
+
+
+def test_a_unit_that_started_before_its_file_was_saved_counts_when_it_ends(
+        project: Callable[[dict[str, str]], Path]) -> None:
+    """dev: the save came while the unit ran (a typo saved mid-run, say): the unit read the
+    planned code when it started, so its result is recorded as usual, whatever the file now
+    holds; nothing waits for a reload."""
+    root = project(ONE_TASK)
+    executor = ClusterExecutor(before=1, cluster=1, run_for=0.3)
+    executor.connected = True
+    seen: list[Event] = []
+
+    async def run() -> int:
+        with open_session(root, "dev", write=True) as session:
+            scheduler = driver_for(session, executor, seen)
+            scheduler.code_read_ns = time.time_ns() - 10**9
+            scheduler.start(default_targets(session.project))
+            await asyncio.sleep(0.1)
+            os.utime(root / "tasks/t.py")  # saved while the unit runs
+            await asyncio.wait_for(scheduler.wait_idle(), 10)
+            scheduler.flush()
+            assert not scheduler.plan.code_held
+            return len(session.store.last_units()[1])
+
+    assert asyncio.run(run()) == 1
+    kinds = [type(e).__name__ for e in seen if getattr(e, "task", None) == "t"]
+    assert kinds == ["UnitStarted", "UnitFinished"], kinds

@@ -4,8 +4,10 @@ A worker reads a task's files when its unit starts. Between a save and the reloa
 brings (tens of milliseconds), or while a saved file has an error (an editor's autosave in the
 middle of a word), a unit would run code that is not the one its signature was made of. So in
 `dev` the driver does not start the units of a task whose files have an error, and a unit that
-fails while its files changed since they were last read is not counted as failed: it waits for
-the reload, which decides whether it runs again (the same code: it does) or is planned anew.
+started after its files were written (and before the reload) is neither counted as failed nor
+recorded: it waits for the reload, which decides whether it runs again (the same code: it
+does) or is planned anew. A unit that started before the write read the planned code: its end,
+failed or done, counts.
 """
 
 from __future__ import annotations
@@ -40,13 +42,16 @@ def with_broken_code(project: Project, valid: Project) -> set[str]:
     return {name for name in project.broken if code_files(valid, name) & bad}
 
 
-def changed_since(project: Project, name: str, read_ns: int) -> bool:
-    """Whether one of the task's code files was written at or after `read_ns` (time.time_ns()
-    when the project was last read), or is gone."""
+def read_other_code(project: Project, name: str, read_ns: int, started_ns: int) -> bool:
+    """Whether a unit of the task that started at `started_ns` (time.time_ns(); its worker
+    reads the task's files then) read code other than the project read at `read_ns`: one of
+    the files was written between the two, or is gone. A file written after the unit started
+    was read by it as it was: its code is the plan's."""
     for path in code_files(project, name):
         try:
-            if os.stat(path).st_mtime_ns >= read_ns:
-                return True
+            written = os.stat(path).st_mtime_ns
         except OSError:
+            return True
+        if read_ns <= written <= started_ns:
             return True
     return False

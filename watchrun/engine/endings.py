@@ -3,8 +3,10 @@ build; what they block downstream."""
 
 from __future__ import annotations
 
+import time
+
 from watchrun.engine import events as ev
-from watchrun.engine.code_on_disk import changed_since
+from watchrun.engine.code_on_disk import read_other_code
 from watchrun.engine.driver_state import (
     DriverState,
     Launched,
@@ -51,7 +53,7 @@ class Endings(DriverState):
         units only: a generator's or collector's values have streamed on already)."""
         key = event.key
         timed_out = self._timed_out.pop(key, None) is run
-        if not timed_out and self._waits_for_reload(run, key):
+        if not timed_out and self._waits_for_reload(run, key, duration):
             return
         if run.mode is Mode.CALL:
             ending = (Ending.TIMED_OUT if timed_out else Ending.REFUSED if event.refused else
@@ -67,16 +69,17 @@ class Endings(DriverState):
                 error = f"{error.rstrip()}\n{history}"
         self._failed(run, error, duration)
 
-    def _waits_for_reload(self, run: Launched, key: UnitKey) -> bool:
-        """dev: a task unit that ended, failed or done, while its task's code on disk has an
-        error or changed since it was last read ran code its signature was not made of: a
-        failure is not the plan's code failing, and a result would be stored under the old
-        code's signature (an exact revert of the edit would then find it clean). It is said
-        to be cancelled and waits for the reload, which decides (the same code runs it
-        again). True if so."""
-        if run.mode is not Mode.CALL or self.code_read_ns is None or not (
-                run.task.name in self.plan.code_held
-                or changed_since(self.project, run.task.name, self.code_read_ns)):
+    def _waits_for_reload(self, run: Launched, key: UnitKey, duration: float) -> bool:
+        """dev: a task unit that started after its task's code files were written and before
+        the project was read again (the watcher's delay) ran code its signature was not made
+        of: its failure is not the plan's code failing, and its result would be stored under
+        the old code's signature (an exact revert of the edit would then find it clean). It
+        is said to be cancelled and waits for the reload, which decides (the same code runs
+        it again). True if so. `duration`: how long it ran, as its worker measured."""
+        if run.mode is not Mode.CALL or self.code_read_ns is None:
+            return False
+        started_ns = time.time_ns() - int(duration * 1e9)
+        if not read_other_code(self.project, run.task.name, self.code_read_ns, started_ns):
             return False
         self.bus.publish(ev.UnitCancelled(task=key.task, iter=key.iter, signal="none",
                                           node=run.node))
