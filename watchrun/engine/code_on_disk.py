@@ -3,11 +3,11 @@
 A worker reads a task's files when its unit starts. Between a save and the reload the watcher
 brings (tens of milliseconds), or while a saved file has an error (an editor's autosave in the
 middle of a word), a unit would run code that is not the one its signature was made of. So in
-`dev` the driver does not start the units of a task whose files have an error, and a unit that
-started after its files were written (and before the reload) is neither counted as failed nor
-recorded: it waits for the reload, which decides whether it runs again (the same code: it
-does) or is planned anew. A unit that started before the write read the planned code: its end,
-failed or done, counts.
+`dev` the driver does not start the units of a task whose files have an error; a unit that fails
+while its files changed since they were last read is not counted as failed, and one that
+succeeds after starting when they had changed is not recorded (it may have run the new text):
+both wait for the reload, which decides whether they run again (the same code: they do) or are
+planned anew. A unit that started before the write read the planned code: its result counts.
 """
 
 from __future__ import annotations
@@ -42,16 +42,15 @@ def with_broken_code(project: Project, valid: Project) -> set[str]:
     return {name for name in project.broken if code_files(valid, name) & bad}
 
 
-def read_other_code(project: Project, name: str, read_ns: int, started_ns: int) -> bool:
-    """Whether a unit of the task that started at `started_ns` (time.time_ns(); its worker
-    reads the task's files then) read code other than the project read at `read_ns`: one of
-    the files was written between the two, or is gone. A file written after the unit started
-    was read by it as it was: its code is the plan's."""
+def written_since(project: Project, name: str, read_ns: int, until_ns: int | None = None
+                  ) -> bool:
+    """Whether one of the task's code files was written at or after `read_ns` (time.time_ns()
+    when the project was last read), and not after `until_ns` if given, or is gone."""
     for path in code_files(project, name):
         try:
             written = os.stat(path).st_mtime_ns
         except OSError:
             return True
-        if read_ns <= written <= started_ns:
+        if written >= read_ns and (until_ns is None or written <= until_ns):
             return True
     return False

@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 
 from watchrun.engine import events as ev
-from watchrun.engine.code_on_disk import read_other_code
+from watchrun.engine.code_on_disk import written_since
 from watchrun.engine.driver_state import (
     DriverState,
     Launched,
@@ -53,7 +53,7 @@ class Endings(DriverState):
         units only: a generator's or collector's values have streamed on already)."""
         key = event.key
         timed_out = self._timed_out.pop(key, None) is run
-        if not timed_out and self._waits_for_reload(run, key, duration):
+        if not timed_out and self._waits_for_reload(run, key):
             return
         if run.mode is Mode.CALL:
             ending = (Ending.TIMED_OUT if timed_out else Ending.REFUSED if event.refused else
@@ -69,17 +69,24 @@ class Endings(DriverState):
                 error = f"{error.rstrip()}\n{history}"
         self._failed(run, error, duration)
 
-    def _waits_for_reload(self, run: Launched, key: UnitKey, duration: float) -> bool:
-        """dev: a task unit that started after its task's code files were written and before
-        the project was read again (the watcher's delay) ran code its signature was not made
-        of: its failure is not the plan's code failing, and its result would be stored under
-        the old code's signature (an exact revert of the edit would then find it clean). It
-        is said to be cancelled and waits for the reload, which decides (the same code runs
-        it again). True if so. `duration`: how long it ran, as its worker measured."""
+    def _waits_for_reload(self, run: Launched, key: UnitKey, done_after: float | None = None
+                          ) -> bool:
+        """dev: a task unit that may have run code its signature was not made of, because its
+        task's code files were written after the project was last read (the watcher's delay)
+        or have an error. A failure then is not the plan's code failing (any write since the
+        read counts: the worker may have read the file at any time); a success (`done_after`:
+        the seconds it ran, as its worker measured) only if the write came before it started:
+        otherwise it read the planned code, and its result is the plan's. Such a unit is said
+        to be cancelled and waits for the reload, which decides (the same code runs it
+        again). True if so."""
         if run.mode is not Mode.CALL or self.code_read_ns is None:
             return False
-        started_ns = time.time_ns() - int(duration * 1e9)
-        if not read_other_code(self.project, run.task.name, self.code_read_ns, started_ns):
+        if done_after is None:
+            if not (run.task.name in self.plan.code_held or written_since(
+                    self.project, run.task.name, self.code_read_ns)):
+                return False
+        elif not written_since(self.project, run.task.name, self.code_read_ns,
+                               time.time_ns() - int(done_after * 1e9)):
             return False
         self.bus.publish(ev.UnitCancelled(task=key.task, iter=key.iter, signal="none",
                                           node=run.node))

@@ -358,7 +358,8 @@ class Scheduler(Dispatch, Streaming, Replanning, Endings, DriverState):
         """The unit's terminal event (done, failed, cancelled or died)."""
         self.plan.ended(event.key)
         duration = event.duration or (time.monotonic() - run.started)
-        if event.kind is EventKind.DONE and self._waits_for_reload(run, event.key, duration):
+        if event.kind is EventKind.DONE and self._waits_for_reload(run, event.key,
+                                                                   done_after=duration):
             drop_pickle_file(event.data)  # not the plan's code: nothing of it is kept
         elif event.kind is EventKind.DONE:
             if not event.key.iter and run.mode is Mode.CALL and self.plan.ready_count():
