@@ -6,6 +6,7 @@ stays a thin layer of option parsing.
 
 from __future__ import annotations
 
+import _imp
 import asyncio
 import contextlib
 import importlib
@@ -146,8 +147,6 @@ NOT_PRELOADED = frozenset({"this", "antigravity", "__main__"})
 def _costs_an_import(stdlib_module: str) -> bool:
     """A standard-library module worth preloading: not one every interpreter has from its
     start (built in, or frozen like `os`), nor one of NOT_PRELOADED."""
-    import _imp
-
     return (stdlib_module not in NOT_PRELOADED and stdlib_module not in sys.builtin_module_names
             and not _imp.is_frozen(stdlib_module))
 
@@ -191,15 +190,16 @@ def _imported(current: Project) -> list[tuple[str, str]]:
     from watchrun.project.externals import PYTHON_VERSION, version_of
 
     tops: dict[str, str] = {}
-    stdlib: dict[str, str] = {}
+    reached: set[str] = set()  # standard-library modules
     users: set[str] = set()
     for name, closure in current.closures.items():
         for top, version in closure.externals:
             if version != PYTHON_VERSION:
                 tops[top] = version
                 users.add(name)
-            elif _costs_an_import(top):
-                stdlib[top] = version
+            else:
+                reached.add(top)
+    stdlib = {top: PYTHON_VERSION for top in sorted(reached) if _costs_an_import(top)}
     if not tops:
         return list(stdlib.items())
     root = current.config.root

@@ -122,7 +122,7 @@ class Scheduler(Dispatch, Streaming, Replanning, Endings, DriverState):
         self._cutoff: dict[str, str] = {}
         self.last_inputs: dict[str, dict[str, str | None]] = {}  # dev: inputs last resolved with
         # dev: time.time_ns() when the project's files were last read (engine/code_on_disk.py);
-        # None in a build, where a unit's failure is always its own
+        # None in a build, where a unit's end (failed or done) is always its own code's
         self.code_read_ns: int | None = None
         self._done = asyncio.Event()
         # units to resolve (see _drain): those a result made checkable, first; then those the
