@@ -184,9 +184,9 @@ def test_a_long_scope_is_held_in_a_bounded_window_by_a_real_build(project) -> No
     ok, total = asyncio.run(run())
     assert ok and total == sum(2 * i for i in range(STREAM_ITEMS))
     assert len(held) == STREAM_ITEMS
-    # held: the read-ahead window, the yields already in the generator's pipe when it is
-    # paused (a few hundred small ones), and what finished since the last commit (every
-    # 50 ms); a bound that does not grow with the scope. Without the release rule the
-    # samples grow to the whole scope.
+    # held: the read-ahead window, the yields sent but not yet read (its credit, 8:
+    # executors/yield_credit.py), and what finished since the last commit (every 50 ms); a
+    # bound that does not grow with the scope. Without the release rule the samples grow to
+    # the whole scope.
     assert max(held) <= STREAM_ITEMS // 3, max(held)
     assert held[-1] <= STREAM_ITEMS // 3, held[-1]

@@ -166,15 +166,22 @@ class Dispatch(DriverState):
 
     def _throttle(self) -> None:
         """The bounded read-ahead window: a generator whose scope has enough units waiting
-        is stopped (SIGSTOP, like a pause) until they drain, so a scope of millions of items
-        is read as fast as it is consumed. An executor that cannot pause (Ray) is not held."""
+        is held until they drain, so a scope of millions of items is read as fast as it is
+        consumed. The local executor holds it at its next `yield` (its credit withheld,
+        executors/yield_credit.py); another one stops it (SIGSTOP, like a pause), or cannot
+        (Ray) and does not hold it."""
         hold, release = self.plan.throttled()
+        hold_yields = getattr(self.executor, "hold_yields", None)
         for gen in hold:
-            if UnitKey(gen) in self.running and not self.paused:
-                self.executor.pause(UnitKey(gen))
+            key = UnitKey(gen)
+            if key in self.running and not (hold_yields and hold_yields(key, True)) \
+                    and not self.paused:
+                self.executor.pause(key)
         for gen in release:
-            if UnitKey(gen) in self.running and not self.paused:
-                self.executor.resume(UnitKey(gen))
+            key = UnitKey(gen)
+            if key in self.running and not (hold_yields and hold_yields(key, False)) \
+                    and not self.paused:
+                self.executor.resume(key)
 
     def _resume_point(self, resolution: Resolution) -> int | None:
         """Nearest clean iteration: a generator whose run() takes `start` resumes after the

@@ -10,9 +10,11 @@ from watchrun.executors import protocol as proto
 from watchrun.executors.base import Job, Mode, UnitKey
 
 
-def job_spec(job: Job, objects: str | None = None) -> proto.JobSpec:
+def job_spec(job: Job, objects: str | None = None, credit: int | None = None
+             ) -> proto.JobSpec:
     """The plain-value form of a job. `objects`: the store's object folder, where the worker
-    pickles a big output (bigpickle.py); None: outputs travel as bytes in the frames."""
+    pickles a big output (bigpickle.py); None: outputs travel as bytes in the frames.
+    `credit`: the yields it may send unread (yield_credit.py; None: no limit)."""
     key = job.key
     ctx = job.ctx
     iteration = ctx.get("iter", key.iter)
@@ -37,12 +39,13 @@ def job_spec(job: Job, objects: str | None = None) -> proto.JobSpec:
         objects,
         job.outputs,
         None if job.follows is None else job.follows.fields(),
+        credit,
     )
 
 
-def job_frame(job: Job, objects: str | None = None) -> bytes:
+def job_frame(job: Job, objects: str | None = None, credit: int | None = None) -> bytes:
     """The JOB frame that hands the job to a local worker."""
-    return proto.encode(proto.Msg.JOB, *job_spec(job, objects).fields())
+    return proto.encode(proto.Msg.JOB, *job_spec(job, objects, credit).fields())
 
 
 # The scheduler hands the same objects for every unit of a task (the project's root Path, a

@@ -37,6 +37,7 @@ from watchrun.executors.warm_forks import PreloadSource, WarmTemplates
 from watchrun.executors.worker_handle import Unit, WorkerHandle
 from watchrun.executors.worker_outputs import OutputHash
 from watchrun.executors.worker_pool import PgroupCallback, WorkerPool
+from watchrun.executors.yield_credit import Grants, credit_for
 
 log = logging.getLogger("watchrun.executor")
 
@@ -98,6 +99,7 @@ class LocalExecutor:
         # the GPUs and memory budget of `resources`: what can never fit is refused at once
         self.limits = LocalLimits() if limits is None else limits
         self._outboxes: list[WorkerHandle] = []  # workers with frames to send at the turn's end
+        self._grants = Grants()  # more yields a generator may send (yield_credit.py)
         env = worker_env()
         templates = WarmTemplates(
             preload if warm_supported() else None, env, lambda: self._pool.closing, early
@@ -145,7 +147,7 @@ class LocalExecutor:
             unit = Unit(job, worker, time.monotonic())
             worker.unit = unit
         self._book.add(unit)
-        frame = job_frame(job, self._objects)
+        frame = job_frame(job, self._objects, credit_for(job.mode))
         if host is not None:  # it waits anyway: no need to wake the worker now
             self._send_soon(host, frame)
         else:
@@ -172,7 +174,7 @@ class LocalExecutor:
         unit = Unit(job, host, time.monotonic(), queued=True)
         host.queued = unit
         self._book.add(unit)
-        self._send_soon(host, job_frame(job, self._objects))
+        self._send_soon(host, job_frame(job, self._objects, credit_for(job.mode)))
         return True
 
     def push(self, key: UnitKey, kwargs: dict[str, bytes]) -> None:
@@ -208,6 +210,15 @@ class LocalExecutor:
             if not unit.queued:  # a queued unit is stopped when it starts
                 self._pool.stop(unit.worker)
             unit.paused = True
+        return True
+
+    def hold_yields(self, key: UnitKey, held: bool) -> bool:
+        """The plan's read-ahead hold of a generator: its worker gets no more credit while
+        held (yield_credit.py). False: not a generator of ours (the caller pauses it)."""
+        unit = self._book.get(key)
+        if unit is None or credit_for(unit.job.mode) is None:
+            return False
+        self._grants.hold(job_label(key), held)
         return True
 
     def resume(self, key: UnitKey) -> bool:
@@ -272,6 +283,7 @@ class LocalExecutor:
         # the most frequent first: a generator's yields, a unit's start, its end
         if kind is _YIELDED:
             self._emit(unit, EventKind.YIELDED, fields[0])  # type: ignore[arg-type]
+            self._grants.read_one(worker, job_label(unit.job.key))
         elif kind is _STARTED:
             self._emit(unit, EventKind.STARTED)
         elif kind in _TERMINAL:
@@ -348,6 +360,8 @@ class LocalExecutor:
 
     def _end_unit(self, unit: Unit) -> None:
         unit.finished = True
+        if credit_for(unit.job.mode) is not None:
+            self._grants.ended(job_label(unit.job.key))
         if unit.ended is not None:
             unit.ended.set_result(None)  # the escalation stops
         self.limits.give_back(unit.job.key)
@@ -409,7 +423,7 @@ class LocalExecutor:
         target.unit = unit
         unit.worker = target
         unit.submitted = time.monotonic()
-        target.send(job_frame(unit.job, self._objects))
+        target.send(job_frame(unit.job, self._objects, credit_for(unit.job.mode)))
         if unit.paused:  # as pause() does, only if the worker has a process yet
             unit.paused = target.pid is not None
             self._pool.stop(target)

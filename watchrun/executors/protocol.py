@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import enum
 import os
+from collections import deque
 
 try:  # the C pickler directly: `pickle` itself imports `re`, which a worker's start avoids
     from _pickle import Pickler as Pickler
@@ -51,6 +52,7 @@ class Msg(enum.IntEnum):
     JOB = 1
     PUSH = 2
     END = 3
+    CREDIT = 4  # (job label, n): n more YIELDED frames of that job may be sent
     READY = 10
     STARTED = 11
     YIELDED = 12
@@ -68,6 +70,7 @@ class JobSpec:
 
     __slots__ = (
         "chain",
+        "credit",
         "ctx_iter",
         "ctx_name",
         "ctx_root",
@@ -105,6 +108,7 @@ class JobSpec:
         objects: str | None = None,
         outputs: tuple[str, ...] | None = None,
         follows: tuple[object, ...] | None = None,
+        credit: int | None = None,
     ) -> None:
         self.label = label  # the unit as users see it: "task[3]"
         self.task = task
@@ -130,6 +134,10 @@ class JobSpec:
         # queued behind another job on this worker: the fields of a follow.Follow, which
         # say whether it runs once that one ends (None: it runs)
         self.follows = follows
+        # a generator's YIELDED frames the executor may have unread: past them, the worker
+        # waits for CREDIT before it takes the next value (None: no limit; Ray's relay reads
+        # every frame at once)
+        self.credit = credit
 
     def fields(self) -> tuple[object, ...]:
         """The JOB frame's fields: the wire form (plain values, no class to import)."""
@@ -151,6 +159,7 @@ class JobSpec:
             self.objects,
             self.outputs,
             self.follows,
+            self.credit,
         )
 
 
@@ -177,9 +186,14 @@ class FrameReader:
     def __init__(self, fd: int) -> None:
         self._fd = fd
         self._buffer = bytearray()
+        # messages read ahead of their turn (while a generator waited for CREDIT): read()
+        # gives them first, in order
+        self.kept: deque[tuple[Msg, tuple[object, ...]]] = deque()
 
     def has_message(self) -> bool:
         """A whole message is already read: read() will not wait."""
+        if self.kept:
+            return True
         buffer = self._buffer
         return len(buffer) >= HEADER_SIZE and len(buffer) >= HEADER_SIZE + body_size(
             buffer[:HEADER_SIZE]
@@ -187,6 +201,12 @@ class FrameReader:
 
     def read(self) -> tuple[Msg, tuple[object, ...]]:
         """The next message. Raises EOFError when the other side closed the channel."""
+        if self.kept:
+            return self.kept.popleft()
+        return self.read_new()
+
+    def read_new(self) -> tuple[Msg, tuple[object, ...]]:
+        """The next message from the channel itself (not one kept)."""
         buffer = self._buffer
         while True:
             if len(buffer) >= HEADER_SIZE:

@@ -94,7 +94,7 @@ class Worker:
                 spec = proto.JobSpec(*fields)  # type: ignore[arg-type]
                 if spec.follows is None or self._follows(spec.follows):
                     self.run_job(spec)
-            # PUSH / END left over from a job that already ended are dropped
+            # PUSH / END / CREDIT left over from a job that already ended are dropped
 
     def _follows(self, fields: tuple[object, ...]) -> bool:
         """A job queued behind the last one runs only if that one's outputs make it dirty
@@ -116,6 +116,7 @@ class Worker:
         # for a while without sending anything
         self._since = started
         self._channel.unannounced = True
+        self._channel.limit_yields(spec.label, spec.credit)
         self._ticker.unit_started()
         before = newest_module()
         kind: Msg

@@ -25,6 +25,31 @@ class WorkerChannel:
         self._acks = 0  # PUSHED answers not sent yet
         self._acks_since = 0.0  # time.monotonic() of the first of them
         self.push_started = 0.0  # time.monotonic() when the push being run arrived
+        # the running job's label, and the YIELDED frames it may still send before it waits
+        # for CREDIT (None: no limit)
+        self._label = ""
+        self._credit: int | None = None
+
+    def limit_yields(self, label: str, credit: int | None) -> None:
+        """A job starts: `credit` YIELDED frames may go before the executor grants more."""
+        self._label = label
+        self._credit = credit
+
+    def yielded(self) -> None:
+        """One YIELDED frame was sent: with no credit left, wait for CREDIT (keeping what
+        else comes meanwhile, a PUSH, END or the next JOB, for later). A cancel raises
+        KeyboardInterrupt here, as in any wait for the executor."""
+        if self._credit is None:
+            return
+        self._credit -= 1
+        reader = self.reader
+        while self._credit <= 0:
+            kind, fields = reader.read_new()
+            if kind is Msg.CREDIT:
+                if fields[0] == self._label:  # a late grant for an ended job counts for none
+                    self._credit += fields[1]  # type: ignore[operator]
+            else:
+                reader.kept.append((kind, fields))
 
     def send(self, kind: Msg, *fields: object) -> None:
         data = proto.encode(kind, *fields)

@@ -14,7 +14,7 @@ from watchrun.executors import bigpickle, taskmodules
 from watchrun.executors import protocol as proto
 from watchrun.executors.protocol import PICKLE_PROTOCOL, Msg, dumps, loads
 from watchrun.executors.worker_channel import WorkerChannel
-from watchrun.executors.worker_interrupts import interruptible, next_value
+from watchrun.executors.worker_interrupts import Interrupts, interruptible, next_value
 from watchrun.executors.worker_modules import TaskCode
 
 TYPE_CHECKING = False  # the worker starts without `typing` (see worker.py)
@@ -128,6 +128,15 @@ class JobModes:
                 Msg.YIELDED, pickle_value(value, spec.objects, what, spec.label, index)
             )
             index += 1
+            self._wait_for_credit()
+
+    def _wait_for_credit(self) -> None:
+        """The bounded read-ahead: past its credit, the generator waits for the executor to
+        read its yields. A cancel meanwhile is thrown into it at its `yield`, as any other."""
+        try:
+            interruptible(self._channel.yielded)
+        except KeyboardInterrupt:
+            Interrupts.pending = True
 
     def _collect(self, spec: proto.JobSpec, namespace: dict[str, Any]
                  ) -> bytes | bigpickle.StoredPickle:
