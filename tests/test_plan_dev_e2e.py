@@ -127,6 +127,60 @@ def test_an_output_deleted_or_modified_by_hand_reruns_its_producer(project) -> N
     proc.stop()
 
 
+READER = {
+    "watchrun.toml": TOML,
+    "tasks/report.py": '''
+        # /// task
+        # outputs = ["out/report.txt"]
+        # ///
+        from pathlib import Path
+
+        TEXT = "the report\\n"
+
+        def run():
+            Path("out").mkdir(exist_ok=True)
+            Path("out/report.txt").write_text(TEXT)
+            return TEXT
+    ''',
+    "data/notes.txt": "notes\n",
+    "tasks/reader.py": '''
+        # /// task
+        # after = ["report"]
+        # inputs = ["out/report.txt", "data/notes.txt"]
+        # ///
+        from pathlib import Path
+
+        def run(report):
+            return Path("out/report.txt").read_text().upper()
+    ''',
+}
+
+
+def test_a_producers_own_writes_and_a_touch_are_no_change_to_report(project) -> None:  # type: ignore[no-untyped-def]
+    """The audit of issue 14 saw `out/report.txt` in the `change` after every rerun of its
+    producer (its reader tracks it), so the TUI's header named a file nobody but its
+    producer had written. A write that leaves a file as its readers last read it is not a
+    change, nor is a `touch`."""
+    root: Path = project(READER)
+    proc = DevProcess(root)
+    assert sorted(started(proc.idle())) == ["reader", "report"]
+    edit = root / "tasks/report.py"
+    edit.write_text(edit.read_text().replace("the report", "the new report"))
+    events = proc.idle()
+    assert sorted(started(events)) == ["reader", "report"]
+    events += proc.quiet(1.0)  # the watcher reports the output written meanwhile
+    changes = [e for e in events if e["event"] == "change"]
+    assert [e["paths"] for e in changes] == [["tasks/report.py"]], changes
+    assert sorted(started(events)) == ["reader", "report"]  # nothing ran twice
+    (root / "data/notes.txt").touch()
+    assert proc.quiet(1.0) == []
+    (root / "data/notes.txt").write_text("other notes\n")
+    change = proc.wait(lambda e: e["event"] == "change")
+    assert change["paths"] == ["data/notes.txt"] and change["dirty"] == ["reader"]
+    assert started(proc.idle()) == ["reader"]
+    proc.stop()
+
+
 def test_a_project_error_cancels_nothing_and_its_fix_lets_the_unit_finish(project) -> None:  # type: ignore[no-untyped-def]
     root: Path = project({"watchrun.toml": TOML, "tasks/gated.py": GATED})
     proc = DevProcess(root)

@@ -163,7 +163,7 @@ class DevEngine(DevCommands):
             project = self._reload(sources)
         else:
             project = self.project
-        changed, tracked = self._changed_tasks(project, paths)
+        changed, noted = self._changed_tasks(project, paths)
         reloaded = project is not self.project
         held: set[str] | None = None
         if sources or paths & config_files:
@@ -171,14 +171,17 @@ class DevEngine(DevCommands):
             # once the changes below are planned: a unit let go must start with its new plan)
             self.scheduler.code_read_ns = read_ns
             held = with_broken_code(project, self.scheduler.project)
-        if not (reloaded or tracked):
+        if not (reloaded or noted):
             if held is not None:
                 self.scheduler.hold_code(held)
             return set()  # e.g. an output nobody reads: not worth a line
         reset = project.graph.downstream_closure(c for c in changed if c in project.tasks)
         dirty = {t for t in reset | changed
                  if t in project.tasks and not project.tasks[t].abstract}
-        rels = sorted(rel_path(self.config.root, p) for p in paths)
+        # the paths that count: code and settings, and the data files that changed something
+        # (not a folder a task created, nor an output its producer wrote as its reader read it)
+        rels = sorted(noted | {rel_path(self.config.root, p) for p in paths
+                               if p in sources or p in config_files})
         self.bus.publish(ev.Change(paths=rels, dirty=sorted(dirty)))
         self.project = project
         if reloaded:
@@ -203,8 +206,9 @@ class DevEngine(DevCommands):
         self._recomputed = None
         return self.loader.reload(sources)
 
-    def _changed_tasks(self, project: Project, paths: set[Path]) -> tuple[set[str], bool]:
-        """(tasks whose signature may differ, whether any path is an input of some task)."""
+    def _changed_tasks(self, project: Project, paths: set[Path]) -> tuple[set[str], set[str]]:
+        """(tasks whose signature may differ, the paths among inputs or outputs that differ
+        from what their tasks last saw)."""
         changed: set[str] = set()
         if project is not self.project:
             # after an incremental reload only the recomputed closures can differ
@@ -226,35 +230,43 @@ class DevEngine(DevCommands):
                 self.fingerprints.update(new)
             self._recomputed = None
         rels = {rel_path(self.config.root, p) for p in paths}
-        tracked = self._inputs_changed(project, rels, changed)
-        return changed, self._outputs_changed(project, rels, changed) or tracked
+        return changed, (self._inputs_changed(project, rels, changed)
+                         | self._outputs_changed(project, rels, changed))
 
-    def _inputs_changed(self, project: Project, rels: set[str], changed: set[str]) -> bool:
-        """Add the tasks whose tracked inputs' contents differ; whether any path is one."""
-        tracked = False
-        for name in sorted(self._inputs_index(project).readers(rels)):
+    def _inputs_changed(self, project: Project, rels: set[str], changed: set[str]
+                        ) -> set[str]:
+        """Add the tasks whose tracked inputs' contents differ from what they last read;
+        the paths that are such inputs. A file written again as its readers read it (an
+        upstream's output, its reader resolved already; a `touch`) is none."""
+        index = self._inputs_index(project)
+        differ: set[str] = set()
+        for name in sorted(index.readers(rels)):
             task = project.tasks[name]
             if name in changed or name in project.broken:
                 continue
-            tracked = True
             before = self.scheduler.last_inputs.get(name)
             now = self.scheduler.resolver.hash_inputs(task)
-            if (before is None or now != before) and not self._self_changed(name, now):
-                changed.add(name)
-        return tracked
+            if before is None or now != before:
+                differ.add(name)
+                if not self._self_changed(name, now):
+                    changed.add(name)
+        return {rel for rel in rels if index.readers({rel}) & differ} if differ else set()
 
-    def _outputs_changed(self, project: Project, rels: set[str], changed: set[str]) -> bool:
-        """Add the producers whose declared outputs someone else deleted or modified."""
-        tracked = False
-        for name in sorted(self._index_of(project, "outputs").readers(rels)):
+    def _outputs_changed(self, project: Project, rels: set[str], changed: set[str]
+                         ) -> set[str]:
+        """Add the producers whose declared outputs someone else deleted or modified; the
+        paths that are such outputs."""
+        index = self._index_of(project, "outputs")
+        producers: set[str] = set()
+        for name in sorted(index.readers(rels)):
             if name in changed or name in project.broken or self.scheduler.running_units(name):
                 continue  # a running producer writes its own outputs
             last = self.scheduler.last_outputs.get(name)
             now = self.scheduler.resolver.hash_outputs(project.tasks[name])
             if last is not None and _present(now) != _present(last):
                 changed.add(name)  # deleted or modified by someone else: its producer reruns
-                tracked = True
-        return tracked
+                producers.add(name)
+        return {rel for rel in rels if index.readers({rel}) & producers} if producers else set()
 
     def _self_changed(self, name: str, now: dict[str, str | None]) -> bool:
         """Whether a change of the task's inputs is its own doing: its last run ended with
