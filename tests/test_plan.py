@@ -301,6 +301,7 @@ def scope_graph() -> Graph:
     graph.upstreams = {"gen": {"table": "table"}, "a": {"gen": "gen", "lookup": "lookup"},
                        "b": {"a": "a"}, "total": {"b": "b"}, "report": {"total": "total"}}
     graph.implicit = {"reader": {"a"}}
+    graph.reads_files_of = {"reader": {"a"}}
     graph.downstreams = {"table": {"gen"}, "gen": {"a"}, "lookup": {"a"}, "a": {"b", "reader"},
                          "b": {"total"}, "total": {"report"}}
     graph.scope = {"a": ("gen",), "b": ("gen",), "total": ("gen",), "lookup": (), "table": ()}
@@ -387,6 +388,17 @@ def test_units_in_a_scope_and_producers_of_read_files_do_not_wait() -> None:
     graph = cutoff_graph()
     # a: a value per iteration; a is also read as a file by `reader`
     assert cutoff_waits({"a", "b"}, graph, graph, lambda n: True) == set()
+
+
+def test_a_producer_read_as_a_file_by_a_task_that_also_takes_its_value_does_not_wait() -> None:
+    """`a` takes lookup's value and may also read lookup's file (then its `after` edge hides
+    the file edge from `implicit`): a rerun of lookup rewrites that file, so its downstream
+    is reset at once and resolved against the new file, not kept on the old value."""
+    graph = cutoff_graph()
+    graph.reads_files_of = {**graph.reads_files_of, "a": {"lookup"}}
+    assert cutoff_waits({"lookup"}, graph, graph, lambda n: True) == set()
+    graph = cutoff_graph()  # without the file edge, lookup's downstream waits for its value
+    assert cutoff_waits({"lookup"}, graph, graph, lambda n: True) == {"lookup"}
 
 
 def test_a_task_without_a_known_value_resets_its_downstream_at_once() -> None:

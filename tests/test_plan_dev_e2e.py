@@ -181,6 +181,31 @@ def test_a_producers_own_writes_and_a_touch_are_no_change_to_report(project) -> 
     proc.stop()
 
 
+def test_a_reader_that_also_takes_its_producers_value_reruns_before_idle(project) -> None:  # type: ignore[no-untyped-def]
+    """`reader` takes report's value (`after`) and reads its file (`inputs`). An edit makes
+    report write other text but return the same value: the early cutoff on the value must
+    not keep reader, whose file changed. It used to: `idle` came with reader stale, and only
+    the watcher's report of the file ran it, after that idle."""
+    root: Path = project({**PRODUCER, "tasks/reader.py": '''
+        # /// task
+        # after = ["report"]
+        # inputs = ["out/report.txt"]
+        # ///
+        from pathlib import Path
+
+        def run(report):
+            return Path("out/report.txt").read_text().upper()
+    '''})
+    proc = DevProcess(root)
+    assert sorted(started(proc.idle())) == ["reader", "report"]
+    edit = root / "tasks/report.py"
+    edit.write_text(edit.read_text().replace("the report", "the new report"))
+    assert sorted(started(proc.idle())) == ["reader", "report"]
+    assert started(proc.quiet(1.0)) == []
+    assert watchrun(root, "show", "reader").stdout.strip() == "THE NEW REPORT"
+    proc.stop()
+
+
 def test_a_project_error_cancels_nothing_and_its_fix_lets_the_unit_finish(project) -> None:  # type: ignore[no-untyped-def]
     root: Path = project({"watchrun.toml": TOML, "tasks/gated.py": GATED})
     proc = DevProcess(root)

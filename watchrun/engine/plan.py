@@ -397,14 +397,15 @@ def cutoff_waits(changed: Iterable[str], before: Graph, after: Graph,
     for name in changed:
         if name not in after.order or not plain(name) or after.scope.get(name):
             continue
-        if any(name in producers for producers in after.implicit.values()):
+        if any(name in producers for producers in after.reads_files_of.values()):
             continue
         below = after.downstream_closure([name])
         if below != before.downstream_closure([name]):
             continue
         if all(before.upstreams.get(t) == after.upstreams.get(t)
                and before.scope.get(t) == after.scope.get(t)
-               and before.implicit.get(t) == after.implicit.get(t) for t in below):
+               and before.reads_files_of.get(t) == after.reads_files_of.get(t)
+               for t in below):
             waits.add(name)
     return waits
 

@@ -98,7 +98,7 @@ class Replanning(DriverState):
         their upstream's new value is known."""
         if not names:
             return
-        replan = self.plan.replan(changed, names, self.graph.implicit)
+        replan = self.plan.replan(changed, names, self.graph.reads_files_of)
         for key in replan.cancel:
             self.executor.cancel(key)
         self._checks = deque(c for c in self._checks if c[0] not in names)

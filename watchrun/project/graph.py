@@ -29,6 +29,9 @@ class Graph:
     tasks: dict[str, Task]  # every task, abstract ones included (for inheritance views)
     upstreams: dict[str, dict[str, str]] = field(default_factory=dict)  # after: arg -> upstream
     implicit: dict[str, set[str]] = field(default_factory=dict)  # task -> producers it waits for
+    # task -> every producer whose declared outputs its inputs match, an `after` edge or not:
+    # who a producer's rerun rewrites files under (implicit leaves out the `after` ones)
+    reads_files_of: dict[str, set[str]] = field(default_factory=dict)
     downstreams: dict[str, set[str]] = field(default_factory=dict)  # both kinds of edge
     order: list[str] = field(default_factory=list)  # healthy non-abstract tasks, upstream first
     scope: dict[str, tuple[str, ...]] = field(default_factory=dict)  # generators, outermost first
@@ -93,6 +96,7 @@ class _Builder:
                 self._explicit(task)
         self._outputs_contract()
         graph.implicit = implicit_edges([graph.tasks[n] for n in self.nodes], self.root)
+        graph.reads_files_of = {name: set(ups) for name, ups in graph.implicit.items() if ups}
         for name in self.nodes:
             explicit = set(graph.upstreams[name].values())
             implicit = graph.implicit[name]
