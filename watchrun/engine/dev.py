@@ -236,8 +236,9 @@ class DevEngine(DevCommands):
     def _inputs_changed(self, project: Project, rels: set[str], changed: set[str]
                         ) -> set[str]:
         """Add the tasks whose tracked inputs' contents differ from what they last read;
-        the paths that are such inputs. A file written again as its readers read it (an
-        upstream's output, its reader resolved already; a `touch`) is none."""
+        the paths worth reporting: such inputs, and any other input that is nobody's output
+        (a data file touched: seen, nothing to run). An upstream's output that its readers
+        have read as it is now is its producer's own write, not news."""
         index = self._inputs_index(project)
         differ: set[str] = set()
         for name in sorted(index.readers(rels)):
@@ -250,7 +251,9 @@ class DevEngine(DevCommands):
                 differ.add(name)
                 if not self._self_changed(name, now):
                     changed.add(name)
-        return {rel for rel in rels if index.readers({rel}) & differ} if differ else set()
+        outputs = self._index_of(project, "outputs")
+        return {rel for rel in rels if (readers := index.readers({rel}))
+                and (readers & differ or not outputs.readers({rel}))}
 
     def _outputs_changed(self, project: Project, rels: set[str], changed: set[str]
                          ) -> set[str]:
