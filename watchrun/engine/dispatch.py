@@ -171,15 +171,14 @@ class Dispatch(DriverState):
         executors/yield_credit.py); another one stops it (SIGSTOP, like a pause), or cannot
         (Ray) and does not hold it."""
         hold, release = self.plan.throttled()
-        hold_yields = getattr(self.executor, "hold_yields", None)
         for gen in hold:
             key = UnitKey(gen)
-            if key in self.running and not (hold_yields and hold_yields(key, True)) \
+            if key in self.running and not self.executor.hold_yields(key, True) \
                     and not self.paused:
                 self.executor.pause(key)
         for gen in release:
             key = UnitKey(gen)
-            if key in self.running and not (hold_yields and hold_yields(key, False)) \
+            if key in self.running and not self.executor.hold_yields(key, False) \
                     and not self.paused:
                 self.executor.resume(key)
 

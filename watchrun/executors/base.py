@@ -205,6 +205,11 @@ class Executor(Protocol):
 
     def resume(self, key: UnitKey) -> bool: ...
 
+    def hold_yields(self, key: UnitKey, held: bool) -> bool:
+        """The plan's read-ahead hold of a generator (held) or its end (not held), kept by
+        the executor's own means. False if it has none: the driver pauses it instead."""
+        ...
+
     def running(self) -> list[UnitKey]: ...
 
     async def close(self) -> None:

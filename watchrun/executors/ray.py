@@ -163,6 +163,9 @@ class RayExecutor:
             unit.call("cancel")
         unit.timer = loop.call_later(2 * self._grace + FORCE_AFTER, self._force, unit)
 
+    def hold_yields(self, key: UnitKey, held: bool) -> bool:
+        return False  # no credit on Ray's relay: the driver pauses instead (base.Executor)
+
     def pause(self, key: UnitKey) -> bool:
         """SIGSTOP to the unit's group on its node: a persistent unit through its actor, a
         CALL unit through the nodes' NodeControl actors (a running Ray task takes no calls).

@@ -140,6 +140,9 @@ class InstantExecutor:
     def pause(self, key: Any) -> bool:
         return False
 
+    def hold_yields(self, key: Any, held: bool) -> bool:
+        return False
+
     def resume(self, key: Any) -> bool:
         return False
 
