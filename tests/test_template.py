@@ -18,7 +18,9 @@ from tests.conftest import wait_for, watchrun, worker_processes, write_project
 from tests.devproc import DevProcess
 from tests.test_dev_e2e import edit
 from watchrun.config import load_config
+from watchrun.executors import warm
 from watchrun.executors.warm import wanted_modules
+from watchrun.executors.warm_forks import WarmTemplates
 
 pytestmark = [
     pytest.mark.usefixtures("no_leaks"),
@@ -317,6 +319,21 @@ def test_after_a_library_upgrade_units_run_the_new_version(
         assert (root / "version-2").read_text().split()[0] == "2.0"
     finally:
         assert dev.stop() == 130
+
+
+def test_an_install_is_seen_at_once_by_a_unit_started_when_nothing_runs(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The look at the installed libraries is made at most every INSTALL_CHECK seconds while
+    units run. When nothing runs it is made whatever the time since the last one: the upgrade
+    test above failed in CI when its edit came within 50 ms of the first unit's start."""
+    site = tmp_path / "site-packages"
+    site.mkdir()
+    monkeypatch.setattr(warm, "_SITES", [str(site)])
+    templates = WarmTemplates(lambda: [], {}, lambda: False)  # no loop: starts nothing
+    install_fakelib(site, "2.0")
+    assert not templates.installed_changed()  # a burst of submits: looked at just now
+    assert templates.installed_changed(nothing_runs=True)
+    assert not templates.installed_changed(nothing_runs=True)  # nothing new since
 
 
 def test_a_module_that_kills_the_template_at_import_does_not_stop_the_build(

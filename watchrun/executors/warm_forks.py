@@ -71,14 +71,16 @@ class WarmTemplates:
         """Whether the next worker should be forked (else: exec)."""
         return self._preload is not None and self._failures < TEMPLATE_ATTEMPTS
 
-    def installed_changed(self) -> bool:
-        """Every INSTALL_CHECK seconds at most: whether libraries were installed or upgraded
-        (`pip install` during `dev`). If so the template may hold old versions: forks wait for
-        a new one (the caller ends the idle workers whose stamp is not `stamp`)."""
+    def installed_changed(self, nothing_runs: bool = False) -> bool:
+        """Whether libraries were installed or upgraded (`pip install` during `dev`). If so
+        the template may hold old versions: forks wait for a new one (the caller ends the
+        idle workers whose stamp is not `stamp`). Every INSTALL_CHECK seconds at most while
+        units run (a burst of submits looks once); when `nothing_runs`, always, so that a
+        unit started right after an install (`pip install x && touch task.py`) sees it."""
         if self._preload is None:
             return False
         now = time.monotonic()
-        if now - self._stamp_checked < INSTALL_CHECK:
+        if not nothing_runs and now - self._stamp_checked < INSTALL_CHECK:
             return False
         self._stamp_checked = now
         stamp = installed_stamp()

@@ -147,7 +147,7 @@ class WorkerPool:
     def check_installed(self) -> None:
         """If libraries were installed or upgraded, idle workers may hold old versions: they
         are ended."""
-        if self.templates.installed_changed():
+        if self.templates.installed_changed(all(w.unit is None for w in self.workers)):
             for worker in [w for w in self.idle if w.stamp != self.templates.stamp]:
                 self.retire(worker)
 
