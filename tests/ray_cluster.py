@@ -527,8 +527,10 @@ def _running_stopped(root: Path, events: list[Any]) -> bool:
     from watchrun.engine import events as ev
 
     ended = {e.iter for e in events if isinstance(e, ev.UnitFinished) and e.task == "work"}
+    # a unit writes N.tmp then renames it to N: only the renamed files are whole
     pids = [int(p.read_text() or 0) for p in (root / "pids").iterdir()
-            if (int(p.name),) not in ended] if (root / "pids").is_dir() else []
+            if p.name.isdigit() and (int(p.name),) not in ended] \
+        if (root / "pids").is_dir() else []
     try:
         return all(pid and psutil.Process(pid).status() == psutil.STATUS_STOPPED
                    for pid in pids)
