@@ -3,11 +3,16 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+from watchrun.config import load_config
+from watchrun.engine.dispatch import task_ranks
 from watchrun.engine.plan import Plan, TaskRank, cutoff_waits, stages
 from watchrun.engine.readiness import DenseKeys, Readiness
 from watchrun.engine.scopes import Consumer, finished_by_consumers
 from watchrun.executors.base import UnitKey
 from watchrun.project.graph import Graph
+from watchrun.project.loader import ProjectLoader
 
 # gen -> a -> b -> total (a collector), as in SPEC section 3's streaming example; `cheap`
 # stands alone outside the scope
@@ -135,6 +140,27 @@ def test_the_window_holds_a_generator_ahead_of_its_consumers() -> None:
     runner.fill()  # a[0], a[1] start: 2 wait, at half the window the generator goes on
     assert plan.throttled() == ([], ["gen"])
     assert not plan.held("gen")
+
+
+def test_the_window_holds_the_generator_whose_yields_make_a_nested_scope(
+        tmp_path: Path) -> None:
+    """In outer -> inner (an inner generator) -> stage, stage's waiting units count against
+    `inner`: holding `outer` (done after its few items) would let `inner` run on unbounded."""
+    for name, header in {"outer": 'kind = "generator"',
+                         "inner": 'kind = "generator"\n# after = ["outer"]',
+                         "stage": 'after = ["inner"]'}.items():
+        path = tmp_path / "tasks" / f"{name}.py"
+        path.parent.mkdir(exist_ok=True)
+        body = "yield 1" if "generator" in header else "return 1"
+        path.write_text(f"# /// task\n# {header}\n# ///\ndef run(**kw):\n    {body}\n")
+    config, _ = load_config(tmp_path)
+    project = ProjectLoader(config).load()
+    assert project.errors == []
+    ranks = task_ranks(project)
+    assert ranks["stage"].generator == "inner" and ranks["inner"].generator == "outer"
+    plan, runner = make(jobs=1, window=2, ranks=ranks)
+    want(plan, unit("stage", 0, 0), unit("stage", 0, 1))
+    assert plan.throttled() == (["inner"], [])
 
 
 def test_dropping_ready_units_lowers_the_backlog() -> None:

@@ -250,3 +250,50 @@ def test_a_generator_that_yields_at_once_stays_a_window_ahead_of_its_consumer(
     assert len(rows) == 300
     ahead = max(made - done for made, done in rows)
     assert ahead <= 8 + 8 + 2 + 1, ahead
+
+
+NESTED = {
+    "watchrun.toml": "jobs = 2\n",
+    "tasks/outer.py": """
+        # /// task
+        # kind = "generator"
+        # ///
+        def run():
+            yield from range(2)
+    """,
+    "tasks/items.py": """
+        # /// task
+        # kind = "generator"
+        # after = ["outer"]
+        # ///
+        import os
+
+        def run(outer):
+            with open("ahead.log", "a") as log:
+                for i in range(150):
+                    log.write(f"{outer * 150 + i} {len(os.listdir('done'))}\\n")
+                    log.flush()
+                    yield outer * 150 + i
+    """,
+    "tasks/a.py": INSTANT["tasks/a.py"],
+    "tasks/total.py": INSTANT["tasks/total.py"],
+}
+
+
+def test_an_inner_generator_that_yields_at_once_stays_a_window_ahead(tmp_path: Path) -> None:
+    """The same bound in a nested scope: the units waiting in the inner generator's scope
+    hold the inner generator. Holding the outer one, done after its two items, let the
+    inner one run 150 items ahead of its consumer (at most 300 in the log)."""
+    for name, text in NESTED.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(textwrap.dedent(text).lstrip("\n"))
+    (tmp_path / "done").mkdir()
+    result = watchrun(tmp_path, "build", "--json")
+    assert result.code == 0, result.stderr
+    finished = [json.loads(line) for line in result.stdout.splitlines()][-1]
+    assert finished["ok"] and finished["ran"] == 303
+    rows = [tuple(map(int, line.split()))
+            for line in (tmp_path / "ahead.log").read_text().splitlines()]
+    assert len(rows) == 300
+    ahead = max(made - done for made, done in rows)
+    assert ahead <= 8 + 8 + 2 + 1, ahead

@@ -44,7 +44,7 @@ def task_ranks(project: Project) -> dict[str, TaskRank]:
     for name, task in project.tasks.items():
         scope = graph.scope.get(name, ())
         ranks[name] = TaskRank(task.priority, stage.get(name, 0),
-                               task.kind is not Kind.TASK, scope[0] if scope else "",
+                               task.kind is not Kind.TASK, scope[-1] if scope else "",
                                cpu_slots(task.resources.cpus), task.resources.memory or 0,
                                task.resources.gpus)
     return ranks

@@ -45,7 +45,7 @@ class TaskRank(NamedTuple):
     priority: int = 0  # the header's `priority`: higher runs first
     stage: int = 0  # longest path from a task without upstreams: later stages go first
     persistent: bool = False  # generators, collectors: a process of their own, outside `jobs`
-    generator: str = ""  # the outermost generator of its scope ("" outside any scope)
+    generator: str = ""  # the innermost generator of its scope, whose yields make its keys
     slots: int = 1  # `jobs` slots one unit takes (its `resources.cpus`, see cpu_slots)
     memory: int = 0  # bytes of the memory budget one unit takes (`resources.memory`)
     gpus: int = 0  # GPUs one unit holds (`resources.gpus`)
@@ -98,7 +98,7 @@ class Plan(Generic[Payload, Live]):
         self._ready: list[_Entry] = []
         self._ready_persistent: list[_Entry] = []  # they take no slot: never wait for one
         self._counter = itertools.count()
-        self._backlog: dict[str, int] = {}  # outermost generator -> ready units of its scope
+        self._backlog: dict[str, int] = {}  # innermost generator -> ready units of its scope
         self._held: set[str] = set()  # generators the driver was told to hold
         # tasks whose code on disk is not what this plan decided on (dev: a file saved with an
         # error, or changed under a unit that then failed): none of their units starts until
