@@ -158,7 +158,7 @@ def test_the_window_holds_the_generator_whose_yields_make_a_nested_scope(
     assert project.errors == []
     ranks = task_ranks(project)
     assert ranks["stage"].generator == "inner" and ranks["inner"].generator == "outer"
-    plan, runner = make(jobs=1, window=2, ranks=ranks)
+    plan, _ = make(jobs=1, window=2, ranks=ranks)
     want(plan, unit("stage", 0, 0), unit("stage", 0, 1))
     assert plan.throttled() == (["inner"], [])
 
