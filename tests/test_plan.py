@@ -563,7 +563,73 @@ def test_a_replan_after_release_resolves_the_reset_tasks_units_again() -> None:
     # b's new values are released again once finished; a's cursor stays where it was
     assert ready.releasable("gen", 4, ["a", "b"]) == 1
     ready.release("gen", 1, ["a", "b"])
-    assert ("b", (0,)) not in ready.values and ready.released["a"] == 3
+    assert ("b", (0,)) not in ready.values and ready.released["a"] == (3,)
+
+
+def nested_readiness() -> Readiness:
+    """outer -> inner (an inner generator, a consumer of outer's scope) -> s -> sum (a
+    collector of inner's scope): s has the keys (i, j) of inner's iterations."""
+    graph = Graph(tasks={})
+    graph.upstreams = {"inner": {"outer": "outer"}, "s": {"inner": "inner"}, "sum": {"s": "s"}}
+    graph.downstreams = {"outer": {"inner"}, "inner": {"s"}, "s": {"sum"}}
+    graph.scope = {"inner": ("outer",), "s": ("outer", "inner"), "sum": ("outer", "inner")}
+    depth = {"outer": 1, "inner": 2, "s": 2}
+    ready = Readiness(graph, lambda up: depth.get(up, 0), lambda n: n in ("inner", "sum"))
+    ready.needed = {"outer", "inner", "s", "sum"}
+    return ready
+
+
+def stream_nested(ready: Readiness, per_push: int, pushes: int = 2) -> list[tuple[int, int]]:
+    keys = []
+    for i in range(pushes):
+        ready.iteration("outer", (i,), f"o{i}")
+        for j in range(per_push):
+            ready.iteration("inner", (i, j), f"v{i}.{j}")
+            ready.value_known("s", (i, j), f"s{i}.{j}")
+            keys.append((i, j))
+    return keys
+
+
+def test_a_nested_scope_is_released_in_the_order_of_its_keys() -> None:
+    """Two pushes of 3 items each: the first 4 iterations of inner's scope are released
+    (s's values dropped, read back when asked for); inner's own values stay, it records
+    them at its end."""
+    ready = nested_readiness()
+    ready.read_back = lambda name, key: f"stored-{name}{key}"
+    stream_nested(ready, 3)
+    assert ready.releasable_scope("inner")
+    assert ready.releasable("inner", 4, ["s"], own=False) == 4
+    dropped = ready.release("inner", 4, ["s"], own=False)
+    assert dropped == [("s", (0, 0), "s0.0"), ("s", (0, 1), "s0.1"), ("s", (0, 2), "s0.2"),
+                       ("s", (1, 0), "s1.0")]
+    assert ready.is_released("s", (0, 2)) and ready.is_released("s", (1, 0))
+    assert not ready.is_released("s", (1, 1)) and not ready.is_released("inner", (0, 0))
+    assert ready.values[("inner", (0, 0))] == "v0.0" and ("s", (1, 1)) in ready.values
+    assert ready.value("s", (0, 1)) == "stored-s(0, 1)"
+    # a value of outer's scope reaches only the keys still held
+    assert ready.reach("s", (1,)) == [("s", (1, 1)), ("s", (1, 2))]
+    assert ready.releasable("inner", 6, ["s"], own=False) == 6
+
+
+def test_a_failed_unit_of_a_nested_scope_settles_its_iteration() -> None:
+    ready = nested_readiness()
+    stream_nested(ready, 2)
+    del ready.values[("s", (0, 1))]
+    assert ready.releasable("inner", 4, ["s"], own=False) == 1
+    ready.unit_failed("inner", "s", (0, 1))
+    assert ready.releasable("inner", 4, ["s"], own=False) == 4
+    assert ("s", (0, 1), "") in ready.release("inner", 4, ["s"], own=False)
+
+
+def test_a_scope_nested_deeper_or_out_of_order_is_never_released() -> None:
+    ready = nested_readiness()
+    ready.graph.scope["inner"] = ("top", "outer")  # a third level: finish() keys may not sort
+    stream_nested(ready, 2)
+    assert not ready.releasable_scope("inner")
+    ready = nested_readiness()
+    stream_nested(ready, 2)
+    ready.iteration("inner", (0, 5), "late")
+    assert not ready.releasable_scope("inner")
 
 
 # -- followers: the unit queued behind a running one on its worker (`build`) ------------------

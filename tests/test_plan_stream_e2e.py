@@ -190,3 +190,62 @@ def test_a_long_scope_is_held_in_a_bounded_window_by_a_real_build(project) -> No
     # the whole scope.
     assert max(held) <= STREAM_ITEMS // 3, max(held)
     assert held[-1] <= STREAM_ITEMS // 3, held[-1]
+
+
+NESTED_PER_PUSH = 1500
+
+
+def nested_pipeline(per_push: int) -> dict[str, str]:
+    """outer (2 items) -> inner (an inner generator, `per_push` items per push) -> item ->
+    total (a collector of inner's scope)."""
+    return {
+        "tasks/outer.py": "# /// task\n# kind = \"generator\"\n# ///\ndef run():\n"
+                          "    yield from range(2)\n",
+        "tasks/inner.py": "# /// task\n# kind = \"generator\"\n# after = [\"outer\"]\n# ///\n"
+                          f"def run(outer):\n    for j in range({per_push}):\n"
+                          f"        yield outer * {per_push} + j\n",
+        "tasks/item.py": "# /// task\n# after = [\"inner\"]\n# ///\ndef run(inner):\n"
+                         "    return inner * 2\n",
+        "tasks/total.py": "# /// task\n# kind = \"collector\"\n# after = [\"item\"]\n# ///\n"
+                          "total = 0\n\ndef run(item):\n    global total\n    total += item\n"
+                          "\ndef gather():\n    return total\n",
+    }
+
+
+def test_a_nested_scope_is_held_in_a_bounded_window_by_a_real_build(project) -> None:  # type: ignore[no-untyped-def]
+    """The same bound in the scope of an inner generator: its per-iteration units' values
+    are released once finished and committed (the inner generator's own values are kept:
+    it records them at its end). Without that, the values of `item` held grow to the
+    whole scope (3,000)."""
+    root = project(nested_pipeline(NESTED_PER_PUSH))
+    held: list[int] = []
+
+    async def run() -> tuple[bool, int]:
+        with open_session(root, "build", write=True) as session:
+            bus = EventBus()
+            holder: dict[str, Scheduler] = {}
+
+            def sample(event: ev.Event) -> None:
+                if isinstance(event, ev.Push) and event.task == "total" \
+                        and event.iter[-1] % 50 == 0:
+                    values = holder["s"].readiness.values
+                    held.append(sum(1 for name, _ in values if name == "item"))
+
+            bus.subscribe(sample)
+            executor = make_executor("local", lambda e: holder["s"].on_exec(e), 2, 0.3,
+                                     session.store, spare=1)
+            scheduler = Scheduler(session.project, session.store, session.hasher, executor,
+                                  bus, BuildOptions())
+            holder["s"] = scheduler
+            try:
+                summary = await asyncio.wait_for(scheduler.build(["total"]), 100)
+            finally:
+                await executor.close()
+            output = session.store.get_object(scheduler.values[("total", ())])
+            return summary.ok, pickle.loads(output)
+
+    ok, total = asyncio.run(run())
+    items = 2 * NESTED_PER_PUSH
+    assert ok and total == sum(2 * i for i in range(items))
+    assert len(held) == items // 50
+    assert max(held) <= items // 3, max(held)

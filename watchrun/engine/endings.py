@@ -109,8 +109,8 @@ class Endings(DriverState):
         resolution = run.resolution
         self.recorder.state(resolution, UnitStatus.FAILED, None, duration, error)
         scope = self.graph.scope.get(resolution.task, ())
-        if len(scope) == 1:  # its iteration can still be released (streaming.py)
-            self.readiness.unit_failed(scope[0], resolution.task, resolution.iter)
+        if scope:  # its iteration can still be released (streaming.py)
+            self.readiness.unit_failed(scope[-1], resolution.task, resolution.iter)
         if resolution.task in self._cutoff and not resolution.iter:
             self._new_value_of_waited(resolution.task, None)
         self.summary.failed += 1

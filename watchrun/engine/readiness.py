@@ -4,6 +4,7 @@ the build plan (engine/plan.py): synchronous, free of processes, files and SQLit
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections.abc import Callable, Iterator, Sequence
 from typing import overload
 
@@ -49,6 +50,21 @@ class DenseKeys(Sequence[Key]):
 Keys = DenseKeys | list[Key]
 
 
+def _after(key: Key) -> Key:
+    """The first key a generator can make after `key`: (i, j) -> (i, j + 1). Every key it
+    made before compares less (its keys come in order), every key it makes later does not."""
+    return (*key[:-1], key[-1] + 1)
+
+
+def _index(keys: Keys, boundary: Key) -> int:
+    """How many of the keys compare less than `boundary` (the keys come in order)."""
+    if not boundary:
+        return 0
+    if isinstance(keys, DenseKeys):
+        return min(boundary[0], len(keys))
+    return bisect_left(keys, boundary)
+
+
 class Readiness:
     """Which units have every upstream value they need.
 
@@ -67,15 +83,18 @@ class Readiness:
         self.needed: set[str] = set()  # the tasks this build (or session) runs
         self.values: dict[tuple[str, Key], str] = {}
         self.keys: dict[str, Keys] = {}  # generator -> its iteration keys, in order
-        # Released iterations (see `release`): task -> n, the values of its units (0,) to
-        # (n - 1,) are no longer held here; they are committed, and `read_back` fetches one
-        # from the store when a replay or a replan still asks for it.
-        self.released: dict[str, int] = {}
+        # Released iterations (see `release`): task -> a key; the values of its units at the
+        # keys before it are no longer held here. They are committed, and `read_back` fetches
+        # one from the store when a replay or a replan still asks for it.
+        self.released: dict[str, Key] = {}
         self.read_back: Callable[[str, Key], str | None] = lambda name, key: None
         self._read_back: set[tuple[str, Key]] = set()  # values fetched again, held for now
         # units of a scope that failed for good, by generator and iteration: their iteration
         # is settled without their value (and without their downstream's), see `releasable`
-        self._failed: dict[str, dict[int, set[str]]] = {}
+        self._failed: dict[str, dict[Key, set[str]]] = {}
+        # inner generators whose keys did not come in order (`_after` assumes they do): their
+        # scopes are never released
+        self._unordered: set[str] = set()
         self.gen_done: set[str] = set()  # generators whose keys are all known
         self.finished: dict[str, int] = {}  # task -> units with a value
         self._downs: dict[str, list[str]] = {}
@@ -98,6 +117,7 @@ class Readiness:
             self._failed.pop(name, None)
             self.keys.pop(name, None)
             self.released.pop(name, None)  # its new values are held until released again
+            self._unordered.discard(name)
             self.gen_done.discard(name)
             self.finished.pop(name, None)
 
@@ -147,7 +167,7 @@ class Readiness:
         """The value of the unit (name, key), or of a generator's iteration; a released one
         is read back from the store (and held until the next release)."""
         value = self.values.get((name, key))
-        if value is None and key and key[0] < self.released.get(name, 0):
+        if value is None and key and key < self.released.get(name, ()):
             value = self.read_back(name, key)
             if value is not None:
                 self.values[(name, key)] = value
@@ -164,30 +184,42 @@ class Readiness:
 
     def is_released(self, name: str, key: Key) -> bool:
         """The unit finished, its results are committed and its bookkeeping is dropped."""
-        return bool(key) and key[0] < self.released.get(name, 0)
+        return bool(key) and key < self.released.get(name, ())
 
     def unit_failed(self, gen: str, name: str, key: Key) -> None:
         """A unit of `gen`'s scope failed for good (no retry left): it will have no value in
         this run, nor will its downstream at that iteration."""
         if key:
-            self._failed.setdefault(gen, {}).setdefault(key[0], set()).add(name)
+            self._failed.setdefault(gen, {}).setdefault(key, set()).add(name)
 
-    def releasable(self, gen: str, upto: int, tasks: Sequence[str]) -> int:
+    def releasable_scope(self, gen: str) -> bool:
+        """Whether the iterations of `gen`'s scope can be released (`release`): a generator
+        outside any scope, or an inner generator of one, whose keys came in order. (Deeper
+        down, the keys `finish()` makes need not come after the others.)"""
+        return gen in self.keys and len(self.graph.scope.get(gen, ())) <= 1 \
+            and gen not in self._unordered
+
+    def releasable(self, gen: str, upto: int, tasks: Sequence[str], own: bool = True) -> int:
         """How far the iterations of `gen`'s scope can be released, up to `upto` (every
         consumer of the scope has finished the iterations before it): while every unit of
         `tasks` (the scope's per-iteration tasks) at the key has its value, or had it
         released before, or will never have one (it failed, or a unit it waits for at that
-        iteration did)."""
+        iteration did). Without `own`, the generator's own values are not released (they
+        are all there)."""
         released = self.released
-        names = (gen, *tasks)
-        i = min(released.get(name, 0) for name in names)
+        names = (gen, *tasks) if own else tuple(tasks)
+        keys = self.keys_of(gen)
+        if not names:
+            return 0
+        upto = min(upto, len(keys))
+        i = min(_index(keys, released.get(name, ())) for name in names)
         values = self.values
         failed = self._failed.get(gen, {})
         while i < upto:
-            key = (i,)
+            key = keys[i]
             waiting = [name for name in names
-                       if released.get(name, 0) <= i and (name, key) not in values]
-            if waiting and not (i in failed and self._never_valued(waiting, failed[i])):
+                       if not key < released.get(name, ()) and (name, key) not in values]
+            if waiting and not (key in failed and self._never_valued(waiting, failed[key])):
                 break
             i += 1
         return i
@@ -198,34 +230,42 @@ class Readiness:
         return all(name in failed or self.graph.upstream_closure([name]) & failed
                    for name in names)
 
-    def release(self, gen: str, upto: int, tasks: Sequence[str]) -> list[tuple[str, Key, str]]:
-        """Drop the values of the iterations (0,) to (upto - 1,) of `gen` and of `tasks`
-        (see `releasable`); returns what was dropped, for the driver's own bookkeeping (a
-        unit settled without a value comes with the value ""). The keys stay a count
-        (`DenseKeys`); the values are read back when asked for."""
+    def release(self, gen: str, upto: int, tasks: Sequence[str], own: bool = True
+                ) -> list[tuple[str, Key, str]]:
+        """Drop the values of the first `upto` iterations of `gen`'s scope: those of `tasks`
+        and, with `own`, the generator's own (see `releasable`). Returns what was dropped,
+        for the driver's own bookkeeping (a unit settled without a value comes with the
+        value ""). The keys stay; the values are read back when asked for."""
         dropped: list[tuple[str, Key, str]] = []
+        keys = self.keys_of(gen)
+        upto = min(upto, len(keys))
+        if not upto:
+            return dropped
+        boundary = _after(keys[upto - 1])
         values = self.values
         failed = self._failed.get(gen, {})
-        for name in (gen, *tasks):
-            start = self.released.get(name, 0)
+        for name in (gen, *tasks) if own else tasks:
+            start = _index(keys, self.released.get(name, ()))
             for i in range(start, upto):
-                value = values.pop((name, (i,)), None)
+                key = keys[i]
+                value = values.pop((name, key), None)
                 if value is not None:
-                    dropped.append((name, (i,), value))
-                elif i in failed:
-                    dropped.append((name, (i,), ""))
+                    dropped.append((name, key, value))
+                elif key in failed:
+                    dropped.append((name, key, ""))
             if upto > start:
-                self.released[name] = upto
-        for i in [i for i in failed if i < upto]:
-            del failed[i]
-        for item in [k for k in self._read_back if k[1][0] < self.released.get(k[0], 0)]:
+                self.released[name] = boundary
+        for key in [key for key in failed if key < boundary]:
+            del failed[key]
+        for item in [k for k in self._read_back if k[1] < self.released.get(k[0], ())]:
             self._read_back.discard(item)
             values.pop(item, None)
         return dropped
 
     def held_iterations(self, gen: str) -> int:
         """The iterations of a generator's scope whose values are held in memory."""
-        return len(self.keys.get(gen, ())) - self.released.get(gen, 0)
+        keys = self.keys.get(gen)
+        return 0 if keys is None else len(keys) - _index(keys, self.released.get(gen, ()))
 
     def complete(self, name: str) -> bool:
         """Every unit of the task has a value (all its scope's iterations, once known)."""
@@ -256,6 +296,8 @@ class Readiness:
         keys = self.keys_of(gen)
         if isinstance(keys, DenseKeys) and key != (len(keys),):
             keys = self.keys[gen] = list(keys)  # not dense after all: keep them one by one
+        if keys and not keys[-1] < key:
+            self._unordered.add(gen)
         keys.append(key)
         return self.value_known(gen, key, value, counts=False)
 

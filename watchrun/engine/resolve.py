@@ -103,9 +103,10 @@ class Resolver:
         self._top_states: dict[str, UnitState] | None = None  # units outside any scope
         self._results: dict[str, _KnownResults] | None = None  # by task: see _stored_result
         self._signatures: dict[tuple[str, tuple[int, ...]], str] | None = None  # last_signature
-        # task -> n: what this resolver held of its units (0,) to (n - 1,) is dropped (their
-        # iterations are released, see Streaming._release_committed): the store answers
-        self._released: dict[str, int] = {}
+        # task -> a key: what this resolver held of its units at the keys before it is
+        # dropped (their iterations are released, see Streaming._release_committed): the
+        # store answers for them
+        self._released: dict[str, tuple[int, ...]] = {}
         # What this build's signatures were made of, for the null-build proof (nullproof.py):
         # absolute path -> the hash used, and task -> (its input patterns, what they matched).
         self.observed: dict[str, str | None] = {}
@@ -332,7 +333,7 @@ class Resolver:
         found = known.records.get(signature)
         if found is not None:
             return found
-        if in_scope and self._released.get(name, 0) and known.signatures is not None \
+        if in_scope and name in self._released and known.signatures is not None \
                 and signature not in known.signatures:
             # a released unit's signature left the set: the store says whether it has one
             return self.store.find_result(name, signature)
@@ -390,7 +391,7 @@ class Resolver:
             if top is None:
                 top = self._top_states = {s.task: s for s in self.store.top_level_states()}
             return top.get(name)
-        if iter[0] < self._released.get(name, 0):
+        if iter < self._released.get(name, ()):
             return self.store.unit_state(name, iter)
         states = self._states.get(name)
         if states is None:
@@ -414,8 +415,8 @@ class Resolver:
                 known.recorded.discard(signature)
                 if known.signatures is not None:
                     known.signatures.discard(signature)
-            if key and key[0] >= self._released.get(name, 0):
-                self._released[name] = key[0] + 1
+            if key and not key < self._released.get(name, ()):
+                self._released[name] = (*key[:-1], key[-1] + 1)
 
     def note_state(self, state: UnitState) -> None:
         if not state.iter and self._top_states is not None:
@@ -430,7 +431,7 @@ class Resolver:
         """The signature of a unit's latest state. Every unit's is read in one query the first
         time one is asked for (a null build asks for each), and kept current by `note_state`."""
         found = self._all_signatures().get((name, iter))
-        if found is None and iter and iter[0] < self._released.get(name, 0):
+        if found is None and iter and iter < self._released.get(name, ()):
             state = self.store.unit_state(name, iter)
             return None if state is None else state.signature
         return found

@@ -276,13 +276,14 @@ class Streaming(DriverState):
         What is asked for after that (a replan, a consumer restarted) is read back from
         the store (see `_read_back_value`)."""
         for gen, keys in self.keys.items():
-            if not isinstance(keys, DenseKeys) or gen not in self.needed:
+            if gen not in self.needed or not self.readiness.releasable_scope(gen):
                 continue
             upto = finished_by_consumers(
                 len(keys), (c for c in self.consumers.values() if c.generator == gen))
             tasks = self._scope_tasks(gen)
-            upto = self.readiness.releasable(gen, upto, tasks)
-            dropped = self.readiness.release(gen, upto, tasks)
+            own = isinstance(keys, DenseKeys)  # an inner generator records its own at its end
+            upto = self.readiness.releasable(gen, upto, tasks, own)
+            dropped = self.readiness.release(gen, upto, tasks, own)
             by_task: dict[str, list[Key]] = {}
             for name, key, value in dropped:
                 self.seen.discard((name, key))
@@ -295,8 +296,9 @@ class Streaming(DriverState):
 
     def _scope_tasks(self, gen: str) -> list[str]:
         """The per-iteration tasks of a generator's scope (not nested in an inner one)."""
+        inside = (*self.graph.scope.get(gen, ()), gen)
         return [t for t, scope in self.graph.scope.items()
-                if scope == (gen,) and t in self.needed and t not in self.consumers]
+                if scope == inside and t in self.needed and t not in self.consumers]
 
     def _read_back_value(self, name: str, key: Key) -> str | None:
         """A released value, asked for again: a generator's iteration from the stored
