@@ -249,3 +249,38 @@ def test_a_nested_scope_is_held_in_a_bounded_window_by_a_real_build(project) -> 
     assert ok and total == sum(2 * i for i in range(items))
     assert len(held) == items // 50
     assert max(held) <= items // 3, max(held)
+
+
+REPLAYED = {
+    "watchrun.toml": "jobs = 2\n",
+    "tasks/items.py": "# /// task\n# kind = \"generator\"\n# ///\ndef run():\n"
+                      "    yield from range(300)\n",
+    "tasks/a.py": "# /// task\n# after = [\"items\"]\n# ///\nimport time\n\n"
+                  "def run(items):\n    time.sleep(0.005)\n    return items * 2\n",
+    "tasks/total.py": "# /// task\n# kind = \"collector\"\n# after = [\"a\"]\n# ///\n"
+                      "seen = []\n\ndef run(a):\n    seen.append(a)\n\n"
+                      "def gather():\n    return sum(seen)\n",
+}
+
+
+def test_a_clean_generator_is_replayed_a_window_at_a_time(project) -> None:  # type: ignore[no-untyped-def]
+    """A rebuild after an edit below a clean generator reads its stored iterations as the
+    scope's units drain, not all at once: the same bound as a generator that runs (a scope
+    of 1,000,000 items would otherwise be resolved and queued whole before the first unit
+    ended). Before, all 300 iterations came before the first unit of `a` ended."""
+    root: Path = project(REPLAYED)
+    assert watchrun(root, "build").code == 0
+    path = root / "tasks/a.py"
+    path.write_text(path.read_text().replace("items * 2", "items * 3"))
+    run = watchrun(root, "build", "--json")
+    assert run.code == 0, run.stderr
+    replayed = finished = ahead = 0
+    for e in run.events:
+        if e["event"] == "iteration":
+            replayed += 1
+        elif e["event"] == "unit_finished" and e["task"] == "a":
+            finished += 1
+        ahead = max(ahead, replayed - finished)
+    assert replayed == 300 and finished == 300
+    assert ahead <= 60, ahead
+    assert watchrun(root, "show", "total").stdout.strip() == str(sum(3 * i for i in range(300)))

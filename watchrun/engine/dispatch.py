@@ -126,6 +126,8 @@ class Dispatch(DriverState):
         if not self.stopping and not self.paused and self.plan.ready_count():
             self._launch_ready()
         self._throttle()
+        if self._replaying:
+            self._replay_more()
         if not self._pending():
             for unit in self.plan.undecidable():
                 self._drop_speculative(unit)

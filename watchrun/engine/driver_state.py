@@ -93,6 +93,18 @@ class Launched:
         self.node: str | None = None  # where it runs, once the executor says (Ray)
 
 
+class Replay:
+    """A clean generator's stored iterations, being replayed (Streaming._replay_more)."""
+
+    __slots__ = ("busy", "count", "next", "signature")
+
+    def __init__(self, signature: str, count: int) -> None:
+        self.signature = signature
+        self.count = count  # how many it made
+        self.next = 0  # the index of the next one to replay
+        self.busy = False  # being replayed (a pump from within its wake-ups leaves it be)
+
+
 class DriverState:
     """The driver's state (see Scheduler.__init__ for what each part means), and the methods
     one part of the driver calls on another (for the type checker only: each is defined by
@@ -114,6 +126,7 @@ class DriverState:
     values: dict[tuple[str, Key], str]
     keys: dict[str, Keys]
     _gen_signatures: dict[str, str]
+    _replaying: dict[str, Replay]
     gen_done: set[str]
     seen: set[tuple[str, Key]]
     jobs: int
@@ -173,6 +186,8 @@ class DriverState:
         def _would_run(self, resolution: Resolution) -> None: ...
         def _start_generator(self, resolution: Resolution) -> None: ...
         def _replay(self, name: str, signature: str, upto: int | None = None) -> int: ...
+        def _replay_more(self) -> None: ...
+        def flush(self) -> None: ...
         def _generator_done(self, name: str) -> None: ...
         def _release_committed(self) -> None: ...
         def _read_back_value(self, name: str, key: Key) -> str | None: ...

@@ -25,6 +25,7 @@ from watchrun.engine.driver_state import (
     BuildSummary,
     DriverState,
     Launched,
+    Replay,
     drop_pickle_file,
 )
 from watchrun.engine.endings import Endings
@@ -96,6 +97,7 @@ class Scheduler(Dispatch, Streaming, Replanning, Endings, DriverState):
         # released iterations (streaming.py, _release_committed) are read back from the
         # store; a generator outside any scope -> the signature its iterations are stored by
         self._gen_signatures: dict[str, str] = {}
+        self._replaying: dict[str, Replay] = {}  # clean generators being replayed, by name
         self.readiness.read_back = self._read_back_value
         self.recorder.committed = self._release_committed
         # a generator's scope is read ahead of its slowest consumer by a few units per job
@@ -274,7 +276,8 @@ class Scheduler(Dispatch, Streaming, Replanning, Endings, DriverState):
         self._pump()
 
     def _pending(self) -> bool:
-        return bool(self._urgent or self._checks or self._current is not None)
+        return bool(self._urgent or self._checks or self._current is not None
+                    or (self._replaying and not self.stopping))
 
     def _check_now(self, name: str, key: Key) -> None:
         if self.followers:

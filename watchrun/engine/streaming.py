@@ -10,6 +10,7 @@ from watchrun.engine.dispatch import entry_args, wanted_names
 from watchrun.engine.driver_state import (
     DriverState,
     Launched,
+    Replay,
 )
 from watchrun.engine.readiness import DenseKeys, Keys
 from watchrun.engine.resolve import Resolution
@@ -30,6 +31,7 @@ from watchrun.state.store import ObjectWriteError
 FRESH_ONE = 1 << 16  # values this big are read back from the store when wanted
 FRESH_BYTES = 32 << 20  # the recent values kept in memory, in all
 FRESH_COUNT = 1 << 16  # and how many: a generator runs thousands of values ahead of its items
+REPLAY_COMMIT = 4096  # iterations of a clean generator held: commit (and release) before more
 
 
 class Streaming(DriverState):
@@ -43,8 +45,8 @@ class Streaming(DriverState):
         complete = self.store.generator_complete(name, resolution.signature)
         if complete is not None and resolution.clean:
             self._skip(name, (), resolution)
-            self._replay(name, resolution.signature)
-            self._generator_done(name)
+            self._replaying[name] = Replay(resolution.signature, complete)
+            self._replay_more()
             return
         if self.options.dry_run:
             self._would_run(resolution)
@@ -61,6 +63,42 @@ class Streaming(DriverState):
             key, value = decode_iteration(text)
             self._new_iteration(name, key, value)
         return len(stored)
+
+    def _replay_more(self) -> None:
+        """The stored iterations of the clean generators, a window at a time, while the plan
+        does not hold them: the same bound on what waits to run as a running generator's
+        (a rebuild after an edit below a generator of 1,000,000 items would otherwise read
+        them all at once). Called again by the pump; the last one ends the generator."""
+        for name in list(self._replaying):
+            replay = self._replaying.get(name)
+            if replay is None or replay.busy:
+                continue  # ended, or replaying already (a pump from within its wake-ups)
+            if self.stopping or name not in self.needed \
+                    or self._gen_signatures.get(name) != replay.signature:
+                del self._replaying[name]  # stopped, or planned again (dev)
+                continue
+            replay.busy = True
+            try:
+                self._replay_window(name, replay)
+            finally:
+                replay.busy = False
+
+    def _replay_window(self, name: str, replay: Replay) -> None:
+        while not self.plan.held(name):
+            stored = self.store.iterations_from(name, replay.signature, replay.next,
+                                                self.plan.window)
+            for text in stored:
+                key, value = decode_iteration(text)
+                replay.next += 1
+                self._new_iteration(name, key, value)
+            if not stored or replay.next >= replay.count:
+                del self._replaying[name]
+                self._generator_done(name)
+                return
+            if self._urgent or self._checks:
+                return  # its units are resolved first; the drain's pump comes back here
+            if self.readiness.held_iterations(name) >= REPLAY_COMMIT:
+                self.flush()  # clean units record nothing: commit, so that they release
 
     def _new_iteration(self, name: str, key: Key, value: str) -> None:
         self.bus.publish(ev.Iteration(task=name, iter=key))
@@ -104,7 +142,7 @@ class Streaming(DriverState):
                 return  # its stale predecessor is still being cancelled: once it has ended
             if c.generator in self.live and not self.options.dry_run:
                 self._start_consumer(c, fixed, None)  # stream pushes as values arrive
-            elif c.generator in self.gen_done:
+            elif c.generator in self.gen_done or c.generator in self._replaying:
                 c.deferred = True  # replayed: decide clean or run once the scope is known
             else:
                 return  # the generator has not started yet

@@ -182,6 +182,18 @@ class ResultTables(StoredObjects):
             values.append(value)
         return values
 
+    def iterations_from(self, task: str, signature: str, start: int, limit: int) -> list[str]:
+        """Up to `limit` stored iterations of a generator run from index `start` on, in
+        order, ending at a gap."""
+        rows = self._rows("SELECT idx, value FROM iterations WHERE task = ? AND signature = ? "
+                          "AND idx >= ? ORDER BY idx LIMIT ?", (task, signature, start, limit))
+        values: list[str] = []
+        for idx, value in rows:
+            if idx != start + len(values):
+                break
+            values.append(value)
+        return values
+
     def iteration(self, task: str, signature: str, index: int) -> str | None:
         """One stored iteration of a generator run (a value released from memory, asked for
         again)."""
