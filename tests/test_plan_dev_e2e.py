@@ -475,3 +475,47 @@ def test_a_streaming_scope_is_cancelled_once_its_upstreams_new_value_differs(pro
     proc.idle()
     proc.stop()
     assert watchrun(root, "show", "total").stdout.strip() == "2-0,2-1"
+
+
+def test_a_task_waits_for_every_upstream_that_reruns_before_it_starts(project) -> None:  # type: ignore[no-untyped-def]
+    """`d` takes `a` (quick) and `b` (slow); an edit of the helper both call reruns both.
+    `d` must start once, after both, with both new values. It used to start as soon as `a`
+    ended, on new `a` and the `b` from before the change, and then again after `b`."""
+    root: Path = project({
+        "watchrun.toml": TOML,
+        "lib/__init__.py": "",
+        "lib/h.py": "def k():\n    return 1\n",
+        "tasks/a.py": """
+            # /// task
+            # ///
+            from lib.h import k
+
+            def run():
+                return k() + 100
+        """,
+        "tasks/b.py": """
+            # /// task
+            # ///
+            import time
+            from lib.h import k
+
+            def run():
+                time.sleep(1.0)
+                return k() + 200
+        """,
+        "tasks/d.py": """
+            # /// task
+            # after = ["a", "b"]
+            # ///
+            def run(a, b):
+                with open("d.log", "a") as log:
+                    log.write(f"{a} {b}\\n")
+                return a + b
+        """,
+    })
+    proc = DevProcess(root)
+    assert sorted(started(proc.idle())) == ["a", "b", "d"]
+    (root / "lib/h.py").write_text("def k():\n    return 7\n")
+    assert sorted(started(proc.idle())) == ["a", "b", "d"]
+    proc.stop()
+    assert (root / "d.log").read_text().splitlines() == ["101 201", "107 207"]

@@ -291,7 +291,7 @@ class Scheduler(Dispatch, Streaming, Replanning, Endings, DriverState):
             self._advance(self.consumers[name])
             return
         upstream = self._upstream_values(name, key)
-        if upstream is None:
+        if upstream is None or self._awaits_new_value(name, key):
             return
         self.seen.add((name, key))
         if self._speculation_holds(UnitKey(name, key), upstream):
@@ -308,6 +308,15 @@ class Scheduler(Dispatch, Streaming, Replanning, Endings, DriverState):
             self._would_run(resolution)
         else:
             self.plan.want(UnitKey(name, key), resolution)
+
+    def _awaits_new_value(self, name: str, key: Key) -> bool:
+        """dev: an upstream reruns after a change, and its value from before the change only
+        stands in for the units it kept running (see invalidate). No unit starts or is
+        decided on it: its new value wakes the unit again (the same value or another)."""
+        if not self._cutoff:
+            return False
+        upstreams = self.graph.upstreams.get(name, {}).values()
+        return any(up in self._cutoff for up in upstreams if not self._depth(up))
 
     def _skip(self, name: str, key: Key, resolution: Resolution | None = None) -> None:
         self.summary.skipped += 1
