@@ -519,3 +519,82 @@ def test_a_task_waits_for_every_upstream_that_reruns_before_it_starts(project) -
     assert sorted(started(proc.idle())) == ["a", "b", "d"]
     proc.stop()
     assert (root / "d.log").read_text().splitlines() == ["101 201", "107 207"]
+
+
+VANISHING_PARENT = {
+    "watchrun.toml": TOML,
+    "tasks/gen.py": "# /// task\n# kind = 'generator'\n# ///\ndef run():\n"
+                    "    yield from range(40)\n",
+    "tasks/base.py": """
+        # /// task
+        # abstract = true
+        # after = ["gen"]
+        # ///
+        import time
+
+        def run(gen):
+            time.sleep(0.02)
+            return gen + 1
+    """,
+    "tasks/per.py": "# /// task\n# extends = 'base'\n# [params]\n# v = 1\n# ///\n",
+}
+
+
+def test_a_parent_gone_for_a_moment_loses_none_of_its_childs_rerun(project) -> None:  # type: ignore[no-untyped-def]
+    """An editor that truncates a file before writing it, or a `mv` away and back: while
+    `per`'s scope reruns, its parent is empty for a moment. That project is not valid (per
+    extends no task): nothing is decided on it. The rest of the scope used to be dropped,
+    and `idle` came with `per` dirty for good."""
+    root: Path = project(VANISHING_PARENT)
+    proc = DevProcess(root)
+    proc.idle()
+    per, base = root / "tasks/per.py", root / "tasks/base.py"
+    per.write_text(per.read_text().replace("v = 1", "v = 2"))
+    proc.wait(lambda e: e["event"] == "unit_finished" and e["task"] == "per",
+              what="the rerun of per to be under way")
+    text = base.read_text()
+    base.write_text("")
+    proc.wait(lambda e: e["event"] == "error", what="the project error")
+    base.write_text(text)
+    events = proc.idle(timeout=30)
+    proc.stop()
+    status = watchrun(root, "status").stdout
+    assert "clean  per  done 40/40" in status, status
+    assert not of(events, "unit_cancelled", "per"), events
+
+
+def test_a_task_file_gone_for_a_moment_cancels_nothing(project) -> None:  # type: ignore[no-untyped-def]
+    """`mv tasks/slow.py` away and back while its unit runs: the project in between is not
+    valid (`last` takes slow's value), so slow's unit goes on and is not run again."""
+    root: Path = project({
+        "watchrun.toml": TOML,
+        "tasks/slow.py": """
+            # /// task
+            # [params]
+            # n = 1
+            # ///
+            import time
+
+            def run(n):
+                with open("slow.log", "a") as log:
+                    log.write(f"{n}\\n")
+                time.sleep(1.5)
+                return n
+        """,
+        "tasks/last.py": "# /// task\n# after = ['slow']\n# ///\ndef run(slow):\n"
+                         "    return slow * 10\n",
+    })
+    proc = DevProcess(root)
+    proc.idle()
+    slow = root / "tasks/slow.py"
+    slow.write_text(slow.read_text().replace("n = 1", "n = 2"))
+    wait_for(lambda: (root / "slow.log").read_text().split() == ["1", "2"],
+             what="slow's unit to run")
+    slow.rename(root / "slow.py.away")
+    proc.wait(lambda e: e["event"] == "error", what="the project error")
+    (root / "slow.py.away").rename(slow)
+    events = proc.idle(timeout=30)
+    proc.stop()
+    assert not of(events, "unit_cancelled", "slow"), events
+    assert (root / "slow.log").read_text().split() == ["1", "2"]
+    assert watchrun(root, "show", "last").stdout.strip() == "20"

@@ -91,6 +91,8 @@ class DevEngine(DevCommands):
         self._disturbed: dict[str, int] = {}
         self._reported_self: set[str] = set()
         self._recomputed: set[str] | None = None  # tasks the last incremental reload touched
+        # the changes seen while the project read breaks tasks of the plan's (see _defer)
+        self._deferred: set[Path] | None = None
         self.watched = self._count_watched()
 
     def on_exec(self, event: ExecEvent) -> None:
@@ -150,19 +152,17 @@ class DevEngine(DevCommands):
         config_files = {self.config.root / name for name in CONFIG_FILES}
         sources = {p for p in paths if p.suffix == ".py"}
         read_ns = time.time_ns()
-        if paths & config_files:
-            config, errors = load_config(self.config.root)
-            if errors:
-                for error in errors:
-                    self.bus.publish(ev.Error(message=error.message, file=str(error.file),
-                                              line=error.line))
-                return set()
-            self.loader = ProjectLoader(config, self.store, self.hasher)
-            project = self.loader.load()
-        elif sources:
-            project = self._reload(sources)
-        else:
-            project = self.project
+        if self._deferred is not None:
+            paths = paths | self._deferred  # what waited for a valid project counts now
+        project = self._read(paths & config_files, sources)
+        if project is None:
+            return set()
+        if self._breaks_the_plan(project):
+            self._defer(project, paths, sources | (paths & config_files), read_ns)
+            return set()
+        if self._deferred is not None:
+            self._deferred = None
+            self._recomputed = None  # every task is compared with the plan's again
         changed, noted = self._changed_tasks(project, paths)
         reloaded = project is not self.project
         held: set[str] | None = None
@@ -192,6 +192,50 @@ class DevEngine(DevCommands):
         if held is not None:
             self.scheduler.hold_code(held)
         return reset
+
+    def _read(self, settings: set[Path], sources: set[Path]) -> Project | None:
+        """The project as the changed files make it now; None when the settings saved have
+        an error (said with its file and line; the session goes on with the settings it
+        has)."""
+        if settings:
+            config, errors = load_config(self.config.root)
+            if errors:
+                for error in errors:
+                    file = rel_path(self.config.root, error.file) if error.file else None
+                    self.bus.publish(ev.Error(message=error.message, file=file,
+                                              line=error.line))
+                return None
+            self.loader = ProjectLoader(config, self.store, self.hasher)
+            return self.loader.load()
+        if sources:
+            return self._reload(sources)
+        return self.project
+
+    def _breaks_the_plan(self, project: Project) -> bool:
+        """A task of the plan is gone from the project read, and others it had are broken
+        by that (a parent or an upstream whose file is empty or moved away for a moment):
+        the project read is no valid successor of the plan's. (A task broken by an error in
+        its own files is held on its own, and the rest goes on.)"""
+        planned = self.scheduler.project.tasks.keys()
+        gone = planned - project.tasks.keys() - project.broken
+        return bool(gone) and bool(project.broken & planned)
+
+    def _defer(self, project: Project, paths: set[Path], code: set[Path], read_ns: int
+               ) -> None:
+        """The project read breaks tasks the plan has (a parent or an upstream gone for a
+        moment, a bad header): no decision is taken against it. The plan keeps its project,
+        the broken tasks' units wait (those running go on), and the changes are applied
+        together once the project read is valid again for them."""
+        self._deferred = paths
+        reloaded = project is not self.project
+        self.project = project  # what the UI shows, and the next reload starts from
+        if code:
+            self.bus.publish(ev.Change(paths=sorted(rel_path(self.config.root, p)
+                                                    for p in code), dirty=[]))
+        if reloaded:
+            self._publish_errors()
+        self.scheduler.code_read_ns = read_ns
+        self.scheduler.hold_code(with_broken_code(project, self.scheduler.project))
 
     def _reload(self, sources: set[Path]) -> Project:
         """Code-only edits take the incremental path (only the closures that reach the saved
