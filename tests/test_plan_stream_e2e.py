@@ -284,3 +284,33 @@ def test_a_clean_generator_is_replayed_a_window_at_a_time(project) -> None:  # t
     assert replayed == 300 and finished == 300
     assert ahead <= 60, ahead
     assert watchrun(root, "show", "total").stdout.strip() == str(sum(3 * i for i in range(300)))
+
+
+def test_a_collector_whose_scope_broke_ends_with_an_event(project) -> None:  # type: ignore[no-untyped-def]
+    """w[3] fails: the collector, started and pushed w[0..2], cannot complete and is
+    cancelled. Its `unit_started` gets its ending (`unit_cancelled`, counted in
+    `build_finished`); it used to get none, while `status` said cancelled."""
+    root: Path = project({
+        "watchrun.toml": "jobs = 2\n",
+        "tasks/gen.py": "# /// task\n# kind = \"generator\"\n# ///\ndef run():\n"
+                        "    yield from range(4)\n",
+        "tasks/w.py": "# /// task\n# after = [\"gen\"]\n# ///\ndef run(gen):\n"
+                      "    if gen == 3:\n        raise ValueError('bad item')\n    return gen\n",
+        "tasks/c.py": "# /// task\n# kind = \"collector\"\n# after = [\"w\"]\n# ///\n"
+                      "seen = []\n\ndef run(w):\n    seen.append(w)\n\n"
+                      "def gather():\n    return sum(seen)\n",
+    })
+    run = watchrun(root, "build", "--json")
+    assert run.code == 1, run.stderr
+    ends = {"unit_finished", "unit_failed", "unit_cancelled"}
+    open_units = {}
+    for e in run.events:
+        unit = (e.get("task"), tuple(e.get("iter") or ()))
+        if e["event"] == "unit_started":
+            open_units[unit] = e
+        elif e["event"] in ends:
+            open_units.pop(unit, None)
+    assert open_units == {}, open_units
+    assert run.units("unit_cancelled") == [("c", ())]
+    finished = run.events[-1]
+    assert finished["failed"] == 1 and finished["cancelled"] == 1

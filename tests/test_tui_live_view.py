@@ -174,6 +174,27 @@ async def test_a_paused_tasks_clock_stops_and_goes_on_after_resume() -> None:
         assert app.board.elapsed("download") == pytest.approx(7)
 
 
+async def test_a_paused_task_rerun_by_a_change_has_its_clock_running_again() -> None:
+    """frames.resize paused, then a save replans it: units of the new run start while the
+    paused ones are still being cancelled, and the new run's clock runs (it stayed at
+    0.0s, and the run was recorded as taking 0.0s)."""
+    app, _, clock = make_app()
+    async with app.run_test(size=(120, 30)):
+        send(app, started("video.extract", at=T0),
+             ev.Iteration(task="video.extract", iter=(0,), time=T0),
+             ev.Iteration(task="video.extract", iter=(1,), time=T0),
+             started("frames.resize", (0,), at=T0))
+        app.board.set_paused("frames.resize", True)
+        clock.now = T0 + 5
+        send(app, ev.BuildStarted(tasks=["frames.resize"], time=T0 + 6),
+             started("frames.resize", (1,), at=T0 + 6),
+             ev.UnitCancelled(task="frames.resize", iter=(0,), signal="SIGINT", time=T0 + 7))
+        clock.now = T0 + 9
+        app._tick()
+        assert app.board.state("frames.resize") is UnitState.RUNNING
+        assert app.board.elapsed("frames.resize") == pytest.approx(3)
+
+
 async def test_last_run_comes_from_the_store_for_a_task_run_in_an_earlier_session(
         tmp_path: Path) -> None:
     state = tmp_path / ".watchrun"

@@ -30,13 +30,11 @@ class Endings(DriverState):
         if event.key.task in self._cutoff and not event.key.iter:
             self._new_value_of_waited(event.key.task, None)
         consumer = self.consumers.get(event.key.task)
-        if consumer is not None and consumer.blocked:  # cancelled by us: its scope broke
-            self.summary.blocked.append(event.key.task)
-            return
         self.summary.cancelled += 1
         self.bus.publish(ev.UnitCancelled(task=event.key.task, iter=event.key.iter,
                                           signal=event.signal or "SIGINT", node=run.node))
-        self._block_consumers(event.key.task, f"{event.key.format()} was cancelled")
+        if consumer is None or not consumer.blocked:  # else cancelled by us: its scope broke
+            self._block_consumers(event.key.task, f"{event.key.format()} was cancelled")
 
     def _time_out(self, key: UnitKey, run: Launched, seconds: float) -> None:
         state = self.running.get(key)

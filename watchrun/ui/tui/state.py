@@ -128,6 +128,9 @@ class Board(RowReadings):
             row.yields = row.done = row.pushes = row.failures = 0
             row.started = row.ended = None
             row.paused_for = 0.0
+            if not self.paused_all:  # its paused units are replaced: the new run's clock runs
+                row.paused = False
+                row.paused_since = None
             if row.base is UnitState.DIRTY:
                 row.base = UnitState.QUEUED
 
