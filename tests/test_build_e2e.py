@@ -181,6 +181,20 @@ def test_dry_run_prints_reasons_and_runs_nothing(built: Path) -> None:
     assert watchrun(built, "build", "--json").ran() == ["quiet"]
 
 
+def test_dry_run_lists_what_runs_below_a_dirty_task_too(built: Path) -> None:
+    """A changed param of `plain` reruns it and `report` below it: the dry run says both (it
+    said only `plain`, whose value it cannot know without running it) and counts what the
+    build then runs."""
+    edit(built, "tasks/plain.py", "# times = 2", "# times = 5")
+    dry = watchrun(built, "build", "--dry-run", "--json")
+    assert dry.code == 0, dry.stderr
+    started = {e["task"]: e["reasons"] for e in dry.events if e["event"] == "unit_started"}
+    assert started["report"] == ["upstream dirty: plain"] and "plain" in started
+    finished = dry.events[-1]
+    run = watchrun(built, "build", "--json")
+    assert finished["ran"] == len(run.ran()) and sorted(started) == sorted(run.ran())
+
+
 def test_status_reports_states_and_reasons(built: Path) -> None:
     edit(built, "tasks/plain.py", "# times = 2", "# times = 5")
     status = watchrun(built, "status")

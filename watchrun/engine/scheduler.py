@@ -32,6 +32,7 @@ from watchrun.engine.endings import Endings
 from watchrun.engine.followers import Followers
 from watchrun.engine.plan import Plan
 from watchrun.engine.readiness import Readiness, Wake
+from watchrun.engine.reasons import Reason, ReasonKind
 from watchrun.engine.recorder import Recorder
 from watchrun.engine.replanning import Replanning
 from watchrun.engine.resolve import Resolution, Resolver
@@ -116,6 +117,7 @@ class Scheduler(Dispatch, Streaming, Replanning, Endings, DriverState):
         # changed by anyone else reruns its producer)
         self.last_outputs: dict[str, dict[str, str | None]] = {}
         self.forced: set[str] = set()
+        self.would_run: set[str] = set()  # --dry-run: the tasks found dirty
         self.stopping = False
         self.paused = False  # dev: scheduling stopped by the user
         self.targets: list[str] = []
@@ -183,6 +185,8 @@ class Scheduler(Dispatch, Streaming, Replanning, Endings, DriverState):
 
     def finish_build(self) -> BuildSummary:
         self.flush()
+        if self.options.dry_run:
+            self._would_run_below()
         s = self.summary
         self.bus.publish(ev.BuildFinished(ok=s.ok, ran=s.ran, skipped=s.skipped,
                                           failed=s.failed, cancelled=s.cancelled))
@@ -328,8 +332,29 @@ class Scheduler(Dispatch, Streaming, Replanning, Endings, DriverState):
 
     def _would_run(self, resolution: Resolution) -> None:
         self.summary.ran += 1
+        self.would_run.add(resolution.task)
         self.bus.publish(ev.UnitStarted(task=resolution.task, iter=resolution.iter,
                                         reasons=[r.format() for r in resolution.reasons]))
+
+    def _would_run_below(self) -> None:
+        """--dry-run: a task below one that would run is never resolved (its upstream values
+        are known only once that one has run), yet it would run too: said once, with the
+        upstreams it waits for (its units, in a scope, are not known before)."""
+        reached = {name for name, _ in self.seen} | self.would_run | {
+            name for name, c in self.consumers.items() if c.ended}
+        below: set[str] = set()
+        for name in self.graph.order:
+            if name not in self.needed or name in reached or self.project.tasks[name].abstract:
+                continue
+            ups = [u for u in self.graph.order
+                   if u in self.graph.upstreams_of(name) and (u in below or u in self.would_run)]
+            reasons = [Reason(ReasonKind.UPSTREAM_DIRTY, u).format() for u in ups] or [
+                Reason(ReasonKind.UPSTREAM_DIRTY).format()]
+            if name in self.forced:
+                reasons.insert(0, Reason(ReasonKind.FORCED).format())
+            below.add(name)
+            self.summary.ran += 1
+            self.bus.publish(ev.UnitStarted(task=name, iter=(), reasons=reasons))
 
     def hold_code(self, tasks: set[str]) -> None:
         """dev, after each read of the project: the units of these tasks (their code on disk
