@@ -598,3 +598,34 @@ def test_a_task_file_gone_for_a_moment_cancels_nothing(project) -> None:  # type
     assert not of(events, "unit_cancelled", "slow"), events
     assert (root / "slow.log").read_text().split() == ["1", "2"]
     assert watchrun(root, "show", "last").stdout.strip() == "20"
+
+
+def test_an_edit_undone_while_its_unit_runs_ends_on_the_skip(project) -> None:  # type: ignore[no-untyped-def]
+    """An edit starts `c`; undone while it runs, its signature is the stored one again.
+    The stale run is cancelled and c is clean: said in that order, so that the last word
+    on c is `unit_skipped` (it was `unit_cancelled`, after the skip)."""
+    root: Path = project({
+        "watchrun.toml": TOML,
+        "tasks/c.py": """
+            # /// task
+            # [params]
+            # n = 1
+            # ///
+            import time
+
+            def run(n):
+                time.sleep(2)
+                return n
+        """,
+    })
+    proc = DevProcess(root)
+    proc.idle(timeout=30)
+    path = root / "tasks/c.py"
+    original = path.read_text()
+    path.write_text(original.replace("n = 1", "n = 777"))
+    wait_started(proc, "c")
+    path.write_text(original)
+    events = proc.idle(timeout=30)
+    proc.stop()
+    said = [e["event"] for e in events if e.get("task") == "c"]
+    assert said == ["unit_cancelled", "unit_skipped"], said

@@ -297,6 +297,9 @@ class Scheduler(Dispatch, Streaming, Replanning, Endings, DriverState):
         upstream = self._upstream_values(name, key)
         if upstream is None or self._awaits_new_value(name, key):
             return
+        stale = self.running.get(UnitKey(name, key))
+        if stale is not None and stale.superseded:
+            return  # decided once its stale run has ended (_superseded_reported), in order
         self.seen.add((name, key))
         if self._speculation_holds(UnitKey(name, key), upstream):
             return
@@ -428,6 +431,8 @@ class Scheduler(Dispatch, Streaming, Replanning, Endings, DriverState):
         successor = self.consumers.get(event.key.task)
         if successor is not None and not event.key.iter:
             self._advance(successor)
+        elif event.key.task in self.needed:
+            self._check(event.key.task, event.key.iter)  # its successor waited for this end
         self._pump()
 
     def _unit_started_or_unknown(self, event: ExecEvent) -> None:
