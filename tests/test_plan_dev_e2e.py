@@ -629,3 +629,23 @@ def test_an_edit_undone_while_its_unit_runs_ends_on_the_skip(project) -> None:  
     proc.stop()
     said = [e["event"] for e in events if e.get("task") == "c"]
     assert said == ["unit_cancelled", "unit_skipped"], said
+
+
+def test_every_change_is_followed_by_idle_and_only_a_build_by_build_finished(project) -> None:  # type: ignore[no-untyped-def]
+    """A script that saves and waits for `idle` must not hang on a save that reruns nothing
+    (a comment): `idle` follows every change once nothing runs or waits. `build_finished`
+    ends a `build_started`, and comes with none else."""
+    root: Path = project({"watchrun.toml": TOML,
+                          "tasks/one.py": "# /// task\n# ///\ndef run():\n    return 1\n"})
+    proc = DevProcess(root)
+    proc.idle()
+    path = root / "tasks/one.py"
+    path.write_text(path.read_text() + "# a comment\n")
+    events = proc.idle()
+    assert [e["event"] for e in events] == ["change", "idle"], events
+    path.write_text(path.read_text().replace("return 1", "return 2"))
+    events = proc.idle()
+    kinds = [e["event"] for e in events]
+    assert kinds[0] == "change" and kinds[-2:] == ["build_finished", "idle"], kinds
+    assert kinds.count("build_started") == 1
+    proc.stop()

@@ -131,7 +131,8 @@ class DevEngine(DevCommands):
             if not self._busy.is_set():
                 self.watched = self._count_watched()
                 self.scheduler.forced.clear()  # a rerun request is used up once it ran
-                self.scheduler.finish_build()
+                if self.scheduler.build_open:  # a change that replanned nothing opened none
+                    self.scheduler.finish_build()
                 self.bus.publish(ev.Idle())
 
     async def _watch(self) -> None:
@@ -183,6 +184,7 @@ class DevEngine(DevCommands):
         rels = sorted(noted | {rel_path(self.config.root, p) for p in paths
                                if p in sources or p in config_files})
         self.bus.publish(ev.Change(paths=rels, dirty=sorted(dirty)))
+        self._busy.set()  # `idle` follows every change, once nothing runs or waits
         self.project = project
         if reloaded:
             self._publish_errors()
@@ -232,6 +234,7 @@ class DevEngine(DevCommands):
         if code:
             self.bus.publish(ev.Change(paths=sorted(rel_path(self.config.root, p)
                                                     for p in code), dirty=[]))
+            self._busy.set()
         if reloaded:
             self._publish_errors()
         self.scheduler.code_read_ns = read_ns

@@ -138,6 +138,7 @@ class DriverState:
     self_changing: dict[str, dict[str, str | None]]
     last_outputs: dict[str, dict[str, str | None]]
     forced: set[str]
+    build_open: bool
     stopping: bool
     paused: bool
     targets: list[str]

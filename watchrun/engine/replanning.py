@@ -67,6 +67,7 @@ class Replanning(DriverState):
         order = [n for n in self.graph.order if n in self.needed and n in reset]
         if order:
             self.bus.publish(ev.BuildStarted(tasks=order))
+            self.build_open = True
         self._check_tasks(order)
         self._pump()
         return reset

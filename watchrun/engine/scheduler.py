@@ -117,6 +117,7 @@ class Scheduler(Dispatch, Streaming, Replanning, Endings, DriverState):
         # changed by anyone else reruns its producer)
         self.last_outputs: dict[str, dict[str, str | None]] = {}
         self.forced: set[str] = set()
+        self.build_open = False  # a build_started not yet ended by its build_finished
         self.would_run: set[str] = set()  # --dry-run: the tasks found dirty
         self.stopping = False
         self.paused = False  # dev: scheduling stopped by the user
@@ -163,6 +164,7 @@ class Scheduler(Dispatch, Streaming, Replanning, Endings, DriverState):
         order = [n for n in self.graph.order if n in self.needed]
         self.summary = BuildSummary()
         self.bus.publish(ev.BuildStarted(tasks=order))
+        self.build_open = True
         self._check_tasks(order)
 
     async def wait_idle(self) -> None:
@@ -188,6 +190,7 @@ class Scheduler(Dispatch, Streaming, Replanning, Endings, DriverState):
         if self.options.dry_run:
             self._would_run_below()
         s = self.summary
+        self.build_open = False
         self.bus.publish(ev.BuildFinished(ok=s.ok, ran=s.ran, skipped=s.skipped,
                                           failed=s.failed, cancelled=s.cancelled))
         return s
