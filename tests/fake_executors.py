@@ -32,6 +32,9 @@ class FakeExecutorBase:
     def pause(self, key: UnitKey) -> bool:
         return False
 
+    def set_jobs(self, jobs: int) -> None:
+        pass
+
     def hold_yields(self, key: UnitKey, held: bool) -> bool:
         return False
 

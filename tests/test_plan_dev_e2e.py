@@ -3,6 +3,7 @@ a real process, real files, the real watcher."""
 
 from __future__ import annotations
 
+import itertools
 import subprocess
 import time
 from pathlib import Path
@@ -649,3 +650,41 @@ def test_every_change_is_followed_by_idle_and_only_a_build_by_build_finished(pro
     assert kinds[0] == "change" and kinds[-2:] == ["build_finished", "idle"], kinds
     assert kinds.count("build_started") == 1
     proc.stop()
+
+
+def test_jobs_saved_while_watching_applies_and_other_settings_say_when(project) -> None:  # type: ignore[no-untyped-def]
+    """`jobs = 1` saved in watchrun.toml: the next units run one at a time (three ran at
+    once before). A setting read only as dev starts (`grace`) is said to wait for that."""
+    root: Path = project({
+        "watchrun.toml": "jobs = 3\n",
+        **{f"tasks/t{i}.py": f"""
+            # /// task
+            # [params]
+            # n = 1
+            # ///
+            import time
+
+            def run(n):
+                with open("spans.log", "a") as log:
+                    log.write(f"{{time.time()}} ")
+                    time.sleep(0.3)
+                    log.write(f"{{time.time()}}\\n")
+                return n + {i}
+        """ for i in range(3)},
+    })
+    proc = DevProcess(root)
+    proc.idle(timeout=30)
+    (root / "watchrun.toml").write_text("jobs = 1\ngrace = 5\n")
+    notice = proc.wait(lambda e: e["event"] == "error", what="the settings notice")
+    assert notice["file"] == "watchrun.toml" and "grace changed" in notice["message"], notice
+    proc.idle()
+    (root / "spans.log").unlink()
+    for i in range(3):
+        path = root / f"tasks/t{i}.py"
+        path.write_text(path.read_text().replace("n = 1", "n = 2"))
+    assert sorted(started(proc.idle(timeout=30))) == ["t0", "t1", "t2"]
+    proc.stop()
+    spans = sorted(tuple(map(float, line.split()))
+                   for line in (root / "spans.log").read_text().splitlines())
+    assert len(spans) == 3
+    assert all(a[1] <= b[0] for a, b in itertools.pairwise(spans)), spans

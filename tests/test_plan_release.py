@@ -98,6 +98,9 @@ class ScopeExecutor:
     def cancel(self, key: UnitKey) -> None:
         pass
 
+    def set_jobs(self, jobs: int) -> None:
+        pass
+
     def hold_yields(self, key: UnitKey, held: bool) -> bool:
         return False  # held by pause(), as an executor without credits is
 

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from blake3 import blake3
 
-from watchrun.config import load_config
+from watchrun.config import Config, load_config
 from watchrun.engine import events as ev
 from watchrun.engine.code_on_disk import with_broken_code
 from watchrun.engine.dev_commands import DevCommands, rel_path
@@ -34,6 +34,11 @@ from watchrun.project.loader import Project, ProjectLoader
 from watchrun.state.hashing import FileHasher
 from watchrun.state.store import Store
 from watchrun.watch import change_batches, watch_roots
+
+# settings that dev reads as it starts (the watcher's, the executor's, the store's)
+RESTART_SETTINGS = ("state_dir", "grace", "debounce_ms", "ignore", "executor_kind",
+                    "executor_address", "executor_connect_timeout", "preload",
+                    "memory_budget")
 
 
 def fingerprint(project: Project, name: str) -> str | None:
@@ -207,6 +212,7 @@ class DevEngine(DevCommands):
                     self.bus.publish(ev.Error(message=error.message, file=file,
                                               line=error.line))
                 return None
+            self._apply_settings(config)
             self.loader = ProjectLoader(config, self.store, self.hasher)
             return self.loader.load()
         if sources:
@@ -221,6 +227,20 @@ class DevEngine(DevCommands):
         planned = self.scheduler.project.tasks.keys()
         gone = planned - project.tasks.keys() - project.broken
         return bool(gone) and bool(project.broken & planned)
+
+    def _apply_settings(self, config: Config) -> None:
+        """Settings saved while watching: `jobs` applies at once, and the task folders with
+        the project read. The others are read as dev starts: said, rather than ignored."""
+        before, self.config = self.config, config
+        if config.jobs != before.jobs:
+            self.scheduler.set_jobs(config.jobs)
+        later = [name for name in RESTART_SETTINGS
+                 if getattr(config, name) != getattr(before, name)]
+        if later:
+            source = config.source or before.source
+            self.bus.publish(ev.Error(
+                message=f"{', '.join(later)} changed: applied when `watchrun dev` starts again",
+                file=rel_path(config.root, source) if source else None, line=None))
 
     def _defer(self, project: Project, paths: set[Path], code: set[Path], read_ns: int
                ) -> None:

@@ -362,6 +362,13 @@ class Scheduler(Dispatch, Streaming, Replanning, Endings, DriverState):
             self.summary.ran += 1
             self.bus.publish(ev.UnitStarted(task=name, iter=(), reasons=reasons))
 
+    def set_jobs(self, jobs: int) -> None:
+        """dev: `jobs` saved in the settings (see Executor.set_jobs)."""
+        self.executor.set_jobs(jobs)
+        self.jobs = jobs
+        self.plan.window = max(8, 4 * jobs)
+        self._pump()
+
     def hold_code(self, tasks: set[str]) -> None:
         """dev, after each read of the project: the units of these tasks (their code on disk
         has an error) do not start; the others held before may start now."""

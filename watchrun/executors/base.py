@@ -205,6 +205,11 @@ class Executor(Protocol):
 
     def resume(self, key: UnitKey) -> bool: ...
 
+    def set_jobs(self, jobs: int) -> None:
+        """`jobs` saved in the settings while `dev` watches: CALL units at a time from now on
+        (those running go on)."""
+        ...
+
     def hold_yields(self, key: UnitKey, held: bool) -> bool:
         """The plan's read-ahead hold of a generator (held) or its end (not held), kept by
         the executor's own means. False if it has none: the driver pauses it instead."""

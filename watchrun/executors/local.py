@@ -127,6 +127,10 @@ class LocalExecutor:
     def free_slots(self) -> int:
         return self._slots.free(self._pool.workers)
 
+    def set_jobs(self, jobs: int) -> None:
+        self._slots.jobs = max(jobs, 1)
+        self._pool.top_up()
+
     def submit(self, job: Job) -> None:
         self._book.check_new(job, self._pool.closing)
         refusal = self.limits.refusal(job)

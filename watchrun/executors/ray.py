@@ -163,6 +163,10 @@ class RayExecutor:
             unit.call("cancel")
         unit.timer = loop.call_later(2 * self._grace + FORCE_AFTER, self._force, unit)
 
+    def set_jobs(self, jobs: int) -> None:
+        if jobs > 0:
+            self._jobs = jobs
+
     def hold_yields(self, key: UnitKey, held: bool) -> bool:
         return False  # no credit on Ray's relay: the driver pauses instead (base.Executor)
 

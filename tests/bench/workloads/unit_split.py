@@ -140,6 +140,9 @@ class InstantExecutor:
     def pause(self, key: Any) -> bool:
         return False
 
+    def set_jobs(self, jobs: int) -> None:
+        pass
+
     def hold_yields(self, key: Any, held: bool) -> bool:
         return False
 
