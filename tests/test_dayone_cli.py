@@ -200,6 +200,45 @@ def test_an_input_glob_matching_nothing_warns_and_gives_a_reason(tmp_path: Path)
     assert "matches no file" in watchrun(root, "status").stderr
 
 
+def test_an_input_path_that_is_not_there_warns_unless_a_task_writes_it(tmp_path: Path) -> None:
+    """A misspelt file name is the commonest case of an input that matches nothing: it
+    warns as a glob does. An input that a task of the project writes (not there before its
+    first build) does not."""
+    root = write_project(tmp_path, {
+        "tasks/load.py": """
+            # /// task
+            # inputs = ["data/raw.csv"]
+            # ///
+            def run(inputs):
+                return len(inputs)
+        """,
+        "tasks/make.py": """
+            # /// task
+            # outputs = ["out/made.txt"]
+            # ///
+            from pathlib import Path
+
+            def run():
+                Path("out").mkdir(exist_ok=True)
+                Path("out/made.txt").write_text("made")
+        """,
+        "tasks/read.py": """
+            # /// task
+            # inputs = ["out/made.txt"]
+            # ///
+            def run(inputs):
+                return len(inputs)
+        """,
+    })
+    built = watchrun(root, "build")
+    assert built.code == 0, built.stderr
+    assert "tasks/load.py:2: warning: input 'data/raw.csv' of task 'load' does not exist" \
+        in built.stderr, built.stderr
+    assert "made.txt" not in built.stderr
+    assert "input matches no file: data/raw.csv" in built.stdout
+    assert "does not exist" in watchrun(root, "status").stderr
+
+
 def test_set_overrides_a_param_for_one_run(tmp_path: Path) -> None:
     root = write_project(tmp_path, {"tasks/fit.py": """
         # /// task

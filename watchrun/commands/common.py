@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import os
 import sqlite3
 import sys
 from collections.abc import Callable, Iterable
@@ -83,17 +84,26 @@ def guarded(json_out: bool, body: Callable[[], int]) -> int:
 
 
 def unmatched_inputs(project: Project, names: Iterable[str]) -> list[tuple[str, str, str]]:
-    """(task, pattern, where it is declared) of each input glob that matches no file now."""
+    """(task, pattern, where it is declared) of each input glob that matches no file now, and
+    of each input path that is not there and that no task writes (a typo in a file name)."""
     from watchrun.project.inputs import expand_inputs, has_magic
 
     found = []
     root = str(project.config.root)
+    made = [os.path.normpath(os.path.join(root, out))
+            for task in project.tasks.values() for out in task.outputs]
     for name in sorted(names):
         task = project.tasks.get(name)
         if task is None or task.abstract:
             continue
         for pattern in task.inputs:
-            if has_magic(pattern) and not expand_inputs([pattern], root):
+            if has_magic(pattern):
+                missing = not expand_inputs([pattern], root)
+            else:
+                path = os.path.normpath(os.path.join(root, pattern))
+                missing = not os.path.lexists(path) and not any(
+                    path == out or path.startswith(out + os.sep) for out in made)
+            if missing:
                 origin = task.field_origins.get("inputs")
                 where = origin.format(project.config.root).split(" (")[0] if origin else ""
                 found.append((name, pattern, where))
@@ -103,7 +113,10 @@ def unmatched_inputs(project: Project, names: Iterable[str]) -> list[tuple[str, 
 def warn_unmatched_inputs(project: Project, names: Iterable[str]) -> None:
     """A glob that matches nothing is worth a word (as Snakemake's missing input), not a
     failure: the files may be made later, or on purpose not be there."""
+    from watchrun.project.inputs import has_magic
+
     for name, pattern, where in unmatched_inputs(project, names):
         place = f"{where}: " if where else ""
-        print(f"watchrun: {place}warning: input {pattern!r} of task {name!r} matches no file",
+        found = "matches no file" if has_magic(pattern) else "does not exist"
+        print(f"watchrun: {place}warning: input {pattern!r} of task {name!r} {found}",
               file=sys.stderr)

@@ -316,11 +316,13 @@ class Resolver:
                           False, explain_dirty)
 
     def _unmatched(self, task: Task) -> list[Reason]:
-        """An input glob that matches no file: worth saying beside why the unit runs (a typo
-        in a pattern otherwise runs the task on nothing, silently)."""
+        """An input glob that matches no file, or an input path that is not there: worth
+        saying beside why the unit runs (a typo otherwise runs the task on nothing,
+        silently)."""
         root = str(self.root)
         return [Reason(ReasonKind.NO_MATCH, pattern) for pattern in task.inputs
-                if has_magic(pattern) and not expand_inputs([pattern], root)]
+                if (not expand_inputs([pattern], root) if has_magic(pattern)
+                    else not os.path.lexists(os.path.join(root, pattern)))]
 
     def _stored_result(self, name: str, signature: str, in_scope: bool) -> ResultRecord | None:
         """The stored result for a unit's signature. At the first unit resolved, the results
