@@ -316,6 +316,22 @@ def test_run_inherited_from_the_root_ancestor(tmp_path: Path, opened: list[Opene
     assert project.broken == {"leaf"}
 
 
+def test_a_plain_task_whose_run_yields_is_told_to_be_a_generator(tmp_path: Path,
+                                                                 opened: list[Opened]) -> None:
+    """Its units would fail at run time, on pickling a generator object: said at load time,
+    where the fix is (an abstract parent of generators may yield without saying its kind)."""
+    project = load(opened, tmp_path, {
+        "tasks/items.py": "# /// task\n# ///\ndef run():\n    yield 1\n",
+        "tasks/base.py": "# /// task\n# abstract = true\n# ///\ndef run():\n    yield 1\n",
+        "tasks/gen.py": "# /// task\n# extends = 'base'\n# kind = 'generator'\n# ///\n",
+    })
+    assert messages(project) == [
+        "tasks/items.py:3: error: task 'items': run() yields, so its output would be a "
+        "generator object; a task whose units come from its yields is a generator: add "
+        'kind = "generator" to its header']
+    assert project.graph.order == ["gen"]
+
+
 def test_what_run_may_receive(tmp_path: Path, opened: list[Opened]) -> None:
     project = load(opened, tmp_path, {
         "tasks/g.py": """

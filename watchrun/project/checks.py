@@ -81,6 +81,11 @@ class CodeChecks:
             self.fail(task, file, run.line,
                       f"generator {task.name!r}: run() is not a generator function "
                       "(it never yields)")
+        elif task.kind is Kind.TASK and run.is_generator and not task.abstract:
+            self.fail(task, file, run.line,
+                      f"task {task.name!r}: run() yields, so its output would be a generator "
+                      "object; a task whose units come from its yields is a generator: add "
+                      'kind = "generator" to its header')
         self._check_arguments(task, run, file)
 
     def _check_names(self, task: Task) -> None:
