@@ -10,7 +10,9 @@ from unittest import mock
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from watchrun.config import load_config
 from watchrun.project.header import memory_bytes, parse_header
+from watchrun.project.loader import ProjectLoader
 from watchrun.toml import key_lines, parse_simple, parse_toml
 
 PATH = Path("/proj/tasks/t.py")
@@ -119,7 +121,7 @@ def test_every_error_at_once_in_line_order() -> None:
 # kind = "generater"
 # colour = "red"
 #extends = "x"
-# after = "download"
+# after = ["download", 7]
 # inputs = [1, 2]
 # outputs = 3
 # abstract = "yes"
@@ -132,8 +134,8 @@ def test_every_error_at_once_in_line_order() -> None:
         "tasks/t.py:3: error: unknown key 'colour' in the task header; allowed: abstract, "
         "after, extends, inputs, kind, outputs, params, priority, resources, retries, timeout",
         "tasks/t.py:4: error: a header line must be '#' or start with '# ' (a space after '#')",
-        "tasks/t.py:5: error: after must be a list of task names or a table of argument = "
-        "\"task\", not 'download'",
+        "tasks/t.py:5: error: after must be a task name, a list of them or a table of "
+        "argument = \"task\", not ['download', 7]",
         "tasks/t.py:6: error: inputs must be a glob or a list of globs (strings), not [1, 2]",
         "tasks/t.py:7: error: outputs must be a path or a list of paths (strings), not 3",
         "tasks/t.py:8: error: abstract must be true or false, not 'yes'",
@@ -155,9 +157,24 @@ def test_after_table_needs_identifiers_and_string_values() -> None:
         "tasks/t.py:2: error: after: argument name 'my-frames' is not a Python identifier"]
     assert errors_of("# /// task\n# extends = ''\n# after = {a = 1}\n# ///\n") == [
         "tasks/t.py:2: error: extends must be the name of a task (a string), not ''",
-        "tasks/t.py:3: error: after must be a list of task names or a table of argument = "
-        "\"task\", not {'a': 1}",
+        "tasks/t.py:3: error: after must be a task name, a list of them or a table of "
+        "argument = \"task\", not {'a': 1}",
     ]
+
+
+def test_after_inputs_and_outputs_take_one_string_too(tmp_path: Path) -> None:
+    """As `inputs` and `outputs` did: one upstream without a list, given to run() by its
+    last name component."""
+    (tmp_path / "tasks/clean").mkdir(parents=True)
+    (tmp_path / "tasks/clean/sales.py").write_text("# /// task\n# ///\ndef run():\n    return 2\n")
+    (tmp_path / "tasks/report.py").write_text(
+        "# /// task\n# after = \"clean.sales\"\n# outputs = \"out.txt\"\n# ///\n"
+        "from pathlib import Path\n\ndef run(sales):\n    Path('out.txt').write_text(str(sales))\n")
+    config, _ = load_config(tmp_path)
+    project = ProjectLoader(config).load()
+    assert project.errors == []
+    assert project.graph.upstreams["report"] == {"sales": "clean.sales"}
+    assert project.tasks["report"].outputs == ("out.txt",)
 
 
 def test_a_second_header_block() -> None:

@@ -211,10 +211,10 @@ def _check_after(value: Any) -> str | None:
     if isinstance(value, dict) and all(isinstance(v, str) for v in value.values()):
         bad = [k for k in value if not k.isidentifier()]
         return f"after: argument name {bad[0]!r} is not a Python identifier" if bad else None
-    if _is_str_list(value):
+    if _is_str_list(value) or (isinstance(value, str) and value):
         return None
-    return f'after must be a list of task names or a table of argument = "task", not ' \
-           f"{_describe(value)}"
+    return f'after must be a task name, a list of them or a table of argument = "task", ' \
+           f"not {_describe(value)}"
 
 
 def _check_paths(key: str) -> Callable[[Any], str | None]:

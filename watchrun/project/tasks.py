@@ -182,8 +182,10 @@ def _cycle_error(cycle: list[str], sources: dict[str, TaskSource]) -> ProjectErr
 def after_of(source: TaskSource) -> tuple[tuple[dict[str, str], dict[str, int]],
                                           ProjectError | None]:
     """(argument -> upstream, argument -> line) of a header's `after`, or the problem with it.
-    With a list the argument is the upstream's last name component."""
+    With a list (or one name) the argument is the upstream's last name component."""
     value: Any = source.header.data["after"]
+    if isinstance(value, str):
+        value = [value]
     header = source.header
     if isinstance(value, dict):
         return (dict(value), {arg: header.line_of(f"after.{arg}") for arg in value}), None
