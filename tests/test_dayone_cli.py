@@ -239,6 +239,30 @@ def test_an_input_path_that_is_not_there_warns_unless_a_task_writes_it(tmp_path:
     assert "does not exist" in watchrun(root, "status").stderr
 
 
+def test_log_of_a_scope_whose_units_printed_nothing_says_so(tmp_path: Path) -> None:
+    root = write_project(tmp_path, {
+        "tasks/gen.py": "# /// task\n# kind = 'generator'\n# ///\ndef run():\n"
+                        "    yield from range(3)\n",
+        "tasks/quiet.py": "# /// task\n# after = ['gen']\n# ///\ndef run(gen):\n"
+                          "    return gen\n",
+    })
+    assert watchrun(root, "build").code == 0
+    log = watchrun(root, "log", "quiet")
+    assert log.code == 0 and log.stdout == ""
+    assert "none of the 3 units of 'quiet' printed anything" in log.stderr, log.stderr
+    assert "--iter N" in log.stderr
+
+
+def test_building_an_abstract_task_names_the_tasks_that_extend_it(tmp_path: Path) -> None:
+    root = write_project(tmp_path, {
+        "tasks/base.py": "# /// task\n# abstract = true\n# ///\ndef run(n):\n    return n\n",
+        "tasks/one.py": "# /// task\n# extends = 'base'\n# [params]\n# n = 1\n# ///\n",
+    })
+    run = watchrun(root, "build", "base")
+    assert run.code == 2 and "Traceback" not in run.stderr
+    assert "'base' is abstract" in run.stderr and "(one)" in run.stderr, run.stderr
+
+
 def test_set_overrides_a_param_for_one_run(tmp_path: Path) -> None:
     root = write_project(tmp_path, {"tasks/fit.py": """
         # /// task

@@ -13,7 +13,7 @@ from watchrun.commands.common import (
     error,
     guarded,
     print_project_errors,
-    unknown_task_message,
+    target_problem,
     warn_unmatched_inputs,
 )
 from watchrun.engine.events import Subscriber
@@ -67,11 +67,10 @@ def build_command(root: Path | None, targets: list[str], *, jobs: int | None, fo
             if project.errors:
                 print_project_errors(project.errors, project.config.root, json_out)
                 return EXIT_PROJECT
-            for name in targets:
-                if name not in project.tasks:
-                    print(f"watchrun: error: {unknown_task_message(name, project.tasks)}",
-                          file=sys.stderr)
-                    return EXIT_PROJECT
+            problem = target_problem(project, targets)
+            if problem is not None:
+                print(f"watchrun: error: {problem}", file=sys.stderr)
+                return EXIT_PROJECT
             if overrides:
                 problem = _override(session, overrides)
                 if problem is not None:

@@ -42,6 +42,22 @@ def unknown_task_message(name: str, known: Iterable[str]) -> str:
     return f"no task named '{name}'{hint}"
 
 
+def target_problem(project: Project, targets: Iterable[str]) -> str | None:
+    """What is wrong with the tasks named on the command line: one that does not exist, or
+    an abstract one (nothing runs it; its concrete heirs run)."""
+    for name in targets:
+        task = project.tasks.get(name)
+        if task is None:
+            return unknown_task_message(name, project.tasks)
+        if task.abstract:
+            heirs = sorted(n for n, t in project.tasks.items()
+                           if not t.abstract and name in t.chain)
+            then = f": build the tasks that extend it ({', '.join(heirs)})" if heirs else \
+                " and no task extends it"
+            return f"'{name}' is abstract (a parent for other tasks): it never runs itself{then}"
+    return None
+
+
 # What the disk may answer to any write: the state's problem (exit 2), never a traceback.
 DISK_ERRORS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO, errno.EACCES,
                          errno.EPERM})

@@ -220,9 +220,15 @@ def log_command(root: Path, name: str, it: tuple[int, ...]) -> int:
             if not iterated:
                 return _print_log(session, name, (), labelled=False)
             code = EXIT_OK
+            printed = 0
             for key in iterated:
-                if os.path.exists(log_path(config, name, key)):
+                path = log_path(config, name, key)
+                if os.path.exists(path) and os.path.getsize(path):
+                    printed += 1
                     code = max(code, _print_log(session, name, key, labelled=True))
+            if not printed:  # say it, rather than print nothing
+                print(f"watchrun: none of the {len(iterated)} units of '{name}' printed "
+                      f"anything (`watchrun log {name} --iter N` for one unit)", file=sys.stderr)
             return code
 
     return guarded(False, body)
