@@ -279,9 +279,10 @@ async def test_space_and_i_with_nothing_running_say_so_and_ask_nothing() -> None
         assert feedback(app) == "download: nothing running to interrupt (dirty)"
         assert fake.actions() == []
         send(app, ev.UnitFinished(task="download", iter=(), duration=1.0))
-        await pilot.press("r")
-        assert feedback(app) == "download: clean, nothing to continue (R forces a rerun)"
-        assert fake.actions() == []
+        await pilot.press("r")  # clean: nothing to continue, so r reruns it (SPEC section 9)
+        assert feedback(app) == "download: clean, so a forced rerun of every unit"
+        assert fake.actions() == [("rerun", "download")]  # a control without force()
+        fake.calls.clear()
         send(app, started("download"))
         await pilot.press("r")
         assert "already running" in feedback(app)

@@ -111,9 +111,8 @@ def test_keys_steer_real_processes_and_q_leaves_nothing(tmp_path: Path,
     # q: everything ends and watchrun exits 0
     (root / "hold.go").unlink()
     pid_file.unlink()
-    terminal.keys("r")  # clean: r has nothing to continue, and says so
-    terminal.wait_text("hold: clean, nothing to continue (R forces a rerun)")
-    terminal.keys("R")  # forced: something is running when q is pressed
+    terminal.keys("r")  # clean: nothing to continue, so r forces a rerun (SPEC section 9)
+    terminal.wait_text("hold: clean, so a forced rerun of every unit")
     terminal.wait_text("▶ hold  running")
     running = hold_pid()
     terminal.keys("q")

@@ -105,8 +105,10 @@ class WatchrunApp(LiveApp):
             self.say(f"{name}: already {state.value} (R forces a rerun of every unit)",
                      "warning")
             return
-        if state is UnitState.CLEAN:
-            self.say(f"{name}: clean, nothing to continue (R forces a rerun)", "warning")
+        if state is UnitState.CLEAN:  # nothing to continue: r reruns it (SPEC section 9)
+            force = getattr(self.control, "force", self.control.rerun)
+            if self._steer(force, name):
+                self.say(f"{name}: clean, so a forced rerun of every unit")
             return
         if state is UnitState.BROKEN:
             self.say(f"{name}: its file has a project error: fix and save", "warning")
