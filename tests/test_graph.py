@@ -261,6 +261,21 @@ def test_an_output_is_declared_by_one_task_only(tmp_path: Path) -> None:
     assert graph.broken == {"a", "b", "d"} and graph.order == ["c"]
 
 
+def test_an_output_inside_a_folder_another_task_declares_is_an_error(tmp_path: Path) -> None:
+    """Each would see the other's writes as changes to its output (every build after a
+    change to b reran a: 'output modified: out')."""
+    graph, errors = graph_of(tmp_path, {
+        "tasks/a.py": header("outputs = ['out']"),
+        "tasks/b.py": header("outputs = ['out/sub/x.csv']"),
+        "tasks/c.py": header("outputs = ['out.csv', 'other/y.csv']"),  # beside, not inside
+    })
+    assert errors == [
+        "tasks/b.py:2: error: output 'out/sub/x.csv' of 'b' is inside the folder 'out' that "
+        "'a' declares (tasks/a.py:2): each would see the other's writes as changes; declare "
+        "the folder or the files in it, not both"]
+    assert graph.broken == {"a", "b"} and graph.order == ["c"]
+
+
 def test_a_task_cannot_name_its_own_output_as_an_input(tmp_path: Path) -> None:
     graph, errors = graph_of(tmp_path, {
         "tasks/same.py": header("inputs = ['log.txt']", "outputs = ['log.txt']"),

@@ -142,8 +142,9 @@ class _Builder:
     # -- the outputs contract -------------------------------------------------------------------
 
     def _outputs_contract(self) -> None:
-        """A file or folder is declared as an output by one task only, and never named among
-        the same task's inputs (a glob that matches it skips it instead: see `inputs`)."""
+        """A file or folder is declared as an output by one task only (also as a part of a
+        folder another task declares), and never named among the same task's inputs (a glob
+        that matches it skips it instead: see `inputs`)."""
         declared: dict[str, Task] = {}
         for name in self.nodes:
             task = self.graph.tasks[name]
@@ -153,6 +154,14 @@ class _Builder:
                 if first is not task:
                     self._declared_twice(out, first, task)
             self._output_as_input(task)
+        for key, task in declared.items():
+            folder = posixpath.dirname(key)
+            while folder and folder != posixpath.dirname(folder):
+                outer = declared.get(folder)
+                if outer is not None and outer is not task:
+                    self._declared_inside(key, task, folder, outer)
+                    break
+                folder = posixpath.dirname(folder)
 
     def _where(self, task: Task, key: str) -> tuple[Path, int]:
         origin = task.field_origins.get(key)
@@ -170,6 +179,15 @@ class _Builder:
                   f"({self._location(first, 'outputs')}) and {second.name!r} "
                   f"({self._location(second, 'outputs')}); a file or folder may be declared "
                   "by one task only")
+
+    def _declared_inside(self, out: str, task: Task, folder: str, outer: Task) -> None:
+        file, line = self._where(task, "outputs")
+        self.errored.add(outer.name)
+        self.fail(task.name, file, line,
+                  f"output {out!r} of {task.name!r} is inside the folder {folder!r} that "
+                  f"{outer.name!r} declares "
+                  f"({self._location(outer, 'outputs')}): each would see the other's writes as "
+                  "changes; declare the folder or the files in it, not both")
 
     def _output_as_input(self, task: Task) -> None:
         outputs = [normalise(out, self.root) for out in task.outputs]
