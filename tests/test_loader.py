@@ -332,6 +332,25 @@ def test_a_plain_task_whose_run_yields_is_told_to_be_a_generator(tmp_path: Path,
     assert project.graph.order == ["gen"]
 
 
+def test_the_hint_for_a_missing_argument_fits_the_case(tmp_path: Path,
+                                                      opened: list[Opened]) -> None:
+    """`start` is no param to add (a reserved name): it comes to outer generators only; an
+    upstream whose file name is no identifier is named with a table."""
+    project = load(opened, tmp_path, {
+        "tasks/my-task.py": "# /// task\n# ///\ndef run():\n    return 1\n",
+        "tasks/b.py": "# /// task\n# after = ['my-task']\n# ///\ndef run(my_task):\n"
+                      "    return 1\n",
+        "tasks/c.py": "# /// task\n# ///\ndef run(start):\n    return 1\n",
+    })
+    assert messages(project) == [
+        "tasks/b.py:4: error: run() of 'b' requires 'my_task', which nothing provides (it can "
+        "receive: ctx, inputs, my-task, outputs); name it with a table: "
+        'after = {my_task = "my-task"}',
+        "tasks/c.py:3: error: run() of 'c' requires 'start', which nothing provides (it can "
+        "receive: ctx, inputs, outputs); 'start' is given to a generator outside any scope "
+        "only (the index to resume from)"]
+
+
 def test_what_run_may_receive(tmp_path: Path, opened: list[Opened]) -> None:
     project = load(opened, tmp_path, {
         "tasks/g.py": """
@@ -380,8 +399,8 @@ def test_what_run_may_receive(tmp_path: Path, opened: list[Opened]) -> None:
     # `start` is for outermost generators only
     assert messages(project) == [
         "tasks/inner_start.py:5: error: run() of 'inner_start' requires 'start', which nothing "
-        "provides (it can receive: ctx, g, inputs, outputs); add it to after or [params], "
-        "or give it a default"]
+        "provides (it can receive: ctx, g, inputs, outputs); 'start' is given to a generator "
+        "outside any scope only (the index to resume from)"]
     assert project.graph.order == ["g", "inner", "frames", "c"]
 
 

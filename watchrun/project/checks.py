@@ -131,5 +131,19 @@ class CodeChecks:
             names = ", ".join(repr(m) for m in missing)
             self.fail(task, file, run.line,
                       f"run() of {task.name!r} requires {names}, which nothing provides "
-                      f"(it can receive: {offered}); add it to after or [params], "
-                      "or give it a default")
+                      f"(it can receive: {offered}); {_missing_hint(missing, task)}")
+
+
+def _missing_hint(missing: list[str], task: Task) -> str:
+    """How to provide run()'s missing arguments: `start` only comes to a generator outside
+    any scope; an upstream whose last name is no identifier (a file `my-task.py`) is named
+    with a table."""
+    if "start" in missing:
+        return "'start' is given to a generator outside any scope only (the index to resume from)"
+    awkward = {up.rpartition(".")[2]: up for up in task.after.values()
+               if not up.rpartition(".")[2].isidentifier()}
+    for arg in missing:
+        for last, up in awkward.items():
+            if last.replace("-", "_").replace(".", "_") == arg:
+                return f'name it with a table: after = {{{arg} = "{up}"}}'
+    return "add it to after or [params], or give it a default"
