@@ -253,6 +253,24 @@ def test_log_of_a_scope_whose_units_printed_nothing_says_so(tmp_path: Path) -> N
     assert "--iter N" in log.stderr
 
 
+def test_accept_of_a_scoped_task_or_a_collector_says_why_not(tmp_path: Path) -> None:
+    """Said plainly (it said 'has never produced an output' of a task with 3 results)."""
+    root = write_project(tmp_path, {
+        "tasks/gen.py": "# /// task\n# kind = 'generator'\n# ///\ndef run():\n"
+                        "    yield from range(3)\n",
+        "tasks/b.py": "# /// task\n# after = ['gen']\n# ///\ndef run(gen):\n    return gen\n",
+        "tasks/c.py": "# /// task\n# kind = 'collector'\n# after = ['b']\n# ///\n"
+                      "seen = []\n\ndef run(b):\n    seen.append(b)\n\n"
+                      "def gather():\n    return sum(seen)\n",
+    })
+    assert watchrun(root, "build").code == 0
+    scoped = watchrun(root, "accept", "b")
+    assert scoped.code == 2 and "it runs once per iteration of 'gen'" in scoped.stderr
+    collector = watchrun(root, "accept", "c")
+    assert collector.code == 2 and "it is a collector" in collector.stderr
+    assert "never produced" not in scoped.stderr + collector.stderr
+
+
 def test_building_an_abstract_task_names_the_tasks_that_extend_it(tmp_path: Path) -> None:
     root = write_project(tmp_path, {
         "tasks/base.py": "# /// task\n# abstract = true\n# ///\ndef run(n):\n    return n\n",

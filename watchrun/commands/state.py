@@ -8,6 +8,7 @@ from pathlib import Path
 from watchrun.commands.common import error, guarded, print_project_errors, unknown_task_message
 from watchrun.commands.outputs import declared_outputs, remove_outputs
 from watchrun.engine.resolve import Resolver
+from watchrun.project.model import Kind
 from watchrun.session import EXIT_OK, EXIT_PROJECT, open_session
 from watchrun.state.store import ResultRecord, UnitState, UnitStatus
 
@@ -44,6 +45,13 @@ def accept_command(root: Path, names: list[str]) -> int:
             for name in names:
                 if name not in project.tasks:
                     return error(unknown_task_message(name, project.tasks))
+                scope = project.graph.scope.get(name, ())
+                if scope or project.tasks[name].kind is not Kind.TASK:
+                    what = (f"runs once per iteration of {scope[-1]!r}" if scope
+                            else f"is a {project.tasks[name].kind.value}")
+                    return error(f"cannot accept {name!r}: it {what}; accept takes tasks "
+                                 "outside generator scopes that are neither generators nor "
+                                 f"collectors (`watchrun build {name}` brings it up to date)")
                 last = store.unit_state(name)
                 if last is None or last.output is None:
                     return error(f"'{name}' has never produced an output; nothing to accept")
