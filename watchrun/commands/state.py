@@ -47,8 +47,9 @@ def accept_command(root: Path, names: list[str]) -> int:
                     return error(unknown_task_message(name, project.tasks))
                 scope = project.graph.scope.get(name, ())
                 if scope or project.tasks[name].kind is not Kind.TASK:
-                    what = (f"runs once per iteration of {scope[-1]!r}" if scope
-                            else f"is a {project.tasks[name].kind.value}")
+                    kind = project.tasks[name].kind
+                    what = (f"is a {kind.value}" if kind is not Kind.TASK
+                            else f"runs once per iteration of {scope[-1]!r}")
                     return error(f"cannot accept {name!r}: it {what}; accept takes tasks "
                                  "outside generator scopes that are neither generators nor "
                                  f"collectors (`watchrun build {name}` brings it up to date)")
