@@ -49,7 +49,10 @@ def test_a_flaky_unit_succeeds_within_its_retries(
     assert [(e["task"], e["iter"], e["attempt"], e["cause"]) for e in retries] == [
         ("flaky", [], 2, "ConnectionError: flaky 1"),
         ("flaky", [], 3, "ConnectionError: flaky 2")]
-    assert len(events(run.stdout, "unit_started")) == 3
+    assert [e["reasons"] for e in events(run.stdout, "unit_started")] == [
+        ["never run"],
+        ["retry, attempt 2: previous attempt failed: ConnectionError: flaky 1"],
+        ["retry, attempt 3: previous attempt failed: ConnectionError: flaky 2"]]
     assert not events(run.stdout, "unit_failed")
     log = (root / ".watchrun" / "logs" / "flaky.log").read_text()
     # every attempt's output and cause stays in the unit's log, in order

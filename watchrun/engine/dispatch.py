@@ -211,8 +211,10 @@ class Dispatch(DriverState):
             self.executor.submit(job)
         # said once the job is on its way: the reasons read the unit's history, and nothing
         # the executor reports about the unit can come before this turn of the loop ends
+        retry = self._attempts.retry_reason(job.key)
+        reasons = [retry] if retry is not None else [r.format() for r in resolution.reasons]
         self.bus.publish(ev.UnitStarted(task=resolution.task, iter=resolution.iter,
-                                        reasons=[r.format() for r in resolution.reasons]))
+                                        reasons=reasons))
         if mode is Mode.CALL and self._follow is not None and not resolution.iter:
             self._queue_follower(resolution.task)
 

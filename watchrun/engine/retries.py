@@ -82,6 +82,15 @@ class Attempts:
         self._retrying.add(unit)
         return Retry(attempt + 1, retries + 1, cause)
 
+    def retry_reason(self, unit: UnitKey) -> str | None:
+        """Why a unit just launched runs: the attempt it is and why the one before ended, if
+        it is a retry (its signature's reasons are those of its first attempt)."""
+        attempt = self._attempt.get(unit)
+        causes = self._causes.get(unit)
+        if attempt is None or not causes:
+            return None
+        return f"retry, attempt {attempt}: previous attempt failed: {causes[-1]}"
+
     def history(self, unit: UnitKey, retries: int, error: str) -> str | None:
         """For a unit that failed for good after retries: its last cause, which attempt it
         was and why the earlier ones failed (the last line of its error, which `status` and
