@@ -45,12 +45,15 @@ def with_broken_code(project: Project, valid: Project) -> set[str]:
 def written_since(project: Project, name: str, read_ns: int, until_ns: int | None = None
                   ) -> bool:
     """Whether one of the task's code files was written at or after `read_ns` (time.time_ns()
-    when the project was last read), and not after `until_ns` if given, or is gone."""
+    when the project was last read), and not after `until_ns` if given, or is gone. Written
+    is its mtime or its ctime, the later: a file moved away and back (`mv` keeps the mtime)
+    was gone meanwhile, and a unit may have failed for that."""
     for path in code_files(project, name):
         try:
-            written = os.stat(path).st_mtime_ns
+            st = os.stat(path)
         except OSError:
             return True
+        written = max(st.st_mtime_ns, st.st_ctime_ns)
         if written >= read_ns and (until_ns is None or written <= until_ns):
             return True
     return False
