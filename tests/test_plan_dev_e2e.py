@@ -688,3 +688,46 @@ def test_jobs_saved_while_watching_applies_and_other_settings_say_when(project) 
                    for line in (root / "spans.log").read_text().splitlines())
     assert len(spans) == 3
     assert all(a[1] <= b[0] for a, b in itertools.pairwise(spans)), spans
+
+
+def test_a_task_whose_file_stays_away_past_its_units_end_waits_for_it(project) -> None:  # type: ignore[no-untyped-def]
+    """`slow`'s file is moved away while its unit runs, and comes back after the unit's end.
+    That end cannot count (the plan's code is not there to check it against): the unit waits
+    for the file and runs once when it is back. It used to be started and cancelled again
+    about every 20 ms meanwhile: each change of another file let it go again."""
+    root: Path = project({
+        "watchrun.toml": TOML,
+        "tasks/slow.py": """
+            # /// task
+            # [params]
+            # n = 1
+            # ///
+            import time
+
+            def run(n):
+                with open("runs.txt", "a") as log:
+                    log.write(f"{n}\\n")
+                time.sleep(1.0)
+                return n
+        """,
+        "tasks/last.py": "# /// task\n# after = ['slow']\n# ///\ndef run(slow):\n"
+                         "    return slow * 10\n",
+    })
+    proc = DevProcess(root)
+    proc.idle()
+    slow = root / "tasks/slow.py"
+    slow.write_text(slow.read_text().replace("n = 1", "n = 2"))
+    wait_started(proc, "slow")
+    wait_for(lambda: (root / "runs.txt").read_text().split() == ["1", "2"],
+             what="slow's unit to run")
+    slow.rename(root / "slow.py.away")
+    away: list[Event] = []
+    for i in range(20):  # other files change meanwhile (here: dev's own --json log)
+        (root / "notes.txt").write_text(str(i))
+        away += proc.quiet(0.12)
+    assert len(of(away, "unit_started", "slow")) == 0, away
+    (root / "slow.py.away").rename(slow)
+    events = proc.idle(timeout=30)
+    proc.stop()
+    assert len(of(events, "unit_started", "slow")) == 1, events
+    assert watchrun(root, "show", "last").stdout.strip() == "20"

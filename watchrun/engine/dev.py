@@ -224,9 +224,13 @@ class DevEngine(DevCommands):
         by that (a parent or an upstream whose file is empty or moved away for a moment):
         the project read is no valid successor of the plan's. (A task broken by an error in
         its own files is held on its own, and the rest goes on.)"""
+        gone = self._gone(project)
+        return bool(gone) and bool(project.broken & self.scheduler.project.tasks.keys())
+
+    def _gone(self, project: Project) -> set[str]:
+        """The plan's tasks missing from the project read (not merely broken)."""
         planned = self.scheduler.project.tasks.keys()
-        gone = planned - project.tasks.keys() - project.broken
-        return bool(gone) and bool(project.broken & planned)
+        return set(planned - project.tasks.keys() - project.broken)
 
     def _apply_settings(self, config: Config) -> None:
         """Settings saved while watching: `jobs` applies at once, and the task folders with
@@ -258,7 +262,9 @@ class DevEngine(DevCommands):
         if reloaded:
             self._publish_errors()
         self.scheduler.code_read_ns = read_ns
-        self.scheduler.hold_code(with_broken_code(project, self.scheduler.project))
+        # a task whose file is gone cannot run either (its worker would not find its code)
+        self.scheduler.hold_code(with_broken_code(project, self.scheduler.project)
+                                 | self._gone(project))
 
     def _reload(self, sources: set[Path]) -> Project:
         """Code-only edits take the incremental path (only the closures that reach the saved
