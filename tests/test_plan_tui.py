@@ -59,3 +59,32 @@ async def test_r_continues_an_interrupted_task_and_f_forces_a_clean_one(root: Pa
         started = await live.until_event(ev.UnitStarted, "hold", after=mark)
         assert isinstance(started, ev.UnitStarted) and "forced" in " ".join(started.reasons)
         await live.until_event(ev.UnitFinished, "hold", after=mark)
+
+
+async def test_r_continues_a_forced_run_that_was_interrupted(root: Path) -> None:
+    """r on a clean task forces it; i interrupts that run; r again continues it, which
+    for a forced run is forcing it again (its units are clean under their signatures:
+    a plain continue ran nothing, and the row turned clean)."""
+    async with built(root) as live:
+        await live.hold_pid()
+        (live.root / "hold.go").write_text("")
+        await live.idle()
+        (live.root / "hold.go").unlink()
+        (live.root / "hold.pid").unlink()
+        await live.select("hold")
+        mark = len(live.events)
+        await live.pilot.press("r")  # clean: forced
+        await live.until_event(ev.UnitStarted, "hold", after=mark)
+        await live.hold_pid()
+        mark = len(live.events)
+        await live.pilot.press("i")
+        await live.until_event(ev.UnitCancelled, "hold", after=mark)
+        await live.idle(after=mark)
+        (live.root / "hold.pid").unlink()
+        mark = len(live.events)
+        await live.pilot.press("r")
+        started = await live.until_event(ev.UnitStarted, "hold", after=mark)
+        assert isinstance(started, ev.UnitStarted) and "forced" in " ".join(started.reasons)
+        await live.hold_pid()
+        (live.root / "hold.go").write_text("")
+        await live.until_event(ev.UnitFinished, "hold", after=mark)

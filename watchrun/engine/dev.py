@@ -87,6 +87,7 @@ class DevEngine(DevCommands):
         self.exit_code = 0
         self._busy = asyncio.Event()
         self._interrupted: set[str] = set()  # interrupted by the user: `rerun` continues them
+        self._interrupted_forced: set[str] = set()  # of those, interrupted in a forced run
         self._errors_shown: list[ProjectError] = []
         self._index: ReverseIndex | None = None
         self._inputs: InputsIndex | None = None

@@ -38,6 +38,7 @@ class DevCommands:
     exit_code: int
     _busy: asyncio.Event
     _interrupted: set[str]  # interrupted by the user: `rerun` continues them
+    _interrupted_forced: set[str]  # of those, the ones interrupted in a forced run
 
     def view(self) -> ProjectView:
         project = self.project
@@ -93,20 +94,23 @@ class DevCommands:
     def interrupt(self, task: str) -> None:
         if self.scheduler.running_units(task):
             self._interrupted.add(task)
+            if task in self.scheduler.forced:  # continuing it is forcing it again
+                self._interrupted_forced.add(task)
         self.scheduler.interrupt_task(task)
 
     def rerun(self, task: str) -> None:
         if task in self._interrupted:  # continue: the units it finished stay done
-            self._interrupted.discard(task)
-            if task in self.project.tasks:
-                self.scheduler.invalidate(self.project, {task})
-                self._busy.set()
+            self.continue_task(task)
             return
         self.force(task)
 
     def continue_task(self, task: str) -> None:
         """Run the task's units that are not done (interrupted, failed, dirty); clean ones stay
-        skipped. Never forced."""
+        skipped. Never forced, but for a forced run that was interrupted: that one is forced
+        again (its units are clean under their signatures: nothing else would run)."""
+        if task in self._interrupted_forced:
+            self.force(task)
+            return
         self._interrupted.discard(task)
         if task in self.project.tasks:
             self.scheduler.invalidate(self.project, {task})
@@ -114,6 +118,7 @@ class DevCommands:
 
     def force(self, task: str) -> None:
         self._interrupted.discard(task)
+        self._interrupted_forced.discard(task)
         if task in self.project.tasks:
             self.scheduler.invalidate(self.project, {task}, forced={task})
             self._busy.set()
