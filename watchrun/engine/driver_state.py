@@ -96,13 +96,17 @@ class Launched:
 class Replay:
     """A clean generator's stored iterations, being replayed (Streaming._replay_more)."""
 
-    __slots__ = ("busy", "count", "next", "signature")
+    __slots__ = ("busy", "chunk", "clean", "committed", "count", "next", "read", "signature")
 
     def __init__(self, signature: str, count: int) -> None:
         self.signature = signature
         self.count = count  # how many it made
         self.next = 0  # the index of the next one to replay
         self.busy = False  # being replayed (a pump from within its wake-ups leaves it be)
+        self.read: list[str] = []  # read from the store, not replayed yet
+        self.committed = 0  # `next` at the last commit the replay asked for
+        self.chunk = 0  # iterations replayed in the last turn
+        self.clean = False  # and all their units were clean
 
 
 class DriverState:
@@ -188,6 +192,7 @@ class DriverState:
         def _start_generator(self, resolution: Resolution) -> None: ...
         def _replay(self, name: str, signature: str, upto: int | None = None) -> int: ...
         def _replay_more(self) -> None: ...
+        def _drain(self) -> None: ...
         def flush(self) -> None: ...
         def _generator_done(self, name: str) -> None: ...
         def _release_committed(self) -> None: ...

@@ -99,6 +99,7 @@ class Plan(Generic[Payload, Live]):
         self._ready_persistent: list[_Entry] = []  # they take no slot: never wait for one
         self._counter = itertools.count()
         self._backlog: dict[str, int] = {}  # innermost generator -> ready units of its scope
+        self.wants = 0  # units wanted so far (a driver compares two counts)
         self._held: set[str] = set()  # generators the driver was told to hold
         # tasks whose code on disk is not what this plan decided on (dev: a file saved with an
         # error, or changed under a unit that then failed): none of their units starts until
@@ -128,6 +129,7 @@ class Plan(Generic[Payload, Live]):
     def want(self, unit: UnitKey, payload: Payload) -> None:
         """The unit must run: it joins the ready units in the streaming order."""
         rank = self.ranks.get(unit.task, _NO_RANK)
+        self.wants += 1
         order = (-rank.priority, unit.iter, -rank.stage, next(self._counter))
         heap = self._ready_persistent if rank.persistent else self._ready
         heapq.heappush(heap, _Entry(order, unit, payload))
@@ -290,6 +292,8 @@ class Plan(Generic[Payload, Live]):
 
     def held(self, gen: str) -> bool:
         return gen in self._held
+
+
 
     # -- running units --------------------------------------------------------------------------
     def started(self, unit: UnitKey, payload: Live) -> Running[Live]:

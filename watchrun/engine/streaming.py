@@ -31,7 +31,8 @@ from watchrun.state.store import ObjectWriteError
 FRESH_ONE = 1 << 16  # values this big are read back from the store when wanted
 FRESH_BYTES = 32 << 20  # the recent values kept in memory, in all
 FRESH_COUNT = 1 << 16  # and how many: a generator runs thousands of values ahead of its items
-REPLAY_COMMIT = 4096  # iterations of a clean generator held: commit (and release) before more
+REPLAY_READ = 512  # stored iterations read at once (a value hash each: some 100 bytes)
+REPLAY_COMMIT = 4096  # iterations of a clean generator replayed between two commits (releases)
 
 
 class Streaming(DriverState):
@@ -85,19 +86,36 @@ class Streaming(DriverState):
 
     def _replay_window(self, name: str, replay: Replay) -> None:
         while not self.plan.held(name):
-            stored = self.store.iterations_from(name, replay.signature, replay.next,
-                                                self.plan.window)
-            for text in stored:
-                key, value = decode_iteration(text)
-                replay.next += 1
-                self._new_iteration(name, key, value)
+            if not replay.read:  # read ahead of the window: one query for many windows
+                replay.read = self.store.iterations_from(name, replay.signature, replay.next,
+                                                         REPLAY_READ)
+            # a window at a time while its units wait to run; while they are all clean
+            # (nothing waits), twice as many each turn: a clean scope of 10,000 items is not
+            # replayed in 1,250 turns of the loop
+            window = self.plan.window
+            replay.chunk = min(replay.chunk * 2, REPLAY_READ) if replay.clean else window
+            stored, replay.read = replay.read[:replay.chunk], replay.read[replay.chunk:]
+            wants = self.plan.wants
+            self._background = True  # its units are queued, and resolved by one drain
+            try:
+                for text in stored:
+                    key, value = decode_iteration(text)
+                    replay.next += 1
+                    self._new_iteration(name, key, value)
+            finally:
+                self._background = False
+            if self._checks and self._current is None and self._resume is None:
+                self._drain()  # its pump leaves this replay be (busy): no recursion
+            # all its units were resolved, and none has to run
+            replay.clean = not (self._checks or self._urgent) and self.plan.wants == wants
             if not stored or replay.next >= replay.count:
                 del self._replaying[name]
                 self._generator_done(name)
                 return
             if self._urgent or self._checks:
                 return  # its units are resolved first; the drain's pump comes back here
-            if self.readiness.held_iterations(name) >= REPLAY_COMMIT:
+            if replay.next - replay.committed >= REPLAY_COMMIT:
+                replay.committed = replay.next
                 self.flush()  # clean units record nothing: commit, so that they release
 
     def _new_iteration(self, name: str, key: Key, value: str) -> None:
