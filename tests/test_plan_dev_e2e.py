@@ -564,12 +564,12 @@ def test_a_parent_gone_for_a_moment_loses_none_of_its_childs_rerun(project) -> N
     assert not of(events, "unit_cancelled", "per"), events
 
 
-def test_a_task_file_gone_for_a_moment_cancels_nothing(project) -> None:  # type: ignore[no-untyped-def]
-    """`mv tasks/slow.py` away and back while its unit runs: the project in between is not
-    valid (`last` takes slow's value), so slow's unit goes on and is not run again."""
-    root: Path = project({
+def slow_and_last(seconds: float) -> dict[str, str]:
+    """`slow` (param n; it notes each n it runs with in runs.txt, then sleeps) and `last`,
+    which takes its value."""
+    return {
         "watchrun.toml": TOML,
-        "tasks/slow.py": """
+        "tasks/slow.py": f"""
             # /// task
             # [params]
             # n = 1
@@ -577,19 +577,25 @@ def test_a_task_file_gone_for_a_moment_cancels_nothing(project) -> None:  # type
             import time
 
             def run(n):
-                with open("slow.log", "a") as log:
-                    log.write(f"{n}\\n")
-                time.sleep(1.5)
+                with open("runs.txt", "a") as log:
+                    log.write(f"{{n}}\\n")
+                time.sleep({seconds})
                 return n
         """,
         "tasks/last.py": "# /// task\n# after = ['slow']\n# ///\ndef run(slow):\n"
                          "    return slow * 10\n",
-    })
+    }
+
+
+def test_a_task_file_gone_for_a_moment_cancels_nothing(project) -> None:  # type: ignore[no-untyped-def]
+    """`mv tasks/slow.py` away and back while its unit runs: the project in between is not
+    valid (`last` takes slow's value), so slow's unit goes on and is not run again."""
+    root: Path = project(slow_and_last(1.5))
     proc = DevProcess(root)
     proc.idle()
     slow = root / "tasks/slow.py"
     slow.write_text(slow.read_text().replace("n = 1", "n = 2"))
-    wait_for(lambda: (root / "slow.log").read_text().split() == ["1", "2"],
+    wait_for(lambda: (root / "runs.txt").read_text().split() == ["1", "2"],
              what="slow's unit to run")
     slow.rename(root / "slow.py.away")
     proc.wait(lambda e: e["event"] == "error", what="the project error")
@@ -597,7 +603,7 @@ def test_a_task_file_gone_for_a_moment_cancels_nothing(project) -> None:  # type
     events = proc.idle(timeout=30)
     proc.stop()
     assert not of(events, "unit_cancelled", "slow"), events
-    assert (root / "slow.log").read_text().split() == ["1", "2"]
+    assert (root / "runs.txt").read_text().split() == ["1", "2"]
     assert watchrun(root, "show", "last").stdout.strip() == "20"
 
 
@@ -695,24 +701,7 @@ def test_a_task_whose_file_stays_away_past_its_units_end_waits_for_it(project) -
     That end cannot count (the plan's code is not there to check it against): the unit waits
     for the file and runs once when it is back. It used to be started and cancelled again
     about every 20 ms meanwhile: each change of another file let it go again."""
-    root: Path = project({
-        "watchrun.toml": TOML,
-        "tasks/slow.py": """
-            # /// task
-            # [params]
-            # n = 1
-            # ///
-            import time
-
-            def run(n):
-                with open("runs.txt", "a") as log:
-                    log.write(f"{n}\\n")
-                time.sleep(1.0)
-                return n
-        """,
-        "tasks/last.py": "# /// task\n# after = ['slow']\n# ///\ndef run(slow):\n"
-                         "    return slow * 10\n",
-    })
+    root: Path = project(slow_and_last(1.0))
     proc = DevProcess(root)
     proc.idle()
     slow = root / "tasks/slow.py"

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import pickle
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -148,27 +149,16 @@ def test_priority_runs_what_matters_first_and_is_inherited(project) -> None:  # 
     assert "priority 10" in graph, graph
 
 
-STREAM_ITEMS = 3000
-
-
-def test_a_long_scope_is_held_in_a_bounded_window_by_a_real_build(project) -> None:  # type: ignore[no-untyped-def]
-    """Issue 14 point 3: a real build (real workers, store and commits) of generator ->
-    item -> collector holds only the iterations not yet finished and committed: the count
-    the driver holds stays far below the scope's size while it streams (RSS is measured by
-    tests/bench/workloads/plan_session.py stream, not asserted here)."""
-    root = project(pipeline(STREAM_ITEMS))
-    held: list[int] = []
+def build_sampled(root: Path, sample: Callable[[Scheduler, ev.Event], None]
+                  ) -> tuple[bool, int]:
+    """A real build of `total` (real workers, store and commits) through the driver, each
+    event shown to `sample` with the driver: (ok, the collector's total)."""
 
     async def run() -> tuple[bool, int]:
         with open_session(root, "build", write=True) as session:
             bus = EventBus()
             holder: dict[str, Scheduler] = {}
-
-            def sample(event: ev.Event) -> None:
-                if isinstance(event, ev.Push):
-                    held.append(holder["s"].readiness.held_iterations("gen"))
-
-            bus.subscribe(sample)
+            bus.subscribe(lambda event: sample(holder["s"], event))
             executor = make_executor("local", lambda e: holder["s"].on_exec(e), 2, 0.3,
                                      session.store, spare=1)
             scheduler = Scheduler(session.project, session.store, session.hasher, executor,
@@ -181,7 +171,25 @@ def test_a_long_scope_is_held_in_a_bounded_window_by_a_real_build(project) -> No
             output = session.store.get_object(scheduler.values[("total", ())])
             return summary.ok, pickle.loads(output)
 
-    ok, total = asyncio.run(run())
+    return asyncio.run(run())
+
+
+STREAM_ITEMS = 3000
+
+
+def test_a_long_scope_is_held_in_a_bounded_window_by_a_real_build(project) -> None:  # type: ignore[no-untyped-def]
+    """Issue 14 point 3: a real build (real workers, store and commits) of generator ->
+    item -> collector holds only the iterations not yet finished and committed: the count
+    the driver holds stays far below the scope's size while it streams (RSS is measured by
+    tests/bench/workloads/plan_session.py stream, not asserted here)."""
+    root = project(pipeline(STREAM_ITEMS))
+    held: list[int] = []
+
+    def sample(scheduler: Scheduler, event: ev.Event) -> None:
+        if isinstance(event, ev.Push):
+            held.append(scheduler.readiness.held_iterations("gen"))
+
+    ok, total = build_sampled(root, sample)
     assert ok and total == sum(2 * i for i in range(STREAM_ITEMS))
     assert len(held) == STREAM_ITEMS
     # held: the read-ahead window, the yields sent but not yet read (its credit, 8:
@@ -220,31 +228,11 @@ def test_a_nested_scope_is_held_in_a_bounded_window_by_a_real_build(project) -> 
     root = project(nested_pipeline(NESTED_PER_PUSH))
     held: list[int] = []
 
-    async def run() -> tuple[bool, int]:
-        with open_session(root, "build", write=True) as session:
-            bus = EventBus()
-            holder: dict[str, Scheduler] = {}
+    def sample(scheduler: Scheduler, event: ev.Event) -> None:
+        if isinstance(event, ev.Push) and event.task == "total" and event.iter[-1] % 50 == 0:
+            held.append(sum(1 for name, _ in scheduler.readiness.values if name == "item"))
 
-            def sample(event: ev.Event) -> None:
-                if isinstance(event, ev.Push) and event.task == "total" \
-                        and event.iter[-1] % 50 == 0:
-                    values = holder["s"].readiness.values
-                    held.append(sum(1 for name, _ in values if name == "item"))
-
-            bus.subscribe(sample)
-            executor = make_executor("local", lambda e: holder["s"].on_exec(e), 2, 0.3,
-                                     session.store, spare=1)
-            scheduler = Scheduler(session.project, session.store, session.hasher, executor,
-                                  bus, BuildOptions())
-            holder["s"] = scheduler
-            try:
-                summary = await asyncio.wait_for(scheduler.build(["total"]), 100)
-            finally:
-                await executor.close()
-            output = session.store.get_object(scheduler.values[("total", ())])
-            return summary.ok, pickle.loads(output)
-
-    ok, total = asyncio.run(run())
+    ok, total = build_sampled(root, sample)
     items = 2 * NESTED_PER_PUSH
     assert ok and total == sum(2 * i for i in range(items))
     assert len(held) == items // 50

@@ -237,19 +237,25 @@ def test_a_generator_that_yields_at_once_stays_a_window_ahead_of_its_consumer(
     of its consumer's finished units here (its yields waited in the socket); now at most
     the plan's window (8 waiting units) plus the credit (8 yields) plus the units running
     (2) and the one being made."""
-    for name, text in INSTANT.items():
-        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
-        (tmp_path / name).write_text(textwrap.dedent(text).lstrip("\n"))
-    (tmp_path / "done").mkdir()
-    result = watchrun(tmp_path, "build", "--json")
+    ahead = most_ahead(tmp_path, INSTANT, ran=302)
+    assert ahead <= 8 + 8 + 2 + 1, ahead
+
+
+def most_ahead(root: Path, files: dict[str, str], ran: int) -> int:
+    """Build the project (its generator logs, at each of its 300 yields, how many consumer
+    units had finished): how many items it was at most ahead of them."""
+    for name, text in files.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text(textwrap.dedent(text).lstrip("\n"))
+    (root / "done").mkdir()
+    result = watchrun(root, "build", "--json")
     assert result.code == 0, result.stderr
     finished = [json.loads(line) for line in result.stdout.splitlines()][-1]
-    assert finished["ok"] and finished["ran"] == 302
-    lines = (tmp_path / "ahead.log").read_text().splitlines()
-    rows = [tuple(map(int, line.split())) for line in lines]
+    assert finished["ok"] and finished["ran"] == ran
+    rows = [tuple(map(int, line.split()))
+            for line in (root / "ahead.log").read_text().splitlines()]
     assert len(rows) == 300
-    ahead = max(made - done for made, done in rows)
-    assert ahead <= 8 + 8 + 2 + 1, ahead
+    return max(made - done for made, done in rows)
 
 
 NESTED = {
@@ -284,16 +290,5 @@ def test_an_inner_generator_that_yields_at_once_stays_a_window_ahead(tmp_path: P
     """The same bound in a nested scope: the units waiting in the inner generator's scope
     hold the inner generator. Holding the outer one, done after its two items, let the
     inner one run 150 items ahead of its consumer (at most 300 in the log)."""
-    for name, text in NESTED.items():
-        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
-        (tmp_path / name).write_text(textwrap.dedent(text).lstrip("\n"))
-    (tmp_path / "done").mkdir()
-    result = watchrun(tmp_path, "build", "--json")
-    assert result.code == 0, result.stderr
-    finished = [json.loads(line) for line in result.stdout.splitlines()][-1]
-    assert finished["ok"] and finished["ran"] == 303
-    rows = [tuple(map(int, line.split()))
-            for line in (tmp_path / "ahead.log").read_text().splitlines()]
-    assert len(rows) == 300
-    ahead = max(made - done for made, done in rows)
+    ahead = most_ahead(tmp_path, NESTED, ran=303)
     assert ahead <= 8 + 8 + 2 + 1, ahead
