@@ -85,7 +85,11 @@ class Streaming(DriverState):
                 replay.busy = False
 
     def _replay_window(self, name: str, replay: Replay) -> None:
+        tasks = self._scope_tasks(name)
         while not self.plan.held(name):
+            if tasks and replay.next >= 2 * self.plan.window + min(
+                    self.readiness.finished.get(task, 0) for task in tasks):
+                return  # far enough ahead of its slowest task: a unit's end comes back here
             if not replay.read:  # read ahead of the window: one query for many windows
                 replay.read = self.store.iterations_from(name, replay.signature, replay.next,
                                                          REPLAY_READ)
@@ -95,7 +99,7 @@ class Streaming(DriverState):
             window = self.plan.window
             replay.chunk = min(replay.chunk * 2, REPLAY_READ) if replay.clean else window
             stored, replay.read = replay.read[:replay.chunk], replay.read[replay.chunk:]
-            wants = self.plan.wants
+            wants, skipped = self.plan.wants, self.summary.skipped
             self._background = True  # its units are queued, and resolved by one drain
             try:
                 for text in stored:
@@ -106,12 +110,15 @@ class Streaming(DriverState):
                 self._background = False
             if self._checks and self._current is None and self._resume is None:
                 self._drain()  # its pump leaves this replay be (busy): no recursion
-            # all its units were resolved, and none has to run
-            replay.clean = not (self._checks or self._urgent) and self.plan.wants == wants
+            # all its units were resolved now, found clean, and none has to run
+            replay.clean = not (self._checks or self._urgent) and self.plan.wants == wants \
+                and self.summary.skipped - skipped >= len(stored)
             if not stored or replay.next >= replay.count:
                 del self._replaying[name]
                 self._generator_done(name)
                 return
+            if not replay.clean:
+                return  # units to run: the next turn comes with the pump after one ends
             if self._urgent or self._checks:
                 return  # its units are resolved first; the drain's pump comes back here
             if replay.next - replay.committed >= REPLAY_COMMIT:
