@@ -428,6 +428,20 @@ async def test_i_interrupts_and_r_reruns_the_selected_task() -> None:
         assert "forced rerun of every unit" in feedback(app)
 
 
+async def test_keys_act_on_events_that_arrived_since_the_last_redraw() -> None:
+    """A key pressed the moment a unit starts (or stops) acts on that: the inbox is folded in
+    before the key decides, not at the next redraw (else i said "nothing running")."""
+    app, fake, _ = make_app()
+    async with app.run_test(size=(100, 30)) as pilot:
+        app.inbox.put(started("download"))
+        await pilot.press("i")
+        assert fake.actions() == [("interrupt", "download")]
+        app.inbox.put(ev.UnitCancelled(task="download", iter=(), signal="SIGINT", time=T0))
+        await pilot.press("space")
+        assert fake.actions() == [("interrupt", "download")]
+        assert feedback(app) == "download: nothing running to pause (cancelled)"
+
+
 @dataclass
 class ContinuingControl(FakeControl):
     """An engine that can continue a task where it stopped (the plan's "continue")."""

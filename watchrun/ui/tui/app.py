@@ -61,7 +61,7 @@ class WatchrunApp(LiveApp):
         name = self.dag.selected
         if name is None:
             return
-        state = self.board.state(name)
+        state = self._state_now(name)
         if state is UnitState.PAUSED and self.board.paused_all:
             self.say("everything is paused: P resumes", "warning")
         elif state is UnitState.PAUSED:
@@ -88,7 +88,7 @@ class WatchrunApp(LiveApp):
         name = self.dag.selected
         if name is None:
             return
-        state = self.board.state(name)
+        state = self._state_now(name)
         if state not in (UnitState.RUNNING, UnitState.PAUSED):
             self.say(f"{name}: nothing running to interrupt ({state.value})", "warning")
             return
@@ -100,7 +100,7 @@ class WatchrunApp(LiveApp):
         name = self.dag.selected
         if name is None:
             return
-        state = self.board.state(name)
+        state = self._state_now(name)
         if state in (UnitState.RUNNING, UnitState.PAUSED):
             self.say(f"{name}: already {state.value} (R forces a rerun of every unit)",
                      "warning")
@@ -249,6 +249,12 @@ class WatchrunApp(LiveApp):
             self._call(self.control.quit)
             self.records.close()
         self.exit(result)
+
+    def _state_now(self, name: str) -> UnitState:
+        """The task's state with the events that arrived since the last redraw folded in: a
+        key pressed as a unit starts or stops decides on that, not on the screen of 60 ms ago."""
+        self.flush()
+        return self.board.state(name)
 
     def _steer(self, method: Callable[[str], object], name: str) -> bool:
         """Ask the engine to act on a task: False (and the failure shown) if it raised."""
