@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from watchrun.config import Config, load_config
+from watchrun.config import Config, load_config, setting_line
 from watchrun.toml import key_lines
 
 
@@ -118,6 +118,26 @@ def test_toml_syntax_error_names_its_line(tmp_path: Path) -> None:
     assert [e.line for e in errors] == [3]
     assert errors[0].format(tmp_path).startswith("watchrun.toml:3: error: invalid TOML:")
     assert config.jobs == (os.cpu_count() or 1)  # all defaults
+
+
+def test_a_toml_error_at_the_end_names_the_last_line(tmp_path: Path) -> None:
+    """tomllib says "at end of document" with no line: the message names the file's last
+    line, where the value is missing."""
+    write(tmp_path, "watchrun.toml", "grace = 1\njobs = [")
+    assert messages(tmp_path) == ["watchrun.toml:2: error: invalid TOML: Invalid value "
+                                  "(at the end)"]
+
+
+def test_the_line_of_a_setting(tmp_path: Path) -> None:
+    write(tmp_path, "watchrun.toml", "jobs = 2\n\n[executor]\nkind = 'local'\n")
+    config, _ = load_config(tmp_path)
+    assert setting_line(config, "jobs") == 1
+    assert setting_line(config, "executor_kind") == 4
+    assert setting_line(config, "grace") is None  # not in the file: its default
+    write(tmp_path, "pyproject.toml", "[project]\nname = 'x'\n[tool.watchrun]\ngrace = 3\n")
+    (tmp_path / "watchrun.toml").unlink()
+    config, _ = load_config(tmp_path)
+    assert setting_line(config, "grace") == 4
 
 
 def test_every_bad_key_is_reported_with_its_line_and_the_rest_applies(tmp_path: Path) -> None:

@@ -683,6 +683,7 @@ def test_jobs_saved_while_watching_applies_and_other_settings_say_when(project) 
     (root / "watchrun.toml").write_text("jobs = 1\ngrace = 5\n")
     notice = proc.wait(lambda e: e["event"] == "error", what="the settings notice")
     assert notice["file"] == "watchrun.toml" and "grace changed" in notice["message"], notice
+    assert notice["line"] == 2, notice  # where grace is set
     proc.idle()
     (root / "spans.log").unlink()
     for i in range(3):

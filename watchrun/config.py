@@ -159,7 +159,7 @@ def _load_file(root: Path, path: Path, table: tuple[str, ...]) -> tuple[Config, 
         if table and "tool.watchrun" not in text:
             # a broken pyproject.toml without our table is not ours to report
             return _settings(root, {}, None), []
-        line, message = toml_error_line(problem)
+        line, message = toml_error_line(problem, last_line=max(1, len(text.splitlines())))
         return _settings(root, {}, path), [ProjectError(path, line, f"invalid TOML: {message}")]
     raw: Any = document
     for key in table:
@@ -171,6 +171,21 @@ def _load_file(root: Path, path: Path, table: tuple[str, ...]) -> tuple[Config, 
         checker.error((), "must be a table")
         return _settings(root, {}, path), checker.errors
     return _settings(root, checker.check(raw), path), checker.errors
+
+
+def setting_line(config: Config, field: str) -> int | None:
+    """The line of the settings file that gives this Config field (None: not given there, or
+    the file cannot be read now), for a message about that setting."""
+    if config.source is None:
+        return None
+    try:
+        text = config.source.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return None
+    table = ("tool", "watchrun") if config.source.name == PYPROJECT_FILE else ()
+    kind, _, name = field.partition("_")
+    key = ("executor", name) if kind == "executor" else (field,)
+    return key_lines(text).get(table + key)
 
 
 def suggest(name: str, choices: Iterable[str]) -> str:

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from blake3 import blake3
 
-from watchrun.config import Config, load_config
+from watchrun.config import Config, load_config, setting_line
 from watchrun.engine import events as ev
 from watchrun.engine.code_on_disk import with_broken_code
 from watchrun.engine.dev_commands import DevCommands, rel_path
@@ -245,7 +245,8 @@ class DevEngine(DevCommands):
             source = config.source or before.source
             self.bus.publish(ev.Error(
                 message=f"{', '.join(later)} changed: applied when `watchrun dev` starts again",
-                file=rel_path(config.root, source) if source else None, line=None))
+                file=rel_path(config.root, source) if source else None,
+                line=setting_line(config, later[0])))
 
     def _defer(self, project: Project, paths: set[Path], code: set[Path], read_ns: int
                ) -> None:
