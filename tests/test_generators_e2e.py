@@ -324,3 +324,15 @@ def test_one_job_runs_generator_per_item_and_collector_without_deadlock(project)
     assert run.code == 0, run.stderr
     assert run.units("push") == [("total", (i,)) for i in range(4)]
     assert watchrun(root, "show", "report").stdout.strip() == "sum=120"
+
+
+def test_a_dry_run_says_which_tasks_of_a_scope_would_run(built: Path) -> None:
+    """`--dry-run --force work`: work's iteration units are not listed one by one (as in
+    `build`, without -v) but said in one line with their count, and counted in the summary
+    as the build counts them."""
+    dry = watchrun(built, "build", "--dry-run", "--force", "work")
+    assert dry.code == 0, dry.stderr
+    assert "would run work  (4 iteration units: forced)" in dry.stdout, dry.stdout
+    assert "(4 of them iteration units; -v lists them)" in dry.stdout, dry.stdout
+    run = watchrun(built, "build", "--force", "work")
+    assert "would run 4," in dry.stdout and "ran 4," in run.stdout, (dry.stdout, run.stdout)

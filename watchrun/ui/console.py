@@ -39,6 +39,9 @@ class PlainConsole:
         self.log_dir = log_dir
         self.failures: list[Failure] = []
         self.iterations_done = 0
+        # --dry-run: task -> (its iteration units that would run, their reasons), said in
+        # one line per task at the end (nothing finishes in a dry run to count them by)
+        self.would_iterate: dict[str, tuple[int, list[str]]] = {}
         self._flush = LoopFlush(self.stream)
 
     def __call__(self, event: ev.Event) -> None:
@@ -54,6 +57,10 @@ class PlainConsole:
             return False
         if event.iter and isinstance(event, ev.UnitFinished):
             self.iterations_done += 1
+        elif event.iter and self.dry_run and isinstance(event, ev.UnitStarted):
+            count, reasons = self.would_iterate.get(event.task, (0, []))
+            reasons += [r for r in event.reasons if r not in reasons]
+            self.would_iterate[event.task] = (count + 1, reasons)
         return bool(event.iter)
 
     def format(self, event: ev.Event) -> str | None:
@@ -92,6 +99,11 @@ class PlainConsole:
                 lines.append(f"--- last lines of its log ({failure.log}) ---")
                 lines.append(tail)
         self.failures.clear()
+        for task, (count, reasons) in self.would_iterate.items():
+            units = f"{count} iteration unit{'s' if count != 1 else ''}"
+            lines.append(f"{'would run':>9} {task}  ({units}: {'; '.join(reasons)})")
+            self.iterations_done += count
+        self.would_iterate.clear()
         note = ""
         if self.iterations_done and not self.verbose:
             note = f" ({self.iterations_done} of them iteration units; -v lists them)"
