@@ -84,6 +84,41 @@ def test_out_of_range_and_abstract_get_one_clear_sentence(tmp_path: Path) -> Non
     assert abstract.stderr.count("\n") == 1 and "watchrun build" not in abstract.stderr
 
 
+COLLECTOR = """
+    # /// task
+    # kind = "collector"
+    # after = ["tens"]
+    # ///
+    seen = []
+
+    def run(tens):
+        seen.append(tens)
+
+    def gather():
+        return sum(seen)
+"""
+
+
+def test_show_says_why_a_unit_has_no_output(tmp_path: Path) -> None:
+    """Never run, failed, cancelled: each says so (a collector whose scope broke was said
+    never to have run, after it had gathered)."""
+    root = write_project(tmp_path, {"tasks/frames.py": GENERATOR,
+                                    "tasks/tens.py": PER_ITERATION, "tasks/total.py": COLLECTOR})
+    never = watchrun(root, "show", "total")
+    assert never.code == 2 and "has not run" in never.stderr, never.stderr
+    assert watchrun(root, "build").code == 0
+    assert watchrun(root, "show", "total").stdout.strip() == "30"
+    write_project(tmp_path, {"tasks/tens.py": PER_ITERATION.replace(
+        'return frames["frame"] * 10',  # a new value for frame 0: total starts on it
+        'assert frames["frame"] != 1\n        return frames["frame"] * 10 + 1')})
+    assert watchrun(root, "build").code == 1
+    cancelled = watchrun(root, "show", "total")
+    assert cancelled.code == 2 and cancelled.stderr.count("\n") == 1, cancelled.stderr
+    assert "last run was cancelled" in cancelled.stderr and "has not run" not in cancelled.stderr
+    failed = watchrun(root, "show", "tens", "--iter", "1")
+    assert failed.code == 2 and "failed in its last run" in failed.stderr, failed.stderr
+
+
 def peak_kib(root: Path, *args: str) -> tuple[int, bytes]:
     """Peak resident memory of a `watchrun show` process (KiB), and what it printed."""
     code = ("import resource, runpy, sys\n"

@@ -106,6 +106,9 @@ def _no_output(session: Session, name: str, it: tuple[int, ...], state: UnitStat
     if state is not None and state.status is UnitStatus.FAILED:
         return f"'{_label(name, it)}' failed in its last run: it has no output (see watchrun " \
                f"log {name}{''.join(f' --iter {i}' for i in it)})"
+    if state is not None and state.status is UnitStatus.CANCELLED:
+        return f"'{_label(name, it)}' has no output: its last run was cancelled " \
+               f"(`watchrun status {name}` says what it needs to run)"
     return f"'{_label(name, it)}' has no stored output yet: it has not run"
 
 
