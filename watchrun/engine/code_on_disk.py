@@ -42,6 +42,20 @@ def with_broken_code(project: Project, valid: Project) -> set[str]:
     return {name for name in project.broken if code_files(valid, name) & bad}
 
 
+def gone_tasks(planned: Project, read: Project) -> set[str]:
+    """The tasks of the plan's project missing from the project read (not merely broken)."""
+    return set(planned.tasks.keys() - read.tasks.keys() - read.broken)
+
+
+def breaks_the_plan(planned: Project, read: Project) -> bool:
+    """A task of the plan is gone from the project read, and others it had are broken by
+    that (a parent or an upstream whose file is empty or moved away for a moment): the
+    project read is no valid successor of the plan's, and dev takes no decision on it. A
+    task broken by an error in its own files is held on its own (`with_broken_code`), a
+    task deleted or renamed that nothing needs is simply dropped."""
+    return bool(gone_tasks(planned, read)) and bool(read.broken & planned.tasks.keys())
+
+
 def written_since(project: Project, name: str, read_ns: int, until_ns: int | None = None
                   ) -> bool:
     """Whether one of the task's code files was written at or after `read_ns` (time.time_ns()

@@ -23,7 +23,7 @@ from blake3 import blake3
 
 from watchrun.config import Config, load_config, setting_line
 from watchrun.engine import events as ev
-from watchrun.engine.code_on_disk import with_broken_code
+from watchrun.engine.code_on_disk import breaks_the_plan, gone_tasks, with_broken_code
 from watchrun.engine.dev_commands import DevCommands, rel_path
 from watchrun.engine.scheduler import BuildOptions, Scheduler
 from watchrun.errors import ProjectError
@@ -164,7 +164,7 @@ class DevEngine(DevCommands):
         project = self._read(paths & config_files, sources)
         if project is None:
             return set()
-        if self._breaks_the_plan(project):
+        if breaks_the_plan(self.scheduler.project, project):
             self._defer(project, paths, sources | (paths & config_files), read_ns)
             return set()
         if self._deferred is not None:
@@ -220,19 +220,6 @@ class DevEngine(DevCommands):
             return self._reload(sources)
         return self.project
 
-    def _breaks_the_plan(self, project: Project) -> bool:
-        """A task of the plan is gone from the project read, and others it had are broken
-        by that (a parent or an upstream whose file is empty or moved away for a moment):
-        the project read is no valid successor of the plan's. (A task broken by an error in
-        its own files is held on its own, and the rest goes on.)"""
-        gone = self._gone(project)
-        return bool(gone) and bool(project.broken & self.scheduler.project.tasks.keys())
-
-    def _gone(self, project: Project) -> set[str]:
-        """The plan's tasks missing from the project read (not merely broken)."""
-        planned = self.scheduler.project.tasks.keys()
-        return set(planned - project.tasks.keys() - project.broken)
-
     def _apply_settings(self, config: Config) -> None:
         """Settings saved while watching: `jobs` applies at once, and the task folders with
         the project read. The others are read as dev starts: said, rather than ignored."""
@@ -266,7 +253,7 @@ class DevEngine(DevCommands):
         self.scheduler.code_read_ns = read_ns
         # a task whose file is gone cannot run either (its worker would not find its code)
         self.scheduler.hold_code(with_broken_code(project, self.scheduler.project)
-                                 | self._gone(project))
+                                 | gone_tasks(self.scheduler.project, project))
 
     def _reload(self, sources: set[Path]) -> Project:
         """Code-only edits take the incremental path (only the closures that reach the saved
