@@ -305,6 +305,30 @@ def test_set_overrides_a_param_for_one_run(tmp_path: Path) -> None:
     assert watchrun(root, "build", "--set", "fitrate").code == 2
 
 
+def test_an_output_a_set_run_wrote_is_said_to_be_from_that_run(tmp_path: Path) -> None:
+    """After `build --set`, the plain build restores the output the header's params make:
+    the file is what the --set run wrote, not someone's edit ("output modified" said so)."""
+    root = write_project(tmp_path, {"tasks/fit.py": """
+        # /// task
+        # outputs = ["fit.txt"]
+        # [params]
+        # rate = 0.1
+        # ///
+        from pathlib import Path
+
+        def run(rate):
+            Path("fit.txt").write_text(f"{rate}")
+    """})
+    assert watchrun(root, "build").code == 0
+    assert watchrun(root, "build", "--set", "fit.rate=0.5").code == 0
+    run = watchrun(root, "build")
+    assert run.code == 0 and (root / "fit.txt").read_text() == "0.1"
+    assert "(output written by its last run: fit.txt; param changed: rate 0.5 -> 0.1 " \
+        "(tasks/fit.py:4 (fit)))" in run.stdout, run.stdout
+    (root / "fit.txt").write_text("by hand")
+    assert "(output modified: fit.txt)" in watchrun(root, "build").stdout
+
+
 def test_status_shows_iteration_counts_and_the_first_line_of_a_failure(tmp_path: Path) -> None:
     root = write_project(tmp_path, {
         "tasks/gen.py": "# /// task\n# kind = \"generator\"\n# ///\ndef run():\n"

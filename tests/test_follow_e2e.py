@@ -66,7 +66,9 @@ def test_a_step_whose_input_did_not_change_is_cut_off_and_an_older_one_says_why_
     back = watchrun(root, "build", "--json", "-j1")
     assert back.code == 0 and back.ran() == ["s0", "s1", "s2"]
     reasons = [e["reasons"] for e in back.events if e["event"] == "unit_started"]
-    assert reasons[1] == ["output modified: out/s1.txt"], reasons
+    # its file is what its last run (on "two") wrote: watchrun's, not someone's edit
+    assert reasons[1] == ["output written by its last run: out/s1.txt",
+                          "input changed: out/s0.txt"], reasons
     assert (root / "out" / "s2.txt").read_text() == "one 2\n"
 
 

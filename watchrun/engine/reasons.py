@@ -22,6 +22,7 @@ class ReasonKind(enum.Enum):
     UPSTREAM_DIRTY = "upstream dirty"
     OUTPUT_MISSING = "output missing"
     OUTPUT_MODIFIED = "output modified"
+    OUTPUT_OF_LAST_RUN = "output written by its last run"  # under another signature
     STORED_MISSING = "stored output missing"  # its object was deleted or damaged
     FORCED = "forced"
     LAST_FAILED = "last run failed"

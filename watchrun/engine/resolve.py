@@ -23,7 +23,7 @@ from watchrun.project.loader import Project
 from watchrun.project.model import Task
 from watchrun.state.hashing import FileHasher, UnreadablePath
 from watchrun.state.signing import static_identity, unit_signature
-from watchrun.state.store import ResultRecord, Store, UnitState
+from watchrun.state.store import ResultRecord, Store, UnitState, UnitStatus
 
 
 class Resolution:
@@ -301,7 +301,7 @@ class Resolver:
         def explain_dirty() -> list[Reason]:
             last_manifest, last_upstream = self._last_manifest(last)
             reasons = explain(make_manifest(), upstream, last, last_manifest, last_upstream,
-                              result, outputs_now, forced)
+                              result, outputs_now, forced, self._other_last_result(last, result))
             if result is not None:  # declared outputs its result never recorded (made by
                 # an older watchrun, which let a unit succeed without writing them)
                 reasons += [Reason(ReasonKind.OUTPUT_MISSING, path)
@@ -457,6 +457,15 @@ class Resolver:
                     known = by_task[record.task] = _KnownResults({})
                 known.records[record.signature] = record
             self._results = by_task
+
+    def _other_last_result(self, last: UnitState | None, result: ResultRecord | None
+                           ) -> ResultRecord | None:
+        """The result of the unit's last run when it had another signature than `result`'s
+        (None otherwise): whose outputs may be the files found now."""
+        if last is None or result is None or last.signature == result.signature \
+                or last.status is not UnitStatus.OK:
+            return None
+        return self.store.find_result(last.task, last.signature)
 
     def _last_manifest(
         self, last: UnitState | None

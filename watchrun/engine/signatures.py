@@ -80,13 +80,18 @@ def explain(
     result: ResultRecord | None,
     outputs_now: dict[str, str | None],
     forced: bool = False,
+    last_result: ResultRecord | None = None,
 ) -> list[Reason]:
-    """Why this unit must run, or [] when it is clean. The one place that decides."""
+    """Why this unit must run, or [] when it is clean. The one place that decides.
+    `last_result`: the result of its last run, when that run had another signature."""
     reasons: list[Reason] = []
     if forced:
         reasons.append(Reason(ReasonKind.FORCED))
     if result is not None:
-        reasons.extend(_output_reasons(result, outputs_now))
+        reasons.extend(_output_reasons(result, outputs_now, last_result))
+        if last_manifest is not None and any(
+                r.kind is ReasonKind.OUTPUT_OF_LAST_RUN for r in reasons):
+            reasons.extend(diff_manifests(last_manifest, current))  # what that run differed in
         return reasons
     if last is None:
         return [*reasons, Reason(ReasonKind.NEVER_RUN)]
@@ -106,14 +111,20 @@ def explain(
     return reasons
 
 
-def _output_reasons(result: ResultRecord, outputs_now: dict[str, str | None]) -> list[Reason]:
+def _output_reasons(result: ResultRecord, outputs_now: dict[str, str | None],
+                    last_result: ResultRecord | None) -> list[Reason]:
+    """An output that differs from the result's is modified, but where it is what the unit's
+    last run wrote under another signature (other params, say): then watchrun wrote it."""
     reasons = [] if result.stored else [Reason(ReasonKind.STORED_MISSING)]
+    written = last_result.outputs if last_result is not None else {}
     for path, digest in sorted(result.outputs.items()):
         now = outputs_now.get(path)
         if now is None:
             reasons.append(Reason(ReasonKind.OUTPUT_MISSING, path))
         elif now != digest:
-            reasons.append(Reason(ReasonKind.OUTPUT_MODIFIED, path))
+            kind = ReasonKind.OUTPUT_OF_LAST_RUN if written.get(path) == now \
+                else ReasonKind.OUTPUT_MODIFIED
+            reasons.append(Reason(kind, path))
     return reasons
 
 
