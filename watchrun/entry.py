@@ -72,14 +72,16 @@ def _main(args: list[str]) -> None:
     if parsed is not None:
         given, tasks, options = parsed
         root = _project_root(given)
+        proven = None
         if _may_prove_clean(options):
             with span("null-build proof"):
                 from watchrun.nullproof import try_null_build
 
-                code = try_null_build(root, tasks, options["json_out"])
-            if code is not None:
+                verdict = try_null_build(root, tasks, options["json_out"])
+            if isinstance(verdict, int):
                 report()
-                raise SystemExit(code)
+                raise SystemExit(verdict)
+            proven = verdict
         early = _started_early(root, options, runs_units=not options["dry_run"])
         try:
             with span("import engine"):
@@ -88,7 +90,8 @@ def _main(args: list[str]) -> None:
                 from watchrun.commands.build import build_command
 
             # _end() ends the process right after: the store may leave its database open
-            code = build_command(Path(root), tasks, early=early, exiting=True, **options)
+            code = build_command(Path(root), tasks, early=early, exiting=True, proven=proven,
+                                 **options)
         finally:
             early.end()
         report()

@@ -32,9 +32,11 @@ from watchrun.paths import STATE_DIR
 from watchrun.state.lock import try_lock
 from watchrun.state.proof import (
     Proof,
+    ProvenClean,
     database_identity,
     identity,
     join,
+    proof_path,
     read_proof,
     settings_stats,
     site_mtimes,
@@ -42,26 +44,35 @@ from watchrun.state.proof import (
     unpack_keys,
     write_proof,
 )
-from watchrun.state.statkeys import CacheEntry
+from watchrun.state.statkeys import CacheEntry, stat_key
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from watchrun.state.hashing import FileHasher
 
 
-def try_null_build(root_arg: str, targets: list[str], json_out: bool = False) -> int | None:
+def try_null_build(root_arg: str, targets: list[str], json_out: bool = False
+                   ) -> int | ProvenClean | None:
     """Exit code 0 after printing what a null build prints (its summary, or with `json_out`
-    its events) when the proof holds; None when the normal build has to decide (no proof,
-    anything changed, the lock is taken)."""
+    its events) when the proof holds; what it still proves when only some observed files
+    changed; None when the normal build has to decide on its own (no proof, the project or
+    the settings changed, the lock is taken)."""
     root = os.path.realpath(root_arg)  # what load_config makes of `-C` (symlinks resolved)
     state_dir = os.path.join(root, STATE_DIR)
     with try_lock(state_dir, shared=True) as locked:
         if not locked:
             return None  # no writer ever ran here, or one is running: the normal build says who
         proof = read_proof(state_dir)
-        if proof is None or (json_out and proof.get("events") is None) \
-                or not _holds(proof, root, state_dir, targets):
+        if proof is None:
             return None
+        verdict = _holds(proof, root, state_dir, targets)
+        if verdict is False:
+            return None
+        if verdict is not True or (json_out and proof.get("events") is None):
+            # some files changed, or the events to replay are not kept: the build runs, and
+            # the proof tells it which tasks need no second look
+            changed = verdict.changed if isinstance(verdict, _Changed) else set()
+            return _proven(proof, changed, state_dir)
     if json_out:
         _print_events(proof["events"])  # type: ignore[arg-type]
     else:
@@ -80,9 +91,27 @@ def _print_events(events: str) -> None:
         write(f"{head}{time.time()!r}{tail}\n")
 
 
-def _holds(proof: Proof, root: str, state_dir: str, targets: list[str]) -> bool:
+class _Changed:
+    """The proof's files hold but for these contents."""
+
+    __slots__ = ("changed",)
+
+    def __init__(self, changed: set[str]) -> None:
+        self.changed = changed
+
+
+def _proven(proof: Proof, changed: set[str], state_dir: str) -> ProvenClean | None:
     try:
-        return _settings_hold(proof, root, state_dir, targets) and _files_hold(proof, state_dir)
+        return ProvenClean(proof, changed, stat_key(proof_path(state_dir)))
+    except (KeyError, TypeError, ValueError):
+        return None  # written by another version
+
+
+def _holds(proof: Proof, root: str, state_dir: str, targets: list[str]) -> bool | _Changed:
+    try:
+        if not _settings_hold(proof, root, state_dir, targets):
+            return False
+        return _files_hold(proof, state_dir)
     except (KeyError, TypeError, ValueError, AttributeError, IndexError):
         return False  # another shape: written by another version
 
@@ -95,15 +124,16 @@ def _settings_hold(proof: Proof, root: str, state_dir: str, targets: list[str]) 
             and proof["site"] == site_mtimes())
 
 
-def _files_hold(proof: Proof, state_dir: str) -> bool:
-    """In the order that finds the common changes first, so that a build that has work to do
-    loses little here: the inputs and outputs (an edited data file, a deleted output; what
-    only changed its stat key is hashed again), the project's files (an edited task), then
-    new files."""
+def _files_hold(proof: Proof, state_dir: str) -> bool | _Changed:
+    """The inputs and outputs (an edited data file, a deleted output; what only changed its
+    stat key is hashed again), the project's files (an edited task), then new files. With
+    all else as it was, a few changed contents still leave a proof of the tasks they do not
+    touch; many (a checkout) end the check at once."""
     from watchrun.project.discovery import discover_in
 
     contents = _Contents(proof)
-    if not contents.hold():
+    same = contents.hold()
+    if not same and contents.changed is None:
         return False
     absent: list[str] = proof["absent"]  # type: ignore[assignment]
     folders: list[str] = proof["folders"]  # type: ignore[assignment]
@@ -112,9 +142,14 @@ def _files_hold(proof: Proof, state_dir: str) -> bool:
              and not any(os.path.lexists(path) for path in absent)
              and join(discover_in(folders, state_dir)) == proof["discovered"]
              and _expansions_hold(proof, os.path.dirname(state_dir)))
-    if holds and contents.update():  # touched files: their new stat keys, for next time
+    if not holds:
+        return False
+    if not same:
+        assert contents.changed is not None
+        return _Changed(set(contents.changed))
+    if contents.update():  # touched files: their new stat keys, for next time
         write_proof(state_dir, proof)
-    return holds
+    return True
 
 
 def _same_keys(paths: list[str], keys: array[int]) -> bool:
@@ -146,33 +181,54 @@ class _Contents:
         self.keys = unpack_keys(proof["keys"])  # type: ignore[arg-type]
         self.big: list[str] = []
         self._hasher: FileHasher | None = None
+        # the paths whose content changed; None once too many have for a partial proof
+        # to be worth it (or the proof has no values to make one of)
+        self.changed: list[str] | None = [] if "values" in proof else None
+        self._most = max(16, len(self.paths) // 8)
 
     def hold(self) -> bool:
-        paths, hashes, keys = self.paths, self.hashes, self.keys
-        if not (len(paths) == len(hashes) and len(keys) == 4 * len(paths)):
+        """Whether every content is as it was; the changed ones are in `changed`."""
+        paths = self.paths
+        if not (len(paths) == len(self.hashes) and len(self.keys) == 4 * len(paths)):
+            self.changed = None
             return False
         for i, path in enumerate(paths):
-            try:
-                st = os.stat(path)
-            except OSError:
-                if not hashes[i]:
-                    continue  # missing then, missing now
-                return False
-            if not hashes[i]:
-                return False  # missing then, there now
-            j = 4 * i
-            if (keys[j] == st.st_size and keys[j + 1] == st.st_mtime_ns
-                    and keys[j + 2] == st.st_ino and keys[j + 3] == st.st_ctime_ns):
-                continue
-            # a changed stat key, or a hash that was not settled: hash it again
-            if st.st_size >= self.EAGER_BYTES:
-                self.big.append(path)
-            elif self.hasher.hash_files([path])[path] != hashes[i]:
+            if not self._as_seen(i, path) and not self._note(path):
                 return False
         if self.big:
             found = self.hasher.hash_many(self.big)
-            wanted = dict(zip(paths, hashes, strict=True))
-            return all(found[path] == wanted[path] for path in self.big)
+            wanted = dict(zip(paths, self.hashes, strict=True))
+            for path in self.big:
+                if found[path] != wanted[path] and not self._note(path):
+                    return False
+        return not self.changed
+
+    def _as_seen(self, i: int, path: str) -> bool:
+        """Whether the content at `path` is what the proof saw (a big file whose stat key
+        changed is put aside, to be hashed with the others at the end)."""
+        hashes, keys = self.hashes, self.keys
+        try:
+            st = os.stat(path)
+        except OSError:
+            return not hashes[i]  # missing then, missing now
+        if not hashes[i]:
+            return False  # missing then, there now
+        j = 4 * i
+        if (keys[j] == st.st_size and keys[j + 1] == st.st_mtime_ns
+                and keys[j + 2] == st.st_ino and keys[j + 3] == st.st_ctime_ns):
+            return True
+        # a changed stat key, or a hash that was not settled: hash it again
+        if st.st_size >= self.EAGER_BYTES:
+            self.big.append(path)
+            return True
+        return bool(self.hasher.hash_files([path])[path] == hashes[i])
+
+    def _note(self, path: str) -> bool:
+        """A changed content: whether to go on looking (for a partial proof)."""
+        if self.changed is None or len(self.changed) >= self._most:
+            self.changed = None
+            return False
+        self.changed.append(path)
         return True
 
     @property

@@ -26,7 +26,7 @@ from watchrun.executors.spawn import EarlyWorkers
 from watchrun.project.loader import Project, ProjectLoader
 from watchrun.project.model import Kind
 from watchrun.state.hashing import FileHasher
-from watchrun.state.proof import settings_stats
+from watchrun.state.proof import ProvenClean, settings_stats
 from watchrun.state.store import LockedError, Store
 from watchrun.stats import span
 from watchrun.ui.summary import summary_line
@@ -258,7 +258,8 @@ async def run_build(session: Session, targets: list[str], options: BuildOptions,
                     subscribers: list[Subscriber], jobs: int, executor_kind: str,
                     address: str, proof_for: list[str] | None = None,
                     proof_lines: list[tuple[str, str]] | None = None,
-                    early: EarlyWorkers | None = None) -> BuildSummary:
+                    early: EarlyWorkers | None = None, proven: ProvenClean | None = None
+                    ) -> BuildSummary:
     """`proof_for`: the targets as given on the command line, to leave a null-build proof
     for them if the build succeeds (see `nullproof`); `proof_lines`: the `--json` lines
     printed meanwhile, which the proof of a null build can replay. `early`: see
@@ -284,6 +285,7 @@ async def run_build(session: Session, targets: list[str], options: BuildOptions,
     scheduler = Scheduler(session.project, session.store, session.hasher, executor, bus,
                           options)
     holder["s"] = scheduler
+    scheduler.proven = proven
     loop = asyncio.get_running_loop()
     stop_signals = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
     for sig in stop_signals:
@@ -315,7 +317,9 @@ def trace_build(trace: BuildTrace, scheduler: Scheduler, targets: list[str],
     trace.files_observed(resolver.observed, resolver.expansions.values(), resolver.unsteady)
     trace.hashes_known(scheduler.hasher)
     clean = summary.ran + summary.skipped
-    trace.build_finished(targets, clean, lines, summary_line(True, "ran", 0, clean, 0, 0))
+    values = {name: value for (name, key), value in scheduler.values.items() if not key}
+    trace.build_finished(targets, clean, lines, summary_line(True, "ran", 0, clean, 0, 0),
+                         values)
 
 
 def exit_code(summary: BuildSummary) -> int:

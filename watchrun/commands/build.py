@@ -38,16 +38,18 @@ from watchrun.session import (
     open_session,
     run_build,
 )
+from watchrun.state.proof import ProvenClean
 
 
 def build_command(root: Path | None, targets: list[str], *, jobs: int | None, force: bool,
                   dry_run: bool, json_out: bool, fail_fast: bool, verbose: bool,
                   executor: str | None, address: str | None,
                   set_params: list[str] | None = None, early: EarlyWorkers | None = None,
-                  exiting: bool = False) -> int:
+                  exiting: bool = False, proven: ProvenClean | None = None) -> int:
     """`root`: None to look for the project from the current folder up. From the console
-    script: `early`, the workers it started before importing the engine (see spawn.py), and
-    `exiting`, the process ends with os._exit right after (see Store.close)."""
+    script: `early`, the workers it started before importing the engine (see spawn.py),
+    `exiting`, the process ends with os._exit right after (see Store.close), and `proven`,
+    what the last build's proof still proves (see nullproof.py)."""
     if jobs is not None and jobs < 0:
         return error(f"-j/--jobs must be 0 (one per CPU) or more, not {jobs}")
     found, problem = locate(None if root is None else str(root))
@@ -90,11 +92,20 @@ def build_command(root: Path | None, targets: list[str], *, jobs: int | None, fo
             summary = asyncio.run(run_build(
                 session, chosen, options, subscribers, effective_jobs(settings, jobs),
                 settings.executor_kind, settings.executor_address,
-                proof_for=None if dry_run else targets, proof_lines=lines, early=early))
+                proof_for=None if dry_run else targets, proof_lines=lines, early=early,
+                proven=_still_proven(session, proven)))
             return exit_code(summary)
 
     with collector_paused():
         return guarded(json_out, body)
+
+
+def _still_proven(session: Session, proven: ProvenClean | None) -> ProvenClean | None:
+    """What the proof checked before the lock was taken still proves, if no other writer
+    ran meanwhile (each one discards the proof: this build found the same file)."""
+    if proven is None or session.store.proof_at_lock != proven.proof_key:
+        return None
+    return proven
 
 
 def _subscribers(session: Session, targets: int, json_out: bool, dry_run: bool,

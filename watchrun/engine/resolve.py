@@ -113,6 +113,9 @@ class Resolver:
         self.expansions: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {}
         self.unsteady = False  # a path hashed to two values (or a glob matched two sets)
         self._input_paths: set[str] = set()  # observed as some task's input
+        # the only tasks this build may resolve, when they are few (the others are covered by
+        # the last build's proof, engine/proven.py): what its bulk reads ask the store for
+        self.only: tuple[str, ...] | None = None
 
     # -- inputs and outputs ------------------------------------------------------------------
     def input_paths(self, task: Task) -> list[Path]:
@@ -172,6 +175,35 @@ class Resolver:
             plain = (given, [p if os.path.isabs(p) else os.path.join(root, p) for p in given])
         self._plain[task.name] = (task.inputs, plain)
         return plain
+
+    def paths_of(self, task: Task) -> tuple[list[str], list[str], list[str]] | None:
+        """(its inputs as given, their absolute paths, its outputs' absolute paths): what a
+        task reads and writes now, without hashing any (None: an input cannot be listed)."""
+        plain = self._plain_inputs(task)
+        if plain is not None:
+            given, absolute = plain
+        else:
+            try:
+                given = self.input_strs(task)
+            except (OSError, UnreadablePath):
+                return None
+            root = str(self.root)
+            absolute = [p if os.path.isabs(p) else os.path.join(root, p) for p in given]
+        return given, absolute, list(self.output_paths(task).values())
+
+    def adopt_observed(self, task: Task, hashes: dict[str, str]) -> None:
+        """A task the last build's proof covers (engine/proven.py) is not resolved: what that
+        build observed of its files (`hashes`: absolute path -> hash, "" for missing) is
+        what this build observed, for the proof it leaves."""
+        found = self.paths_of(task)
+        assert found is not None  # the proof covered it: its inputs could be listed
+        given, absolute, outputs = found
+        kept = [(g, a) for g, a in zip(given, absolute, strict=True) if hashes[a]]
+        self.expansions.setdefault(task.name, (with_exclusions(task.inputs, task.outputs),
+                                               tuple(g for g, _ in kept)))
+        for path in (*absolute, *outputs):
+            self.observed[path] = hashes[path] or None
+        self._input_paths.update(a for _, a in kept)
 
     def output_paths(self, task: Task) -> dict[str, str]:
         """Declared outputs: root-relative posix name -> absolute path (computed once per task
@@ -356,8 +388,8 @@ class Resolver:
         graph = self.project.graph
         iterated = {name for name, scope in graph.scope.items()
                     if scope and not is_persistent(self.project, name)}
-        found = self.store.result_signatures_except(iterated)
-        for name in self.project.tasks:
+        found = self.store.result_signatures_except(iterated, self.only)
+        for name in self.project.tasks if self.only is None else self.only:
             known = self._known_results(name)
             if name not in iterated and known.signatures is None:
                 known.signatures = found.get(name, set()) | known.recorded
@@ -391,7 +423,8 @@ class Resolver:
         if not iter:
             top = self._top_states
             if top is None:
-                top = self._top_states = {s.task: s for s in self.store.top_level_states()}
+                top = self._top_states = {
+                    s.task: s for s in self.store.top_level_states(self.only)}
             return top.get(name)
         if iter < self._released.get(name, ()):
             return self.store.unit_state(name, iter)
@@ -446,7 +479,7 @@ class Resolver:
 
     def _read_last_units(self) -> None:
         """Every unit's latest signature and the results under them, in one query."""
-        signatures, results = self.store.last_units()
+        signatures, results = self.store.last_units(self.only)
         if self._signatures is None:
             self._signatures = signatures
         if self._results is None:

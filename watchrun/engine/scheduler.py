@@ -31,6 +31,7 @@ from watchrun.engine.driver_state import (
 from watchrun.engine.endings import Endings
 from watchrun.engine.followers import Followers
 from watchrun.engine.plan import Plan
+from watchrun.engine.proven import covered_tasks
 from watchrun.engine.readiness import Readiness, Wake
 from watchrun.engine.reasons import Reason, ReasonKind
 from watchrun.engine.recorder import Recorder
@@ -56,6 +57,8 @@ from watchrun.project.codemap import ArgSpec
 from watchrun.project.loader import Project
 from watchrun.project.model import Kind, Task
 from watchrun.state.hashing import FileHasher
+from watchrun.state.proof import ProvenClean
+from watchrun.state.result_tables import MAX_ONLY
 from watchrun.state.store import ObjectWriteError, Store
 
 # seconds of resolving units found at the start of a build (or after a change) between two
@@ -147,6 +150,11 @@ class Scheduler(Dispatch, Streaming, Replanning, Endings, DriverState):
         self._task_info: dict[str, tuple[tuple[ArgSpec, ...] | None, list[tuple[Path, str]],
                                          Path]] = {}
         self.followers = Followers()
+        # what the last build's proof still proves (build only, its first check: see
+        # engine/proven.py)
+        self.proven: ProvenClean | None = None
+        self._covered: dict[str, str] = {}  # the tasks it covers, not yet said clean: values
+        self._covered_hashes: dict[str, str] = {}  # path -> hash, as the proof saw them
         # an executor that can queue a unit behind another on its worker (the local one)
         self._follow = getattr(executor, "follow", None) if options.follow else None
 
@@ -207,6 +215,9 @@ class Scheduler(Dispatch, Streaming, Replanning, Endings, DriverState):
                 self._new_consumer(name)
         self._background = True  # queued, and resolved below in slices
         try:
+            if self.proven is not None:
+                self._note_covered(order, self.proven)
+                self.proven = None
             for name in order:
                 if not self.graph.scope.get(name) or is_persistent(self.project, name):
                     self._check(name, ())
@@ -216,6 +227,33 @@ class Scheduler(Dispatch, Streaming, Replanning, Endings, DriverState):
             self._background = False
         if self._resume is None:
             self._drain()
+
+    def _note_covered(self, order: list[str], proven: ProvenClean) -> None:
+        """The tasks the last build's proof still covers are clean with the value it holds:
+        each is said so without being resolved, when its turn to be checked comes (so that
+        the units that do run are not kept waiting for hundreds of such skips)."""
+        if self.forced or self.options.dry_run:
+            return
+
+        def paths_of(task: Task) -> list[str] | None:
+            found = self.resolver.paths_of(task)
+            return None if found is None else found[1] + found[2]
+
+        covered = covered_tasks(self.project, order, proven, paths_of, self.hasher.hash_files)
+        if not covered:
+            return
+        self._covered = {name: proven.values[name] for name in covered}
+        self._covered_hashes = dict(zip(proven.paths, proven.hashes, strict=True))
+        rest = tuple(name for name in order if name not in self._covered)
+        if len(rest) <= MAX_ONLY:
+            self.resolver.only = rest
+
+    def _skip_covered(self, name: str, value: str) -> None:
+        self.seen.add((name, ()))
+        self.resolver.adopt_observed(self.project.tasks[name], self._covered_hashes)
+        self.summary.skipped += 1
+        self.bus.publish(ev.UnitSkipped(task=name, iter=()))
+        self._set_value(name, (), value)
 
     # -- values and readiness ----------------------------------------------------------------
     def _upstream_values(self, name: str, key: Key, in_scope: bool = True
@@ -296,6 +334,9 @@ class Scheduler(Dispatch, Streaming, Replanning, Endings, DriverState):
             return
         if name in self.consumers:
             self._advance(self.consumers[name])
+            return
+        if self._covered and not key and name in self._covered:
+            self._skip_covered(name, self._covered.pop(name))
             return
         upstream = self._upstream_values(name, key)
         if upstream is None or self._awaits_new_value(name, key):

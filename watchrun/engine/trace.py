@@ -57,6 +57,7 @@ class BuildTrace:
         self._keys: list[StatKey] = []
         self._below: dict[str, CacheEntry] = {}
         self._finish: tuple[tuple[str, ...], int, list[tuple[str, str]] | None, str] | None = None
+        self._values: dict[str, str] = {}
         # the console script looks for the proof in the default state folder only
         self.spoiled = state_dir != os.path.join(root, STATE_DIR)
 
@@ -96,12 +97,15 @@ class BuildTrace:
                 self._below.update(hasher.cached_below(path))
 
     def build_finished(self, targets: Iterable[str], clean_units: int,
-                       events: list[tuple[str, str]] | None, summary: str) -> None:
+                       events: list[tuple[str, str]] | None, summary: str,
+                       values: Mapping[str, str]) -> None:
         """From the end of a build that succeeded: the targets as given, the units a null
         build finds clean, the `--json` lines of a build that ran nothing without their times
-        (None: it ran something, so a null build prints other events), and the summary line
-        a null build prints."""
+        (None: it ran something, so a null build prints other events), the summary line
+        a null build prints, and the value of each task outside any scope (what a build
+        after an edit elsewhere takes for the tasks the proof still covers)."""
         self._finish = (tuple(targets), clean_units, events, summary)
+        self._values = dict(values)
 
     def seal(self) -> None:
         """Write the proof, once the results it speaks of are committed: only after a build
@@ -122,6 +126,7 @@ class BuildTrace:
             "observed": join(paths), "hashes": join(self._observed[p] or "" for p in paths),
             "keys": pack_keys(self._keys), "below": self._below, "units": units,
             "summary": summary,
+            "values": (join(self._values), join(self._values.values())),
             "events": None if events is None else "\n".join(f"{h}\0{t}" for h, t in events),
         }
 

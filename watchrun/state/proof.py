@@ -34,6 +34,25 @@ NO_KEY = (-1, -1, -1, -1)  # the stat key of a path whose hash was not settled (
 Proof = dict[str, object]
 
 
+class ProvenClean:
+    """What the proof still proves when only some of the files it observed changed (a data
+    file edited, an output deleted): the build that follows need not look again at the tasks
+    that touch none of them and wait for none that does (`engine/proven.py`). The project, the
+    settings and the installed packages are as the proof saw them."""
+
+    __slots__ = ("changed", "hashes", "paths", "proof_key", "values")
+
+    def __init__(self, proof: Proof, changed: set[str], proof_key: object) -> None:
+        self.changed = changed  # absolute paths whose content is not what the proof saw
+        self.paths: list[str] = split(proof["observed"])  # type: ignore[arg-type]
+        self.hashes: list[str] = split(proof["hashes"])  # type: ignore[arg-type]
+        pair: tuple[str, str] = proof["values"]  # type: ignore[assignment]
+        self.values = dict(zip(split(pair[0]), split(pair[1]), strict=True))
+        # the proof file as it was checked: the build takes the writer lock later, and uses
+        # this only if no other writer ran meanwhile (each one discards the proof)
+        self.proof_key = proof_key
+
+
 def proof_path(state_dir: str) -> str:
     return os.path.join(state_dir, PROOF)
 

@@ -48,7 +48,9 @@ def _unit_state(row: tuple[Any, ...]) -> UnitState:
     return UnitState(row[0], _iter_tuple(row[1]), row[2], _STATUSES[row[3]], *row[4:])
 
 
-_MAX_LEFT_OUT = 500  # names in one NOT IN list (SQLite allows 32,766 parameters)
+_MAX_LEFT_OUT = 500  # names in one (NOT) IN list (SQLite allows 32,766 parameters)
+MAX_ONLY = _MAX_LEFT_OUT
+_NO_ARGS: tuple[str, ...] = ()
 
 # A LEFT JOIN keeps unit_states outer, each result found by its key (left to choose, SQLite
 # scanned the results and searched a task's states for each: quadratic in a scope's size).
@@ -77,26 +79,36 @@ class ResultTables(StoredObjects):
         return {row[0] for row in self._rows("SELECT signature FROM results WHERE task = ?",
                                              (task,))}
 
-    def result_signatures_except(self, tasks: Collection[str]) -> dict[str, set[str]]:
+    def result_signatures_except(self, tasks: Collection[str],
+                                 only: Collection[str] | None = None) -> dict[str, set[str]]:
         """Every signature each task has a result for, in one query, but for `tasks` (whose
         sets could be large: the tasks of a scope, asked for one by one when they are
-        needed). With very many such tasks, nothing is left out."""
+        needed). With very many such tasks, nothing is left out. `only`: of these tasks
+        alone (at most _MAX_LEFT_OUT of them)."""
         sql = "SELECT task, signature FROM results"
         left_out = tuple(tasks) if len(tasks) <= _MAX_LEFT_OUT else ()
-        if left_out:
+        if only is not None:
+            sql += f" WHERE task IN ({','.join('?' * len(only))})"
+            left_out = tuple(only)
+        elif left_out:
             sql += f" WHERE task NOT IN ({','.join('?' * len(left_out))})"
         found: dict[str, set[str]] = {}
         for task, signature in self._rows(sql, left_out):
             found.setdefault(task, set()).add(signature)
         return found
 
-    def last_units(self) -> tuple[dict[tuple[str, tuple[int, ...]], str], list[ResultRecord]]:
+    def last_units(self, only: Collection[str] | None = None
+                   ) -> tuple[dict[tuple[str, tuple[int, ...]], str], list[ResultRecord]]:
         """In one query: (task, iter) -> the signature of the latest thing that happened there,
         and the result stored under each such signature (what a null build finds, for every
-        unit at once, never unit by unit: the per-unit cost, CONTRIBUTING.md)."""
+        unit at once, never unit by unit: the per-unit cost, CONTRIBUTING.md). `only`: the
+        units of these tasks alone (at most _MAX_LEFT_OUT of them)."""
         signatures: dict[tuple[str, tuple[int, ...]], str] = {}
         results: dict[tuple[str, str], ResultRecord] = {}
-        for task, iter_text, signature, *result in self._rows(LAST_UNITS):
+        sql, args = LAST_UNITS, _NO_ARGS
+        if only is not None:
+            sql, args = f"{sql} WHERE u.task IN ({','.join('?' * len(only))})", tuple(only)
+        for task, iter_text, signature, *result in self._rows(sql, args):
             signatures[(task, _iter_tuple(iter_text))] = signature
             if result[0] is not None and (task, signature) not in results:
                 output, outputs, duration, finished, inline = result
@@ -135,10 +147,13 @@ class ResultTables(StoredObjects):
         states.sort(key=lambda s: (s.task, s.iter))
         return iter(states)
 
-    def top_level_states(self) -> list[UnitState]:
-        """The states of every unit outside a scope, in one query."""
-        return [_unit_state(row) for row in self._rows(
-            f"SELECT {_UNIT_COLUMNS} FROM unit_states WHERE iter = ''")]
+    def top_level_states(self, only: Collection[str] | None = None) -> list[UnitState]:
+        """The states of every unit outside a scope, in one query (`only`: of these tasks
+        alone, at most _MAX_LEFT_OUT of them)."""
+        sql, args = f"SELECT {_UNIT_COLUMNS} FROM unit_states WHERE iter = ''", _NO_ARGS
+        if only is not None:
+            sql, args = f"{sql} AND task IN ({','.join('?' * len(only))})", tuple(only)
+        return [_unit_state(row) for row in self._rows(sql, args)]
 
     def put_manifest(self, manifest_id: str, data: bytes) -> None:
         """Manifests are deduplicated by id; storing one twice is a no-op."""

@@ -23,8 +23,9 @@ from watchrun.state.lock import LockedError, LockHolder, WriterLock, read_holder
 from watchrun.state.objects import ObjectWriteError
 from watchrun.state.opening import DatabaseOpener
 from watchrun.state.pgroup_tables import PgroupTables
-from watchrun.state.proof import discard_proof
+from watchrun.state.proof import discard_proof, proof_path
 from watchrun.state.result_tables import LAST_UNITS, ResultTables
+from watchrun.state.statkeys import StatKey, stat_key
 from watchrun.state.stored_objects import INLINE_LIMIT
 from watchrun.state.values import (
     ObjectDamaged,
@@ -87,6 +88,9 @@ class Store(ResultTables, PgroupTables):
         self.messages = []
         self._opener = DatabaseOpener(self.state_dir, self.db_path, self.messages)
         self._lock: WriterLock | None = None
+        # the null-build proof as this writer found it when it took the lock (None: there
+        # was none): a partial proof checked before is good only if it is that same file
+        self.proof_at_lock: StatKey | None = None
         if readonly:
             self._db = self._opener.open_readonly()
         else:
@@ -126,6 +130,7 @@ class Store(ResultTables, PgroupTables):
             raise
         self._lock = lock
         # Whatever this writer does may make the last build's null-build proof false.
+        self.proof_at_lock = stat_key(proof_path(os.fspath(self.state_dir)))
         discard_proof(os.fspath(self.state_dir))
         # Only now is it safe: a temporary object file could belong to a running writer.
         self._objects.clean_temps()
