@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -273,11 +274,15 @@ def read_pid_of(path: Path) -> int:
 # -- a library upgraded while `dev` runs ----------------------------------------------------
 
 def install_fakelib(site: Path, version: str) -> None:
-    """What `pip install fakelib==VERSION` leaves in a site-packages folder."""
+    """What `pip install fakelib==VERSION` leaves in a site-packages folder: the old version
+    uninstalled first, its bytecode too (pip removes what its RECORD lists). Left behind, a
+    .pyc of `VERSION = '1.0'` stands for `VERSION = '2.0'` written in the same second: same
+    size, same mtime in seconds, which is all Python checks."""
     for old in site.glob("fakelib-*.dist-info"):
         for file in old.iterdir():
             file.unlink()
         old.rmdir()
+    shutil.rmtree(site / "fakelib" / "__pycache__", ignore_errors=True)
     (site / "fakelib").mkdir(parents=True, exist_ok=True)
     (site / "fakelib/__init__.py").write_text(f"VERSION = {version!r}\n")
     info = site / f"fakelib-{version}.dist-info"
