@@ -173,3 +173,57 @@ def apply_edit(root: Path, edit: str, target: str, number: int) -> None:
         path.write_text(path.read_text() + f"\n# edit {number}\nX = {number}\n")
     else:
         shutil.rmtree(root / ".watchrun" / "never", ignore_errors=True)
+
+
+# -- the rule itself, on a loaded project and a made-up proof (no build) --------------------
+
+SCOPED = {
+    "src/a.txt": "a\n", "src/b.txt": "b\n",
+    "tasks/a0.py": step("a0", "src/a.txt", "out/a0.txt"),
+    "tasks/b0.py": step("b0", "src/b.txt", "out/b0.txt"),
+    "tasks/gen.py": '# /// task\n# kind = "generator"\n# ///\ndef run():\n    yield 1\n',
+    "tasks/item.py": '# /// task\n# after = ["gen"]\n# ///\ndef run(gen):\n    return gen\n',
+    "tasks/after_gen.py": '# /// task\n# after = ["gen", "a0"]\n# ///\n'
+                          "def run(gen, a0):\n    return a0\n",
+    "tasks/last.py": '# /// task\n# after = ["a0", "b0"]\n# ///\ndef run(a0, b0):\n    return 1\n',
+}
+
+
+def made_up_proof(root: Path, hashes: dict[str, str], values: list[str]) -> ProvenClean:
+    """A proof that observed `hashes` (root-relative path -> hash, "" for missing) and holds
+    a value for each of `values`."""
+    from watchrun.state.proof import join
+
+    paths = [str(root / p) for p in hashes]
+    proof = {"observed": join(paths), "hashes": join(hashes.values()),
+             "values": (join(values), join(f"v-{v}" for v in values))}
+    return ProvenClean(proof, set(), None)
+
+
+def test_the_covered_tasks_follow_the_rule(tmp_path: Path) -> None:
+    root = write_project(tmp_path / "p", SCOPED)
+    config, _ = load_config(root)
+    project = ProjectLoader(config).load()
+    now = {"src/a.txt": "ha", "src/b.txt": "hb", "out/a0.txt": "", "out/b0.txt": ""}
+
+    def covered(hashes: dict[str, str], values: list[str], changed: frozenset[str] = frozenset()
+                ) -> list[str]:
+        proven = made_up_proof(root, hashes, values)
+        proven.changed = {str(root / p) for p in changed}
+
+        def paths_of(task):  # type: ignore[no-untyped-def]
+            return [str(root / p) for p in (*task.inputs, *task.outputs)]
+
+        def hashes_of(paths: list[str]) -> dict[str, str | None]:
+            return {p: now[os.path.relpath(p, root)] or None for p in paths}
+
+        return covered_tasks(project, project.graph.order, proven, paths_of, hashes_of)
+
+    everything = ["a0", "b0", "gen", "item", "after_gen", "last"]
+    # generators, their scope and what follows a generator are never covered
+    assert covered(now, everything) == ["a0", "b0", "last"]
+    assert covered(now, everything, frozenset({"src/a.txt"})) == ["b0"]  # last waits for a0
+    assert covered({**now, "src/b.txt": "old"}, everything) == ["a0"]  # hashed again: changed
+    partial = {p: h for p, h in now.items() if p != "out/b0.txt"}
+    assert covered(partial, everything) == ["a0"]  # a path the proof never saw
+    assert covered(now, ["a0", "last"]) == ["a0"]  # no value for b0
