@@ -140,6 +140,23 @@ def test_result_signatures_of_every_task_but_some(store: Store) -> None:
     assert store.result_signatures_except(set())["scoped"] == {"s9"}
 
 
+def test_the_bulk_reads_of_some_tasks_only_ask_for_those(store: Store) -> None:
+    """A build whose other tasks the proof covers reads the rows of the rest alone, by name,
+    in statements of at most 500 names (an old SQLite takes 999 parameters at most)."""
+    names = [f"t{i:04d}" for i in range(2400)]
+    for name in names:
+        store.record_result(result(name, "out", signature="s"))
+        store.set_unit_state(UnitState(name, (), "s", UnitStatus.OK, "m", "out", 0.1, None, 1.0))
+    store._db.setlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, 999)  # type: ignore[union-attr]
+    asked = names[::2]  # 1,200 names: more than one statement may take
+    signatures, results = store.last_units(asked)
+    assert sorted(task for task, _ in signatures) == asked
+    assert sorted(r.task for r in results) == asked
+    assert sorted(store.result_signatures_except(set(), asked)) == asked
+    assert sorted(s.task for s in store.top_level_states(asked)) == asked
+    assert len(store.last_units()[0]) == 2400
+
+
 def test_last_units_find_each_result_by_its_key(state_dir: Path) -> None:
     """A null build of a 10,000-iteration scope took 23 s when SQLite scanned the results and
     searched the states of their task for each one."""

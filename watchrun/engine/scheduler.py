@@ -58,7 +58,6 @@ from watchrun.project.loader import Project
 from watchrun.project.model import Kind, Task
 from watchrun.state.hashing import FileHasher
 from watchrun.state.proof import ProvenClean
-from watchrun.state.result_tables import MAX_ONLY
 from watchrun.state.store import ObjectWriteError, Store
 
 # seconds of resolving units found at the start of a build (or after a change) between two
@@ -245,7 +244,7 @@ class Scheduler(Dispatch, Streaming, Replanning, Endings, DriverState):
         self._covered = {name: proven.values[name] for name in covered}
         self._covered_hashes = dict(zip(proven.paths, proven.hashes, strict=True))
         rest = tuple(name for name in order if name not in self._covered)
-        if len(rest) <= MAX_ONLY:
+        if len(rest) <= len(covered):  # asking for them by name pays when they are few
             self.resolver.only = rest
 
     def _skip_covered(self, name: str, value: str) -> None:

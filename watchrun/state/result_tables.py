@@ -49,8 +49,6 @@ def _unit_state(row: tuple[Any, ...]) -> UnitState:
 
 
 _MAX_LEFT_OUT = 500  # names in one (NOT) IN list (SQLite allows 32,766 parameters)
-MAX_ONLY = _MAX_LEFT_OUT
-_NO_ARGS: tuple[str, ...] = ()
 
 # A LEFT JOIN keeps unit_states outer, each result found by its key (left to choose, SQLite
 # scanned the results and searched a task's states for each: quadratic in a scope's size).
@@ -84,16 +82,18 @@ class ResultTables(StoredObjects):
         """Every signature each task has a result for, in one query, but for `tasks` (whose
         sets could be large: the tasks of a scope, asked for one by one when they are
         needed). With very many such tasks, nothing is left out. `only`: of these tasks
-        alone (at most _MAX_LEFT_OUT of them)."""
-        sql = "SELECT task, signature FROM results"
-        left_out = tuple(tasks) if len(tasks) <= _MAX_LEFT_OUT else ()
-        if only is not None:
-            sql += f" WHERE task IN ({','.join('?' * len(only))})"
-            left_out = tuple(only)
-        elif left_out:
-            sql += f" WHERE task NOT IN ({','.join('?' * len(left_out))})"
+        alone."""
         found: dict[str, set[str]] = {}
-        for task, signature in self._rows(sql, left_out):
+        sql = "SELECT task, signature FROM results"
+        rows: Iterable[Any]
+        if only is not None:
+            rows = self._rows_of(f"{sql} WHERE task IN", only)
+        else:
+            left_out = tuple(tasks) if len(tasks) <= _MAX_LEFT_OUT else ()
+            if left_out:
+                sql += f" WHERE task NOT IN ({','.join('?' * len(left_out))})"
+            rows = self._rows(sql, left_out)
+        for task, signature in rows:
             found.setdefault(task, set()).add(signature)
         return found
 
@@ -102,13 +102,12 @@ class ResultTables(StoredObjects):
         """In one query: (task, iter) -> the signature of the latest thing that happened there,
         and the result stored under each such signature (what a null build finds, for every
         unit at once, never unit by unit: the per-unit cost, CONTRIBUTING.md). `only`: the
-        units of these tasks alone (at most _MAX_LEFT_OUT of them)."""
+        units of these tasks alone."""
         signatures: dict[tuple[str, tuple[int, ...]], str] = {}
         results: dict[tuple[str, str], ResultRecord] = {}
-        sql, args = LAST_UNITS, _NO_ARGS
-        if only is not None:
-            sql, args = f"{sql} WHERE u.task IN ({','.join('?' * len(only))})", tuple(only)
-        for task, iter_text, signature, *result in self._rows(sql, args):
+        rows = self._rows(LAST_UNITS) if only is None else \
+            self._rows_of(f"{LAST_UNITS} WHERE u.task IN", only)
+        for task, iter_text, signature, *result in rows:
             signatures[(task, _iter_tuple(iter_text))] = signature
             if result[0] is not None and (task, signature) not in results:
                 output, outputs, duration, finished, inline = result
@@ -116,6 +115,14 @@ class ResultTables(StoredObjects):
                 results[(task, signature)] = _result(task, signature, output, outputs, duration,
                                                      finished, stored)
         return signatures, list(results.values())
+
+    def _rows_of(self, sql: str, names: Collection[str]) -> Iterator[Any]:
+        """The rows of `sql ... IN (names)`, asked for _MAX_LEFT_OUT names at a time (an old
+        SQLite takes at most 999 parameters a statement)."""
+        listed = tuple(names)
+        for start in range(0, len(listed), _MAX_LEFT_OUT):
+            chunk = listed[start:start + _MAX_LEFT_OUT]
+            yield from self._rows(f"{sql} ({','.join('?' * len(chunk))})", chunk)
 
     def record_result(self, record: ResultRecord) -> None:
         self._queue("INSERT OR REPLACE INTO results "
@@ -149,11 +156,10 @@ class ResultTables(StoredObjects):
 
     def top_level_states(self, only: Collection[str] | None = None) -> list[UnitState]:
         """The states of every unit outside a scope, in one query (`only`: of these tasks
-        alone, at most _MAX_LEFT_OUT of them)."""
-        sql, args = f"SELECT {_UNIT_COLUMNS} FROM unit_states WHERE iter = ''", _NO_ARGS
-        if only is not None:
-            sql, args = f"{sql} AND task IN ({','.join('?' * len(only))})", tuple(only)
-        return [_unit_state(row) for row in self._rows(sql, args)]
+        alone)."""
+        sql = f"SELECT {_UNIT_COLUMNS} FROM unit_states WHERE iter = ''"
+        rows = self._rows(sql) if only is None else self._rows_of(f"{sql} AND task IN", only)
+        return [_unit_state(row) for row in rows]
 
     def put_manifest(self, manifest_id: str, data: bytes) -> None:
         """Manifests are deduplicated by id; storing one twice is a no-op."""
