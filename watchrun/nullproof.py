@@ -65,13 +65,12 @@ def try_null_build(root_arg: str, targets: list[str], json_out: bool = False
         proof = read_proof(state_dir)
         if proof is None:
             return None
-        verdict = _holds(proof, root, state_dir, targets)
-        if verdict is False:
+        changed = _changed(proof, root, state_dir, targets)
+        if changed is None:
             return None
-        if verdict is not True or (json_out and proof.get("events") is None):
+        if changed or (json_out and proof.get("events") is None):
             # some files changed, or the events to replay are not kept: the build runs, and
             # the proof tells it which tasks need no second look
-            changed = verdict.changed if isinstance(verdict, _Changed) else set()
             return _proven(proof, changed, state_dir)
     if json_out:
         _print_events(proof["events"])  # type: ignore[arg-type]
@@ -91,15 +90,6 @@ def _print_events(events: str) -> None:
         write(f"{head}{time.time()!r}{tail}\n")
 
 
-class _Changed:
-    """The proof's files hold but for these contents."""
-
-    __slots__ = ("changed",)
-
-    def __init__(self, changed: set[str]) -> None:
-        self.changed = changed
-
-
 def _proven(proof: Proof, changed: set[str], state_dir: str) -> ProvenClean | None:
     try:
         return ProvenClean(proof, changed, stat_key(proof_path(state_dir)))
@@ -107,13 +97,15 @@ def _proven(proof: Proof, changed: set[str], state_dir: str) -> ProvenClean | No
         return None  # written by another version
 
 
-def _holds(proof: Proof, root: str, state_dir: str, targets: list[str]) -> bool | _Changed:
+def _changed(proof: Proof, root: str, state_dir: str, targets: list[str]) -> set[str] | None:
+    """The observed files whose content changed (none: the proof holds whole); None when the
+    proof holds for nothing (the settings, the project, or too many files changed)."""
     try:
         if not _settings_hold(proof, root, state_dir, targets):
-            return False
-        return _files_hold(proof, state_dir)
+            return None
+        return _files_changed(proof, state_dir)
     except (KeyError, TypeError, ValueError, AttributeError, IndexError):
-        return False  # another shape: written by another version
+        return None  # another shape: written by another version
 
 
 def _settings_hold(proof: Proof, root: str, state_dir: str, targets: list[str]) -> bool:
@@ -124,7 +116,7 @@ def _settings_hold(proof: Proof, root: str, state_dir: str, targets: list[str]) 
             and proof["site"] == site_mtimes())
 
 
-def _files_hold(proof: Proof, state_dir: str) -> bool | _Changed:
+def _files_changed(proof: Proof, state_dir: str) -> set[str] | None:
     """The inputs and outputs (an edited data file, a deleted output; what only changed its
     stat key is hashed again), the project's files (an edited task), then new files. With
     all else as it was, a few changed contents still leave a proof of the tasks they do not
@@ -133,8 +125,8 @@ def _files_hold(proof: Proof, state_dir: str) -> bool | _Changed:
 
     contents = _Contents(proof)
     same = contents.hold()
-    if not same and contents.changed is None:
-        return False
+    if contents.changed is None and not same:
+        return None
     absent: list[str] = proof["absent"]  # type: ignore[assignment]
     folders: list[str] = proof["folders"]  # type: ignore[assignment]
     holds = (_same_keys(split(proof["project"]),  # type: ignore[arg-type]
@@ -143,13 +135,12 @@ def _files_hold(proof: Proof, state_dir: str) -> bool | _Changed:
              and join(discover_in(folders, state_dir)) == proof["discovered"]
              and _expansions_hold(proof, os.path.dirname(state_dir)))
     if not holds:
-        return False
+        return None
     if not same:
-        assert contents.changed is not None
-        return _Changed(set(contents.changed))
+        return set(contents.changed or ())
     if contents.update():  # touched files: their new stat keys, for next time
         write_proof(state_dir, proof)
-    return True
+    return set()
 
 
 def _same_keys(paths: list[str], keys: array[int]) -> bool:

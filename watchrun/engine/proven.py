@@ -26,7 +26,7 @@ def covered_tasks(project: Project, order: Iterable[str], proven: ProvenClean,
     resolving it); `hashes_of`: their hashes now (the hasher's: a stat each, for files the
     proof check just looked at), which must be those the proof saw."""
     graph = project.graph
-    seen = dict(zip(proven.paths, proven.hashes, strict=True))
+    seen = proven.observed
     changed = proven.changed
     covered: list[str] = []
     done: set[str] = set()

@@ -25,6 +25,9 @@ from watchrun.state.hashing import FileHasher, UnreadablePath
 from watchrun.state.signing import static_identity, unit_signature
 from watchrun.state.store import ResultRecord, Store, UnitState, UnitStatus
 
+# a task's inputs as given, their absolute paths, its outputs' absolute paths (paths_of)
+TaskPaths = tuple[list[str], list[str], list[str]]
+
 
 class Resolution:
     """A unit's signature, and whether it is clean (then the result found) or why not."""
@@ -176,7 +179,7 @@ class Resolver:
         self._plain[task.name] = (task.inputs, plain)
         return plain
 
-    def paths_of(self, task: Task) -> tuple[list[str], list[str], list[str]] | None:
+    def paths_of(self, task: Task) -> TaskPaths | None:
         """(its inputs as given, their absolute paths, its outputs' absolute paths): what a
         task reads and writes now, without hashing any (None: an input cannot be listed)."""
         plain = self._plain_inputs(task)
@@ -191,13 +194,11 @@ class Resolver:
             absolute = [p if os.path.isabs(p) else os.path.join(root, p) for p in given]
         return given, absolute, list(self.output_paths(task).values())
 
-    def adopt_observed(self, task: Task, hashes: dict[str, str]) -> None:
+    def adopt_observed(self, task: Task, paths: TaskPaths, hashes: dict[str, str]) -> None:
         """A task the last build's proof covers (engine/proven.py) is not resolved: what that
-        build observed of its files (`hashes`: absolute path -> hash, "" for missing) is
-        what this build observed, for the proof it leaves."""
-        found = self.paths_of(task)
-        assert found is not None  # the proof covered it: its inputs could be listed
-        given, absolute, outputs = found
+        build observed of its files (`paths`, from paths_of; `hashes`: absolute path -> hash,
+        "" for missing) is what this build observed, for the proof it leaves."""
+        given, absolute, outputs = paths
         kept = [(g, a) for g, a in zip(given, absolute, strict=True) if hashes[a]]
         self.expansions.setdefault(task.name, (with_exclusions(task.inputs, task.outputs),
                                                tuple(g for g, _ in kept)))

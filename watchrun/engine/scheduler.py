@@ -36,7 +36,7 @@ from watchrun.engine.readiness import Readiness, Wake
 from watchrun.engine.reasons import Reason, ReasonKind
 from watchrun.engine.recorder import Recorder
 from watchrun.engine.replanning import Replanning
-from watchrun.engine.resolve import Resolution, Resolver
+from watchrun.engine.resolve import Resolution, Resolver, TaskPaths
 from watchrun.engine.retries import Attempts
 from watchrun.engine.scopes import (
     Consumer,
@@ -152,7 +152,8 @@ class Scheduler(Dispatch, Streaming, Replanning, Endings, DriverState):
         # what the last build's proof still proves (build only, its first check: see
         # engine/proven.py)
         self.proven: ProvenClean | None = None
-        self._covered: dict[str, str] = {}  # the tasks it covers, not yet said clean: values
+        # the tasks it covers, not yet said clean: their values and paths
+        self._covered: dict[str, tuple[str, TaskPaths]] = {}
         self._covered_hashes: dict[str, str] = {}  # path -> hash, as the proof saw them
         # an executor that can queue a unit behind another on its worker (the local one)
         self._follow = getattr(executor, "follow", None) if options.follow else None
@@ -234,22 +235,27 @@ class Scheduler(Dispatch, Streaming, Replanning, Endings, DriverState):
         if self.forced or self.options.dry_run:
             return
 
+        listed: dict[str, TaskPaths] = {}  # what each task reads and writes, looked up once
+
         def paths_of(task: Task) -> list[str] | None:
             found = self.resolver.paths_of(task)
-            return None if found is None else found[1] + found[2]
+            if found is None:
+                return None
+            listed[task.name] = found
+            return found[1] + found[2]
 
         covered = covered_tasks(self.project, order, proven, paths_of, self.hasher.hash_files)
         if not covered:
             return
-        self._covered = {name: proven.values[name] for name in covered}
-        self._covered_hashes = dict(zip(proven.paths, proven.hashes, strict=True))
+        self._covered = {name: (proven.values[name], listed[name]) for name in covered}
+        self._covered_hashes = proven.observed
         rest = tuple(name for name in order if name not in self._covered)
         if len(rest) <= len(covered):  # asking for them by name pays when they are few
             self.resolver.only = rest
 
-    def _skip_covered(self, name: str, value: str) -> None:
+    def _skip_covered(self, name: str, value: str, paths: TaskPaths) -> None:
         self.seen.add((name, ()))
-        self.resolver.adopt_observed(self.project.tasks[name], self._covered_hashes)
+        self.resolver.adopt_observed(self.project.tasks[name], paths, self._covered_hashes)
         self.summary.skipped += 1
         self.bus.publish(ev.UnitSkipped(task=name, iter=()))
         self._set_value(name, (), value)
@@ -335,7 +341,7 @@ class Scheduler(Dispatch, Streaming, Replanning, Endings, DriverState):
             self._advance(self.consumers[name])
             return
         if self._covered and not key and name in self._covered:
-            self._skip_covered(name, self._covered.pop(name))
+            self._skip_covered(name, *self._covered.pop(name))
             return
         upstream = self._upstream_values(name, key)
         if upstream is None or self._awaits_new_value(name, key):

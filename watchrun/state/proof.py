@@ -40,12 +40,13 @@ class ProvenClean:
     that touch none of them and wait for none that does (`engine/proven.py`). The project, the
     settings and the installed packages are as the proof saw them."""
 
-    __slots__ = ("changed", "hashes", "paths", "proof_key", "values")
+    __slots__ = ("changed", "observed", "proof_key", "values")
 
     def __init__(self, proof: Proof, changed: set[str], proof_key: object) -> None:
         self.changed = changed  # absolute paths whose content is not what the proof saw
-        self.paths: list[str] = split(proof["observed"])  # type: ignore[arg-type]
-        self.hashes: list[str] = split(proof["hashes"])  # type: ignore[arg-type]
+        # absolute path -> the hash the proof saw ("" for missing)
+        self.observed = dict(zip(split(proof["observed"]),  # type: ignore[arg-type]
+                                 split(proof["hashes"]), strict=True))  # type: ignore[arg-type]
         pair: tuple[str, str] = proof["values"]  # type: ignore[assignment]
         self.values = dict(zip(split(pair[0]), split(pair[1]), strict=True))
         # the proof file as it was checked: the build takes the writer lock later, and uses
