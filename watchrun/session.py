@@ -29,6 +29,7 @@ from watchrun.state.hashing import FileHasher
 from watchrun.state.proof import ProvenClean, settings_stats
 from watchrun.state.store import LockedError, Store
 from watchrun.stats import span
+from watchrun.ui.reader_gone import printing_until_reader_leaves, stop_when_reader_leaves
 from watchrun.ui.summary import summary_line
 
 EXIT_OK, EXIT_FAILED, EXIT_PROJECT, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -265,8 +266,8 @@ async def run_build(session: Session, targets: list[str], options: BuildOptions,
     printed meanwhile, which the proof of a null build can replay. `early`: see
     make_executor."""
     bus = EventBus()
-    for subscriber in subscribers:
-        bus.subscribe(subscriber)
+    for subscriber in subscribers:  # each of them prints to stdout
+        bus.subscribe(printing_until_reader_leaves(subscriber, sys.stdout))
     holder: dict[str, Scheduler] = {}
 
     def sink(event: object) -> None:
@@ -293,7 +294,7 @@ async def run_build(session: Session, targets: list[str], options: BuildOptions,
     try:
         # no executor.start(): workers are spawned by the first submit, so a build with nothing
         # to run starts no process at all
-        with span("build: resolve, plan, run"):
+        with span("build: resolve, plan, run"), stop_when_reader_leaves(scheduler.interrupt):
             summary = await scheduler.build(targets)
         if proof_for is not None and executor_kind == session.config.executor_kind == "local":
             with span("proof prepare"):

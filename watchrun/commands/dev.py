@@ -34,6 +34,7 @@ from watchrun.session import (
     open_session,
     preload_source,
 )
+from watchrun.ui.reader_gone import printing_until_reader_leaves, stop_when_reader_leaves
 from watchrun.ui.running import RunningNow
 
 STOP_CODES = {signal.SIGINT: 130, signal.SIGTERM: 143, signal.SIGHUP: 129}
@@ -138,9 +139,11 @@ async def run_dev(session: Session, targets: list[str], json_out: bool, use_tui:
     try:
         if use_tui:
             return await _with_tui(engine, bus)
-        bus.subscribe(_printer(json_out, config.state_dir / LOGS_DIR))
+        bus.subscribe(printing_until_reader_leaves(
+            _printer(json_out, config.state_dir / LOGS_DIR), sys.stdout))
         bus.subscribe(RunningNow(config.state_dir))
-        return await engine.run()
+        with stop_when_reader_leaves(engine.quit):
+            return await engine.run()
     finally:
         for sig in STOP_CODES:
             loop.remove_signal_handler(sig)

@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 from typing import TextIO
 
+from watchrun.ui.reader_gone import reader_left
+
 
 class LoopFlush:
     def __init__(self, stream: TextIO) -> None:
@@ -34,4 +36,7 @@ class LoopFlush:
 
     def _flush(self) -> None:
         self._scheduled = False
-        self.stream.flush()
+        try:
+            self.stream.flush()
+        except BrokenPipeError:  # on its own turn of the loop: no printer call to raise into
+            reader_left(self.stream)
