@@ -60,6 +60,19 @@ def test_project_error_is_reported_with_file_and_line(project, case: str) -> Non
     assert not (root / ".watchrun" / "logs").exists()  # nothing ran
 
 
+@pytest.mark.parametrize("command", [["build", "--json"], ["status"], ["status", "--json"]],
+                         ids=" ".join)
+def test_every_command_that_reads_the_project_exits_2_on_an_error(
+        project, command: list[str]) -> None:  # type: ignore[no-untyped-def]
+    files, expected = CASES["unknown key"]
+    root = project({"tasks/fine.py": OK, **files})
+    run = watchrun(root, *command)
+    assert run.code == 2, (run.stdout, run.stderr)
+    said = '"file": "tasks/a.py", "line": 2' if "--json" in command else expected
+    assert said in run.stdout + run.stderr
+    assert "Traceback" not in run.stderr + run.stdout
+
+
 def test_all_errors_are_reported_at_once(project) -> None:  # type: ignore[no-untyped-def]
     root = project({
         "tasks/a.py": "# /// task\n# colour = 1\n# ///\ndef run():\n    pass\n",

@@ -55,7 +55,7 @@ def status_command(root: Path, names: list[str], json_out: bool) -> int:
                     if count is not None:
                         row["iterations"] = {"done": count[0], "total": count[1]}
                     print(json.dumps(row))
-                return EXIT_OK
+                return EXIT_PROJECT if project.errors else EXIT_OK
             if not names:
                 _print_dev(session)
             warn_unmatched_inputs(project, [r.task for r in reports])
