@@ -440,8 +440,9 @@ def test_tasks_defined_twice_in_two_folders(tmp_path: Path, opened: list[Opened]
 
 
 def test_a_missing_tasks_folder_is_an_error(tmp_path: Path, opened: list[Opened]) -> None:
-    project = load(opened, tmp_path, {"watchrun.toml": 'tasks = "jobs"\n'})
-    assert messages(project) == ["watchrun.toml: error: the tasks folder 'jobs' does not exist"]
+    project = load(opened, tmp_path, {"watchrun.toml": 'jobs = 2\ntasks = "jobs"\n'})
+    assert messages(project) == [
+        "watchrun.toml:2: error: the tasks folder 'jobs' does not exist"]
     # and it is never stale: it goes when the folder appears, even with a cached project
     (tmp_path / "jobs").mkdir()
     assert load(opened, tmp_path).errors == []
@@ -721,13 +722,18 @@ def test_a_file_that_is_not_python_text_is_reported_not_raised(
                      "tasks/user.py": "# /// task\n# ///\nimport lib.blob\n\ndef run():\n"
                                       "    pass\n"})
     (tmp_path / "tasks/binary.py").write_bytes(b"\xff\xfe\x00garbage")
-    (tmp_path / "lib/blob.py").write_bytes(b"x = '\xe9'\n")  # Latin-1, no coding cookie
-    project = load(opened, tmp_path)
-    assert messages(project) == [
-        "lib/blob.py: error: cannot decode the file as Python source (UTF-8)",
-        "tasks/binary.py: error: cannot decode the file as Python source (UTF-8)",
+    (tmp_path / "lib/blob.py").write_bytes(b"y = 1\nx = '\xe9'\n")  # Latin-1, no cookie
+    expected = [
+        "lib/blob.py:2: error: cannot decode the file as Python source (UTF-8): byte 0xe9 is "
+        "not UTF-8",
+        "tasks/binary.py:1: error: cannot decode the file as Python source (UTF-8): byte 0xff "
+        "is not UTF-8",
     ]
+    project = load(opened, tmp_path)
+    assert messages(project) == expected
     assert project.broken == {"user"} and project.graph.order == ["fine"]
+    (tmp_path / "tasks/other.py").write_text(OK)  # loaded again: the analyses from the store
+    assert messages(load(opened, tmp_path)) == expected
 
 
 @pytest.mark.parametrize("data", [

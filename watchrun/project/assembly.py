@@ -68,6 +68,7 @@ class FileAnalysis:
     header_errors: tuple[tuple[int | None, str], ...]  # (line, message): the path is added back
     module: ModuleInfo
     problem: str | None = None  # the file could not be read or decoded
+    problem_line: int | None = None  # where it could not be decoded
     # the pickle of `module` once one is made: the store's copy of the analysis holds it, and the
     # project cache takes it as it is instead of pickling every module again
     module_blob: bytes | None = field(default=None, repr=False, compare=False)
@@ -145,7 +146,7 @@ class ProjectBuild:
         sources: dict[str, TaskSource] = {}
         for path, analysis in self.files.items():
             if analysis.problem is not None:
-                self.errors.append(ProjectError(path, None, analysis.problem))
+                self.errors.append(ProjectError(path, analysis.problem_line, analysis.problem))
             for line, message in analysis.header_errors:
                 self.errors.append(ProjectError(path, line, message))
             if analysis.header is None:
@@ -203,7 +204,7 @@ class ProjectBuild:
         if analysis.module_blob is not None:
             self.module_blobs[dotted] = analysis.module_blob
         if analysis.problem is not None:
-            self.errors.append(ProjectError(path, None, analysis.problem))
+            self.errors.append(ProjectError(path, analysis.problem_line, analysis.problem))
         elif info.syntax_error is not None:
             line, message = info.syntax_error
             self.errors.append(ProjectError(path, line, f"syntax error: {message}"))

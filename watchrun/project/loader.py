@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import replace
 from pathlib import Path
 
-from watchrun.config import Config
+from watchrun.config import Config, setting_line
 from watchrun.errors import ProjectError
 from watchrun.project import codemap
 from watchrun.project.assembly import (
@@ -145,9 +145,13 @@ class ProjectLoader:
 
     def _missing_folders(self) -> list[ProjectError]:
         config = self.config
-        return [ProjectError(config.source, None,
+        missing = [folder for folder in config.tasks if not os.path.isdir(folder)]
+        if not missing:
+            return []
+        line = setting_line(config, "tasks")  # None: the default folder, not set anywhere
+        return [ProjectError(config.source, line,
                              f"the tasks folder {relative(folder, config.root)!r} does not exist")
-                for folder in config.tasks if not os.path.isdir(folder)]
+                for folder in missing]
 
     def reload(self, changed: Iterable[Path] = ()) -> Project:
         """Load again after a change. Files whose content is unchanged reuse their analysis:
@@ -212,7 +216,8 @@ class ProjectLoader:
             return found
         key, data = found
         text = _decode(data)
-        analysis = analyse_text(text, path, dotted) if text is not None else _undecodable(dotted)
+        analysis = analyse_text(text, path, dotted) if text is not None else _undecodable(dotted,
+                                                                                    data)
         return self._remember(dotted, key, analysis)
 
     def _cached_or_source(self, path: Path, dotted: str, digest: str | None
@@ -263,7 +268,7 @@ class ProjectLoader:
             key, data = cached
             text = _decode(data)
             if text is None:
-                found[path] = self._remember(dotted, key, _undecodable(dotted))
+                found[path] = self._remember(dotted, key, _undecodable(dotted, data))
             else:
                 todo.append((path, key, text))
         items = [(text, path, names[path]) for path, _, text in todo]
@@ -340,14 +345,22 @@ def _analyse_item(item: tuple[str, Path, str]) -> _Parsed:
     return _Parsed(analyse_text(*item))
 
 
-def _undecodable(dotted: str) -> FileAnalysis:
-    return _unreadable(dotted, "cannot decode the file as Python source (UTF-8)")
+def _undecodable(dotted: str, data: bytes) -> FileAnalysis:
+    """A file Python cannot decode, said at the line of its first byte that is not UTF-8 (a
+    file in another declared encoding that fails is said as a whole)."""
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = data.count(b"\n", 0, err.start) + 1
+        return _unreadable(dotted, "cannot decode the file as Python source (UTF-8): byte "
+                           f"{data[err.start]:#04x} is not UTF-8", line)
+    return _unreadable(dotted, "cannot decode the file as Python source")
 
 
-def _unreadable(dotted: str, message: str) -> FileAnalysis:
+def _unreadable(dotted: str, message: str, line: int | None = None) -> FileAnalysis:
     # a module that cannot be read is as broken as one with a syntax error, for its importers
-    module = ModuleInfo(dotted, {}, "", frozenset(), False, (1, message))
-    return FileAnalysis(None, (), module, problem=message)
+    module = ModuleInfo(dotted, {}, "", frozenset(), False, (line or 1, message))
+    return FileAnalysis(None, (), module, problem=message, problem_line=line)
 
 
 def _pickled(analysis: FileAnalysis) -> tuple[FileAnalysis, bytes]:
@@ -358,22 +371,24 @@ def _pickled(analysis: FileAnalysis) -> tuple[FileAnalysis, bytes]:
         module_blob = pickle.dumps(analysis.module, pickle.HIGHEST_PROTOCOL)
         analysis = build(FileAnalysis, header=analysis.header, module=analysis.module,
                          header_errors=analysis.header_errors, problem=analysis.problem,
+                         problem_line=analysis.problem_line,
                          module_blob=module_blob)  # once per module: see frozen_init.py
-    stored = (analysis.header, analysis.header_errors, module_blob, analysis.problem)
+    stored = (analysis.header, analysis.header_errors, module_blob, analysis.problem,
+              analysis.problem_line)
     return analysis, pickle.dumps(stored, pickle.HIGHEST_PROTOCOL)
 
 
 def _from_blob(blob: bytes) -> FileAnalysis | None:
     """An analysis from the store; None when the blob cannot be used."""
     value = quick_unpickle(blob)
-    if not isinstance(value, tuple) or len(value) != 4 or not isinstance(value[2], bytes):
-        return None
-    header, header_errors, module_blob, problem = value
+    if not isinstance(value, tuple) or len(value) != 5 or not isinstance(value[2], bytes):
+        return None  # also the shorter tuples of older versions: analysed again
+    header, header_errors, module_blob, problem, problem_line = value
     module = quick_unpickle(module_blob)
     if not isinstance(module, ModuleInfo):
         return None
     return build(FileAnalysis, header=header, header_errors=header_errors, module=module,
-                 problem=problem, module_blob=module_blob)
+                 problem=problem, problem_line=problem_line, module_blob=module_blob)
 
 
 def module_name_of(path: Path, config: Config) -> str:

@@ -21,7 +21,7 @@ from watchrun.state.statkeys import StatKey, key_of
 from watchrun.state.store import Store
 
 PROJECT_CACHE_KEY = "project"
-PROJECT_CACHE_VERSION = 4  # bump when Project (or anything pickled in it) changes shape
+PROJECT_CACHE_VERSION = 5  # bump when Project (or anything pickled in it) changes shape
 
 
 def quick_unpickle(blob: bytes) -> object:
