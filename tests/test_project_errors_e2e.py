@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.conftest import watchrun
+from tests.conftest import watchrun, write_project
 
 OK = "# /// task\n# ///\ndef run():\n    return 1\n"
 
@@ -104,3 +104,10 @@ def test_a_missing_project_folder_is_named_and_not_created(tmp_path) -> None:  #
         run = watchrun(missing, command)
         assert run.code == 2 and f"the project folder {missing} does not exist" in run.stderr
     assert not missing.exists()
+
+
+def test_a_file_given_as_the_project_folder_is_said_to_be_one(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    task = write_project(tmp_path, {"tasks/a.py": OK}) / "tasks" / "a.py"
+    run = watchrun(task, "build")
+    assert run.code == 2, run.stderr
+    assert f"the project folder {task} is a file, not a folder" in run.stderr

@@ -57,7 +57,8 @@ def locate(given: str | None) -> tuple[str | None, str]:
         found = find_root(os.getcwd())
         return (found, "") if found is not None else (None, NOT_FOUND)
     if not os.path.isdir(given):
-        return None, f"the project folder {given} does not exist (see -C)"
+        what = "is a file, not a folder" if os.path.exists(given) else "does not exist"
+        return None, f"the project folder {given} {what} (see -C)"
     if not is_project(given):
         return None, not_a_project(given)
     return given, ""
