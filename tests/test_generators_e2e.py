@@ -336,3 +336,67 @@ def test_a_dry_run_says_which_tasks_of_a_scope_would_run(built: Path) -> None:
     assert "(4 of them iteration units; -v lists them)" in dry.stdout, dry.stdout
     run = watchrun(built, "build", "--force", "work")
     assert "would run 4," in dry.stdout and "ran 4," in run.stdout, (dry.stdout, run.stdout)
+
+
+FORTY = {
+    "watchrun.toml": "jobs = 2\n",
+    "tasks/gen.py": '''
+        # /// task
+        # kind = "generator"
+        # ///
+        def run():
+            yield from range(40)
+    ''',
+    "tasks/a.py": '''
+        # /// task
+        # after = {x = "gen"}
+        # ///
+        def run(x):
+            return x * 2
+    ''',
+    "tasks/coll.py": '''
+        # /// task
+        # kind = "collector"
+        # after = {y = "a"}
+        # ///
+        acc = []
+
+        def run(y):
+            acc.append(y)
+
+        def gather():
+            return sum(acc)
+    ''',
+}
+
+
+@pytest.fixture
+def forty(project) -> Path:  # type: ignore[no-untyped-def]
+    """FORTY built, then `a` edited: all 40 of its units are dirty, below a clean generator
+    of more iterations than the read-ahead window (window 8: 16 read ahead of the slowest
+    unit of its scope)."""
+    root: Path = project(FORTY)
+    run = watchrun(root, "build")
+    assert run.code == 0, run.stdout + run.stderr
+    path = root / "tasks/a.py"
+    path.write_text(path.read_text().replace("x * 2", "x * 2 + 2"))
+    return root
+
+
+@pytest.mark.parametrize(("args", "below"), [((), [("coll", ())]), (("--force", "a"), [])])
+def test_a_dry_run_below_a_long_clean_generator_says_every_unit_and_ends(
+        forty: Path, args: tuple[str, ...], below: list[tuple[str, tuple[int, ...]]]) -> None:
+    """A dry run runs nothing, so the units that would run never end: the replay of the
+    clean generator must not wait for them, as a build waits for its units to end before it
+    reads further (it used to stop after 16 iterations and never exit). `--force a` builds
+    `a` alone: nothing below it."""
+    dry = watchrun(forty, "build", "--dry-run", *args, timeout=20)
+    assert dry.code == 0, dry.stdout + dry.stderr
+    assert "would run a  (40 iteration units: " in dry.stdout, dry.stdout
+    assert ("would run coll  (upstream dirty: a)" in dry.stdout) == bool(below), dry.stdout
+    assert f"would run {40 + len(below)}," in dry.stdout, dry.stdout
+    json_run = watchrun(forty, "build", "--dry-run", "--json", *args, timeout=20)
+    finished = [e for e in json_run.events if e["event"] == "build_finished"]
+    assert json_run.code == 0 and finished and finished[0]["ok"] is True, json_run.stdout
+    assert sorted(json_run.units("unit_started")) == sorted(
+        [("a", (i,)) for i in range(40)] + below)

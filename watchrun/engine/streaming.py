@@ -85,7 +85,10 @@ class Streaming(DriverState):
                 replay.busy = False
 
     def _replay_window(self, name: str, replay: Replay) -> None:
-        tasks = self._scope_tasks(name)
+        # a dry run runs nothing: no unit of the scope ever ends to let the replay go on, and
+        # nothing waits to run either (a unit that would run is decided once resolved), so
+        # the window does not bound it
+        tasks = [] if self.options.dry_run else self._scope_tasks(name)
         while not self.plan.held(name):
             if tasks and replay.next >= 2 * self.plan.window + min(
                     self.readiness.finished.get(task, 0) for task in tasks):
@@ -110,9 +113,12 @@ class Streaming(DriverState):
                 self._background = False
             if self._checks and self._current is None and self._resume is None:
                 self._drain()  # its pump leaves this replay be (busy): no recursion
-            # all its units were resolved now, found clean, and none has to run
-            replay.clean = not (self._checks or self._urgent) and self.plan.wants == wants \
+            # all its units were resolved now, found clean, and none has to run (in a dry
+            # run, resolved is enough: a unit that would run is said, not waited for)
+            resolved = not (self._checks or self._urgent)
+            all_clean = self.plan.wants == wants \
                 and self.summary.skipped - skipped >= len(stored)
+            replay.clean = resolved and (self.options.dry_run or all_clean)
             if not stored or replay.next >= replay.count:
                 del self._replaying[name]
                 self._generator_done(name)
