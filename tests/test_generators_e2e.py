@@ -400,3 +400,14 @@ def test_a_dry_run_below_a_long_clean_generator_says_every_unit_and_ends(
     assert json_run.code == 0 and finished and finished[0]["ok"] is True, json_run.stdout
     assert sorted(json_run.units("unit_started")) == sorted(
         [("a", (i,)) for i in range(40)] + below)
+
+
+def test_status_counts_every_dirty_unit_below_a_long_clean_generator(forty: Path) -> None:
+    """`status` resolves the scope as a dry run does: all 40 units, not the read-ahead
+    window's 16 (it used to say "16 of 16 units")."""
+    status = watchrun(forty, "status", timeout=20)
+    assert status.code == 0, status.stderr
+    lines = {line.split()[1]: line for line in status.stdout.splitlines()}
+    assert lines["a"].split()[0] == "DIRTY", status.stdout
+    assert "done 40/40; 40 of 40 units; code changed: run" in lines["a"], status.stdout
+    assert "upstream dirty: a" in lines["coll"], status.stdout
