@@ -411,3 +411,45 @@ def test_status_counts_every_dirty_unit_below_a_long_clean_generator(forty: Path
     assert lines["a"].split()[0] == "DIRTY", status.stdout
     assert "done 40/40; 40 of 40 units; code changed: run" in lines["a"], status.stdout
     assert "upstream dirty: a" in lines["coll"], status.stdout
+
+
+HALF_FAILED = {
+    **FORTY,
+    "tasks/a.py": '''
+        # /// task
+        # after = {x = "gen"}
+        # ///
+        def run(x):
+            if x >= 30:
+                raise ValueError(x)
+            return x * 2
+    ''',
+    "tasks/b.py": '''
+        # /// task
+        # after = {y = "a"}
+        # ///
+        def run(y):
+            return y + 1
+    ''',
+    "tasks/coll.py": FORTY["tasks/coll.py"].replace('{y = "a"}', '{y = "b"}'),
+}
+
+
+def test_status_and_dry_run_say_the_units_below_the_ones_that_would_run(project) -> None:  # type: ignore[no-untyped-def]
+    """a[30..39] failed, so b ran for 0..29 only: the 10 units of b below the failed ones
+    would run with them (an interrupted rebuild leaves a scope the same way). `status` and
+    the dry run used to call b clean, having found its 30 units that ran clean, and say
+    nothing of the others."""
+    root: Path = project(HALF_FAILED)
+    assert watchrun(root, "build").code == 1
+    lines = {line.split()[1]: line for line in watchrun(root, "status").stdout.splitlines()}
+    assert lines["b"].split()[0] == "DIRTY", lines
+    assert "10 of 40 units; upstream dirty: a" in lines["b"], lines
+    assert "upstream dirty: b" in lines["coll"], lines
+    dry = watchrun(root, "build", "--dry-run", "--json")
+    assert dry.code == 0, dry.stdout + dry.stderr
+    assert sorted(dry.units("unit_started")) == sorted(
+        [("a", (i,)) for i in range(30, 40)] + [("b", (i,)) for i in range(30, 40)]
+        + [("coll", ())])
+    reasons = {e["task"]: e["reasons"] for e in dry.events if e["event"] == "unit_started"}
+    assert reasons["b"] == ["upstream dirty: a"] and reasons["coll"] == ["upstream dirty: b"]

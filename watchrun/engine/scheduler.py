@@ -387,6 +387,37 @@ class Scheduler(Dispatch, Streaming, Replanning, Endings, DriverState):
         self.would_run.add(resolution.task)
         self.bus.publish(ev.UnitStarted(task=resolution.task, iter=resolution.iter,
                                         reasons=[r.format() for r in resolution.reasons]))
+        if resolution.iter:
+            self._would_run_in_scope_below(resolution.task, resolution.iter)
+
+    def _would_run_in_scope_below(self, name: str, key: Key) -> None:
+        """--dry-run: the units of the same iteration below a unit that would run are never
+        resolved (they wait for its new value), yet they would run too. Their scope's keys
+        are known, so each is said, as a unit, with the upstream it waits for: a task of
+        the scope with some units clean (a rebuild interrupted, some iterations failed) is
+        not taken for clean, and is counted as the build would run it."""
+        found = [(name, key)]
+        while found:
+            up, key = found.pop()
+            scope = self.graph.scope.get(up)
+            for down in sorted(self.graph.downstreams.get(up, ())):
+                if not self._waits_in_scope(down, up, scope) or (down, key) in self.seen:
+                    continue
+                self.seen.add((down, key))  # decided: never resolved after this
+                reasons = [Reason(ReasonKind.UPSTREAM_DIRTY, up).format()]
+                if down in self.forced:
+                    reasons.insert(0, Reason(ReasonKind.FORCED).format())
+                self.summary.ran += 1
+                self.would_run.add(down)
+                self.bus.publish(ev.UnitStarted(task=down, iter=key, reasons=reasons))
+                found.append((down, key))
+
+    def _waits_in_scope(self, down: str, up: str, scope: tuple[str, ...] | None) -> bool:
+        """`down` has a unit per iteration of `up`'s scope, taking `up`'s value of the same
+        iteration (not a consumer of the scope, nor a reader of `up`'s files only)."""
+        return (down in self.needed and down not in self.consumers
+                and self.graph.scope.get(down) == scope
+                and up in self.graph.upstreams.get(down, {}).values())
 
     def _would_run_below(self) -> None:
         """--dry-run: a task below one that would run is never resolved (its upstream values
