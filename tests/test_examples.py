@@ -217,6 +217,22 @@ def test_generators_collector_edit_replays_pushes_without_upstreams(
     assert len(show(root, "summary")["worst_windows"]) == 3
 
 
+def test_generators_dry_run_after_an_edit_says_every_unit_and_runs_none(
+        generators: tuple[Path, Run]) -> None:
+    """The scope's values are known (its generator is clean): the dry run says each task's
+    units in one line with their count, ends, and leaves the next build all of them."""
+    root, _ = generators
+    count = len(requests_in(root))
+    replace_once(root / "tasks/enrich/base.py", 'return "ok"', 'return "fine"')
+
+    dry = watchrun(root, "build", "--dry-run", timeout=30)
+
+    assert dry.code == 0, dry.stdout + dry.stderr
+    assert f"would run enrich.request  ({count} iteration units: code changed: outcome" \
+        in dry.stdout, dry.stdout
+    assert len(per_task(build(root), "unit_started", "enrich.request")) == count  # none ran
+
+
 # -- classes ------------------------------------------------------------------------------------
 
 
