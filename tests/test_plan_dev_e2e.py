@@ -400,7 +400,10 @@ def test_a_task_that_changes_its_own_inputs_and_works_on_is_reported_once(projec
     assert len(errors) == 1, events
     assert errors[0]["file"] == "tasks/appender.py" and errors[0]["line"] == 1
     assert "data/log.txt" in errors[0]["message"]
-    assert len(of(events, "unit_started", "appender")) == 2, events
+    first, second = of(events, "unit_started", "appender")
+    assert first["reasons"] == ["never run"]
+    # the first run was cancelled by the change: the second says so, and what changed
+    assert second["reasons"] == ["last run cancelled", "input changed: data/log.txt"], second
     assert of(events, "unit_finished", "appender")  # the reported run went on to its end
     assert proc.quiet(2.0) == []
     # something else changing reruns it

@@ -58,7 +58,7 @@ from watchrun.project.loader import Project
 from watchrun.project.model import Kind, Task
 from watchrun.state.hashing import FileHasher
 from watchrun.state.proof import ProvenClean
-from watchrun.state.store import ObjectWriteError, Store
+from watchrun.state.store import ObjectWriteError, Store, UnitStatus
 
 # seconds of resolving units found at the start of a build (or after a change) between two
 # looks at the executor, while something runs: see _drain
@@ -513,6 +513,11 @@ class Scheduler(Dispatch, Streaming, Replanning, Endings, DriverState):
         # also when it ended on its own before the cancel reached it (a remote node hears of a
         # cancel late): its unit_started must not stay open
         sent = (event.signal or "SIGINT") if event.kind is EventKind.CANCELLED else "none"
+        if not event.key.iter and event.key.task in self.project.tasks:
+            # its next run's reasons say so ("last run cancelled"), not "never run" or the
+            # reasons of a run before it (in a scope, the states keep the values last made)
+            duration = event.duration or (time.monotonic() - run.started)
+            self.recorder.state(run.resolution, UnitStatus.CANCELLED, None, duration, None)
         self.bus.publish(ev.UnitCancelled(task=event.key.task, iter=event.key.iter, signal=sent,
                                           node=run.node))
         successor = self.consumers.get(event.key.task)
