@@ -95,6 +95,69 @@ def test_deleted_and_renamed_tasks_are_dropped_and_their_units_cancelled(project
     assert "Traceback" not in proc.stderr()
 
 
+SUB_SLOW = """
+    # /// task
+    # [params]
+    # n = 1
+    # ///
+    import time
+
+    def run(n):
+        with open("slow.runs", "a") as f:
+            f.write(f"{n}\\n")
+        time.sleep(3)
+        return n
+"""
+
+
+@pytest.mark.parametrize("to", ["tasks/sub2", "elsewhere"])
+def test_a_task_folder_moved_while_its_unit_runs_is_dropped_or_moved(project, to: str) -> None:  # type: ignore[no-untyped-def]
+    """`mv tasks/sub tasks/sub2` (or out of tasks/) while sub.slow's unit runs: the watcher
+    reports the folders, not the files. The unit used to be said cancelled (waiting for the
+    reload of its file) and then nothing came: no change, no build_finished, no idle."""
+    root: Path = project({"watchrun.toml": "grace = 1.0\n", "tasks/sub/slow.py": SUB_SLOW})
+    proc = DevProcess(root)
+    proc.idle(timeout=30)
+    slow = root / "tasks/sub/slow.py"
+    slow.write_text(slow.read_text().replace("n = 1", "n = 2"))
+    wait_started(proc, "sub.slow")
+    wait_for(lambda: (root / "slow.runs").read_text().split() == ["1", "2"],
+             what="sub.slow's unit to run")
+    (root / "tasks/sub").rename(root / to)
+    events = proc.idle(timeout=30)
+    proc.stop()
+    assert of(events, "unit_cancelled", "sub.slow"), events
+    assert [e["event"] for e in events][-2:] == ["build_finished", "idle"], events
+    if to == "tasks/sub2":  # the moved task runs under its new name
+        assert of(events, "unit_finished", "sub2.slow"), events
+    else:
+        assert started(events) == [], events
+
+
+@pytest.mark.parametrize("how", ["moved in", "created"])
+def test_task_files_in_a_new_folder_are_planned_and_run(project, tmp_path: Path, how: str) -> None:  # type: ignore[no-untyped-def]
+    """A folder of task files moved into tasks/, or a file written into a folder just
+    created: the watcher sees the folder (not the files in it, or not yet). They used to be
+    missed: no change, nothing ran."""
+    root: Path = project({"watchrun.toml": TOML,
+                          "tasks/first.py": "# /// task\n# ///\ndef run():\n    return 1\n"})
+    src = tmp_path / "src/sub"
+    src.mkdir(parents=True)
+    for name in ("a", "b", "c"):
+        (src / f"{name}.py").write_text(f"# /// task\n# ///\ndef run():\n    return '{name}'\n")
+    proc = DevProcess(root)
+    assert started(proc.idle()) == ["first"]
+    if how == "moved in":
+        src.rename(root / "tasks/sub")
+    else:
+        (root / "tasks/sub").mkdir()
+        (root / "tasks/sub/a.py").write_text((src / "a.py").read_text())
+    events = proc.idle()
+    proc.stop()
+    assert started(events) == (["sub.a", "sub.b", "sub.c"] if how == "moved in"
+                               else ["sub.a"]), events
+
+
 PRODUCER = {
     "watchrun.toml": TOML,
     "tasks/report.py": '''

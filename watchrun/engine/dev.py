@@ -25,6 +25,7 @@ from watchrun.config import Config, load_config, setting_line
 from watchrun.engine import events as ev
 from watchrun.engine.code_on_disk import breaks_the_plan, gone_tasks, with_broken_code
 from watchrun.engine.dev_commands import DevCommands, rel_path
+from watchrun.engine.dev_folders import ModuleFolders, folder_sources
 from watchrun.engine.driver_state import Launched
 from watchrun.engine.scheduler import BuildOptions, Scheduler
 from watchrun.errors import ProjectError
@@ -103,6 +104,7 @@ class DevEngine(DevCommands):
         self._recomputed: set[str] | None = None  # tasks the last incremental reload touched
         # the changes seen while the project read breaks tasks of the plan's (see _defer)
         self._deferred: set[Path] | None = None
+        self._folders = ModuleFolders()
         self.watched = self._count_watched()
 
     def on_exec(self, event: ExecEvent) -> None:
@@ -159,6 +161,8 @@ class DevEngine(DevCommands):
             self.bus.publish(ev.Error(message=moved, file=None, line=None))
             self.quit(2)
             return set()
+        # a folder moved in, out or created stands for the module files in it (dev_folders)
+        paths = paths | folder_sources(paths, self.config, self.project, self._folders)
         self.hasher.forget_recent(paths)  # a save in the tick of an earlier hash: hash again
         config_files = {self.config.root / name for name in CONFIG_FILES}
         sources = {p for p in paths if p.suffix == ".py"}
