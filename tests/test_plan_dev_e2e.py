@@ -669,6 +669,50 @@ def test_a_parent_gone_for_a_moment_loses_none_of_its_childs_rerun(project) -> N
     assert not of(events, "unit_cancelled", "per"), events
 
 
+UPSTREAM_GONE = {
+    "watchrun.toml": TOML,
+    "data/sales.csv": "1\n2\n",
+    "tasks/sales.py": "# /// task\n# inputs = ['data/sales.csv']\n# ///\n"
+                      "def run(inputs):\n    return sum(map(int, inputs[0].read_text().split()))\n",
+    "tasks/weather.py": "# /// task\n# [params]\n# decimals = 1\n# ///\n"
+                        "def run(decimals):\n    return round(21.456, decimals)\n",
+    "tasks/stats.py": "# /// task\n# after = ['sales', 'weather']\n# ///\n"
+                      "def run(sales, weather):\n    return f'{sales} {weather}'\n",
+    "tasks/report.py": "# /// task\n# after = ['stats']\n# ///\n"
+                       "def run(stats):\n    return 'report: ' + stats\n",
+}
+
+
+def test_an_upstream_file_deleted_holds_its_downstream_only(project) -> None:  # type: ignore[no-untyped-def]
+    """`rm tasks/stats.py`: report, which takes its value, is broken by that. Only the tasks
+    that need stats wait for it; the others go on with changes of their inputs and params.
+    The whole session used to freeze: an input change gave no event at all, a param change
+    a `change` with nothing dirty, and nothing ran until the file came back."""
+    root: Path = project(UPSTREAM_GONE)
+    proc = DevProcess(root)
+    proc.idle()
+    stats = root / "tasks/stats.py"
+    text = stats.read_text()
+    stats.unlink()
+    error = proc.wait(lambda e: e["event"] == "error", what="the project error")
+    assert error["file"] == "tasks/report.py" and "stats" in error["message"], error
+    with open(root / "data/sales.csv", "a") as f:
+        f.write("3\n")
+    proc.wait(lambda e: e["event"] == "unit_finished" and e["task"] == "sales",
+              what="sales to rerun on its input")
+    weather = root / "tasks/weather.py"
+    weather.write_text(weather.read_text().replace("decimals = 1", "decimals = 2"))
+    proc.wait(lambda e: e["event"] == "unit_finished" and e["task"] == "weather",
+              what="weather to rerun on its param")
+    waited = proc.quiet(0.5)
+    assert not of(waited, "unit_started", "stats") and not of(waited, "unit_started", "report")
+    stats.write_text(text)  # back: what waited for it runs, with the values of now
+    events = proc.idle()
+    proc.stop()
+    assert started(events) == ["report", "stats"], events
+    assert watchrun(root, "show", "report").stdout.strip() == "report: 6 21.46"
+
+
 def slow_and_last(seconds: float) -> dict[str, str]:
     """`slow` (param n; it notes each n it runs with in runs.txt, then sleeps) and `last`,
     which takes its value."""

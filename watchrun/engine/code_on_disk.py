@@ -49,10 +49,11 @@ def gone_tasks(planned: Project, read: Project) -> set[str]:
 
 def breaks_the_plan(planned: Project, read: Project) -> bool:
     """A task of the plan is gone from the project read, and others it had are broken by
-    that (a parent or an upstream whose file is empty or moved away for a moment): the
-    project read is no valid successor of the plan's, and dev takes no decision on it. A
-    task broken by an error in its own files is held on its own (`with_broken_code`), a
-    task deleted or renamed that nothing needs is simply dropped."""
+    that (a parent or an upstream whose file is empty or moved away, maybe for a moment):
+    the project read is no valid successor of the plan's. Dev plans with the files gone as
+    they were, and those others wait for them (`DevEngine._keeping_gone`). A task broken
+    by an error in its own files is held on its own (`with_broken_code`), a task deleted or
+    renamed that nothing needs is simply dropped."""
     return bool(gone_tasks(planned, read)) and bool(read.broken & planned.tasks.keys())
 
 

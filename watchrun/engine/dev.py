@@ -105,6 +105,9 @@ class DevEngine(DevCommands):
         # the changes seen while the project read breaks tasks of the plan's (see _defer)
         self._deferred: set[Path] | None = None
         self._folders = ModuleFolders()
+        # (a project read, that project with the task files gone from it as they were, the
+        # tasks waiting for them): see _keeping_gone
+        self._kept: tuple[Project, Project, set[str]] | None = None
         self.watched = self._count_watched()
 
     def on_exec(self, event: ExecEvent) -> None:
@@ -169,23 +172,28 @@ class DevEngine(DevCommands):
         read_ns = time.time_ns()
         if self._deferred is not None:
             paths = paths | self._deferred  # what waited for a valid project counts now
-        project = self._read(paths & config_files, sources)
-        if project is None:
+        shown = self._read(paths & config_files, sources)
+        if shown is None:
             return set()
-        if breaks_the_plan(self.scheduler.project, project):
-            self._defer(project, paths, sources | (paths & config_files), read_ns)
+        # shown: what the UI shows, and the next reload starts from; project: what is planned
+        planned = self._to_plan(shown)
+        if planned is None:
+            self._defer(shown, paths, sources | (paths & config_files), read_ns)
             return set()
+        project, waiting = planned
         if self._deferred is not None:
             self._deferred = None
             self._recomputed = None  # every task is compared with the plan's again
         changed, noted = self._changed_tasks(project, paths)
-        reloaded = project is not self.project
-        held: set[str] | None = None
-        if sources or paths & config_files:
-            # what was read is known now: units of tasks with an error wait for a fix (held
-            # once the changes below are planned: a unit let go must start with its new plan)
+        reloaded = shown is not self.project
+        code_read = bool(sources or paths & config_files)
+        if code_read:
             self.scheduler.code_read_ns = read_ns
-            held = with_broken_code(project, self.scheduler.project)
+        # what was read is known now: units of tasks with an error wait for a fix, those
+        # waiting for files gone wait for them, also through changes of other files (held
+        # once the changes below are planned: a unit let go must start with its new plan)
+        held = with_broken_code(shown, self.scheduler.project) | waiting \
+            if code_read or waiting else None
         if not (reloaded or noted):
             if held is not None:
                 self.scheduler.hold_code(held)
@@ -199,7 +207,7 @@ class DevEngine(DevCommands):
                                if p in sources or p in config_files})
         self.bus.publish(ev.Change(paths=rels, dirty=sorted(dirty)))
         self._busy.set()  # `idle` follows every change, once nothing runs or waits
-        self.project = project
+        self.project = shown
         if reloaded:
             self._publish_errors()
         if changed:
@@ -245,10 +253,11 @@ class DevEngine(DevCommands):
 
     def _defer(self, project: Project, paths: set[Path], code: set[Path], read_ns: int
                ) -> None:
-        """The project read breaks tasks the plan has (a parent or an upstream gone for a
-        moment, a bad header): no decision is taken against it. The plan keeps its project,
-        the broken tasks' units wait (those running go on), and the changes are applied
-        together once the project read is valid again for them."""
+        """The project read breaks tasks the plan has (a parent or an upstream gone), and the
+        files gone cannot be had as they were (_keeping_gone: settings saved meanwhile made a
+        new loader): no decision is taken against it. The plan keeps its project, the broken
+        tasks' units wait (those running go on), and the changes are applied together once
+        the project read is valid again for them."""
         self._deferred = paths
         reloaded = project is not self.project
         self.project = project  # what the UI shows, and the next reload starts from
@@ -262,6 +271,34 @@ class DevEngine(DevCommands):
         # a task whose file is gone cannot run either (its worker would not find its code)
         self.scheduler.hold_code(with_broken_code(project, self.scheduler.project)
                                  | gone_tasks(self.scheduler.project, project))
+
+    def _to_plan(self, read: Project) -> tuple[Project, set[str]] | None:
+        """(the project to plan with, the tasks that wait for files gone from the one read);
+        None when no decision can be taken on the project read (see _defer)."""
+        if not breaks_the_plan(self.scheduler.project, read):
+            return read, set()
+        keeping = self._keeping_gone(read)
+        if keeping is not None:
+            self._recomputed = None  # another project than the one read: compare every task
+        return keeping
+
+    def _keeping_gone(self, read: Project) -> tuple[Project, set[str]] | None:
+        """(the project read, with the task files gone from it that tasks of the plan need
+        taken as they were; the tasks that wait for those files to come back, or for the
+        tasks needing them to be changed). The rest is planned with what is on disk. None
+        when the files gone cannot be had as they were: then everything waits (_defer)."""
+        if self._kept is not None and self._kept[0] is read:
+            return self._kept[1], self._kept[2]
+        planned = self.scheduler.project
+        gone = gone_tasks(planned, read)
+        kept = self.loader.load_keeping({planned.tasks[name].path for name in gone})
+        if kept is None or breaks_the_plan(planned, kept):
+            return None
+        # those the absence breaks: downstream tasks, and children of a parent gone
+        needing = gone | {name for name in read.broken - kept.broken if name in kept.tasks}
+        waiting = kept.graph.downstream_closure(needing)
+        self._kept = (read, kept, waiting)
+        return kept, waiting
 
     def _reload(self, sources: set[Path]) -> Project:
         """Code-only edits take the incremental path (only the closures that reach the saved

@@ -114,6 +114,8 @@ class ProjectLoader:
         self._version_of = version_of
         # the latest analysis of each module: dotted name -> (cache key, analysis)
         self._memory: dict[str, tuple[str, FileAnalysis]] = {}
+        # the analysis each module had before its latest change or removal (see load_keeping)
+        self._before: dict[str, tuple[str, FileAnalysis]] = {}
         self.closure_memo = ClosureMemo()
         self.parsed = 0  # files read and analysed by this loader (a null build parses none)
         self.cached = False  # whether the last load came whole from the project cache
@@ -159,8 +161,31 @@ class ProjectLoader:
         analyses of files that are gone."""
         for path in changed:
             if not os.path.exists(path):
-                self._memory.pop(module_name_of(path, self.config), None)
+                dotted = module_name_of(path, self.config)
+                gone = self._memory.pop(dotted, None)
+                if gone is not None:
+                    self._before[dotted] = gone
         return self.load()
+
+    def load_keeping(self, paths: Iterable[Path]) -> Project | None:
+        """The project as the files on disk make it, except these module files, taken as
+        they were before their latest change or removal (`dev`: the tasks that depend on a
+        file gone for a moment wait for it, the rest is planned with what is on disk). None
+        when this loader never read one of them. Neither cached nor kept as `self.project`:
+        it is no load of what is on disk."""
+        kept: dict[Path, FileAnalysis] = {}
+        for path in paths:
+            before = self._before.get(module_name_of(path, self.config))
+            if before is None:
+                return None
+            kept[path] = before[1]
+        found = [Path(p) for p in discover_files(self.config)]
+        names = {p: module_name_of(p, self.config) for p in [*found, *kept]}
+        files = self._analyse_all(found, names, self._hash(found))
+        files.update(kept)
+        # a memo of its own: the loader's memo keys closures by the modules' current content
+        project = ProjectBuild(self.config, files, names, _OwnMemo(self)).run()
+        return with_overrides(project, self.overrides) if self.overrides else project
 
     # -- the pipeline -------------------------------------------------------------------------
 
@@ -248,8 +273,15 @@ class ProjectLoader:
             if blob is None:
                 analysis, blob = _pickled(analysis)
             self.store.analysis_put(key, blob)
-        self._memory[dotted] = (key, analysis)
+        self._keep(dotted, key, analysis)
         return analysis
+
+    def _keep(self, dotted: str, key: str, analysis: FileAnalysis) -> None:
+        """Make this the module's latest analysis; the one it replaces is kept as before."""
+        last = self._memory.get(dotted)
+        if last is not None and last[0] != key:
+            self._before[dotted] = last
+        self._memory[dotted] = (key, analysis)
 
     def _analyse_all(self, paths: list[Path], names: dict[Path, str],
                      hashes: dict[Path, str | None]) -> dict[Path, FileAnalysis]:
@@ -288,7 +320,7 @@ class ProjectLoader:
         blob = self.store.analysis_get(key)
         found = _from_blob(blob) if blob is not None else None
         if found is not None:
-            self._memory[dotted] = (key, found)
+            self._keep(dotted, key, found)
         return found
 
     def warm(self) -> None:
@@ -319,6 +351,16 @@ class ProjectLoader:
 
             self._version_of = version_of
         return self._version_of(module)
+
+
+class _OwnMemo:
+    """A loader as an assembly sees it, with a closure memo of its own (`load_keeping`)."""
+
+    def __init__(self, loader: ProjectLoader) -> None:
+        self.closure_memo = ClosureMemo()
+        self.analysis_of = loader.analysis_of
+        self.version_of = loader.version_of
+        self.module_key = loader.module_key
 
 
 class _Parsed:
