@@ -183,6 +183,22 @@ def test_status_lists_outputs_left_by_tasks_that_no_longer_exist(tmp_path: Path)
     assert not (root / "old.csv").exists()
 
 
+def test_status_does_not_list_the_outputs_of_a_renamed_task(tmp_path: Path) -> None:
+    """prod.py renamed prod2.py: the new task declares (and writes) the file the old one
+    did; status must not offer to delete it."""
+    root = write_project(tmp_path, {
+        "tasks/prod.py": '# /// task\n# outputs = ["out/p.txt"]\n# ///\n'
+                         "def run(outputs):\n    outputs[0].parent.mkdir(exist_ok=True)\n"
+                         '    outputs[0].write_text("p")\n',
+    })
+    assert watchrun(root, "build").code == 0
+    (root / "tasks/prod.py").rename(root / "tasks/prod2.py")
+    for built in (False, True):
+        status = watchrun(root, "status")
+        assert "no longer exist" not in status.stdout, (built, status.stdout)
+        assert watchrun(root, "build").code == 0
+
+
 def test_an_input_glob_matching_nothing_warns_and_gives_a_reason(tmp_path: Path) -> None:
     root = write_project(tmp_path, {"tasks/load.py": """
         # /// task

@@ -106,8 +106,7 @@ def unmatched_inputs(project: Project, names: Iterable[str]) -> list[tuple[str, 
 
     found = []
     root = str(project.config.root)
-    made = {os.path.normpath(os.path.join(root, out))
-            for task in project.tasks.values() for out in task.outputs}
+    made = declared_outputs(project)
     for name in sorted(names):
         task = project.tasks.get(name)
         if task is None or task.abstract:
@@ -117,7 +116,7 @@ def unmatched_inputs(project: Project, names: Iterable[str]) -> list[tuple[str, 
                 missing = not expand_inputs([pattern], root)
             else:
                 path = os.path.normpath(os.path.join(root, pattern))
-                missing = not os.path.lexists(path) and not _written_by_a_task(path, made)
+                missing = not os.path.lexists(path) and not written_by_a_task(path, made)
             if missing:
                 origin = task.field_origins.get("inputs")
                 where = origin.format(project.config.root).split(" (")[0] if origin else ""
@@ -125,7 +124,14 @@ def unmatched_inputs(project: Project, names: Iterable[str]) -> list[tuple[str, 
     return found
 
 
-def _written_by_a_task(path: str, outputs: set[str]) -> bool:
+def declared_outputs(project: Project) -> set[str]:
+    """Every output a task of the project declares, as a normalized absolute path."""
+    root = str(project.config.root)
+    return {os.path.normpath(os.path.join(root, out))
+            for task in project.tasks.values() for out in task.outputs}
+
+
+def written_by_a_task(path: str, outputs: set[str]) -> bool:
     """Whether a task declares `path`, or a folder above it, as an output: looked up folder by
     folder, so that a project of thousands of missing inputs (a build from scratch) is not
     checked against every output for each."""

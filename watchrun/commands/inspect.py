@@ -9,11 +9,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 from watchrun.commands.common import (
+    declared_outputs,
     error,
     guarded,
     print_project_errors,
     unknown_task_message,
     warn_unmatched_inputs,
+    written_by_a_task,
 )
 from watchrun.engine.scopes import is_persistent
 from watchrun.engine.status import TaskReport, TaskState, report
@@ -159,16 +161,22 @@ def _alive(pid: int) -> bool:
 
 
 def orphan_outputs(session: Session) -> list[tuple[str, str]]:
-    """(task, output) of declared outputs still on disk whose task no longer exists."""
+    """(task, output) of declared outputs still on disk whose task no longer exists, and
+    that no task of the project declares now (a task renamed keeps its outputs)."""
     project = session.project
     found = set()
+    declared: set[str] | None = None
     _, results = session.store.last_units()
     for record in results:
         if record.task in project.tasks:
             continue
         for output in record.outputs:
-            path = output if os.path.isabs(output) else os.path.join(project.config.root, output)
-            if os.path.lexists(path):
+            path = os.path.normpath(os.path.join(project.config.root, output))
+            if not os.path.lexists(path):
+                continue
+            if declared is None:
+                declared = declared_outputs(project)
+            if not written_by_a_task(path, declared):
                 found.add((record.task, output))
     return sorted(found)
 
