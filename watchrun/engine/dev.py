@@ -26,7 +26,6 @@ from watchrun.engine import events as ev
 from watchrun.engine.code_on_disk import breaks_the_plan, gone_tasks, with_broken_code
 from watchrun.engine.dev_commands import DevCommands, rel_path
 from watchrun.engine.dev_folders import ModuleFolders, folder_sources
-from watchrun.engine.driver_state import Launched
 from watchrun.engine.scheduler import BuildOptions, Scheduler
 from watchrun.errors import ProjectError
 from watchrun.executors.base import ExecEvent, Executor
@@ -94,13 +93,10 @@ class DevEngine(DevCommands):
         self._index: ReverseIndex | None = None
         self._inputs: InputsIndex | None = None
         self._outputs: InputsIndex | None = None
-        # tasks whose runs ended, or were cancelled, with their inputs changed under them,
-        # consecutively (see _self_changed), and those reported as changing their own inputs
+        # tasks whose runs ended with their inputs changed under them, consecutively (see
+        # _self_changed), and those reported as changing their own inputs
         self._disturbed: dict[str, int] = {}
         self._reported_self: set[str] = set()
-        # the running unit of each task last counted as disturbed (a unit is counted once,
-        # whatever number of changes it makes)
-        self._counted_run: dict[str, Launched] = {}
         self._recomputed: set[str] | None = None  # tasks the last incremental reload touched
         # the changes seen while the project read breaks tasks of the plan's (see _defer)
         self._deferred: set[Path] | None = None
@@ -383,38 +379,11 @@ class DevEngine(DevCommands):
         its inputs changed under it, they are still as it left them, and the run before
         ended the same way. Reported once; not rerun until something else changes (a first
         such run is rerun: it may have been an edit made while it ran)."""
-        run = self.scheduler.running_run(name)
-        if run is not None:
-            return self._changed_while_running(name, run, now)
         left = self.scheduler.self_changing.get(name)
         if left is None or left != now:
             self._disturbed.pop(name, None)
             self._reported_self.discard(name)
             return False
-        return self._disturbed_again(name, now)
-
-    def _changed_while_running(self, name: str, run: Launched, now: dict[str, str | None]
-                               ) -> bool:
-        """The task's inputs changed while its unit runs: a run that would be cancelled, and
-        so never *end* with its inputs changed. It counts as such a run: after one before it
-        that left the inputs this one started with, it is its own doing (reported, and the
-        unit runs on; its result is not recorded clean). A first one is cancelled and rerun:
-        it may have been an edit made while it ran."""
-        if self._counted_run.get(name) is run:  # the same unit writing again
-            return name in self._reported_self
-        self._counted_run[name] = run
-        left = self.scheduler.self_changing.get(name)
-        # the inputs as this cancelled run leaves them: what the next run must start with
-        self.scheduler.self_changing[name] = now
-        if left is None or left != run.resolution.inputs:
-            self._disturbed[name] = 1  # the first of a series (or something else changed)
-            self._reported_self.discard(name)
-            return False
-        return self._disturbed_again(name, now)
-
-    def _disturbed_again(self, name: str, now: dict[str, str | None]) -> bool:
-        """One more run in a row changed the task's inputs: the second is reported, and from
-        then on the change is the task's own doing."""
         count = self._disturbed.get(name, 0) + 1
         self._disturbed[name] = count
         if count < 2:

@@ -10,7 +10,6 @@ from watchrun.engine.dispatch import task_ranks
 from watchrun.engine.driver_state import (
     BuildSummary,
     DriverState,
-    Launched,
     drop_pickle_file,
 )
 from watchrun.engine.plan import cutoff_waits
@@ -116,13 +115,6 @@ class Replanning(DriverState):
 
     def running_units(self, name: str) -> list[UnitKey]:
         return self.plan.active(name)
-
-    def running_run(self, name: str) -> Launched | None:
-        """The task's first running unit that is not being cancelled: what it started with
-        (dev tells a change its unit made while it ran from one made before it started)."""
-        for key in self.plan.active(name):
-            return self.running[key].payload
-        return None
 
     def interrupt_task(self, name: str) -> None:
         for key in self.running_units(name):
