@@ -10,9 +10,10 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from tests.conftest import watchrun, write_project
 from tests.fake_executors import FakeExecutorBase, driver_for
-from watchrun.engine.events import Event, UnitCancelled
-from watchrun.engine.scheduler import Scheduler
+from watchrun.engine.events import Event, UnitCancelled, UnitStarted
+from watchrun.engine.scheduler import BuildOptions, Scheduler
 from watchrun.executors.base import EventKind, ExecEvent, Job, Mode, UnitKey
 from watchrun.session import default_targets, open_session
 from watchrun.state.store import Store
@@ -332,3 +333,42 @@ def test_a_unit_that_started_before_its_file_was_saved_counts_when_it_ends(
     assert asyncio.run(run()) == 1
     kinds = [type(e).__name__ for e in seen if getattr(e, "task", None) == "t"]
     assert kinds == ["UnitStarted", "UnitFinished"], kinds
+
+
+class SubmitsNothing(FakeExecutorBase):
+    """A dry run's executor: it is asked for nothing."""
+
+    jobs = 2
+
+    def free_slots(self) -> int:
+        return self.jobs
+
+    def submit(self, job: Job) -> None:
+        raise AssertionError(f"a dry run submitted {job.key.format()}")
+
+
+def test_a_dry_run_below_a_clean_generator_longer_than_the_window_ends(tmp_path: Path
+                                                                      ) -> None:
+    """The stored values of a clean generator are replayed at most a window ahead of the
+    slowest task of its scope, which moves on as units end; a dry run ends none, so the
+    replay stood still and the build never ended (16 units said of 40). Without the window,
+    every dirty unit of the scope is said, and the one below each."""
+    from tests.test_generators_e2e import FORTY  # the project the end-to-end test builds
+
+    root = write_project(tmp_path, FORTY)
+    assert watchrun(root, "build").code == 0  # the generator's 40 values, stored
+    task = root / "tasks/a.py"
+    task.write_text(task.read_text().replace("x * 2", "x * 2 + 2"))
+    events: list[Event] = []
+
+    async def run() -> int:
+        with open_session(root, "build", write=False) as session:
+            scheduler = driver_for(session, SubmitsNothing(), events,
+                                   BuildOptions(dry_run=True))
+            summary = await asyncio.wait_for(
+                scheduler.build(default_targets(session.project)), 5)
+            return summary.ran
+
+    assert asyncio.run(run()) == 41
+    said = [(e.task, e.iter) for e in events if isinstance(e, UnitStarted)]
+    assert sorted(said) == sorted([("a", (i,)) for i in range(40)] + [("coll", ())])
